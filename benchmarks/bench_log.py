@@ -1,0 +1,88 @@
+"""Per-step cost of logging four losses: lossreport's `Run.log` against TensorBoard's writer.
+
+    python benchmarks/bench_log.py [--repeats 7]
+
+Each case logs the same four values every step (Python floats, or 0-d CPU tensors that carry
+autograd history as a training loop's losses do), timed as whole loops including the flushes
+the background thread does meanwhile. Prints the median microseconds per step over the repeats
+and the ratio to `SummaryWriter.add_scalar` x4 measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lossreport
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+NAMES = ("mse_loss", "l1_loss", "auxiliary_reconstruction_loss", "overall_loss")
+
+
+def _floats() -> list[object]:
+    return [0.125, 0.0625, 0.03125, 0.21875]
+
+
+def _tensors() -> list[object]:
+    leaf = torch.tensor(1.0, requires_grad=True)
+    return [leaf * value for value in (0.125, 0.0625, 0.03125, 0.21875)]
+
+
+def time_lossreport(values: list[object], steps: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b, c, d = values
+        with lossreport.start_run(tmp, model="bench", hook="h") as run:
+            start = time.perf_counter()  # the loop and the final flush; not start_run
+            for step in range(steps):
+                run.log(
+                    step, mse_loss=a, l1_loss=b, auxiliary_reconstruction_loss=c, overall_loss=d
+                )
+        return (time.perf_counter() - start) / steps * 1e6
+
+
+def time_summary_writer(values: list[object], steps: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = SummaryWriter(log_dir=str(Path(tmp)))
+        start = time.perf_counter()
+        for step in range(steps):
+            for name, value in zip(NAMES, values, strict=True):
+                writer.add_scalar(f"losses/{name}", value, step)
+        writer.close()
+        return (time.perf_counter() - start) / steps * 1e6
+
+
+def median_of(repeats: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
+    measure()  # warm-up: first-use imports and caches
+    samples = [measure() for _ in range(repeats)]
+    return statistics.median(samples), samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--writer-steps", type=int, default=3_000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"median us/step over {args.repeats} repeats; torch {torch.__version__}")
+    print(f"{'values':12} {'lossreport':>10} {'SummaryWriter':>14} {'ratio':>7}   samples")
+    for label, make in (("floats", _floats), ("0-d tensors", _tensors)):
+        ours, samples = median_of(
+            args.repeats, lambda make=make: time_lossreport(make(), args.steps)
+        )
+        theirs, _ = median_of(
+            args.repeats, lambda make=make: time_summary_writer(make(), args.writer_steps)
+        )
+        print(
+            f"{label:10} {ours:11.2f} {theirs:14.1f} {theirs / ours:6.0f}x   "
+            + " ".join(f"{s:.2f}" for s in samples)
+        )
+
+
+if __name__ == "__main__":
+    main()

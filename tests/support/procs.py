@@ -1,0 +1,36 @@
+"""Helpers for tests that run real processes: waiting with a deadline, starting trainers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.02
+) -> None:
+    """Poll `predicate` until it is truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def start_trainer(runs_dir: Path, run_id: str, *args: str) -> subprocess.Popen[str]:
+    """The scripted trainer (tests/support/trainer.py) as a real subprocess."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.trainer", str(runs_dir), run_id, *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )

@@ -1,0 +1,52 @@
+"""The package's exceptions.
+
+LossReportError                 base: catch this to catch everything lossreport raises
+├── InvalidLossError            a loss name or value that cannot be recorded (.key, .value)
+├── RunClosedError              log() on a run that has been closed (.path)
+└── RunDirectoryError           a run directory that cannot be written or read (.path)
+    ├── MalformedRunFileError   run.json that is not a lossreport.run/1 document
+    └── CorruptShardError       a loss shard that is not readable Parquet
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class LossReportError(Exception):
+    """Base class of every error lossreport raises on purpose."""
+
+
+class InvalidLossError(LossReportError, ValueError):
+    """A loss name or value that cannot be recorded; `key` names it, `value` holds it."""
+
+    def __init__(self, message: str, *, key: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
+class RunClosedError(LossReportError):
+    """The run was closed; nothing more can be logged to it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: the run is closed; start a new run to log more")
+        self.path = path
+
+
+class RunDirectoryError(LossReportError, OSError):
+    """A run directory (or a file in it) that cannot be written or read; `path` names it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class MalformedRunFileError(RunDirectoryError):
+    """run.json is missing fields, is not JSON, or has an unknown format."""
+
+
+class CorruptShardError(RunDirectoryError):
+    """A loss shard cannot be read as Parquet."""
