@@ -11,12 +11,15 @@ def test_public_names_are_pinned() -> None:
         [
             "CorruptShardError",
             "InvalidLossError",
+            "LossGraphGenerator",
             "LossReportError",
             "MalformedRunFileError",
+            "RenderResult",
             "Run",
             "RunClosedError",
             "RunDirectoryError",
             "__version__",
+            "render_run",
             "start_run",
         ]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CorruptShardError,
@@ -14,6 +15,10 @@ from .errors import (
 )
 from .tracker import Run, start_run
 
+if TYPE_CHECKING:
+    from .graphs import LossGraphGenerator
+    from .render import RenderResult, render_run
+
 try:
     __version__ = version("lossreport")
 except PackageNotFoundError:  # running from a source tree that was never installed
@@ -22,11 +27,29 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "CorruptShardError",
     "InvalidLossError",
+    "LossGraphGenerator",
     "LossReportError",
     "MalformedRunFileError",
+    "RenderResult",
     "Run",
     "RunClosedError",
     "RunDirectoryError",
     "__version__",
+    "render_run",
     "start_run",
 ]
+
+# The renderer imports Altair, vl-convert and Jinja2; a trainer that only logs never loads them.
+_LAZY = {
+    "LossGraphGenerator": "lossreport.graphs",
+    "RenderResult": "lossreport.render",
+    "render_run": "lossreport.render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lossreport' has no attribute {name!r}")

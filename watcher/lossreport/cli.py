@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import __version__, rundir
+from . import __version__, rundir, stats
 from .errors import LossReportError
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from .render import RenderResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +43,65 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print a run's status and what its shards hold")
     show.add_argument("run", type=Path, help="a run directory")
     show.set_defaults(handler=_show)
+
+    render = commands.add_parser(
+        "render", help="write the report of each run (or of every run in a runs directory)"
+    )
+    render.add_argument(
+        "paths", nargs="+", type=Path, metavar="RUN", help="a run directory, or a directory of runs"
+    )
+    render.set_defaults(handler=_render)
     return parser
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .render import render_run  # charting imports are heavy; only this command needs them
+
+    runs = [run for path in args.paths for run in _runs_under(path)]
+    if len(runs) == 1:
+        result = render_run(runs[0])
+        _print_single(result)
+        return 0
+    progress = Progress(len(runs), sys.stderr if sys.stderr.isatty() else sys.stdout)
+    failed = 0
+    for run_dir in runs:
+        started = time.monotonic()
+        try:
+            result = render_run(run_dir)
+        except (LossReportError, OSError) as exc:
+            failed += 1
+            progress.advance(f"FAILED {run_dir}: {exc}")
+            continue
+        note = f" ({len(result.problems)} inputs skipped)" if result.problems else ""
+        progress.advance(f"{result.report} in {time.monotonic() - started:.1f}s{note}")
+    print(f"Rendered {len(runs) - failed} of {len(runs)} runs.")
+    return 1 if failed else 0
+
+
+def _runs_under(path: Path) -> list[Path]:
+    """`path` itself if it is a run directory, else the run directories directly inside it."""
+    if rundir.looks_like_run(path):
+        return [path]
+    if not path.is_dir():
+        raise LossReportError(f"{path}: not a directory")
+    runs = sorted(child for child in path.iterdir() if rundir.looks_like_run(child))
+    if not runs:
+        raise LossReportError(f"{path}: no runs here (a run has run.json or losses/)")
+    return runs
+
+
+def _print_single(result: RenderResult) -> None:
+    charts = [path for path in result.charts]
+    print(f"Generated {len(charts)} loss graph files:")
+    for path in charts:
+        print(f"  - {path}")
+    print(f"Saved loss history CSV to: {result.csv}")
+    print(f"Saved summary to: {result.summary}")
+    print(f"Saved HTML report to: {result.report}")
+    for problem in result.problems:
+        print(f"Skipped: {problem}")
+    print()
+    print(stats.console_summary(result.stats))
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -14,10 +14,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -89,6 +91,11 @@ class RunRecord:
         return json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n"
 
 
+def looks_like_run(path: Path) -> bool:
+    """A directory holding run.json or a losses/ folder (a run whose run.json was lost)."""
+    return (path / RUN_FILE).is_file() or (path / LOSSES_DIR).is_dir()
+
+
 def shard_name(seq: int, rank: int | None = None) -> str:
     suffix = "" if rank is None else f"-rank{rank}"
     return f"part-{seq:06d}{suffix}.parquet"
@@ -109,6 +116,8 @@ def iter_shards(run_dir: Path) -> Iterator[tuple[int, int | None, Path]]:
         entries = list(os.scandir(losses))
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise RunDirectoryError(losses, f"cannot be listed ({exc.strerror or exc})") from exc
     found = []
     for entry in entries:
         parsed = parse_shard_name(entry.name)
@@ -124,33 +133,58 @@ def next_shard_seq(run_dir: Path, rank: int | None) -> int:
     return max(seqs, default=0) + 1
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A handle whose contents appear at `path` whole, or not at all, when the block ends.
+
+    The data go to a hidden temp file in the same folder, are fsynced and renamed into place;
+    on any error the temp file is removed and `path` keeps what it had.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp's 0600 would hide it from others
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@cache
+def process_umask() -> int:
+    """The umask, read without changing it (os.umask can only be read by setting it)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_hidden_dir(parent: Path, prefix: str) -> Path:
+    """A new uniquely named folder, with the permissions a plain mkdir would give it."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(0o777 & ~process_umask())
+    return path
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def write_shard(run_dir: Path, seq: int, table: pa.Table, rank: int | None = None) -> Path:
     """Write one shard under a hidden temp name, then rename it into place."""
     path = run_dir / LOSSES_DIR / shard_name(seq, rank)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
     return path
 
 
@@ -238,7 +272,7 @@ def read_losses(run_dir: Path) -> LossData:
     if not tables:
         empty = pa.schema([(STEP, pa.int64()), (WALL_TIME, pa.float64())])
         return LossData(empty.empty_table(), skipped)
-    combined = pa.concat_tables(tables, promote_options="permissive")
+    combined = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
     return LossData(_keep_last_write_per_step(combined), skipped)
 
 
@@ -288,12 +322,12 @@ def _as_seconds(column: pa.ChunkedArray, path: Path, notes: list[str]) -> pa.Chu
 
 def _keep_last_write_per_step(table: pa.Table) -> pa.Table:
     steps = table.column(STEP).to_numpy()
+    if bool(np.all(steps[1:] > steps[:-1])):  # the usual case: nothing repeated, already sorted
+        return table
     # np.unique on the reversed steps finds each step's last write; its output is sorted by step.
     _, first_in_reversed = np.unique(steps[::-1], return_index=True)
     keep = len(steps) - 1 - first_in_reversed
-    if len(keep) == len(steps) and bool(np.all(np.diff(keep) > 0)):
-        return table.combine_chunks()
-    return table.take(pa.array(keep)).combine_chunks()
+    return table.take(pa.array(keep))
 
 
 def _text(value: Any, default: str) -> str:

@@ -1,0 +1,264 @@
+"""Vega-Lite specs (built with Altair) for the per-loss and combined charts, and their PNGs.
+
+Charts draw a downsampled copy of each series (downsample.py), so a chart of a million steps
+costs what a chart of ten thousand does; NaN/inf steps are drawn as marks of their own.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import altair as alt
+import numpy as np
+import vl_convert
+
+from . import theme
+from .downsample import minmax, thin_steps
+from .errors import LossReportError
+from .history import FloatArray, IntArray, LossSeries
+
+PPI = 300
+WIDTH = 560
+HEIGHT = 240
+COMBINED_BUCKETS = 500
+SMOOTH_POINTS = 600  # the moving average is smooth: this many points draw it exactly enough
+LOG_RANGE_RATIO = 100.0
+# 0, 500, 20k, 1.5M: short step labels that never read "0M".
+STEP_AXIS = alt.Axis(
+    labelExpr=(
+        "datum.value >= 1e6 ? format(datum.value / 1e6, '~g') + 'M' : "
+        "datum.value >= 1e4 ? format(datum.value / 1e3, '~g') + 'k' : format(datum.value, '~g')"
+    )
+)  # a loss spanning more than this many times is drawn on a log axis
+
+
+def moving_average(values: FloatArray, window: int, at: IntArray) -> FloatArray:
+    """Centred mean over `window` positions around each index in `at`, skipping NaN/inf.
+
+    Centred rather than trailing so the smooth line does not lag the curve it summarises;
+    near either end the window shrinks symmetrically, so the line starts and ends on the data.
+    Evaluated only where it is drawn: one cumulative sum, then two lookups a point.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        sums = np.concatenate([[0.0], np.cumsum(values)])
+        counts = np.arange(values.size + 1)
+    else:
+        sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+        counts = np.concatenate([[0], np.cumsum(finite)])
+    half = np.minimum(np.minimum(at, values.size - 1 - at), window // 2)
+    starts, ends = at - half, at + half + 1
+    totals, numbers = sums[ends] - sums[starts], counts[ends] - counts[starts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(numbers > 0, totals / np.maximum(numbers, 1), np.nan)
+
+
+def smoothing_window(total_steps: int) -> int:
+    return max(1, total_steps // 20)
+
+
+def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[str, Any]:
+    """Raw curve, moving average, mean rule, min/max/final marks and NaN/inf ticks."""
+    finite = np.isfinite(series.values)
+    steps, values = series.steps[finite], series.values[finite]
+    window = smoothing_window(series.values.size)
+    positions = np.unique(np.linspace(0, series.values.size - 1, SMOOTH_POINTS).astype(np.int64))
+    smooth_steps = series.steps[positions]
+    smooth_values = moving_average(series.values, window, positions)
+    raw_steps, raw_values = minmax(steps, values)
+    log_axis = _wants_log_axis(values)
+    raw_label, smooth_label = "raw", f"moving average (window {window:,})"
+    records = _records(raw_steps, raw_values, raw_label) + _records(
+        smooth_steps, smooth_values, smooth_label
+    )
+    legend_domain = [raw_label, smooth_label, "mean"]
+    legend_range = [theme.RAW_COLOUR, theme.SMOOTH_COLOUR, theme.MEAN_COLOUR]
+    y_title = f"{series.name}{' (log scale)' if log_axis else ''}"
+    y = alt.Y("value:Q", title=y_title, scale=_y_scale(log_axis))
+    x = alt.X("step:Q", title="step", axis=STEP_AXIS)
+    colour = alt.Color(
+        "series:N",
+        title=None,
+        scale=alt.Scale(domain=legend_domain, range=legend_range),
+        legend=alt.Legend(orient="top", direction="horizontal"),
+    )
+    base = alt.Chart(alt.NamedData("curves"))
+    layers: list[Any] = [
+        base.mark_line(strokeWidth=1.0)
+        .encode(x, y, colour)
+        .transform_filter(alt.datum.series == raw_label),
+        base.mark_line(strokeWidth=2.4)
+        .encode(x, y, colour)
+        .transform_filter(alt.datum.series == smooth_label),
+    ]
+    datasets: dict[str, list[dict[str, Any]]] = {"curves": records}
+    if stats["mean"] is not None and (not log_axis or stats["mean"] > 0):
+        datasets["mean"] = [{"value": stats["mean"], "series": "mean"}]
+        layers.append(
+            alt.Chart(alt.NamedData("mean"))
+            .mark_rule(strokeDash=[6, 4], strokeWidth=1.4)
+            .encode(y=alt.Y("value:Q"), color=colour)
+        )
+    if stats["final"] is not None:
+        datasets["extremes"] = _extremes(stats)
+        layers += _extreme_marks(log_axis)
+    non_finite = _non_finite_records(series)
+    if non_finite:
+        datasets["non_finite"] = non_finite
+        layers.append(
+            alt.Chart(alt.NamedData("non_finite"))
+            .mark_rule(color=theme.ALERT_COLOUR, strokeWidth=1.2, opacity=0.9, strokeDash=[2, 2])
+            .encode(x=alt.X("step:Q"))
+        )
+    chart = alt.layer(*layers).properties(
+        width=WIDTH,
+        height=HEIGHT,
+        title=alt.TitleParams(title, subtitle=[_stats_line(stats, series.values.size)]),
+    )
+    return _finish(chart, datasets)
+
+
+def combined_chart(all_series: list[LossSeries], title: str) -> dict[str, Any]:
+    """Every loss together: a linear panel and a log panel (positive values only)."""
+    records: list[dict[str, Any]] = []
+    for series in all_series:
+        finite = np.isfinite(series.values)
+        steps, values = minmax(series.steps[finite], series.values[finite], COMBINED_BUCKETS)
+        records += _records(steps, values, series.name)
+    names = [series.name for series in all_series]
+    colour = alt.Color(
+        "series:N",
+        title="loss",
+        sort=names,
+        scale=alt.Scale(domain=names, range=theme.colours(len(names))),
+    )
+    x = alt.X("step:Q", title="step", axis=STEP_AXIS)
+    base = alt.Chart(alt.NamedData("curves")).mark_line(strokeWidth=1.4)
+    linear = base.encode(
+        x, alt.Y("value:Q", title="loss (linear scale)", scale=alt.Scale(zero=False)), colour
+    )
+    log = base.transform_filter(alt.datum.value > 0).encode(
+        x, alt.Y("value:Q", title="loss (log scale)", scale=alt.Scale(type="log")), colour
+    )
+    chart = alt.vconcat(
+        linear.properties(width=WIDTH, height=HEIGHT - 40),
+        log.properties(width=WIDTH, height=HEIGHT - 40),
+        spacing=18,
+    ).properties(
+        title=alt.TitleParams(
+            title, subtitle=["all losses; lower panel on a log axis (positive values)"]
+        )
+    )
+    return _finish(chart, {"curves": records})
+
+
+@cache
+def warm_up() -> None:
+    """Start vl-convert's JavaScript engine (about 0.5 s, once per process)."""
+    vl_convert.vegalite_to_svg({"mark": "point"}, allowed_base_urls=[])
+
+
+def render(spec: dict[str, Any]) -> tuple[str, bytes]:
+    """The chart as SVG (for pages) and as a 300 DPI PNG (vl-convert writes its pHYs chunk).
+
+    The PNG is rasterised from the SVG, so both cost about one render. No network access.
+    """
+    try:
+        svg = str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
+        return svg, bytes(vl_convert.svg_to_png(svg, ppi=PPI))
+    except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError from Rust
+        raise LossReportError(f"chart rendering failed: {exc}") from exc
+
+
+def _finish(chart: Any, datasets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The spec with its data as named datasets: Altair never walks the records."""
+    spec: dict[str, Any] = chart.to_dict(validate=False)
+    spec["datasets"] = datasets
+    spec["config"] = theme.CONFIG
+    return spec
+
+
+def _records(steps: IntArray, values: FloatArray, series: str) -> list[dict[str, Any]]:
+    return [
+        {"step": s, "value": v, "series": series}
+        for s, v in zip(steps.tolist(), values.tolist(), strict=True)
+    ]
+
+
+def _y_scale(log_axis: bool) -> alt.Scale:
+    """Padded so the labels of points at the top or bottom stay inside the plot."""
+    if log_axis:
+        return alt.Scale(type="log", padding=14)
+    return alt.Scale(zero=False, padding=14)
+
+
+def _wants_log_axis(values: FloatArray) -> bool:
+    if values.size < 2 or values.min() <= 0:
+        return False
+    return bool(values.max() / values.min() >= LOG_RANGE_RATIO)
+
+
+def _extremes(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Min, max and final points. Points at one place share a label; min labels sit below,
+    the others above, and labels in the right half of the chart run leftwards."""
+    points: dict[tuple[int, float], list[str]] = {}
+    for name in ("max", "final", "min"):
+        points.setdefault((stats[f"{name}_step"], stats[name]), []).append(name)
+    span = max(stats["final_step"] - stats["first_step"], 1)
+    return [
+        {
+            "step": step,
+            "value": value,
+            "label": f"{' = '.join(names)} {_fmt(value)}",
+            "below": names == ["min"] or ("min" in names and "max" not in names),
+            "right_half": (step - stats["first_step"]) / span > 0.5,
+        }
+        for (step, value), names in points.items()
+    ]
+
+
+def _extreme_marks(log_axis: bool) -> list[Any]:
+    y = alt.Y("value:Q", scale=_y_scale(log_axis))
+    x = alt.X("step:Q")
+    base = alt.Chart(alt.NamedData("extremes"))
+    marks = [base.mark_point(filled=True, size=46, color=theme.TEXT_COLOUR, opacity=1).encode(x, y)]
+    for below in (False, True):
+        for right_half in (False, True):
+            text = (
+                base.mark_text(
+                    align="right" if right_half else "left",
+                    dx=-8 if right_half else 8,
+                    dy=12 if below else -10,
+                    fontSize=11,
+                    color=theme.TEXT_COLOUR,
+                )
+                .encode(x, y, text="label:N")
+                .transform_filter((alt.datum.below == below) & (alt.datum.right_half == right_half))
+            )
+            marks.append(text)
+    return marks
+
+
+def _non_finite_records(series: LossSeries) -> list[dict[str, Any]]:
+    bad = ~np.isfinite(series.values)
+    return [{"step": step} for step in thin_steps(series.steps[bad]).tolist()]
+
+
+def _stats_line(stats: dict[str, Any], count: int) -> str:
+    if stats["final"] is None:
+        return f"{count:,} values, none finite"
+    parts = [
+        f"mean {_fmt(stats['mean'])}",
+        f"final {_fmt(stats['final'])}",
+        f"min {_fmt(stats['min'])}",
+        f"max {_fmt(stats['max'])}",
+        f"{count:,} steps",
+    ]
+    if stats["nan_count"] or stats["inf_count"]:
+        parts.append(f"NaN/inf at {stats['nan_count'] + stats['inf_count']:,} steps (red)")
+    return "   ·   ".join(parts)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

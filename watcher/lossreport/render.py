@@ -1,0 +1,197 @@
+"""`render_run`: a pure function from a run directory to its `loss_graphs/` folder.
+
+Everything is written into a hidden staging folder beside `loss_graphs/`, which then replaces
+the old one with two renames, so a reader sees the old report or the new one, never a mix.
+Broken inputs (a malformed run.json, corrupt shards) are reported in the output, not raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import charts, report, rundir, stats
+from .errors import MalformedRunFileError, RunDirectoryError
+from .history import from_table
+from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
+
+logger = logging.getLogger(__name__)
+
+# Staging folders older than this were left by a render that was killed; newer ones may belong
+# to a render still running in another process.
+ABANDONED_AFTER_SECONDS = 600
+
+
+@dataclass
+class RenderResult:
+    """What one render wrote and what it had to skip."""
+
+    run_dir: Path
+    charts: list[Path]
+    csv: Path
+    summary: Path
+    report: Path
+    stats: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return [*self.charts, self.csv, self.summary, self.report]
+
+
+def render_run(run_dir: str | os.PathLike[str], *, status: str | None = None) -> RenderResult:
+    """Render `run_dir`'s report into `run_dir/loss_graphs/`.
+
+    Args:
+        status: shown instead of run.json's status (the daemon passes "stalled").
+
+    Raises:
+        RunDirectoryError: the run directory cannot be read or `loss_graphs/` cannot be written.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirectoryError(run_dir, "is not a directory")
+    # One helper thread overlaps the chart engine's start-up with reading the shards, then the
+    # CSV (written by pyarrow without the GIL) with drawing the charts.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-render") as helper:
+        helper.submit(charts.warm_up)
+        problems: list[str] = []
+        record = _read_record(run_dir, problems)
+        data = rundir.read_losses(run_dir)
+        problems += data.skipped
+        history = from_table(data.table)
+        names = OutputNames.for_run(record.model, record.hook, rundir.parse_time(record.started_at))
+        summary = stats.summary_stats(history, record.model, record.hook)
+        anomalies = stats.anomalies(summary)
+        final_dir = run_dir / rundir.GRAPHS_DIR
+        stage = _make_stage(run_dir)
+        try:
+            csv_written = helper.submit(write_csv, stage / names.csv, history)
+            drawn = write_charts(stage, history, summary, names)
+            document = {
+                "run": _run_fields(record, status),
+                **summary,
+                "anomalies": anomalies,
+                "skipped": problems,
+            }
+            write_json(stage / names.summary_json, document)
+            files = {
+                "loss history (CSV, every logged value)": names.csv,
+                "summary statistics (JSON)": names.summary_json,
+            }
+            page = report.render_html(
+                run=_page_fields(record, status),
+                stats=summary,
+                charts=drawn,
+                files=files,
+                problems=problems,
+                anomalies=anomalies,
+            )
+            rundir.atomic_write(stage / names.report_html, page.encode())
+            csv_written.result()
+            _swap_into_place(stage, final_dir)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+    for problem in problems:
+        logger.warning("%s: skipped %s", run_dir, problem)
+    return RenderResult(
+        run_dir=run_dir,
+        charts=[final_dir / chart.path.name for chart in drawn],
+        csv=final_dir / names.csv,
+        summary=final_dir / names.summary_json,
+        report=final_dir / names.report_html,
+        stats=summary,
+        problems=problems,
+    )
+
+
+def _read_record(run_dir: Path, problems: list[str]) -> rundir.RunRecord:
+    """run.json, or a stand-in built from the directory when it is missing or malformed."""
+    try:
+        return rundir.read_run_file(run_dir)
+    except MalformedRunFileError as exc:
+        problems.append(str(exc))
+        started = datetime.fromtimestamp(run_dir.stat().st_mtime, UTC).isoformat()
+        return rundir.RunRecord(
+            run_id=run_dir.name,
+            model="unknown-model",
+            hook="unknown-hook",
+            status="unknown",
+            started_at=started,
+            heartbeat_at=started,
+        )
+
+
+def _run_fields(record: rundir.RunRecord, status: str | None) -> dict[str, Any]:
+    fields = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    return {**fields, "status": status or record.status}
+
+
+def _page_fields(record: rundir.RunRecord, status: str | None) -> dict[str, Any]:
+    fields = _run_fields(record, status)
+    known = {rundir.RUNNING, rundir.COMPLETED, rundir.FAILED, "stalled"}
+    fields["status_class"] = fields["status"] if fields["status"] in known else "unknown"
+    fields["duration"] = _duration(record)
+    return fields
+
+
+def _duration(record: rundir.RunRecord) -> str | None:
+    if record.finished_at is None:
+        return None
+    try:
+        seconds = (
+            rundir.parse_time(record.finished_at) - rundir.parse_time(record.started_at)
+        ).total_seconds()
+    except ValueError:
+        return None
+    hours, rest = divmod(int(seconds), 3600)
+    return (
+        f"{hours}h {rest // 60:02d}m {rest % 60:02d}s"
+        if hours
+        else f"{rest // 60}m {rest % 60:02d}s"
+    )
+
+
+def _make_stage(run_dir: Path) -> Path:
+    graphs = run_dir / rundir.GRAPHS_DIR
+    if graphs.exists() and not graphs.is_dir():
+        raise RunDirectoryError(graphs, "is in the way: it is not a folder (left untouched)")
+    _remove_abandoned_stages(run_dir)
+    try:
+        return rundir.make_hidden_dir(run_dir, f".{rundir.GRAPHS_DIR}.new-")
+    except OSError as exc:
+        raise RunDirectoryError(
+            run_dir, f"cannot write a report here ({exc.strerror or exc})"
+        ) from exc
+
+
+def _remove_abandoned_stages(run_dir: Path) -> None:
+    cutoff = time.time() - ABANDONED_AFTER_SECONDS
+    for entry in os.scandir(run_dir):
+        leftover = entry.name.startswith(
+            (f".{rundir.GRAPHS_DIR}.new-", f".{rundir.GRAPHS_DIR}.old-")
+        )
+        if leftover and entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _swap_into_place(stage: Path, final_dir: Path) -> None:
+    """Replace `final_dir` by `stage`. Files there that lossreport did not make are kept."""
+    if not final_dir.exists():
+        os.rename(stage, final_dir)
+        return
+    for entry in os.scandir(final_dir):
+        if not entry.name.startswith(REPORT_PREFIXES) and not (stage / entry.name).exists():
+            os.rename(entry.path, stage / entry.name)  # someone else's file: carry it over
+    retired = rundir.make_hidden_dir(final_dir.parent, f".{rundir.GRAPHS_DIR}.old-")
+    os.rename(final_dir, retired / rundir.GRAPHS_DIR)
+    os.rename(stage, final_dir)
+    shutil.rmtree(retired, ignore_errors=True)

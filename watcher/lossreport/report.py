@@ -1,0 +1,86 @@
+"""The self-contained HTML report: one file with its charts embedded, readable offline.
+
+Jinja2 autoescaping is on for every template, so model, hook, loss and config strings from a
+run are shown as text; file links are URL-quoted as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from . import __version__
+from .outputs import Chart
+
+TEMPLATE = "report.html.j2"
+MISSING = "\u2013"  # an en dash marks a statistic that does not exist
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("lossreport.report_templates", ""),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["number"] = format_number
+    environment.filters["percent"] = format_percent
+    environment.filters["as_json"] = lambda value: json.dumps(value, default=str)
+    return environment
+
+
+def render_html(
+    *,
+    run: dict[str, Any],
+    stats: dict[str, Any],
+    charts: list[Chart],
+    files: dict[str, str],
+    problems: list[str],
+    anomalies: list[str],
+) -> str:
+    """The report page. `run` holds run.json's fields (and `duration`); `files` maps a label to
+    a file name in the same folder."""
+    images = [
+        {
+            "title": chart.title,
+            "name": chart.path.name,
+            "data": base64.b64encode(chart.svg.encode()).decode("ascii"),
+        }
+        for chart in charts
+    ]
+    combined = [image for image in images if image["name"].startswith("loss_curves_combined_")]
+    per_loss = [image for image in images if image not in combined]
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            run=run,
+            stats=stats,
+            combined=combined,
+            per_loss=per_loss,
+            files=files,
+            problems=problems,
+            anomalies=anomalies,
+            version=__version__,
+            generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
+    )
+
+
+def format_number(value: float | int | None) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.6g}"
+
+
+def format_percent(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.2f}%"
