@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import lossreport
 import torch
 from torch.utils.tensorboard import SummaryWriter
+
+import lossreport
 
 NAMES = ("mse_loss", "l1_loss", "auxiliary_reconstruction_loss", "overall_loss")
 

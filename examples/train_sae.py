@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import lossreport
 import torch
 from torch import nn
+
+import lossreport
 
 D_IN = 64
 N_FEATURES = 512

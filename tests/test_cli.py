@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import lossreport
-
 from tests.support.procs import ROOT
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lossreport
 import pytest
 import torch
+
+import lossreport
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

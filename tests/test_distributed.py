@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from lossreport import rundir
 
+from lossreport import rundir
 from tests.support.procs import ROOT
 
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from lossreport import rundir
-
 from tests.support.procs import ROOT
 
 EXPECTED_LOSSES = {

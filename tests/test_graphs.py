@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lossreport
 import pytest
-from lossreport import LossGraphGenerator
 
+import lossreport
+from lossreport import LossGraphGenerator
 from tests.support.png import png_size_and_dpi
 
 HISTORY = {

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from lossreport.errors import LossReportError
 from lossreport.history import from_user
 

@@ -8,12 +8,12 @@ import math
 import os
 from pathlib import Path
 
-import lossreport
 import pyarrow as pa
 import pytest
+
+import lossreport
 from lossreport import rundir
 from lossreport.render import render_run
-
 from tests.support.png import png_size_and_dpi
 from tests.support.trainer import expected_losses
 

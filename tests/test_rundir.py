@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from lossreport import rundir
 from lossreport.errors import MalformedRunFileError
 

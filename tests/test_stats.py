@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from lossreport.history import LossSeries, from_user
 from lossreport.stats import anomalies, console_summary, loss_stats, summary_stats
 

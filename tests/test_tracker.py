@@ -7,13 +7,13 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-import lossreport
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from lossreport import rundir
 
+import lossreport
+from lossreport import rundir
 from tests.support.procs import wait_for
 from tests.support.trainer import expected_losses
 

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from lossreport import rundir
 
+from lossreport import rundir
 from tests.support.checks import assert_rows_are_exactly_the_logged_values
 from tests.support.procs import ROOT, start_trainer, wait_for
 

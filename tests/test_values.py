@@ -7,6 +7,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+
 from lossreport.errors import InvalidLossError
 from lossreport.values import check_loss_name, check_step, coerce_loss_value
 

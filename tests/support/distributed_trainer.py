@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-import lossreport
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+import lossreport
 
 WORLD_SIZE = 2
 

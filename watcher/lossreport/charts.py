@@ -1,4 +1,4 @@
-"""Vega-Lite specs (built with Altair) for the per-loss and combined charts, and their PNGs.
+"""Vega-Lite specs (built with Altair) for the per-loss and combined charts.
 
 Charts draw a downsampled copy of each series (downsample.py), so a chart of a million steps
 costs what a chart of ten thousand does; NaN/inf steps are drawn as marks of their own.
@@ -6,19 +6,15 @@ costs what a chart of ten thousand does; NaN/inf steps are drawn as marks of the
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import altair as alt
 import numpy as np
-import vl_convert
 
 from . import theme
 from .downsample import minmax, thin_steps
-from .errors import LossReportError
 from .history import FloatArray, IntArray, LossSeries
 
-PPI = 300
 WIDTH = 560
 HEIGHT = 240
 COMBINED_BUCKETS = 500
@@ -151,24 +147,6 @@ def combined_chart(all_series: list[LossSeries], title: str) -> dict[str, Any]:
         )
     )
     return _finish(chart, {"curves": records})
-
-
-@cache
-def warm_up() -> None:
-    """Start vl-convert's JavaScript engine (about 0.5 s, once per process)."""
-    vl_convert.vegalite_to_svg({"mark": "point"}, allowed_base_urls=[])
-
-
-def render(spec: dict[str, Any]) -> tuple[str, bytes]:
-    """The chart as SVG (for pages) and as a 300 DPI PNG (vl-convert writes its pHYs chunk).
-
-    The PNG is rasterised from the SVG, so both cost about one render. No network access.
-    """
-    try:
-        svg = str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
-        return svg, bytes(vl_convert.svg_to_png(svg, ppi=PPI))
-    except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError from Rust
-        raise LossReportError(f"chart rendering failed: {exc}") from exc
 
 
 def _finish(chart: Any, datasets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

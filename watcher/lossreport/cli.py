@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -55,25 +56,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from .render import render_run  # charting imports are heavy; only this command needs them
+    from .vega import ChartRenderer
 
     runs = [run for path in args.paths for run in _runs_under(path)]
-    if len(runs) == 1:
-        result = render_run(runs[0])
-        _print_single(result)
-        return 0
-    progress = Progress(len(runs), sys.stderr if sys.stderr.isatty() else sys.stdout)
-    failed = 0
-    for run_dir in runs:
-        started = time.monotonic()
-        try:
-            result = render_run(run_dir)
-        except (LossReportError, OSError) as exc:
-            failed += 1
-            progress.advance(f"FAILED {run_dir}: {exc}")
-            continue
-        note = f" ({len(result.problems)} inputs skipped)" if result.problems else ""
-        progress.advance(f"{result.report} in {time.monotonic() - started:.1f}s{note}")
+    # The helper process starts first, so it warms up while the charting modules import.
+    with ChartRenderer(helper=(os.cpu_count() or 1) > 1) as renderer:
+        from .render import render_run  # heavy imports that only this command needs
+
+        if len(runs) == 1:
+            _print_single(render_run(runs[0], renderer=renderer))
+            return 0
+        progress = Progress(len(runs), sys.stderr if sys.stderr.isatty() else sys.stdout)
+        failed = 0
+        for run_dir in runs:
+            started = time.monotonic()
+            try:
+                result = render_run(run_dir, renderer=renderer)
+            except (LossReportError, OSError) as exc:
+                failed += 1
+                progress.advance(f"FAILED {run_dir}: {exc}")
+                continue
+            note = f" ({len(result.problems)} inputs skipped)" if result.problems else ""
+            progress.advance(f"{result.report} in {time.monotonic() - started:.1f}s{note}")
     print(f"Rendered {len(runs) - failed} of {len(runs)} runs.")
     return 1 if failed else 0
 

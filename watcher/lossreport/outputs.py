@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 
 from . import charts, rundir
 from .history import LossHistory, LossSeries
+from .vega import ChartRenderer
 
 REPORT_PREFIXES = ("loss_curves_", "loss_history_", "loss_summary_", "loss_report_")
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
@@ -70,20 +71,29 @@ class Chart:
 
 
 def write_charts(
-    folder: Path, history: LossHistory, stats: dict[str, Any], names: OutputNames
+    folder: Path,
+    history: LossHistory,
+    stats: dict[str, Any],
+    names: OutputNames,
+    renderer: ChartRenderer | None = None,
 ) -> list[Chart]:
     """One PNG per loss, then the combined PNG; nothing for a history without values."""
     all_series = [s for s in history.series() if s.values.size]
-    by_name = stats["losses"]
-    written = []
+    planned: list[tuple[Path, str, dict[str, Any]]] = []
     for series in all_series:
         title = f"{series.name} — {names.model} · {names.hook}"
-        spec = charts.loss_chart(series, by_name[series.name], title)
-        written.append(_save_chart(folder / names.loss_png(series.name), spec, title))
+        spec = charts.loss_chart(series, stats["losses"][series.name], title)
+        planned.append((folder / names.loss_png(series.name), title, spec))
     if _has_finite(all_series):
         title = f"All losses — {names.model} · {names.hook}"
-        spec = charts.combined_chart(all_series, title)
-        written.append(_save_chart(folder / names.combined_png, spec, title))
+        planned.append(
+            (folder / names.combined_png, title, charts.combined_chart(all_series, title))
+        )
+    drawn = (renderer or ChartRenderer()).render_all([spec for _, _, spec in planned])
+    written = []
+    for (path, title, _), (svg, png) in zip(planned, drawn, strict=True):
+        rundir.atomic_write(path, png)
+        written.append(Chart(path, svg, title))
     return written
 
 
@@ -102,12 +112,6 @@ def write_json(path: Path, document: dict[str, Any]) -> Path:
     text = json.dumps(document, indent=2, allow_nan=False, default=str) + "\n"
     rundir.atomic_write(path, text.encode())
     return path
-
-
-def _save_chart(path: Path, spec: dict[str, Any], title: str) -> Chart:
-    svg, png = charts.render(spec)
-    rundir.atomic_write(path, png)
-    return Chart(path, svg, title)
 
 
 def _has_finite(all_series: list[LossSeries]) -> bool:

@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import charts, report, rundir, stats
+from . import report, rundir, stats
 from .errors import MalformedRunFileError, RunDirectoryError
 from .history import from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
+from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,17 @@ class RenderResult:
         return [*self.charts, self.csv, self.summary, self.report]
 
 
-def render_run(run_dir: str | os.PathLike[str], *, status: str | None = None) -> RenderResult:
+def render_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    status: str | None = None,
+    renderer: ChartRenderer | None = None,
+) -> RenderResult:
     """Render `run_dir`'s report into `run_dir/loss_graphs/`.
 
     Args:
         status: shown instead of run.json's status (the daemon passes "stalled").
+        renderer: draws the charts; by default in this process.
 
     Raises:
         RunDirectoryError: the run directory cannot be read or `loss_graphs/` cannot be written.
@@ -58,10 +65,8 @@ def render_run(run_dir: str | os.PathLike[str], *, status: str | None = None) ->
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirectoryError(run_dir, "is not a directory")
-    # One helper thread overlaps the chart engine's start-up with reading the shards, then the
-    # CSV (written by pyarrow without the GIL) with drawing the charts.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-render") as helper:
-        helper.submit(charts.warm_up)
+    # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
         problems: list[str] = []
         record = _read_record(run_dir, problems)
         data = rundir.read_losses(run_dir)
@@ -74,7 +79,7 @@ def render_run(run_dir: str | os.PathLike[str], *, status: str | None = None) ->
         stage = _make_stage(run_dir)
         try:
             csv_written = helper.submit(write_csv, stage / names.csv, history)
-            drawn = write_charts(stage, history, summary, names)
+            drawn = write_charts(stage, history, summary, names, renderer)
             document = {
                 "run": _run_fields(record, status),
                 **summary,
