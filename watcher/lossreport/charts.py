@@ -18,6 +18,7 @@ from .history import FloatArray, IntArray, LossSeries
 WIDTH = 560
 HEIGHT = 240
 COMBINED_BUCKETS = 500
+NON_FINITE_LABEL = "NaN / inf step"
 SMOOTH_POINTS = 600  # the moving average is smooth: this many points draw it exactly enough
 LOG_RANGE_RATIO = 100.0
 # 0, 500, 20k, 1.5M: short step labels that never read "0M".
@@ -68,8 +69,12 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[st
     records = _records(raw_steps, raw_values, raw_label) + _records(
         smooth_steps, smooth_values, smooth_label
     )
+    non_finite = _non_finite_records(series)
     legend_domain = [raw_label, smooth_label, "mean"]
     legend_range = [theme.RAW_COLOUR, theme.SMOOTH_COLOUR, theme.MEAN_COLOUR]
+    if non_finite:
+        legend_domain.append(NON_FINITE_LABEL)
+        legend_range.append(theme.ALERT_COLOUR)
     y_title = f"{series.name}{' (log scale)' if log_axis else ''}"
     y = alt.Y("value:Q", title=y_title, scale=_y_scale(log_axis))
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
@@ -99,13 +104,12 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[st
     if stats["final"] is not None:
         datasets["extremes"] = _extremes(stats)
         layers += _extreme_marks(log_axis)
-    non_finite = _non_finite_records(series)
     if non_finite:
         datasets["non_finite"] = non_finite
         layers.append(
             alt.Chart(alt.NamedData("non_finite"))
-            .mark_rule(color=theme.ALERT_COLOUR, strokeWidth=1.2, opacity=0.9, strokeDash=[2, 2])
-            .encode(x=alt.X("step:Q"))
+            .mark_rule(strokeWidth=1.2, strokeDash=[2, 2])
+            .encode(x=alt.X("step:Q"), color=colour)
         )
     chart = alt.layer(*layers).properties(
         width=WIDTH,
@@ -220,7 +224,8 @@ def _extreme_marks(log_axis: bool) -> list[Any]:
 
 def _non_finite_records(series: LossSeries) -> list[dict[str, Any]]:
     bad = ~np.isfinite(series.values)
-    return [{"step": step} for step in thin_steps(series.steps[bad]).tolist()]
+    steps = thin_steps(series.steps[bad]).tolist()
+    return [{"step": step, "series": NON_FINITE_LABEL} for step in steps]
 
 
 def _stats_line(stats: dict[str, Any], count: int) -> str:
@@ -234,7 +239,8 @@ def _stats_line(stats: dict[str, Any], count: int) -> str:
         f"{count:,} steps",
     ]
     if stats["nan_count"] or stats["inf_count"]:
-        parts.append(f"NaN/inf at {stats['nan_count'] + stats['inf_count']:,} steps (red)")
+        bad = stats["nan_count"] + stats["inf_count"]
+        parts.append(f"{bad:,} NaN/inf step{'s' if bad != 1 else ''} marked in red")
     return "   ·   ".join(parts)
 
 

@@ -105,8 +105,6 @@ def render_run(
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-    for problem in problems:
-        logger.warning("%s: skipped %s", run_dir, problem)
     return RenderResult(
         run_dir=run_dir,
         charts=[final_dir / chart.path.name for chart in drawn],
@@ -123,6 +121,7 @@ def _read_record(run_dir: Path, problems: list[str]) -> rundir.RunRecord:
     try:
         return rundir.read_run_file(run_dir)
     except MalformedRunFileError as exc:
+        logger.warning("rendering with defaults: %s", exc)
         problems.append(str(exc))
         started = datetime.fromtimestamp(run_dir.stat().st_mtime, UTC).isoformat()
         return rundir.RunRecord(
