@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +12,7 @@ import pytest
 
 import lossreport
 from lossreport import rundir
-from lossreport.render import render_run
+from lossreport.render import RunBusy, render_lock, render_run
 from tests.support.png import png_size_and_dpi
 from tests.support.trainer import expected_losses
 
@@ -61,7 +60,7 @@ def test_a_render_writes_the_feature_documents_files(runs_dir: Path) -> None:
     graphs = run_dir / "loss_graphs"
     assert {path.name for path in graphs.iterdir()} == expected
     assert {path.name for path in result.files} == expected
-    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []  # no staging left
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".loss_graphs")] == []
 
 
 def test_pngs_are_300_dpi_and_publication_sized(runs_dir: Path) -> None:
@@ -191,7 +190,7 @@ def test_a_loss_graphs_file_in_the_way_is_never_deleted(runs_dir: Path) -> None:
     with pytest.raises(lossreport.RunDirectoryError, match="loss_graphs"):
         render_run(run_dir)
     assert blocker.read_text() == "a user's file"
-    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".loss_graphs")] == []
 
 
 def test_a_stalled_status_is_shown_when_the_caller_says_so(runs_dir: Path) -> None:
@@ -223,6 +222,12 @@ def test_abandoned_staging_folders_from_a_killed_render_are_cleaned(runs_dir: Pa
     leftover = run_dir / ".loss_graphs.new-abc123"
     leftover.mkdir()
     (leftover / "half.png").write_bytes(b"\x89PNG")
-    os.utime(leftover, (0, 0))
     render_run(run_dir)
     assert not leftover.exists()
+
+
+def test_a_run_being_rendered_elsewhere_is_reported_busy_or_waited_for(runs_dir: Path) -> None:
+    run_dir = _logged_run(runs_dir, steps=10)
+    with render_lock(run_dir, wait=True), pytest.raises(RunBusy):
+        render_run(run_dir, wait=False)
+    assert render_run(run_dir, wait=False).report.exists()

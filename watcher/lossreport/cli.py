@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, rundir, stats
+from . import __version__, logformat, rundir, stats
 from .errors import LossReportError
 from .progress import Progress
 
@@ -22,10 +24,7 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     try:
         return int(args.handler(args))
     except LossReportError as exc:
@@ -39,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lossreport {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object a line, for log shippers",
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     show = commands.add_parser("show", help="print a run's status and what its shards hold")
@@ -52,7 +57,101 @@ def _parser() -> argparse.ArgumentParser:
         "paths", nargs="+", type=Path, metavar="RUN", help="a run directory, or a directory of runs"
     )
     render.set_defaults(handler=_render)
+
+    watch = commands.add_parser(
+        "watch", help="render each run of RUNS_DIR when it completes, fails or stalls"
+    )
+    watch.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    watch.add_argument(
+        "--poll",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="poll instead of inotify (default: only on network filesystems)",
+    )
+    watch.add_argument("--poll-interval", type=duration, default=5.0, metavar="DURATION")
+    watch.add_argument(
+        "--rescan-every",
+        type=duration,
+        default=300.0,
+        metavar="DURATION",
+        help="full scan to catch missed events (default 5m)",
+    )
+    watch.add_argument(
+        "--stale-after",
+        type=duration,
+        default=600.0,
+        metavar="DURATION",
+        help="render a running run as stalled after this long without a heartbeat (default 10m)",
+    )
+    watch.add_argument(
+        "--live-every",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="also re-render running runs this often",
+    )
+    watch.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="render processes (default: the number of cores)",
+    )
+    watch.add_argument(
+        "--once", action="store_true", help="render whatever is pending, then exit (for cron)"
+    )
+    watch.set_defaults(handler=_watch)
+
+    demo = commands.add_parser(
+        "demo", help="watch RUNS_DIR, train the three example SAEs into it, print their reports"
+    )
+    demo.add_argument("runs_dir", type=Path, nargs="?", default=Path("runs"), metavar="RUNS_DIR")
+    demo.add_argument("--steps", type=int, default=2000, help="training steps per SAE")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    reports = run_demo(args.runs_dir, steps=args.steps)
+    print("Reports rendered by the daemon:")
+    for path in reports:
+        print(f"  - {path}")
+    print(f"Index of all runs: {args.runs_dir / 'index.html'}")
+    return 0
+
+
+def duration(text: str) -> float:
+    """Seconds from `300`, `30s`, `10m` or `2h`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (seconds, or a number with s, m or h)"
+        ) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration cannot be negative")
+    return seconds
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from .watch import Watcher, WatchOptions
+
+    options = WatchOptions(
+        poll=args.poll,
+        poll_interval=args.poll_interval,
+        rescan_every=args.rescan_every,
+        stale_after=args.stale_after,
+        live_every=args.live_every,
+        workers=args.workers,
+        once=args.once,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return Watcher(args.runs_dir, options, stop).run()
 
 
 def _render(args: argparse.Namespace) -> int:

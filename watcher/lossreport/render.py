@@ -7,27 +7,28 @@ Broken inputs (a malformed run.json, corrupt shards) are reported in the output,
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
-import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import report, rundir, stats
-from .errors import MalformedRunFileError, RunDirectoryError
+from .errors import LossReportError, MalformedRunFileError, RunDirectoryError
 from .history import from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
 from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
 
-# Staging folders older than this were left by a render that was killed; newer ones may belong
-# to a render still running in another process.
-ABANDONED_AFTER_SECONDS = 600
+LOCK_FILE = ".lossreport-render.lock"
+STAGE_PREFIXES = (f".{rundir.GRAPHS_DIR}.new-", f".{rundir.GRAPHS_DIR}.old-")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class RenderResult:
     summary: Path
     report: Path
     stats: dict[str, Any]
+    run_architecture: str | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -47,17 +49,42 @@ class RenderResult:
         return [*self.charts, self.csv, self.summary, self.report]
 
 
+class RunBusy(LossReportError):
+    """Another process is rendering this run right now."""
+
+
+@contextmanager
+def render_lock(run_dir: Path, *, wait: bool) -> Iterator[None]:
+    """One render of a run at a time, across processes and daemons on other hosts (flock,
+    which Linux maps to POSIX locks on NFS). Raises RunBusy when `wait` is false."""
+    mode = 0o666 & ~rundir.process_umask()
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, mode)
+    except OSError as exc:
+        raise RunDirectoryError(run_dir, f"cannot take the render lock ({exc})") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{run_dir}: being rendered by another process") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def render_run(
     run_dir: str | os.PathLike[str],
     *,
     status: str | None = None,
     renderer: ChartRenderer | None = None,
+    wait: bool = True,
 ) -> RenderResult:
     """Render `run_dir`'s report into `run_dir/loss_graphs/`.
 
     Args:
         status: shown instead of run.json's status (the daemon passes "stalled").
         renderer: draws the charts; by default in this process.
+        wait: if another process is rendering this run, wait for it (else raise RunBusy).
 
     Raises:
         RunDirectoryError: the run directory cannot be read or `loss_graphs/` cannot be written.
@@ -65,6 +92,13 @@ def render_run(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirectoryError(run_dir, "is not a directory")
+    with render_lock(run_dir, wait=wait):
+        return _render_locked(run_dir, status, renderer)
+
+
+def _render_locked(
+    run_dir: Path, status: str | None, renderer: ChartRenderer | None
+) -> RenderResult:
     # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
         problems: list[str] = []
@@ -112,6 +146,7 @@ def render_run(
         summary=final_dir / names.summary_json,
         report=final_dir / names.report_html,
         stats=summary,
+        run_architecture=record.architecture,
         problems=problems,
     )
 
@@ -178,12 +213,9 @@ def _make_stage(run_dir: Path) -> Path:
 
 
 def _remove_abandoned_stages(run_dir: Path) -> None:
-    cutoff = time.time() - ABANDONED_AFTER_SECONDS
+    """Staging folders of a render that was killed: safe to remove, as we hold the lock."""
     for entry in os.scandir(run_dir):
-        leftover = entry.name.startswith(
-            (f".{rundir.GRAPHS_DIR}.new-", f".{rundir.GRAPHS_DIR}.old-")
-        )
-        if leftover and entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+        if entry.name.startswith(STAGE_PREFIXES) and entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 

@@ -18,6 +18,7 @@ from . import __version__
 from .outputs import Chart
 
 TEMPLATE = "report.html.j2"
+INDEX_TEMPLATE = "index.html.j2"
 MISSING = "\u2013"  # an en dash marks a statistic that does not exist
 
 
@@ -68,6 +69,27 @@ def render_html(
             files=files,
             problems=problems,
             anomalies=anomalies,
+            version=__version__,
+            generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
+    )
+
+
+def render_index(entries: list[dict[str, Any]]) -> str:
+    """The runs index: one row per rendered run, newest render first."""
+    known = {"completed", "failed", "stalled", "running"}
+    rows = [
+        {
+            **entry,
+            "status_class": entry.get("status") if entry.get("status") in known else "unknown",
+        }
+        for entry in sorted(entries, key=lambda e: str(e.get("rendered_at", "")), reverse=True)
+    ]
+    return (
+        _environment()
+        .get_template(INDEX_TEMPLATE)
+        .render(
+            entries=rows,
             version=__version__,
             generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         )

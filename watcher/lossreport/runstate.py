@@ -1,0 +1,105 @@
+"""What the daemon knows about one run, and the pure decision of whether to render it.
+
+A run's *inputs* are run.json and its shards; their names, sizes and modification times make a
+fingerprint. After each render the daemon stores the fingerprint it rendered in a marker inside
+`loss_graphs/`, so a scan (at start-up, or every --rescan-every seconds) re-renders only runs
+whose inputs changed, however many there are and however often the daemon restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import rundir
+from .errors import MalformedRunFileError, RunDirectoryError
+
+MARKER = ".lossreport-rendered.json"
+STALLED = "stalled"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A snapshot of a run directory's inputs, taken without reading any shard."""
+
+    run_dir: Path
+    status: str | None  # None when run.json is missing or malformed
+    heartbeat: datetime | None
+    fingerprint: str
+
+    def display_status(self, now: datetime, stale_after: float) -> str | None:
+        """completed/failed; "stalled" for a silent running run; None while it runs."""
+        if self.status in rundir.FINISHED_STATUSES:
+            return self.status
+        if self.status is None:
+            return "unknown"
+        if self.heartbeat is not None and (now - self.heartbeat).total_seconds() > stale_after:
+            return STALLED
+        return None
+
+
+def read_state(run_dir: Path) -> RunState:
+    """Stat the inputs and read run.json (small); never raises for a broken run."""
+    entries: list[str] = []
+    status: str | None = None
+    heartbeat: datetime | None = None
+    try:
+        run_file = (run_dir / rundir.RUN_FILE).stat()
+        entries.append(f"run.json:{run_file.st_size}:{run_file.st_mtime_ns}")
+        record = rundir.read_run_file(run_dir)
+        status, heartbeat = record.status, rundir.parse_time(record.heartbeat_at)
+    except (OSError, MalformedRunFileError, ValueError):
+        pass
+    try:
+        for entry in sorted(os.scandir(run_dir / rundir.LOSSES_DIR), key=lambda e: e.name):
+            if rundir.parse_shard_name(entry.name) is not None:
+                info = entry.stat()
+                entries.append(f"{entry.name}:{info.st_size}:{info.st_mtime_ns}")
+    except OSError:
+        pass
+    return RunState(run_dir, status, heartbeat, "|".join(entries))
+
+
+@dataclass(frozen=True)
+class RenderedMarker:
+    """What the last render of a run saw and made (kept for the runs index)."""
+
+    fingerprint: str
+    status: str
+    entry: dict[str, Any]
+
+
+def read_marker(run_dir: Path) -> RenderedMarker | None:
+    try:
+        doc = json.loads((run_dir / rundir.GRAPHS_DIR / MARKER).read_text())
+        return RenderedMarker(str(doc["fingerprint"]), str(doc["status"]), dict(doc["entry"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_marker(run_dir: Path, marker: RenderedMarker) -> None:
+    doc = {"fingerprint": marker.fingerprint, "status": marker.status, "entry": marker.entry}
+    try:
+        rundir.atomic_write(run_dir / rundir.GRAPHS_DIR / MARKER, json.dumps(doc).encode())
+    except OSError as exc:
+        raise RunDirectoryError(run_dir, f"cannot record the render ({exc})") from exc
+
+
+def render_reason(
+    state: RunState, marker: RenderedMarker | None, now: datetime, stale_after: float
+) -> str | None:
+    """Why this run needs a render now, or None. Pure: a function of the two snapshots."""
+    status = state.display_status(now, stale_after)
+    if status is None:
+        return None
+    if marker is None:
+        return f"{status}, never rendered"
+    if marker.fingerprint != state.fingerprint:
+        return f"{status}, inputs changed"
+    if marker.status != status:
+        return f"{status}, was {marker.status}"
+    return None

@@ -1,0 +1,417 @@
+"""`lossreport watch`: the daemon that renders each run once it completes, fails or stalls.
+
+One main thread owns all state and decisions. The filesystem observer's handler only turns an
+event into a run name on a queue (an exception there would kill watchdog's dispatcher), and
+renders happen in a pool of warm worker processes. A full scan at start and every
+`rescan_every` seconds reconciles with the markers earlier renders left, which covers lost
+events, inotify overflow, restarts and runs that finished while the daemon was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from . import report, rundir, vega
+from .errors import RunDirectoryError
+from .jobs import render_job
+from .netfs import filesystem_type, is_network_filesystem
+from .render import RunBusy
+from .runstate import read_marker, read_state, render_reason
+from .sdnotify import Notifier
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.html"
+BUSY_RETRY_SECONDS = 5.0
+FIRST_RETRY_SECONDS = 5.0
+MAX_RETRY_SECONDS = 600.0
+INDEX_EVERY_SECONDS = 1.0
+HEALTH_EVERY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """The daemon's settings; the CLI maps its flags one to one onto these."""
+
+    poll: bool | None = None  # None: poll when the runs directory is on a network filesystem
+    poll_interval: float = 5.0
+    rescan_every: float = 300.0
+    stale_after: float = 600.0
+    live_every: float | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    debounce: float = 0.25
+    once: bool = False
+
+
+@dataclass
+class _Retry:
+    attempts: int
+    due: float
+
+
+class Watcher:
+    def __init__(
+        self, runs_dir: Path, options: WatchOptions, stop: threading.Event | None = None
+    ) -> None:
+        if not runs_dir.is_dir():
+            raise RunDirectoryError(runs_dir, "is not a directory")
+        self.runs_dir = runs_dir
+        self.options = options
+        self.stop = stop or threading.Event()
+        self._wakeup = threading.Event()
+        self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._dirty: dict[str, float] = {}
+        self._in_flight: dict[str, Future[dict[str, Any]]] = {}
+        self._again: set[str] = set()
+        self._retries: dict[str, _Retry] = {}
+        self._running: set[str] = set()
+        self._last_live: dict[str, float] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._index_due: float | None = None
+        self._failures = 0
+        self._notifier = Notifier()
+        self._observer: BaseObserver | None = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self) -> int:
+        """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
+        self._pool = ProcessPoolExecutor(
+            max_workers=max(1, self.options.workers),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=vega.warm_up,
+        )
+        try:
+            started = time.monotonic()
+            count = self._scan()
+            logger.info(
+                "scanned %d runs in %.2fs, %d to render",
+                count,
+                time.monotonic() - started,
+                len(self._in_flight),
+                extra={"event": "scan"},
+            )
+            if self.options.once:
+                return self._finish_once()
+            self._start_observer()
+            self._notifier.notify("READY=1\nSTATUS=watching " + str(self.runs_dir))
+            self._loop()
+            logger.info(
+                "stopping: finishing %d renders in progress",
+                len(self._in_flight),
+                extra={"event": "stopping"},
+            )
+            return 0
+        finally:
+            self._notifier.notify("STOPPING=1")
+            self._shutdown()
+
+    # -- the main loop ------------------------------------------------------------------
+    def _loop(self) -> None:
+        now = time.monotonic()
+        next_rescan = now + self.options.rescan_every
+        next_health = now + HEALTH_EVERY_SECONDS
+        next_ping = now
+        while not self.stop.is_set():
+            self._wakeup.clear()
+            now = time.monotonic()
+            self._drain_events(now)
+            self._collect_finished()
+            self._dispatch_due(now)
+            if now >= next_health:
+                self._check_running_runs(now)
+                self._check_observer()
+                next_health = now + HEALTH_EVERY_SECONDS
+            if now >= next_rescan:
+                self._scan()
+                next_rescan = now + self.options.rescan_every
+            if self._notifier.watchdog_interval and now >= next_ping:
+                self._notifier.notify("WATCHDOG=1")
+                next_ping = now + self._notifier.watchdog_interval
+            self._write_index_if_due(now)
+            self._wakeup.wait(self._sleep_time(now, next_health))
+
+    def _sleep_time(self, now: float, next_health: float) -> float:
+        deadlines = [next_health, *self._dirty.values(), *(r.due for r in self._retries.values())]
+        if self._index_due is not None:
+            deadlines.append(self._index_due)
+        return max(0.01, min(deadlines) - now)
+
+    def _drain_events(self, now: float) -> None:
+        while True:
+            try:
+                name = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._dirty.setdefault(name, now + self.options.debounce)
+
+    def _dispatch_due(self, now: float) -> None:
+        for name, due in list(self._dirty.items()):
+            if due <= now:
+                del self._dirty[name]
+                self._consider(name)
+        for name, retry in list(self._retries.items()):
+            if retry.due <= now and name not in self._in_flight:
+                self._consider(name, retrying=True)
+
+    # -- deciding and submitting ----------------------------------------------------------
+    def _run_dirs(self) -> list[Path]:
+        try:
+            children = list(os.scandir(self.runs_dir))
+        except OSError as exc:
+            logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
+            return []
+        return [
+            Path(c.path)
+            for c in children
+            if not c.name.startswith(".") and c.is_dir() and rundir.looks_like_run(Path(c.path))
+        ]
+
+    def _scan(self) -> int:
+        run_dirs = self._run_dirs()
+        for run_dir in run_dirs:
+            marker = read_marker(run_dir)
+            if marker is not None and run_dir.name not in self._entries:
+                self._entries[run_dir.name] = marker.entry
+                self._index_due = self._index_due or time.monotonic()
+            self._consider(run_dir.name, marker=marker)
+        return len(run_dirs)
+
+    def _consider(self, name: str, *, retrying: bool = False, marker: Any = None) -> None:
+        if name in self._in_flight:
+            self._again.add(name)  # look again when the current render ends
+            return
+        if name in self._retries and not retrying:
+            return  # a failing run waits for its backoff
+        run_dir = self.runs_dir / name
+        if not rundir.looks_like_run(run_dir):
+            return
+        state = read_state(run_dir)
+        now_utc = datetime.now(UTC)
+        if state.status == rundir.RUNNING:
+            self._running.add(name)
+        else:
+            self._running.discard(name)
+        marker = marker if marker is not None else read_marker(run_dir)
+        reason = render_reason(state, marker, now_utc, self.options.stale_after)
+        status = state.display_status(now_utc, self.options.stale_after)
+        if reason is None and self._live_render_due(name, state.status):
+            reason, status = "running, live re-render", rundir.RUNNING
+        if reason is None or status is None:
+            self._retries.pop(name, None)
+            return
+        assert self._pool is not None
+        logger.info(
+            "run=%s rendering (%s)",
+            name,
+            reason,
+            extra={"run": name, "event": "render_started", "reason": reason},
+        )
+        future = self._pool.submit(render_job, run_dir, status, state.fingerprint)
+        future.add_done_callback(lambda _: self._wakeup.set())
+        self._in_flight[name] = future
+        self._last_live[name] = time.monotonic()
+
+    def _live_render_due(self, name: str, status: str | None) -> bool:
+        every = self.options.live_every
+        if every is None or status != rundir.RUNNING:
+            return False
+        return time.monotonic() - self._last_live.get(name, 0.0) >= every
+
+    def _collect_finished(self) -> None:
+        for name, future in list(self._in_flight.items()):
+            if not future.done():
+                continue
+            del self._in_flight[name]
+            try:
+                entry = future.result()
+            except RunBusy:
+                logger.info(
+                    "run=%s is being rendered by another process; checking again later",
+                    name,
+                    extra={"run": name, "event": "busy"},
+                )
+                self._retries[name] = _Retry(0, time.monotonic() + BUSY_RETRY_SECONDS)
+                continue
+            except Exception as exc:  # a render failure must never stop the daemon
+                self._schedule_retry(name, exc)
+                continue
+            self._retries.pop(name, None)
+            self._entries[name] = entry
+            self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
+            logger.info(
+                "run=%s rendered %s (%s)",
+                name,
+                entry["report"],
+                entry["status"],
+                extra={"run": name, "event": "rendered", "status": entry["status"]},
+            )
+            if name in self._again:
+                self._again.discard(name)
+                self._consider(name)
+
+    def _schedule_retry(self, name: str, exc: BaseException) -> None:
+        self._failures += 1
+        attempts = self._retries[name].attempts + 1 if name in self._retries else 1
+        delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
+        self._retries[name] = _Retry(attempts, time.monotonic() + delay)
+        logger.error(
+            "run=%s render failed (attempt %d, retry in %.0fs): %s: %s",
+            name,
+            attempts,
+            delay,
+            type(exc).__name__,
+            exc,
+            extra={"run": name, "event": "render_failed", "attempt": attempts},
+        )
+
+    def _check_running_runs(self, now: float) -> None:
+        """Running runs may stall (a SIGKILLed trainer writes nothing): look at them again."""
+        for name in list(self._running):
+            if name not in self._dirty:
+                self._dirty[name] = now
+
+    # -- the observer -------------------------------------------------------------------
+    def _wants_polling(self) -> bool:
+        if self.options.poll is not None:
+            return self.options.poll
+        fs_type = filesystem_type(self.runs_dir)
+        if is_network_filesystem(fs_type):
+            logger.info(
+                "%s is on %s, where inotify misses other hosts' writes: polling every %.1fs",
+                self.runs_dir,
+                fs_type,
+                self.options.poll_interval,
+                extra={"event": "polling_chosen"},
+            )
+            return True
+        return False
+
+    def _start_observer(self) -> None:
+        polling = self._wants_polling()
+        observer: BaseObserver = (
+            PollingObserver(timeout=self.options.poll_interval) if polling else Observer()
+        )
+        observer.schedule(
+            _EventsToRuns(self.runs_dir, self._events, self._wakeup),
+            str(self.runs_dir),
+            recursive=True,
+        )
+        try:
+            observer.start()
+        except OSError as exc:  # inotify watch limit (ENOSPC) and the like
+            if polling:
+                raise
+            logger.warning(
+                "native watching failed (%s); polling instead",
+                exc,
+                extra={"event": "polling_fallback"},
+            )
+            observer = PollingObserver(timeout=self.options.poll_interval)
+            observer.schedule(
+                _EventsToRuns(self.runs_dir, self._events, self._wakeup),
+                str(self.runs_dir),
+                recursive=True,
+            )
+            observer.start()
+        self._observer = observer
+        logger.info(
+            "watching %s with %s",
+            self.runs_dir,
+            type(observer).__name__,
+            extra={"event": "watching"},
+        )
+
+    def _check_observer(self) -> None:
+        if self._observer is not None and not self._observer.is_alive():
+            logger.error(
+                "the filesystem observer died; starting a new one and rescanning",
+                extra={"event": "observer_restarted"},
+            )
+            self._start_observer()
+            self._scan()
+
+    # -- outputs and shutdown -----------------------------------------------------------
+    def _write_index_if_due(self, now: float, force: bool = False) -> None:
+        if self._index_due is None or (now < self._index_due and not force):
+            return
+        self._index_due = None
+        try:
+            page = report.render_index(list(self._entries.values()))
+            rundir.atomic_write(self.runs_dir / INDEX_FILE, page.encode())
+        except OSError as exc:
+            logger.error(
+                "cannot write %s: %s",
+                self.runs_dir / INDEX_FILE,
+                exc,
+                extra={"event": "index_failed"},
+            )
+
+    def _finish_once(self) -> int:
+        while self._in_flight or self._again:
+            futures = list(self._in_flight.values())
+            for future in futures:
+                future.exception()  # wait; errors are handled in _collect_finished
+            self._collect_finished()
+        self._write_index_if_due(time.monotonic(), force=True)
+        return 1 if self._failures else 0
+
+    def _shutdown(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+        if self._pool is not None:
+            # In-flight renders finish (each is atomic); queued ones are dropped and will be
+            # found by the next start's scan.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._collect_finished()
+        self._write_index_if_due(time.monotonic(), force=True)
+        if self._observer is not None:
+            self._observer.join(timeout=5)
+
+
+class _EventsToRuns(FileSystemEventHandler):
+    """Turns filesystem events into run names. Never raises: that would kill the observer."""
+
+    def __init__(
+        self, runs_dir: Path, events: queue.SimpleQueue[str], wakeup: threading.Event
+    ) -> None:
+        self._root = os.path.realpath(runs_dir)
+        self._events = events
+        self._wakeup = wakeup
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            for raw in (event.src_path, getattr(event, "dest_path", "")):
+                name = self._run_name(os.fsdecode(raw)) if raw else None
+                if name is not None:
+                    self._events.put(name)
+                    self._wakeup.set()
+        except Exception:
+            logger.exception("ignoring a filesystem event that could not be handled")
+
+    def _run_name(self, path: str) -> str | None:
+        relative = os.path.relpath(os.path.realpath(path), self._root)
+        parts = Path(relative).parts
+        if not parts or parts[0].startswith(".") or parts[0] == "..":
+            return None
+        if len(parts) >= 2 and parts[1] not in (rundir.RUN_FILE, rundir.LOSSES_DIR):
+            return None  # our own loss_graphs/ writes, lock files, anything else
+        if len(parts) >= 3 and rundir.parse_shard_name(parts[2]) is None:
+            return None  # temp files of shards being written
+        return parts[0]
