@@ -77,3 +77,21 @@ def test_show_prints_a_runs_status(runs_dir: Path) -> None:
     assert result.returncode == 0
     assert "run:    shown (completed)" in result.stdout
     assert "rows:   30   losses: mse_loss, l1_loss" in result.stdout
+
+
+def test_the_demo_trains_three_saes_and_the_daemon_renders_their_reports(
+    runs_dir: Path,
+) -> None:
+    result = _cli("demo", str(runs_dir), "--steps", "300")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Reports rendered by the daemon:"
+    reports = [Path(line.removeprefix("  - ")) for line in lines[1:4]]
+    assert {path.parent.parent.name.split("_")[1].split("-")[0] for path in reports} == {
+        "sae.standard",
+        "sae.gated",
+        "sae.topk",
+    }
+    assert all(path.is_file() for path in reports)
+    assert lines[4] == f"Index of all runs: {runs_dir / 'index.html'}"
+    assert (runs_dir / "index.html").is_file()

@@ -10,14 +10,15 @@ from .render import render_run
 from .runstate import RenderedMarker, read_marker, write_marker
 
 
-def render_job(run_dir: Path, status: str, fingerprint: str) -> dict[str, Any]:
-    """Render `run_dir` as `status` and record `fingerprint`; returns its runs-index entry.
+def render_job(run_dir: Path, status: str, fingerprint: str) -> tuple[dict[str, Any], bool]:
+    """Render `run_dir` as `status` and record `fingerprint`.
 
-    Raises RunBusy when another process (another daemon on a shared directory) holds the run.
+    Returns the run's runs-index entry, and False if another daemon had rendered these very
+    inputs already. Raises RunBusy when another process holds the run.
     """
     done = read_marker(run_dir)
     if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
-        return done.entry  # another daemon rendered these very inputs a moment ago
+        return done.entry, False
     result = render_run(run_dir, status=status, wait=False)
     entry = {
         "run_id": run_dir.name,
@@ -32,4 +33,4 @@ def render_job(run_dir: Path, status: str, fingerprint: str) -> dict[str, Any]:
         "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_marker(run_dir, RenderedMarker(fingerprint, status, entry))
-    return entry
+    return entry, True

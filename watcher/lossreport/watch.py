@@ -76,7 +76,7 @@ class Watcher:
         self._wakeup = threading.Event()
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._dirty: dict[str, float] = {}
-        self._in_flight: dict[str, Future[dict[str, Any]]] = {}
+        self._in_flight: dict[str, Future[tuple[dict[str, Any], bool]]] = {}
         self._again: set[str] = set()
         self._retries: dict[str, _Retry] = {}
         self._running: set[str] = set()
@@ -238,7 +238,7 @@ class Watcher:
                 continue
             del self._in_flight[name]
             try:
-                entry = future.result()
+                entry, fresh = future.result()
             except RunBusy:
                 logger.info(
                     "run=%s is being rendered by another process; checking again later",
@@ -253,13 +253,20 @@ class Watcher:
             self._retries.pop(name, None)
             self._entries[name] = entry
             self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
-            logger.info(
-                "run=%s rendered %s (%s)",
-                name,
-                entry["report"],
-                entry["status"],
-                extra={"run": name, "event": "rendered", "status": entry["status"]},
-            )
+            if fresh:
+                logger.info(
+                    "run=%s rendered %s (%s)",
+                    name,
+                    entry["report"],
+                    entry["status"],
+                    extra={"run": name, "event": "rendered", "status": entry["status"]},
+                )
+            else:
+                logger.info(
+                    "run=%s was rendered by another daemon",
+                    name,
+                    extra={"run": name, "event": "rendered_elsewhere"},
+                )
             if name in self._again:
                 self._again.discard(name)
                 self._consider(name)
