@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         help="render processes (default: the number of cores)",
     )
     watch.add_argument(
+        "--renders-per-worker",
+        type=int,
+        default=1,
+        metavar="N",
+        help="replace a worker after N renders: 1 keeps memory lowest, 0 never (default 1)",
+    )
+    watch.add_argument(
         "--once", action="store_true", help="render whatever is pending, then exit (for cron)"
     )
     watch.set_defaults(handler=_watch)
@@ -146,6 +153,7 @@ def _watch(args: argparse.Namespace) -> int:
         stale_after=args.stale_after,
         live_every=args.live_every,
         workers=args.workers,
+        renders_per_worker=args.renders_per_worker or None,
         once=args.once,
     )
     stop = threading.Event()

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .render import render_run
 from .runstate import RenderedMarker, read_marker, write_marker
 
 
@@ -16,6 +15,8 @@ def render_job(run_dir: Path, status: str, fingerprint: str) -> tuple[dict[str, 
     Returns the run's runs-index entry, and False if another daemon had rendered these very
     inputs already. Raises RunBusy when another process holds the run.
     """
+    from .render import render_run  # here, so the daemon's own process never loads the charts
+
     done = read_marker(run_dir)
     if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
         return done.entry, False

@@ -54,6 +54,10 @@ class WatchOptions:
     stale_after: float = 600.0
     live_every: float | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # A worker that has drawn charts holds ~300 MB (the chart engine's heap and buffers) where
+    # a fresh warm one holds ~130 MB; replacing each worker after a render keeps the daemon
+    # small between renders. The replacement starts (and warms up) at once, in the background.
+    renders_per_worker: int | None = 1
     debounce: float = 0.25
     once: bool = False
 
