@@ -37,3 +37,22 @@ def test_importing_the_trainer_side_loads_no_plotting_watching_or_torch() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_every_error_survives_pickling_between_processes() -> None:
+    import pickle
+    from pathlib import Path
+
+    errors = [
+        lossreport.LossReportError("plain"),
+        lossreport.InvalidLossError("bad value", key="mse_loss", value=object()),
+        lossreport.RunClosedError(Path("runs/r")),
+        lossreport.RunDirectoryError(Path("runs/r"), "is not a directory"),
+        lossreport.MalformedRunFileError(Path("runs/r/run.json"), "not valid JSON"),
+        lossreport.CorruptShardError(Path("runs/r/losses/part-000001.parquet"), "truncated"),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert getattr(copy, "path", None) == getattr(error, "path", None)
+        assert getattr(copy, "key", None) == getattr(error, "key", None)

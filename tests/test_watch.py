@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 from pathlib import Path
@@ -85,8 +86,9 @@ def test_completed_failed_stalled_and_resumed_runs_are_rendered(
         code, seconds = daemon.stop()
     assert code == 0 and seconds < 15
     assert daemon.events("stopping")
-    rendered = [event["run"] for event in daemon.events("rendered")]
-    assert sorted(rendered) == ["completed", "failed", "killed", "killed"]
+    rendered = [(event["run"], event["status"]) for event in daemon.events("rendered")]
+    assert {"completed", "failed", "killed"} == {run for run, _ in rendered}
+    assert [status for run, status in rendered if run == "killed"][-2:] == ["stalled", "completed"]
 
 
 def test_broken_runs_among_healthy_ones_all_get_reports_and_a_restart_renders_nothing(
@@ -187,3 +189,69 @@ def test_systemd_hears_ready_watchdog_pings_and_stopping(runs_dir: Path, tmp_pat
             pass
     assert rest[-1] == "STOPPING=1"
     assert code == 0 and seconds < 10
+
+
+def test_a_run_that_cannot_be_rendered_is_retried_and_never_stops_the_others(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    blocked = _finished_run(runs_dir, "blocked")
+    (blocked / "loss_graphs").write_text("a file where the report folder would go")
+    daemon = Daemon(runs_dir, log=tmp_path / "daemon.log")
+    try:
+        daemon.wait_for_event("render_failed")
+        healthy = _finished_run(runs_dir, "healthy")
+        wait_rendered(healthy, "completed")
+        (blocked / "loss_graphs").unlink()  # the user moves their file away
+        wait_rendered(blocked, "completed", timeout=90)  # the retry, after its backoff
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0
+    failure = daemon.events("render_failed")[0]
+    assert failure["run"] == "blocked" and failure["attempt"] == 1
+    assert "is in the way" in failure["message"]
+
+
+def test_live_every_re_renders_a_running_run(runs_dir: Path, tmp_path: Path) -> None:
+    daemon = Daemon(runs_dir, "--live-every", "1s", log=tmp_path / "daemon.log")
+    trainer = start_trainer(
+        runs_dir, "live", "--steps", "50", "--flush-every", "10", "--then", "wait"
+    )
+    try:
+        wait_rendered(runs_dir / "live", "running")
+    finally:
+        trainer.kill()
+        trainer.wait()
+        daemon.stop()
+    assert daemon.events("rendered")[0]["status"] == "running"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_worker_killed_mid_render_is_replaced_and_the_run_rendered(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    daemon = Daemon(runs_dir, log=tmp_path / "daemon.log")
+    try:
+        daemon.wait_for_event("watching")
+        run = _finished_run(runs_dir, "victim", steps=3000)
+        daemon.wait_for_event("render_started")
+        wait_for(lambda: _children(daemon.process.pid))
+        for pid in _children(daemon.process.pid):
+            os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        daemon.wait_for_event("workers_restarted")
+        wait_rendered(run, "completed", timeout=90)
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0

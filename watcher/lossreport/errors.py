@@ -26,6 +26,9 @@ class InvalidLossError(LossReportError, ValueError):
         self.key = key
         self.value = value
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable: errors cross process boundaries
+        return _rebuild_invalid_loss, (str(self), self.key)
+
 
 class RunClosedError(LossReportError):
     """The run was closed; nothing more can be logged to it."""
@@ -33,6 +36,9 @@ class RunClosedError(LossReportError):
     def __init__(self, path: Path) -> None:
         super().__init__(f"{path}: the run is closed; start a new run to log more")
         self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path,)
 
 
 class RunDirectoryError(LossReportError, OSError):
@@ -43,6 +49,9 @@ class RunDirectoryError(LossReportError, OSError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.reason)
+
 
 class MalformedRunFileError(RunDirectoryError):
     """run.json is missing fields, is not JSON, or has an unknown format."""
@@ -50,3 +59,7 @@ class MalformedRunFileError(RunDirectoryError):
 
 class CorruptShardError(RunDirectoryError):
     """A loss shard cannot be read as Parquet."""
+
+
+def _rebuild_invalid_loss(message: str, key: str) -> InvalidLossError:
+    return InvalidLossError(message, key=key)

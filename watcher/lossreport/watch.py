@@ -16,12 +16,23 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -37,6 +48,18 @@ from .sdnotify import Notifier
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.html"
+# Only what a writer's rename or close-after-write produces. Above all not opened/closed-no-write:
+# the daemon's own reads would flood the inotify queue, and on overflow watchdog re-walks the
+# whole tree, which reads directories, which overflows it again.
+WATCHED_EVENTS = [
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
 BUSY_RETRY_SECONDS = 5.0
 FIRST_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 600.0
@@ -91,14 +114,11 @@ class Watcher:
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self._broken_pool = False
 
     def run(self) -> int:
         """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
-        self._pool = ProcessPoolExecutor(
-            max_workers=max(1, self.options.workers),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=vega.warm_up,
-        )
+        self._pool = self._new_pool()
         try:
             started = time.monotonic()
             count = self._scan()
@@ -124,6 +144,23 @@ class Watcher:
             self._notifier.notify("STOPPING=1")
             self._shutdown()
 
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=max(1, self.options.workers),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=vega.warm_up,
+            max_tasks_per_child=self.options.renders_per_worker,
+        )
+
+    def _restart_pool(self) -> None:
+        """A worker died (killed for memory, a crash in the chart engine): start afresh."""
+        logger.error(
+            "a render worker died; starting new workers", extra={"event": "workers_restarted"}
+        )
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+
     # -- the main loop ------------------------------------------------------------------
     def _loop(self) -> None:
         now = time.monotonic()
@@ -135,6 +172,7 @@ class Watcher:
             now = time.monotonic()
             self._drain_events(now)
             self._collect_finished()
+            self._restart_pool_if_broken()
             self._dispatch_due(now)
             if now >= next_health:
                 self._check_running_runs(now)
@@ -225,7 +263,11 @@ class Watcher:
             reason,
             extra={"run": name, "event": "render_started", "reason": reason},
         )
-        future = self._pool.submit(render_job, run_dir, status, state.fingerprint)
+        try:
+            future = self._pool.submit(render_job, run_dir, status, state.fingerprint)
+        except BrokenProcessPool:
+            self._restart_pool()
+            future = self._pool.submit(render_job, run_dir, status, state.fingerprint)
         future.add_done_callback(lambda _: self._wakeup.set())
         self._in_flight[name] = future
         self._last_live[name] = time.monotonic()
@@ -237,6 +279,7 @@ class Watcher:
         return time.monotonic() - self._last_live.get(name, 0.0) >= every
 
     def _collect_finished(self) -> None:
+        self._broken_pool = False
         for name, future in list(self._in_flight.items()):
             if not future.done():
                 continue
@@ -250,6 +293,10 @@ class Watcher:
                     extra={"run": name, "event": "busy"},
                 )
                 self._retries[name] = _Retry(0, time.monotonic() + BUSY_RETRY_SECONDS)
+                continue
+            except BrokenProcessPool as exc:
+                self._broken_pool = True
+                self._schedule_retry(name, exc)
                 continue
             except Exception as exc:  # a render failure must never stop the daemon
                 self._schedule_retry(name, exc)
@@ -274,6 +321,11 @@ class Watcher:
             if name in self._again:
                 self._again.discard(name)
                 self._consider(name)
+
+    def _restart_pool_if_broken(self) -> None:
+        if self._broken_pool:
+            self._restart_pool()
+            self._broken_pool = False
 
     def _schedule_retry(self, name: str, exc: BaseException) -> None:
         self._failures += 1
@@ -317,11 +369,8 @@ class Watcher:
         observer: BaseObserver = (
             PollingObserver(timeout=self.options.poll_interval) if polling else Observer()
         )
-        observer.schedule(
-            _EventsToRuns(self.runs_dir, self._events, self._wakeup),
-            str(self.runs_dir),
-            recursive=True,
-        )
+        handler = _EventsToRuns(self.runs_dir, self._events, self._wakeup)
+        observer.schedule(handler, str(self.runs_dir), recursive=True, event_filter=WATCHED_EVENTS)
         try:
             observer.start()
         except OSError as exc:  # inotify watch limit (ENOSPC) and the like
@@ -334,9 +383,7 @@ class Watcher:
             )
             observer = PollingObserver(timeout=self.options.poll_interval)
             observer.schedule(
-                _EventsToRuns(self.runs_dir, self._events, self._wakeup),
-                str(self.runs_dir),
-                recursive=True,
+                handler, str(self.runs_dir), recursive=True, event_filter=WATCHED_EVENTS
             )
             observer.start()
         self._observer = observer
