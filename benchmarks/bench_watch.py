@@ -233,7 +233,7 @@ def main() -> None:
 
         runs_dir = already_rendered(tmp, args.rendered)
         started = time.monotonic()
-        daemon = Daemon(runs_dir)
+        daemon = Daemon(runs_dir, "--idle-restart", "5s")
         ready = daemon.wait_for("watching")
         scan = daemon.events("scan")[0]["message"]
         print(
@@ -244,6 +244,7 @@ def main() -> None:
         extra.close()
         wait_rendered(extra.path)
         peak = daemon.rss_mb()
+        daemon.wait_for("workers_refreshed")
         time.sleep(2)
         before, clock = daemon.cpu_seconds(), time.monotonic()
         time.sleep(10)
@@ -251,6 +252,7 @@ def main() -> None:
         print(f"idle CPU over 10s: {idle:.2f}% of one core")
         print(
             f"resident memory, daemon and workers: {daemon.rss_mb():.0f} MB when idle "
+            "(after --idle-restart) "
             f"({len(daemon.family())} processes), {peak:.0f} MB just after a render"
         )
         rerenders = len(daemon.events("rendered")) - 1

@@ -255,3 +255,17 @@ def test_a_worker_killed_mid_render_is_replaced_and_the_run_rendered(
     finally:
         code, _ = daemon.stop()
     assert code == 0
+
+
+def test_idle_workers_are_replaced_by_a_fresh_one_that_still_renders(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    daemon = Daemon(runs_dir, "--idle-restart", "1s", log=tmp_path / "daemon.log")
+    try:
+        daemon.wait_for_event("watching")
+        wait_rendered(_finished_run(runs_dir, "before"), "completed")
+        daemon.wait_for_event("workers_refreshed")
+        wait_rendered(_finished_run(runs_dir, "after"), "completed")
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0

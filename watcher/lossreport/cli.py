@@ -97,11 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         help="render processes (default: the number of cores)",
     )
     watch.add_argument(
-        "--renders-per-worker",
-        type=int,
-        default=1,
-        metavar="N",
-        help="replace a worker after N renders: 1 keeps memory lowest, 0 never (default 1)",
+        "--idle-restart",
+        type=duration,
+        default=60.0,
+        metavar="DURATION",
+        help="replace render workers after this long without renders, giving back the "
+        "memory charts took (default 1m)",
     )
     watch.add_argument(
         "--once", action="store_true", help="render whatever is pending, then exit (for cron)"
@@ -153,7 +154,7 @@ def _watch(args: argparse.Namespace) -> int:
         stale_after=args.stale_after,
         live_every=args.live_every,
         workers=args.workers,
-        renders_per_worker=args.renders_per_worker or None,
+        idle_restart=args.idle_restart,
         once=args.once,
     )
     stop = threading.Event()

@@ -9,6 +9,19 @@ from typing import Any
 from .runstate import RenderedMarker, read_marker, write_marker
 
 
+def warm_up() -> None:
+    """Make a new worker as quick as a used one: load the renderer and draw a small chart."""
+    import numpy as np
+
+    from . import charts, vega
+    from .history import LossSeries
+    from .render import render_run  # noqa: F401  (imported for its import cost, now)
+    from .stats import loss_stats
+
+    series = LossSeries("warm_up", np.arange(100), np.linspace(1.0, 0.1, 100))
+    vega.render(charts.loss_chart(series, loss_stats(series), "warm-up"))
+
+
 def render_job(run_dir: Path, status: str, fingerprint: str) -> tuple[dict[str, Any], bool]:
     """Render `run_dir` as `status` and record `fingerprint`.
 

@@ -37,9 +37,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from . import report, rundir, vega
+from . import report, rundir
 from .errors import RunDirectoryError
-from .jobs import render_job
+from .jobs import render_job, warm_up
 from .netfs import filesystem_type, is_network_filesystem
 from .render import RunBusy
 from .runstate import read_marker, read_state, render_reason
@@ -77,10 +77,10 @@ class WatchOptions:
     stale_after: float = 600.0
     live_every: float | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    # A worker that has drawn charts holds ~300 MB (the chart engine's heap and buffers) where
-    # a fresh warm one holds ~130 MB; replacing each worker after a render keeps the daemon
-    # small between renders. The replacement starts (and warms up) at once, in the background.
-    renders_per_worker: int | None = 1
+    # A worker that has drawn charts holds ~300 MB (the chart engine's heap and buffers), a
+    # fresh warm one ~150 MB. Workers are kept while renders come (fast bursts) and replaced by
+    # one fresh warm worker after this long without a render (a small daemon when idle).
+    idle_restart: float = 60.0
     debounce: float = 0.25
     once: bool = False
 
@@ -115,6 +115,7 @@ class Watcher:
         self._observer: BaseObserver | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._broken_pool = False
+        self._last_render: float | None = None
 
     def run(self) -> int:
         """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
@@ -148,8 +149,7 @@ class Watcher:
         return ProcessPoolExecutor(
             max_workers=max(1, self.options.workers),
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=vega.warm_up,
-            max_tasks_per_child=self.options.renders_per_worker,
+            initializer=warm_up,
         )
 
     def _restart_pool(self) -> None:
@@ -160,6 +160,18 @@ class Watcher:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
+
+    def _refresh_idle_workers(self, now: float) -> None:
+        """Give back the memory used workers hold: one fresh warm worker waits instead."""
+        if self._in_flight or self._last_render is None:
+            return
+        if now - self._last_render < self.options.idle_restart or self._pool is None:
+            return
+        self._last_render = None
+        self._pool.shutdown(wait=False)
+        self._pool = self._new_pool()
+        self._pool.submit(warm_up)  # starts one worker now, so the next render finds it warm
+        logger.info("replaced idle render workers", extra={"event": "workers_refreshed"})
 
     # -- the main loop ------------------------------------------------------------------
     def _loop(self) -> None:
@@ -173,6 +185,7 @@ class Watcher:
             self._drain_events(now)
             self._collect_finished()
             self._restart_pool_if_broken()
+            self._refresh_idle_workers(now)
             self._dispatch_due(now)
             if now >= next_health:
                 self._check_running_runs(now)
@@ -302,6 +315,7 @@ class Watcher:
                 self._schedule_retry(name, exc)
                 continue
             self._retries.pop(name, None)
+            self._last_render = time.monotonic()
             self._entries[name] = entry
             self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
             if fresh:
