@@ -13,7 +13,7 @@ and prints medians and the ratios. Needs `pip install -e '.[bench]'`.
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -55,13 +55,15 @@ def make_run(runs_dir: Path, steps: int) -> Path:
 
 
 def timed_process(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak resident MB (the largest process of its tree) of one command."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) / 1024
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, command)
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def chart_seconds(run_dir: Path, out: Path) -> float:

@@ -16,15 +16,16 @@ import socket
 import sys
 import tempfile
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+from time import time as _now
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import rundir
 from .errors import InvalidLossError, LossReportError, RunClosedError, RunDirectoryError
 from .flusher import ShardFlusher
+from .rundir import STEP, WALL_TIME
 from .values import check_loss_name, check_step, coerce_loss_value
 
 if TYPE_CHECKING:
@@ -153,8 +154,8 @@ class Run:
             if type(value) is not float:
                 losses = self._coerced(losses)
                 break
-        losses[rundir.STEP] = step
-        losses[rundir.WALL_TIME] = time.time()
+        losses[STEP] = step
+        losses[WALL_TIME] = _now()
         rows = self._rows
         rows.append(losses)
         if len(rows) == self._flush_every:  # once per crossing: the flusher drains it all
@@ -245,7 +246,8 @@ class Run:
         collector tracks it, and a thousand tracked rows waiting for a flush made full
         collections several times more costly than the logging itself.
         """
-        return {k: v if type(v) is float else coerce_loss_value(k, v) for k, v in losses.items()}
+        coerce = coerce_loss_value
+        return {k: v if type(v) is float else coerce(k, v) for k, v in losses.items()}
 
     def _write_heartbeat(self) -> None:
         if self._record is not None:
