@@ -152,7 +152,11 @@ class Run:
             self._admit_names(losses)
         for value in losses.values():
             if type(value) is not float:
-                losses = self._coerced(losses)
+                # A new row rather than an update in place: the call's dict held tensors, so
+                # the garbage collector tracks it, and a thousand tracked rows waiting for a
+                # flush made full collections cost more than the logging itself.
+                coerce = coerce_loss_value
+                losses = {k: v if type(v) is float else coerce(k, v) for k, v in losses.items()}
                 break
         losses[STEP] = step
         losses[WALL_TIME] = _now()
@@ -238,16 +242,6 @@ class Run:
             if name not in self._names:
                 self._names.add(check_loss_name(name))
                 self._flusher.add_column(name)  # type: ignore[union-attr]
-
-    def _coerced(self, losses: dict[str, Any]) -> dict[str, Any]:
-        """A new row with every value a float (or a device tensor).
-
-        A new dict rather than an update in place: the call's dict held tensors, so the garbage
-        collector tracks it, and a thousand tracked rows waiting for a flush made full
-        collections several times more costly than the logging itself.
-        """
-        coerce = coerce_loss_value
-        return {k: v if type(v) is float else coerce(k, v) for k, v in losses.items()}
 
     def _write_heartbeat(self) -> None:
         if self._record is not None:
