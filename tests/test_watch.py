@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -266,6 +267,22 @@ def test_idle_workers_are_replaced_by_a_fresh_one_that_still_renders(
         wait_rendered(_finished_run(runs_dir, "before"), "completed")
         daemon.wait_for_event("workers_refreshed")
         wait_rendered(_finished_run(runs_dir, "after"), "completed")
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0
+
+
+def test_a_rescan_drops_deleted_runs_from_the_index(runs_dir: Path, tmp_path: Path) -> None:
+    keep, drop = _finished_run(runs_dir, "keep"), _finished_run(runs_dir, "drop")
+    daemon = Daemon(runs_dir, "--rescan-every", "1s", log=tmp_path / "daemon.log")
+    try:
+        wait_rendered(keep, "completed")
+        wait_rendered(drop, "completed")
+        index = runs_dir / "index.html"
+        wait_for(lambda: index.exists() and "drop/loss_graphs" in index.read_text())
+        shutil.rmtree(drop)
+        wait_for(lambda: "drop/loss_graphs" not in index.read_text())
+        assert "keep/loss_graphs" in index.read_text()
     finally:
         code, _ = daemon.stop()
     assert code == 0

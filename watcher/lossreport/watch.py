@@ -244,6 +244,12 @@ class Watcher:
                 self._entries[run_dir.name] = marker.entry
                 self._index_due = self._index_due or time.monotonic()
             self._consider(run_dir.name, marker=marker)
+        gone = self._entries.keys() - {run_dir.name for run_dir in run_dirs}
+        for name in gone:  # deleted or moved away: drop it from the index
+            del self._entries[name]
+            self._running.discard(name)
+        if gone:
+            self._index_due = self._index_due or time.monotonic()
         return len(run_dirs)
 
     def _consider(self, name: str, *, retrying: bool = False, marker: Any = None) -> None:
