@@ -48,12 +48,15 @@ class ChartRenderer:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=warm_up
             )
+            self._pool.submit(int)  # start the helper now (pools start lazily): it warms up
+            # while this process imports the charting modules and reads the shards
 
     def render_all(self, specs: Sequence[dict[str, Any]]) -> list[tuple[str, bytes]]:
         if self._pool is None or len(specs) < 2:
             return [render(spec) for spec in specs]
-        # The helper starts later (a new interpreter), so it takes the smaller share, from the end.
-        split = len(specs) - len(specs) // 2
+        # The helper is warm by now; this process still has to start its chart engine, so the
+        # helper takes the larger share.
+        split = len(specs) // 2
         remote: list[Future[tuple[str, bytes]]] = [
             self._pool.submit(render, spec) for spec in specs[split:]
         ]
