@@ -14,6 +14,8 @@ from typing import Any
 from lossreport.runstate import read_marker, read_state
 from tests.support.procs import ROOT, wait_for
 
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
 
 class Daemon:
     def __init__(
@@ -22,23 +24,12 @@ class Daemon:
         self.log = log
         self._handle = log.open("w")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lossreport",
-                "--log-format",
-                "json",
-                "watch",
-                str(runs_dir),
-                "--workers",
-                "1",
-                *args,
-            ],
+            _watch_command(runs_dir, "--workers", "1", *args),
             cwd=ROOT,
             stdout=self._handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            env={**ENV, **(env or {})},
         )
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -85,22 +76,23 @@ def wait_rendered(run_dir: Path, status: str, timeout: float = 60) -> None:
 
 def run_once(runs_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lossreport",
-            "--log-format",
-            "json",
-            "watch",
-            str(runs_dir),
-            "--once",
-            "--workers",
-            "2",
-            *args,
-        ],
+        _watch_command(runs_dir, "--once", "--workers", "2", *args),
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=ENV,
     )
+
+
+def _watch_command(runs_dir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "lossreport",
+        "--log-format",
+        "json",
+        "watch",
+        str(runs_dir),
+        *args,
+    ]

@@ -338,11 +338,18 @@ def _new_or_resumed_record(
     return record
 
 
-def _distributed_rank() -> int | None:
-    torch: Any = sys.modules.get("torch")
-    distributed = getattr(torch, "distributed", None)
+def _process_group() -> Any:
+    """torch.distributed when a process group is up (never imports torch itself), else None."""
+    distributed = getattr(sys.modules.get("torch"), "distributed", None)
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
-        return int(distributed.get_rank())
+        return distributed
+    return None
+
+
+def _distributed_rank() -> int | None:
+    group = _process_group()
+    if group is not None:
+        return int(group.get_rank())
     env_rank = os.environ.get("RANK")
     return int(env_rank) if env_rank and env_rank.isdigit() else None
 
@@ -351,10 +358,9 @@ def _agreed_run_id(model: str, hook: str) -> str:
     """A fresh run id; under torch.distributed every rank takes rank 0's (one broadcast)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_id = f"{model}_{hook}_{stamp}_{secrets.token_hex(3)}"
-    torch: Any = sys.modules.get("torch")
-    distributed = getattr(torch, "distributed", None)
-    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+    group = _process_group()
+    if group is not None:
         shared = [run_id]
-        distributed.broadcast_object_list(shared, src=0)
+        group.broadcast_object_list(shared, src=0)
         run_id = shared[0]
     return run_id
