@@ -6,24 +6,35 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from email.utils import parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, logformat, rundir, stats
+from . import __version__, config, logformat, rundir, stats
 from .errors import LossReportError
+from .jobs import MailJob
 from .progress import Progress
+from .smtp import PASSWORD_ENV, SmtpSettings
 
 if TYPE_CHECKING:
     from .render import RenderResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument("--config", type=Path)
+    path = config_flag.parse_known_args(argv)[0].config
+    try:
+        settings = config.load(path) if path is not None else {}
+    except config.ConfigError as exc:
+        print(f"lossreport: {exc}", file=sys.stderr)
+        return 2
+    args = _parser(settings).parse_args(argv)
     logformat.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     try:
         return int(args.handler(args))
@@ -32,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
+    """The command line; `settings` (from --config) are the defaults of the flags they name."""
     parser = argparse.ArgumentParser(
         prog="lossreport", description="Record training losses and turn runs into loss reports."
     )
@@ -65,49 +77,79 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--poll",
         action=argparse.BooleanOptionalAction,
-        default=None,
+        default=settings.get("poll"),
         help="poll instead of inotify (default: only on network filesystems)",
     )
-    watch.add_argument("--poll-interval", type=duration, default=5.0, metavar="DURATION")
+    watch.add_argument(
+        "--poll-interval",
+        type=duration,
+        default=settings.get("poll_interval", 5.0),
+        metavar="DURATION",
+    )
     watch.add_argument(
         "--rescan-every",
         type=duration,
-        default=300.0,
+        default=settings.get("rescan_every", 300.0),
         metavar="DURATION",
         help="full scan to catch missed events (default 5m)",
     )
     watch.add_argument(
         "--stale-after",
         type=duration,
-        default=600.0,
+        default=settings.get("stale_after", 600.0),
         metavar="DURATION",
         help="render a running run as stalled after this long without a heartbeat (default 10m)",
     )
     watch.add_argument(
         "--live-every",
         type=duration,
-        default=None,
+        default=settings.get("live_every"),
         metavar="DURATION",
         help="also re-render running runs this often",
     )
     watch.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=settings.get("workers", os.cpu_count() or 1),
         help="render processes (default: the number of cores)",
     )
     watch.add_argument(
         "--idle-restart",
         type=duration,
-        default=60.0,
+        default=settings.get("idle_restart", 60.0),
         metavar="DURATION",
         help="replace render workers after this long without renders, giving back the "
         "memory charts took (default 1m)",
     )
     watch.add_argument(
-        "--once", action="store_true", help="render whatever is pending, then exit (for cron)"
+        "--once",
+        action="store_true",
+        help="render (and mail) whatever is pending, then exit (for cron)",
     )
+    _add_config_argument(watch)
+    _add_mail_arguments(watch, settings, "--email-to")
     watch.set_defaults(handler=_watch)
+
+    email = commands.add_parser("email", help="render a run and mail its summary now")
+    email.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    _add_config_argument(email)
+    _add_mail_arguments(email, settings, "--to")
+    email.set_defaults(handler=_email)
+
+    serve = commands.add_parser(
+        "serve", help="serve the runs index and every run's report, read-only, over HTTP"
+    )
+    serve.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    serve.add_argument(
+        "--host",
+        default=settings.get("host", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1: reach it through an SSH tunnel)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=settings.get("port", 8000), help="0 picks a free port"
+    )
+    _add_config_argument(serve)
+    serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser(
         "demo", help="watch RUNS_DIR, train the three example SAEs into it, print their reports"
@@ -129,19 +171,118 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of settings; flags given here win (see lossreport.config)",
+    )
+
+
+def _add_mail_arguments(
+    parser: argparse.ArgumentParser, settings: dict[str, Any], recipients_flag: str
+) -> None:
+    group = parser.add_argument_group(
+        "email",
+        f"the SMTP password comes from ${PASSWORD_ENV} or --smtp-password-file, never a flag",
+    )
+    group.add_argument(
+        recipients_flag,
+        dest="email_to",
+        action="append",
+        type=_address,
+        default=list(settings.get("email_to", [])),
+        metavar="ADDR",
+        help="mail each finished run's summary to ADDR (repeat for more)",
+    )
+    group.add_argument(
+        "--email-from",
+        type=_address,
+        default=settings.get("email_from"),
+        metavar="ADDR",
+        help="sender (default lossreport@HOST)",
+    )
+    group.add_argument("--smtp-host", default=settings.get("smtp_host", "localhost"))
+    group.add_argument(
+        "--smtp-port",
+        type=int,
+        default=settings.get("smtp_port"),
+        help="default 25, 587 with STARTTLS, 465 with SSL",
+    )
+    security = group.add_mutually_exclusive_group()
+    security.add_argument(
+        "--smtp-starttls",
+        dest="smtp_security",
+        action="store_const",
+        const="starttls",
+        default=settings.get("smtp_security", "none"),
+    )
+    security.add_argument("--smtp-ssl", dest="smtp_security", action="store_const", const="ssl")
+    group.add_argument("--smtp-user", default=settings.get("smtp_user"))
+    group.add_argument(
+        "--smtp-password-file",
+        type=Path,
+        default=settings.get("smtp_password_file"),
+        metavar="FILE",
+        help="file whose first line is the SMTP password",
+    )
+    group.set_defaults(smtp_password_env=settings.get("smtp_password_env", PASSWORD_ENV))
+    group.add_argument(
+        "--email-attach-csv",
+        action=argparse.BooleanOptionalAction,
+        default=settings.get("email_attach_csv", False),
+        help="attach the loss history CSV (gzipped past 10 MB)",
+    )
+    group.add_argument(
+        "--email-report-url",
+        default=settings.get("email_report_url"),
+        metavar="URL",
+        help="where `lossreport serve` is reachable, to link each report from its mail",
+    )
+    group.add_argument(
+        "--email-retry",
+        type=duration,
+        default=settings.get("email_retry", 30.0),
+        metavar="DURATION",
+        help="first retry of a failed send; doubles up to 1h, never gives up (default 30s)",
+    )
+
+
+def _address(text: str) -> str:
+    if "@" not in parseaddr(text)[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an email address")
+    return text
+
+
+def _smtp_settings(args: argparse.Namespace) -> SmtpSettings:
+    return SmtpSettings(
+        host=args.smtp_host,
+        port=args.smtp_port,
+        security=args.smtp_security,
+        user=args.smtp_user,
+        password_file=args.smtp_password_file,
+        password_env=args.smtp_password_env,
+    )
+
+
+def _mail_job(args: argparse.Namespace) -> MailJob | None:
+    if not args.email_to:
+        return None
+    return MailJob(
+        recipients=tuple(dict.fromkeys(args.email_to)),
+        sender=args.email_from or f"lossreport@{socket.gethostname()}",
+        attach_csv=args.email_attach_csv,
+        report_url=args.email_report_url,
+    )
+
+
 def duration(text: str) -> float:
     """Seconds from `300`, `30s`, `10m` or `2h`."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
     try:
-        seconds = float(number) * unit
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration (seconds, or a number with s, m or h)"
-        ) from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a duration cannot be negative")
-    return seconds
+        return config.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _watch(args: argparse.Namespace) -> int:
@@ -156,11 +297,47 @@ def _watch(args: argparse.Namespace) -> int:
         workers=args.workers,
         idle_restart=args.idle_restart,
         once=args.once,
+        mail=_mail_job(args),
+        smtp=_smtp_settings(args),
+        mail_retry=args.email_retry,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return Watcher(args.runs_dir, options, stop).run()
+
+
+def _email(args: argparse.Namespace) -> int:
+    from .message import build_message
+    from .render import render_run
+    from .smtp import send
+
+    job = _mail_job(args)
+    if job is None:
+        raise LossReportError("no recipient: give --to ADDR (or [email] to in --config)")
+    run_dir = args.run.resolve()
+    result = render_run(run_dir)
+    message = build_message(
+        result,
+        recipients=list(job.recipients),
+        sender=job.sender,
+        run_name=run_dir.name,
+        attach_csv=job.attach_csv,
+        report_url=job.report_url,
+    )
+    send(_smtp_settings(args), message)
+    print(f"Sent {message['Subject']!r} to {', '.join(job.recipients)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(args.runs_dir, args.host, args.port, stop)
+    return 0
 
 
 def _render(args: argparse.Namespace) -> int:

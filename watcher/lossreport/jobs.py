@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .runstate import RenderedMarker, read_marker, write_marker
+from .runstate import STALLED, RenderedMarker, read_marker, write_marker
+
+MAILED_STATUSES = frozenset({"completed", "failed", STALLED})
+
+
+@dataclass(frozen=True)
+class MailJob:
+    """What a worker needs to write a finished run's email into the outbox (no secrets)."""
+
+    recipients: tuple[str, ...]
+    sender: str
+    attach_csv: bool = False
+    report_url: str | None = None
 
 
 def warm_up() -> None:
@@ -22,8 +35,11 @@ def warm_up() -> None:
     vega.render(charts.loss_chart(series, loss_stats(series), "warm-up"))
 
 
-def render_job(run_dir: Path, status: str, fingerprint: str) -> tuple[dict[str, Any], bool]:
-    """Render `run_dir` as `status` and record `fingerprint`.
+def render_job(
+    run_dir: Path, status: str, fingerprint: str, mail: MailJob | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Render `run_dir` as `status` and record `fingerprint`; with `mail`, queue the email of a
+    finished run first, so a crash after the render cannot lose it.
 
     Returns the run's runs-index entry, and False if another daemon had rendered these very
     inputs already. Raises RunBusy when another process holds the run.
@@ -34,17 +50,35 @@ def render_job(run_dir: Path, status: str, fingerprint: str) -> tuple[dict[str, 
     if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
         return done.entry, False
     result = render_run(run_dir, status=status, wait=False)
+    if mail is not None and status in MAILED_STATUSES:
+        from .message import build_message, message_key
+        from .outbox import Outbox, sent_keys
+
+        if message_key(result.run) in sent_keys(run_dir):
+            mail = None  # this very state was mailed before (a re-render of a finished run)
+    if mail is not None and status in MAILED_STATUSES:
+        message = build_message(
+            result,
+            recipients=list(mail.recipients),
+            sender=mail.sender,
+            run_name=run_dir.name,
+            attach_csv=mail.attach_csv,
+            report_url=mail.report_url,
+        )
+        Outbox(run_dir.parent).add(message)
     entry = {
         "run_id": run_dir.name,
         "status": status,
         "model": result.stats["model_name"],
         "hook": result.stats["hook_name"],
-        "architecture": result.run_architecture,
+        "architecture": result.run.get("architecture"),
         "steps": result.stats["total_steps"],
         "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
         "problems": len(result.problems),
+        "anomalies": len(result.anomalies),
         "report": str(result.report.relative_to(run_dir.parent)),
         "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "curves": result.curves,
     }
     write_marker(run_dir, RenderedMarker(fingerprint, status, entry))
     return entry, True

@@ -19,15 +19,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import report, rundir, stats
 from .errors import LossReportError, MalformedRunFileError, RunDirectoryError
-from .history import from_table
+from .history import LossHistory, from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
 from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".lossreport-render.lock"
+OVERVIEW_POINTS = 60
 STAGE_PREFIXES = (f".{rundir.GRAPHS_DIR}.new-", f".{rundir.GRAPHS_DIR}.old-")
 
 
@@ -41,8 +44,11 @@ class RenderResult:
     summary: Path
     report: Path
     stats: dict[str, Any]
-    run_architecture: str | None = None
+    run: dict[str, Any]  # run.json's fields, `status` as rendered, `duration`
+    anomalies: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    combined_svg: str | None = None  # for pages and mail that draw the chart at their own size
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)  # small, for the index
 
     @property
     def files(self) -> list[Path]:
@@ -146,9 +152,31 @@ def _render_locked(
         summary=final_dir / names.summary_json,
         report=final_dir / names.report_html,
         stats=summary,
-        run_architecture=record.architecture,
+        run=_page_fields(record, status),
+        anomalies=anomalies,
         problems=problems,
+        combined_svg=next(
+            (chart.svg for chart in drawn if chart.path.name == names.combined_png), None
+        ),
+        curves=overview_curves(history),
     )
+
+
+def overview_curves(history: LossHistory, points: int = OVERVIEW_POINTS) -> dict[str, Any]:
+    """Each loss as at most `points` [step, mean value] pairs (bucket means of the finite
+    values, 4 significant digits): enough to overlay many runs in the runs index, small enough
+    that a thousand runs stay a light page."""
+    curves = {}
+    for series in history.series():
+        finite = np.isfinite(series.values)
+        steps, values = series.steps[finite], series.values[finite]
+        if values.size == 0:
+            continue
+        buckets = np.array_split(np.arange(values.size), min(points, values.size))
+        with np.errstate(over="ignore"):
+            means = [(int(steps[b[-1]]), float(f"{values[b].mean():.4g}")) for b in buckets]
+        curves[series.name] = [[step, mean] for step, mean in means if np.isfinite(mean)]
+    return curves
 
 
 def _read_record(run_dir: Path, problems: list[str]) -> rundir.RunRecord:

@@ -7,9 +7,11 @@ run are shown as text; file links are URL-quoted as well.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from functools import cache
+from importlib import resources
 from typing import Any
 
 import jinja2
@@ -19,7 +21,31 @@ from .outputs import Chart
 
 TEMPLATE = "report.html.j2"
 INDEX_TEMPLATE = "index.html.j2"
+EMAIL_TEMPLATE = "email.html.j2"
+INDEX_SCRIPT = "index.js"
+INDEX_FILTERS = [
+    ("model", "model"),
+    ("hook", "hook"),
+    ("architecture", "architecture"),
+    ("status", "status"),
+]
+INDEX_PRESELECTED = 8  # newest runs ticked for the overlay when the page opens
 MISSING = "\u2013"  # an en dash marks a statistic that does not exist
+
+
+# Pages say what they may load in a CSP meta tag, so it holds wherever a page is opened (from
+# disk, from `lossreport serve`, from a mail attachment): nothing from the network, and no
+# script but the index's own.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+@cache
+def index_csp() -> str:
+    digest = base64.b64encode(hashlib.sha256(index_script().encode()).digest()).decode("ascii")
+    return (
+        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+        "img-src 'self' data:"
+    )
 
 
 @cache
@@ -69,6 +95,7 @@ def render_html(
             files=files,
             problems=problems,
             anomalies=anomalies,
+            csp=REPORT_CSP,
             version=__version__,
             generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         )
@@ -76,7 +103,8 @@ def render_html(
 
 
 def render_index(entries: list[dict[str, Any]]) -> str:
-    """The runs index: one row per rendered run, newest render first."""
+    """The runs index: one row per rendered run, newest render first, with filters and an
+    overlay chart (a small inline script, allowed by its hash alone)."""
     known = {"completed", "failed", "stalled", "running"}
     rows = [
         {
@@ -85,15 +113,39 @@ def render_index(entries: list[dict[str, Any]]) -> str:
         }
         for entry in sorted(entries, key=lambda e: str(e.get("rendered_at", "")), reverse=True)
     ]
+    options = {
+        key: sorted({str(row.get(key) or "") for row in rows} - {""}) for key, _ in INDEX_FILTERS
+    }
+    curves: list[dict[str, Any]] = [
+        {"run": row.get("run_id"), "curves": row.get("curves") or {}} for row in rows
+    ]
+    loss_names = list(dict.fromkeys(name for row in curves for name in row["curves"]))
     return (
         _environment()
         .get_template(INDEX_TEMPLATE)
         .render(
             entries=rows,
+            filters=INDEX_FILTERS,
+            options=options,
+            curves=curves,
+            loss_names=loss_names,
+            preselected=INDEX_PRESELECTED,
+            script=index_script(),
+            csp=index_csp(),
             version=__version__,
             generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         )
     )
+
+
+@cache
+def index_script() -> str:
+    return resources.files("lossreport.report_templates").joinpath(INDEX_SCRIPT).read_text()
+
+
+def render_email_html(**context: Any) -> str:
+    """The HTML part of a run's email, before its CSS is inlined (see message.py)."""
+    return _environment().get_template(EMAIL_TEMPLATE).render(version=__version__, **context)
 
 
 def format_number(value: float | int | None) -> str:

@@ -96,6 +96,14 @@ def looks_like_run(path: Path) -> bool:
     return (path / RUN_FILE).is_file() or (path / LOSSES_DIR).is_dir()
 
 
+def list_run_dirs(runs_dir: Path) -> list[Path]:
+    """The run directories directly inside `runs_dir` (hidden folders are lossreport's own).
+    Raises OSError when `runs_dir` cannot be listed."""
+    with os.scandir(runs_dir) as entries:
+        folders = [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir()]
+    return [folder for folder in folders if looks_like_run(folder)]
+
+
 def shard_name(seq: int, rank: int | None = None) -> str:
     suffix = "" if rank is None else f"-rank{rank}"
     return f"part-{seq:06d}{suffix}.parquet"

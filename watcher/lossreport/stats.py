@@ -72,13 +72,27 @@ def summary_stats(history: LossHistory, model_name: str, hook_name: str) -> dict
     }
 
 
+DIVERGENCE_FACTOR = 2.0
+
+
 def anomalies(stats: dict[str, Any]) -> list[str]:
-    """Plain-language notes on NaN/inf values, for reports and subjects."""
+    """Plain-language notes on NaN/inf values and diverged losses, for reports and subjects."""
     notes = []
     for name, loss in stats["losses"].items():
         if loss["nan_count"] or loss["inf_count"]:
             notes.append(f"{name}: {loss['nan_count']} NaN, {loss['inf_count']} inf")
+        if diverged(loss):
+            notes.append(
+                f"{name}: diverged, final {loss['final']:.4g} is "
+                f"{loss['final'] / loss['initial']:.1f}x the initial {loss['initial']:.4g}"
+            )
     return notes
+
+
+def diverged(loss: dict[str, Any]) -> bool:
+    """A loss that ended well above where it started: training went the wrong way."""
+    initial, final = loss["initial"], loss["final"]
+    return bool(initial and final and initial > 0 and final > DIVERGENCE_FACTOR * initial)
 
 
 def console_summary(stats: dict[str, Any]) -> str:

@@ -39,11 +39,13 @@ from watchdog.observers.polling import PollingObserver
 
 from . import report, rundir
 from .errors import RunDirectoryError
-from .jobs import render_job, warm_up
+from .jobs import MailJob, render_job, warm_up
 from .netfs import filesystem_type, is_network_filesystem
+from .outbox import Outbox, OutboxSender
 from .render import RunBusy
 from .runstate import read_marker, read_state, render_reason
 from .sdnotify import Notifier
+from .smtp import SmtpSettings
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class WatchOptions:
     idle_restart: float = 60.0
     debounce: float = 0.25
     once: bool = False
+    mail: MailJob | None = None  # email each finished run (completed, failed, stalled)
+    smtp: SmtpSettings | None = None
+    mail_retry: float = 30.0  # first retry of a failed send; doubles up to an hour
 
 
 @dataclass
@@ -116,11 +121,18 @@ class Watcher:
         self._pool: ProcessPoolExecutor | None = None
         self._broken_pool = False
         self._last_render: float | None = None
+        self._sender: OutboxSender | None = None
+        if options.mail is not None:
+            self._sender = OutboxSender(
+                Outbox(runs_dir), options.smtp or SmtpSettings(), options.mail_retry
+            )
 
     def run(self) -> int:
         """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
         self._pool = self._new_pool()
         try:
+            if self._sender is not None and not self.options.once:
+                self._sender.start()  # first, what a previous daemon left in the outbox
             started = time.monotonic()
             count = self._scan()
             logger.info(
@@ -226,15 +238,10 @@ class Watcher:
     # -- deciding and submitting ----------------------------------------------------------
     def _run_dirs(self) -> list[Path]:
         try:
-            children = list(os.scandir(self.runs_dir))
+            return rundir.list_run_dirs(self.runs_dir)
         except OSError as exc:
             logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
             return []
-        return [
-            Path(c.path)
-            for c in children
-            if not c.name.startswith(".") and c.is_dir() and rundir.looks_like_run(Path(c.path))
-        ]
 
     def _scan(self) -> int:
         run_dirs = self._run_dirs()
@@ -283,10 +290,14 @@ class Watcher:
             extra={"run": name, "event": "render_started", "reason": reason},
         )
         try:
-            future = self._pool.submit(render_job, run_dir, status, state.fingerprint)
+            future = self._pool.submit(
+                render_job, run_dir, status, state.fingerprint, self.options.mail
+            )
         except BrokenProcessPool:
             self._restart_pool()
-            future = self._pool.submit(render_job, run_dir, status, state.fingerprint)
+            future = self._pool.submit(
+                render_job, run_dir, status, state.fingerprint, self.options.mail
+            )
         future.add_done_callback(lambda _: self._wakeup.set())
         self._in_flight[name] = future
         self._last_live[name] = time.monotonic()
@@ -324,6 +335,8 @@ class Watcher:
             self._last_render = time.monotonic()
             self._entries[name] = entry
             self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
+            if fresh and self._sender is not None:
+                self._sender.wake()
             if fresh:
                 logger.info(
                     "run=%s rendered %s (%s)",
@@ -446,11 +459,20 @@ class Watcher:
                 future.exception()  # wait; errors are handled in _collect_finished
             self._collect_finished()
         self._write_index_if_due(time.monotonic(), force=True)
-        return 1 if self._failures else 0
+        unsent = self._sender.send_due() if self._sender is not None else 0
+        if unsent:
+            logger.error(
+                "%d emails could not be sent; they stay in the outbox for the next run",
+                unsent,
+                extra={"event": "mail_unsent", "count": unsent},
+            )
+        return 1 if self._failures or unsent else 0
 
     def _shutdown(self) -> None:
         if self._observer is not None:
             self._observer.stop()
+        if self._sender is not None:
+            self._sender.stop()
         if self._pool is not None:
             # In-flight renders finish (each is atomic); queued ones are dropped and will be
             # found by the next start's scan.

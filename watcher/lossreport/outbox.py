@@ -1,0 +1,197 @@
+"""The persisted outbox: a run's email survives an SMTP outage and a daemon restart, and goes
+out once.
+
+A render worker writes each message, whole, to `RUNS/.lossreport/outbox/` before the render is
+recorded as done, so no crash can lose it. The daemon's sender thread hands each message to
+the SMTP server, records its key in the run's `.lossreport-mailed.json`, then removes it from
+the outbox; a message whose key is already recorded is never sent again. The one window left
+is a crash between the server's acceptance and that record: the message would be resent with
+the same Message-ID, which mail clients use to drop duplicates.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+from . import rundir, smtp
+from .message import HEADER_KEY, HEADER_RUN
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_DIR = Path(".lossreport") / "outbox"
+SENT_FILE = ".lossreport-mailed.json"
+MAX_RETRY_SECONDS = 3600.0
+
+
+class Outbox:
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self.folder = runs_dir / OUTBOX_DIR
+
+    def add(self, message: EmailMessage) -> Path | None:
+        """Queue `message` unless its key was sent or is queued already; returns its file."""
+        key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
+        if key in sent_keys(self.runs_dir / run_name):
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
+        if not path.exists():
+            rundir.atomic_write(path, message.as_bytes(policy=policy.SMTP))
+        return path
+
+    def pending(self) -> list[Path]:
+        """Queued messages, oldest first."""
+        try:
+            entries = [e for e in os.scandir(self.folder) if _is_message(e.name)]
+        except FileNotFoundError:
+            return []
+        return [Path(e.path) for e in sorted(entries, key=lambda e: e.stat().st_mtime_ns)]
+
+    def deliver(self, path: Path, settings: smtp.SmtpSettings) -> str | None:
+        """Send one queued message; returns its run's name, or None if it was not ours to send
+        (another daemon holds it, or it was sent already). Raises MailError, leaving it queued."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            if not path.exists():  # another daemon delivered it while we waited
+                return None
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                message = BytesParser(policy=policy.default).parse(handle)
+            key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
+            sent = key not in sent_keys(self.runs_dir / run_name)
+            if sent:
+                smtp.send(settings, message)
+                _record_sent(
+                    self.runs_dir / run_name, key, str(message["Message-ID"]), str(message["To"])
+                )
+            path.unlink(missing_ok=True)
+            return run_name if sent else None
+        finally:
+            os.close(fd)
+
+
+def sent_keys(run_dir: Path) -> set[str]:
+    try:
+        document = json.loads((run_dir / SENT_FILE).read_text())
+        return {str(entry["key"]) for entry in document["sent"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _record_sent(run_dir: Path, key: str, message_id: str, recipients: str) -> None:
+    path = run_dir / SENT_FILE
+    try:
+        document = json.loads(path.read_text())
+        sent = list(document["sent"])
+    except (OSError, ValueError, KeyError, TypeError):
+        sent = []
+    sent.append(
+        {
+            "key": key,
+            "message_id": message_id,
+            "to": recipients,
+            "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    try:
+        rundir.atomic_write(path, json.dumps({"sent": sent}, indent=1).encode())
+    except OSError as exc:  # the run was deleted or made read-only: the mail went out anyway
+        logger.warning("cannot record the sent mail in %s: %s", path, exc)
+
+
+def _is_message(name: str) -> bool:
+    return name.endswith(".eml") and not name.startswith(".")
+
+
+@dataclass
+class _Backoff:
+    attempts: int = 0
+    due: float = 0.0
+
+
+@dataclass
+class OutboxSender:
+    """Delivers queued messages from a thread of the daemon, retrying failures with backoff
+    (first_retry, doubling, at most an hour) for as long as the daemon runs."""
+
+    outbox: Outbox
+    settings: smtp.SmtpSettings
+    first_retry: float = 30.0
+    _backoff: dict[Path, _Backoff] = field(default_factory=dict)
+    _wakeup: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lossreport-mail", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=smtp.TIMEOUT_SECONDS + 5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wakeup.clear()
+            self.send_due()
+            dues = [b.due for b in self._backoff.values()]
+            wait = max(0.05, min(dues) - time.monotonic()) if dues else None
+            self._wakeup.wait(wait)
+
+    def send_due(self) -> int:
+        """Try every queued message that is due; returns how many stay queued after failing."""
+        failed = 0
+        pending = self.outbox.pending()
+        for gone in self._backoff.keys() - set(pending):
+            del self._backoff[gone]
+        for path in pending:
+            if self._stop.is_set():
+                break
+            backoff = self._backoff.setdefault(path, _Backoff())
+            if backoff.due > time.monotonic():
+                failed += 1
+                continue
+            try:
+                run_name = self.outbox.deliver(path, self.settings)
+                self._backoff.pop(path, None)
+                if run_name is not None:
+                    logger.info(
+                        "run=%s mailed", run_name, extra={"run": run_name, "event": "mail_sent"}
+                    )
+            except smtp.MailError as exc:
+                failed += 1
+                backoff.attempts += 1
+                delay = min(MAX_RETRY_SECONDS, self.first_retry * 2 ** (backoff.attempts - 1))
+                backoff.due = time.monotonic() + delay
+                logger.error(
+                    "mail %s not sent (attempt %d, retry in %.0fs): %s",
+                    path.name,
+                    backoff.attempts,
+                    delay,
+                    exc,
+                    extra={"event": "mail_failed", "attempt": backoff.attempts},
+                )
+        return failed
