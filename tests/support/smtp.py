@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import warnings
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -11,6 +12,7 @@ from email.parser import BytesParser
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        return BytesParser(policy=policy.default).parsebytes(self.data)  # type: ignore[return-value]
+        return BytesParser(policy=policy.default).parsebytes(self.data)  # type: ignore[return-value,unused-ignore]
 
 
 class _Keeper:
@@ -37,13 +39,36 @@ class _Keeper:
         return "250 Message accepted for delivery"
 
 
+class _Authenticator:
+    def __init__(self, credentials: tuple[str, str]) -> None:
+        self.login, self.password = (part.encode() for part in credentials)
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            self.login,
+            self.password,
+        )
+        return AuthResult(success=ok)
+
+
 class SmtpServer:
     """`with SmtpServer(port) as server:` ... `server.received`. Port 0 picks a free one."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, credentials: tuple[str, str] | None = None) -> None:
         self.port = port or free_port()
         self._keeper = _Keeper()
-        self._controller = Controller(self._keeper, hostname="127.0.0.1", port=self.port)
+        auth: dict[str, Any] = {}
+        if credentials is not None:  # AUTH LOGIN/PLAIN required, over plain TCP on loopback
+            auth = {
+                "authenticator": _Authenticator(credentials),
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
+        with warnings.catch_warnings():  # AUTH without TLS: on loopback, on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            self._controller = Controller(
+                self._keeper, hostname="127.0.0.1", port=self.port, **auth
+            )
 
     @property
     def received(self) -> list[Received]:

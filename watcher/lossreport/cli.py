@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     """The command line; `settings` (from --config) are the defaults of the flags they name."""
     parser = argparse.ArgumentParser(
-        prog="lossreport", description="Record training losses and turn runs into loss reports."
+        prog="lossreport",
+        description="Record training losses and turn runs into loss reports.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"lossreport {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -157,6 +159,8 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     demo.add_argument("runs_dir", type=Path, nargs="?", default=Path("runs"), metavar="RUNS_DIR")
     demo.add_argument("--steps", type=int, default=2000, help="training steps per SAE")
     demo.set_defaults(handler=_demo)
+    for command in commands.choices.values():
+        command.allow_abbrev = False  # else --smtp-password would pass as --smtp-password-file
     return parser
 
 

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import re
 import socket
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -28,6 +29,9 @@ CHART_CID = "combined-chart"
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024  # a common mail server limit is 10 to 25 MB
 HEADER_RUN = "X-Lossreport-Run"
 HEADER_KEY = "X-Lossreport-Key"
+# Lines up to RFC 5322's 998 characters: the email package's folding of long headers that hold
+# non-ASCII text corrupts them ("mse_los s"), and our subjects are long and may hold any name.
+MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False)
 
@@ -70,7 +74,7 @@ def build_message(
     link = _report_link(report_url, run_name, result.report.name) if report_url else None
     attachment, attachment_note = _history_attachment(result) if attach_csv else (None, None)
     chart = _chart_png(result.combined_svg)
-    message = EmailMessage()
+    message = EmailMessage(policy=MAIL_POLICY)
     message["Subject"] = subject(result)
     message["From"] = sender
     message["To"] = ", ".join(recipients)

@@ -20,13 +20,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
 from . import rundir, smtp
-from .message import HEADER_KEY, HEADER_RUN
+from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class Outbox:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
         if not path.exists():
-            rundir.atomic_write(path, message.as_bytes(policy=policy.SMTP))
+            rundir.atomic_write(path, message.as_bytes())
         return path
 
     def pending(self) -> list[Path]:
@@ -74,7 +73,7 @@ class Outbox:
             if not path.exists():  # another daemon delivered it while we waited
                 return None
             with os.fdopen(os.dup(fd), "rb") as handle:
-                message = BytesParser(policy=policy.default).parse(handle)
+                message = BytesParser(policy=MAIL_POLICY).parse(handle)
             key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
             sent = key not in sent_keys(self.runs_dir / run_name)
             if sent:
