@@ -36,12 +36,13 @@
   }
 
   function ticks(lo, hi, log) {
-    if (log) {
+    if (log) {  // 1, 2, 5 of each decade; a narrow range falls back to even ticks
       var out = [];
       for (var e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
-        out.push(Math.pow(10, e));
+        [1, 2, 5].forEach(function (m) { out.push(m * Math.pow(10, e)); });
       }
-      return out.filter(function (t) { return t >= lo && t <= hi; });
+      out = out.filter(function (t) { return t >= lo && t <= hi; });
+      if (out.length >= 3) { return out; }
     }
     var step = Math.pow(10, Math.floor(Math.log10((hi - lo) / 4 || 1)));
     [1, 2, 5, 10].some(function (m) { if ((hi - lo) / (step * m) <= 6) { step *= m; return true; } return false; });

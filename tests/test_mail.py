@@ -7,11 +7,15 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 import lossreport
+from lossreport import rundir
 from lossreport.outbox import OUTBOX_DIR, SENT_FILE, sent_keys
 from tests.support.daemon import ENV, Daemon, run_once, wait_rendered
 from tests.support.procs import ROOT, start_trainer, wait_for
@@ -120,18 +124,37 @@ def test_mail_waits_in_the_outbox_through_an_smtp_outage_and_a_daemon_kill(
         assert len(sent_keys(run_dir)) == 1
 
 
-def test_once_mode_mails_what_it_renders_and_a_second_pass_sends_nothing(
-    runs_dir: Path,
-) -> None:
-    _trained(runs_dir, "a")
-    _trained(runs_dir, "b", l1_loss=0.1)
-    with SmtpServer() as smtp:
-        first = run_once(runs_dir, *_mail_args(smtp.port))
-        assert first.returncode == 0, first.stderr
-        assert sorted(r.message["X-Lossreport-Run"] for r in smtp.received) == ["a", "b"]
-        second = run_once(runs_dir, *_mail_args(smtp.port))
-        assert second.returncode == 0, second.stderr
-        assert len(smtp.received) == 2
+def test_once_mode_mails_completed_failed_and_stalled_runs_once(runs_dir: Path) -> None:
+    _trained(runs_dir, "completed")
+    with pytest.raises(RuntimeError), lossreport.start_run(runs_dir, model="m", hook="h",
+                                                           run_id="failed") as run:  # fmt: skip
+        run.log(0, mse_loss=1.0)
+        raise RuntimeError("out of memory")
+    stalled = start_trainer(runs_dir, "stalled", "--steps", "50", "--then", "wait")
+    try:
+        assert stalled.stdout is not None and stalled.stdout.readline().startswith("logged")
+        heartbeat = rundir.read_run_file(runs_dir / "stalled").heartbeat_at
+        wait_for(lambda: age(heartbeat) > 1.0, timeout=10)
+        with SmtpServer() as smtp:
+            args = [*_mail_args(smtp.port), "--stale-after", "1s"]
+            first = run_once(runs_dir, *args)
+            assert first.returncode == 0, first.stderr
+            subjects = sorted(r.message["Subject"] for r in smtp.received)
+            assert [s.split(":")[0] for s in subjects] == [
+                "[lossreport] completed completed",
+                "[lossreport] failed failed",
+                "[lossreport] stalled stalled",
+            ]
+            second = run_once(runs_dir, *args)
+            assert second.returncode == 0, second.stderr
+            assert len(smtp.received) == 3
+    finally:
+        stalled.kill()
+        stalled.wait()
+
+
+def age(timestamp: str) -> float:
+    return (datetime.now(UTC) - rundir.parse_time(timestamp)).total_seconds()
 
 
 def test_once_mode_keeps_unsent_mail_and_says_so(runs_dir: Path) -> None:

@@ -52,7 +52,7 @@ def _duration(value: Any) -> float:
 def _of(kind: type) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"a {kind.__name__}")
+            raise ValueError({int: "an integer", bool: "true or false"}.get(kind, "a string"))
         return value
 
     return check

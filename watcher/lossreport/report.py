@@ -29,6 +29,7 @@ INDEX_FILTERS = [
     ("architecture", "architecture"),
     ("status", "status"),
 ]
+STATUS_CLASSES = frozenset({"completed", "failed", "stalled", "running"})
 INDEX_PRESELECTED = 8  # newest runs ticked for the overlay when the page opens
 MISSING = "\u2013"  # an en dash marks a statistic that does not exist
 
@@ -105,20 +106,9 @@ def render_html(
 def render_index(entries: list[dict[str, Any]]) -> str:
     """The runs index: one row per rendered run, newest render first, with filters and an
     overlay chart (a small inline script, allowed by its hash alone)."""
-    known = {"completed", "failed", "stalled", "running"}
-    rows = [
-        {
-            **entry,
-            "status_class": entry.get("status") if entry.get("status") in known else "unknown",
-        }
-        for entry in sorted(entries, key=lambda e: str(e.get("rendered_at", "")), reverse=True)
-    ]
-    options = {
-        key: sorted({str(row.get(key) or "") for row in rows} - {""}) for key, _ in INDEX_FILTERS
-    }
-    curves: list[dict[str, Any]] = [
-        {"run": row.get("run_id"), "curves": row.get("curves") or {}} for row in rows
-    ]
+    rows = sorted(map(_index_row, entries), key=lambda row: row["rendered_at"], reverse=True)
+    options = {key: sorted({row[key] for row in rows} - {""}) for key, _ in INDEX_FILTERS}
+    curves = [{"run": row["run_id"], "curves": row["curves"]} for row in rows]
     loss_names = list(dict.fromkeys(name for row in curves for name in row["curves"]))
     return (
         _environment()
@@ -136,6 +126,41 @@ def render_index(entries: list[dict[str, Any]]) -> str:
             generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         )
     )
+
+
+def _index_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """An index row from a render marker's entry, whatever an older version (or a hand edit)
+    left in it: known fields only, each of the type the page expects."""
+
+    def text(key: str) -> str:
+        value = entry.get(key)
+        return "" if value is None else str(value)
+
+    def count(key: str) -> int:
+        value = entry.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def number(value: Any) -> float | int | None:
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    final = entry.get("final")
+    curves = entry.get("curves")
+    status = text("status")
+    return {
+        "run_id": text("run_id"),
+        "status": status,
+        "status_class": status if status in STATUS_CLASSES else "unknown",
+        "model": text("model"),
+        "hook": text("hook"),
+        "architecture": text("architecture"),
+        "steps": number(entry.get("steps")),
+        "final": {str(k): number(v) for k, v in final.items()} if isinstance(final, dict) else {},
+        "problems": count("problems"),
+        "anomalies": count("anomalies"),
+        "report": text("report"),
+        "rendered_at": text("rendered_at"),
+        "curves": curves if isinstance(curves, dict) else {},
+    }
 
 
 @cache

@@ -91,6 +91,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(send_body=False)
 
     def _respond(self, *, send_body: bool) -> None:
+        try:
+            self._route(send_body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away
+        except Exception:  # a bug or a broken run must not take the connection down silently
+            logger.exception("cannot answer %s", self.path)
+            self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _route(self, send_body: bool) -> None:
         parts = [unquote(part) for part in urlsplit(self.path).path.split("/")[1:]]
         if parts in ([""], ["index.html"]):
             self._send_bytes(self.site.index(), "text/html; charset=utf-8", send_body)
