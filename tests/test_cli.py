@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lossreport
-from tests.support.procs import ROOT
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lossreport", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+from tests.support.procs import run_cli
 
 
 def _run(runs_dir: Path, run_id: str, steps: int = 30) -> Path:
@@ -33,7 +19,7 @@ def _run(runs_dir: Path, run_id: str, steps: int = 30) -> Path:
 
 def test_render_one_run_prints_the_feature_documents_console_output(runs_dir: Path) -> None:
     run_dir = _run(runs_dir, "one")
-    result = _cli("render", str(run_dir))
+    result = run_cli("render", str(run_dir))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Generated 3 loss graph files:"
@@ -54,7 +40,7 @@ def test_render_a_runs_directory_prints_plain_progress_lines_when_piped(runs_dir
     for run_id in ("a", "b", "c"):
         _run(runs_dir, run_id, steps=5)
     (runs_dir / "not-a-run").mkdir()
-    result = _cli("render", str(runs_dir))
+    result = run_cli("render", str(runs_dir))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines[:3]] == ["[1/3]", "[2/3]", "[3/3]"]
@@ -64,7 +50,7 @@ def test_render_a_runs_directory_prints_plain_progress_lines_when_piped(runs_dir
 
 
 def test_a_path_with_no_runs_is_a_one_line_error(tmp_path: Path) -> None:
-    result = _cli("render", str(tmp_path))
+    result = run_cli("render", str(tmp_path))
     assert result.returncode == 1
     assert (
         result.stderr.strip() == f"lossreport: LossReportError: {tmp_path}: no runs here "
@@ -73,7 +59,7 @@ def test_a_path_with_no_runs_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_show_prints_a_runs_status(runs_dir: Path) -> None:
-    result = _cli("show", str(_run(runs_dir, "shown")))
+    result = run_cli("show", str(_run(runs_dir, "shown")))
     assert result.returncode == 0
     assert "run:    shown (completed)" in result.stdout
     assert "rows:   30   losses: mse_loss, l1_loss" in result.stdout
@@ -82,7 +68,7 @@ def test_show_prints_a_runs_status(runs_dir: Path) -> None:
 def test_the_demo_trains_three_saes_and_the_daemon_renders_their_reports(
     runs_dir: Path,
 ) -> None:
-    result = _cli("demo", str(runs_dir), "--steps", "300")
+    result = run_cli("demo", str(runs_dir), "--steps", "300")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Reports rendered by the daemon:"

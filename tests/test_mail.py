@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -17,8 +15,8 @@ import pytest
 import lossreport
 from lossreport import rundir
 from lossreport.outbox import OUTBOX_DIR, SENT_FILE, sent_keys
-from tests.support.daemon import ENV, Daemon, run_once, wait_rendered
-from tests.support.procs import ROOT, start_trainer, wait_for
+from tests.support.daemon import Daemon, run_once, wait_rendered
+from tests.support.procs import run_cli, start_trainer, wait_for
 from tests.support.smtp import SmtpServer, free_port
 
 TO = "ml-team@example.com"
@@ -33,17 +31,6 @@ def _trained(runs_dir: Path, run_id: str, **losses: float) -> Path:
         for step in range(300):
             run.log(step, mse_loss=1.0 / (step + 1), **losses)
     return run.path
-
-
-def _lossreport(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lossreport", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**ENV, **(env or {})},
-    )
 
 
 def check_mail_structure(message: EmailMessage, run_id: str, status: str) -> None:
@@ -175,9 +162,9 @@ def test_email_command_sends_by_hand_with_the_csv_and_a_password_from_the_enviro
     with SmtpServer(credentials=("trainer", "s3cret")) as smtp:
         args = ["email", str(run_dir), "--to", TO, "--smtp-host", "127.0.0.1"]
         args += ["--smtp-port", str(smtp.port), "--smtp-user", "trainer", "--email-attach-csv"]
-        missing = _lossreport(*args)
+        missing = run_cli(*args)
         assert missing.returncode == 1 and "LOSSREPORT_SMTP_PASSWORD" in missing.stderr
-        sent = _lossreport(*args, env={"LOSSREPORT_SMTP_PASSWORD": "s3cret"})
+        sent = run_cli(*args, env={"LOSSREPORT_SMTP_PASSWORD": "s3cret"})
         assert sent.returncode == 0, sent.stderr
         assert len(smtp.received) == 1
         message = smtp.received[0].message
@@ -197,7 +184,7 @@ def test_the_subject_names_anomalies_and_user_strings_cannot_inject_headers(
         for step in range(100):
             run.log(step, mse_loss=math.nan if step == 5 else 1.0, l1_loss=0.01 * (step + 1))
     with SmtpServer() as smtp:
-        result = _lossreport("email", str(run.path), "--to", TO, "--smtp-port", str(smtp.port))
+        result = run_cli("email", str(run.path), "--to", TO, "--smtp-port", str(smtp.port))
         assert result.returncode == 0, result.stderr
         (received,) = smtp.received
     message = received.message
@@ -235,23 +222,23 @@ def test_settings_come_from_a_config_file_and_a_password_in_it_is_refused(
             f'[email]\nto = ["{TO}"]\nsmtp_host = "127.0.0.1"\nsmtp_port = {smtp.port}\n'
             f'smtp_user = "me"\nsmtp_password_file = "{password_file}"\n'
         )
-        result = _lossreport("email", str(run_dir), "--config", str(config))
+        result = run_cli("email", str(run_dir), "--config", str(config))
         assert result.returncode == 0, result.stderr
         assert [r.recipients for r in smtp.received] == [[TO]]
     bad = tmp_path / "bad.toml"
     bad.write_text('[email]\nsmtp_password = "hunter2"\n')
-    refused = _lossreport("email", str(run_dir), "--config", str(bad))
+    refused = run_cli("email", str(run_dir), "--config", str(bad))
     assert refused.returncode == 2
     assert str(bad) in refused.stderr and "smtp_password_file" in refused.stderr
     assert "hunter2" not in refused.stderr
     typo = tmp_path / "typo.toml"
     typo.write_text("[watch]\nstale_afterr = 5\n")
-    unknown = _lossreport("watch", str(runs_dir), "--once", "--config", str(typo))
+    unknown = run_cli("watch", str(runs_dir), "--once", "--config", str(typo))
     assert unknown.returncode == 2 and re.search(r"unknown key 'stale_afterr'", unknown.stderr)
 
 
 def test_there_is_no_password_flag() -> None:
-    result = _lossreport("email", ".", "--to", TO, "--smtp-password", "x")
+    result = run_cli("email", ".", "--to", TO, "--smtp-password", "x")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
 
 

@@ -34,3 +34,15 @@ def start_trainer(runs_dir: Path, run_id: str, *args: str) -> subprocess.Popen[s
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m lossreport ARGS` to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "lossreport", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )

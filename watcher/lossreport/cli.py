@@ -312,7 +312,6 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _email(args: argparse.Namespace) -> int:
-    from .message import build_message
     from .render import render_run
     from .smtp import send
 
@@ -321,14 +320,7 @@ def _email(args: argparse.Namespace) -> int:
         raise LossReportError("no recipient: give --to ADDR (or [email] to in --config)")
     run_dir = args.run.resolve()
     result = render_run(run_dir)
-    message = build_message(
-        result,
-        recipients=list(job.recipients),
-        sender=job.sender,
-        run_name=run_dir.name,
-        attach_csv=job.attach_csv,
-        report_url=job.report_url,
-    )
+    message = job.message(result, run_dir.name)
     send(_smtp_settings(args), message)
     print(f"Sent {message['Subject']!r} to {', '.join(job.recipients)}")
     return 0

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .runstate import STALLED, RenderedMarker, read_marker, write_marker
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from .render import RenderResult
 
 MAILED_STATUSES = frozenset({"completed", "failed", STALLED})
 
@@ -20,6 +25,18 @@ class MailJob:
     sender: str
     attach_csv: bool = False
     report_url: str | None = None
+
+    def message(self, result: RenderResult, run_name: str) -> EmailMessage:
+        from .message import build_message
+
+        return build_message(
+            result,
+            recipients=list(self.recipients),
+            sender=self.sender,
+            run_name=run_name,
+            attach_csv=self.attach_csv,
+            report_url=self.report_url,
+        )
 
 
 def warm_up() -> None:
@@ -51,21 +68,12 @@ def render_job(
         return done.entry, False
     result = render_run(run_dir, status=status, wait=False)
     if mail is not None and status in MAILED_STATUSES:
-        from .message import build_message, message_key
+        from .message import message_key
         from .outbox import Outbox, sent_keys
 
-        if message_key(result.run) in sent_keys(run_dir):
-            mail = None  # this very state was mailed before (a re-render of a finished run)
-    if mail is not None and status in MAILED_STATUSES:
-        message = build_message(
-            result,
-            recipients=list(mail.recipients),
-            sender=mail.sender,
-            run_name=run_dir.name,
-            attach_csv=mail.attach_csv,
-            report_url=mail.report_url,
-        )
-        Outbox(run_dir.parent).add(message)
+        # Not again for the very state mailed before (a re-render of a finished run).
+        if message_key(result.run) not in sent_keys(run_dir):
+            Outbox(run_dir.parent).add(mail.message(result, run_dir.name))
     entry = {
         "run_id": run_dir.name,
         "status": status,
