@@ -1,0 +1,1 @@
+"""Integrations with training libraries; each needs its library (an extra of lossreport)."""
