@@ -55,7 +55,8 @@ def test_the_wheel_installs_fresh_and_its_cli_renders_with_packaged_templates(
             str(python),
             "-c",
             "import lossreport, importlib.util; print(lossreport.__file__); "
-            "print(importlib.util.find_spec('torch'))",
+            "print(importlib.util.find_spec('torch')); "
+            "print(importlib.util.find_spec('lossreport.integrations.sae_lens') is not None)",
         ],
         capture_output=True,
         text=True,
@@ -64,6 +65,7 @@ def test_the_wheel_installs_fresh_and_its_cli_renders_with_packaged_templates(
     )
     assert str(env_dir) in where.stdout.splitlines()[0]
     assert where.stdout.splitlines()[1] == "None"  # torch is an extra, not a dependency
+    assert where.stdout.splitlines()[2] == "True"
     cli = env_dir / "bin" / "lossreport"
     version = subprocess.run([str(cli), "--version"], capture_output=True, text=True, cwd=outside)
     assert version.stdout.strip() == f"lossreport {lossreport.__version__}"
@@ -77,3 +79,12 @@ def test_the_wheel_installs_fresh_and_its_cli_renders_with_packaged_templates(
     assert rendered.returncode == 0, rendered.stderr
     (page,) = (run.path / "loss_graphs").glob("loss_report_*.html")
     assert "<h2>Summary</h2>" in page.read_text()  # the template came from the wheel
+    watched = subprocess.run(
+        [str(cli), "watch", str(runs), "--once", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        cwd=outside,
+        timeout=120,
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert "var MAX_LINES" in (runs / "index.html").read_text()  # index.js came from the wheel
