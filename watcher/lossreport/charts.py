@@ -6,6 +6,7 @@ costs what a chart of ten thousand does; NaN/inf steps are drawn as marks of the
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import altair as alt
@@ -21,6 +22,7 @@ COMBINED_BUCKETS = 500
 NON_FINITE_LABEL = "NaN / inf step"
 SMOOTH_POINTS = 600  # the moving average is smooth: this many points draw it exactly enough
 LOG_RANGE_RATIO = 100.0
+_UNDRAWABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # 0, 500, 20k, 1.5M: short step labels that never read "0M".
 STEP_AXIS = alt.Axis(
     labelExpr=(
@@ -28,6 +30,13 @@ STEP_AXIS = alt.Axis(
         "datum.value >= 1e4 ? format(datum.value / 1e3, '~g') + 'k' : format(datum.value, '~g')"
     )
 )  # a loss spanning more than this many times is drawn on a log axis
+
+
+def chart_text(text: str) -> str:
+    """User text as the chart engine can draw it. A control character (a newline in a model
+    name, a stray byte in a column name) makes vl-convert abort the whole process, so each one
+    becomes U+FFFD."""
+    return _UNDRAWABLE.sub("\ufffd", text)
 
 
 def moving_average(values: FloatArray, window: int, at: IntArray) -> FloatArray:
@@ -38,16 +47,18 @@ def moving_average(values: FloatArray, window: int, at: IntArray) -> FloatArray:
     Evaluated only where it is drawn: one cumulative sum, then two lookups a point.
     """
     finite = np.isfinite(values)
-    if finite.all():
-        sums = np.concatenate([[0.0], np.cumsum(values)])
-        counts = np.arange(values.size + 1)
-    else:
-        sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
-        counts = np.concatenate([[0], np.cumsum(finite)])
-    half = np.minimum(np.minimum(at, values.size - 1 - at), window // 2)
-    starts, ends = at - half, at + half + 1
-    totals, numbers = sums[ends] - sums[starts], counts[ends] - counts[starts]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # Values near the float limit overflow the running sum: those points come out NaN and are
+    # not drawn, which is all a chart can do with them.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if finite.all():
+            sums = np.concatenate([[0.0], np.cumsum(values)])
+            counts = np.arange(values.size + 1)
+        else:
+            sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+            counts = np.concatenate([[0], np.cumsum(finite)])
+        half = np.minimum(np.minimum(at, values.size - 1 - at), window // 2)
+        starts, ends = at - half, at + half + 1
+        totals, numbers = sums[ends] - sums[starts], counts[ends] - counts[starts]
         return np.where(numbers > 0, totals / np.maximum(numbers, 1), np.nan)
 
 
@@ -75,7 +86,7 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[st
     if non_finite:
         legend_domain.append(NON_FINITE_LABEL)
         legend_range.append(theme.ALERT_COLOUR)
-    y_title = f"{series.name}{' (log scale)' if log_axis else ''}"
+    y_title = f"{chart_text(series.name)}{' (log scale)' if log_axis else ''}"
     y = alt.Y("value:Q", title=y_title, scale=_y_scale(log_axis))
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
     colour = alt.Color(
@@ -114,7 +125,7 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[st
     chart = alt.layer(*layers).properties(
         width=WIDTH,
         height=HEIGHT,
-        title=alt.TitleParams(title, subtitle=[_stats_line(stats, series.values.size)]),
+        title=alt.TitleParams(chart_text(title), subtitle=[_stats_line(stats, series.values.size)]),
     )
     return _finish(chart, datasets)
 
@@ -125,8 +136,8 @@ def combined_chart(all_series: list[LossSeries], title: str) -> dict[str, Any]:
     for series in all_series:
         finite = np.isfinite(series.values)
         steps, values = minmax(series.steps[finite], series.values[finite], COMBINED_BUCKETS)
-        records += _records(steps, values, series.name)
-    names = [series.name for series in all_series]
+        records += _records(steps, values, chart_text(series.name))
+    names = [chart_text(series.name) for series in all_series]
     colour = alt.Color(
         "series:N",
         title="loss",
@@ -147,7 +158,7 @@ def combined_chart(all_series: list[LossSeries], title: str) -> dict[str, Any]:
         spacing=18,
     ).properties(
         title=alt.TitleParams(
-            title, subtitle=["all losses; lower panel on a log axis (positive values)"]
+            chart_text(title), subtitle=["all losses; lower panel on a log axis (positive values)"]
         )
     )
     return _finish(chart, {"curves": records})
