@@ -231,3 +231,14 @@ def test_a_run_being_rendered_elsewhere_is_reported_busy_or_waited_for(runs_dir:
     with render_lock(run_dir, wait=True), pytest.raises(RunBusy):
         render_run(run_dir, wait=False)
     assert render_run(run_dir, wait=False).report.exists()
+
+
+def test_control_characters_in_names_are_drawn_not_fatal(runs_dir: Path) -> None:
+    """vl-convert aborts its whole process on a control character in chart text."""
+    with lossreport.start_run(runs_dir, model="two\nlines", hook="h\x1e", run_id="odd") as run:
+        run.log(0, mse_loss=1.0)
+    table = pa.table({"step": [1, 2], "wall_time": [0.0, 0.0], "odd\x04loss": [0.5, 0.25]})
+    rundir.write_shard(run.path, 99, table)
+    result = render_run(run.path)
+    assert len(result.charts) == 3  # mse_loss, the odd loss, combined
+    assert "odd\x04loss" in result.csv.read_text()  # the data keep the name as it was
