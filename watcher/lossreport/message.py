@@ -141,7 +141,8 @@ def _plain_text(result: RenderResult, link: str | None, attachment_note: str | N
         "",
     ]
     if run.get("error"):
-        lines += [f"The run failed: {run['error']}", ""]
+        label = "The run failed" if run["status"] == "failed" else "Note from the trainer"
+        lines += [f"{label}: {run['error']}", ""]
     if result.anomalies:
         lines += ["Anomalies:", *(f"  - {note}" for note in result.anomalies), ""]
     lines += [stats.console_summary(result.stats), ""]

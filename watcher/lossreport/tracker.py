@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import rundir
 from .errors import InvalidLossError, LossReportError, RunClosedError, RunDirectoryError
-from .flusher import ShardFlusher
+from .flusher import DEFAULT_MAX_UNWRITTEN_ROWS, ShardFlusher
 from .rundir import STEP, WALL_TIME
 from .values import check_loss_name, check_step, coerce_loss_value
 
@@ -49,6 +49,7 @@ def start_run(
     flush_every: int = DEFAULT_FLUSH_EVERY,
     flush_secs: float = DEFAULT_FLUSH_SECS,
     all_ranks: bool = False,
+    max_unwritten_rows: int = DEFAULT_MAX_UNWRITTEN_ROWS,
 ) -> Run:
     """Create (or resume, when `run_id` names an existing run) a run directory under `runs_dir`.
 
@@ -58,6 +59,8 @@ def start_run(
         flush_every, flush_secs: write a shard after this many steps or seconds.
         all_ranks: under torch.distributed, let every rank write (shards carry the rank);
             by default only rank 0 writes and the other ranks' `log` does nothing.
+        max_unwritten_rows: while shards cannot be written (a full disk, a lost mount), rows
+            wait in memory up to this many; older ones are dropped past it and counted.
 
     Raises:
         RunDirectoryError: `runs_dir` or the run directory cannot be written, now rather than
@@ -67,35 +70,26 @@ def start_run(
         raise ValueError(f"flush_every must be a positive integer, got {flush_every!r}")
     if not flush_secs > 0:
         raise ValueError(f"flush_secs must be positive, got {flush_secs!r}")
+    settings: dict[str, Any] = {
+        "flush_every": flush_every,
+        "flush_secs": flush_secs,
+        "max_unwritten_rows": max_unwritten_rows,
+    }
     rank = _distributed_rank()
     run_id = rundir.clean_name(run_id if run_id is not None else _agreed_run_id(model, hook))
     path = Path(runs_dir) / run_id
     if rank not in (None, 0) and not all_ranks:
-        return Run(path, None, flush_every=flush_every, flush_secs=flush_secs, rank=rank)
+        return Run(path, None, rank=rank, **settings)
     _prepare_directory(path)
     if rank not in (None, 0):  # every rank writes shards; rank 0 alone owns run.json
-        return Run(
-            path,
-            None,
-            flush_every=flush_every,
-            flush_secs=flush_secs,
-            rank=rank,
-            writes_shards=True,
-        )
+        return Run(path, None, rank=rank, writes_shards=True, **settings)
     record = _new_or_resumed_record(path, run_id, model, hook, architecture, config or {})
     try:
         rundir.write_run_file(path, record)
     except OSError as exc:
         raise RunDirectoryError(path, f"cannot write run.json ({exc.strerror or exc})") from exc
     shard_rank = rank if all_ranks and rank is not None else None
-    return Run(
-        path,
-        record,
-        flush_every=flush_every,
-        flush_secs=flush_secs,
-        rank=shard_rank,
-        writes_shards=True,
-    )
+    return Run(path, record, rank=shard_rank, writes_shards=True, **settings)
 
 
 class Run:
@@ -110,6 +104,7 @@ class Run:
         flush_secs: float,
         rank: int | None,
         writes_shards: bool = False,
+        max_unwritten_rows: int = DEFAULT_MAX_UNWRITTEN_ROWS,
     ) -> None:
         self.path = path
         self._record = record
@@ -121,7 +116,11 @@ class Run:
         self._flusher: ShardFlusher | None = None
         if writes_shards:
             self._flusher = ShardFlusher(
-                path, rank=rank, flush_secs=flush_secs, heartbeat=self._write_heartbeat
+                path,
+                rank=rank,
+                flush_secs=flush_secs,
+                heartbeat=self._write_heartbeat,
+                max_unwritten_rows=max_unwritten_rows,
             )
             self._rows = self._flusher.rows
             self._flusher.start()
@@ -165,6 +164,16 @@ class Run:
         if len(rows) == self._flush_every:  # once per crossing: the flusher drains it all
             self._flusher.wake()  # type: ignore[union-attr]  # set whenever tracking is on
 
+    @property
+    def unwritten_rows(self) -> int:
+        """Rows logged but not on disk yet: the buffer, plus any a failing disk holds back."""
+        return 0 if self._flusher is None else self._flusher.unwritten_rows
+
+    @property
+    def dropped_rows(self) -> int:
+        """Rows given up because more than `max_unwritten_rows` could not be written."""
+        return 0 if self._flusher is None else self._flusher.dropped_rows
+
     def flush(self) -> None:
         """Write everything logged so far to disk now."""
         if self._flusher is not None and not self._closed:
@@ -189,7 +198,8 @@ class Run:
         """Write what is buffered and mark the run finished. Closing twice does nothing.
 
         Raises:
-            LossReportError: some logged rows (or run.json) could not be written.
+            RunDirectoryError: run.json could not be written. Rows that could not be written
+                are counted in its `error` and logged, not raised: training has finished.
         """
         if self._closed:
             return
@@ -201,10 +211,12 @@ class Run:
         self._restore_sigterm()
         if self._stop_reason is not None:
             status, error = rundir.FAILED, self._stop_reason
-        all_written = self._flusher.stop()
+        self._flusher.stop()
         lost = self._flusher.unwritten_rows + self._flusher.dropped_rows
-        if not all_written:
-            error = f"{error + '; ' if error else ''}{lost} logged rows could not be written"
+        if lost:  # recorded for the report; training itself is not interrupted for it
+            note = f"{lost} logged rows could not be written (the disk was full or unwritable)"
+            logger.error("%s: %s", self.path, note)
+            error = f"{error}; {note}" if error else note
         if self._record is not None:
             self._record.status = status
             self._record.error = error
@@ -213,8 +225,6 @@ class Run:
                 rundir.write_run_file(self.path, self._record)
             except OSError as exc:
                 raise RunDirectoryError(self.path, f"cannot write run.json ({exc})") from exc
-        if lost:
-            raise LossReportError(f"{self.path}: {lost} logged rows could not be written")
 
     def __enter__(self) -> Run:
         return self
