@@ -16,93 +16,17 @@ prints, in one run:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from daemon_process import Daemon
 
 import lossreport
 from lossreport import rundir
 from lossreport.render import render_run
 from lossreport.runstate import RenderedMarker, read_marker, read_state, write_marker
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class Daemon:
-    def __init__(self, runs_dir: Path, *args: str) -> None:
-        self.log = runs_dir.parent / f"daemon-{time.monotonic_ns()}.log"
-        self._handle = self.log.open("w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lossreport",
-                "--log-format",
-                "json",
-                "watch",
-                str(runs_dir),
-                "--workers",
-                "2",
-                *args,
-            ],
-            stdout=self._handle,
-            stderr=subprocess.STDOUT,
-        )
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log.read_text().splitlines():
-            if f'"{kind}"' in line:
-                found.append(json.loads(line))
-        return found
-
-    def wait_for(self, kind: str, timeout: float = 600) -> float:
-        deadline = time.monotonic() + timeout
-        while not self.events(kind):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"no {kind!r} event: {self.log.read_text()[-2000:]}")
-            time.sleep(0.01)
-        return time.monotonic()
-
-    def family(self) -> list[int]:
-        """The daemon's pid and its children's (the worker processes)."""
-        pids = [self.process.pid]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                    pids.append(int(entry))
-        return pids
-
-    def rss_mb(self) -> float:
-        total = 0
-        for pid in self.family():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        return total / 1024
-
-    def cpu_seconds(self) -> float:
-        total = 0
-        for pid in self.family():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / CLOCK_TICKS
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=120)
-        self._handle.close()
 
 
 def log_run(runs_dir: Path, run_id: str, steps: int) -> lossreport.Run:
