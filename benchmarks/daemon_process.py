@@ -65,12 +65,15 @@ class Daemon:
                     pids.append(int(entry))
         return pids
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, workers: bool = True) -> float:
+        """Resident memory of the daemon, and of its render workers unless told otherwise."""
         total = 0
-        for pid in self.family():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+        for pid in self.family() if workers else [self.process.pid]:
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:  # a worker that just exited
+                continue
+            total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
         return total / 1024
 
     def cpu_seconds(self) -> float:

@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 FLUSH_EVERY = 200
 CONCURRENT_TRAINERS = 12  # a cluster's worth at a time, on 2 cores
 STEP_DELAY = "0.002"  # a training step's compute, so the chaos can strike mid-run
+MAX_DAEMON_MAIN_MB = 250.0
 DAEMON_ARGS = ("--stale-after", "3s", "--rescan-every", "30s")
 FINAL_STATUSES = ("completed", "failed", "stalled", "unknown")  # unknown: a garbled run.json
 
@@ -78,6 +79,7 @@ class Figures:
     corrupt_handled: int = 0
     reports_complete: int = 0
     peak_daemon_mb: float = 0.0
+    daemon_main_mb: float = 0.0
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -157,6 +159,9 @@ def soak(workdir: Path, args: argparse.Namespace) -> Figures:
         daemon = Daemon(runs_dir, *DAEMON_ARGS)
     _wait_all_rendered(runs_dir, trainers, daemon, figures)
     figures.peak_daemon_mb = max(figures.peak_daemon_mb, daemon.rss_mb())
+    figures.daemon_main_mb = daemon.rss_mb(workers=False)
+    if figures.daemon_main_mb > MAX_DAEMON_MAIN_MB:  # the main process never draws a chart
+        figures.failures.append(f"the daemon's main process holds {figures.daemon_main_mb:.0f} MB")
     daemon.stop()
     for trainer in trainers:
         _check_run(runs_dir / trainer.run_id, trainer, damages.get(trainer.run_id), figures)
@@ -281,6 +286,10 @@ def _check_run(run_dir: Path, trainer: Trainer, damage: Damage | None, figures: 
         figures.failures.append(f"{run_dir.name}: half-written report page")
         return
     summary = json.loads(summaries[0].read_text())
+    charts = list(graphs.glob("loss_curves_*.png"))
+    if len(charts) != len(summary["losses"]) + 1:  # one per loss, and the combined one
+        figures.failures.append(f"{run_dir.name}: {len(charts)} charts for {summary['losses']}")
+        return
     with csvs[0].open() as handle:
         rows = {int(row["step"]): row for row in csv.DictReader(handle)}
     figures.reports_complete += 1
@@ -338,6 +347,7 @@ def print_figures(figures: Figures, workdir: Path) -> None:
         ("corrupt inputs named in their report", figures.corrupt_handled),
         ("reports complete", f"{figures.reports_complete} of {figures.runs}"),
         ("peak daemon memory (daemon + workers)", f"{figures.peak_daemon_mb:.0f} MB"),
+        ("daemon main process at the end", f"{figures.daemon_main_mb:.0f} MB"),
         ("completion to report, median", f"{median:.2f} s"),
         ("completion to report, p99", f"{p99:.2f} s"),
     ]
