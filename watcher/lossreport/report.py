@@ -103,13 +103,12 @@ def render_html(
     )
 
 
-def render_index(entries: list[dict[str, Any]]) -> str:
-    """The runs index: one row per rendered run, newest render first, with filters and an
-    overlay chart (a small inline script, allowed by its hash alone)."""
-    rows = sorted(map(_index_row, entries), key=lambda row: row["rendered_at"], reverse=True)
+def render_index(rows: list[dict[str, Any]]) -> str:
+    """The runs index from `index_row`s: newest render first, with filters and an overlay
+    chart (a small inline script, allowed by its hash alone)."""
+    rows = sorted(rows, key=lambda row: row["rendered_at"], reverse=True)
     options = {key: sorted({row[key] for row in rows} - {""}) for key, _ in INDEX_FILTERS}
-    curves = [{"run": row["run_id"], "curves": row["curves"]} for row in rows]
-    loss_names = list(dict.fromkeys(name for row in curves for name in row["curves"]))
+    loss_names = list(dict.fromkeys(name for row in rows for name in row["losses"]))
     return (
         _environment()
         .get_template(INDEX_TEMPLATE)
@@ -117,7 +116,6 @@ def render_index(entries: list[dict[str, Any]]) -> str:
             entries=rows,
             filters=INDEX_FILTERS,
             options=options,
-            curves=curves,
             loss_names=loss_names,
             preselected=INDEX_PRESELECTED,
             script=index_script(),
@@ -128,9 +126,11 @@ def render_index(entries: list[dict[str, Any]]) -> str:
     )
 
 
-def _index_row(entry: dict[str, Any]) -> dict[str, Any]:
+def index_row(entry: dict[str, Any]) -> dict[str, Any]:
     """An index row from a render marker's entry, whatever an older version (or a hand edit)
-    left in it: known fields only, each of the type the page expects."""
+    left in it: known fields only, each of the type the page expects. The overview curves are
+    kept as one compact JSON string (HTML-safe), not as thousands of Python objects: the
+    daemon holds a row for every run it has seen."""
 
     def text(key: str) -> str:
         value = entry.get(key)
@@ -145,6 +145,7 @@ def _index_row(entry: dict[str, Any]) -> dict[str, Any]:
 
     final = entry.get("final")
     curves = entry.get("curves")
+    curves = curves if isinstance(curves, dict) else {}
     status = text("status")
     return {
         "run_id": text("run_id"),
@@ -159,8 +160,18 @@ def _index_row(entry: dict[str, Any]) -> dict[str, Any]:
         "anomalies": count("anomalies"),
         "report": text("report"),
         "rendered_at": text("rendered_at"),
-        "curves": curves if isinstance(curves, dict) else {},
+        "losses": [str(name) for name in curves],
+        "curves_json": _script_json(curves),
     }
+
+
+def _script_json(value: Any) -> str:
+    """JSON that is safe inside a <script> block: no `<`, `>` or `&` appear as such."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or inf in a hand-edited marker: no curve rather than bad JSON
+        text = "{}"
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @cache

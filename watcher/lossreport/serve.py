@@ -55,8 +55,9 @@ class RunsSite:
         except OSError as exc:
             logger.error("cannot list %s: %s", self.root, exc)
             run_dirs = []
-        entries = [marker.entry for d in run_dirs if (marker := read_marker(d)) is not None]
-        return report.render_index(entries).encode()
+        markers = [read_marker(run_dir) for run_dir in run_dirs]
+        rows = [report.index_row(marker.entry) for marker in markers if marker is not None]
+        return report.render_index(rows).encode()
 
     def report_of(self, run: str) -> str | None:
         """The URL of a run's report, for `/RUN/`."""

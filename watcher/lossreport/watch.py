@@ -248,7 +248,7 @@ class Watcher:
         for run_dir in run_dirs:
             marker = read_marker(run_dir)
             if marker is not None and run_dir.name not in self._entries:
-                self._entries[run_dir.name] = marker.entry
+                self._entries[run_dir.name] = report.index_row(marker.entry)
                 self._index_due = self._index_due or time.monotonic()
             self._consider(run_dir.name, marker=marker)
         gone = self._entries.keys() - {run_dir.name for run_dir in run_dirs}
@@ -333,7 +333,7 @@ class Watcher:
                 continue
             self._retries.pop(name, None)
             self._last_render = time.monotonic()
-            self._entries[name] = entry
+            self._entries[name] = report.index_row(entry)
             self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
             if fresh and self._sender is not None:
                 self._sender.wake()
