@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from lossreport import charts
+from lossreport.downsample import DEFAULT_BUCKETS
 from lossreport.history import LossSeries
 from lossreport.stats import loss_stats
 
@@ -29,7 +30,7 @@ def test_a_million_step_chart_draws_a_bounded_number_of_points_and_keeps_its_spi
     values[777_777] = 50.0
     spec = _spec(values)
     curves = spec["datasets"]["curves"]
-    assert len(curves) <= 2 * 1000 + charts.SMOOTH_POINTS
+    assert len(curves) <= 2 * DEFAULT_BUCKETS + charts.SMOOTH_POINTS
     assert {"step": 777_777, "value": 50.0, "series": "raw"} in curves
 
 
