@@ -90,13 +90,17 @@ class LossReportSAETrainer(_LossTracking, SAETrainer[Any, Any]):
         cfg: Any,
         sae: TrainingSAE[Any],
         data_provider: Any,
-        *args: Any,
+        evaluator: Any = None,
+        save_checkpoint_fn: Any = None,
+        *,
         runs_dir: str | Path = "runs",
         model_name: str | None = None,
         hook_name: str | None = None,
         **start: Any,
     ) -> None:
-        super().__init__(cfg, sae, data_provider, *args)
+        super().__init__(
+            cfg, sae, data_provider, evaluator=evaluator, save_checkpoint_fn=save_checkpoint_fn
+        )
         self.loss_run = start_sae_run(
             sae, runs_dir, model_name=model_name, hook_name=hook_name, **start
         )
