@@ -150,7 +150,13 @@ def combined_chart(all_series: list[LossSeries], title: str) -> dict[str, Any]:
         x, alt.Y("value:Q", title="loss (linear scale)", scale=alt.Scale(zero=False)), colour
     )
     log = base.transform_filter(alt.datum.value > 0).encode(
-        x, alt.Y("value:Q", title="loss (log scale)", scale=alt.Scale(type="log")), colour
+        x,
+        # Not "nice": a nice log domain runs to the next power of ten, which left the top
+        # third of the panel empty when the largest loss was 1.6.
+        alt.Y(
+            "value:Q", title="loss (log scale)", scale=alt.Scale(type="log", nice=False, padding=8)
+        ),
+        colour,
     )
     chart = alt.vconcat(
         linear.properties(width=WIDTH, height=HEIGHT - 40),
