@@ -188,7 +188,7 @@ def _records(steps: IntArray, values: FloatArray, series: str) -> list[dict[str,
 def _y_scale(log_axis: bool) -> alt.Scale:
     """Padded so the labels of points at the top or bottom stay inside the plot."""
     if log_axis:
-        return alt.Scale(type="log", padding=14)
+        return alt.Scale(type="log", nice=False, padding=14)  # see combined_chart
     return alt.Scale(zero=False, padding=14)
 
 
