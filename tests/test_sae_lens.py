@@ -126,16 +126,18 @@ def test_every_step_of_a_real_sae_lens_trainer_reaches_the_report(
 
 def test_disable_loss_tracking_pauses_recording(runs_dir: Path) -> None:
     sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE))
-    checkpoints: list[object] = []
+
+    def save_checkpoint(checkpoint_path: object) -> None:
+        """Not called: this config saves no checkpoints."""
+
     trainer = LossReportSAETrainer(
         _trainer_config(), sae, superposition_activations(), evaluator=None,
-        save_checkpoint_fn=lambda checkpoint_path: checkpoints.append(checkpoint_path),
-        runs_dir=runs_dir, model_name="m", hook_name="h",
+        save_checkpoint_fn=save_checkpoint, runs_dir=runs_dir, model_name="m", hook_name="h",
     )  # fmt: skip
     trainer.disable_loss_tracking()
     trainer.fit()
     assert trainer.get_loss_history().empty
-    assert trainer.save_checkpoint_fn is not None  # SAELens's own keywords reach SAETrainer
+    assert trainer.save_checkpoint_fn is save_checkpoint  # SAELens's keywords reach SAETrainer
     assert rundir.read_run_file(trainer.loss_run.path).status == "completed"
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import rundir
 from .runstate import STALLED, RenderedMarker, read_marker, write_marker
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
     from .render import RenderResult
 
-MAILED_STATUSES = frozenset({"completed", "failed", STALLED})
+MAILED_STATUSES = rundir.FINISHED_STATUSES | {STALLED}
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,12 @@ def render_job(
     result = render_run(run_dir, status=status, wait=False)
     if mail is not None and status in MAILED_STATUSES:
         from .message import message_key
-        from .outbox import Outbox, sent_keys
+        from .outbox import Outbox
 
-        # Not again for the very state mailed before (a re-render of a finished run).
-        if message_key(result.run) not in sent_keys(run_dir):
-            Outbox(run_dir.parent).add(mail.message(result, run_dir.name))
+        outbox = Outbox(run_dir.parent)
+        # Not again for a state mailed or queued before (a re-render of a finished run).
+        if outbox.wants(run_dir.name, message_key(result.run)):
+            outbox.add(mail.message(result, run_dir.name))
     entry = {
         "run_id": run_dir.name,
         "status": status,

@@ -39,16 +39,19 @@ class Outbox:
         self.runs_dir = runs_dir
         self.folder = runs_dir / OUTBOX_DIR
 
-    def add(self, message: EmailMessage) -> Path | None:
-        """Queue `message` unless its key was sent or is queued already; returns its file."""
-        key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
-        if key in sent_keys(self.runs_dir / run_name):
-            return None
+    def wants(self, run_name: str, key: str) -> bool:
+        """Whether a message with `key` is neither sent nor queued: asked before building one."""
+        return key not in sent_keys(self.runs_dir / run_name) and not self._path(key).exists()
+
+    def add(self, message: EmailMessage) -> Path:
+        """Queue `message` (written whole); returns its file."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
-        if not path.exists():
-            rundir.atomic_write(path, message.as_bytes())
+        path = self._path(str(message[HEADER_KEY]))
+        rundir.atomic_write(path, message.as_bytes())
         return path
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
 
     def pending(self) -> list[Path]:
         """Queued messages, oldest first."""

@@ -115,6 +115,7 @@ def _render_locked(
         names = OutputNames.for_run(record.model, record.hook, rundir.parse_time(record.started_at))
         summary = stats.summary_stats(history, record.model, record.hook)
         anomalies = stats.anomalies(summary)
+        page_fields = _page_fields(record, status)
         final_dir = run_dir / rundir.GRAPHS_DIR
         stage = _make_stage(run_dir)
         try:
@@ -132,7 +133,7 @@ def _render_locked(
                 "summary statistics (JSON)": names.summary_json,
             }
             page = report.render_html(
-                run=_page_fields(record, status),
+                run=page_fields,
                 stats=summary,
                 charts=drawn,
                 files=files,
@@ -152,7 +153,7 @@ def _render_locked(
         summary=final_dir / names.summary_json,
         report=final_dir / names.report_html,
         stats=summary,
-        run=_page_fields(record, status),
+        run=page_fields,
         anomalies=anomalies,
         problems=problems,
         combined_svg=next(

@@ -85,21 +85,16 @@ def render_html(
     ]
     combined = [image for image in images if image["name"].startswith("loss_curves_combined_")]
     per_loss = [image for image in images if image not in combined]
-    return (
-        _environment()
-        .get_template(TEMPLATE)
-        .render(
-            run=run,
-            stats=stats,
-            combined=combined,
-            per_loss=per_loss,
-            files=files,
-            problems=problems,
-            anomalies=anomalies,
-            csp=REPORT_CSP,
-            version=__version__,
-            generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        )
+    return _page(
+        TEMPLATE,
+        run=run,
+        stats=stats,
+        combined=combined,
+        per_loss=per_loss,
+        files=files,
+        problems=problems,
+        anomalies=anomalies,
+        csp=REPORT_CSP,
     )
 
 
@@ -109,20 +104,15 @@ def render_index(rows: list[dict[str, Any]]) -> str:
     rows = sorted(rows, key=lambda row: row["rendered_at"], reverse=True)
     options = {key: sorted({row[key] for row in rows} - {""}) for key, _ in INDEX_FILTERS}
     loss_names = list(dict.fromkeys(name for row in rows for name in row["losses"]))
-    return (
-        _environment()
-        .get_template(INDEX_TEMPLATE)
-        .render(
-            entries=rows,
-            filters=INDEX_FILTERS,
-            options=options,
-            loss_names=loss_names,
-            preselected=INDEX_PRESELECTED,
-            script=index_script(),
-            csp=index_csp(),
-            version=__version__,
-            generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        )
+    return _page(
+        INDEX_TEMPLATE,
+        entries=rows,
+        filters=INDEX_FILTERS,
+        options=options,
+        loss_names=loss_names,
+        preselected=INDEX_PRESELECTED,
+        script=index_script(),
+        csp=index_csp(),
     )
 
 
@@ -181,7 +171,17 @@ def index_script() -> str:
 
 def render_email_html(**context: Any) -> str:
     """The HTML part of a run's email, before its CSS is inlined (see message.py)."""
-    return _environment().get_template(EMAIL_TEMPLATE).render(version=__version__, **context)
+    return _page(EMAIL_TEMPLATE, **context)
+
+
+def _page(template: str, **context: Any) -> str:
+    """`template` rendered with `context`, plus the version and time every page shows."""
+    generated_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        _environment()
+        .get_template(template)
+        .render(version=__version__, generated_at=generated_at, **context)
+    )
 
 
 def format_number(value: float | int | None) -> str:

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -289,15 +290,12 @@ class Watcher:
             reason,
             extra={"run": name, "event": "render_started", "reason": reason},
         )
+        job = partial(render_job, run_dir, status, state.fingerprint, self.options.mail)
         try:
-            future = self._pool.submit(
-                render_job, run_dir, status, state.fingerprint, self.options.mail
-            )
+            future = self._pool.submit(job)
         except BrokenProcessPool:
             self._restart_pool()
-            future = self._pool.submit(
-                render_job, run_dir, status, state.fingerprint, self.options.mail
-            )
+            future = self._pool.submit(job)
         future.add_done_callback(lambda _: self._wakeup.set())
         self._in_flight[name] = future
         self._last_live[name] = time.monotonic()
