@@ -13,11 +13,11 @@ from .errors import (
     RunClosedError,
     RunDirectoryError,
 )
-from .tracker import Run, start_run
 
 if TYPE_CHECKING:
     from .graphs import LossGraphGenerator
     from .render import RenderResult, render_run
+    from .tracker import Run, start_run
 
 try:
     __version__ = version("lossreport")
@@ -39,8 +39,11 @@ __all__ = [
     "start_run",
 ]
 
-# The renderer imports Altair, vl-convert and Jinja2; a trainer that only logs never loads them.
+# Imported on first use: a trainer that only logs never loads Altair, vl-convert and Jinja2, and
+# a chart-drawing helper process (vega.py) starts without pyarrow and numpy.
 _LAZY = {
+    "Run": "lossreport.tracker",
+    "start_run": "lossreport.tracker",
     "LossGraphGenerator": "lossreport.graphs",
     "RenderResult": "lossreport.render",
     "render_run": "lossreport.render",

@@ -218,25 +218,19 @@ def _extremes(stats: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _extreme_marks(log_axis: bool) -> list[Any]:
+    """A dot on each point and one text layer whose placement each label's datum decides."""
     y = alt.Y("value:Q", scale=_y_scale(log_axis))
     x = alt.X("step:Q")
     base = alt.Chart(alt.NamedData("extremes"))
-    marks = [base.mark_point(filled=True, size=46, color=theme.TEXT_COLOUR, opacity=1).encode(x, y)]
-    for below in (False, True):
-        for right_half in (False, True):
-            text = (
-                base.mark_text(
-                    align="right" if right_half else "left",
-                    dx=-8 if right_half else 8,
-                    dy=12 if below else -10,
-                    fontSize=11,
-                    color=theme.TEXT_COLOUR,
-                )
-                .encode(x, y, text="label:N")
-                .transform_filter((alt.datum.below == below) & (alt.datum.right_half == right_half))
-            )
-            marks.append(text)
-    return marks
+    dot = base.mark_point(filled=True, size=46, color=theme.TEXT_COLOUR, opacity=1)
+    text = base.mark_text(
+        align=alt.expr("datum.right_half ? 'right' : 'left'"),
+        dx=alt.expr("datum.right_half ? -8 : 8"),
+        dy=alt.expr("datum.below ? 12 : -10"),
+        fontSize=11,
+        color=theme.TEXT_COLOUR,
+    )
+    return [dot.encode(x, y), text.encode(x, y, alt.Text("label:N"))]
 
 
 def _non_finite_records(series: LossSeries) -> list[dict[str, Any]]:

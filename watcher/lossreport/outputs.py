@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +81,19 @@ def write_charts(
 ) -> list[Chart]:
     """One PNG per loss, then the combined PNG; nothing for a history without values."""
     all_series = [s for s in history.series() if s.values.size]
-    planned: list[tuple[Path, str, dict[str, Any]]] = []
+    planned: list[tuple[Path, str, Callable[[], dict[str, Any]]]] = []
     for series in all_series:
         title = f"{series.name} — {names.model} · {names.hook}"
-        spec = charts.loss_chart(series, stats["losses"][series.name], title)
+        spec = partial(charts.loss_chart, series, stats["losses"][series.name], title)
         planned.append((folder / names.loss_png(series.name), title, spec))
     if _has_finite(all_series):
         title = f"All losses — {names.model} · {names.hook}"
-        planned.append(
-            (folder / names.combined_png, title, charts.combined_chart(all_series, title))
-        )
-    drawn = (renderer or ChartRenderer()).render_all([spec for _, _, spec in planned])
+        spec = partial(charts.combined_chart, all_series, title)
+        planned.append((folder / names.combined_png, title, spec))
+    # Each spec is built as the renderer takes it, so a helper process draws the first chart
+    # while this one builds the next.
+    specs = (build() for _, _, build in planned)
+    drawn = (renderer or ChartRenderer()).render_all(specs)
     written = []
     for (path, title, _), (svg, png) in zip(planned, drawn, strict=True):
         rundir.atomic_write(path, png)

@@ -2,13 +2,15 @@
 
 Kept apart from charts.py (which imports Altair) so a helper process starts with only
 vl-convert. vl-convert holds the GIL and one global lock while it draws, so a second core
-only helps from a second process: `ChartRenderer(helper=True)` draws half of the charts there.
+only helps from a second process. Its JavaScript engine takes 0.4 s of CPU to start in each
+process, so `ChartRenderer(helper=True)` starts it once, in the helper, which makes the SVGs;
+rasterising them to PNG needs no engine and runs here, overlapped with the helper.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import cache
 from types import TracebackType
@@ -28,19 +30,31 @@ def warm_up() -> None:
 
 
 def render(spec: dict[str, Any]) -> tuple[str, bytes]:
-    """The chart as SVG (for pages) and as a 300 DPI PNG (vl-convert writes its pHYs chunk).
+    """The chart as SVG (for pages) and as a 300 DPI PNG rasterised from that SVG. No network."""
+    svg = to_svg(spec)
+    return svg, to_png(svg)
 
-    The PNG is rasterised from the SVG, so both cost about one render. No network access.
-    """
+
+def to_svg(spec: dict[str, Any]) -> str:
+    """Runs Vega in the JavaScript engine: the only step that needs `warm_up`."""
     try:
-        svg = str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
-        return svg, bytes(vl_convert.svg_to_png(svg, ppi=PPI))
+        return str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
     except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError from Rust
         raise LossReportError(f"chart rendering failed: {exc}") from exc
 
 
+def to_png(svg: str) -> bytes:
+    """resvg, no JavaScript: costs the same in a cold process. vl-convert writes the pHYs chunk
+    that records 300 DPI."""
+    try:
+        return bytes(vl_convert.svg_to_png(svg, ppi=PPI))
+    except Exception as exc:
+        raise LossReportError(f"chart rendering failed: {exc}") from exc
+
+
 class ChartRenderer:
-    """Draws a list of specs; with `helper=True`, a warm second process draws some of them."""
+    """Draws a list of specs in this process or, with `helper=True`, in two stages on two cores:
+    a warm helper process turns each spec into SVG while this one rasterises the SVG before."""
 
     def __init__(self, helper: bool = False) -> None:
         self._pool: ProcessPoolExecutor | None = None
@@ -51,17 +65,16 @@ class ChartRenderer:
             self._pool.submit(int)  # start the helper now (pools start lazily): it warms up
             # while this process imports the charting modules and reads the shards
 
-    def render_all(self, specs: Sequence[dict[str, Any]]) -> list[tuple[str, bytes]]:
-        if self._pool is None or len(specs) < 2:
+    def render_all(self, specs: Iterable[dict[str, Any]]) -> list[tuple[str, bytes]]:
+        """Specs may come from a generator: the helper draws the first while the next is built."""
+        if self._pool is None:
             return [render(spec) for spec in specs]
-        # The helper is warm by now; this process still has to start its chart engine, so the
-        # helper takes the larger share.
-        split = len(specs) // 2
-        remote: list[Future[tuple[str, bytes]]] = [
-            self._pool.submit(render, spec) for spec in specs[split:]
-        ]
-        local = [render(spec) for spec in specs[:split]]
-        return local + [future.result() for future in remote]
+        svgs: list[Future[str]] = [self._pool.submit(to_svg, spec) for spec in specs]
+        drawn = []
+        for future in svgs:
+            svg = future.result()
+            drawn.append((svg, to_png(svg)))
+        return drawn
 
     def close(self) -> None:
         if self._pool is not None:
