@@ -13,7 +13,6 @@ and prints medians and the ratios. Needs `pip install -e '.[bench]'`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -54,16 +53,26 @@ def make_run(runs_dir: Path, steps: int) -> Path:
     return run.path
 
 
+# Runs the command from a small process: Linux carries a forked child's peak RSS across exec,
+# so a command started straight from this (large) process would report this one's size.
+LAUNCHER = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def timed_process(command: list[str]) -> tuple[float, float]:
     """Wall seconds and peak resident MB (the largest process of its tree) of one command."""
-    start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    elapsed = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise subprocess.CalledProcessError(child.returncode, command)
-    return elapsed, usage.ru_maxrss / 1024
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, check=True
+    )
+    seconds, returncode, max_kb = result.stdout.split()
+    if int(returncode) != 0:
+        raise subprocess.CalledProcessError(int(returncode), command)
+    return float(seconds), int(max_kb) / 1024
 
 
 def chart_seconds(run_dir: Path, out: Path) -> float:
