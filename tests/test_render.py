@@ -13,6 +13,7 @@ import pytest
 import lossreport
 from lossreport import rundir
 from lossreport.render import RunBusy, render_lock, render_run
+from lossreport.report import breakable
 from tests.support.png import png_size_and_dpi
 from tests.support.trainer import expected_losses
 
@@ -143,6 +144,12 @@ def test_user_strings_are_escaped_in_the_report_and_cleaned_in_file_names(
     assert XSS not in page and "<script>alert(2)" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<script" not in page  # the report runs no script at all
+
+
+def test_long_loss_names_wrap_at_underscores_and_stay_escaped(runs_dir: Path) -> None:
+    page = render_run(_logged_run(runs_dir, steps=200)).report.read_text()
+    assert "<td>auxiliary_<wbr>reconstruction_<wbr>loss</td>" in page
+    assert breakable("<b>a_b</b>.c") == "&lt;b&gt;a_<wbr>b&lt;/b&gt;.<wbr>c"
 
 
 def test_a_corrupt_shard_and_a_malformed_run_file_are_reported_not_fatal(

@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from . import __version__
 from .outputs import Chart
@@ -61,7 +63,15 @@ def _environment() -> jinja2.Environment:
     environment.filters["number"] = format_number
     environment.filters["percent"] = format_percent
     environment.filters["as_json"] = lambda value: json.dumps(value, default=str)
+    environment.filters["breakable"] = breakable
     return environment
+
+
+def breakable(text: str) -> markupsafe.Markup:
+    """Escaped text that a narrow column wraps after `_` or `.` (auxiliary_reconstruction_ /
+    loss), not at whatever letter reaches the edge."""
+    escaped = markupsafe.escape(text)
+    return markupsafe.Markup(re.sub(r"([_.])", r"\1<wbr>", str(escaped)))
 
 
 def render_html(
