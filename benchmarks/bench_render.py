@@ -5,7 +5,8 @@
 For synthetic SAE-like runs (4 losses: mse, l1, auxiliary reconstruction, overall, with noise
 and a few spikes), each logged through `lossreport.start_run`, measures in one run:
   - `lossreport render RUN` as a whole process (interpreter start to exit), and
-  - seed_baseline.py (matplotlib + seaborn, every point, 300 DPI, pandas CSV) as a whole process,
+  - seed_baseline.py (the seed's matplotlib + seaborn approach: every point, 300 DPI, pandas
+    CSV) as a whole process,
   - the chart time alone (lossreport's charts for one run, in a warm process),
 and prints medians and the ratios. Needs `pip install -e '.[bench]'`.
 """

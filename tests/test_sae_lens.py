@@ -76,8 +76,8 @@ class RecordingTrainer(LossReportSAETrainer):
 
     def step(self, batch: torch.Tensor) -> Any:
         output = super().step(batch)
-        losses = {name: float(value) for name, value in output.losses.items()}
-        self.seen.append({"overall_loss": float(output.loss), **losses})
+        losses = {name: float(value.detach()) for name, value in output.losses.items()}
+        self.seen.append({"overall_loss": float(output.loss.detach()), **losses})
         return output
 
 

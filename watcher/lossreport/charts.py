@@ -195,7 +195,8 @@ def _y_scale(log_axis: bool) -> alt.Scale:
 def _wants_log_axis(values: FloatArray) -> bool:
     if values.size < 2 or values.min() <= 0:
         return False
-    return bool(values.max() / values.min() >= LOG_RANGE_RATIO)
+    with np.errstate(over="ignore"):  # 1e308 / 1e-5 is inf: a log axis, rightly
+        return bool(values.max() / values.min() >= LOG_RANGE_RATIO)
 
 
 def _extremes(stats: dict[str, Any]) -> list[dict[str, Any]]:
