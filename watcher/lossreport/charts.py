@@ -219,19 +219,24 @@ def _extremes(stats: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _extreme_marks(log_axis: bool) -> list[Any]:
-    """A dot on each point and one text layer whose placement each label's datum decides."""
+    """A dot on each point and its label, placed by the label's datum, over a white halo so it
+    stays legible where it crosses the curve."""
     y = alt.Y("value:Q", scale=_y_scale(log_axis))
     x = alt.X("step:Q")
     base = alt.Chart(alt.NamedData("extremes"))
     dot = base.mark_point(filled=True, size=46, color=theme.TEXT_COLOUR, opacity=1)
-    text = base.mark_text(
-        align=alt.expr("datum.right_half ? 'right' : 'left'"),
-        dx=alt.expr("datum.right_half ? -8 : 8"),
-        dy=alt.expr("datum.below ? 12 : -10"),
-        fontSize=11,
-        color=theme.TEXT_COLOUR,
-    )
-    return [dot.encode(x, y), text.encode(x, y, alt.Text("label:N"))]
+
+    def labels(**paint: Any) -> Any:
+        return base.mark_text(
+            align=alt.expr("datum.right_half ? 'right' : 'left'"),
+            dx=alt.expr("datum.right_half ? -8 : 8"),
+            dy=alt.expr("datum.below ? 12 : -10"),
+            fontSize=11,
+            **paint,
+        ).encode(x, y, alt.Text("label:N"))
+
+    halo = labels(color="#ffffff", stroke="#ffffff", strokeWidth=4)
+    return [dot.encode(x, y), halo, labels(color=theme.TEXT_COLOUR)]
 
 
 def _non_finite_records(series: LossSeries) -> list[dict[str, Any]]:
