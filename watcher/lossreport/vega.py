@@ -54,7 +54,7 @@ def to_png(svg: str) -> bytes:
 
 class ChartRenderer:
     """Draws a list of specs in this process or, with `helper=True`, in two stages on two cores:
-    a warm helper process turns each spec into SVG while this one rasterises the SVG before."""
+    a warm helper process turns each spec into SVG while this one rasterises the one before."""
 
     def __init__(self, helper: bool = False) -> None:
         self._pool: ProcessPoolExecutor | None = None
