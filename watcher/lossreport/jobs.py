@@ -62,21 +62,34 @@ def render_job(
     Returns the run's runs-index entry, and False if another daemon had rendered these very
     inputs already. Raises RunBusy when another process holds the run.
     """
-    from .render import render_run  # here, so the daemon's own process never loads the charts
+    # Imported here, so the daemon's own process never loads the charts.
+    from .render import render_held, render_lock
 
-    done = read_marker(run_dir)
-    if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
-        return done.entry, False
-    result = render_run(run_dir, status=status, wait=False)
-    if mail is not None and status in MAILED_STATUSES:
-        from .message import message_key
-        from .outbox import Outbox
+    # Held from reading the marker to writing the new one: two daemons cannot both render.
+    with render_lock(run_dir, wait=False):
+        done = read_marker(run_dir)
+        if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
+            return done.entry, False
+        result = render_held(run_dir, status=status)
+        if mail is not None and status in MAILED_STATUSES:
+            _queue_mail(mail, result, run_dir)
+        entry = _index_entry(run_dir, status, result)
+        write_marker(run_dir, RenderedMarker(fingerprint, status, entry))
+    return entry, True
 
-        outbox = Outbox(run_dir.parent)
-        # Not again for a state mailed or queued before (a re-render of a finished run).
-        if outbox.wants(run_dir.name, message_key(result.run)):
-            outbox.add(mail.message(result, run_dir.name))
-    entry = {
+
+def _queue_mail(mail: MailJob, result: RenderResult, run_dir: Path) -> None:
+    from .message import message_key
+    from .outbox import Outbox
+
+    outbox = Outbox(run_dir.parent)
+    # Not again for a state mailed or queued before (a re-render of a finished run).
+    if outbox.wants(run_dir.name, message_key(result.run)):
+        outbox.add(mail.message(result, run_dir.name))
+
+
+def _index_entry(run_dir: Path, status: str, result: RenderResult) -> dict[str, Any]:
+    return {
         "run_id": run_dir.name,
         "status": status,
         "model": result.stats["model_name"],
@@ -90,5 +103,3 @@ def render_job(
         "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "curves": result.curves,
     }
-    write_marker(run_dir, RenderedMarker(fingerprint, status, entry))
-    return entry, True

@@ -99,12 +99,15 @@ def render_run(
     if not run_dir.is_dir():
         raise RunDirectoryError(run_dir, "is not a directory")
     with render_lock(run_dir, wait=wait):
-        return _render_locked(run_dir, status, renderer)
+        return render_held(run_dir, status=status, renderer=renderer)
 
 
-def _render_locked(
-    run_dir: Path, status: str | None, renderer: ChartRenderer | None
+def render_held(
+    run_dir: Path, *, status: str | None = None, renderer: ChartRenderer | None = None
 ) -> RenderResult:
+    """`render_run` for a caller that holds `render_lock(run_dir)` already: the daemon keeps it
+    from checking what was rendered to recording the new render, so two daemons cannot both
+    render the same inputs."""
     # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
         problems: list[str] = []
