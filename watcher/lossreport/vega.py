@@ -10,8 +10,9 @@ rasterising them to PNG needs no engine and runs here, overlapped with the helpe
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from functools import cache
 from types import TracebackType
 from typing import Any
@@ -37,18 +38,22 @@ def render(spec: dict[str, Any]) -> tuple[str, bytes]:
 
 def to_svg(spec: dict[str, Any]) -> str:
     """Runs Vega in the JavaScript engine: the only step that needs `warm_up`."""
-    try:
+    with _as_lossreport_error():
         return str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
-    except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError from Rust
-        raise LossReportError(f"chart rendering failed: {exc}") from exc
 
 
 def to_png(svg: str) -> bytes:
     """resvg, no JavaScript: costs the same in a cold process. vl-convert writes the pHYs chunk
     that records 300 DPI."""
-    try:
+    with _as_lossreport_error():
         return bytes(vl_convert.svg_to_png(svg, ppi=PPI))
-    except Exception as exc:
+
+
+@contextmanager
+def _as_lossreport_error() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError from Rust
         raise LossReportError(f"chart rendering failed: {exc}") from exc
 
 
