@@ -10,14 +10,17 @@ def test_public_names_are_pinned() -> None:
     assert sorted(lossreport.__all__) == sorted(
         [
             "CorruptShardError",
+            "FileTooLargeError",
             "InvalidLossError",
             "LossGraphGenerator",
             "LossReportError",
             "MalformedRunFileError",
             "RenderResult",
             "Run",
+            "RunBusy",
             "RunClosedError",
             "RunDirectoryError",
+            "UnsafePathError",
             "__version__",
             "render_run",
             "start_run",
@@ -50,6 +53,9 @@ def test_every_error_survives_pickling_between_processes() -> None:
         lossreport.RunDirectoryError(Path("runs/r"), "is not a directory"),
         lossreport.MalformedRunFileError(Path("runs/r/run.json"), "not valid JSON"),
         lossreport.CorruptShardError(Path("runs/r/losses/part-000001.parquet"), "truncated"),
+        lossreport.RunBusy(Path("runs/r")),
+        lossreport.UnsafePathError(Path("runs/r/loss_graphs"), "is a symbolic link"),
+        lossreport.FileTooLargeError(Path("runs/r/run.json"), "is 2 GB, over the limit"),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))

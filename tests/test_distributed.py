@@ -30,8 +30,8 @@ def test_only_rank_zero_writes_by_default(runs_dir: Path) -> None:
     output = _train(runs_dir)
     (run_dir,) = runs_dir.iterdir()
     assert f"rank 0 path {run_dir}" in output and f"rank 1 path {run_dir}" in output
-    shards = [path.name for _, _, path in rundir.iter_shards(run_dir)]
-    assert shards == ["part-000001.parquet"]
+    shards = [(seq, rank) for seq, rank, _ in rundir.iter_shards(run_dir)]
+    assert shards == [(1, None)]  # one unranked shard (its name also carries a writer token)
     assert rundir.read_losses(run_dir).table.column("mse_loss").to_pylist() == [
         float(step) for step in range(10)
     ]
@@ -41,9 +41,10 @@ def test_only_rank_zero_writes_by_default(runs_dir: Path) -> None:
 def test_every_rank_writes_its_own_shards_when_asked(runs_dir: Path) -> None:
     _train(runs_dir, "--all-ranks")
     (run_dir,) = runs_dir.iterdir()  # both ranks agreed on one run id
-    shards = sorted(path.name for _, _, path in rundir.iter_shards(run_dir))
-    assert shards == ["part-000001-rank0.parquet", "part-000001-rank1.parquet"]
-    rank1 = pq.read_table(run_dir / "losses" / "part-000001-rank1.parquet")
+    shards = {rank: path for _, rank, path in rundir.iter_shards(run_dir)}
+    assert sorted(shards) == [0, 1]
+    assert shards[1].name.startswith("part-000001-rank1-w")
+    rank1 = pq.read_table(shards[1])
     assert rank1.column("mse_loss").to_pylist() == [100.0 + step for step in range(10)]
     assert rundir.read_losses(run_dir).table.column("mse_loss").to_pylist()[0] == 0.0
     assert rundir.read_run_file(run_dir).status == "completed"

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from lossreport import rundir
 from lossreport.errors import LossReportError
 from lossreport.render import render_run
+from tests.support.deadline import fails_if_blocked
 
 # Names a user might give: odd unicode, path-like, HTML-like, control characters, empty.
 hostile_text = st.one_of(
@@ -177,3 +178,139 @@ def test_any_run_directory_renders_or_fails_clearly_and_stays_inside(
         assert (outer / "sibling.txt").read_text() == "untouched"
     finally:
         shutil.rmtree(outer, ignore_errors=True)
+
+
+# -- filesystem objects -----------------------------------------------------------------
+# What a hostile or broken tree can hold where a run's file or folder belongs. Links point only
+# at dummy files and folders under the test's temporary directory.
+OBJECT_KINDS = [
+    "normal",
+    "missing",
+    "link-outside-dir",
+    "link-outside-file",
+    "link-inside-file",
+    "dangling-link",
+    "fifo",
+    "directory",
+    "file",
+]
+RUN_PATHS = [
+    rundir.RUN_FILE,
+    rundir.LOSSES_DIR,
+    f"{rundir.LOSSES_DIR}/{rundir.shard_name(2)}",
+    rundir.GRAPHS_DIR,
+    ".lossreport-render.lock",
+    f"{rundir.GRAPHS_DIR}/.lossreport-rendered.json",
+]
+
+
+def _place(path: Path, kind: str, outside: Path, run_dir: Path) -> None:
+    """Put an object of `kind` at `path`, replacing what the normal run has there."""
+    if kind == "normal" or path.parent.is_symlink() or not path.parent.is_dir():
+        return  # nothing to change, or its folder is itself something else now
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "link-outside-dir":
+        path.symlink_to(outside)
+    elif kind == "link-outside-file":
+        path.symlink_to(outside / "precious.conf")
+    elif kind == "link-inside-file":
+        path.symlink_to(run_dir / rundir.RUN_FILE)
+    elif kind == "dangling-link":
+        path.symlink_to(outside / "no-such-file")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        (path / "inner").mkdir(parents=True)
+    elif kind == "file":
+        path.write_bytes(b"\x00not what belongs here")
+
+
+def _contents(folder: Path) -> dict[str, bytes | str]:
+    """Every entry under `folder` (links not followed): file bytes, or what the entry is."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = f"link to {os.readlink(path)}"
+        elif path.is_file():
+            found[name] = path.read_bytes()
+        else:
+            found[name] = "dir" if path.is_dir() else "other"
+    return found
+
+
+def _finished_run(runs: Path, run_id: str) -> Path:
+    import lossreport
+
+    with lossreport.start_run(runs, model="m", hook="h", run_id=run_id, flush_every=5) as run:
+        for step in range(12):
+            run.log(step, mse_loss=1.0 / (step + 1))
+    return run.path
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kinds=st.fixed_dictionaries({path: st.sampled_from(OBJECT_KINDS) for path in RUN_PATHS}),
+    deep=st.booleans(),
+)
+def test_any_filesystem_object_in_a_run_is_reported_never_followed_and_never_blocks(
+    kinds: dict[str, str], deep: bool
+) -> None:
+    outer = Path(tempfile.mkdtemp(prefix="lossreport-objects-"))
+    try:
+        outside = outer / "outside"
+        (outside / "sub").mkdir(parents=True)
+        (outside / "precious.conf").write_text("keep me\n")
+        (outside / "loss_curves_x.png").write_bytes(b"someone else's")
+        run_dir = _finished_run(outer / "runs", "run")
+        if deep:
+            text = (run_dir / rundir.RUN_FILE).read_text()
+            (run_dir / rundir.RUN_FILE).write_text(
+                text.replace('"config": {}', '"config": ' + "[" * 3000 + "]" * 3000)
+            )
+        (run_dir / rundir.GRAPHS_DIR).mkdir()  # as after an earlier render
+        for path in RUN_PATHS:  # parents first, so a folder's kind decides what it holds
+            _place(run_dir / path, kinds[path], outside, run_dir)
+        before = _contents(outside)
+        try:
+            with fails_if_blocked():
+                result = render_run(run_dir)
+        except LossReportError as exc:
+            assert str(run_dir) in str(exc)
+        else:
+            assert result.report.read_text().rstrip().endswith("</html>")
+            assert "keep me" not in result.report.read_text()
+        assert _contents(outside) == before
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
+
+
+def test_the_daemon_renders_the_good_runs_of_a_tree_full_of_hostile_objects(
+    tmp_path: Path,
+) -> None:
+    from tests.support.daemon import run_once
+
+    runs = tmp_path / "runs"
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "precious.conf").write_text("keep me\n")
+    good = [_finished_run(runs, f"good-{n}") for n in range(2)]
+    for path in RUN_PATHS:
+        for kind in OBJECT_KINDS[1:]:
+            run_dir = _finished_run(runs, f"{kind}-{path.replace('/', '_')}")
+            _place(run_dir / path, kind, outside, run_dir)
+    deep = _finished_run(runs, "deep")
+    (deep / rundir.RUN_FILE).write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    (runs / "linked-run").symlink_to(outside)
+    before = _contents(outside)
+
+    result = run_once(runs)
+
+    assert "Traceback" not in result.stderr, result.stderr
+    for run_dir in good:
+        assert (run_dir / rundir.GRAPHS_DIR).is_dir()
+    assert _contents(outside) == before
+    assert (runs / "index.html").is_file()

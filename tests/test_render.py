@@ -12,7 +12,8 @@ import pytest
 
 import lossreport
 from lossreport import rundir
-from lossreport.render import RunBusy, render_lock, render_run
+from lossreport.errors import RunBusy
+from lossreport.render import render_lock, render_run
 from lossreport.report import breakable
 from tests.support.png import png_size_and_dpi
 from tests.support.trainer import expected_losses

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_shards_have_the_documented_schema(runs_dir: Path) -> None:
     with lossreport.start_run(runs_dir, model="m", hook="h") as run:
         run.log(0, mse_loss=np.float32(0.5), l1_loss=torch.tensor(1.0), overall_loss=2)
     (shard,) = _shards(run)
-    assert shard.name == "part-000001.parquet"
+    assert re.fullmatch(r"part-000001-w[0-9a-f]{8}\.parquet", shard.name)
     schema = pq.read_schema(shard)
     assert [(f.name, str(f.type)) for f in schema] == [
         ("step", "int64"),
@@ -194,7 +195,7 @@ def test_a_run_id_that_exists_is_resumed_and_keeps_its_start_time(runs_dir: Path
             second.log(step, mse_loss=10.0 * step)
     record = rundir.read_run_file(second.path)
     assert record.started_at == started and record.status == "completed"
-    assert [p.name for p in _shards(second)] == ["part-000001.parquet", "part-000002.parquet"]
+    assert [seq for seq, _, _ in rundir.iter_shards(second.path)] == [1, 2]  # after the first's
     history = second.get_loss_history()
     assert history["mse_loss"].tolist() == [0.0, 1.0, 2.0, 30.0, 40.0, 50.0, 60.0]
 
@@ -202,7 +203,9 @@ def test_a_run_id_that_exists_is_resumed_and_keeps_its_start_time(runs_dir: Path
 def test_run_ids_are_cleaned_into_one_directory_name(runs_dir: Path) -> None:
     with lossreport.start_run(runs_dir, model="m", hook="h", run_id="../../escape me") as run:
         run.log(0, mse_loss=1.0)
-    assert run.path == runs_dir / "escape_me"
+    assert run.path.parent == runs_dir
+    assert re.fullmatch(r"escape_me-[0-9a-f]{8}", run.path.name)
+    assert run.run_id == rundir.read_run_file(run.path).run_id == "../../escape me"
 
 
 def test_buffered_memory_stays_bounded_over_a_long_run(runs_dir: Path) -> None:

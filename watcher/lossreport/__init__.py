@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CorruptShardError,
+    FileTooLargeError,
     InvalidLossError,
     LossReportError,
     MalformedRunFileError,
+    RunBusy,
     RunClosedError,
     RunDirectoryError,
+    UnsafePathError,
 )
 
 if TYPE_CHECKING:
@@ -26,14 +29,17 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "CorruptShardError",
+    "FileTooLargeError",
     "InvalidLossError",
     "LossGraphGenerator",
     "LossReportError",
     "MalformedRunFileError",
     "RenderResult",
     "Run",
+    "RunBusy",
     "RunClosedError",
     "RunDirectoryError",
+    "UnsafePathError",
     "__version__",
     "render_run",
     "start_run",

@@ -10,19 +10,22 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from email.utils import parseaddr
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, logformat, rundir, stats
-from .errors import LossReportError
+from .errors import LossReportError, RunDirectoryError
 from .jobs import MailJob
 from .progress import Progress
 from .smtp import PASSWORD_ENV, SmtpSettings
 
 if TYPE_CHECKING:
     from .render import RenderResult
+
+logger = logging.getLogger(__name__)
+DEMO_MAX_STEPS = 1_000_000  # the example SAEs learn in a few thousand
+DURATIONS = "DURATION is 300, 30s, 10m or 2h: seconds, from 0.1s to 365 days."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except LossReportError as exc:
         print(f"lossreport: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a one-line error, not a traceback; -v logs the traceback
+        logger.debug("the command failed", exc_info=True)
+        hint = "" if args.verbose else " (-v shows the traceback)"
+        print(f"lossreport: {_one_line(exc)}{hint}", file=sys.stderr)
         return 1
 
 
@@ -73,7 +81,9 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     render.set_defaults(handler=_render)
 
     watch = commands.add_parser(
-        "watch", help="render each run of RUNS_DIR when it completes, fails or stalls"
+        "watch",
+        help="render each run of RUNS_DIR when it completes, fails or stalls",
+        epilog=DURATIONS,
     )
     watch.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
     watch.add_argument(
@@ -87,6 +97,7 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         type=duration,
         default=settings.get("poll_interval", 5.0),
         metavar="DURATION",
+        help="how often polling looks for changes (default 5s)",
     )
     watch.add_argument(
         "--rescan-every",
@@ -111,9 +122,10 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     )
     watch.add_argument(
         "--workers",
-        type=int,
-        default=settings.get("workers", os.cpu_count() or 1),
-        help="render processes (default: the number of cores)",
+        type=_int_flag(1, config.MAX_WORKERS),
+        default=settings.get("workers", min(os.cpu_count() or 1, config.MAX_WORKERS)),
+        metavar="N",
+        help=f"render processes, 1 to {config.MAX_WORKERS} (default: the number of cores)",
     )
     watch.add_argument(
         "--idle-restart",
@@ -132,7 +144,9 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     _add_mail_arguments(watch, settings, "--email-to")
     watch.set_defaults(handler=_watch)
 
-    email = commands.add_parser("email", help="render a run and mail its summary now")
+    email = commands.add_parser(
+        "email", help="render a run and mail its summary now", epilog=DURATIONS
+    )
     email.add_argument("run", type=Path, metavar="RUN", help="a run directory")
     _add_config_argument(email)
     _add_mail_arguments(email, settings, "--to")
@@ -148,7 +162,10 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1: reach it through an SSH tunnel)",
     )
     serve.add_argument(
-        "--port", type=int, default=settings.get("port", 8000), help="0 picks a free port"
+        "--port",
+        type=_int_flag(0, config.MAX_PORT),
+        default=settings.get("port", 8000),
+        help="0 to 65535; 0 picks a free port",
     )
     _add_config_argument(serve)
     serve.set_defaults(handler=_serve)
@@ -157,7 +174,12 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         "demo", help="watch RUNS_DIR, train the three example SAEs into it, print their reports"
     )
     demo.add_argument("runs_dir", type=Path, nargs="?", default=Path("runs"), metavar="RUNS_DIR")
-    demo.add_argument("--steps", type=int, default=2000, help="training steps per SAE")
+    demo.add_argument(
+        "--steps",
+        type=_int_flag(1, DEMO_MAX_STEPS),
+        default=2000,
+        help=f"training steps per SAE, 1 to {DEMO_MAX_STEPS:,}",
+    )
     demo.set_defaults(handler=_demo)
     for command in commands.choices.values():
         command.allow_abbrev = False  # else --smtp-password would pass as --smtp-password-file
@@ -198,7 +220,7 @@ def _add_mail_arguments(
         type=_address,
         default=list(settings.get("email_to", [])),
         metavar="ADDR",
-        help="mail each finished run's summary to ADDR (repeat for more)",
+        help="mail each finished run's summary to ADDR, one address each (repeat for more)",
     )
     group.add_argument(
         "--email-from",
@@ -210,9 +232,9 @@ def _add_mail_arguments(
     group.add_argument("--smtp-host", default=settings.get("smtp_host", "localhost"))
     group.add_argument(
         "--smtp-port",
-        type=int,
+        type=_int_flag(1, config.MAX_PORT),
         default=settings.get("smtp_port"),
-        help="default 25, 587 with STARTTLS, 465 with SSL",
+        help="1 to 65535 (default 25, 587 with STARTTLS, 465 with SSL)",
     )
     security = group.add_mutually_exclusive_group()
     security.add_argument(
@@ -254,9 +276,23 @@ def _add_mail_arguments(
 
 
 def _address(text: str) -> str:
-    if "@" not in parseaddr(text)[1]:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an email address")
-    return text
+    """One address, strictly (see config.parse_address): each becomes a mail header."""
+    try:
+        return config.parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected one email address, but {exc}") from None
+
+
+def _int_flag(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high` (argparse names the flag)."""
+
+    def check(text: str) -> int:
+        try:
+            return config.parse_int(text, low, high)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
 
 
 def _smtp_settings(args: argparse.Namespace) -> SmtpSettings:
@@ -282,7 +318,7 @@ def _mail_job(args: argparse.Namespace) -> MailJob | None:
 
 
 def duration(text: str) -> float:
-    """Seconds from `300`, `30s`, `10m` or `2h`."""
+    """Seconds from `300`, `30s`, `10m` or `2h`, 0.1 s to 365 days (config.parse_duration)."""
     try:
         return config.parse_duration(text)
     except ValueError as exc:
@@ -319,6 +355,8 @@ def _email(args: argparse.Namespace) -> int:
     if job is None:
         raise LossReportError("no recipient: give --to ADDR (or [email] to in --config)")
     run_dir = args.run.resolve()
+    if not rundir.looks_like_run(run_dir):  # else any folder, `.` too, got a report and a lock
+        raise LossReportError(f"{args.run}: not a run directory (a run has run.json or losses/)")
     result = render_run(run_dir)
     message = job.message(result, run_dir.name)
     send(_smtp_settings(args), message)
@@ -348,19 +386,30 @@ def _render(args: argparse.Namespace) -> int:
             _print_single(render_run(runs[0], renderer=renderer))
             return 0
         progress = Progress(len(runs), sys.stderr if sys.stderr.isatty() else sys.stdout)
-        failed = 0
+        failures: list[tuple[Path, str]] = []
         for run_dir in runs:
             started = time.monotonic()
             try:
                 result = render_run(run_dir, renderer=renderer)
-            except (LossReportError, OSError) as exc:
-                failed += 1
-                progress.advance(f"FAILED {run_dir}: {exc}")
+            except Exception as exc:  # one broken run must not stop the batch, whatever it raises
+                logger.debug("%s: traceback of the failed render", run_dir, exc_info=True)
+                failures.append((run_dir, _one_line(exc)))
+                logger.error("%s: not rendered: %s", run_dir, failures[-1][1])
+                progress.advance(f"FAILED {run_dir}: {failures[-1][1]}")
                 continue
             note = f" ({len(result.problems)} inputs skipped)" if result.problems else ""
             progress.advance(f"{result.report} in {time.monotonic() - started:.1f}s{note}")
-    print(f"Rendered {len(runs) - failed} of {len(runs)} runs.")
-    return 1 if failed else 0
+    print(f"Rendered {len(runs) - len(failures)} of {len(runs)} runs.")
+    if failures:
+        print(f"Not rendered ({len(failures)}):")
+        for run_dir, reason in failures:
+            print(f"  - {run_dir}: {reason}")
+    return 1 if failures else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, for a log line or a summary."""
+    return " ".join(f"{type(exc).__name__}: {exc}".splitlines())
 
 
 def _runs_under(path: Path) -> list[Path]:
@@ -390,16 +439,31 @@ def _print_single(result: RenderResult) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    """Print what can be read and name what cannot: a diagnostic, so a bad run.json or bad
+    shards are reported, not raised. Exit 1 only when the shards cannot even be listed."""
     run_dir: Path = args.run
     if not run_dir.is_dir():
         raise LossReportError(f"{run_dir}: not a directory")
-    record = rundir.read_run_file(run_dir)
-    data = rundir.read_losses(run_dir)
-    print(f"run:    {record.run_id} ({record.status})")
-    print(f"model:  {record.model}   hook: {record.hook}   architecture: {record.architecture}")
+    try:
+        record = rundir.read_run_file(run_dir)
+    except Exception as exc:  # whatever is wrong with run.json, the shards are still shown
+        if isinstance(exc, RunDirectoryError):  # its message starts with the file's path
+            problem = str(exc)
+        else:
+            problem = f"{run_dir / rundir.RUN_FILE}: {_one_line(exc)}"
+        print(f"run:    {run_dir.name} (run.json unreadable)")
+        print(f"problem: {problem}")
+    else:
+        print(f"run:    {record.run_id} ({record.status})")
+        print(f"model:  {record.model}   hook: {record.hook}   architecture: {record.architecture}")
+        if record.error:
+            print(f"error:  {record.error}")
+    try:
+        data = rundir.read_losses(run_dir)
+    except (LossReportError, OSError) as exc:
+        print(f"problem: {exc}")
+        return 1
     print(f"rows:   {data.table.num_rows}   losses: {', '.join(data.loss_names) or '(none)'}")
-    if record.error:
-        print(f"error:  {record.error}")
     for problem in data.skipped:
         print(f"skipped: {problem}")
     return 0

@@ -3,9 +3,12 @@
 LossReportError                 base: catch this to catch everything lossreport raises
 ├── InvalidLossError            a loss name or value that cannot be recorded (.key, .value)
 ├── RunClosedError              log() on a run that has been closed (.path)
+├── RunBusy                     another process is rendering the run now (.path)
 └── RunDirectoryError           a run directory that cannot be written or read (.path)
     ├── MalformedRunFileError   run.json that is not a lossreport.run/1 document
-    └── CorruptShardError       a loss shard that is not readable Parquet
+    ├── CorruptShardError       a loss shard that is not readable Parquet
+    └── UnsafePathError         a symlink, FIFO, device or folder where a file belongs
+        └── FileTooLargeError   a file over its documented size limit
 """
 
 from __future__ import annotations
@@ -53,12 +56,33 @@ class RunDirectoryError(LossReportError, OSError):
         return type(self), (self.path, self.reason)
 
 
+class RunBusy(LossReportError):
+    """Another process holds the run's render lock right now."""
+
+    def __init__(self, path: Path, reason: str = "being rendered by another process") -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.reason)
+
+
 class MalformedRunFileError(RunDirectoryError):
     """run.json is missing fields, is not JSON, or has an unknown format."""
 
 
 class CorruptShardError(RunDirectoryError):
     """A loss shard cannot be read as Parquet."""
+
+
+class UnsafePathError(RunDirectoryError):
+    """Something other than what belongs there (a symlink, FIFO, device, a folder for a file):
+    left untouched, neither followed nor opened."""
+
+
+class FileTooLargeError(UnsafePathError):
+    """A file over its documented size limit, not read."""
 
 
 def _rebuild_invalid_loss(message: str, key: str) -> InvalidLossError:

@@ -6,11 +6,15 @@ every `flush_every` rows (when woken) or `flush_secs` seconds, turns the batch i
 table (copying accelerator tensors to the host in one transfer per device), writes one shard
 and refreshes the heartbeat. A failed write (a full disk, a lost mount) never stops training:
 the table is kept and written with the next flush, up to `max_unwritten_rows`.
+
+Each flusher names its shards with a random writer token, so two processes writing one run at
+once (a job started twice) each keep all their rows instead of replacing each other's shards.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 import threading
 from collections import deque
@@ -49,6 +53,7 @@ class ShardFlusher:
         self._heartbeat = heartbeat
         self._max_unwritten_rows = max_unwritten_rows
         self._seq = rundir.next_shard_seq(run_dir, rank)
+        self._writer = new_writer_token()
         self._unwritten: list[pa.Table] = []
         self._failing = False
         # Re-entrant: a SIGTERM handler runs on the main thread and may interrupt a flush there.
@@ -116,7 +121,7 @@ class ShardFlusher:
             return True
         table = pa.concat_tables(self._unwritten, promote_options="permissive")
         try:
-            rundir.write_shard(self._run_dir, self._seq, table, self._rank)
+            self._write_shard(table)
         except OSError as exc:
             self._keep_unwritten(table, exc)
             return False
@@ -126,6 +131,14 @@ class ShardFlusher:
         self._seq += 1
         self._unwritten = []
         return True
+
+    def _write_shard(self, table: pa.Table) -> None:
+        try:
+            rundir.write_shard(self._run_dir, self._seq, table, self._rank, self._writer)
+        except FileExistsError as exc:  # another writer drew the same token: take a new one
+            self._writer = new_writer_token()
+            logger.warning("%s; writing as %s instead", exc, self._writer)
+            rundir.write_shard(self._run_dir, self._seq, table, self._rank, self._writer)
 
     def _keep_unwritten(self, table: pa.Table, exc: OSError) -> None:
         if not self._failing:
@@ -142,6 +155,11 @@ class ShardFlusher:
             )
             table = table.slice(excess)
         self._unwritten = [table]
+
+
+def new_writer_token() -> str:
+    """Eight random hex digits: two writers of one run draw the same with odds of 1 in 2**32."""
+    return secrets.token_hex(4)
 
 
 def rows_to_table(batch: list[Row], loss_names: list[str]) -> pa.Table:

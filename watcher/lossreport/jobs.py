@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.process
+import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +42,26 @@ class MailJob:
             attach_csv=self.attach_csv,
             report_url=self.report_url,
         )
+
+
+def start_worker() -> None:
+    """A render worker's initializer: die with the daemon, then warm up.
+
+    A SIGKILLed daemon cannot stop its workers, and cron's `--once` or a hand-started daemon
+    has no systemd to clean up after it; so each worker waits on its parent's sentinel (the
+    pipe multiprocessing keeps to it) in a thread and exits when the parent is gone.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent,), name="lossreport-parent", daemon=True
+        ).start()
+    warm_up()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    os._exit(1)
 
 
 def warm_up() -> None:

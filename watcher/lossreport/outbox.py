@@ -11,11 +11,11 @@ the same Message-ID, which mail clients use to drop duplicates.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +24,8 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-from . import rundir, smtp
+from . import rundir, smtp, storage
+from .errors import RunBusy
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 OUTBOX_DIR = Path(".lossreport") / "outbox"
 SENT_FILE = ".lossreport-mailed.json"
 MAX_RETRY_SECONDS = 3600.0
+MAX_MESSAGE_BYTES = 64 * 2**20  # a message is a few KB, plus the CSV (left out past 10 MB)
 
 
 class Outbox:
@@ -45,66 +47,67 @@ class Outbox:
 
     def add(self, message: EmailMessage) -> Path:
         """Queue `message` (written whole); returns its file."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        storage.make_dir(self.folder.parent)  # refuses a symlink: the outbox is never followed
+        storage.make_dir(self.folder)
         path = self._path(str(message[HEADER_KEY]))
-        rundir.atomic_write(path, message.as_bytes())
+        storage.atomic_write(path, message.as_bytes())
         return path
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
 
     def pending(self) -> list[Path]:
-        """Queued messages, oldest first."""
-        try:
-            entries = [e for e in os.scandir(self.folder) if _is_message(e.name)]
-        except FileNotFoundError:
+        """Queued messages, oldest first: regular files this user wrote. Anything else in the
+        folder (another user's file, a link) is never sent: the runs tree is shared."""
+        if not storage.is_real_dir(self.folder):
             return []
-        return [Path(e.path) for e in sorted(entries, key=lambda e: e.stat().st_mtime_ns)]
+        try:
+            with os.scandir(self.folder) as found:
+                entries = [(e, e.stat(follow_symlinks=False)) for e in found if _is_message(e.name)]
+        except OSError:
+            return []
+        ours = [(e, info) for e, info in entries if _ours(info)]
+        return [Path(e.path) for e, info in sorted(ours, key=lambda pair: pair[1].st_mtime_ns)]
 
     def deliver(self, path: Path, settings: smtp.SmtpSettings) -> str | None:
         """Send one queued message; returns its run's name, or None if it was not ours to send
         (another daemon holds it, or it was sent already). Raises MailError, leaving it queued."""
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+            with storage.exclusive_lock(path, wait=False, create=False):
+                if not path.exists():  # another daemon delivered it while we waited
+                    return None
+                data = storage.read_bytes(path, MAX_MESSAGE_BYTES)
+                message = BytesParser(policy=MAIL_POLICY).parsebytes(data)
+                key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
+                if not rundir.is_run_name(run_name):
+                    raise smtp.MailError(f"{path}: names no run of {self.runs_dir}; not sent")
+                run_dir = self.runs_dir / run_name
+                sent = key not in sent_keys(run_dir)
+                if sent:
+                    smtp.send(settings, message)
+                    _record_sent(run_dir, key, str(message["Message-ID"]), str(message["To"]))
+                path.unlink(missing_ok=True)
+                return run_name if sent else None
+        except (FileNotFoundError, RunBusy):
             return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return None
-            if not path.exists():  # another daemon delivered it while we waited
-                return None
-            with os.fdopen(os.dup(fd), "rb") as handle:
-                message = BytesParser(policy=MAIL_POLICY).parse(handle)
-            key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
-            sent = key not in sent_keys(self.runs_dir / run_name)
-            if sent:
-                smtp.send(settings, message)
-                _record_sent(
-                    self.runs_dir / run_name, key, str(message["Message-ID"]), str(message["To"])
-                )
-            path.unlink(missing_ok=True)
-            return run_name if sent else None
-        finally:
-            os.close(fd)
+
+
+def _read_sent(run_dir: Path) -> list[dict[str, object]]:
+    """The run's record of sent mail; empty when it is missing, unreadable or not ours."""
+    try:
+        document = json.loads(storage.read_bytes(run_dir / SENT_FILE, storage.MAX_RUN_FILE_BYTES))
+        return [dict(entry) for entry in document["sent"]]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return []
 
 
 def sent_keys(run_dir: Path) -> set[str]:
-    try:
-        document = json.loads((run_dir / SENT_FILE).read_text())
-        return {str(entry["key"]) for entry in document["sent"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+    return {str(entry.get("key")) for entry in _read_sent(run_dir)}
 
 
 def _record_sent(run_dir: Path, key: str, message_id: str, recipients: str) -> None:
     path = run_dir / SENT_FILE
-    try:
-        document = json.loads(path.read_text())
-        sent = list(document["sent"])
-    except (OSError, ValueError, KeyError, TypeError):
-        sent = []
+    sent = _read_sent(run_dir)
     sent.append(
         {
             "key": key,
@@ -114,9 +117,13 @@ def _record_sent(run_dir: Path, key: str, message_id: str, recipients: str) -> N
         }
     )
     try:
-        rundir.atomic_write(path, json.dumps({"sent": sent}, indent=1).encode())
+        storage.atomic_write(path, json.dumps({"sent": sent}, indent=1).encode())
     except OSError as exc:  # the run was deleted or made read-only: the mail went out anyway
         logger.warning("cannot record the sent mail in %s: %s", path, exc)
+
+
+def _ours(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
 
 
 def _is_message(name: str) -> bool:

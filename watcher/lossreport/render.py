@@ -7,13 +7,12 @@ Broken inputs (a malformed run.json, corrupt shards) are reported in the output,
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from . import report, rundir, stats
-from .errors import LossReportError, MalformedRunFileError, RunDirectoryError
+from . import report, rundir, stats, storage
+from .errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
 from .history import LossHistory, from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
 from .vega import ChartRenderer
@@ -55,27 +54,20 @@ class RenderResult:
         return [*self.charts, self.csv, self.summary, self.report]
 
 
-class RunBusy(LossReportError):
-    """Another process is rendering this run right now."""
-
-
 @contextmanager
 def render_lock(run_dir: Path, *, wait: bool) -> Iterator[None]:
     """One render of a run at a time, across processes and daemons on other hosts (flock,
     which Linux maps to POSIX locks on NFS). Raises RunBusy when `wait` is false."""
-    mode = 0o666 & ~rundir.process_umask()
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, mode)
-    except OSError as exc:
-        raise RunDirectoryError(run_dir, f"cannot take the render lock ({exc})") from exc
-    try:
+    with ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy(f"{run_dir}: being rendered by another process") from None
+            held.enter_context(storage.exclusive_lock(run_dir / LOCK_FILE, wait=wait))
+        except RunBusy:
+            raise RunBusy(run_dir) from None
+        except UnsafePathError:
+            raise
+        except OSError as exc:
+            raise RunDirectoryError(run_dir, f"cannot take the render lock ({exc})") from exc
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def render_run(
@@ -93,11 +85,16 @@ def render_run(
         wait: if another process is rendering this run, wait for it (else raise RunBusy).
 
     Raises:
-        RunDirectoryError: the run directory cannot be read or `loss_graphs/` cannot be written.
+        RunDirectoryError: `run_dir` is not a run (a real folder holding run.json or losses/:
+            nothing is written into any other folder), cannot be read, or `loss_graphs/`
+            cannot be written (UnsafePathError: a symlink or anything but a folder is there).
+        RunBusy: `wait` is false and another process is rendering the run.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirectoryError(run_dir, "is not a directory")
+    if not storage.is_real_dir(run_dir):
+        raise RunDirectoryError(run_dir, f"is {storage.kind_of(run_dir)}, not a run directory")
+    if not rundir.looks_like_run(run_dir):
+        raise RunDirectoryError(run_dir, "is not a run directory (no run.json, no losses/)")
     with render_lock(run_dir, wait=wait):
         return render_held(run_dir, status=status, renderer=renderer)
 
@@ -139,11 +136,12 @@ def render_held(
                 run=page_fields,
                 stats=summary,
                 charts=drawn,
+                combined_chart=names.combined_png,
                 files=files,
                 problems=problems,
                 anomalies=anomalies,
             )
-            rundir.atomic_write(stage / names.report_html, page.encode())
+            storage.atomic_write(stage / names.report_html, page.encode())
             csv_written.result()
             _swap_into_place(stage, final_dir)
         except BaseException:
@@ -223,6 +221,8 @@ def _duration(record: rundir.RunRecord) -> str | None:
         ).total_seconds()
     except ValueError:
         return None
+    if seconds < 0:  # a clock that went back, or a hand-edited run.json: no duration to show
+        return None
     hours, rest = divmod(int(seconds), 3600)
     return (
         f"{hours}h {rest // 60:02d}m {rest % 60:02d}s"
@@ -233,11 +233,13 @@ def _duration(record: rundir.RunRecord) -> str | None:
 
 def _make_stage(run_dir: Path) -> Path:
     graphs = run_dir / rundir.GRAPHS_DIR
-    if graphs.exists() and not graphs.is_dir():
-        raise RunDirectoryError(graphs, "is in the way: it is not a folder (left untouched)")
+    if storage.lexists(graphs) and not storage.is_real_dir(graphs):
+        raise UnsafePathError(
+            graphs, f"is {storage.kind_of(graphs)}, not a folder: left untouched, no report"
+        )
     _remove_abandoned_stages(run_dir)
     try:
-        return rundir.make_hidden_dir(run_dir, f".{rundir.GRAPHS_DIR}.new-")
+        return storage.make_hidden_dir(run_dir, f".{rundir.GRAPHS_DIR}.new-")
     except OSError as exc:
         raise RunDirectoryError(
             run_dir, f"cannot write a report here ({exc.strerror or exc})"
@@ -245,21 +247,39 @@ def _make_stage(run_dir: Path) -> Path:
 
 
 def _remove_abandoned_stages(run_dir: Path) -> None:
-    """Staging folders of a render that was killed: safe to remove, as we hold the lock."""
+    """Staging folders of a render that was killed: safe to remove, as we hold the lock.
+    (rmtree works through directory descriptors and never follows a link inside.)"""
     for entry in os.scandir(run_dir):
         if entry.name.startswith(STAGE_PREFIXES) and entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _swap_into_place(stage: Path, final_dir: Path) -> None:
-    """Replace `final_dir` by `stage`. Files there that lossreport did not make are kept."""
-    if not final_dir.exists():
+    """Replace `final_dir` by `stage`. Files there that lossreport did not make are kept.
+
+    `final_dir` is opened without following a symlink, and its entries are moved relative to
+    that descriptor: a `loss_graphs` swapped for a link meanwhile is refused, never emptied.
+    """
+    try:
+        final_fd = storage.open_dir(final_dir)
+    except FileNotFoundError:
         os.rename(stage, final_dir)
         return
-    for entry in os.scandir(final_dir):
-        if not entry.name.startswith(REPORT_PREFIXES) and not (stage / entry.name).exists():
-            os.rename(entry.path, stage / entry.name)  # someone else's file: carry it over
-    retired = rundir.make_hidden_dir(final_dir.parent, f".{rundir.GRAPHS_DIR}.old-")
+    try:
+        stage_fd = storage.open_dir(stage)
+        try:
+            with os.scandir(final_fd) as entries:
+                names = [entry.name for entry in entries]
+            for name in names:
+                if name.startswith(REPORT_PREFIXES) or storage.lexists(stage / name):
+                    continue
+                # someone else's file: carry it over
+                os.rename(name, name, src_dir_fd=final_fd, dst_dir_fd=stage_fd)
+        finally:
+            os.close(stage_fd)
+    finally:
+        os.close(final_fd)
+    retired = storage.make_hidden_dir(final_dir.parent, f".{rundir.GRAPHS_DIR}.old-")
     os.rename(final_dir, retired / rundir.GRAPHS_DIR)
     os.rename(stage, final_dir)
     shutil.rmtree(retired, ignore_errors=True)

@@ -13,6 +13,7 @@ import re
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import Any
 
 import jinja2
@@ -20,6 +21,7 @@ import markupsafe
 
 from . import __version__
 from .outputs import Chart
+from .rundir import GRAPHS_DIR
 
 TEMPLATE = "report.html.j2"
 INDEX_TEMPLATE = "index.html.j2"
@@ -79,12 +81,14 @@ def render_html(
     run: dict[str, Any],
     stats: dict[str, Any],
     charts: list[Chart],
+    combined_chart: str,
     files: dict[str, str],
     problems: list[str],
     anomalies: list[str],
 ) -> str:
-    """The report page. `run` holds run.json's fields (and `duration`); `files` maps a label to
-    a file name in the same folder."""
+    """The report page. `run` holds run.json's fields (and `duration`); `combined_chart` is the
+    file name of the all-losses chart among `charts`; `files` maps a label to a file name in
+    the same folder."""
     images = [
         {
             "title": chart.title,
@@ -93,7 +97,7 @@ def render_html(
         }
         for chart in charts
     ]
-    combined = [image for image in images if image["name"].startswith("loss_curves_combined_")]
+    combined = [image for image in images if image["name"] == combined_chart]
     per_loss = [image for image in images if image not in combined]
     return _page(
         TEMPLATE,
@@ -126,11 +130,13 @@ def render_index(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def index_row(entry: dict[str, Any]) -> dict[str, Any]:
-    """An index row from a render marker's entry, whatever an older version (or a hand edit)
-    left in it: known fields only, each of the type the page expects. The overview curves are
-    kept as one compact JSON string (HTML-safe), not as thousands of Python objects: the
-    daemon holds a row for every run it has seen."""
+def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """An index row for the run in folder `run_name` from its render marker's entry, whatever
+    an older version (or a hand edit) left in it: known fields only, each of the type the page
+    expects. The name and the report link come from the folder, never from the marker, so a
+    renamed run shows its new name and a marker cannot point the page elsewhere. The overview
+    curves are kept as one compact JSON string (HTML-safe), not as thousands of Python objects:
+    the daemon holds a row for every run it has seen."""
 
     def text(key: str) -> str:
         value = entry.get(key)
@@ -147,8 +153,9 @@ def index_row(entry: dict[str, Any]) -> dict[str, Any]:
     curves = entry.get("curves")
     curves = curves if isinstance(curves, dict) else {}
     status = text("status")
+    report_name = PurePosixPath(text("report")).name
     return {
-        "run_id": text("run_id"),
+        "run_id": run_name,
         "status": status,
         "status_class": status if status in STATUS_CLASSES else "unknown",
         "model": text("model"),
@@ -158,7 +165,8 @@ def index_row(entry: dict[str, Any]) -> dict[str, Any]:
         "final": {str(k): number(v) for k, v in final.items()} if isinstance(final, dict) else {},
         "problems": count("problems"),
         "anomalies": count("anomalies"),
-        "report": text("report"),
+        "report": f"{run_name}/{GRAPHS_DIR}/{report_name}" if report_name else "",
+        "error": text("error"),
         "rendered_at": text("rendered_at"),
         "losses": [str(name) for name in curves],
         "curves_json": _script_json(curves),

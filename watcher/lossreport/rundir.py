@@ -1,7 +1,7 @@
 """The run-directory format, `lossreport.run/1`: the only module that knows its file names.
 
 A run directory holds `run.json` (metadata and status, always replaced atomically) and
-`losses/part-NNNNNN[-rankR].parquet` shards (`step` int64, `wall_time` float64, one float64
+`losses/part-NNNNNN[-rankR][-wTOKEN].parquet` shards (`step` int64, `wall_time` float64, one float64
 column per loss). The trainer, the renderer and the daemon all read and write through here.
 See docs/run-directory-format.md for the contract other writers can implement.
 """
@@ -12,20 +12,19 @@ import json
 import logging
 import os
 import re
-import tempfile
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import CorruptShardError, MalformedRunFileError, RunDirectoryError
+from . import storage
+from .errors import CorruptShardError, MalformedRunFileError, RunDirectoryError, UnsafePathError
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +42,10 @@ FAILED = "failed"
 STATUSES = frozenset({RUNNING, COMPLETED, FAILED})
 FINISHED_STATUSES = frozenset({COMPLETED, FAILED})
 
-_SHARD_RE = re.compile(r"^part-(\d{6,})(?:-rank(\d+))?\.parquet$")
+_SHARD_RE = re.compile(r"^part-(\d{6,})(?:-rank(\d+))?(?:-w([0-9A-Za-z]{1,32}))?\.parquet$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME_LENGTH = 100
+MAX_RUN_FILE_DEPTH = 32  # config nesting deeper than this makes run.json malformed
 
 
 def clean_name(text: str) -> str:
@@ -92,20 +92,34 @@ class RunRecord:
 
 
 def looks_like_run(path: Path) -> bool:
-    """A directory holding run.json or a losses/ folder (a run whose run.json was lost)."""
-    return (path / RUN_FILE).is_file() or (path / LOSSES_DIR).is_dir()
+    """A real directory (not a symlink to one) holding something named run.json or losses
+    (a run whose run.json was lost still has its shards). What those are is checked when read.
+    """
+    return storage.is_real_dir(path) and (
+        storage.lexists(path / RUN_FILE) or storage.lexists(path / LOSSES_DIR)
+    )
+
+
+def is_run_name(name: str) -> bool:
+    """A name that can only mean a run directly inside the runs directory."""
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
 
 
 def list_run_dirs(runs_dir: Path) -> list[Path]:
-    """The run directories directly inside `runs_dir` (hidden folders are lossreport's own).
-    Raises OSError when `runs_dir` cannot be listed."""
+    """The run directories directly inside `runs_dir` (hidden folders are lossreport's own;
+    symlinks are never entered). Raises OSError when `runs_dir` cannot be listed."""
     with os.scandir(runs_dir) as entries:
-        folders = [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir()]
+        folders = [
+            Path(e.path)
+            for e in entries
+            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+        ]
     return [folder for folder in folders if looks_like_run(folder)]
 
 
-def shard_name(seq: int, rank: int | None = None) -> str:
-    suffix = "" if rank is None else f"-rank{rank}"
+def shard_name(seq: int, rank: int | None = None, writer: str | None = None) -> str:
+    """`part-NNNNNN[-rankR][-wTOKEN].parquet`: TOKEN keeps concurrent writers' names apart."""
+    suffix = ("" if rank is None else f"-rank{rank}") + ("" if writer is None else f"-w{writer}")
     return f"part-{seq:06d}{suffix}.parquet"
 
 
@@ -120,97 +134,73 @@ def parse_shard_name(name: str) -> tuple[int, int | None] | None:
 def iter_shards(run_dir: Path) -> Iterator[tuple[int, int | None, Path]]:
     """Every complete shard of a run, in write order. Hidden temp files never match."""
     losses = run_dir / LOSSES_DIR
+    if storage.lexists(losses) and not storage.is_real_dir(losses):
+        raise UnsafePathError(losses, f"is {storage.kind_of(losses)}, not a folder; not read")
     try:
         entries = list(os.scandir(losses))
     except FileNotFoundError:
         return
     except OSError as exc:
         raise RunDirectoryError(losses, f"cannot be listed ({exc.strerror or exc})") from exc
+    # Write order: sequence number, then rank (none first), then writer token (none first, then
+    # ASCII): concurrent writers' shards of one number have no true order, only a fixed one.
     found = []
     for entry in entries:
-        parsed = parse_shard_name(entry.name)
-        if parsed is not None:
-            found.append((parsed[0], -1 if parsed[1] is None else parsed[1], Path(entry.path)))
-    for seq, rank, path in sorted(found):
-        yield seq, None if rank == -1 else rank, path
+        match = _SHARD_RE.match(entry.name)
+        if match is not None:
+            seq, rank, writer = match.groups()
+            found.append((int(seq), -1 if rank is None else int(rank), writer or "", entry.path))
+    for seq, rank, _writer, path in sorted(found):
+        yield seq, None if rank == -1 else rank, Path(path)
 
 
 def next_shard_seq(run_dir: Path, rank: int | None) -> int:
-    """The sequence number after the highest shard this rank has written (1 for a new run)."""
-    seqs = [seq for seq, shard_rank, _ in iter_shards(run_dir) if shard_rank == rank]
+    """The number after the highest shard of this rank, by any writer (1 for a new run).
+
+    Unranked and rank-0 shards make one history, so they share one count: a resume with or
+    without `all_ranks` still writes after everything before it.
+    """
+    history = (None, 0)
+    ranks = history if rank in history else (rank,)
+    seqs = [seq for seq, shard_rank, _ in iter_shards(run_dir) if shard_rank in ranks]
     return max(seqs, default=0) + 1
 
 
-@contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A handle whose contents appear at `path` whole, or not at all, when the block ends.
+def write_shard(
+    run_dir: Path, seq: int, table: pa.Table, rank: int | None = None, writer: str | None = None
+) -> Path:
+    """Write one shard under a hidden temp name, then move it into place.
 
-    The data go to a hidden temp file in the same folder, are fsynced and renamed into place;
-    on any error the temp file is removed and `path` keeps what it had.
+    Never replaces a shard (FileExistsError): the name carries the writer's token, and the
+    move itself refuses an existing file.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp's 0600 would hide it from others
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@cache
-def process_umask() -> int:
-    """The umask, read without changing it (os.umask can only be read by setting it)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def make_hidden_dir(parent: Path, prefix: str) -> Path:
-    """A new uniquely named folder, with the permissions a plain mkdir would give it."""
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
-    path.chmod(0o777 & ~process_umask())
-    return path
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    with atomic_file(path) as handle:
-        handle.write(data)
-
-
-def write_shard(run_dir: Path, seq: int, table: pa.Table, rank: int | None = None) -> Path:
-    """Write one shard under a hidden temp name, then rename it into place."""
-    path = run_dir / LOSSES_DIR / shard_name(seq, rank)
-    with atomic_file(path) as handle:
+    path = run_dir / LOSSES_DIR / shard_name(seq, rank, writer)
+    with storage.atomic_file(path, replace=False) as handle:
         pq.write_table(table, handle, compression="zstd")
     return path
 
 
 def write_run_file(run_dir: Path, record: RunRecord) -> None:
-    atomic_write(run_dir / RUN_FILE, record.to_json().encode())
+    storage.atomic_write(run_dir / RUN_FILE, record.to_json().encode())
 
 
 def read_run_file(run_dir: Path) -> RunRecord:
     """Read and check run.json; raises MalformedRunFileError naming what is wrong."""
     path = run_dir / RUN_FILE
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(storage.read_bytes(path, storage.MAX_RUN_FILE_BYTES))
     except FileNotFoundError:
         raise MalformedRunFileError(path, "missing") from None
+    except UnsafePathError as exc:
+        raise MalformedRunFileError(path, exc.reason) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedRunFileError(path, f"not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise MalformedRunFileError(path, "nested too deeply to read") from None
     except OSError as exc:
         raise RunDirectoryError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if _depth_exceeds(doc, MAX_RUN_FILE_DEPTH):
+        raise MalformedRunFileError(path, f"nested deeper than {MAX_RUN_FILE_DEPTH} levels")
     if not isinstance(doc, dict):
         raise MalformedRunFileError(path, "expected a JSON object")
     if doc.get("format") != FORMAT:
@@ -269,7 +259,13 @@ def read_losses(run_dir: Path) -> LossData:
     """
     tables: list[pa.Table] = []
     skipped: list[str] = []
-    for _seq, rank, path in iter_shards(run_dir):
+    try:
+        shards = list(iter_shards(run_dir))
+    except RunDirectoryError as exc:  # losses/ is a link, a file, or cannot be listed
+        logger.warning("skipping %s", exc)
+        shards = []
+        skipped.append(str(exc))
+    for _seq, rank, path in shards:
         if rank not in (None, 0):
             continue
         try:
@@ -285,48 +281,83 @@ def read_losses(run_dir: Path) -> LossData:
 
 
 def read_shard(path: Path) -> pa.Table:
+    # Read whole (bounded, a regular file, not through a link), then parsed from memory.
     # ParquetFile, not pq.read_table: read_table goes through pyarrow.dataset, whose first
     # import costs 0.2-0.3 s of a report's render.
     try:
-        with pq.ParquetFile(path) as shard:
+        data = storage.read_bytes(path, storage.MAX_SHARD_BYTES)
+    except UnsafePathError as exc:
+        raise CorruptShardError(path, exc.reason) from exc
+    except OSError as exc:
+        raise CorruptShardError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        with pq.ParquetFile(pa.BufferReader(data)) as shard:
             return shard.read()
-    except (pa.ArrowException, OSError) as exc:
+    # UnicodeDecodeError: a column name that is not UTF-8, which pyarrow only finds on opening.
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise CorruptShardError(path, f"not a readable Parquet file ({exc})") from exc
 
 
 def _normalise_shard(table: pa.Table, path: Path, notes: list[str]) -> pa.Table:
-    """Cast a shard, ours or another writer's, to step int64, wall_time float64, losses float64."""
-    if STEP not in table.column_names:
+    """Cast a shard, ours or another writer's, to step int64, wall_time float64, losses float64.
+
+    Raises CorruptShardError for a shard whose rows or columns cannot be told apart (no integer
+    `step`, a step beyond int64, a column name used twice), or that Arrow cannot convert.
+    """
+    try:
+        return _normalised(table, path, notes)
+    except pa.ArrowException as exc:  # a type or value another writer chose that has no rule here
+        raise CorruptShardError(path, f"cannot be read as losses ({exc})") from exc
+
+
+def _normalised(table: pa.Table, path: Path, notes: list[str]) -> pa.Table:
+    names = table.column_names
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:  # which of the two is the loss? pyarrow cannot even select one by name
+        raise CorruptShardError(path, f"has more than one column named {repeated[0]!r}")
+    if STEP not in names:
         raise CorruptShardError(path, "has no 'step' column")
     step = table.column(STEP)
     if not pa.types.is_integer(step.type):
         raise CorruptShardError(path, f"'step' column is {step.type}, expected an integer")
     if step.null_count:
         notes.append(f"{path}: {step.null_count} rows without a step were skipped")
-        table = table.filter(step.is_valid())
-    columns = {STEP: table.column(STEP).cast(pa.int64())}
-    if WALL_TIME in table.column_names:
+        valid = step.is_valid()
+        table, step = table.filter(valid), step.filter(valid)
+    try:
+        columns = {STEP: step.cast(pa.int64())}
+    except pa.ArrowInvalid as exc:  # a uint64 step above 2**63 - 1
+        raise CorruptShardError(path, f"'step' column does not fit int64 ({exc})") from exc
+    if WALL_TIME in names:
         columns[WALL_TIME] = _as_seconds(table.column(WALL_TIME), path, notes)
     else:
         columns[WALL_TIME] = pa.nulls(table.num_rows, pa.float64())
-    for name in table.column_names:
+    for name in names:
         if name in RESERVED_COLUMNS:
             continue
         column = table.column(name)
-        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-            columns[name] = column.cast(pa.float64())
+        if _is_number(column.type):
+            # Unsafe: an integer or decimal loss that float64 cannot hold exactly is rounded, as
+            # any loss is; a safe cast would refuse the whole column.
+            columns[name] = column.cast(pa.float64(), safe=False)
         else:
             notes.append(f"{path}: column {name!r} of type {column.type} is not a number, skipped")
     return pa.table(columns)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+    )
 
 
 def _as_seconds(column: pa.ChunkedArray, path: Path, notes: list[str]) -> pa.ChunkedArray:
     if pa.types.is_timestamp(column.type):
         per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
         seconds = np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), float)
-        return pa.chunked_array([pa.array(seconds / per_second)])
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return column.cast(pa.float64())
+        return pa.chunked_array([pa.array(seconds / per_second, from_pandas=True)])  # NaN: null
+    if _is_number(column.type):
+        return column.cast(pa.float64(), safe=False)
     notes.append(f"{path}: 'wall_time' of type {column.type} is not a time, ignored")
     return pa.chunked_array([pa.nulls(len(column), pa.float64())])
 
@@ -339,6 +370,20 @@ def _keep_last_write_per_step(table: pa.Table) -> pa.Table:
     _, first_in_reversed = np.unique(steps[::-1], return_index=True)
     keep = len(steps) - 1 - first_in_reversed
     return table.take(pa.array(keep))
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    """Whether a parsed JSON document nests deeper than `limit` (walked without recursion, so
+    that later code, which does recurse, never meets a document deep enough to overflow)."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _text(value: Any, default: str) -> str:

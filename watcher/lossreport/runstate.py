@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import rundir
-from .errors import MalformedRunFileError, RunDirectoryError
+from . import rundir, storage
+from .errors import RunDirectoryError
 
 MARKER = ".lossreport-rendered.json"
 STALLED = "stalled"
@@ -43,24 +43,29 @@ class RunState:
 
 
 def read_state(run_dir: Path) -> RunState:
-    """Stat the inputs and read run.json (small); never raises for a broken run."""
+    """Stat the inputs (never following a link) and read run.json (bounded); never raises for
+    a broken run: whatever is wrong is for the render to report."""
     entries: list[str] = []
     status: str | None = None
     heartbeat: datetime | None = None
     try:
-        run_file = (run_dir / rundir.RUN_FILE).stat()
+        run_file = os.lstat(run_dir / rundir.RUN_FILE)
         entries.append(f"run.json:{run_file.st_size}:{run_file.st_mtime_ns}")
         record = rundir.read_run_file(run_dir)
         status, heartbeat = record.status, rundir.parse_time(record.heartbeat_at)
-    except (OSError, MalformedRunFileError, ValueError):
+    except (OSError, ValueError):  # RunDirectoryError (a malformed run.json) is an OSError
         pass
-    try:
-        for entry in sorted(os.scandir(run_dir / rundir.LOSSES_DIR), key=lambda e: e.name):
-            if rundir.parse_shard_name(entry.name) is not None:
-                info = entry.stat()
-                entries.append(f"{entry.name}:{info.st_size}:{info.st_mtime_ns}")
-    except OSError:
-        pass
+    losses = run_dir / rundir.LOSSES_DIR
+    if storage.is_real_dir(losses):
+        try:
+            for entry in sorted(os.scandir(losses), key=lambda e: e.name):
+                if rundir.parse_shard_name(entry.name) is not None:
+                    info = entry.stat(follow_symlinks=False)
+                    entries.append(f"{entry.name}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            pass
+    elif storage.lexists(losses):
+        entries.append("losses:not-a-folder")
     return RunState(run_dir, status, heartbeat, "|".join(entries))
 
 
@@ -74,17 +79,22 @@ class RenderedMarker:
 
 
 def read_marker(run_dir: Path) -> RenderedMarker | None:
+    """The last render's marker, or None when there is none or it is not one of ours (the run's
+    owner can edit it: anything unexpected reads as "never rendered")."""
+    graphs = run_dir / rundir.GRAPHS_DIR
+    if not storage.is_real_dir(graphs):
+        return None
     try:
-        doc = json.loads((run_dir / rundir.GRAPHS_DIR / MARKER).read_text())
+        doc = json.loads(storage.read_bytes(graphs / MARKER, storage.MAX_MARKER_BYTES))
         return RenderedMarker(str(doc["fingerprint"]), str(doc["status"]), dict(doc["entry"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
 def write_marker(run_dir: Path, marker: RenderedMarker) -> None:
     doc = {"fingerprint": marker.fingerprint, "status": marker.status, "entry": marker.entry}
     try:
-        rundir.atomic_write(run_dir / rundir.GRAPHS_DIR / MARKER, json.dumps(doc).encode())
+        storage.atomic_write(run_dir / rundir.GRAPHS_DIR / MARKER, json.dumps(doc).encode())
     except OSError as exc:
         raise RunDirectoryError(run_dir, f"cannot record the render ({exc})") from exc
 

@@ -8,7 +8,10 @@ flusher's job (flusher.py) and file formats are rundir.py's.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -35,6 +38,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FLUSH_EVERY = 1000
 DEFAULT_FLUSH_SECS = 10.0
+# A running run whose heartbeat is younger than this (or than three of the resuming run's
+# flush_secs, if longer) may still have a live writer: resuming it warns.
+LIVE_WRITER_SECS = 60.0
+MAX_CONFIG_DEPTH = rundir.MAX_RUN_FILE_DEPTH - 1  # run.json's own object is one level
+_HASH_DIGITS = 8
+_MAX_DIRECTORY_NAME = 100  # rundir.clean_name's limit
+_GENERATED_PREFIX = _MAX_DIRECTORY_NAME - len("_20250101-000000_abcdef")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -54,8 +64,14 @@ def start_run(
     """Create (or resume, when `run_id` names an existing run) a run directory under `runs_dir`.
 
     Args:
-        model, hook, architecture, config: recorded in run.json and shown in reports.
-        run_id: the directory name; by default `{model}_{hook}_{UTC time}_{random}`.
+        model, hook, architecture, config: recorded in run.json and shown in reports. `config`
+            must be storable as JSON: string keys, finite floats, at most
+            `MAX_CONFIG_DEPTH` levels of dicts and lists; other values are stored as `str()`.
+        run_id: the run's id, recorded in run.json; by default
+            `{model}_{hook}_{UTC time}_{random}`. It is also the directory name when it is one
+            already (`[A-Za-z0-9._-]`, at most 100 characters, no leading or trailing `.-_`);
+            otherwise the directory is its cleaned form plus a hash of the id
+            (`exp/1` -> `exp_1-3f9a2c1b`), so distinct ids never share a directory.
         flush_every, flush_secs: write a shard after this many steps or seconds.
         all_ranks: under torch.distributed, let every rank write (shards carry the rank);
             by default only rank 0 writes and the other ranks' `log` does nothing.
@@ -64,32 +80,53 @@ def start_run(
 
     Raises:
         RunDirectoryError: `runs_dir` or the run directory cannot be written, now rather than
-            at the first flush.
+            at the first flush; or the directory holds another run id's run.json.
+        ValueError: a bad argument, such as a config value run.json cannot store (named by its
+            dotted key); nothing is created then.
+
+    Resuming a run whose run.json shows another process still writing it (a fresh heartbeat,
+    and on this host a live pid) logs a warning naming that process: both keep their rows.
     """
     if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
         raise ValueError(f"flush_every must be a positive integer, got {flush_every!r}")
     if not flush_secs > 0:
         raise ValueError(f"flush_secs must be positive, got {flush_secs!r}")
+    if run_id is not None and not isinstance(run_id, str):
+        raise ValueError(f"run_id must be a string, got {type(run_id).__name__}")
+    config = _checked_config(config)
     settings: dict[str, Any] = {
         "flush_every": flush_every,
         "flush_secs": flush_secs,
         "max_unwritten_rows": max_unwritten_rows,
     }
     rank = _distributed_rank()
-    run_id = rundir.clean_name(run_id if run_id is not None else _agreed_run_id(model, hook))
-    path = Path(runs_dir) / run_id
+    run_id = run_id if run_id is not None else _agreed_run_id(model, hook)
+    path = Path(runs_dir) / directory_name(run_id)
     if rank not in (None, 0) and not all_ranks:
-        return Run(path, None, rank=rank, **settings)
+        return Run(path, None, run_id=run_id, rank=rank, **settings)
+    record, warned = None, False
+    if rank in (None, 0):  # rank 0 alone owns run.json
+        live_secs = max(LIVE_WRITER_SECS, 3 * flush_secs)
+        record, warned = _new_or_resumed_record(
+            path, run_id, model, hook, architecture, config, live_secs
+        )
     _prepare_directory(path)
-    if rank not in (None, 0):  # every rank writes shards; rank 0 alone owns run.json
-        return Run(path, None, rank=rank, writes_shards=True, **settings)
-    record = _new_or_resumed_record(path, run_id, model, hook, architecture, config or {})
+    if record is None:  # every rank writes shards
+        return Run(path, None, run_id=run_id, rank=rank, writes_shards=True, **settings)
     try:
         rundir.write_run_file(path, record)
     except OSError as exc:
         raise RunDirectoryError(path, f"cannot write run.json ({exc.strerror or exc})") from exc
     shard_rank = rank if all_ranks and rank is not None else None
-    return Run(path, record, rank=shard_rank, writes_shards=True, **settings)
+    return Run(
+        path,
+        record,
+        run_id=run_id,
+        rank=shard_rank,
+        writes_shards=True,
+        other_writer_warned=warned,
+        **settings,
+    )
 
 
 class Run:
@@ -100,14 +137,18 @@ class Run:
         path: Path,
         record: rundir.RunRecord | None,
         *,
+        run_id: str,
         flush_every: int,
         flush_secs: float,
         rank: int | None,
         writes_shards: bool = False,
         max_unwritten_rows: int = DEFAULT_MAX_UNWRITTEN_ROWS,
+        other_writer_warned: bool = False,
     ) -> None:
         self.path = path
+        self._run_id = run_id
         self._record = record
+        self._other_writer_seen = other_writer_warned  # a second writer is warned about once
         self._flush_every = flush_every
         self._names: set[str] = set()
         self._closed = False
@@ -130,7 +171,9 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return self.path.name
+        """The id given to `start_run` (or generated), as run.json records it; `path.name` is
+        its directory, which differs when the id had to be cleaned into a file name."""
+        return self._run_id
 
     @property
     def tracking_enabled(self) -> bool:
@@ -148,7 +191,8 @@ class Run:
         if type(step) is not int or not _INT64_MIN <= step <= _INT64_MAX:
             step = check_step(step)
         if not losses or not losses.keys() <= self._names:
-            self._admit_names(losses)
+            self._log_with_new_names(step, losses)
+            return
         for value in losses.values():
             if type(value) is not float:
                 # A new row rather than an update in place: the call's dict held tensors, so
@@ -243,20 +287,50 @@ class Run:
         except LossReportError:
             logger.exception("%s: closing after %s", self.path, type(exc).__name__)
 
-    def _admit_names(self, losses: dict[str, Any]) -> None:
+    def _log_with_new_names(self, step: int, losses: dict[str, Any]) -> None:
+        """`log` for a call that names a loss for the first time, off the hot path.
+
+        Every name and value is checked before any name becomes a column, so a refused call
+        leaves no empty column behind in shards, CSV or report.
+        """
         if not losses:
             raise InvalidLossError(
                 "log() needs at least one loss, e.g. log(step, mse_loss=x)", key=""
             )
-        for name in losses:
-            if name not in self._names:
-                self._names.add(check_loss_name(name))
-                self._flusher.add_column(name)  # type: ignore[union-attr]
+        new = [check_loss_name(name) for name in losses if name not in self._names]
+        row = {k: v if type(v) is float else coerce_loss_value(k, v) for k, v in losses.items()}
+        flusher: ShardFlusher = self._flusher  # type: ignore[assignment]  # set when tracking
+        for name in new:  # the columns before the row: a flush in between must not drop it
+            self._names.add(name)
+            flusher.add_column(name)
+        row[STEP] = step
+        row[WALL_TIME] = _now()
+        self._rows.append(row)
+        if len(self._rows) == self._flush_every:
+            flusher.wake()
 
     def _write_heartbeat(self) -> None:
         if self._record is not None:
+            if not self._other_writer_seen:
+                self._notice_other_writer()
             self._record.heartbeat_at = rundir.utc_now()
             rundir.write_run_file(self.path, self._record)
+
+    def _notice_other_writer(self) -> None:
+        """Warn, once, if run.json was rewritten by another process since this one wrote it."""
+        try:
+            on_disk = rundir.read_run_file(self.path)
+        except OSError:  # missing or damaged: the heartbeat about to be written replaces it
+            return
+        record: rundir.RunRecord = self._record  # type: ignore[assignment]  # checked by caller
+        if (on_disk.host, on_disk.pid) != (record.host, record.pid):
+            self._other_writer_seen = True
+            logger.warning(
+                "%s: run.json was rewritten by %s: two jobs are logging this run at once? "
+                "Both keep their rows, but a step both log keeps only one of the two writes",
+                self.path,
+                _process(on_disk),
+            )
 
     def _install_sigterm_hook(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -313,6 +387,62 @@ def _prepare_directory(path: Path) -> None:
         raise RunDirectoryError(path, f"cannot be written ({exc.strerror or exc})") from exc
 
 
+def directory_name(run_id: str) -> str:
+    """The run directory's name for `run_id`: the id itself when it is already a clean name,
+    else its cleaned form plus a stable hash of the id, so that ids which clean alike (`exp/1`
+    and `exp_1`, two non-Latin names) never share a directory."""
+    cleaned = rundir.clean_name(run_id)
+    if cleaned == run_id:
+        return run_id
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_DIGITS]
+    stem = cleaned[: _MAX_DIRECTORY_NAME - _HASH_DIGITS - 1].rstrip("._-")
+    return f"{stem}-{digest}"
+
+
+def _checked_config(config: object) -> dict[str, Any]:
+    """`config` if run.json can store it; else ValueError naming the first key that it cannot.
+
+    Checked before anything is created, so a refused config leaves no run directory behind.
+    """
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict, got {type(config).__name__}")
+    pending: list[tuple[object, str, int]] = [(config, "", 1)]
+    while pending:  # a walk, not recursion: a config nested past the stack is refused too
+        value, key, depth = pending.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth > MAX_CONFIG_DEPTH:
+                raise ValueError(
+                    f"config key {key!r} is nested more than {MAX_CONFIG_DEPTH} levels deep "
+                    "(or contains itself); run.json allows no deeper"
+                )
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    inner = f"{key}.{name}" if key else str(name)
+                    if not isinstance(name, str):
+                        raise ValueError(
+                            f"config key {inner!r} is {_article(name)}; "
+                            "run.json (JSON) needs string keys"
+                        )
+                    pending.append((item, inner, depth + 1))
+            else:
+                pending.extend((item, f"{key}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config key {key!r} is {value!r}; run.json (JSON) has no NaN or inf")
+        elif not isinstance(value, str | bool | None):
+            try:  # what RunRecord.to_json will do with it: ints as they are, the rest as str()
+                json.dumps(value, default=str)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"config key {key!r} cannot be stored in run.json: {exc}") from exc
+    return config
+
+
+def _article(value: object) -> str:
+    kind = type(value).__name__
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
 def _new_or_resumed_record(
     path: Path,
     run_id: str,
@@ -320,11 +450,13 @@ def _new_or_resumed_record(
     hook: str,
     architecture: str | None,
     config: dict[str, Any],
-) -> rundir.RunRecord:
+    live_secs: float,
+) -> tuple[rundir.RunRecord, bool]:
+    """The record to write, and whether another live writer of the run was warned about."""
     now = rundir.utc_now()
-    host, pid = socket.gethostname(), os.getpid()
+    host, pid = _this_process()
     if not (path / rundir.RUN_FILE).exists():
-        return rundir.RunRecord(
+        record = rundir.RunRecord(
             run_id,
             model,
             hook,
@@ -335,8 +467,16 @@ def _new_or_resumed_record(
             host=host,
             pid=pid,
         )
+        return record, False
     record = rundir.read_run_file(path)  # a resume: keep started_at so report names stay put
+    if record.run_id != run_id:
+        raise RunDirectoryError(
+            path,
+            f"holds run {record.run_id!r}, not {run_id!r} (their ids clean to one directory "
+            f"name); choose another run_id",
+        )
     logger.info("%s: resuming run started at %s", path, record.started_at)
+    warned = _warn_if_still_written(path, record, live_secs)
     record.model, record.hook, record.architecture, record.config = (
         model,
         hook,
@@ -345,7 +485,48 @@ def _new_or_resumed_record(
     )
     record.status, record.finished_at, record.error = rundir.RUNNING, None, None
     record.heartbeat_at, record.host, record.pid = now, host, pid
-    return record
+    return record, warned
+
+
+def _warn_if_still_written(path: Path, record: rundir.RunRecord, live_secs: float) -> bool:
+    """Warn when run.json says another process is writing this run now: it says running, its
+    heartbeat is younger than `live_secs`, and (on this host, where it can be checked) that
+    process is alive. Both writers keep their rows; a step both log keeps only one write."""
+    if record.status != rundir.RUNNING or (record.host, record.pid) == _this_process():
+        return False
+    age = (datetime.now(UTC) - rundir.parse_time(record.heartbeat_at)).total_seconds()
+    if age >= live_secs:
+        return False
+    if record.host == _this_process()[0] and not _pid_alive(record.pid):
+        return False
+    logger.warning(
+        "%s: %s was logging this run %.0f s ago and may still be: two jobs logging one run? "
+        "Both keep their rows, but a step both log keeps only one of the two writes",
+        path,
+        _process(record),
+        max(age, 0.0),
+    )
+    return True
+
+
+def _this_process() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negative pids would signal process groups
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, as another user
+        return True
+    return True
+
+
+def _process(record: rundir.RunRecord) -> str:
+    return f"another process (host {record.host or 'unknown'}, pid {record.pid})"
 
 
 def _process_group() -> Any:
@@ -367,7 +548,9 @@ def _distributed_rank() -> int | None:
 def _agreed_run_id(model: str, hook: str) -> str:
     """A fresh run id; under torch.distributed every rank takes rank 0's (one broadcast)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_id = f"{model}_{hook}_{stamp}_{secrets.token_hex(3)}"
+    # Clean and short enough to be its own directory name, random part included.
+    prefix = rundir.clean_name(f"{model}_{hook}")[:_GENERATED_PREFIX].rstrip("._-")
+    run_id = f"{prefix}_{stamp}_{secrets.token_hex(3)}"
     group = _process_group()
     if group is not None:
         shared = [run_id]

@@ -38,12 +38,11 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from . import report, rundir
-from .errors import RunDirectoryError
-from .jobs import MailJob, render_job, warm_up
+from . import report, rundir, storage
+from .errors import RunBusy, RunDirectoryError
+from .jobs import MailJob, render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
 from .outbox import Outbox, OutboxSender
-from .render import RunBusy
 from .runstate import read_marker, read_state, render_reason
 from .sdnotify import Notifier
 from .smtp import SmtpSettings
@@ -89,6 +88,12 @@ class WatchOptions:
     mail: MailJob | None = None  # email each finished run (completed, failed, stalled)
     smtp: SmtpSettings | None = None
     mail_retry: float = 30.0  # first retry of a failed send; doubles up to an hour
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if not self.poll_interval > 0:  # zero would poll in a busy loop
+            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
 
 
 @dataclass
@@ -160,9 +165,9 @@ class Watcher:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=max(1, self.options.workers),
+            max_workers=self.options.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=warm_up,
+            initializer=start_worker,
         )
 
     def _restart_pool(self) -> None:
@@ -214,7 +219,8 @@ class Watcher:
             self._wakeup.wait(self._sleep_time(now, next_health))
 
     def _sleep_time(self, now: float, next_health: float) -> float:
-        deadlines = [next_health, *self._dirty.values(), *(r.due for r in self._retries.values())]
+        retries = (r.due for name, r in self._retries.items() if name not in self._in_flight)
+        deadlines = [next_health, *self._dirty.values(), *retries]
         if self._index_due is not None:
             deadlines.append(self._index_due)
         return max(0.01, min(deadlines) - now)
@@ -247,27 +253,38 @@ class Watcher:
     def _scan(self) -> int:
         run_dirs = self._run_dirs()
         for run_dir in run_dirs:
-            marker = read_marker(run_dir)
-            if marker is not None and run_dir.name not in self._entries:
-                self._entries[run_dir.name] = report.index_row(marker.entry)
-                self._index_due = self._index_due or time.monotonic()
-            self._consider(run_dir.name, marker=marker)
+            self._consider(run_dir.name)
         gone = self._entries.keys() - {run_dir.name for run_dir in run_dirs}
-        for name in gone:  # deleted or moved away: drop it from the index
-            del self._entries[name]
-            self._running.discard(name)
-        if gone:
-            self._index_due = self._index_due or time.monotonic()
+        for name in gone:  # deleted or moved away
+            self._forget(name)
         return len(run_dirs)
 
-    def _consider(self, name: str, *, retrying: bool = False, marker: Any = None) -> None:
+    def _forget(self, name: str) -> None:
+        """A run that is no longer there (deleted, renamed): drop all we knew of it."""
+        self._retries.pop(name, None)
+        self._running.discard(name)
+        self._last_live.pop(name, None)
+        self._again.discard(name)
+        if self._entries.pop(name, None) is not None:
+            self._index_due = self._index_due or time.monotonic()
+
+    def _consider(self, name: str, *, retrying: bool = False) -> None:
+        """Decide whether run `name` needs a render and submit it. Whatever goes wrong with one
+        run (a hostile run.json, a vanished folder) stays with that run."""
         if name in self._in_flight:
             self._again.add(name)  # look again when the current render ends
             return
         if name in self._retries and not retrying:
             return  # a failing run waits for its backoff
+        try:
+            self._consider_run(name)
+        except Exception as exc:
+            self._schedule_retry(name, exc)
+
+    def _consider_run(self, name: str) -> None:
         run_dir = self.runs_dir / name
         if not rundir.looks_like_run(run_dir):
+            self._forget(name)
             return
         state = read_state(run_dir)
         now_utc = datetime.now(UTC)
@@ -275,7 +292,10 @@ class Watcher:
             self._running.add(name)
         else:
             self._running.discard(name)
-        marker = marker if marker is not None else read_marker(run_dir)
+        marker = read_marker(run_dir)
+        if marker is not None and name not in self._entries:  # known from an earlier render
+            self._entries[name] = report.index_row(marker.entry, name)
+            self._index_due = self._index_due or time.monotonic()
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
         status = state.display_status(now_utc, self.options.stale_after)
         if reason is None and self._live_render_due(name, state.status):
@@ -327,11 +347,14 @@ class Watcher:
                 self._schedule_retry(name, exc)
                 continue
             except Exception as exc:  # a render failure must never stop the daemon
-                self._schedule_retry(name, exc)
+                if rundir.looks_like_run(self.runs_dir / name):
+                    self._schedule_retry(name, exc)
+                else:  # deleted while it was rendered: nothing to retry
+                    self._forget(name)
                 continue
             self._retries.pop(name, None)
             self._last_render = time.monotonic()
-            self._entries[name] = report.index_row(entry)
+            self._entries[name] = report.index_row(entry, name)
             self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
             if fresh and self._sender is not None:
                 self._sender.wake()
@@ -360,6 +383,14 @@ class Watcher:
 
     def _schedule_retry(self, name: str, exc: BaseException) -> None:
         self._failures += 1
+        error = f"{type(exc).__name__}: {exc}"
+        previous = self._entries.get(name)
+        self._entries[name] = (
+            {**previous, "error": error}
+            if previous is not None
+            else report.index_row({"status": "not rendered", "error": error}, name)
+        )
+        self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
         attempts = self._retries[name].attempts + 1 if name in self._retries else 1
         delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
         self._retries[name] = _Retry(attempts, time.monotonic() + delay)
@@ -441,7 +472,7 @@ class Watcher:
         self._index_due = None
         try:
             page = report.render_index(list(self._entries.values()))
-            rundir.atomic_write(self.runs_dir / INDEX_FILE, page.encode())
+            storage.atomic_write(self.runs_dir / INDEX_FILE, page.encode())
         except OSError as exc:
             logger.error(
                 "cannot write %s: %s",

@@ -1,0 +1,50 @@
+"""The serve module's HTTP server in a thread of the test, for limits a test must lower."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lossreport.serve import MAX_CONNECTIONS, REQUEST_TIMEOUT_SECONDS, RunsServer, RunsSite
+from tests.support.server import request
+
+
+@contextmanager
+def server_thread(
+    runs_dir: Path,
+    *,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
+    max_connections: int = MAX_CONNECTIONS,
+) -> Iterator[int]:
+    """Yields the loopback port it listens on; shuts the server down after the block."""
+    server = RunsServer(
+        ("127.0.0.1", 0), RunsSite(runs_dir), timeout=timeout, max_connections=max_connections
+    )
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def closed_unanswered(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` without sending a byte (a reset counts as closed).
+    Blocks until the server sends or closes, or the socket's own timeout."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def status_or_none(port: int) -> int | None:
+    """The status of `GET /`, or None when the server closed the connection instead."""
+    try:
+        return request(port, "/")[0]
+    except ConnectionError:  # http.client's RemoteDisconnected is one
+        return None

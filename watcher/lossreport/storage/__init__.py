@@ -1,0 +1,43 @@
+"""All file I/O the run format needs, safe on a runs tree written by other people.
+
+Anything in a shared runs tree can be a symlink, a FIFO, a device, a directory where a file
+belongs, or a file another process is writing now. So every file is opened without following a
+final symlink and without blocking, must be a regular file, and is read only up to a limit;
+every file and folder is created or replaced relative to a directory descriptor that was itself
+opened without following a symlink, so nothing is ever created, renamed or truncated through
+one. `local` is the only backend today.
+"""
+
+from .local import (
+    MAX_MARKER_BYTES,
+    MAX_RUN_FILE_BYTES,
+    MAX_SHARD_BYTES,
+    atomic_file,
+    atomic_write,
+    exclusive_lock,
+    is_real_dir,
+    kind_of,
+    lexists,
+    make_dir,
+    make_hidden_dir,
+    open_dir,
+    process_umask,
+    read_bytes,
+)
+
+__all__ = [
+    "MAX_MARKER_BYTES",
+    "MAX_RUN_FILE_BYTES",
+    "MAX_SHARD_BYTES",
+    "atomic_file",
+    "atomic_write",
+    "exclusive_lock",
+    "is_real_dir",
+    "kind_of",
+    "lexists",
+    "make_dir",
+    "make_hidden_dir",
+    "open_dir",
+    "process_umask",
+    "read_bytes",
+]
