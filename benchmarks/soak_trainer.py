@@ -2,10 +2,13 @@
 keeps its own record of what it logged and what it knows is flushed.
 
     python benchmarks/soak_trainer.py RUNS_DIR RUN_ID RECORD --architecture A --steps N
-        [--start S] [--phase P] [--late-loss-from K] [--flush-every F] [--step-delay SECONDS]
+        [--start S] [--stride D] [--phase P] [--late-loss-from K] [--flush-every F]
+        [--step-delay SECONDS]
 
-The record gets a line `L step` after each log call and `F step` once an explicit flush has
-returned (every F steps), so after a SIGKILL the checker knows which values must be on disk.
+It logs N steps: S, S+D, S+2D, ... (a stride of 2 lets two trainers share a run id with even
+and odd steps). The record gets a line `L step` after each log call and `F step` once an
+explicit flush has returned (every F log calls), so after a SIGKILL the checker knows which
+values must be on disk.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--architecture", choices=list(LOSSES), required=True)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--phase", type=int, default=0)
     parser.add_argument("--late-loss-from", type=int, default=None)
     parser.add_argument("--flush-every", type=int, default=200)
@@ -62,13 +66,14 @@ def main() -> None:
         flush_secs=3600.0,
     )
     with run, open(args.record, "a", buffering=1) as record:
-        for step in range(args.start, args.start + args.steps):
+        steps = range(args.start, args.start + args.steps * args.stride, args.stride)
+        for count, step in enumerate(steps, start=1):
             losses = losses_at(
                 args.run_id, args.architecture, step, args.phase, args.late_loss_from
             )
             run.log(step, **losses)
             record.write(f"L {step}\n")
-            if (step + 1) % args.flush_every == 0:
+            if count % args.flush_every == 0:
                 run.flush()
                 record.write(f"F {step}\n")
             if args.step_delay:

@@ -124,17 +124,18 @@ def test_a_hostile_run_json_is_reported_and_never_blocks(
 ) -> None:
     run_dir = _finished_run(runs_dir, "r")
     run_file = run_dir / "run.json"
+    text = run_file.read_text()
     run_file.unlink()
     if kind == "fifo":
         os.mkfifo(run_file)
     elif kind == "deep":
         run_file.write_text('{"config": ' + "[" * 1000 + "]" * 1000 + "}")
-    elif kind == "huge":  # sparse: 17 MiB of nothing, over the 16 MiB limit
-        with run_file.open("wb") as handle:
-            handle.truncate(17 * 2**20)
-    elif kind == "link":
+    elif kind == "huge":  # valid, but past the 16 MiB limit: not read at all
+        document = {**json.loads(text), "model": "SECRET", "config": {"blob": "x" * 17 * 2**20}}
+        run_file.write_text(json.dumps(document))
+    elif kind == "link":  # another user's file, which the daemon could read for them
         secret = tmp_path / "secret.json"
-        secret.write_text(json.dumps({"format": rundir.FORMAT, "model": "SECRET"}))
+        secret.write_text(json.dumps({**json.loads(text), "model": "SECRET"}))
         run_file.symlink_to(secret)
     else:
         run_file.mkdir()
@@ -225,16 +226,20 @@ def test_runs_that_vanish_before_their_render_are_forgotten(runs_dir: Path, tmp_
     daemon = Daemon(runs_dir, log=tmp_path / "daemon.log")
     try:
         daemon.wait_for_event("watching")
-        for n in range(60):
-            run_dir = _finished_run(runs_dir, f"brief-{n:02d}", steps=2)
+        brief = [_finished_run(runs_dir, f"brief-{n:02d}", steps=2) for n in range(20)]
+        # One worker renders them in turn: most are still queued when they are deleted.
+        wait_for(lambda: len(daemon.events("render_started")) >= len(brief), timeout=60)
+        for run_dir in brief:
             shutil.rmtree(run_dir)
         survivor = _finished_run(runs_dir, "survivor", steps=2)
         wait_rendered(survivor, "completed")
-        # The vanished runs were retried every 10 ms for ever (about 14% CPU when idle).
+        assert not [p for p in runs_dir.iterdir() if p.name.startswith("brief")]  # none recreated
+        # Each vanished run used to be retried every 10 ms for ever (14% CPU when idle).
         start_cpu, start = _cpu_seconds(daemon.process.pid), time.monotonic()
         wait_for(lambda: time.monotonic() - start > 5, timeout=10, interval=0.5)
         used = _cpu_seconds(daemon.process.pid) - start_cpu
         assert used < 0.25, f"idle daemon used {used:.2f}s CPU in 5s"
+        assert daemon.process.poll() is None
     finally:
         daemon.stop()
 
@@ -292,3 +297,24 @@ def test_a_renamed_run_shows_its_new_name_in_the_index(runs_dir: Path, tmp_path:
         assert 'href="after/loss_graphs/' in index.read_text()
     finally:
         daemon.stop()
+
+
+def test_a_trainer_never_writes_into_a_linked_run_directory(runs_dir: Path, dummy: Path) -> None:
+    (runs_dir / "planted").symlink_to(dummy)
+    before = _snapshot(dummy)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        lossreport.start_run(runs_dir, model="m", hook="h", run_id="planted")
+    assert _snapshot(dummy) == before
+    assert not (dummy / "losses").exists()
+
+
+def test_a_run_named_on_the_command_line_through_a_link_is_rendered(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    from tests.support.procs import run_cli
+
+    run_dir = _finished_run(runs_dir, "r", steps=5)
+    (tmp_path / "latest").symlink_to(run_dir)
+    result = run_cli("render", str(tmp_path / "latest"))
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "loss_graphs").is_dir()

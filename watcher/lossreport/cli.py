@@ -413,7 +413,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _runs_under(path: Path) -> list[Path]:
-    """`path` itself if it is a run directory, else the run directories directly inside it."""
+    """`path` itself if it is a run directory, else the run directories directly inside it.
+    A link named here is followed (the user chose it); links inside a runs directory are not."""
+    path = path.resolve()
     if rundir.looks_like_run(path):
         return [path]
     if not path.is_dir():

@@ -21,12 +21,15 @@ from urllib.parse import quote
 import css_inline
 import vl_convert
 
-from . import report, stats
+from . import report, stats, storage
+from .errors import FileTooLargeError
 from .render import RenderResult
 
 CHART_PPI = 96  # about 1000 px wide, shown at 672 px: sharp on high-density screens, ~250 KB
 CHART_CID = "combined-chart"
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024  # a common mail server limit is 10 to 25 MB
+# gzip shrinks a loss CSV 3-5x: a larger one could not fit even gzipped, so it is not read
+MAX_CSV_TO_PACK_BYTES = 100 * 1024 * 1024
 HEADER_RUN = "X-Lossreport-Run"
 HEADER_KEY = "X-Lossreport-Key"
 # Lines up to RFC 5322's 998 characters: the email package's folding of long headers that hold
@@ -120,7 +123,10 @@ def _history_attachment(
     result: RenderResult,
 ) -> tuple[tuple[bytes, str, str, str] | None, str]:
     """The CSV as it is, gzipped when large, or nothing (and a note why) when still too large."""
-    data = result.csv.read_bytes()
+    try:
+        data = storage.read_bytes(result.csv, MAX_CSV_TO_PACK_BYTES)
+    except FileTooLargeError:
+        return None, "not attached: too large to mail even gzipped; it is beside the report"
     if len(data) <= MAX_ATTACHMENT_BYTES:
         return (data, result.csv.name, "text", "csv"), f"attached: {result.csv.name}"
     packed = gzip.compress(data, compresslevel=6)

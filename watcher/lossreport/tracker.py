@@ -25,8 +25,14 @@ from time import time as _now
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import rundir
-from .errors import InvalidLossError, LossReportError, RunClosedError, RunDirectoryError
+from . import rundir, storage
+from .errors import (
+    InvalidLossError,
+    LossReportError,
+    RunClosedError,
+    RunDirectoryError,
+    UnsafePathError,
+)
 from .flusher import DEFAULT_MAX_UNWRITTEN_ROWS, ShardFlusher
 from .rundir import STEP, WALL_TIME
 from .values import check_loss_name, check_step, coerce_loss_value
@@ -378,11 +384,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def _prepare_directory(path: Path) -> None:
+    """The run directory and its losses/ folder, made or checked writable now. The runs
+    directory may be reached through a link; a run directory or losses/ that is a link (or
+    anything but a folder) is refused: shards are never written through one."""
     losses = path / rundir.LOSSES_DIR
     try:
-        losses.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.make_dir(path)
+        storage.make_dir(losses)
         with tempfile.TemporaryFile(dir=losses):
             pass
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise RunDirectoryError(path, f"cannot be written ({exc.strerror or exc})") from exc
 
