@@ -24,7 +24,7 @@ from pathlib import Path
 from daemon_process import Daemon
 
 import lossreport
-from lossreport import rundir
+from lossreport import rundir, storage
 from lossreport.render import render_run
 from lossreport.runstate import RenderedMarker, read_marker, read_state, write_marker
 
@@ -116,9 +116,9 @@ def already_rendered(tmp: Path, count: int) -> Path:
         (run_dir / rundir.RUN_FILE).write_text(record.to_json())
         (run_dir / rundir.LOSSES_DIR / "part-000001.parquet").write_bytes(shard)
         fingerprint = read_state(run_dir).fingerprint
-        write_marker(
-            run_dir, RenderedMarker(fingerprint, "completed", {**entry, "run_id": run_dir.name})
-        )
+        with storage.opened_dir(run_dir) as run_fd:
+            marker = RenderedMarker(fingerprint, "completed", {**entry, "run_id": run_dir.name})
+            write_marker(run_dir, run_fd, marker)
     return runs_dir
 
 

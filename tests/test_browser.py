@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import lossreport
-from lossreport import rundir
+from lossreport import rundir, storage
 from lossreport.runstate import RenderedMarker, write_marker
 from tests.support.browser import broken_images, browser, watched_page
 from tests.support.daemon import run_once
@@ -104,7 +104,8 @@ def test_the_index_stays_usable_with_a_thousand_runs(
             "rendered_at": f"2026-11-25T10:{i // 60 % 60:02d}:{i % 60:02d}+00:00",
             "curves": {"mse_loss": curve, "l1_loss": curve},
         }
-        write_marker(run_dir, RenderedMarker("fingerprint", entry["status"], entry))
+        with storage.opened_dir(run_dir) as run_fd:
+            write_marker(run_dir, run_fd, RenderedMarker("fingerprint", entry["status"], entry))
     with serving(runs_dir, tmp_path / "serve.log") as (_, port):
         watched = watched_page(browser)
         page = watched.page

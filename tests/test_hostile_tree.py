@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def test_a_fifo_as_lock_file_is_refused_without_blocking(runs_dir: Path) -> None
 
 def test_render_lock_is_still_exclusive(runs_dir: Path) -> None:
     run_dir = _finished_run(runs_dir, "r")
-    with render_lock(run_dir, wait=False), pytest.raises(RunBusy):
+    with render_lock(run_dir, wait=0), pytest.raises(RunBusy):
         render_run(run_dir, wait=False)
 
 
@@ -318,3 +319,155 @@ def test_a_run_named_on_the_command_line_through_a_link_is_rendered(
     result = run_cli("render", str(tmp_path / "latest"))
     assert result.returncode == 0, result.stderr
     assert (run_dir / "loss_graphs").is_dir()
+
+
+def test_a_run_folder_swapped_for_a_link_mid_render_changes_nothing_at_the_target(
+    runs_dir: Path, dummy: Path
+) -> None:
+    from lossreport.render import render_held
+
+    run_dir = _finished_run(runs_dir, "r")
+    (dummy / ".loss_graphs.old-0000").mkdir()  # what a path-based stage sweep would delete
+    before = _snapshot(dummy) | {"dirs": str(sorted(p.name for p in dummy.iterdir()))}
+    with render_lock(run_dir, wait=0) as run_fd:
+        run_dir.rename(runs_dir / "moved")  # the owner swaps the folder for a link
+        run_dir.symlink_to(dummy)
+        with pytest.raises(OSError):
+            render_held(run_dir, run_fd)
+    assert _snapshot(dummy) | {"dirs": str(sorted(p.name for p in dummy.iterdir()))} == before
+    assert not [p for p in (runs_dir / "moved").iterdir() if p.name.startswith(".loss_graphs")]
+
+
+def test_a_lock_held_by_someone_else_is_given_up_on(runs_dir: Path) -> None:
+    run_dir = _finished_run(runs_dir, "r")
+    started = time.monotonic()
+    with render_lock(run_dir, wait=0), pytest.raises(RunBusy):
+        render_run(run_dir, wait=0.5)
+    assert 0.5 <= time.monotonic() - started < 10
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make another user's file")
+
+
+@needs_root
+def test_an_outbox_folder_of_another_user_is_never_used(runs_dir: Path) -> None:
+    from email.message import EmailMessage
+
+    outbox = runs_dir / ".lossreport" / "outbox"
+    outbox.mkdir(parents=True)
+    os.chown(outbox, 65534, 65534)
+    (outbox / "planted.eml").write_text("To: victim@example.com\n\nspam\n")
+    message = EmailMessage()
+    message["X-Lossreport-Key"] = "k"
+    with pytest.raises(UnsafePathError, match="uid 65534"):
+        Outbox(runs_dir).add(message)
+    assert Outbox(runs_dir).pending() == []
+
+
+@needs_root
+def test_a_message_another_user_put_in_the_outbox_is_never_sent(runs_dir: Path) -> None:
+    from email.message import EmailMessage
+
+    from lossreport.smtp import SmtpSettings
+
+    message = EmailMessage()
+    message["X-Lossreport-Key"] = "k"
+    queued = Outbox(runs_dir).add(message)
+    os.chown(queued, 65534, 65534)  # as if another user had renamed their file over ours
+    assert Outbox(runs_dir).pending() == []
+    with pytest.raises(UnsafePathError, match="not a file this user queued"):
+        Outbox(runs_dir).deliver(queued, SmtpSettings(host="127.0.0.1", port=9))
+
+
+def test_a_broken_queued_message_does_not_stop_the_sender(runs_dir: Path) -> None:
+    from email.message import EmailMessage
+
+    from lossreport.outbox import OutboxSender
+    from lossreport.smtp import SmtpSettings
+
+    message = EmailMessage()
+    message["X-Lossreport-Key"] = "k"
+    queued = Outbox(runs_dir).add(message)
+    with queued.open("r+b") as handle:  # past the 64 MiB limit: not read, not sent
+        handle.truncate(65 * 2**20)
+    sender = OutboxSender(Outbox(runs_dir), SmtpSettings(host="127.0.0.1", port=9))
+    assert sender.send_due() == 1  # failed, waits for its retry; the sender goes on
+
+
+def test_a_file_where_the_outbox_belongs_does_not_undo_the_render(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    from lossreport.runstate import read_marker
+
+    run_dir = _finished_run(runs_dir, "r", steps=5)
+    (runs_dir / ".lossreport").write_text("in the way")
+    result = run_once(runs_dir, "--email-to", "me@example.com", "--smtp-host", "127.0.0.1")
+    assert read_marker(run_dir) is not None, result.stderr  # rendered and recorded
+    assert "mail_not_queued" in result.stderr + result.stdout
+
+
+def test_a_run_json_with_an_integer_of_5000_digits_is_reported(runs_dir: Path) -> None:
+    run_dir = _finished_run(runs_dir, "r")
+    document = json.loads((run_dir / "run.json").read_text())
+    text = json.dumps(document).replace('"config": {}', '"config": {"x": ' + "9" * 5000 + "}")
+    (run_dir / "run.json").write_text(text)
+    result = render_run(run_dir)
+    assert any("run.json" in problem for problem in result.problems)
+
+
+def test_a_runs_directory_reached_through_a_link_gets_its_index(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    _finished_run(runs_dir, "r", steps=5)
+    (tmp_path / "alias").symlink_to(runs_dir)
+    result = run_once(tmp_path / "alias")
+    assert result.returncode == 0, result.stderr
+    assert (runs_dir / "index.html").is_file()
+
+
+def test_resuming_a_run_whose_pid_is_absurd_works(runs_dir: Path) -> None:
+    run_dir = _finished_run(runs_dir, "r", steps=5)
+    record = rundir.read_run_file(run_dir)
+    record.status, record.pid, record.heartbeat_at = "running", 2**40, rundir.utc_now()
+    rundir.write_run_file(run_dir, record)
+    with lossreport.start_run(runs_dir, model="m", hook="h", run_id="r") as run:
+        run.log(100, mse_loss=0.5)
+
+
+@pytest.mark.parametrize("poll", [False, True])
+def test_link_loops_and_deep_folders_in_a_run_neither_stop_nor_spin_the_daemon(
+    runs_dir: Path, tmp_path: Path, poll: bool
+) -> None:
+    hostile = _finished_run(runs_dir, "hostile", steps=5)
+    (hostile / "a").symlink_to("..")
+    (hostile / "b").symlink_to("..")
+    _nest(hostile / "deep", 1300)  # past Python's recursion limit
+    daemon = Daemon(
+        runs_dir, *(["--poll", "--poll-interval", "0.2"] if poll else []), log=tmp_path / "d.log"
+    )
+    try:
+        daemon.wait_for_event("watching")
+        fresh = _finished_run(runs_dir, "fresh", steps=5)
+        wait_rendered(fresh, "completed")
+        start_cpu, start = _cpu_seconds(daemon.process.pid), time.monotonic()
+        wait_for(lambda: time.monotonic() - start > 3, timeout=10, interval=0.5)
+        used = _cpu_seconds(daemon.process.pid) - start_cpu
+        assert used < 0.6, f"the daemon used {used:.2f}s CPU in 3s"
+    finally:
+        code, seconds = daemon.stop()
+        subprocess.run(["rm", "-rf", str(hostile / "deep")], check=True)  # rmtree would recurse
+    assert code == 0 and seconds < 15, daemon.log.read_text()[-2000:]
+
+
+def _nest(folder: Path, depth: int) -> None:
+    """`folder/d/d/.../d`, `depth` levels, made without recursion (os.makedirs recurses)."""
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)

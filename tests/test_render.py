@@ -236,7 +236,7 @@ def test_abandoned_staging_folders_from_a_killed_render_are_cleaned(runs_dir: Pa
 
 def test_a_run_being_rendered_elsewhere_is_reported_busy_or_waited_for(runs_dir: Path) -> None:
     run_dir = _logged_run(runs_dir, steps=10)
-    with render_lock(run_dir, wait=True), pytest.raises(RunBusy):
+    with render_lock(run_dir, wait=math.inf), pytest.raises(RunBusy):
         render_run(run_dir, wait=False)
     assert render_run(run_dir, wait=False).report.exists()
 

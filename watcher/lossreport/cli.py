@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .render import RenderResult
 
 logger = logging.getLogger(__name__)
+# A render by another process takes seconds; anyone who can read a run's lock file can hold it
+# for ever, so a command gives up on that run after this long.
+LOCK_WAIT_SECONDS = 30.0
 DEMO_MAX_STEPS = 1_000_000  # the example SAEs learn in a few thousand
 DURATIONS = "DURATION is 300, 30s, 10m or 2h: seconds, from 0.1s to 365 days."
 
@@ -357,7 +360,7 @@ def _email(args: argparse.Namespace) -> int:
     run_dir = args.run.resolve()
     if not rundir.looks_like_run(run_dir):  # else any folder, `.` too, got a report and a lock
         raise LossReportError(f"{args.run}: not a run directory (a run has run.json or losses/)")
-    result = render_run(run_dir)
+    result = render_run(run_dir, wait=LOCK_WAIT_SECONDS)
     message = job.message(result, run_dir.name)
     send(_smtp_settings(args), message)
     print(f"Sent {message['Subject']!r} to {', '.join(job.recipients)}")
@@ -383,14 +386,14 @@ def _render(args: argparse.Namespace) -> int:
         from .render import render_run  # heavy imports that only this command needs
 
         if len(runs) == 1:
-            _print_single(render_run(runs[0], renderer=renderer))
+            _print_single(render_run(runs[0], renderer=renderer, wait=LOCK_WAIT_SECONDS))
             return 0
         progress = Progress(len(runs), sys.stderr if sys.stderr.isatty() else sys.stdout)
         failures: list[tuple[Path, str]] = []
         for run_dir in runs:
             started = time.monotonic()
             try:
-                result = render_run(run_dir, renderer=renderer)
+                result = render_run(run_dir, renderer=renderer, wait=LOCK_WAIT_SECONDS)
             except Exception as exc:  # one broken run must not stop the batch, whatever it raises
                 logger.debug("%s: traceback of the failed render", run_dir, exc_info=True)
                 failures.append((run_dir, _one_line(exc)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.process
 import os
@@ -11,13 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import rundir
+from . import logformat, rundir
 from .runstate import STALLED, RenderedMarker, read_marker, write_marker
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
     from .render import RenderResult
+
+logger = logging.getLogger(__name__)
 
 MAILED_STATUSES = rundir.FINISHED_STATUSES | {STALLED}
 
@@ -44,13 +47,14 @@ class MailJob:
         )
 
 
-def start_worker() -> None:
-    """A render worker's initializer: die with the daemon, then warm up.
+def start_worker(log_level: int, log_style: str) -> None:
+    """A render worker's initializer: log as the daemon does, die with it, then warm up.
 
     A SIGKILLed daemon cannot stop its workers, and cron's `--once` or a hand-started daemon
     has no systemd to clean up after it; so each worker waits on its parent's sentinel (the
     pipe multiprocessing keeps to it) in a thread and exits when the parent is gone.
     """
+    logformat.configure(log_level, log_style)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(
@@ -90,15 +94,15 @@ def render_job(
     from .render import render_held, render_lock
 
     # Held from reading the marker to writing the new one: two daemons cannot both render.
-    with render_lock(run_dir, wait=False):
+    with render_lock(run_dir, wait=0) as run_fd:
         done = read_marker(run_dir)
         if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
             return done.entry, False
-        result = render_held(run_dir, status=status)
+        result = render_held(run_dir, run_fd, status=status)
         if mail is not None and status in MAILED_STATUSES:
             _queue_mail(mail, result, run_dir)
         entry = _index_entry(run_dir, status, result)
-        write_marker(run_dir, RenderedMarker(fingerprint, status, entry))
+        write_marker(run_dir, run_fd, RenderedMarker(fingerprint, status, entry))
     return entry, True
 
 
@@ -108,8 +112,16 @@ def _queue_mail(mail: MailJob, result: RenderResult, run_dir: Path) -> None:
 
     outbox = Outbox(run_dir.parent)
     # Not again for a state mailed or queued before (a re-render of a finished run).
-    if outbox.wants(run_dir.name, message_key(result.run)):
-        outbox.add(mail.message(result, run_dir.name))
+    try:
+        if outbox.wants(run_dir.name, message_key(result.run)):
+            outbox.add(mail.message(result, run_dir.name))
+    except OSError as exc:  # the shared outbox folder is broken or not ours: the report stands
+        logger.error(
+            "run=%s: its mail could not be queued: %s",
+            run_dir.name,
+            exc,
+            extra={"run": run_dir.name, "event": "mail_not_queued"},
+        )
 
 
 def _index_entry(run_dir: Path, status: str, result: RenderResult) -> dict[str, Any]:

@@ -30,3 +30,10 @@ def configure(level: int, style: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def current() -> tuple[int, str]:
+    """This process's (level, style), for child processes to log alike (render workers)."""
+    root = logging.getLogger()
+    json_style = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+    return root.level, "json" if json_style else "text"

@@ -127,6 +127,8 @@ def _history_attachment(
         data = storage.read_bytes(result.csv, MAX_CSV_TO_PACK_BYTES)
     except FileTooLargeError:
         return None, "not attached: too large to mail even gzipped; it is beside the report"
+    except OSError as exc:  # loss_graphs/ changed under us (a link now): attach nothing
+        return None, f"not attached: {exc}"
     if len(data) <= MAX_ATTACHMENT_BYTES:
         return (data, result.csv.name, "text", "csv"), f"attached: {result.csv.name}"
     packed = gzip.compress(data, compresslevel=6)

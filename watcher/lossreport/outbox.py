@@ -18,6 +18,8 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -25,7 +27,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from . import rundir, smtp, storage
-from .errors import RunBusy
+from .errors import RunBusy, UnsafePathError
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
 logger = logging.getLogger(__name__)
@@ -37,59 +39,95 @@ MAX_MESSAGE_BYTES = 64 * 2**20  # a message is a few KB, plus the CSV (left out 
 
 
 class Outbox:
+    """The queue folder, `RUNS/.lossreport/outbox/`. The runs directory is shared, so the
+    folder must be this user's (made 0700), and only regular files this user wrote in it are
+    ever sent: nobody else can queue mail through the daemon's SMTP login."""
+
     def __init__(self, runs_dir: Path) -> None:
         self.runs_dir = runs_dir
         self.folder = runs_dir / OUTBOX_DIR
 
     def wants(self, run_name: str, key: str) -> bool:
         """Whether a message with `key` is neither sent nor queued: asked before building one."""
-        return key not in sent_keys(self.runs_dir / run_name) and not self._path(key).exists()
+        return key not in sent_keys(self.runs_dir / run_name) and not storage.lexists(
+            self._path(key)
+        )
 
     def add(self, message: EmailMessage) -> Path:
         """Queue `message` (written whole); returns its file."""
-        storage.make_dir(self.folder.parent)  # refuses a symlink: the outbox is never followed
-        storage.make_dir(self.folder)
+        storage.make_dir(self.folder.parent, 0o700)  # refuses a link: never followed
+        storage.make_dir(self.folder, 0o700)
         path = self._path(str(message[HEADER_KEY]))
-        storage.atomic_write(path, message.as_bytes())
+        with self._opened() as folder:
+            storage.atomic_write(path, message.as_bytes(), dir_fd=folder)
         return path
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
 
+    @contextmanager
+    def _opened(self) -> Iterator[int]:
+        """A descriptor of the outbox folder, checked to be this user's (UnsafePathError)."""
+        with storage.opened_dir(self.folder.parent) as parent:
+            _check_ours(self.folder.parent, parent)
+            with storage.opened_dir(self.folder, dir_fd=parent) as folder:
+                _check_ours(self.folder, folder)
+                yield folder
+
     def pending(self) -> list[Path]:
         """Queued messages, oldest first: regular files this user wrote. Anything else in the
-        folder (another user's file, a link) is never sent: the runs tree is shared."""
-        if not storage.is_real_dir(self.folder):
-            return []
+        folder (another user's file, a link) is never sent."""
         try:
-            with os.scandir(self.folder) as found:
-                entries = [(e, e.stat(follow_symlinks=False)) for e in found if _is_message(e.name)]
-        except OSError:
+            with self._opened() as folder, os.scandir(folder) as found:
+                entries = [
+                    (e.name, e.stat(follow_symlinks=False)) for e in found if _is_message(e.name)
+                ]
+        except FileNotFoundError:
             return []
-        ours = [(e, info) for e, info in entries if _ours(info)]
-        return [Path(e.path) for e, info in sorted(ours, key=lambda pair: pair[1].st_mtime_ns)]
+        except OSError as exc:
+            logger.error("cannot read the outbox %s: %s", self.folder, exc)
+            return []
+        ours = sorted((info.st_mtime_ns, name) for name, info in entries if _ours(info))
+        return [self.folder / name for _, name in ours]
 
     def deliver(self, path: Path, settings: smtp.SmtpSettings) -> str | None:
         """Send one queued message; returns its run's name, or None if it was not ours to send
-        (another daemon holds it, or it was sent already). Raises MailError, leaving it queued."""
-        try:
-            with storage.exclusive_lock(path, wait=False, create=False):
-                if not path.exists():  # another daemon delivered it while we waited
-                    return None
-                data = storage.read_bytes(path, MAX_MESSAGE_BYTES)
-                message = BytesParser(policy=MAIL_POLICY).parsebytes(data)
-                key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
-                if not rundir.is_run_name(run_name):
-                    raise smtp.MailError(f"{path}: names no run of {self.runs_dir}; not sent")
-                run_dir = self.runs_dir / run_name
-                sent = key not in sent_keys(run_dir)
-                if sent:
-                    smtp.send(settings, message)
-                    _record_sent(run_dir, key, str(message["Message-ID"]), str(message["To"]))
-                path.unlink(missing_ok=True)
-                return run_name if sent else None
-        except (FileNotFoundError, RunBusy):
-            return None
+        (another daemon holds it, or it was sent already). Raises MailError, leaving it queued,
+        and UnsafePathError for a message that is not this user's regular file."""
+        with self._opened() as folder:
+            try:
+                with storage.exclusive_lock(path, wait=0, create=False, dir_fd=folder) as fd:
+                    return self._deliver_held(path, folder, fd, settings)
+            except (FileNotFoundError, RunBusy):
+                return None  # delivered meanwhile, or another daemon is at it
+
+    def _deliver_held(
+        self, path: Path, folder: int, fd: int, settings: smtp.SmtpSettings
+    ) -> str | None:
+        info = os.fstat(fd)
+        if not _ours(info):
+            raise UnsafePathError(path, "is not a file this user queued; not sent")
+        current = os.lstat(path.name, dir_fd=folder)
+        if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
+            return None  # replaced meanwhile: the next pass looks at the new file
+        data = storage.read_descriptor(fd, path, MAX_MESSAGE_BYTES)
+        message = BytesParser(policy=MAIL_POLICY).parsebytes(data)
+        key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
+        if not rundir.is_run_name(run_name):
+            raise smtp.MailError(f"{path}: names no run of {self.runs_dir}; not sent")
+        run_dir = self.runs_dir / run_name
+        sent = key not in sent_keys(run_dir)
+        if sent:
+            smtp.send(settings, message)
+            _record_sent(run_dir, key, str(message["Message-ID"]), str(message["To"]))
+        os.unlink(path.name, dir_fd=folder)
+        return run_name if sent else None
+
+
+def _check_ours(path: Path, fd: int) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid():
+        raise UnsafePathError(path, f"belongs to uid {info.st_uid}, not this user; not used")
 
 
 def _read_sent(run_dir: Path) -> list[dict[str, object]]:
@@ -165,7 +203,11 @@ class OutboxSender:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wakeup.clear()
-            self.send_due()
+            try:
+                self.send_due()
+            except Exception:  # the outbox folder itself broke: keep the thread, try again
+                logger.exception("the mail sender hit an error; trying again later")
+                self._wakeup.wait(self.first_retry)
             dues = [b.due for b in self._backoff.values()]
             wait = max(0.05, min(dues) - time.monotonic()) if dues else None
             self._wakeup.wait(wait)
@@ -190,16 +232,17 @@ class OutboxSender:
                     logger.info(
                         "run=%s mailed", run_name, extra={"run": run_name, "event": "mail_sent"}
                     )
-            except smtp.MailError as exc:
+            except Exception as exc:  # the SMTP server, or a broken file: this message waits
                 failed += 1
                 backoff.attempts += 1
                 delay = min(MAX_RETRY_SECONDS, self.first_retry * 2 ** (backoff.attempts - 1))
                 backoff.due = time.monotonic() + delay
                 logger.error(
-                    "mail %s not sent (attempt %d, retry in %.0fs): %s",
+                    "mail %s not sent (attempt %d, retry in %.0fs): %s: %s",
                     path.name,
                     backoff.attempts,
                     delay,
+                    type(exc).__name__,
                     exc,
                     extra={"event": "mail_failed", "attempt": backoff.attempts},
                 )

@@ -8,6 +8,7 @@ Broken inputs (a malformed run.json, corrupt shards) are reported in the output,
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -55,19 +56,28 @@ class RenderResult:
 
 
 @contextmanager
-def render_lock(run_dir: Path, *, wait: bool) -> Iterator[None]:
+def render_lock(run_dir: Path, *, wait: float) -> Iterator[int]:
     """One render of a run at a time, across processes and daemons on other hosts (flock,
-    which Linux maps to POSIX locks on NFS). Raises RunBusy when `wait` is false."""
+    which Linux maps to POSIX locks on NFS). Waits up to `wait` seconds (`math.inf`: as long as
+    it takes), then raises RunBusy.
+
+    Yields a descriptor of the run directory, opened once without following a link: everything
+    the render creates, moves or removes in the run goes through it, so an owner who swaps the
+    folder for a link meanwhile only makes the render fail.
+    """
     with ExitStack() as held:
         try:
-            held.enter_context(storage.exclusive_lock(run_dir / LOCK_FILE, wait=wait))
+            run_fd = held.enter_context(storage.opened_dir(run_dir))
+            held.enter_context(
+                storage.exclusive_lock(run_dir / LOCK_FILE, wait=wait, dir_fd=run_fd)
+            )
         except RunBusy:
             raise RunBusy(run_dir) from None
         except UnsafePathError:
             raise
         except OSError as exc:
             raise RunDirectoryError(run_dir, f"cannot take the render lock ({exc})") from exc
-        yield
+        yield run_fd
 
 
 def render_run(
@@ -75,36 +85,42 @@ def render_run(
     *,
     status: str | None = None,
     renderer: ChartRenderer | None = None,
-    wait: bool = True,
+    wait: bool | float = True,
 ) -> RenderResult:
     """Render `run_dir`'s report into `run_dir/loss_graphs/`.
 
     Args:
         status: shown instead of run.json's status (the daemon passes "stalled").
         renderer: draws the charts; by default in this process.
-        wait: if another process is rendering this run, wait for it (else raise RunBusy).
+        wait: if another process is rendering this run, wait for it: True as long as it
+            takes, False not at all, a number for at most that many seconds; then RunBusy.
 
     Raises:
         RunDirectoryError: `run_dir` is not a run (a real folder holding run.json or losses/:
             nothing is written into any other folder), cannot be read, or `loss_graphs/`
             cannot be written (UnsafePathError: a symlink or anything but a folder is there).
-        RunBusy: `wait` is false and another process is rendering the run.
+        RunBusy: another process was rendering the run for longer than `wait`.
     """
     run_dir = Path(run_dir)
     if not storage.is_real_dir(run_dir):
         raise RunDirectoryError(run_dir, f"is {storage.kind_of(run_dir)}, not a run directory")
     if not rundir.looks_like_run(run_dir):
         raise RunDirectoryError(run_dir, "is not a run directory (no run.json, no losses/)")
-    with render_lock(run_dir, wait=wait):
-        return render_held(run_dir, status=status, renderer=renderer)
+    seconds = math.inf if wait is True else float(wait)
+    with render_lock(run_dir, wait=seconds) as run_fd:
+        return render_held(run_dir, run_fd, status=status, renderer=renderer)
 
 
 def render_held(
-    run_dir: Path, *, status: str | None = None, renderer: ChartRenderer | None = None
+    run_dir: Path,
+    run_fd: int,
+    *,
+    status: str | None = None,
+    renderer: ChartRenderer | None = None,
 ) -> RenderResult:
-    """`render_run` for a caller that holds `render_lock(run_dir)` already: the daemon keeps it
-    from checking what was rendered to recording the new render, so two daemons cannot both
-    render the same inputs."""
+    """`render_run` for a caller that holds `render_lock(run_dir)` (which gave `run_fd`)
+    already: the daemon keeps it from checking what was rendered to recording the new render,
+    so two daemons cannot both render the same inputs."""
     # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
         problems: list[str] = []
@@ -117,7 +133,7 @@ def render_held(
         anomalies = stats.anomalies(summary)
         page_fields = _page_fields(record, status)
         final_dir = run_dir / rundir.GRAPHS_DIR
-        stage = _make_stage(run_dir)
+        stage = _make_stage(run_dir, run_fd)
         try:
             csv_written = helper.submit(write_csv, stage / names.csv, history)
             drawn = write_charts(stage, history, summary, names, renderer)
@@ -143,9 +159,9 @@ def render_held(
             )
             storage.atomic_write(stage / names.report_html, page.encode())
             csv_written.result()
-            _swap_into_place(stage, final_dir)
+            _swap_into_place(run_fd, stage, final_dir)
         except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
+            shutil.rmtree(stage.name, dir_fd=run_fd, ignore_errors=True)
             raise
     return RenderResult(
         run_dir=run_dir,
@@ -231,55 +247,57 @@ def _duration(record: rundir.RunRecord) -> str | None:
     )
 
 
-def _make_stage(run_dir: Path) -> Path:
+def _make_stage(run_dir: Path, run_fd: int) -> Path:
     graphs = run_dir / rundir.GRAPHS_DIR
-    if storage.lexists(graphs) and not storage.is_real_dir(graphs):
-        raise UnsafePathError(
-            graphs, f"is {storage.kind_of(graphs)}, not a folder: left untouched, no report"
-        )
-    _remove_abandoned_stages(run_dir)
+    if storage.lexists(graphs, dir_fd=run_fd) and not storage.is_real_dir(graphs, dir_fd=run_fd):
+        what = storage.kind_of(graphs, dir_fd=run_fd)
+        raise UnsafePathError(graphs, f"is {what}, not a folder: left untouched, no report")
+    _remove_abandoned_stages(run_fd)
     try:
-        return storage.make_hidden_dir(run_dir, f".{rundir.GRAPHS_DIR}.new-")
+        return storage.make_hidden_dir(run_dir, STAGE_PREFIXES[0], parent_fd=run_fd)
     except OSError as exc:
         raise RunDirectoryError(
             run_dir, f"cannot write a report here ({exc.strerror or exc})"
         ) from exc
 
 
-def _remove_abandoned_stages(run_dir: Path) -> None:
+def _remove_abandoned_stages(run_fd: int) -> None:
     """Staging folders of a render that was killed: safe to remove, as we hold the lock.
     (rmtree works through directory descriptors and never follows a link inside.)"""
-    for entry in os.scandir(run_dir):
-        if entry.name.startswith(STAGE_PREFIXES) and entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
+    with os.scandir(run_fd) as entries:
+        abandoned = [
+            entry.name
+            for entry in entries
+            if entry.name.startswith(STAGE_PREFIXES) and entry.is_dir(follow_symlinks=False)
+        ]
+    for name in abandoned:
+        shutil.rmtree(name, dir_fd=run_fd, ignore_errors=True)
 
 
-def _swap_into_place(stage: Path, final_dir: Path) -> None:
-    """Replace `final_dir` by `stage`. Files there that lossreport did not make are kept.
+def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
+    """Replace `final_dir` by `stage`, both in the folder `run_fd` holds. Files there that
+    lossreport did not make are kept.
 
-    `final_dir` is opened without following a symlink, and its entries are moved relative to
-    that descriptor: a `loss_graphs` swapped for a link meanwhile is refused, never emptied.
+    Every folder is opened without following a link and every move is relative to those
+    descriptors: a `loss_graphs` (or the run) swapped for a link meanwhile is refused or moves
+    nothing out of the link's target.
     """
-    try:
-        final_fd = storage.open_dir(final_dir)
-    except FileNotFoundError:
-        os.rename(stage, final_dir)
-        return
-    try:
-        stage_fd = storage.open_dir(stage)
+    with ExitStack() as opened:
+        stage_fd = opened.enter_context(storage.opened_dir(stage, dir_fd=run_fd))
         try:
-            with os.scandir(final_fd) as entries:
-                names = [entry.name for entry in entries]
-            for name in names:
-                if name.startswith(REPORT_PREFIXES) or storage.lexists(stage / name):
-                    continue
-                # someone else's file: carry it over
-                os.rename(name, name, src_dir_fd=final_fd, dst_dir_fd=stage_fd)
-        finally:
-            os.close(stage_fd)
-    finally:
-        os.close(final_fd)
-    retired = storage.make_hidden_dir(final_dir.parent, f".{rundir.GRAPHS_DIR}.old-")
-    os.rename(final_dir, retired / rundir.GRAPHS_DIR)
-    os.rename(stage, final_dir)
-    shutil.rmtree(retired, ignore_errors=True)
+            final_fd = opened.enter_context(storage.opened_dir(final_dir, dir_fd=run_fd))
+        except FileNotFoundError:
+            os.rename(stage.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=run_fd)
+            return
+        with os.scandir(final_fd) as entries:
+            names = [entry.name for entry in entries]
+        for name in names:
+            if name.startswith(REPORT_PREFIXES) or storage.lexists(stage / name, dir_fd=stage_fd):
+                continue
+            # someone else's file: carry it over
+            os.rename(name, name, src_dir_fd=final_fd, dst_dir_fd=stage_fd)
+        retired = storage.make_hidden_dir(final_dir.parent, STAGE_PREFIXES[1], parent_fd=run_fd)
+        retired_fd = opened.enter_context(storage.opened_dir(retired, dir_fd=run_fd))
+        os.rename(final_dir.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=retired_fd)
+        os.rename(stage.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=run_fd)
+    shutil.rmtree(retired.name, dir_fd=run_fd, ignore_errors=True)

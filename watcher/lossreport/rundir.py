@@ -45,6 +45,7 @@ FINISHED_STATUSES = frozenset({COMPLETED, FAILED})
 _SHARD_RE = re.compile(r"^part-(\d{6,})(?:-rank(\d+))?(?:-w([0-9A-Za-z]{1,32}))?\.parquet$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME_LENGTH = 100
+MAX_SHARD_MEMORY_BYTES = 4 * 2**30  # a shard's columns, uncompressed
 MAX_RUN_FILE_DEPTH = 32  # config nesting deeper than this makes run.json malformed
 
 
@@ -199,6 +200,8 @@ def read_run_file(run_dir: Path) -> RunRecord:
         raise MalformedRunFileError(path, "nested too deeply to read") from None
     except OSError as exc:
         raise RunDirectoryError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # an integer of thousands of digits, and the like
+        raise MalformedRunFileError(path, f"not readable JSON ({exc})") from exc
     if _depth_exceeds(doc, MAX_RUN_FILE_DEPTH):
         raise MalformedRunFileError(path, f"nested deeper than {MAX_RUN_FILE_DEPTH} levels")
     if not isinstance(doc, dict):
@@ -292,7 +295,17 @@ def read_shard(path: Path) -> pa.Table:
         raise CorruptShardError(path, f"cannot be read ({exc.strerror or exc})") from exc
     try:
         with pq.ParquetFile(pa.BufferReader(data)) as shard:
+            unpacked = sum(
+                shard.metadata.row_group(i).total_byte_size
+                for i in range(shard.metadata.num_row_groups)
+            )
+            if unpacked > MAX_SHARD_MEMORY_BYTES:  # a few KB of zstd can claim gigabytes
+                raise CorruptShardError(
+                    path, f"would take {unpacked:,} bytes once read, over the limit; skipped"
+                )
             return shard.read()
+    except CorruptShardError:
+        raise
     # UnicodeDecodeError: a column name that is not UTF-8, which pyarrow only finds on opening.
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise CorruptShardError(path, f"not a readable Parquet file ({exc})") from exc

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,12 @@ def read_state(run_dir: Path) -> RunState:
     heartbeat: datetime | None = None
     try:
         run_file = os.lstat(run_dir / rundir.RUN_FILE)
-        entries.append(f"run.json:{run_file.st_size}:{run_file.st_mtime_ns}")
-        record = rundir.read_run_file(run_dir)
-        status, heartbeat = record.status, rundir.parse_time(record.heartbeat_at)
-    except (OSError, ValueError):  # RunDirectoryError (a malformed run.json) is an OSError
+    except OSError:
         pass
+    else:
+        entries.append(f"run.json:{run_file.st_size}:{run_file.st_mtime_ns}")
+        key = (run_file.st_ino, run_file.st_size, run_file.st_mtime_ns)
+        status, heartbeat = _status_and_heartbeat(run_dir, key)
     losses = run_dir / rundir.LOSSES_DIR
     if storage.is_real_dir(losses):
         try:
@@ -67,6 +69,20 @@ def read_state(run_dir: Path) -> RunState:
     elif storage.lexists(losses):
         entries.append("losses:not-a-folder")
     return RunState(run_dir, status, heartbeat, "|".join(entries))
+
+
+@lru_cache(maxsize=16384)
+def _status_and_heartbeat(
+    run_dir: Path, key: tuple[int, int, int]
+) -> tuple[str | None, datetime | None]:
+    """run.json's status and heartbeat, parsed once per version of the file (`key`: inode,
+    size, mtime): a daemon looks at every running run every few seconds, and a run.json can
+    be megabytes."""
+    try:
+        record = rundir.read_run_file(run_dir)
+        return record.status, rundir.parse_time(record.heartbeat_at)
+    except (OSError, ValueError):  # RunDirectoryError (a malformed run.json) is an OSError
+        return None, None
 
 
 @dataclass(frozen=True)
@@ -91,10 +107,13 @@ def read_marker(run_dir: Path) -> RenderedMarker | None:
         return None
 
 
-def write_marker(run_dir: Path, marker: RenderedMarker) -> None:
+def write_marker(run_dir: Path, run_fd: int, marker: RenderedMarker) -> None:
+    """Record `marker` in the run whose folder `run_fd` holds (opened by the render lock)."""
     doc = {"fingerprint": marker.fingerprint, "status": marker.status, "entry": marker.entry}
+    graphs = run_dir / rundir.GRAPHS_DIR
     try:
-        storage.atomic_write(run_dir / rundir.GRAPHS_DIR / MARKER, json.dumps(doc).encode())
+        with storage.opened_dir(graphs, dir_fd=run_fd) as graphs_fd:
+            storage.atomic_write(graphs / MARKER, json.dumps(doc).encode(), dir_fd=graphs_fd)
     except OSError as exc:
         raise RunDirectoryError(run_dir, f"cannot record the render ({exc})") from exc
 

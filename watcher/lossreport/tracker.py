@@ -468,7 +468,7 @@ def _new_or_resumed_record(
     """The record to write, and whether another live writer of the run was warned about."""
     now = rundir.utc_now()
     host, pid = _this_process()
-    if not (path / rundir.RUN_FILE).exists():
+    if not storage.lexists(path / rundir.RUN_FILE):
         record = rundir.RunRecord(
             run_id,
             model,
@@ -527,7 +527,7 @@ def _this_process() -> tuple[str, int]:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:  # 0 and negative pids would signal process groups
+    if not 0 < pid < 2**31:  # 0 and negative pids signal process groups; larger overflow
         return False
     try:
         os.kill(pid, 0)

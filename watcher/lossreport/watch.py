@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -36,9 +37,9 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
-from . import report, rundir, storage
+from . import logformat, report, rundir, storage
 from .errors import RunBusy, RunDirectoryError
 from .jobs import MailJob, render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
@@ -108,7 +109,7 @@ class Watcher:
     ) -> None:
         if not runs_dir.is_dir():
             raise RunDirectoryError(runs_dir, "is not a directory")
-        self.runs_dir = runs_dir
+        self.runs_dir = runs_dir.resolve()  # /data/runs -> /lustre/...: links inside are not
         self.options = options
         self.stop = stop or threading.Event()
         self._wakeup = threading.Event()
@@ -168,6 +169,7 @@ class Watcher:
             max_workers=self.options.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=start_worker,
+            initargs=logformat.current(),
         )
 
     def _restart_pool(self) -> None:
@@ -292,13 +294,17 @@ class Watcher:
             self._running.add(name)
         else:
             self._running.discard(name)
+        status = state.display_status(now_utc, self.options.stale_after)
+        live = status is None and self._live_render_due(name, state.status)
+        if status is None and not live and name in self._entries:
+            self._retries.pop(name, None)
+            return  # running, and shown already: its marker need not be read again
         marker = read_marker(run_dir)
         if marker is not None and name not in self._entries:  # known from an earlier render
             self._entries[name] = report.index_row(marker.entry, name)
             self._index_due = self._index_due or time.monotonic()
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
-        status = state.display_status(now_utc, self.options.stale_after)
-        if reason is None and self._live_render_due(name, state.status):
+        if reason is None and live:
             reason, status = "running, live re-render", rundir.RUNNING
         if reason is None or status is None:
             self._retries.pop(name, None)
@@ -427,33 +433,46 @@ class Watcher:
         return False
 
     def _start_observer(self) -> None:
+        """inotify, or polling where asked or needed. Whatever breaks watching (the inotify
+        watch limit, a folder nested thousands deep) falls back to depth-limited polling."""
         polling = self._wants_polling()
-        observer: BaseObserver = (
-            PollingObserver(timeout=self.options.poll_interval) if polling else Observer()
+        try:
+            self._observer = self._started(self._poller() if polling else Observer())
+        except Exception as exc:
+            if polling:
+                raise
+            logger.warning(
+                "native watching failed (%s: %s); polling instead",
+                type(exc).__name__,
+                exc,
+                extra={"event": "polling_fallback"},
+            )
+            self._observer = self._started(self._poller())
+        logger.info(
+            "watching %s with %s",
+            self.runs_dir,
+            type(self._observer).__name__,
+            extra={"event": "watching"},
         )
+
+    def _started(self, observer: BaseObserver) -> BaseObserver:
         handler = _EventsToRuns(self.runs_dir, self._events, self._wakeup)
         observer.schedule(handler, str(self.runs_dir), recursive=True, event_filter=WATCHED_EVENTS)
         try:
             observer.start()
-        except OSError as exc:  # inotify watch limit (ENOSPC) and the like
-            if polling:
-                raise
-            logger.warning(
-                "native watching failed (%s); polling instead",
-                exc,
-                extra={"event": "polling_fallback"},
-            )
-            observer = PollingObserver(timeout=self.options.poll_interval)
-            observer.schedule(
-                handler, str(self.runs_dir), recursive=True, event_filter=WATCHED_EVENTS
-            )
-            observer.start()
-        self._observer = observer
-        logger.info(
-            "watching %s with %s",
-            self.runs_dir,
-            type(observer).__name__,
-            extra={"event": "watching"},
+        except BaseException:
+            observer.stop()
+            raise
+        return observer
+
+    def _poller(self) -> BaseObserver:
+        """watchdog's polling observer, walking only what makes a run's inputs (the runs
+        directory, each run, each losses/ folder) and never following a link: a run owner's
+        link loops or deep folders cannot make it walk for ever."""
+        return PollingObserverVFS(
+            os.lstat,
+            partial(_list_inputs, str(self.runs_dir)),
+            polling_interval=self.options.poll_interval,
         )
 
     def _check_observer(self) -> None:
@@ -510,6 +529,18 @@ class Watcher:
         self._write_index_if_due(time.monotonic(), force=True)
         if self._observer is not None:
             self._observer.join(timeout=5)
+
+
+def _list_inputs(root: str, path: str | None) -> Iterator[os.DirEntry[str]]:
+    """os.scandir for the poller, empty below what the daemon reads: RUNS, RUNS/RUN and
+    RUNS/RUN/losses."""
+    parts = Path(os.path.relpath(path or root, root)).parts
+    inside = [] if parts == (".",) else list(parts)
+    if len(inside) > 2 or (len(inside) == 2 and inside[1] != rundir.LOSSES_DIR):
+        return iter(())
+    if inside and inside[0].startswith("."):
+        return iter(())  # lossreport's own folders
+    return os.scandir(path or root)
 
 
 class _EventsToRuns(FileSystemEventHandler):

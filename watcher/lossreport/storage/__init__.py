@@ -21,8 +21,10 @@ from .local import (
     make_dir,
     make_hidden_dir,
     open_dir,
+    opened_dir,
     process_umask,
     read_bytes,
+    read_descriptor,
 )
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "make_dir",
     "make_hidden_dir",
     "open_dir",
+    "opened_dir",
     "process_umask",
     "read_bytes",
+    "read_descriptor",
 ]

@@ -2,18 +2,23 @@
 
 A path's last component is never followed when it is a symlink; the folders above it may be
 (a runs directory reached through a link is normal). Callers keep links out of the middle of a
-run's paths by never entering a run directory, `losses/` or `loss_graphs/` that is a link.
+run's paths by never entering a run directory, `losses/` or `loss_graphs/` that is a link, and
+where a folder could be swapped for a link while they work (a run directory, by its owner),
+they open it once and pass its descriptor: every function taking `dir_fd` then acts on
+`path.name` inside that descriptor's folder, and uses `path` only to name it in errors.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO
@@ -22,8 +27,10 @@ from ..errors import FileTooLargeError, RunBusy, UnsafePathError
 
 # Documented in docs/run-directory-format.md: larger files are refused, not read.
 MAX_RUN_FILE_BYTES = 16 * 2**20  # run.json, mail records
-MAX_MARKER_BYTES = 64 * 2**20  # render markers (they carry the index row and its curves)
+MAX_MARKER_BYTES = 4 * 2**20  # render markers: an index row and small curves (ours: a few KB)
 MAX_SHARD_BYTES = 2 * 2**30  # one Parquet shard
+
+LOCK_POLL_SECONDS = 0.2  # flock has no timeout: a bounded wait polls
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -41,23 +48,29 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def kind_of(path: Path) -> str:
+def kind_of(path: Path, *, dir_fd: int | None = None) -> str:
     """What is at `path`, in words ("a symbolic link", "a FIFO", ...), without following it."""
     try:
-        mode = os.lstat(path).st_mode
+        mode = os.lstat(_at(path, dir_fd), dir_fd=dir_fd).st_mode
     except OSError:
         return "missing"
     return "a regular file" if stat.S_ISREG(mode) else _kind(mode)
 
 
-def _refusal(path: Path, exc: OSError) -> OSError:
+def _refusal(path: Path, exc: OSError, dir_fd: int | None = None) -> OSError:
     """The error for an open that O_NOFOLLOW or O_DIRECTORY refused, naming what is there."""
     if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO, errno.EISDIR):
-        return UnsafePathError(path, f"is {kind_of(path)}; not followed or opened")
+        what = kind_of(path, dir_fd=dir_fd)
+        return UnsafePathError(path, f"is {what}; not followed or opened")
     return exc
 
 
-def read_bytes(path: Path, limit: int) -> bytes:
+def _at(path: Path, dir_fd: int | None) -> str | Path:
+    """What to hand `os`: the name inside the folder `dir_fd` holds, or the path itself."""
+    return path if dir_fd is None else path.name
+
+
+def read_bytes(path: Path, limit: int, *, dir_fd: int | None = None) -> bytes:
     """The whole of regular file `path`, at most `limit` bytes.
 
     Raises FileNotFoundError when it is missing, UnsafePathError when it is a symlink, FIFO,
@@ -65,71 +78,81 @@ def read_bytes(path: Path, limit: int) -> bytes:
     `limit` (checked again while reading: the file may be growing).
     """
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(_at(path, dir_fd), _READ_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        raise _refusal(path, exc) from exc
+        raise _refusal(path, exc, dir_fd) from exc
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafePathError(path, f"is {_kind(info.st_mode)}, not a regular file; not read")
-        if info.st_size > limit:
-            raise FileTooLargeError(path, f"is {info.st_size:,} bytes, over the {limit:,} limit")
-        os.set_blocking(fd, True)
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(limit + 1)
-        if len(data) > limit:
-            raise FileTooLargeError(path, f"grew past the {limit:,} byte limit while read")
-        return data
+        return read_descriptor(fd, path, limit)
     finally:
         os.close(fd)
 
 
-def lexists(path: Path) -> bool:
-    """Whether anything, a dangling symlink included, is at `path`."""
+def read_descriptor(fd: int, path: Path, limit: int) -> bytes:
+    """`read_bytes` for a file opened already (`path` names it in errors); it stays open."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafePathError(path, f"is {_kind(info.st_mode)}, not a regular file; not read")
+    if info.st_size > limit:
+        raise FileTooLargeError(path, f"is {info.st_size:,} bytes, over the {limit:,} limit")
+    os.set_blocking(fd, True)
+    with os.fdopen(os.dup(fd), "rb") as handle:
+        handle.seek(0)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLargeError(path, f"grew past the {limit:,} byte limit while read")
+    return data
+
+
+def lexists(path: Path, *, dir_fd: int | None = None) -> bool:
+    """Whether anything, a dangling symlink included, is at `path` (False when it cannot be
+    told: an unreadable folder of someone else's is nothing to act on)."""
     try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
+        os.lstat(_at(path, dir_fd), dir_fd=dir_fd)
+    except OSError:
         return False
     return True
 
 
-def is_real_dir(path: Path) -> bool:
+def is_real_dir(path: Path, *, dir_fd: int | None = None) -> bool:
     """A directory that is not a symlink to one."""
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
+        return stat.S_ISDIR(os.lstat(_at(path, dir_fd), dir_fd=dir_fd).st_mode)
     except OSError:
         return False
 
 
-def open_dir(path: Path) -> int:
+def open_dir(path: Path, *, dir_fd: int | None = None) -> int:
     """A descriptor of directory `path`, refusing a symlink (UnsafePathError)."""
     try:
-        return os.open(path, _DIR_FLAGS)
+        return os.open(_at(path, dir_fd), _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        raise _refusal(path, exc) from exc
+        raise _refusal(path, exc, dir_fd) from exc
 
 
 @contextmanager
-def _dir_fd(path: Path) -> Iterator[int]:
-    fd = open_dir(path)
+def opened_dir(path: Path, *, dir_fd: int | None = None) -> Iterator[int]:
+    """`open_dir` for a block; the descriptor is closed after it."""
+    fd = open_dir(path, dir_fd=dir_fd)
     try:
         yield fd
     finally:
         os.close(fd)
 
 
-def make_dir(path: Path) -> None:
+def make_dir(path: Path, mode: int = 0o777) -> None:
     """`mkdir path` if it is missing; an existing symlink or file there is an UnsafePathError."""
     try:
-        os.mkdir(path, 0o777)  # mkdir never follows a symlink: one there raises FileExistsError
+        os.mkdir(path, mode)  # mkdir never follows a symlink: one there raises FileExistsError
     except FileExistsError:
         if not is_real_dir(path):
             raise _refusal(path, OSError(errno.ENOTDIR, "not a directory")) from None
 
 
-def make_hidden_dir(parent: Path, prefix: str) -> Path:
-    """A new uniquely named folder in `parent` (not a symlink), with plain mkdir permissions."""
-    with _dir_fd(parent) as fd:
+def make_hidden_dir(parent: Path, prefix: str, *, parent_fd: int | None = None) -> Path:
+    """A new uniquely named folder in `parent` (not a symlink; or in the folder `parent_fd`
+    holds), with plain mkdir permissions."""
+    with ExitStack() as stack:
+        fd = parent_fd if parent_fd is not None else stack.enter_context(opened_dir(parent))
         for _ in range(100):
             name = f"{prefix}{secrets.token_hex(4)}"
             try:
@@ -141,7 +164,9 @@ def make_hidden_dir(parent: Path, prefix: str) -> Path:
 
 
 @contextmanager
-def atomic_file(path: Path, *, replace: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(
+    path: Path, *, replace: bool = True, dir_fd: int | None = None
+) -> Iterator[BinaryIO]:
     """A handle whose contents appear at `path` whole, or not at all, when the block ends.
 
     The data go to a hidden temp file created (O_EXCL, O_NOFOLLOW) in `path`'s folder, opened
@@ -152,7 +177,8 @@ def atomic_file(path: Path, *, replace: bool = True) -> Iterator[BinaryIO]:
     another writer gets there between a check and the move. On any error the temp file is
     removed and `path` keeps what it had.
     """
-    with _dir_fd(path.parent) as folder:
+    with ExitStack() as stack:
+        folder = dir_fd if dir_fd is not None else stack.enter_context(opened_dir(path.parent))
         try:
             existing = os.lstat(path.name, dir_fd=folder)
         except FileNotFoundError:
@@ -195,35 +221,54 @@ def _move_without_replacing(tmp: str, path: Path, folder: int) -> None:
     os.unlink(tmp, dir_fd=folder)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    with atomic_file(path) as handle:
+def atomic_write(path: Path, data: bytes, *, dir_fd: int | None = None) -> None:
+    with atomic_file(path, dir_fd=dir_fd) as handle:
         handle.write(data)
 
 
 @contextmanager
-def exclusive_lock(path: Path, *, wait: bool, create: bool = True) -> Iterator[None]:
+def exclusive_lock(
+    path: Path, *, wait: float, create: bool = True, dir_fd: int | None = None
+) -> Iterator[int]:
     """flock `path` (a regular file, created if missing unless `create` is false), across
-    processes and, where the filesystem maps flock to POSIX locks (NFS), across hosts.
+    processes and, where the filesystem maps flock to POSIX locks (NFS), across hosts; yields
+    the locked file's descriptor.
 
-    Raises RunBusy when another process holds it and `wait` is false, FileNotFoundError when
-    it is missing and `create` is false, UnsafePathError when a symlink or FIFO is in its place.
+    `wait` is how many seconds to wait for another holder (`math.inf`: as long as it takes; 0:
+    not at all): anyone who can read a lock file can hold it, so callers that must go on
+    give up. Raises RunBusy when it is still held then, FileNotFoundError when it is missing
+    and `create` is false, UnsafePathError when a symlink or FIFO is in its place.
     """
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags | os.O_CREAT if create else flags, 0o666)
+        fd = os.open(
+            _at(path, dir_fd), flags | os.O_CREAT if create else flags, 0o666, dir_fd=dir_fd
+        )
     except OSError as exc:
-        raise _refusal(path, exc) from exc
+        raise _refusal(path, exc, dir_fd) from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafePathError(path, f"is {_kind(info.st_mode)}, not a lock file; not used")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy(path.parent, "held by another process") from None
-        yield
+        _flock(fd, path, wait)
+        yield fd
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _flock(fd: int, path: Path, wait: float) -> None:
+    if math.isinf(wait):
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise RunBusy(path.parent, "held by another process") from None
+        time.sleep(min(LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
 @cache
