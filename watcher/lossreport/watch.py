@@ -389,7 +389,8 @@ class Watcher:
 
     def _schedule_retry(self, name: str, exc: BaseException) -> None:
         self._failures += 1
-        error = f"{type(exc).__name__}: {exc}"
+        # Shown in the index beside the run's name: its folder need not be repeated.
+        error = str(exc).replace(f"{self.runs_dir / name}/", "") or type(exc).__name__
         previous = self._entries.get(name)
         self._entries[name] = (
             {**previous, "error": error}
