@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 import lossreport
-from lossreport import rundir, stats, vega
-from lossreport.history import from_table
-from lossreport.outputs import OutputNames, write_charts
+from lossreport import runformat
+from lossreport.report import stats, vega
+from lossreport.report.history import from_table
+from lossreport.report.outputs import OutputNames, write_charts
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,7 +78,7 @@ def timed_process(command: list[str]) -> tuple[float, float]:
 
 
 def chart_seconds(run_dir: Path, out: Path) -> float:
-    history = from_table(rundir.read_losses(run_dir).table)
+    history = from_table(runformat.read_losses(run_dir).table)
     summary = stats.summary_stats(history, "m", "h")
     start = time.perf_counter()
     write_charts(out, history, summary, OutputNames("m", "h", "x"))

@@ -24,9 +24,10 @@ from pathlib import Path
 from daemon_process import Daemon
 
 import lossreport
-from lossreport import rundir, storage
-from lossreport.render import render_run
-from lossreport.runstate import RenderedMarker, read_marker, read_state, write_marker
+from lossreport import runformat, storage
+from lossreport.daemon.runstate import read_state
+from lossreport.report.render import render_run
+from lossreport.runformat import RenderedMarker, read_marker, write_marker
 
 
 def log_run(runs_dir: Path, run_id: str, steps: int) -> lossreport.Run:
@@ -106,15 +107,15 @@ def already_rendered(tmp: Path, count: int) -> Path:
         "report": str(result.report.relative_to(template.path.parent)),
         "rendered_at": "",
     }
-    shard = next((template.path / rundir.LOSSES_DIR).iterdir()).read_bytes()
-    record = rundir.read_run_file(template.path)
+    shard = next((template.path / runformat.LOSSES_DIR).iterdir()).read_bytes()
+    record = runformat.read_run_file(template.path)
     for index in range(count):
         run_dir = runs_dir / f"run-{index:05d}"
-        (run_dir / rundir.LOSSES_DIR).mkdir(parents=True)
-        (run_dir / rundir.GRAPHS_DIR).mkdir()
+        (run_dir / runformat.LOSSES_DIR).mkdir(parents=True)
+        (run_dir / runformat.GRAPHS_DIR).mkdir()
         record.run_id = run_dir.name
-        (run_dir / rundir.RUN_FILE).write_text(record.to_json())
-        (run_dir / rundir.LOSSES_DIR / "part-000001.parquet").write_bytes(shard)
+        (run_dir / runformat.RUN_FILE).write_text(record.to_json())
+        (run_dir / runformat.LOSSES_DIR / "part-000001.parquet").write_bytes(shard)
         fingerprint = read_state(run_dir).fingerprint
         with storage.opened_dir(run_dir) as run_fd:
             marker = RenderedMarker(fingerprint, "completed", {**entry, "run_id": run_dir.name})

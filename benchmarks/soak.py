@@ -37,9 +37,10 @@ import pyarrow.parquet as pq
 from daemon_process import CLOCK_TICKS, Daemon
 from soak_trainer import LATE_LOSS, LOSSES, losses_at
 
-from lossreport import rundir
-from lossreport.render import STAGE_PREFIXES
-from lossreport.runstate import read_marker, read_state
+from lossreport import runformat
+from lossreport.daemon.runstate import read_state
+from lossreport.report.render import STAGE_PREFIXES
+from lossreport.runformat import read_marker
 
 HERE = Path(__file__).resolve().parent
 FLUSH_EVERY = 200
@@ -344,14 +345,14 @@ def _last_logged(trainer: Trainer) -> int:
 
 
 def _damage(run_dir: Path, rng: random.Random, trainer: Trainer) -> Damage:
-    shards = sorted((run_dir / rundir.LOSSES_DIR).glob("part-*.parquet"))
+    shards = sorted((run_dir / runformat.LOSSES_DIR).glob("part-*.parquet"))
     if trainer.resume_at is None and shards and rng.random() < 0.5:
         shard = rng.choice(shards)
         lost = set(pq.read_table(shard, columns=["step"]).column("step").to_pylist())
         data = shard.read_bytes()
         shard.write_bytes(data[: len(data) // 2])
         return Damage("truncated shard", shard, lost)
-    run_file = run_dir / rundir.RUN_FILE
+    run_file = run_dir / runformat.RUN_FILE
     run_file.write_text('{"format": "lossreport.run/1", "status": ')
     return Damage("garbled run.json", run_file)
 
@@ -431,7 +432,7 @@ def _rendered(run_dir: Path) -> bool:
 
 def _rewrite_run_file(run_dir: Path) -> None:
     """The same run.json, replaced as a writer replaces it (a new mtime: new inputs)."""
-    run_file = run_dir / rundir.RUN_FILE
+    run_file = run_dir / runformat.RUN_FILE
     temporary = run_dir / ".run.json.soak.tmp"
     temporary.write_bytes(run_file.read_bytes())
     os.replace(temporary, run_file)
@@ -571,7 +572,7 @@ def _must_hold(trainer: Trainer, completed: bool) -> dict[int, int]:
 def _check_run(
     run_dir: Path, writers: list[Trainer], damage: Damage | None, figures: Figures
 ) -> None:
-    graphs = run_dir / rundir.GRAPHS_DIR
+    graphs = run_dir / runformat.GRAPHS_DIR
     pages = list(graphs.glob("loss_report_*.html"))
     csvs = list(graphs.glob("loss_history_*.csv"))
     summaries = list(graphs.glob("loss_summary_*.json"))

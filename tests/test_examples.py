@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from lossreport import rundir
+from lossreport import runformat
 from tests.support.procs import ROOT
 
 EXPECTED_LOSSES = {
@@ -45,9 +45,9 @@ def test_each_architecture_trains_and_logs_its_losses(runs_dir: Path) -> None:
     assert time.monotonic() - started < 60
     for architecture, losses in EXPECTED_LOSSES.items():
         run_dir = runs_dir / architecture
-        record = rundir.read_run_file(run_dir)
+        record = runformat.read_run_file(run_dir)
         assert (record.status, record.architecture) == ("completed", architecture)
-        data = rundir.read_losses(run_dir)
+        data = runformat.read_losses(run_dir)
         assert data.loss_names == losses
         assert data.table.column("step").to_pylist() == list(range(400))
         mse = data.table.column("mse_loss").to_pylist()

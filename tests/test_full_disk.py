@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lossreport
-from lossreport import rundir
+from lossreport import runformat
 from tests.support.daemon import run_once
 from tests.support.disk import fill, small_disk
 
@@ -47,9 +47,9 @@ def test_the_trainer_keeps_training_through_a_full_disk_and_writes_again_after(
         for step in range(1400, 1500):
             run.log(step, mse_loss=float(step))
         run.close()
-        steps = rundir.read_losses(run.path).table.column("step").to_pylist()
+        steps = runformat.read_losses(run.path).table.column("step").to_pylist()
         assert steps == [*range(200), *range(900, 1500)]
-        record = rundir.read_run_file(run.path)
+        record = runformat.read_run_file(run.path)
         assert record.status == "completed"
         assert record.error is not None and "700 logged rows could not be written" in record.error
 

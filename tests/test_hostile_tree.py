@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import lossreport
-from lossreport import rundir
+from lossreport import runformat
+from lossreport.delivery.outbox import Outbox
 from lossreport.errors import RunBusy, UnsafePathError
-from lossreport.outbox import Outbox
-from lossreport.render import render_lock, render_run
+from lossreport.report.render import render_lock, render_run
 from tests.support.daemon import Daemon, run_once, wait_rendered
 from tests.support.deadline import fails_if_blocked
 from tests.support.procs import wait_for
@@ -113,7 +113,7 @@ def test_render_lock_is_still_exclusive(runs_dir: Path) -> None:
 def test_a_linked_run_directory_is_not_a_run(runs_dir: Path, tmp_path: Path) -> None:
     real = _finished_run(tmp_path / "other-runs", "theirs")
     (runs_dir / "alias").symlink_to(real)
-    assert rundir.list_run_dirs(runs_dir) == []
+    assert runformat.list_run_dirs(runs_dir) == []
     with pytest.raises(lossreport.RunDirectoryError, match="symbolic link"):
         render_run(runs_dir / "alias")
     assert not (real / "loss_graphs").exists()
@@ -187,7 +187,7 @@ def test_one_run_json_nested_1000_deep_does_not_stop_the_daemon(runs_dir: Path) 
     runs = [_finished_run(runs_dir, f"run-{n:02d}", steps=5) for n in range(6)]
     (runs[2] / "run.json").write_text('{"format": "x", "a": ' + "[" * 1000 + "]" * 1000 + "}")
     (runs[4] / "run.json").write_text(
-        '{"format": "' + rundir.FORMAT + '", ' + '"c":{' * 999 + "}" * 1000
+        '{"format": "' + runformat.FORMAT + '", ' + '"c":{' * 999 + "}" * 1000
     )
 
     result = run_once(runs_dir)
@@ -212,9 +212,9 @@ def test_the_outbox_is_never_followed_through_a_link(runs_dir: Path, dummy: Path
 
 def test_a_negative_duration_is_not_shown(runs_dir: Path) -> None:
     run_dir = _finished_run(runs_dir, "r")
-    record = rundir.read_run_file(run_dir)
+    record = runformat.read_run_file(run_dir)
     record.finished_at = "2000-01-01T00:00:00+00:00"
-    rundir.write_run_file(run_dir, record)
+    runformat.write_run_file(run_dir, record)
     assert render_run(run_dir).run["duration"] is None
 
 
@@ -324,7 +324,7 @@ def test_a_run_named_on_the_command_line_through_a_link_is_rendered(
 def test_a_run_folder_swapped_for_a_link_mid_render_changes_nothing_at_the_target(
     runs_dir: Path, dummy: Path
 ) -> None:
-    from lossreport.render import render_held
+    from lossreport.report.render import render_held
 
     run_dir = _finished_run(runs_dir, "r")
     (dummy / ".loss_graphs.old-0000").mkdir()  # what a path-based stage sweep would delete
@@ -368,7 +368,7 @@ def test_an_outbox_folder_of_another_user_is_never_used(runs_dir: Path) -> None:
 def test_a_message_another_user_put_in_the_outbox_is_never_sent(runs_dir: Path) -> None:
     from email.message import EmailMessage
 
-    from lossreport.smtp import SmtpSettings
+    from lossreport.delivery.smtp import SmtpSettings
 
     message = EmailMessage()
     message["X-Lossreport-Key"] = "k"
@@ -382,8 +382,8 @@ def test_a_message_another_user_put_in_the_outbox_is_never_sent(runs_dir: Path) 
 def test_a_broken_queued_message_does_not_stop_the_sender(runs_dir: Path) -> None:
     from email.message import EmailMessage
 
-    from lossreport.outbox import OutboxSender
-    from lossreport.smtp import SmtpSettings
+    from lossreport.delivery.outbox import OutboxSender
+    from lossreport.delivery.smtp import SmtpSettings
 
     message = EmailMessage()
     message["X-Lossreport-Key"] = "k"
@@ -397,7 +397,7 @@ def test_a_broken_queued_message_does_not_stop_the_sender(runs_dir: Path) -> Non
 def test_a_file_where_the_outbox_belongs_does_not_undo_the_render(
     runs_dir: Path, tmp_path: Path
 ) -> None:
-    from lossreport.runstate import read_marker
+    from lossreport.runformat import read_marker
 
     run_dir = _finished_run(runs_dir, "r", steps=5)
     (runs_dir / ".lossreport").write_text("in the way")
@@ -427,9 +427,9 @@ def test_a_runs_directory_reached_through_a_link_gets_its_index(
 
 def test_resuming_a_run_whose_pid_is_absurd_works(runs_dir: Path) -> None:
     run_dir = _finished_run(runs_dir, "r", steps=5)
-    record = rundir.read_run_file(run_dir)
-    record.status, record.pid, record.heartbeat_at = "running", 2**40, rundir.utc_now()
-    rundir.write_run_file(run_dir, record)
+    record = runformat.read_run_file(run_dir)
+    record.status, record.pid, record.heartbeat_at = "running", 2**40, runformat.utc_now()
+    runformat.write_run_file(run_dir, record)
     with lossreport.start_run(runs_dir, model="m", hook="h", run_id="r") as run:
         run.log(100, mse_loss=0.5)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -88,3 +89,17 @@ def test_the_wheel_installs_fresh_and_its_cli_renders_with_packaged_templates(
     )
     assert watched.returncode == 0, watched.stderr
     assert "var MAX_LINES" in (runs / "index.html").read_text()  # index.js came from the wheel
+
+
+def test_every_subpackage_is_in_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand (the templates live outside the package
+    folder), so a new subpackage must be added there or the wheel silently lacks it."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    package = ROOT / "watcher" / "lossreport"
+    found = {
+        ".".join(("lossreport", *init.parent.relative_to(package).parts))
+        for init in package.rglob("__init__.py")
+    }
+    assert found | {"lossreport.report_templates"} == listed

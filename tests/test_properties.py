@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lossreport import rundir
+from lossreport import runformat
 from lossreport.errors import LossReportError
-from lossreport.render import render_run
+from lossreport.report.render import render_run
 from tests.support.deadline import fails_if_blocked
 
 # Names a user might give: odd unicode, path-like, HTML-like, control characters, empty.
@@ -62,7 +62,7 @@ timestamps = st.one_of(st.just("2026-11-25T10:00:00+00:00"), hostile_text, st.in
 def run_documents(draw: st.DrawFn) -> Any:
     """run.json: mostly well-formed with wrong or hostile fields, sometimes not an object."""
     document = {
-        "format": draw(st.sampled_from([rundir.FORMAT, "lossreport.run/99", None, 3])),
+        "format": draw(st.sampled_from([runformat.FORMAT, "lossreport.run/99", None, 3])),
         "run_id": draw(st.one_of(hostile_text, json_scalars)),
         "model": draw(st.one_of(hostile_text, json_values)),
         "hook": draw(st.one_of(hostile_text, json_values)),
@@ -145,13 +145,13 @@ def test_any_run_directory_renders_or_fails_clearly_and_stays_inside(
     outer = Path(tempfile.mkdtemp(prefix="lossreport-property-"))
     try:
         run_dir = outer / "runs" / run_name
-        (run_dir / rundir.LOSSES_DIR).mkdir(parents=True)
+        (run_dir / runformat.LOSSES_DIR).mkdir(parents=True)
         (outer / "sibling.txt").write_text("untouched")
-        (run_dir / rundir.RUN_FILE).write_text(json.dumps(document, allow_nan=True))
+        (run_dir / runformat.RUN_FILE).write_text(json.dumps(document, allow_nan=True))
         for seq, table in enumerate(tables, start=1):
-            pq.write_table(table, run_dir / rundir.LOSSES_DIR / rundir.shard_name(seq))
+            pq.write_table(table, run_dir / runformat.LOSSES_DIR / runformat.shard_name(seq))
         if raw_shard is not None:  # not Parquet at all, or truncated
-            (run_dir / rundir.LOSSES_DIR / rundir.shard_name(len(tables) + 1)).write_bytes(
+            (run_dir / runformat.LOSSES_DIR / runformat.shard_name(len(tables) + 1)).write_bytes(
                 raw_shard
             )
         before_outside = _snapshot(outer)
@@ -162,7 +162,7 @@ def test_any_run_directory_renders_or_fails_clearly_and_stays_inside(
         else:
             page = result.report.read_text()
             assert page.rstrip().endswith("</html>")
-            assert result.report.parent == run_dir / rundir.GRAPHS_DIR
+            assert result.report.parent == run_dir / runformat.GRAPHS_DIR
             assert "<script" not in page.lower()  # nothing a name held became markup
             for problem in result.problems:
                 assert str(run_dir) in problem
@@ -195,12 +195,12 @@ OBJECT_KINDS = [
     "file",
 ]
 RUN_PATHS = [
-    rundir.RUN_FILE,
-    rundir.LOSSES_DIR,
-    f"{rundir.LOSSES_DIR}/{rundir.shard_name(2)}",
-    rundir.GRAPHS_DIR,
+    runformat.RUN_FILE,
+    runformat.LOSSES_DIR,
+    f"{runformat.LOSSES_DIR}/{runformat.shard_name(2)}",
+    runformat.GRAPHS_DIR,
     ".lossreport-render.lock",
-    f"{rundir.GRAPHS_DIR}/.lossreport-rendered.json",
+    f"{runformat.GRAPHS_DIR}/.lossreport-rendered.json",
 ]
 
 
@@ -217,7 +217,7 @@ def _place(path: Path, kind: str, outside: Path, run_dir: Path) -> None:
     elif kind == "link-outside-file":
         path.symlink_to(outside / "precious.conf")
     elif kind == "link-inside-file":
-        path.symlink_to(run_dir / rundir.RUN_FILE)
+        path.symlink_to(run_dir / runformat.RUN_FILE)
     elif kind == "dangling-link":
         path.symlink_to(outside / "no-such-file")
     elif kind == "fifo":
@@ -267,11 +267,11 @@ def test_any_filesystem_object_in_a_run_is_reported_never_followed_and_never_blo
         (outside / "loss_curves_x.png").write_bytes(b"someone else's")
         run_dir = _finished_run(outer / "runs", "run")
         if deep:
-            text = (run_dir / rundir.RUN_FILE).read_text()
-            (run_dir / rundir.RUN_FILE).write_text(
+            text = (run_dir / runformat.RUN_FILE).read_text()
+            (run_dir / runformat.RUN_FILE).write_text(
                 text.replace('"config": {}', '"config": ' + "[" * 3000 + "]" * 3000)
             )
-        (run_dir / rundir.GRAPHS_DIR).mkdir()  # as after an earlier render
+        (run_dir / runformat.GRAPHS_DIR).mkdir()  # as after an earlier render
         for path in RUN_PATHS:  # parents first, so a folder's kind decides what it holds
             _place(run_dir / path, kinds[path], outside, run_dir)
         before = _contents(outside)
@@ -303,7 +303,7 @@ def test_the_daemon_renders_the_good_runs_of_a_tree_full_of_hostile_objects(
             run_dir = _finished_run(runs, f"{kind}-{path.replace('/', '_')}")
             _place(run_dir / path, kind, outside, run_dir)
     deep = _finished_run(runs, "deep")
-    (deep / rundir.RUN_FILE).write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    (deep / runformat.RUN_FILE).write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
     (runs / "linked-run").symlink_to(outside)
     before = _contents(outside)
 
@@ -311,6 +311,6 @@ def test_the_daemon_renders_the_good_runs_of_a_tree_full_of_hostile_objects(
 
     assert "Traceback" not in result.stderr, result.stderr
     for run_dir in good:
-        assert (run_dir / rundir.GRAPHS_DIR).is_dir()
+        assert (run_dir / runformat.GRAPHS_DIR).is_dir()
     assert _contents(outside) == before
     assert (runs / "index.html").is_file()

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lossreport.runstate import read_marker, read_state
+from lossreport.daemon.runstate import read_state
+from lossreport.runformat import read_marker
 from tests.support.procs import ROOT, wait_for
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lossreport.serve import MAX_CONNECTIONS, REQUEST_TIMEOUT_SECONDS, RunsServer, RunsSite
+from lossreport.delivery.serve import MAX_CONNECTIONS, REQUEST_TIMEOUT_SECONDS, RunsServer, RunsSite
 from tests.support.server import request
 
 

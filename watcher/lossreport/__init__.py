@@ -18,9 +18,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .graphs import LossGraphGenerator
-    from .render import RenderResult, render_run
-    from .tracker import Run, start_run
+    from .report.graphs import LossGraphGenerator
+    from .report.render import RenderResult, render_run
+    from .trainer.tracker import Run, start_run
 
 try:
     __version__ = version("lossreport")
@@ -46,13 +46,13 @@ __all__ = [
 ]
 
 # Imported on first use: a trainer that only logs never loads Altair, vl-convert and Jinja2, and
-# a chart-drawing helper process (vega.py) starts without pyarrow and numpy.
+# a chart-drawing helper process (report/vega.py) starts without pyarrow and numpy.
 _LAZY = {
-    "Run": "lossreport.tracker",
-    "start_run": "lossreport.tracker",
-    "LossGraphGenerator": "lossreport.graphs",
-    "RenderResult": "lossreport.render",
-    "render_run": "lossreport.render",
+    "Run": "lossreport.trainer.tracker",
+    "start_run": "lossreport.trainer.tracker",
+    "LossGraphGenerator": "lossreport.report.graphs",
+    "RenderResult": "lossreport.report.render",
+    "render_run": "lossreport.report.render",
 }
 
 

@@ -9,7 +9,7 @@ import sys
 
 
 def main() -> int:
-    from .cli import main as run_cli
+    from .cli.main import main as run_cli
 
     return run_cli()
 

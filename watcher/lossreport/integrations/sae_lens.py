@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import lossreport
-from lossreport.tracker import Run
+from lossreport.trainer.tracker import Run
 
 OVERALL_LOSS = "overall_loss"
 

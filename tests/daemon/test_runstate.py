@@ -1,0 +1,69 @@
+"""The daemon's pure decisions: when a run needs a render, what a path belongs to."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lossreport.daemon.netfs import filesystem_type, is_network_filesystem
+from lossreport.daemon.runstate import RunState, render_reason
+from lossreport.daemon.watch import _EventsToRuns
+from lossreport.runformat import RenderedMarker
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _state(status: str | None, beat_age: float = 0.0, fingerprint: str = "f1") -> RunState:
+    return RunState(Path("r"), status, NOW - timedelta(seconds=beat_age), fingerprint)
+
+
+@pytest.mark.parametrize(
+    ("state", "marker", "reason"),
+    [
+        (_state("running", 5), None, None),
+        (_state("running", 700), None, "stalled, never rendered"),
+        (_state("completed"), None, "completed, never rendered"),
+        (_state("completed"), RenderedMarker("f1", "completed", {}), None),
+        (
+            _state("completed", fingerprint="f2"),
+            RenderedMarker("f1", "completed", {}),
+            "completed, inputs changed",
+        ),
+        (_state("failed"), RenderedMarker("f1", "stalled", {}), "failed, was stalled"),
+        (_state(None), None, "unknown, never rendered"),
+    ],
+)
+def test_render_reason(state: RunState, marker: RenderedMarker | None, reason: str | None) -> None:
+    assert render_reason(state, marker, NOW, stale_after=600) == reason
+
+
+def test_events_map_to_runs_and_our_own_writes_are_ignored(tmp_path: Path) -> None:
+    events: queue.SimpleQueue[str] = queue.SimpleQueue()
+    handler = _EventsToRuns(tmp_path, events, threading.Event())
+    name = handler._run_name
+    assert name(str(tmp_path / "run-1" / "run.json")) == "run-1"
+    assert name(str(tmp_path / "run-1" / "losses" / "part-000003.parquet")) == "run-1"
+    assert name(str(tmp_path / "run-1")) == "run-1"
+    assert name(str(tmp_path / "run-1" / "losses" / ".part-000003.parquet.x.tmp")) is None
+    assert name(str(tmp_path / "run-1" / "loss_graphs" / "loss_report_x.html")) is None
+    assert name(str(tmp_path / "run-1" / ".run.json.abc.tmp")) is None
+    assert name(str(tmp_path / "index.html")) == "index.html"  # not a run: the scan checks
+    assert name(str(tmp_path / ".hidden" / "run.json")) is None
+
+
+def test_network_filesystems_are_recognised_from_the_mount_table(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\n"
+        "server:/export /mnt/shared nfs4 rw 0 0\n"
+        "lustre@tcp:/fs /lus lustre rw 0 0\n"
+    )
+    assert filesystem_type(Path("/mnt/shared/runs"), str(mounts)) == "nfs4"
+    assert filesystem_type(Path("/lus"), str(mounts)) == "lustre"
+    assert filesystem_type(Path("/home/me"), str(mounts)) == "ext4"
+    assert is_network_filesystem("nfs4") and is_network_filesystem("lustre")
+    assert not is_network_filesystem("ext4") and not is_network_filesystem(None)

@@ -1,0 +1,47 @@
+"""The native source: lossreport's own run folders, as the daemon and the renderer see them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lossreport
+from lossreport import sources
+from lossreport.daemon.runstate import read_state
+
+
+def test_the_fingerprint_changes_with_every_input_and_only_with_inputs(runs_dir: Path) -> None:
+    with lossreport.start_run(runs_dir, model="m", hook="h", run_id="r") as run:
+        run.log(0, mse_loss=1.0)
+    before = read_state(run.path)
+    (run.path / "loss_graphs").mkdir()
+    (run.path / "loss_graphs" / "x.png").write_bytes(b"")
+    (run.path / "losses" / ".part-000002.parquet.tmp").write_bytes(b"half")
+    assert read_state(run.path).fingerprint == before.fingerprint
+    with lossreport.start_run(runs_dir, model="m", hook="h", run_id="r") as run:
+        run.log(1, mse_loss=1.0)
+    assert read_state(run.path).fingerprint != before.fingerprint
+
+
+def test_a_run_folder_is_found_and_anything_else_is_not(runs_dir: Path, tmp_path: Path) -> None:
+    with lossreport.start_run(runs_dir, model="m", hook="h", run_id="r") as run:
+        run.log(0, mse_loss=1.0)
+    (runs_dir / "not-a-run").mkdir()
+    (runs_dir / ".lossreport").mkdir()
+    dummy = tmp_path / "dummy"
+    (dummy / "losses").mkdir(parents=True)  # would be a run, but is reached through a link
+    (runs_dir / "linked").symlink_to(dummy, target_is_directory=True)
+    assert sources.find(run.path) is sources.NATIVE
+    assert sources.find(runs_dir / "not-a-run") is None
+    assert sources.find(runs_dir / "linked") is None
+    assert sources.list_runs(runs_dir) == [run.path]
+
+
+def test_the_native_source_reads_what_the_trainer_wrote(runs_dir: Path) -> None:
+    with lossreport.start_run(runs_dir, model="m", hook="h", run_id="r") as run:
+        run.log(0, mse_loss=1.0)
+        run.log(1, mse_loss=0.5)
+    inputs = sources.NATIVE.inputs(run.path)
+    assert inputs.status == "completed" and inputs.heartbeat is not None
+    assert sources.NATIVE.read_record(run.path).run_id == "r"
+    data = sources.NATIVE.read_losses(run.path)
+    assert data.table.column("mse_loss").to_pylist() == [1.0, 0.5] and data.skipped == []

@@ -1,0 +1,50 @@
+"""Under torch.distributed (two real gloo ranks) only rank 0 writes, unless asked otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from lossreport import runformat
+from tests.support.procs import ROOT
+
+
+def _train(runs_dir: Path, *flags: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.distributed_trainer", str(runs_dir), *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_only_rank_zero_writes_by_default(runs_dir: Path) -> None:
+    output = _train(runs_dir)
+    (run_dir,) = runs_dir.iterdir()
+    assert f"rank 0 path {run_dir}" in output and f"rank 1 path {run_dir}" in output
+    shards = [(seq, rank) for seq, rank, _ in runformat.iter_shards(run_dir)]
+    assert shards == [(1, None)]  # one unranked shard (its name also carries a writer token)
+    assert runformat.read_losses(run_dir).table.column("mse_loss").to_pylist() == [
+        float(step) for step in range(10)
+    ]
+    assert runformat.read_run_file(run_dir).status == "completed"
+
+
+def test_every_rank_writes_its_own_shards_when_asked(runs_dir: Path) -> None:
+    _train(runs_dir, "--all-ranks")
+    (run_dir,) = runs_dir.iterdir()  # both ranks agreed on one run id
+    shards = {rank: path for _, rank, path in runformat.iter_shards(run_dir)}
+    assert sorted(shards) == [0, 1]
+    assert shards[1].name.startswith("part-000001-rank1-w")
+    rank1 = pq.read_table(shards[1])
+    assert rank1.column("mse_loss").to_pylist() == [100.0 + step for step in range(10)]
+    assert runformat.read_losses(run_dir).table.column("mse_loss").to_pylist()[0] == 0.0
+    assert runformat.read_run_file(run_dir).status == "completed"

@@ -1,0 +1,213 @@
+"""`--config FILE`: the command-line settings in a TOML file, so a systemd unit stays short.
+
+    [watch]                       [email]
+    poll = true                   to = ["me@example.com"]
+    stale_after = "10m"           smtp_host = "smtp.example.com"
+    workers = 2                   smtp_security = "starttls"   # or "ssl", "none"
+                                  smtp_user = "me"
+    [serve]                       smtp_password_file = "/etc/lossreport/smtp-password"
+    port = 8000
+
+Each key becomes the default of its command-line flag, so a flag given on the command line
+wins (and `--email-to` adds to `to`). Unknown keys and wrong types are errors naming the file
+and the key. A password is never a value here: it comes from a file or the environment.
+
+The limits are the command line's: every duration from 0.1 s to 365 days (each one is a wait
+or an interval, where 0 would spin and nan or inf would never fire), `workers` from 1 to
+64 (MAX_WORKERS), ports from 0 (serve: a free port) or 1 (smtp_port) to 65535, and each address
+exactly one `local@domain`, without control characters (which could add mail headers).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+import unicodedata
+from collections.abc import Callable
+from email.errors import HeaderParseError
+from email.headerregistry import AddressHeader, HeaderRegistry
+from pathlib import Path
+from typing import Any
+
+from ..delivery.smtp import SECURITY_CHOICES
+from ..errors import LossReportError
+
+
+class ConfigError(LossReportError):
+    """The config file is unreadable, not TOML, or has an unknown key or a wrong value."""
+
+
+MIN_DURATION_SECONDS = 0.1
+MAX_DURATION_SECONDS = 365 * 24 * 3600.0  # as good as never, and within every timer's range
+MAX_WORKERS = 64  # each render worker holds up to ~300 MB; more than this is a typo
+MAX_PORT = 65535
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `300`, `30s`, `10m` or `2h`, from 0.1 s to 365 days; ValueError otherwise.
+
+    Every duration lossreport takes is a wait or an interval: 0 would make a loop spin, and
+    nan or inf would silently never fire (nan compares false with everything).
+    """
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a duration (seconds, or a number with s, m or h)"
+        ) from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{text!r} is not a finite duration")
+    if seconds < 0:
+        raise ValueError(f"{text!r}: a duration cannot be negative")
+    if seconds < MIN_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is too short: at least {MIN_DURATION_SECONDS}s")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is too long: at most 365 days")
+    return seconds
+
+
+def parse_address(text: str) -> str:
+    """Exactly one address, `local@domain` or `Name <local@domain>`, in its normal form;
+    ValueError naming `text` otherwise. Strict, as each one becomes a mail header: a CR or LF
+    would let a value add headers (a Bcc), so no control character passes."""
+    if any(unicodedata.category(char)[0] == "C" or char in "\u2028\u2029" for char in text):
+        raise ValueError(f"{text!r} has a control or invisible character")
+    try:
+        header = HeaderRegistry()("To", text)
+    # IndexError: the stdlib parser's own failure on some inputs, such as "a@".
+    except (HeaderParseError, IndexError, ValueError):
+        raise ValueError(f"{text!r} is not an email address") from None
+    assert isinstance(header, AddressHeader)  # what the registry makes of a To header
+    if len(header.addresses) != 1 or len(header.groups) != 1:
+        raise ValueError(f"{text!r} holds {len(header.addresses)} addresses, expected one")
+    if header.groups[0].display_name is not None:
+        raise ValueError(f"{text!r} is an address group, expected one address")
+    if header.defects:
+        raise ValueError(f"{text!r} is not an email address ({header.defects[0]})")
+    address = header.addresses[0]
+    if not address.username or not address.domain:
+        raise ValueError(f"{text!r} is not an email address (it needs a local part and a domain)")
+    return str(address)
+
+
+def parse_int(text: str, low: int, high: int) -> int:
+    """An integer from `low` to `high`; ValueError naming `text` otherwise."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+    if not low <= number <= high:
+        raise ValueError(f"{text!r} is out of range: from {low} to {high}")
+    return number
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError('a duration (seconds, or a string such as "30s", "10m", "2h")')
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise ValueError(f"a duration from 0.1s to 365 days, but {exc}") from None
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return value
+
+    return check
+
+
+def _of(kind: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise ValueError("true or false" if kind is bool else "a string")
+        return value
+
+    return check
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("an email address")
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise ValueError(f"one email address each, but {exc}") from None
+
+
+def _addresses(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("an address or a list of addresses")
+    return [_address(item) for item in value]
+
+
+def _security(value: Any) -> str:
+    if value not in SECURITY_CHOICES:
+        raise ValueError(f"one of {', '.join(SECURITY_CHOICES)}")
+    return str(value)
+
+
+# section -> key in the file -> (argparse destination, check and convert)
+KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
+    "watch": {
+        "poll": ("poll", _of(bool)),
+        "poll_interval": ("poll_interval", _duration),
+        "rescan_every": ("rescan_every", _duration),
+        "stale_after": ("stale_after", _duration),
+        "live_every": ("live_every", _duration),
+        "workers": ("workers", _int_in(1, MAX_WORKERS)),
+        "idle_restart": ("idle_restart", _duration),
+    },
+    "email": {
+        "to": ("email_to", _addresses),
+        "from": ("email_from", _address),
+        "smtp_host": ("smtp_host", _of(str)),
+        "smtp_port": ("smtp_port", _int_in(1, MAX_PORT)),
+        "smtp_security": ("smtp_security", _security),
+        "smtp_user": ("smtp_user", _of(str)),
+        "smtp_password_file": ("smtp_password_file", lambda value: Path(_of(str)(value))),
+        "smtp_password_env": ("smtp_password_env", _of(str)),
+        "attach_csv": ("email_attach_csv", _of(bool)),
+        "report_url": ("email_report_url", _of(str)),
+        "retry": ("email_retry", _duration),
+    },
+    "serve": {
+        "host": ("host", _of(str)),
+        "port": ("port", _int_in(0, MAX_PORT)),
+    },
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The file's settings as argparse destinations and values."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a TOML file ({exc})") from exc
+    settings: dict[str, Any] = {}
+    for section, table in document.items():
+        if section not in KEYS or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(KEYS)})")
+        for key, value in table.items():
+            if "password" in key and key not in KEYS[section]:
+                raise ConfigError(
+                    f"{path}: [{section}] {key}: a password is never written in the config; "
+                    "use smtp_password_file or the LOSSREPORT_SMTP_PASSWORD environment variable"
+                )
+            if key not in KEYS[section]:
+                known = ", ".join(KEYS[section])
+                raise ConfigError(f"{path}: [{section}] unknown key {key!r} (known: {known})")
+            destination, convert = KEYS[section][key]
+            try:
+                settings[destination] = convert(value)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{path}: [{section}] {key} = {value!r}: expected {exc}") from exc
+    return settings

@@ -1,0 +1,476 @@
+"""The `lossreport` command: parses arguments, sets up logging, calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__, logformat, runformat
+from ..delivery.mailjob import MailJob
+from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
+from ..errors import LossReportError, RunDirectoryError
+from ..report import stats
+from . import config
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from ..report.render import RenderResult
+
+logger = logging.getLogger(__name__)
+# A render by another process takes seconds; anyone who can read a run's lock file can hold it
+# for ever, so a command gives up on that run after this long.
+LOCK_WAIT_SECONDS = 30.0
+DEMO_MAX_STEPS = 1_000_000  # the example SAEs learn in a few thousand
+DURATIONS = "DURATION is 300, 30s, 10m or 2h: seconds, from 0.1s to 365 days."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument("--config", type=Path)
+    path = config_flag.parse_known_args(argv)[0].config
+    try:
+        settings = config.load(path) if path is not None else {}
+    except config.ConfigError as exc:
+        print(f"lossreport: {exc}", file=sys.stderr)
+        return 2
+    args = _parser(settings).parse_args(argv)
+    logformat.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
+    try:
+        return int(args.handler(args))
+    except LossReportError as exc:
+        print(f"lossreport: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a one-line error, not a traceback; -v logs the traceback
+        logger.debug("the command failed", exc_info=True)
+        hint = "" if args.verbose else " (-v shows the traceback)"
+        print(f"lossreport: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 1
+
+
+def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
+    """The command line; `settings` (from --config) are the defaults of the flags they name."""
+    parser = argparse.ArgumentParser(
+        prog="lossreport",
+        description="Record training losses and turn runs into loss reports.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"lossreport {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object a line, for log shippers",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    show = commands.add_parser("show", help="print a run's status and what its shards hold")
+    show.add_argument("run", type=Path, help="a run directory")
+    show.set_defaults(handler=_show)
+
+    render = commands.add_parser(
+        "render", help="write the report of each run (or of every run in a runs directory)"
+    )
+    render.add_argument(
+        "paths", nargs="+", type=Path, metavar="RUN", help="a run directory, or a directory of runs"
+    )
+    render.set_defaults(handler=_render)
+
+    watch = commands.add_parser(
+        "watch",
+        help="render each run of RUNS_DIR when it completes, fails or stalls",
+        epilog=DURATIONS,
+    )
+    watch.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    watch.add_argument(
+        "--poll",
+        action=argparse.BooleanOptionalAction,
+        default=settings.get("poll"),
+        help="poll instead of inotify (default: only on network filesystems)",
+    )
+    watch.add_argument(
+        "--poll-interval",
+        type=duration,
+        default=settings.get("poll_interval", 5.0),
+        metavar="DURATION",
+        help="how often polling looks for changes (default 5s)",
+    )
+    watch.add_argument(
+        "--rescan-every",
+        type=duration,
+        default=settings.get("rescan_every", 300.0),
+        metavar="DURATION",
+        help="full scan to catch missed events (default 5m)",
+    )
+    watch.add_argument(
+        "--stale-after",
+        type=duration,
+        default=settings.get("stale_after", 600.0),
+        metavar="DURATION",
+        help="render a running run as stalled after this long without a heartbeat (default 10m)",
+    )
+    watch.add_argument(
+        "--live-every",
+        type=duration,
+        default=settings.get("live_every"),
+        metavar="DURATION",
+        help="also re-render running runs this often",
+    )
+    watch.add_argument(
+        "--workers",
+        type=_int_flag(1, config.MAX_WORKERS),
+        default=settings.get("workers", min(os.cpu_count() or 1, config.MAX_WORKERS)),
+        metavar="N",
+        help=f"render processes, 1 to {config.MAX_WORKERS} (default: the number of cores)",
+    )
+    watch.add_argument(
+        "--idle-restart",
+        type=duration,
+        default=settings.get("idle_restart", 60.0),
+        metavar="DURATION",
+        help="replace render workers after this long without renders, giving back the "
+        "memory charts took (default 1m)",
+    )
+    watch.add_argument(
+        "--once",
+        action="store_true",
+        help="render (and mail) whatever is pending, then exit (for cron)",
+    )
+    _add_config_argument(watch)
+    _add_mail_arguments(watch, settings, "--email-to")
+    watch.set_defaults(handler=_watch)
+
+    email = commands.add_parser(
+        "email", help="render a run and mail its summary now", epilog=DURATIONS
+    )
+    email.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    _add_config_argument(email)
+    _add_mail_arguments(email, settings, "--to")
+    email.set_defaults(handler=_email)
+
+    serve = commands.add_parser(
+        "serve", help="serve the runs index and every run's report, read-only, over HTTP"
+    )
+    serve.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    serve.add_argument(
+        "--host",
+        default=settings.get("host", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1: reach it through an SSH tunnel)",
+    )
+    serve.add_argument(
+        "--port",
+        type=_int_flag(0, config.MAX_PORT),
+        default=settings.get("port", 8000),
+        help="0 to 65535; 0 picks a free port",
+    )
+    _add_config_argument(serve)
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser(
+        "demo", help="watch RUNS_DIR, train the three example SAEs into it, print their reports"
+    )
+    demo.add_argument("runs_dir", type=Path, nargs="?", default=Path("runs"), metavar="RUNS_DIR")
+    demo.add_argument(
+        "--steps",
+        type=_int_flag(1, DEMO_MAX_STEPS),
+        default=2000,
+        help=f"training steps per SAE, 1 to {DEMO_MAX_STEPS:,}",
+    )
+    demo.set_defaults(handler=_demo)
+    for command in commands.choices.values():
+        command.allow_abbrev = False  # else --smtp-password would pass as --smtp-password-file
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    reports = run_demo(args.runs_dir, steps=args.steps)
+    print("Reports rendered by the daemon:")
+    for path in reports:
+        print(f"  - {path}")
+    print(f"Index of all runs: {args.runs_dir / 'index.html'}")
+    return 0
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of settings; flags given here win (see lossreport.config)",
+    )
+
+
+def _add_mail_arguments(
+    parser: argparse.ArgumentParser, settings: dict[str, Any], recipients_flag: str
+) -> None:
+    group = parser.add_argument_group(
+        "email",
+        f"the SMTP password comes from ${PASSWORD_ENV} or --smtp-password-file, never a flag",
+    )
+    group.add_argument(
+        recipients_flag,
+        dest="email_to",
+        action="append",
+        type=_address,
+        default=list(settings.get("email_to", [])),
+        metavar="ADDR",
+        help="mail each finished run's summary to ADDR, one address each (repeat for more)",
+    )
+    group.add_argument(
+        "--email-from",
+        type=_address,
+        default=settings.get("email_from"),
+        metavar="ADDR",
+        help="sender (default lossreport@HOST)",
+    )
+    group.add_argument("--smtp-host", default=settings.get("smtp_host", "localhost"))
+    group.add_argument(
+        "--smtp-port",
+        type=_int_flag(1, config.MAX_PORT),
+        default=settings.get("smtp_port"),
+        help="1 to 65535 (default 25, 587 with STARTTLS, 465 with SSL)",
+    )
+    security = group.add_mutually_exclusive_group()
+    security.add_argument(
+        "--smtp-starttls",
+        dest="smtp_security",
+        action="store_const",
+        const="starttls",
+        default=settings.get("smtp_security", "none"),
+    )
+    security.add_argument("--smtp-ssl", dest="smtp_security", action="store_const", const="ssl")
+    group.add_argument("--smtp-user", default=settings.get("smtp_user"))
+    group.add_argument(
+        "--smtp-password-file",
+        type=Path,
+        default=settings.get("smtp_password_file"),
+        metavar="FILE",
+        help="file whose first line is the SMTP password",
+    )
+    group.set_defaults(smtp_password_env=settings.get("smtp_password_env", PASSWORD_ENV))
+    group.add_argument(
+        "--email-attach-csv",
+        action=argparse.BooleanOptionalAction,
+        default=settings.get("email_attach_csv", False),
+        help="attach the loss history CSV (gzipped past 10 MB)",
+    )
+    group.add_argument(
+        "--email-report-url",
+        default=settings.get("email_report_url"),
+        metavar="URL",
+        help="where `lossreport serve` is reachable, to link each report from its mail",
+    )
+    group.add_argument(
+        "--email-retry",
+        type=duration,
+        default=settings.get("email_retry", 30.0),
+        metavar="DURATION",
+        help="first retry of a failed send; doubles up to 1h, never gives up (default 30s)",
+    )
+
+
+def _address(text: str) -> str:
+    """One address, strictly (see config.parse_address): each becomes a mail header."""
+    try:
+        return config.parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected one email address, but {exc}") from None
+
+
+def _int_flag(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high` (argparse names the flag)."""
+
+    def check(text: str) -> int:
+        try:
+            return config.parse_int(text, low, high)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
+def _smtp_settings(args: argparse.Namespace) -> SmtpSettings:
+    return SmtpSettings(
+        host=args.smtp_host,
+        port=args.smtp_port,
+        security=args.smtp_security,
+        user=args.smtp_user,
+        password_file=args.smtp_password_file,
+        password_env=args.smtp_password_env,
+    )
+
+
+def _mail_job(args: argparse.Namespace) -> MailJob | None:
+    if not args.email_to:
+        return None
+    return MailJob(
+        recipients=tuple(dict.fromkeys(args.email_to)),
+        sender=args.email_from or f"lossreport@{socket.gethostname()}",
+        attach_csv=args.email_attach_csv,
+        report_url=args.email_report_url,
+    )
+
+
+def duration(text: str) -> float:
+    """Seconds from `300`, `30s`, `10m` or `2h`, 0.1 s to 365 days (config.parse_duration)."""
+    try:
+        return config.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from ..daemon.watch import Watcher, WatchOptions
+
+    options = WatchOptions(
+        poll=args.poll,
+        poll_interval=args.poll_interval,
+        rescan_every=args.rescan_every,
+        stale_after=args.stale_after,
+        live_every=args.live_every,
+        workers=args.workers,
+        idle_restart=args.idle_restart,
+        once=args.once,
+        mail=_mail_job(args),
+        smtp=_smtp_settings(args),
+        mail_retry=args.email_retry,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return Watcher(args.runs_dir, options, stop).run()
+
+
+def _email(args: argparse.Namespace) -> int:
+    from ..delivery.smtp import send
+    from ..report.render import render_run
+
+    job = _mail_job(args)
+    if job is None:
+        raise LossReportError("no recipient: give --to ADDR (or [email] to in --config)")
+    run_dir = args.run.resolve()
+    if not runformat.looks_like_run(run_dir):  # else any folder, `.` too, got a report and a lock
+        raise LossReportError(f"{args.run}: not a run directory (a run has run.json or losses/)")
+    result = render_run(run_dir, wait=LOCK_WAIT_SECONDS)
+    message = job.message(result, run_dir.name)
+    send(_smtp_settings(args), message)
+    print(f"Sent {message['Subject']!r} to {', '.join(job.recipients)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..delivery.serve import serve
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(args.runs_dir, args.host, args.port, stop)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from ..report.vega import ChartRenderer
+
+    runs = [run for path in args.paths for run in _runs_under(path)]
+    # The helper process starts first, so it warms up while the charting modules import.
+    with ChartRenderer(helper=(os.cpu_count() or 1) > 1) as renderer:
+        from ..report.render import render_run  # heavy imports that only this command needs
+
+        if len(runs) == 1:
+            _print_single(render_run(runs[0], renderer=renderer, wait=LOCK_WAIT_SECONDS))
+            return 0
+        progress = Progress(len(runs), sys.stderr if sys.stderr.isatty() else sys.stdout)
+        failures: list[tuple[Path, str]] = []
+        for run_dir in runs:
+            started = time.monotonic()
+            try:
+                result = render_run(run_dir, renderer=renderer, wait=LOCK_WAIT_SECONDS)
+            except Exception as exc:  # one broken run must not stop the batch, whatever it raises
+                logger.debug("%s: traceback of the failed render", run_dir, exc_info=True)
+                failures.append((run_dir, _one_line(exc)))
+                logger.error("%s: not rendered: %s", run_dir, failures[-1][1])
+                progress.advance(f"FAILED {run_dir}: {failures[-1][1]}")
+                continue
+            note = f" ({len(result.problems)} inputs skipped)" if result.problems else ""
+            progress.advance(f"{result.report} in {time.monotonic() - started:.1f}s{note}")
+    print(f"Rendered {len(runs) - len(failures)} of {len(runs)} runs.")
+    if failures:
+        print(f"Not rendered ({len(failures)}):")
+        for run_dir, reason in failures:
+            print(f"  - {run_dir}: {reason}")
+    return 1 if failures else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, for a log line or a summary."""
+    return " ".join(f"{type(exc).__name__}: {exc}".splitlines())
+
+
+def _runs_under(path: Path) -> list[Path]:
+    """`path` itself if it is a run directory, else the run directories directly inside it.
+    A link named here is followed (the user chose it); links inside a runs directory are not."""
+    path = path.resolve()
+    if runformat.looks_like_run(path):
+        return [path]
+    if not path.is_dir():
+        raise LossReportError(f"{path}: not a directory")
+    runs = sorted(child for child in path.iterdir() if runformat.looks_like_run(child))
+    if not runs:
+        raise LossReportError(f"{path}: no runs here (a run has run.json or losses/)")
+    return runs
+
+
+def _print_single(result: RenderResult) -> None:
+    charts = [path for path in result.charts]
+    print(f"Generated {len(charts)} loss graph files:")
+    for path in charts:
+        print(f"  - {path}")
+    print(f"Saved loss history CSV to: {result.csv}")
+    print(f"Saved summary to: {result.summary}")
+    print(f"Saved HTML report to: {result.report}")
+    for problem in result.problems:
+        print(f"Skipped: {problem}")
+    print()
+    print(stats.console_summary(result.stats))
+
+
+def _show(args: argparse.Namespace) -> int:
+    """Print what can be read and name what cannot: a diagnostic, so a bad run.json or bad
+    shards are reported, not raised. Exit 1 only when the shards cannot even be listed."""
+    run_dir: Path = args.run
+    if not run_dir.is_dir():
+        raise LossReportError(f"{run_dir}: not a directory")
+    try:
+        record = runformat.read_run_file(run_dir)
+    except Exception as exc:  # whatever is wrong with run.json, the shards are still shown
+        if isinstance(exc, RunDirectoryError):  # its message starts with the file's path
+            problem = str(exc)
+        else:
+            problem = f"{run_dir / runformat.RUN_FILE}: {_one_line(exc)}"
+        print(f"run:    {run_dir.name} (run.json unreadable)")
+        print(f"problem: {problem}")
+    else:
+        print(f"run:    {record.run_id} ({record.status})")
+        print(f"model:  {record.model}   hook: {record.hook}   architecture: {record.architecture}")
+        if record.error:
+            print(f"error:  {record.error}")
+    try:
+        data = runformat.read_losses(run_dir)
+    except (LossReportError, OSError) as exc:
+        print(f"problem: {exc}")
+        return 1
+    print(f"rows:   {data.table.num_rows}   losses: {', '.join(data.loss_names) or '(none)'}")
+    for problem in data.skipped:
+        print(f"skipped: {problem}")
+    return 0

@@ -1,0 +1,97 @@
+"""The unit of work the daemon hands to a worker process: render one run, record it."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import logformat
+from ..delivery.mailjob import MailJob
+from ..runformat import RenderedMarker, read_marker, write_marker
+
+if TYPE_CHECKING:
+    from ..report.render import RenderResult
+
+logger = logging.getLogger(__name__)
+
+
+def start_worker(log_level: int, log_style: str) -> None:
+    """A render worker's initializer: log as the daemon does, die with it, then warm up.
+
+    A SIGKILLed daemon cannot stop its workers, and cron's `--once` or a hand-started daemon
+    has no systemd to clean up after it; so each worker waits on its parent's sentinel (the
+    pipe multiprocessing keeps to it) in a thread and exits when the parent is gone.
+    """
+    logformat.configure(log_level, log_style)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent,), name="lossreport-parent", daemon=True
+        ).start()
+    warm_up()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    os._exit(1)
+
+
+def warm_up() -> None:
+    """Make a new worker as quick as a used one: load the renderer and draw a small chart."""
+    import numpy as np
+
+    from ..report import charts, vega
+    from ..report.history import LossSeries
+    from ..report.render import render_run  # noqa: F401  (imported for its import cost, now)
+    from ..report.stats import loss_stats
+
+    series = LossSeries("warm_up", np.arange(100), np.linspace(1.0, 0.1, 100))
+    vega.render(charts.loss_chart(series, loss_stats(series), "warm-up"))
+
+
+def render_job(
+    run_dir: Path, status: str, fingerprint: str, mail: MailJob | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Render `run_dir` as `status` and record `fingerprint`; with `mail`, queue the email of a
+    finished run first, so a crash after the render cannot lose it.
+
+    Returns the run's runs-index entry, and False if another daemon had rendered these very
+    inputs already. Raises RunBusy when another process holds the run.
+    """
+    # Imported here, so the daemon's own process never loads the charts.
+    from ..report.render import render_held, render_lock
+
+    # Held from reading the marker to writing the new one: two daemons cannot both render.
+    with render_lock(run_dir, wait=0) as run_fd:
+        done = read_marker(run_dir)
+        if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
+            return done.entry, False
+        result = render_held(run_dir, run_fd, status=status)
+        if mail is not None:
+            mail.queue(result, run_dir)
+        entry = _index_entry(run_dir, status, result)
+        write_marker(run_dir, run_fd, RenderedMarker(fingerprint, status, entry))
+    return entry, True
+
+
+def _index_entry(run_dir: Path, status: str, result: RenderResult) -> dict[str, Any]:
+    return {
+        "run_id": run_dir.name,
+        "status": status,
+        "model": result.stats["model_name"],
+        "hook": result.stats["hook_name"],
+        "architecture": result.run.get("architecture"),
+        "steps": result.stats["total_steps"],
+        "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
+        "problems": len(result.problems),
+        "anomalies": len(result.anomalies),
+        "report": str(result.report.relative_to(run_dir.parent)),
+        "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "curves": result.curves,
+    }

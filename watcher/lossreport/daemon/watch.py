@@ -1,0 +1,582 @@
+"""`lossreport watch`: the daemon that renders each run once it completes, fails or stalls.
+
+One main thread owns all state and decisions. The filesystem observer's handler only turns an
+event into a run name on a queue (an exception there would kill watchdog's dispatcher), and
+renders happen in a pool of warm worker processes. A full scan at start and every
+`rescan_every` seconds reconciles with the markers earlier renders left, which covers lost
+events, inotify overflow, restarts and runs that finished while the daemon was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserverVFS
+
+from .. import logformat, storage
+from .. import runformat as rundir
+from ..delivery.mailjob import MailJob
+from ..delivery.outbox import Outbox, OutboxSender
+from ..delivery.smtp import SmtpSettings
+from ..errors import RunBusy, RunDirectoryError
+from ..report import pages as report
+from ..runformat import read_marker
+from .jobs import render_job, start_worker, warm_up
+from .netfs import filesystem_type, is_network_filesystem
+from .runstate import read_state, render_reason
+from .sdnotify import Notifier
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.html"
+# Only what a writer's rename or close-after-write produces. Above all not opened/closed-no-write:
+# the daemon's own reads would flood the inotify queue, and on overflow watchdog re-walks the
+# whole tree, which reads directories, which overflows it again.
+WATCHED_EVENTS = [
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
+BUSY_RETRY_SECONDS = 5.0
+FIRST_RETRY_SECONDS = 5.0
+MAX_RETRY_SECONDS = 600.0
+INDEX_EVERY_SECONDS = 1.0
+HEALTH_EVERY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """The daemon's settings; the CLI maps its flags one to one onto these."""
+
+    poll: bool | None = None  # None: poll when the runs directory is on a network filesystem
+    poll_interval: float = 5.0
+    rescan_every: float = 300.0
+    stale_after: float = 600.0
+    live_every: float | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # A worker that has drawn charts holds ~300 MB (the chart engine's heap and buffers), a
+    # fresh warm one ~150 MB. Workers are kept while renders come (fast bursts) and replaced by
+    # one fresh warm worker after this long without a render (a small daemon when idle).
+    idle_restart: float = 60.0
+    debounce: float = 0.25
+    once: bool = False
+    mail: MailJob | None = None  # email each finished run (completed, failed, stalled)
+    smtp: SmtpSettings | None = None
+    mail_retry: float = 30.0  # first retry of a failed send; doubles up to an hour
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if not self.poll_interval > 0:  # zero would poll in a busy loop
+            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
+
+
+@dataclass
+class _Retry:
+    attempts: int
+    due: float
+
+
+class Watcher:
+    def __init__(
+        self, runs_dir: Path, options: WatchOptions, stop: threading.Event | None = None
+    ) -> None:
+        if not runs_dir.is_dir():
+            raise RunDirectoryError(runs_dir, "is not a directory")
+        self.runs_dir = runs_dir.resolve()  # /data/runs -> /lustre/...: links inside are not
+        self.options = options
+        self.stop = stop or threading.Event()
+        self._wakeup = threading.Event()
+        self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._dirty: dict[str, float] = {}
+        self._in_flight: dict[str, Future[tuple[dict[str, Any], bool]]] = {}
+        self._again: set[str] = set()
+        self._retries: dict[str, _Retry] = {}
+        self._running: set[str] = set()
+        self._last_live: dict[str, float] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._index_due: float | None = None
+        self._failures = 0
+        self._notifier = Notifier()
+        self._observer: BaseObserver | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._broken_pool = False
+        self._last_render: float | None = None
+        self._sender: OutboxSender | None = None
+        if options.mail is not None:
+            self._sender = OutboxSender(
+                Outbox(runs_dir), options.smtp or SmtpSettings(), options.mail_retry
+            )
+
+    def run(self) -> int:
+        """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
+        self._pool = self._new_pool()
+        try:
+            if self._sender is not None and not self.options.once:
+                self._sender.start()  # first, what a previous daemon left in the outbox
+            started = time.monotonic()
+            count = self._scan()
+            logger.info(
+                "scanned %d runs in %.2fs, %d to render",
+                count,
+                time.monotonic() - started,
+                len(self._in_flight),
+                extra={"event": "scan"},
+            )
+            if self.options.once:
+                return self._finish_once()
+            self._start_observer()
+            self._notifier.notify("READY=1\nSTATUS=watching " + str(self.runs_dir))
+            self._loop()
+            logger.info(
+                "stopping: finishing %d renders in progress",
+                len(self._in_flight),
+                extra={"event": "stopping"},
+            )
+            return 0
+        finally:
+            self._notifier.notify("STOPPING=1")
+            self._shutdown()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.options.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=start_worker,
+            initargs=logformat.current(),
+        )
+
+    def _restart_pool(self) -> None:
+        """A worker died (killed for memory, a crash in the chart engine): start afresh."""
+        logger.error(
+            "a render worker died; starting new workers", extra={"event": "workers_restarted"}
+        )
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    def _refresh_idle_workers(self, now: float) -> None:
+        """Give back the memory used workers hold: one fresh warm worker waits instead."""
+        if self._in_flight or self._last_render is None:
+            return
+        if now - self._last_render < self.options.idle_restart or self._pool is None:
+            return
+        self._last_render = None
+        self._pool.shutdown(wait=False)
+        self._pool = self._new_pool()
+        self._pool.submit(warm_up)  # starts one worker now, so the next render finds it warm
+        logger.info("replaced idle render workers", extra={"event": "workers_refreshed"})
+
+    # -- the main loop ------------------------------------------------------------------
+    def _loop(self) -> None:
+        now = time.monotonic()
+        next_rescan = now + self.options.rescan_every
+        next_health = now + HEALTH_EVERY_SECONDS
+        next_ping = now
+        while not self.stop.is_set():
+            self._wakeup.clear()
+            now = time.monotonic()
+            self._drain_events(now)
+            self._collect_finished()
+            self._restart_pool_if_broken()
+            self._refresh_idle_workers(now)
+            self._dispatch_due(now)
+            if now >= next_health:
+                self._check_running_runs(now)
+                self._check_observer()
+                next_health = now + HEALTH_EVERY_SECONDS
+            if now >= next_rescan:
+                self._scan()
+                next_rescan = now + self.options.rescan_every
+            if self._notifier.watchdog_interval and now >= next_ping:
+                self._notifier.notify("WATCHDOG=1")
+                next_ping = now + self._notifier.watchdog_interval
+            self._write_index_if_due(now)
+            self._wakeup.wait(self._sleep_time(now, next_health))
+
+    def _sleep_time(self, now: float, next_health: float) -> float:
+        retries = (r.due for name, r in self._retries.items() if name not in self._in_flight)
+        deadlines = [next_health, *self._dirty.values(), *retries]
+        if self._index_due is not None:
+            deadlines.append(self._index_due)
+        return max(0.01, min(deadlines) - now)
+
+    def _drain_events(self, now: float) -> None:
+        while True:
+            try:
+                name = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._dirty.setdefault(name, now + self.options.debounce)
+
+    def _dispatch_due(self, now: float) -> None:
+        for name, due in list(self._dirty.items()):
+            if due <= now:
+                del self._dirty[name]
+                self._consider(name)
+        for name, retry in list(self._retries.items()):
+            if retry.due <= now and name not in self._in_flight:
+                self._consider(name, retrying=True)
+
+    # -- deciding and submitting ----------------------------------------------------------
+    def _run_dirs(self) -> list[Path]:
+        try:
+            return rundir.list_run_dirs(self.runs_dir)
+        except OSError as exc:
+            logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
+            return []
+
+    def _scan(self) -> int:
+        run_dirs = self._run_dirs()
+        for run_dir in run_dirs:
+            self._consider(run_dir.name)
+        gone = self._entries.keys() - {run_dir.name for run_dir in run_dirs}
+        for name in gone:  # deleted or moved away
+            self._forget(name)
+        return len(run_dirs)
+
+    def _forget(self, name: str) -> None:
+        """A run that is no longer there (deleted, renamed): drop all we knew of it."""
+        self._retries.pop(name, None)
+        self._running.discard(name)
+        self._last_live.pop(name, None)
+        self._again.discard(name)
+        if self._entries.pop(name, None) is not None:
+            self._index_due = self._index_due or time.monotonic()
+
+    def _consider(self, name: str, *, retrying: bool = False) -> None:
+        """Decide whether run `name` needs a render and submit it. Whatever goes wrong with one
+        run (a hostile run.json, a vanished folder) stays with that run."""
+        if name in self._in_flight:
+            self._again.add(name)  # look again when the current render ends
+            return
+        if name in self._retries and not retrying:
+            return  # a failing run waits for its backoff
+        try:
+            self._consider_run(name)
+        except Exception as exc:
+            self._schedule_retry(name, exc)
+
+    def _consider_run(self, name: str) -> None:
+        run_dir = self.runs_dir / name
+        if not rundir.looks_like_run(run_dir):
+            self._forget(name)
+            return
+        state = read_state(run_dir)
+        now_utc = datetime.now(UTC)
+        if state.status == rundir.RUNNING:
+            self._running.add(name)
+        else:
+            self._running.discard(name)
+        status = state.display_status(now_utc, self.options.stale_after)
+        live = status is None and self._live_render_due(name, state.status)
+        if status is None and not live and name in self._entries:
+            self._retries.pop(name, None)
+            return  # running, and shown already: its marker need not be read again
+        marker = read_marker(run_dir)
+        if marker is not None and name not in self._entries:  # known from an earlier render
+            self._entries[name] = report.index_row(marker.entry, name)
+            self._index_due = self._index_due or time.monotonic()
+        reason = render_reason(state, marker, now_utc, self.options.stale_after)
+        if reason is None and live:
+            reason, status = "running, live re-render", rundir.RUNNING
+        if reason is None or status is None:
+            self._retries.pop(name, None)
+            return
+        assert self._pool is not None
+        logger.info(
+            "run=%s rendering (%s)",
+            name,
+            reason,
+            extra={"run": name, "event": "render_started", "reason": reason},
+        )
+        job = partial(render_job, run_dir, status, state.fingerprint, self.options.mail)
+        try:
+            future = self._pool.submit(job)
+        except BrokenProcessPool:
+            self._restart_pool()
+            future = self._pool.submit(job)
+        future.add_done_callback(lambda _: self._wakeup.set())
+        self._in_flight[name] = future
+        self._last_live[name] = time.monotonic()
+
+    def _live_render_due(self, name: str, status: str | None) -> bool:
+        every = self.options.live_every
+        if every is None or status != rundir.RUNNING:
+            return False
+        return time.monotonic() - self._last_live.get(name, 0.0) >= every
+
+    def _collect_finished(self) -> None:
+        self._broken_pool = False
+        for name, future in list(self._in_flight.items()):
+            if not future.done():
+                continue
+            del self._in_flight[name]
+            try:
+                entry, fresh = future.result()
+            except RunBusy:
+                logger.info(
+                    "run=%s is being rendered by another process; checking again later",
+                    name,
+                    extra={"run": name, "event": "busy"},
+                )
+                self._retries[name] = _Retry(0, time.monotonic() + BUSY_RETRY_SECONDS)
+                continue
+            except BrokenProcessPool as exc:
+                self._broken_pool = True
+                self._schedule_retry(name, exc)
+                continue
+            except Exception as exc:  # a render failure must never stop the daemon
+                if rundir.looks_like_run(self.runs_dir / name):
+                    self._schedule_retry(name, exc)
+                else:  # deleted while it was rendered: nothing to retry
+                    self._forget(name)
+                continue
+            self._retries.pop(name, None)
+            self._last_render = time.monotonic()
+            self._entries[name] = report.index_row(entry, name)
+            self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
+            if fresh and self._sender is not None:
+                self._sender.wake()
+            if fresh:
+                logger.info(
+                    "run=%s rendered %s (%s)",
+                    name,
+                    entry["report"],
+                    entry["status"],
+                    extra={"run": name, "event": "rendered", "status": entry["status"]},
+                )
+            else:
+                logger.info(
+                    "run=%s was rendered by another daemon",
+                    name,
+                    extra={"run": name, "event": "rendered_elsewhere"},
+                )
+            if name in self._again:
+                self._again.discard(name)
+                self._consider(name)
+
+    def _restart_pool_if_broken(self) -> None:
+        if self._broken_pool:
+            self._restart_pool()
+            self._broken_pool = False
+
+    def _schedule_retry(self, name: str, exc: BaseException) -> None:
+        self._failures += 1
+        # Shown in the index beside the run's name: its folder need not be repeated.
+        error = str(exc).replace(f"{self.runs_dir / name}/", "") or type(exc).__name__
+        previous = self._entries.get(name)
+        self._entries[name] = (
+            {**previous, "error": error}
+            if previous is not None
+            else report.index_row({"status": "not rendered", "error": error}, name)
+        )
+        self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
+        attempts = self._retries[name].attempts + 1 if name in self._retries else 1
+        delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
+        self._retries[name] = _Retry(attempts, time.monotonic() + delay)
+        logger.error(
+            "run=%s render failed (attempt %d, retry in %.0fs): %s: %s",
+            name,
+            attempts,
+            delay,
+            type(exc).__name__,
+            exc,
+            extra={"run": name, "event": "render_failed", "attempt": attempts},
+        )
+
+    def _check_running_runs(self, now: float) -> None:
+        """Running runs may stall (a SIGKILLed trainer writes nothing): look at them again."""
+        for name in list(self._running):
+            if name not in self._dirty:
+                self._dirty[name] = now
+
+    # -- the observer -------------------------------------------------------------------
+    def _wants_polling(self) -> bool:
+        if self.options.poll is not None:
+            return self.options.poll
+        fs_type = filesystem_type(self.runs_dir)
+        if is_network_filesystem(fs_type):
+            logger.info(
+                "%s is on %s, where inotify misses other hosts' writes: polling every %.1fs",
+                self.runs_dir,
+                fs_type,
+                self.options.poll_interval,
+                extra={"event": "polling_chosen"},
+            )
+            return True
+        return False
+
+    def _start_observer(self) -> None:
+        """inotify, or polling where asked or needed. Whatever breaks watching (the inotify
+        watch limit, a folder nested thousands deep) falls back to depth-limited polling."""
+        polling = self._wants_polling()
+        try:
+            self._observer = self._started(self._poller() if polling else Observer())
+        except Exception as exc:
+            if polling:
+                raise
+            logger.warning(
+                "native watching failed (%s: %s); polling instead",
+                type(exc).__name__,
+                exc,
+                extra={"event": "polling_fallback"},
+            )
+            self._observer = self._started(self._poller())
+        logger.info(
+            "watching %s with %s",
+            self.runs_dir,
+            type(self._observer).__name__,
+            extra={"event": "watching"},
+        )
+
+    def _started(self, observer: BaseObserver) -> BaseObserver:
+        handler = _EventsToRuns(self.runs_dir, self._events, self._wakeup)
+        observer.schedule(handler, str(self.runs_dir), recursive=True, event_filter=WATCHED_EVENTS)
+        try:
+            observer.start()
+        except BaseException:
+            observer.stop()
+            raise
+        return observer
+
+    def _poller(self) -> BaseObserver:
+        """watchdog's polling observer, walking only what makes a run's inputs (the runs
+        directory, each run, each losses/ folder) and never following a link: a run owner's
+        link loops or deep folders cannot make it walk for ever."""
+        return PollingObserverVFS(
+            os.lstat,
+            partial(_list_inputs, str(self.runs_dir)),
+            polling_interval=self.options.poll_interval,
+        )
+
+    def _check_observer(self) -> None:
+        if self._observer is not None and not self._observer.is_alive():
+            logger.error(
+                "the filesystem observer died; starting a new one and rescanning",
+                extra={"event": "observer_restarted"},
+            )
+            self._start_observer()
+            self._scan()
+
+    # -- outputs and shutdown -----------------------------------------------------------
+    def _write_index_if_due(self, now: float, force: bool = False) -> None:
+        if self._index_due is None or (now < self._index_due and not force):
+            return
+        self._index_due = None
+        try:
+            page = report.render_index(list(self._entries.values()))
+            storage.atomic_write(self.runs_dir / INDEX_FILE, page.encode())
+        except OSError as exc:
+            logger.error(
+                "cannot write %s: %s",
+                self.runs_dir / INDEX_FILE,
+                exc,
+                extra={"event": "index_failed"},
+            )
+
+    def _finish_once(self) -> int:
+        while self._in_flight or self._again:
+            futures = list(self._in_flight.values())
+            for future in futures:
+                future.exception()  # wait; errors are handled in _collect_finished
+            self._collect_finished()
+        self._write_index_if_due(time.monotonic(), force=True)
+        unsent = self._sender.send_due() if self._sender is not None else 0
+        if unsent:
+            logger.error(
+                "%d emails could not be sent; they stay in the outbox for the next run",
+                unsent,
+                extra={"event": "mail_unsent", "count": unsent},
+            )
+        return 1 if self._failures or unsent else 0
+
+    def _shutdown(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+        if self._sender is not None:
+            self._sender.stop()
+        if self._pool is not None:
+            # In-flight renders finish (each is atomic); queued ones are dropped and will be
+            # found by the next start's scan.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._collect_finished()
+        self._write_index_if_due(time.monotonic(), force=True)
+        if self._observer is not None:
+            self._observer.join(timeout=5)
+
+
+def _list_inputs(root: str, path: str | None) -> Iterator[os.DirEntry[str]]:
+    """os.scandir for the poller, empty below what the daemon reads: RUNS, RUNS/RUN and
+    RUNS/RUN/losses."""
+    parts = Path(os.path.relpath(path or root, root)).parts
+    inside = [] if parts == (".",) else list(parts)
+    if len(inside) > 2 or (len(inside) == 2 and inside[1] != rundir.LOSSES_DIR):
+        return iter(())
+    if inside and inside[0].startswith("."):
+        return iter(())  # lossreport's own folders
+    return os.scandir(path or root)
+
+
+class _EventsToRuns(FileSystemEventHandler):
+    """Turns filesystem events into run names. Never raises: that would kill the observer."""
+
+    def __init__(
+        self, runs_dir: Path, events: queue.SimpleQueue[str], wakeup: threading.Event
+    ) -> None:
+        self._root = os.path.realpath(runs_dir)
+        self._events = events
+        self._wakeup = wakeup
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            for raw in (event.src_path, getattr(event, "dest_path", "")):
+                name = self._run_name(os.fsdecode(raw)) if raw else None
+                if name is not None:
+                    self._events.put(name)
+                    self._wakeup.set()
+        except Exception:
+            logger.exception("ignoring a filesystem event that could not be handled")
+
+    def _run_name(self, path: str) -> str | None:
+        relative = os.path.relpath(os.path.realpath(path), self._root)
+        parts = Path(relative).parts
+        if not parts or parts[0].startswith(".") or parts[0] == "..":
+            return None
+        if len(parts) >= 2 and parts[1] not in (rundir.RUN_FILE, rundir.LOSSES_DIR):
+            return None  # our own loss_graphs/ writes, lock files, anything else
+        if len(parts) >= 3 and rundir.parse_shard_name(parts[2]) is None:
+            return None  # temp files of shards being written
+        return parts[0]

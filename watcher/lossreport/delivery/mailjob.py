@@ -1,0 +1,66 @@
+"""The mail part of a render job: what a worker needs to queue a finished run's email.
+
+Light on purpose (the message itself is built by message.py, imported only when a worker
+queues one), so the CLI and the daemon's own process can hold a `MailJob` cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import runformat
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from ..report.render import RenderResult
+
+logger = logging.getLogger(__name__)
+
+MAILED_STATUSES = runformat.FINISHED_STATUSES | {runformat.STALLED}
+
+
+@dataclass(frozen=True)
+class MailJob:
+    """What a worker needs to write a finished run's email into the outbox (no secrets)."""
+
+    recipients: tuple[str, ...]
+    sender: str
+    attach_csv: bool = False
+    report_url: str | None = None
+
+    def message(self, result: RenderResult, run_name: str) -> EmailMessage:
+        from .message import build_message
+
+        return build_message(
+            result,
+            recipients=list(self.recipients),
+            sender=self.sender,
+            run_name=run_name,
+            attach_csv=self.attach_csv,
+            report_url=self.report_url,
+        )
+
+    def queue(self, result: RenderResult, run_dir: Path) -> None:
+        """Write the email of `result` (a fresh render of `run_dir`) into the outbox, if its
+        status is mailed and this state of the run was neither mailed nor queued before (a
+        re-render of a finished run)."""
+        if result.run["status"] not in MAILED_STATUSES:
+            return
+        from .message import message_key
+        from .outbox import Outbox
+
+        outbox = Outbox(run_dir.parent)
+        try:
+            if outbox.wants(run_dir.name, message_key(result.run)):
+                outbox.add(self.message(result, run_dir.name))
+        except OSError as exc:  # the shared outbox folder is broken or not ours: the report stands
+            logger.error(
+                "run=%s: its mail could not be queued: %s",
+                run_dir.name,
+                exc,
+                extra={"run": run_dir.name, "event": "mail_not_queued"},
+            )

@@ -1,0 +1,250 @@
+"""The persisted outbox: a run's email survives an SMTP outage and a daemon restart, and goes
+out once.
+
+A render worker writes each message, whole, to `RUNS/.lossreport/outbox/` before the render is
+recorded as done, so no crash can lose it. The daemon's sender thread hands each message to
+the SMTP server, records its key in the run's `.lossreport-mailed.json`, then removes it from
+the outbox; a message whose key is already recorded is never sent again. The one window left
+is a crash between the server's acceptance and that record: the message would be resent with
+the same Message-ID, which mail clients use to drop duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+from .. import runformat, storage
+from ..errors import RunBusy, UnsafePathError
+from . import smtp
+from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_DIR = Path(".lossreport") / "outbox"
+SENT_FILE = ".lossreport-mailed.json"
+MAX_RETRY_SECONDS = 3600.0
+MAX_MESSAGE_BYTES = 64 * 2**20  # a message is a few KB, plus the CSV (left out past 10 MB)
+
+
+class Outbox:
+    """The queue folder, `RUNS/.lossreport/outbox/`. The runs directory is shared, so the
+    folder must be this user's (made 0700), and only regular files this user wrote in it are
+    ever sent: nobody else can queue mail through the daemon's SMTP login."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self.folder = runs_dir / OUTBOX_DIR
+
+    def wants(self, run_name: str, key: str) -> bool:
+        """Whether a message with `key` is neither sent nor queued: asked before building one."""
+        return key not in sent_keys(self.runs_dir / run_name) and not storage.lexists(
+            self._path(key)
+        )
+
+    def add(self, message: EmailMessage) -> Path:
+        """Queue `message` (written whole); returns its file."""
+        storage.make_dir(self.folder.parent, 0o700)  # refuses a link: never followed
+        storage.make_dir(self.folder, 0o700)
+        path = self._path(str(message[HEADER_KEY]))
+        with self._opened() as folder:
+            storage.atomic_write(path, message.as_bytes(), dir_fd=folder)
+        return path
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
+
+    @contextmanager
+    def _opened(self) -> Iterator[int]:
+        """A descriptor of the outbox folder, checked to be this user's (UnsafePathError)."""
+        with storage.opened_dir(self.folder.parent) as parent:
+            _check_ours(self.folder.parent, parent)
+            with storage.opened_dir(self.folder, dir_fd=parent) as folder:
+                _check_ours(self.folder, folder)
+                yield folder
+
+    def pending(self) -> list[Path]:
+        """Queued messages, oldest first: regular files this user wrote. Anything else in the
+        folder (another user's file, a link) is never sent."""
+        try:
+            with self._opened() as folder, os.scandir(folder) as found:
+                entries = [
+                    (e.name, e.stat(follow_symlinks=False)) for e in found if _is_message(e.name)
+                ]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            logger.error("cannot read the outbox %s: %s", self.folder, exc)
+            return []
+        ours = sorted((info.st_mtime_ns, name) for name, info in entries if _ours(info))
+        return [self.folder / name for _, name in ours]
+
+    def deliver(self, path: Path, settings: smtp.SmtpSettings) -> str | None:
+        """Send one queued message; returns its run's name, or None if it was not ours to send
+        (another daemon holds it, or it was sent already). Raises MailError, leaving it queued,
+        and UnsafePathError for a message that is not this user's regular file."""
+        with self._opened() as folder:
+            try:
+                with storage.exclusive_lock(path, wait=0, create=False, dir_fd=folder) as fd:
+                    return self._deliver_held(path, folder, fd, settings)
+            except (FileNotFoundError, RunBusy):
+                return None  # delivered meanwhile, or another daemon is at it
+
+    def _deliver_held(
+        self, path: Path, folder: int, fd: int, settings: smtp.SmtpSettings
+    ) -> str | None:
+        info = os.fstat(fd)
+        if not _ours(info):
+            raise UnsafePathError(path, "is not a file this user queued; not sent")
+        current = os.lstat(path.name, dir_fd=folder)
+        if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
+            return None  # replaced meanwhile: the next pass looks at the new file
+        data = storage.read_descriptor(fd, path, MAX_MESSAGE_BYTES)
+        message = BytesParser(policy=MAIL_POLICY).parsebytes(data)
+        key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
+        if not runformat.is_run_name(run_name):
+            raise smtp.MailError(f"{path}: names no run of {self.runs_dir}; not sent")
+        run_dir = self.runs_dir / run_name
+        sent = key not in sent_keys(run_dir)
+        if sent:
+            smtp.send(settings, message)
+            _record_sent(run_dir, key, str(message["Message-ID"]), str(message["To"]))
+        os.unlink(path.name, dir_fd=folder)
+        return run_name if sent else None
+
+
+def _check_ours(path: Path, fd: int) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid():
+        raise UnsafePathError(path, f"belongs to uid {info.st_uid}, not this user; not used")
+
+
+def _read_sent(run_dir: Path) -> list[dict[str, object]]:
+    """The run's record of sent mail; empty when it is missing, unreadable or not ours."""
+    try:
+        document = json.loads(storage.read_bytes(run_dir / SENT_FILE, storage.MAX_RUN_FILE_BYTES))
+        return [dict(entry) for entry in document["sent"]]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return []
+
+
+def sent_keys(run_dir: Path) -> set[str]:
+    return {str(entry.get("key")) for entry in _read_sent(run_dir)}
+
+
+def _record_sent(run_dir: Path, key: str, message_id: str, recipients: str) -> None:
+    path = run_dir / SENT_FILE
+    sent = _read_sent(run_dir)
+    sent.append(
+        {
+            "key": key,
+            "message_id": message_id,
+            "to": recipients,
+            "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    try:
+        storage.atomic_write(path, json.dumps({"sent": sent}, indent=1).encode())
+    except OSError as exc:  # the run was deleted or made read-only: the mail went out anyway
+        logger.warning("cannot record the sent mail in %s: %s", path, exc)
+
+
+def _ours(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def _is_message(name: str) -> bool:
+    return name.endswith(".eml") and not name.startswith(".")
+
+
+@dataclass
+class _Backoff:
+    attempts: int = 0
+    due: float = 0.0
+
+
+@dataclass
+class OutboxSender:
+    """Delivers queued messages from a thread of the daemon, retrying failures with backoff
+    (first_retry, doubling, at most an hour) for as long as the daemon runs."""
+
+    outbox: Outbox
+    settings: smtp.SmtpSettings
+    first_retry: float = 30.0
+    _backoff: dict[Path, _Backoff] = field(default_factory=dict)
+    _wakeup: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lossreport-mail", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=smtp.TIMEOUT_SECONDS + 5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wakeup.clear()
+            try:
+                self.send_due()
+            except Exception:  # the outbox folder itself broke: keep the thread, try again
+                logger.exception("the mail sender hit an error; trying again later")
+                self._wakeup.wait(self.first_retry)
+            dues = [b.due for b in self._backoff.values()]
+            wait = max(0.05, min(dues) - time.monotonic()) if dues else None
+            self._wakeup.wait(wait)
+
+    def send_due(self) -> int:
+        """Try every queued message that is due; returns how many stay queued after failing."""
+        failed = 0
+        pending = self.outbox.pending()
+        for gone in self._backoff.keys() - set(pending):
+            del self._backoff[gone]
+        for path in pending:
+            if self._stop.is_set():
+                break
+            backoff = self._backoff.setdefault(path, _Backoff())
+            if backoff.due > time.monotonic():
+                failed += 1
+                continue
+            try:
+                run_name = self.outbox.deliver(path, self.settings)
+                self._backoff.pop(path, None)
+                if run_name is not None:
+                    logger.info(
+                        "run=%s mailed", run_name, extra={"run": run_name, "event": "mail_sent"}
+                    )
+            except Exception as exc:  # the SMTP server, or a broken file: this message waits
+                failed += 1
+                backoff.attempts += 1
+                delay = min(MAX_RETRY_SECONDS, self.first_retry * 2 ** (backoff.attempts - 1))
+                backoff.due = time.monotonic() + delay
+                logger.error(
+                    "mail %s not sent (attempt %d, retry in %.0fs): %s: %s",
+                    path.name,
+                    backoff.attempts,
+                    delay,
+                    type(exc).__name__,
+                    exc,
+                    extra={"event": "mail_failed", "attempt": backoff.attempts},
+                )
+        return failed

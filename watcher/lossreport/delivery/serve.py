@@ -1,0 +1,320 @@
+"""`lossreport serve`: the runs index and every run's report over HTTP, read-only.
+
+Made for a browser at the other end of an SSH tunnel, so it binds 127.0.0.1 unless told
+otherwise. Only two kinds of URL exist: `/` (the index, built from the render markers) and
+`/RUN/loss_graphs/FILE` (a file a render wrote). Any other path, a hidden name, `..`, a
+symlink anywhere below the runs directory, or anything but a regular file is a 404; nothing is
+ever listed or written. Loopback is shared by every user of the machine, so each connection has
+a deadline and their number is capped: a stalled client cannot hold a thread for long.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import mimetypes
+import os
+import shutil
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from urllib.parse import quote, unquote, urlsplit
+
+from .. import runformat, sources
+from ..errors import LossReportError, RunDirectoryError
+from ..report import pages
+from ..runformat import read_marker
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+logger = logging.getLogger(__name__)
+
+INDEX_TTL_SECONDS = 2.0  # a burst of requests shares one scan of the runs directory
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",
+}
+TYPES = {".csv": "text/csv; charset=utf-8", ".json": "application/json"}
+REQUEST_TIMEOUT_SECONDS = 30.0  # for the whole request to arrive, and for each write of the answer
+MAX_CONNECTIONS = 64  # at once; a browser opens about 6, so this is many people or an attack
+
+# Nothing below the runs directory is followed when it is a symlink: a link in a shared tree
+# could show any file of the run (run.json, shards) or of another. O_NONBLOCK: opening a FIFO
+# to read would wait for a writer.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+class RunsSite:
+    """What the server may show: the index page and files inside runs' loss_graphs/."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.root = runs_dir.resolve()
+        self._index: tuple[float, bytes] | None = None
+        self._lock = threading.Lock()
+
+    def index(self) -> bytes:
+        with self._lock:
+            if self._index is None or time.monotonic() - self._index[0] > INDEX_TTL_SECONDS:
+                self._index = (time.monotonic(), self._build_index())
+            return self._index[1]
+
+    def _build_index(self) -> bytes:
+        try:
+            run_dirs = sources.list_runs(self.root)
+        except OSError as exc:
+            logger.error("cannot list %s: %s", self.root, exc)
+            run_dirs = []
+        rows = []
+        for run_dir in run_dirs:
+            marker = read_marker(run_dir)
+            if marker is not None:
+                rows.append(pages.index_row(marker.entry, run_dir.name))
+        return pages.render_index(rows).encode()
+
+    def report_of(self, run: str) -> str | None:
+        """The URL of a run's report, for `/RUN/`. Built from the run's own name and the
+        report's file name: the marker is anyone's to write in a shared tree, and its path
+        could name another run or, as `//host/...`, another site."""
+        if not _plain_name(run):
+            return None
+        try:
+            with self._graphs_dir(run):  # a real run and loss_graphs, not links to them
+                marker = read_marker(self.root / run)
+        except OSError:
+            return None
+        name = PurePosixPath(str(marker.entry.get("report", ""))).name if marker else ""
+        if not _plain_name(name):
+            return None
+        return f"/{quote(run)}/{runformat.GRAPHS_DIR}/{quote(name)}"
+
+    def open_file(self, run: str, name: str) -> int | None:
+        """A descriptor of `RUN/loss_graphs/NAME` open to read, if it is a regular file (not a
+        link to one) in a real loss_graphs/ of a real run directory; else None."""
+        if not (_plain_name(run) and _plain_name(name)):
+            return None
+        try:
+            with self._graphs_dir(run) as graphs:
+                # Looked at first so that a device is never opened (opening one can act).
+                if not stat.S_ISREG(os.stat(name, dir_fd=graphs, follow_symlinks=False).st_mode):
+                    return None
+                fd = os.open(name, _FILE_FLAGS, dir_fd=graphs)
+        except OSError:  # missing, a link (ELOOP), a name over NAME_MAX, unreadable...
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since it was looked at
+            os.close(fd)
+            return None
+        return fd
+
+    @contextmanager
+    def _graphs_dir(self, run: str) -> Iterator[int]:
+        """A descriptor of RUN/loss_graphs/, each step opened without following a symlink.
+        Raises OSError when either is missing, a link, or not a directory."""
+        fds: list[int] = []
+        try:
+            fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
+            fds.append(os.open(run, _DIR_FLAGS, dir_fd=fds[-1]))
+            fds.append(os.open(runformat.GRAPHS_DIR, _DIR_FLAGS, dir_fd=fds[-1]))
+            yield fds[-1]
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and not name.startswith(".") and "/" not in name and "\0" not in name
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's incoming bytes, up to a deadline for all of them: a per-read timeout alone
+    lets a client that sends a byte now and then hold its connection for ever."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self._sock = sock
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(remaining)
+        try:
+            return self._sock.recv_into(memoryview(buffer))
+        finally:
+            self._sock.settimeout(timeout)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    site: RunsSite  # set on the subclass made for each server, as is `timeout`
+    timeout: ClassVar[float] = REQUEST_TIMEOUT_SECONDS
+    server_version = "lossreport"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()  # sets the socket timeout, which then bounds each write of the answer
+        self.rfile.close()  # the plain reader it made; the socket stays open
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.timeout))
+
+    def do_GET(self) -> None:
+        self._respond(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._respond(send_body=False)
+
+    def _respond(self, *, send_body: bool) -> None:
+        try:
+            self._route(send_body)
+        except (ConnectionError, TimeoutError):  # the browser went away, or stopped reading
+            self.close_connection = True
+        except Exception:  # a bug or a broken run must not take the connection down silently
+            logger.exception("cannot answer %s", self.path)
+            self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _route(self, send_body: bool) -> None:
+        parts = [unquote(part) for part in urlsplit(self.path).path.split("/")[1:]]
+        if parts in ([""], ["index.html"]):
+            self._send_bytes(self.site.index(), "text/html; charset=utf-8", send_body)
+            return
+        if len(parts) == 1 or parts[1:] == [""]:  # /RUN or /RUN/: its report
+            target = self.site.report_of(parts[0])
+            if target:
+                self.send_response(HTTPStatus.FOUND)
+                self.send_header("Location", target)
+                self._finish_headers(0)
+                return
+        if len(parts) == 3 and parts[1] == runformat.GRAPHS_DIR:
+            fd = self.site.open_file(parts[0], parts[2])
+            if fd is not None:
+                with open(fd, "rb") as handle:
+                    self._send_file(handle, parts[2], send_body)
+                return
+        self.send_error(HTTPStatus.NOT_FOUND)
+
+    def _send_bytes(self, body: bytes, content_type: str, send_body: bool) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self._finish_headers(len(body))
+        if send_body:
+            self.wfile.write(body)
+
+    def _send_file(self, handle: BinaryIO, name: str, send_body: bool) -> None:
+        content_type = TYPES.get(PurePosixPath(name).suffix) or (
+            mimetypes.guess_type(name)[0] or "application/octet-stream"
+        )
+        if content_type == "text/html":
+            content_type = "text/html; charset=utf-8"
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self._finish_headers(os.fstat(handle.fileno()).st_size)
+        if send_body:
+            shutil.copyfileobj(handle, self.wfile)
+
+    def _finish_headers(self, length: int) -> None:
+        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Security-Policy", pages.index_csp())
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+
+class RunsServer(ThreadingHTTPServer):
+    """One thread a connection, at most `max_connections` at once; each request must arrive
+    within `timeout` seconds. A connection over the limit is closed at once, unread: answering
+    it (a 503) would take a thread or a write that a client which never reads could stall,
+    which is what the limit is there to prevent."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        site: RunsSite,
+        *,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max_connections = max_connections
+        self._full = False  # warned that the limit is reached, until a slot is free again
+        handler = type("Handler", (_Handler,), {"site": site, "timeout": timeout})
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            if not self._full:
+                self._full = True
+                logger.warning(
+                    "%d connections open: closing new ones until one ends", self._max_connections
+                )
+            self.shutdown_request(request)
+            return
+        self._full = False
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started, so none will free the slot
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away is routine; anything else is a bug, logged (not printed)."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            logger.debug("connection from %s ended early", client_address[0], exc_info=True)
+        else:
+            logger.exception("error while serving %s", client_address[0])
+
+
+def serve(runs_dir: Path, host: str, port: int, stop: threading.Event) -> None:
+    """Serve until `stop` is set. Raises LossReportError, one line, when it cannot listen."""
+    if not runs_dir.is_dir():
+        raise RunDirectoryError(runs_dir, "is not a directory")
+    # A host from a config file can hold a line break: shown quoted, the message stays one line.
+    address = f"{host}:{port}" if str(host).isprintable() else f"{host!r}:{port}"
+    if not 0 <= port <= 65535:
+        raise LossReportError(f"cannot listen on {address}: the port must be 0 to 65535")
+    site = RunsSite(runs_dir)
+    try:
+        server = RunsServer((host, port), site)
+    except (OSError, UnicodeError, TypeError) as exc:  # a host IDNA cannot encode, or with a NUL
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise LossReportError(
+            f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}"
+        ) from None
+    bound_host, bound_port = server.server_address[:2]
+    logger.info(
+        "serving %s at http://%s:%d/",
+        runs_dir,
+        bound_host,
+        bound_port,
+        extra={"event": "serving", "host": bound_host, "port": bound_port},
+    )
+    thread = threading.Thread(target=server.serve_forever, name="lossreport-http", daemon=True)
+    thread.start()
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()

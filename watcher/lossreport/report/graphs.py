@@ -1,0 +1,85 @@
+"""`LossGraphGenerator`: the feature document's Python API over the same charts and files.
+
+    generator = LossGraphGenerator(output_dir="loss_graphs")
+    saved = generator.generate_loss_graphs(run.get_loss_history(), model_name=..., hook_name=...)
+    stats = generator.generate_summary_stats(loss_history, model_name=..., hook_name=...)
+    generator.save_loss_history_csv(loss_history, model_name=..., hook_name=...)
+
+`loss_history` is a DataFrame (`step` or `steps` column, one column per loss) or a dict of
+lists with a `"steps"` key. Files are named as `lossreport render` names them; `timestamp`
+defaults to now.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunDirectoryError
+from . import stats
+from .history import from_user
+from .outputs import TIMESTAMP_FORMAT, OutputNames, write_charts, write_csv
+
+logger = logging.getLogger(__name__)
+
+
+class LossGraphGenerator:
+    def __init__(self, output_dir: str | os.PathLike[str] = "loss_graphs") -> None:
+        self.output_dir = Path(output_dir)
+
+    def generate_loss_graphs(
+        self,
+        loss_history: Any,
+        model_name: str = "model",
+        hook_name: str = "hook",
+        timestamp: str | None = None,
+    ) -> list[str]:
+        """Save one PNG per loss and the combined PNG; returns their paths."""
+        history = from_user(loss_history)
+        names = self._names(model_name, hook_name, timestamp)
+        summary = stats.summary_stats(history, model_name, hook_name)
+        charts = write_charts(self._folder(), history, summary, names)
+        paths = [str(chart.path) for chart in charts]
+        logger.info(
+            "Generated %d loss graph files:\n%s",
+            len(paths),
+            "\n".join(f"  - {path}" for path in paths),
+        )
+        return paths
+
+    def generate_summary_stats(
+        self, loss_history: Any, model_name: str = "model", hook_name: str = "hook"
+    ) -> dict[str, Any]:
+        """`{"model_name", "hook_name", "total_steps", "losses": {name: {mean, std, min, max,
+        final, initial, change, percent_change, nan_count, inf_count, ...}}}`."""
+        summary = stats.summary_stats(from_user(loss_history), model_name, hook_name)
+        logger.info("%s", stats.console_summary(summary))
+        return summary
+
+    def save_loss_history_csv(
+        self,
+        loss_history: Any,
+        model_name: str = "model",
+        hook_name: str = "hook",
+        timestamp: str | None = None,
+    ) -> str:
+        """Save every row (`step`, then one column per loss) as CSV; returns its path."""
+        names = self._names(model_name, hook_name, timestamp)
+        path = write_csv(self._folder() / names.csv, from_user(loss_history))
+        logger.info("Saved loss history CSV to: %s", path)
+        return str(path)
+
+    def _names(self, model_name: str, hook_name: str, timestamp: str | None) -> OutputNames:
+        return OutputNames(
+            model_name, hook_name, timestamp or datetime.now().strftime(TIMESTAMP_FORMAT)
+        )
+
+    def _folder(self) -> Path:
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirectoryError(self.output_dir, f"cannot be created ({exc})") from exc
+        return self.output_dir

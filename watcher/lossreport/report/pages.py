@@ -1,0 +1,214 @@
+"""The self-contained HTML report: one file with its charts embedded, readable offline.
+
+Jinja2 autoescaping is on for every template, so model, hook, loss and config strings from a
+run are shown as text; file links are URL-quoted as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import PurePosixPath
+from typing import Any
+
+import jinja2
+import markupsafe
+
+from .. import __version__
+from ..runformat import GRAPHS_DIR
+from .outputs import Chart
+
+TEMPLATE = "report.html.j2"
+INDEX_TEMPLATE = "index.html.j2"
+EMAIL_TEMPLATE = "email.html.j2"
+INDEX_SCRIPT = "index.js"
+INDEX_FILTERS = [
+    ("model", "model"),
+    ("hook", "hook"),
+    ("architecture", "architecture"),
+    ("status", "status"),
+]
+STATUS_CLASSES = frozenset({"completed", "failed", "stalled", "running"})
+INDEX_PRESELECTED = 8  # newest runs ticked for the overlay when the page opens
+MISSING = "\u2013"  # an en dash marks a statistic that does not exist
+
+
+# Pages say what they may load in a CSP meta tag, so it holds wherever a page is opened (from
+# disk, from `lossreport serve`, from a mail attachment): nothing from the network, and no
+# script but the index's own.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+@cache
+def index_csp() -> str:
+    digest = base64.b64encode(hashlib.sha256(index_script().encode()).digest()).decode("ascii")
+    return (
+        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+        "img-src 'self' data:"
+    )
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("lossreport.report_templates", ""),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["number"] = format_number
+    environment.filters["percent"] = format_percent
+    environment.filters["as_json"] = lambda value: json.dumps(value, default=str)
+    environment.filters["breakable"] = breakable
+    return environment
+
+
+def breakable(text: str) -> markupsafe.Markup:
+    """Escaped text that a narrow column wraps after `_` or `.` (auxiliary_reconstruction_ /
+    loss), not at whatever letter reaches the edge."""
+    escaped = markupsafe.escape(text)
+    return markupsafe.Markup(re.sub(r"([_.])", r"\1<wbr>", str(escaped)))
+
+
+def render_html(
+    *,
+    run: dict[str, Any],
+    stats: dict[str, Any],
+    charts: list[Chart],
+    combined_chart: str,
+    files: dict[str, str],
+    problems: list[str],
+    anomalies: list[str],
+) -> str:
+    """The report page. `run` holds run.json's fields (and `duration`); `combined_chart` is the
+    file name of the all-losses chart among `charts`; `files` maps a label to a file name in
+    the same folder."""
+    images = [
+        {
+            "title": chart.title,
+            "name": chart.path.name,
+            "data": base64.b64encode(chart.svg.encode()).decode("ascii"),
+        }
+        for chart in charts
+    ]
+    combined = [image for image in images if image["name"] == combined_chart]
+    per_loss = [image for image in images if image not in combined]
+    return _page(
+        TEMPLATE,
+        run=run,
+        stats=stats,
+        combined=combined,
+        per_loss=per_loss,
+        files=files,
+        problems=problems,
+        anomalies=anomalies,
+        csp=REPORT_CSP,
+    )
+
+
+def render_index(rows: list[dict[str, Any]]) -> str:
+    """The runs index from `index_row`s: newest render first, with filters and an overlay
+    chart (a small inline script, allowed by its hash alone)."""
+    rows = sorted(rows, key=lambda row: row["rendered_at"], reverse=True)
+    options = {key: sorted({row[key] for row in rows} - {""}) for key, _ in INDEX_FILTERS}
+    loss_names = list(dict.fromkeys(name for row in rows for name in row["losses"]))
+    return _page(
+        INDEX_TEMPLATE,
+        entries=rows,
+        filters=INDEX_FILTERS,
+        options=options,
+        loss_names=loss_names,
+        preselected=INDEX_PRESELECTED,
+        script=index_script(),
+        csp=index_csp(),
+    )
+
+
+def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """An index row for the run in folder `run_name` from its render marker's entry, whatever
+    an older version (or a hand edit) left in it: known fields only, each of the type the page
+    expects. The name and the report link come from the folder, never from the marker, so a
+    renamed run shows its new name and a marker cannot point the page elsewhere. The overview
+    curves are kept as one compact JSON string (HTML-safe), not as thousands of Python objects:
+    the daemon holds a row for every run it has seen."""
+
+    def text(key: str) -> str:
+        value = entry.get(key)
+        return "" if value is None else str(value)
+
+    def count(key: str) -> int:
+        value = entry.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def number(value: Any) -> float | int | None:
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    final = entry.get("final")
+    curves = entry.get("curves")
+    curves = curves if isinstance(curves, dict) else {}
+    status = text("status")
+    report_name = PurePosixPath(text("report")).name
+    return {
+        "run_id": run_name,
+        "status": status,
+        "status_class": status if status in STATUS_CLASSES else "unknown",
+        "model": text("model"),
+        "hook": text("hook"),
+        "architecture": text("architecture"),
+        "steps": number(entry.get("steps")),
+        "final": {str(k): number(v) for k, v in final.items()} if isinstance(final, dict) else {},
+        "problems": count("problems"),
+        "anomalies": count("anomalies"),
+        "report": f"{run_name}/{GRAPHS_DIR}/{report_name}" if report_name else "",
+        "error": text("error"),
+        "rendered_at": text("rendered_at"),
+        "losses": [str(name) for name in curves],
+        "curves_json": _script_json(curves),
+    }
+
+
+def _script_json(value: Any) -> str:
+    """JSON that is safe inside a <script> block: no `<`, `>` or `&` appear as such."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or inf in a hand-edited marker: no curve rather than bad JSON
+        text = "{}"
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@cache
+def index_script() -> str:
+    return resources.files("lossreport.report_templates").joinpath(INDEX_SCRIPT).read_text()
+
+
+def render_email_html(**context: Any) -> str:
+    """The HTML part of a run's email, before its CSS is inlined (see message.py)."""
+    return _page(EMAIL_TEMPLATE, **context)
+
+
+def _page(template: str, **context: Any) -> str:
+    """`template` rendered with `context`, plus the version and time every page shows."""
+    generated_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        _environment()
+        .get_template(template)
+        .render(version=__version__, generated_at=generated_at, **context)
+    )
+
+
+def format_number(value: float | int | None) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.6g}"
+
+
+def format_percent(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.2f}%"

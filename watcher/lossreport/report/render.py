@@ -1,0 +1,309 @@
+"""`render_run`: a pure function from a run directory to its `loss_graphs/` folder.
+
+Everything is written into a hidden staging folder beside `loss_graphs/`, which then replaces
+the old one with two renames, so a reader sees the old report or the new one, never a mix.
+Broken inputs (a malformed run.json, corrupt shards) are reported in the output, not raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import runformat, sources, storage
+from ..errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
+from ..sources import Source
+from . import pages, stats
+from .history import LossHistory, from_table
+from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
+from .vega import ChartRenderer
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".lossreport-render.lock"
+OVERVIEW_POINTS = 60
+STAGE_PREFIXES = (f".{runformat.GRAPHS_DIR}.new-", f".{runformat.GRAPHS_DIR}.old-")
+
+
+@dataclass
+class RenderResult:
+    """What one render wrote and what it had to skip."""
+
+    run_dir: Path
+    charts: list[Path]
+    csv: Path
+    summary: Path
+    report: Path
+    stats: dict[str, Any]
+    run: dict[str, Any]  # run.json's fields, `status` as rendered, `duration`
+    anomalies: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    combined_svg: str | None = None  # for pages and mail that draw the chart at their own size
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)  # small, for the index
+
+    @property
+    def files(self) -> list[Path]:
+        return [*self.charts, self.csv, self.summary, self.report]
+
+
+@contextmanager
+def render_lock(run_dir: Path, *, wait: float) -> Iterator[int]:
+    """One render of a run at a time, across processes and daemons on other hosts (flock,
+    which Linux maps to POSIX locks on NFS). Waits up to `wait` seconds (`math.inf`: as long as
+    it takes), then raises RunBusy.
+
+    Yields a descriptor of the run directory, opened once without following a link: everything
+    the render creates, moves or removes in the run goes through it, so an owner who swaps the
+    folder for a link meanwhile only makes the render fail.
+    """
+    with ExitStack() as held:
+        try:
+            run_fd = held.enter_context(storage.opened_dir(run_dir))
+            held.enter_context(
+                storage.exclusive_lock(run_dir / LOCK_FILE, wait=wait, dir_fd=run_fd)
+            )
+        except RunBusy:
+            raise RunBusy(run_dir) from None
+        except UnsafePathError:
+            raise
+        except OSError as exc:
+            raise RunDirectoryError(run_dir, f"cannot take the render lock ({exc})") from exc
+        yield run_fd
+
+
+def render_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    status: str | None = None,
+    renderer: ChartRenderer | None = None,
+    wait: bool | float = True,
+) -> RenderResult:
+    """Render `run_dir`'s report into `run_dir/loss_graphs/`.
+
+    Args:
+        status: shown instead of run.json's status (the daemon passes "stalled").
+        renderer: draws the charts; by default in this process.
+        wait: if another process is rendering this run, wait for it: True as long as it
+            takes, False not at all, a number for at most that many seconds; then RunBusy.
+
+    Raises:
+        RunDirectoryError: `run_dir` is not a run (a real folder that a source reads, such as
+            one holding run.json or losses/: nothing is written into any other folder), cannot
+            be read, or `loss_graphs/` cannot be written (UnsafePathError: a symlink or
+            anything but a folder is there).
+        RunBusy: another process was rendering the run for longer than `wait`.
+    """
+    run_dir = Path(run_dir)
+    if not storage.is_real_dir(run_dir):
+        raise RunDirectoryError(run_dir, f"is {storage.kind_of(run_dir)}, not a run directory")
+    if sources.find(run_dir) is None:
+        raise RunDirectoryError(run_dir, "is not a run directory (no run.json, no losses/)")
+    seconds = math.inf if wait is True else float(wait)
+    with render_lock(run_dir, wait=seconds) as run_fd:
+        return render_held(run_dir, run_fd, status=status, renderer=renderer)
+
+
+def render_held(
+    run_dir: Path,
+    run_fd: int,
+    *,
+    status: str | None = None,
+    renderer: ChartRenderer | None = None,
+) -> RenderResult:
+    """`render_run` for a caller that holds `render_lock(run_dir)` (which gave `run_fd`)
+    already: the daemon keeps it from checking what was rendered to recording the new render,
+    so two daemons cannot both render the same inputs."""
+    # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
+        problems: list[str] = []
+        source = sources.source_of(run_dir)
+        record = _read_record(source, run_dir, problems)
+        data = source.read_losses(run_dir)
+        problems += data.skipped
+        history = from_table(data.table)
+        started = runformat.parse_time(record.started_at)
+        names = OutputNames.for_run(record.model, record.hook, started)
+        summary = stats.summary_stats(history, record.model, record.hook)
+        anomalies = stats.anomalies(summary)
+        page_fields = _page_fields(record, status)
+        final_dir = run_dir / runformat.GRAPHS_DIR
+        stage = _make_stage(run_dir, run_fd)
+        try:
+            csv_written = helper.submit(write_csv, stage / names.csv, history)
+            drawn = write_charts(stage, history, summary, names, renderer)
+            document = {
+                "run": _run_fields(record, status),
+                **summary,
+                "anomalies": anomalies,
+                "skipped": problems,
+            }
+            write_json(stage / names.summary_json, document)
+            files = {
+                "loss history (CSV, every logged value)": names.csv,
+                "summary statistics (JSON)": names.summary_json,
+            }
+            page = pages.render_html(
+                run=page_fields,
+                stats=summary,
+                charts=drawn,
+                combined_chart=names.combined_png,
+                files=files,
+                problems=problems,
+                anomalies=anomalies,
+            )
+            storage.atomic_write(stage / names.report_html, page.encode())
+            csv_written.result()
+            _swap_into_place(run_fd, stage, final_dir)
+        except BaseException:
+            shutil.rmtree(stage.name, dir_fd=run_fd, ignore_errors=True)
+            raise
+    return RenderResult(
+        run_dir=run_dir,
+        charts=[final_dir / chart.path.name for chart in drawn],
+        csv=final_dir / names.csv,
+        summary=final_dir / names.summary_json,
+        report=final_dir / names.report_html,
+        stats=summary,
+        run=page_fields,
+        anomalies=anomalies,
+        problems=problems,
+        combined_svg=next(
+            (chart.svg for chart in drawn if chart.path.name == names.combined_png), None
+        ),
+        curves=overview_curves(history),
+    )
+
+
+def overview_curves(history: LossHistory, points: int = OVERVIEW_POINTS) -> dict[str, Any]:
+    """Each loss as at most `points` [step, mean value] pairs (bucket means of the finite
+    values, 4 significant digits): enough to overlay many runs in the runs index, small enough
+    that a thousand runs stay a light page."""
+    curves = {}
+    for series in history.series():
+        finite = np.isfinite(series.values)
+        steps, values = series.steps[finite], series.values[finite]
+        if values.size == 0:
+            continue
+        buckets = np.array_split(np.arange(values.size), min(points, values.size))
+        with np.errstate(over="ignore"):
+            means = [(int(steps[b[-1]]), float(f"{values[b].mean():.4g}")) for b in buckets]
+        curves[series.name] = [[step, mean] for step, mean in means if np.isfinite(mean)]
+    return curves
+
+
+def _read_record(source: Source, run_dir: Path, problems: list[str]) -> runformat.RunRecord:
+    """The run's record, or a stand-in built from the directory when it is missing or
+    malformed."""
+    try:
+        return source.read_record(run_dir)
+    except MalformedRunFileError as exc:
+        logger.warning("rendering with defaults: %s", exc)
+        problems.append(str(exc))
+        started = datetime.fromtimestamp(run_dir.stat().st_mtime, UTC).isoformat()
+        return runformat.RunRecord(
+            run_id=run_dir.name,
+            model="unknown-model",
+            hook="unknown-hook",
+            status="unknown",
+            started_at=started,
+            heartbeat_at=started,
+        )
+
+
+def _run_fields(record: runformat.RunRecord, status: str | None) -> dict[str, Any]:
+    fields = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    return {**fields, "status": status or record.status}
+
+
+def _page_fields(record: runformat.RunRecord, status: str | None) -> dict[str, Any]:
+    fields = _run_fields(record, status)
+    known = {runformat.RUNNING, runformat.COMPLETED, runformat.FAILED, "stalled"}
+    fields["status_class"] = fields["status"] if fields["status"] in known else "unknown"
+    fields["duration"] = _duration(record)
+    return fields
+
+
+def _duration(record: runformat.RunRecord) -> str | None:
+    if record.finished_at is None:
+        return None
+    try:
+        seconds = (
+            runformat.parse_time(record.finished_at) - runformat.parse_time(record.started_at)
+        ).total_seconds()
+    except ValueError:
+        return None
+    if seconds < 0:  # a clock that went back, or a hand-edited run.json: no duration to show
+        return None
+    hours, rest = divmod(int(seconds), 3600)
+    return (
+        f"{hours}h {rest // 60:02d}m {rest % 60:02d}s"
+        if hours
+        else f"{rest // 60}m {rest % 60:02d}s"
+    )
+
+
+def _make_stage(run_dir: Path, run_fd: int) -> Path:
+    graphs = run_dir / runformat.GRAPHS_DIR
+    if storage.lexists(graphs, dir_fd=run_fd) and not storage.is_real_dir(graphs, dir_fd=run_fd):
+        what = storage.kind_of(graphs, dir_fd=run_fd)
+        raise UnsafePathError(graphs, f"is {what}, not a folder: left untouched, no report")
+    _remove_abandoned_stages(run_fd)
+    try:
+        return storage.make_hidden_dir(run_dir, STAGE_PREFIXES[0], parent_fd=run_fd)
+    except OSError as exc:
+        raise RunDirectoryError(
+            run_dir, f"cannot write a report here ({exc.strerror or exc})"
+        ) from exc
+
+
+def _remove_abandoned_stages(run_fd: int) -> None:
+    """Staging folders of a render that was killed: safe to remove, as we hold the lock.
+    (rmtree works through directory descriptors and never follows a link inside.)"""
+    with os.scandir(run_fd) as entries:
+        abandoned = [
+            entry.name
+            for entry in entries
+            if entry.name.startswith(STAGE_PREFIXES) and entry.is_dir(follow_symlinks=False)
+        ]
+    for name in abandoned:
+        shutil.rmtree(name, dir_fd=run_fd, ignore_errors=True)
+
+
+def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
+    """Replace `final_dir` by `stage`, both in the folder `run_fd` holds. Files there that
+    lossreport did not make are kept.
+
+    Every folder is opened without following a link and every move is relative to those
+    descriptors: a `loss_graphs` (or the run) swapped for a link meanwhile is refused or moves
+    nothing out of the link's target.
+    """
+    with ExitStack() as opened:
+        stage_fd = opened.enter_context(storage.opened_dir(stage, dir_fd=run_fd))
+        try:
+            final_fd = opened.enter_context(storage.opened_dir(final_dir, dir_fd=run_fd))
+        except FileNotFoundError:
+            os.rename(stage.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=run_fd)
+            return
+        with os.scandir(final_fd) as entries:
+            names = [entry.name for entry in entries]
+        for name in names:
+            if name.startswith(REPORT_PREFIXES) or storage.lexists(stage / name, dir_fd=stage_fd):
+                continue
+            # someone else's file: carry it over
+            os.rename(name, name, src_dir_fd=final_fd, dst_dir_fd=stage_fd)
+        retired = storage.make_hidden_dir(final_dir.parent, STAGE_PREFIXES[1], parent_fd=run_fd)
+        retired_fd = opened.enter_context(storage.opened_dir(retired, dir_fd=run_fd))
+        os.rename(final_dir.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=retired_fd)
+        os.rename(stage.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=run_fd)
+    shutil.rmtree(retired.name, dir_fd=run_fd, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""Vega-Lite specs to SVG and 300 DPI PNG with vl-convert, in this process or in a helper one.
+
+Kept apart from charts.py (which imports Altair) so a helper process starts with only
+vl-convert. vl-convert holds the GIL and one global lock while it draws, so a second core
+only helps from a second process. Its JavaScript engine takes 0.4 s of CPU to start in each
+process, so `ChartRenderer(helper=True)` starts it once, in the helper, which makes the SVGs;
+rasterising them to PNG needs no engine and runs here, overlapped with the helper.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from functools import cache
+from types import TracebackType
+from typing import Any
+
+import vl_convert
+
+from ..errors import LossReportError
+
+PPI = 300
+
+
+@cache
+def warm_up() -> None:
+    """Start vl-convert's JavaScript engine (about 0.4 s, once per process)."""
+    vl_convert.vegalite_to_svg({"mark": "point"}, allowed_base_urls=[])
+
+
+def render(spec: dict[str, Any]) -> tuple[str, bytes]:
+    """The chart as SVG (for pages) and as a 300 DPI PNG rasterised from that SVG. No network."""
+    svg = to_svg(spec)
+    return svg, to_png(svg)
+
+
+def to_svg(spec: dict[str, Any]) -> str:
+    """Runs Vega in the JavaScript engine: the only step that needs `warm_up`."""
+    with _as_lossreport_error():
+        return str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
+
+
+def to_png(svg: str) -> bytes:
+    """resvg, no JavaScript: costs the same in a cold process. vl-convert writes the pHYs chunk
+    that records 300 DPI."""
+    with _as_lossreport_error():
+        return bytes(vl_convert.svg_to_png(svg, ppi=PPI))
+
+
+@contextmanager
+def _as_lossreport_error() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError from Rust
+        raise LossReportError(f"chart rendering failed: {exc}") from exc
+
+
+class ChartRenderer:
+    """Draws a list of specs in this process or, with `helper=True`, in two stages on two cores:
+    a warm helper process turns each spec into SVG while this one rasterises the one before."""
+
+    def __init__(self, helper: bool = False) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        if helper:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=warm_up
+            )
+            self._pool.submit(int)  # start the helper now (pools start lazily): it warms up
+            # while this process imports the charting modules and reads the shards
+
+    def render_all(self, specs: Iterable[dict[str, Any]]) -> list[tuple[str, bytes]]:
+        """Specs may come from a generator: the helper draws the first while the next is built."""
+        if self._pool is None:
+            return [render(spec) for spec in specs]
+        svgs: list[Future[str]] = [self._pool.submit(to_svg, spec) for spec in specs]
+        drawn = []
+        for future in svgs:
+            svg = future.result()
+            drawn.append((svg, to_png(svg)))
+        return drawn
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> ChartRenderer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

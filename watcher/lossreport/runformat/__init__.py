@@ -1,0 +1,96 @@
+"""The run-directory format, `lossreport.run/1`: the only code that knows its names and layout.
+
+A run directory holds `run.json` (metadata and status, always replaced atomically) and
+`losses/part-NNNNNN[-rankR][-wTOKEN].parquet` shards; the renderer adds `loss_graphs/`. The
+trainer writes through here, and the native source (sources/native.py) reads through here.
+docs/run-directory-format.md is the contract other writers can implement.
+
+- layout.py: every name (files, folders, statuses, columns) and where things are
+- record.py: run.json (`RunRecord`) and its timestamps
+- shards.py: loss shards, written and read back into one table (`LossData`)
+- marker.py: the render marker in `loss_graphs/`
+"""
+
+from .layout import (
+    COMPLETED,
+    FAILED,
+    FINISHED_STATUSES,
+    GRAPHS_DIR,
+    LOSSES_DIR,
+    MARKER,
+    RESERVED_COLUMNS,
+    RUN_FILE,
+    RUNNING,
+    STALLED,
+    STATUSES,
+    STEP,
+    UNKNOWN,
+    WALL_TIME,
+    clean_name,
+    is_run_name,
+    iter_shards,
+    list_folders,
+    list_run_dirs,
+    looks_like_run,
+    parse_shard_name,
+    shard_name,
+)
+from .marker import RenderedMarker, read_marker, write_marker
+from .record import (
+    FORMAT,
+    MAX_RUN_FILE_DEPTH,
+    RunRecord,
+    parse_time,
+    read_run_file,
+    utc_now,
+    write_run_file,
+)
+from .shards import (
+    MAX_SHARD_MEMORY_BYTES,
+    LossData,
+    next_shard_seq,
+    read_losses,
+    read_shard,
+    write_shard,
+)
+
+__all__ = [
+    "COMPLETED",
+    "FAILED",
+    "FINISHED_STATUSES",
+    "FORMAT",
+    "GRAPHS_DIR",
+    "LOSSES_DIR",
+    "MARKER",
+    "MAX_RUN_FILE_DEPTH",
+    "MAX_SHARD_MEMORY_BYTES",
+    "RESERVED_COLUMNS",
+    "RUNNING",
+    "RUN_FILE",
+    "STALLED",
+    "STATUSES",
+    "STEP",
+    "UNKNOWN",
+    "WALL_TIME",
+    "LossData",
+    "RenderedMarker",
+    "RunRecord",
+    "clean_name",
+    "is_run_name",
+    "iter_shards",
+    "list_folders",
+    "list_run_dirs",
+    "looks_like_run",
+    "next_shard_seq",
+    "parse_shard_name",
+    "parse_time",
+    "read_losses",
+    "read_marker",
+    "read_run_file",
+    "read_shard",
+    "shard_name",
+    "utc_now",
+    "write_marker",
+    "write_run_file",
+    "write_shard",
+]

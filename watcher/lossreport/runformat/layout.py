@@ -1,0 +1,124 @@
+"""Every name in a run directory, and where things are: the one module that knows the layout.
+
+```
+RUNS_DIR/
+  RUN/                  a run: run.json and/or losses/ (record.py, shards.py)
+    run.json
+    losses/part-NNNNNN[-rankR][-wTOKEN].parquet
+    loss_graphs/        the renderer's output, with the render marker (marker.py)
+```
+
+Names starting with `.` are lossreport's own (temp files, markers, locks); writers never create
+them. docs/run-directory-format.md is the contract other writers follow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import storage
+from ..errors import RunDirectoryError, UnsafePathError
+
+RUN_FILE = "run.json"
+LOSSES_DIR = "losses"
+GRAPHS_DIR = "loss_graphs"
+MARKER = ".lossreport-rendered.json"  # in loss_graphs/: what the last render saw (marker.py)
+
+# Shard columns
+STEP = "step"
+WALL_TIME = "wall_time"
+RESERVED_COLUMNS = frozenset({STEP, WALL_TIME})
+
+# run.json statuses
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+STATUSES = frozenset({RUNNING, COMPLETED, FAILED})
+FINISHED_STATUSES = frozenset({COMPLETED, FAILED})
+# What readers show besides those: a running run whose heartbeat is old, and a run whose
+# run.json cannot be read.
+STALLED = "stalled"
+UNKNOWN = "unknown"
+
+_SHARD_RE = re.compile(r"^part-(\d{6,})(?:-rank(\d+))?(?:-w([0-9A-Za-z]{1,32}))?\.parquet$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME_LENGTH = 100
+
+
+def clean_name(text: str) -> str:
+    """Make `text` safe as one path component on any filesystem (no separators, no leading dot).
+
+    Written by hand rather than adding a dependency: one regex covers what file names need here.
+    """
+    cleaned = _UNSAFE_CHARS.sub("_", text).strip("._-")[:_MAX_NAME_LENGTH]
+    return cleaned or "unnamed"
+
+
+def looks_like_run(path: Path) -> bool:
+    """A real directory (not a symlink to one) holding something named run.json or losses
+    (a run whose run.json was lost still has its shards). What those are is checked when read.
+    """
+    return storage.is_real_dir(path) and (
+        storage.lexists(path / RUN_FILE) or storage.lexists(path / LOSSES_DIR)
+    )
+
+
+def is_run_name(name: str) -> bool:
+    """A name that can only mean a run directly inside the runs directory."""
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
+def list_folders(runs_dir: Path) -> list[Path]:
+    """The folders directly inside `runs_dir` that may be runs: hidden ones are lossreport's
+    own, and symlinks are never entered. Raises OSError when `runs_dir` cannot be listed."""
+    with os.scandir(runs_dir) as entries:
+        return [
+            Path(e.path)
+            for e in entries
+            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+        ]
+
+
+def list_run_dirs(runs_dir: Path) -> list[Path]:
+    """The run directories directly inside `runs_dir` (see `list_folders`)."""
+    return [folder for folder in list_folders(runs_dir) if looks_like_run(folder)]
+
+
+def shard_name(seq: int, rank: int | None = None, writer: str | None = None) -> str:
+    """`part-NNNNNN[-rankR][-wTOKEN].parquet`: TOKEN keeps concurrent writers' names apart."""
+    suffix = ("" if rank is None else f"-rank{rank}") + ("" if writer is None else f"-w{writer}")
+    return f"part-{seq:06d}{suffix}.parquet"
+
+
+def parse_shard_name(name: str) -> tuple[int, int | None] | None:
+    """(sequence number, rank or None) for a shard file name, or None for anything else."""
+    match = _SHARD_RE.match(name)
+    if match is None:
+        return None
+    return int(match.group(1)), None if match.group(2) is None else int(match.group(2))
+
+
+def iter_shards(run_dir: Path) -> Iterator[tuple[int, int | None, Path]]:
+    """Every complete shard of a run, in write order. Hidden temp files never match."""
+    losses = run_dir / LOSSES_DIR
+    if storage.lexists(losses) and not storage.is_real_dir(losses):
+        raise UnsafePathError(losses, f"is {storage.kind_of(losses)}, not a folder; not read")
+    try:
+        entries = list(os.scandir(losses))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise RunDirectoryError(losses, f"cannot be listed ({exc.strerror or exc})") from exc
+    # Write order: sequence number, then rank (none first), then writer token (none first, then
+    # ASCII): concurrent writers' shards of one number have no true order, only a fixed one.
+    found = []
+    for entry in entries:
+        match = _SHARD_RE.match(entry.name)
+        if match is not None:
+            seq, rank, writer = match.groups()
+            found.append((int(seq), -1 if rank is None else int(rank), writer or "", entry.path))
+    for seq, rank, _writer, path in sorted(found):
+        yield seq, None if rank == -1 else rank, Path(path)

@@ -1,0 +1,128 @@
+"""run.json: the `RunRecord` a trainer writes and every reader checks, and its time format."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import storage
+from ..errors import MalformedRunFileError, RunDirectoryError, UnsafePathError
+from .layout import RUN_FILE, RUNNING, STATUSES
+
+FORMAT = "lossreport.run/1"
+MAX_RUN_FILE_DEPTH = 32  # config nesting deeper than this makes run.json malformed
+
+
+def utc_now() -> str:
+    """The current time as the ISO 8601 UTC string run.json uses."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a run.json timestamp; naive times are taken as UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class RunRecord:
+    """The contents of run.json."""
+
+    run_id: str
+    model: str
+    hook: str
+    architecture: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    status: str = RUNNING
+    started_at: str = field(default_factory=utc_now)
+    finished_at: str | None = None
+    heartbeat_at: str = field(default_factory=utc_now)
+    host: str = ""
+    pid: int = 0
+    error: str | None = None
+
+    def to_json(self) -> str:
+        doc = {"format": FORMAT, **asdict(self)}
+        # default=str keeps config values such as torch.dtype or Path readable instead of failing.
+        return json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n"
+
+
+def write_run_file(run_dir: Path, record: RunRecord) -> None:
+    storage.atomic_write(run_dir / RUN_FILE, record.to_json().encode())
+
+
+def read_run_file(run_dir: Path) -> RunRecord:
+    """Read and check run.json; raises MalformedRunFileError naming what is wrong."""
+    path = run_dir / RUN_FILE
+    try:
+        doc = json.loads(storage.read_bytes(path, storage.MAX_RUN_FILE_BYTES))
+    except FileNotFoundError:
+        raise MalformedRunFileError(path, "missing") from None
+    except UnsafePathError as exc:
+        raise MalformedRunFileError(path, exc.reason) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedRunFileError(path, f"not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise MalformedRunFileError(path, "nested too deeply to read") from None
+    except OSError as exc:
+        raise RunDirectoryError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # an integer of thousands of digits, and the like
+        raise MalformedRunFileError(path, f"not readable JSON ({exc})") from exc
+    if _depth_exceeds(doc, MAX_RUN_FILE_DEPTH):
+        raise MalformedRunFileError(path, f"nested deeper than {MAX_RUN_FILE_DEPTH} levels")
+    if not isinstance(doc, dict):
+        raise MalformedRunFileError(path, "expected a JSON object")
+    if doc.get("format") != FORMAT:
+        raise MalformedRunFileError(path, f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+    for name in ("run_id", "status", "started_at"):
+        if not isinstance(doc.get(name), str):
+            raise MalformedRunFileError(path, f"field {name!r} must be a string")
+    if doc["status"] not in STATUSES:
+        raise MalformedRunFileError(
+            path, f"status {doc['status']!r} is not one of {sorted(STATUSES)}"
+        )
+    for name in ("started_at", "finished_at", "heartbeat_at"):
+        value = doc.get(name)
+        if value is None and name != "started_at":
+            continue
+        try:
+            parse_time(value if isinstance(value, str) else "")
+        except ValueError:
+            raise MalformedRunFileError(path, f"field {name!r} is not an ISO 8601 time") from None
+    config = doc.get("config")
+    pid = doc.get("pid")
+    return RunRecord(
+        run_id=doc["run_id"],
+        model=_text(doc.get("model"), "unknown-model"),
+        hook=_text(doc.get("hook"), "unknown-hook"),
+        architecture=None if doc.get("architecture") is None else str(doc["architecture"]),
+        config=config if isinstance(config, dict) else {},
+        status=doc["status"],
+        started_at=doc["started_at"],
+        finished_at=doc.get("finished_at"),
+        heartbeat_at=doc.get("heartbeat_at") or doc["started_at"],
+        host=_text(doc.get("host"), ""),
+        pid=pid if isinstance(pid, int) else 0,
+        error=None if doc.get("error") is None else str(doc["error"]),
+    )
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    """Whether a parsed JSON document nests deeper than `limit` (walked without recursion, so
+    that later code, which does recurse, never meets a document deep enough to overflow)."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _text(value: Any, default: str) -> str:
+    return default if value is None else str(value)

@@ -1,0 +1,194 @@
+"""Loss shards: written whole by trainers, read back (any writer's) into one table.
+
+`losses/part-NNNNNN[-rankR][-wTOKEN].parquet` holds `step` int64, `wall_time` float64 and one
+float64 column per loss; another writer's types are normalised to those on reading.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import storage
+from ..errors import CorruptShardError, RunDirectoryError, UnsafePathError
+from .layout import LOSSES_DIR, RESERVED_COLUMNS, STEP, WALL_TIME, iter_shards, shard_name
+
+logger = logging.getLogger(__name__)
+
+MAX_SHARD_MEMORY_BYTES = 4 * 2**30  # a shard's columns, uncompressed
+
+
+def next_shard_seq(run_dir: Path, rank: int | None) -> int:
+    """The number after the highest shard of this rank, by any writer (1 for a new run).
+
+    Unranked and rank-0 shards make one history, so they share one count: a resume with or
+    without `all_ranks` still writes after everything before it.
+    """
+    history = (None, 0)
+    ranks = history if rank in history else (rank,)
+    seqs = [seq for seq, shard_rank, _ in iter_shards(run_dir) if shard_rank in ranks]
+    return max(seqs, default=0) + 1
+
+
+def write_shard(
+    run_dir: Path, seq: int, table: pa.Table, rank: int | None = None, writer: str | None = None
+) -> Path:
+    """Write one shard under a hidden temp name, then move it into place.
+
+    Never replaces a shard (FileExistsError): the name carries the writer's token, and the
+    move itself refuses an existing file.
+    """
+    path = run_dir / LOSSES_DIR / shard_name(seq, rank, writer)
+    with storage.atomic_file(path, replace=False) as handle:
+        pq.write_table(table, handle, compression="zstd")
+    return path
+
+
+@dataclass
+class LossData:
+    """Every row a run logged (deduplicated, sorted by step) and what could not be read."""
+
+    table: pa.Table
+    skipped: list[str]
+
+    @property
+    def loss_names(self) -> list[str]:
+        return [name for name in self.table.column_names if name not in RESERVED_COLUMNS]
+
+
+def read_losses(run_dir: Path) -> LossData:
+    """Read every shard of rank 0 (or of an unranked writer) into one table.
+
+    Shards with different schemas are unified (a loss that starts late reads as null before);
+    a step written twice keeps its last write, as after a resume from a checkpoint. Unreadable
+    shards are skipped and named in `skipped`.
+    """
+    tables: list[pa.Table] = []
+    skipped: list[str] = []
+    try:
+        shards = list(iter_shards(run_dir))
+    except RunDirectoryError as exc:  # losses/ is a link, a file, or cannot be listed
+        logger.warning("skipping %s", exc)
+        shards = []
+        skipped.append(str(exc))
+    for _seq, rank, path in shards:
+        if rank not in (None, 0):
+            continue
+        try:
+            tables.append(_normalise_shard(read_shard(path), path, skipped))
+        except CorruptShardError as exc:
+            logger.warning("skipping %s", exc)
+            skipped.append(str(exc))
+    if not tables:
+        empty = pa.schema([(STEP, pa.int64()), (WALL_TIME, pa.float64())])
+        return LossData(empty.empty_table(), skipped)
+    combined = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+    return LossData(_keep_last_write_per_step(combined), skipped)
+
+
+def read_shard(path: Path) -> pa.Table:
+    # Read whole (bounded, a regular file, not through a link), then parsed from memory.
+    # ParquetFile, not pq.read_table: read_table goes through pyarrow.dataset, whose first
+    # import costs 0.2-0.3 s of a report's render.
+    try:
+        data = storage.read_bytes(path, storage.MAX_SHARD_BYTES)
+    except UnsafePathError as exc:
+        raise CorruptShardError(path, exc.reason) from exc
+    except OSError as exc:
+        raise CorruptShardError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        with pq.ParquetFile(pa.BufferReader(data)) as shard:
+            unpacked = sum(
+                shard.metadata.row_group(i).total_byte_size
+                for i in range(shard.metadata.num_row_groups)
+            )
+            if unpacked > MAX_SHARD_MEMORY_BYTES:  # a few KB of zstd can claim gigabytes
+                raise CorruptShardError(
+                    path, f"would take {unpacked:,} bytes once read, over the limit; skipped"
+                )
+            return shard.read()
+    except CorruptShardError:
+        raise
+    # UnicodeDecodeError: a column name that is not UTF-8, which pyarrow only finds on opening.
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise CorruptShardError(path, f"not a readable Parquet file ({exc})") from exc
+
+
+def _normalise_shard(table: pa.Table, path: Path, notes: list[str]) -> pa.Table:
+    """Cast a shard, ours or another writer's, to step int64, wall_time float64, losses float64.
+
+    Raises CorruptShardError for a shard whose rows or columns cannot be told apart (no integer
+    `step`, a step beyond int64, a column name used twice), or that Arrow cannot convert.
+    """
+    try:
+        return _normalised(table, path, notes)
+    except pa.ArrowException as exc:  # a type or value another writer chose that has no rule here
+        raise CorruptShardError(path, f"cannot be read as losses ({exc})") from exc
+
+
+def _normalised(table: pa.Table, path: Path, notes: list[str]) -> pa.Table:
+    names = table.column_names
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:  # which of the two is the loss? pyarrow cannot even select one by name
+        raise CorruptShardError(path, f"has more than one column named {repeated[0]!r}")
+    if STEP not in names:
+        raise CorruptShardError(path, "has no 'step' column")
+    step = table.column(STEP)
+    if not pa.types.is_integer(step.type):
+        raise CorruptShardError(path, f"'step' column is {step.type}, expected an integer")
+    if step.null_count:
+        notes.append(f"{path}: {step.null_count} rows without a step were skipped")
+        valid = step.is_valid()
+        table, step = table.filter(valid), step.filter(valid)
+    try:
+        columns = {STEP: step.cast(pa.int64())}
+    except pa.ArrowInvalid as exc:  # a uint64 step above 2**63 - 1
+        raise CorruptShardError(path, f"'step' column does not fit int64 ({exc})") from exc
+    if WALL_TIME in names:
+        columns[WALL_TIME] = _as_seconds(table.column(WALL_TIME), path, notes)
+    else:
+        columns[WALL_TIME] = pa.nulls(table.num_rows, pa.float64())
+    for name in names:
+        if name in RESERVED_COLUMNS:
+            continue
+        column = table.column(name)
+        if _is_number(column.type):
+            # Unsafe: an integer or decimal loss that float64 cannot hold exactly is rounded, as
+            # any loss is; a safe cast would refuse the whole column.
+            columns[name] = column.cast(pa.float64(), safe=False)
+        else:
+            notes.append(f"{path}: column {name!r} of type {column.type} is not a number, skipped")
+    return pa.table(columns)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+    )
+
+
+def _as_seconds(column: pa.ChunkedArray, path: Path, notes: list[str]) -> pa.ChunkedArray:
+    if pa.types.is_timestamp(column.type):
+        per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
+        seconds = np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), float)
+        return pa.chunked_array([pa.array(seconds / per_second, from_pandas=True)])  # NaN: null
+    if _is_number(column.type):
+        return column.cast(pa.float64(), safe=False)
+    notes.append(f"{path}: 'wall_time' of type {column.type} is not a time, ignored")
+    return pa.chunked_array([pa.nulls(len(column), pa.float64())])
+
+
+def _keep_last_write_per_step(table: pa.Table) -> pa.Table:
+    steps = table.column(STEP).to_numpy()
+    if bool(np.all(steps[1:] > steps[:-1])):  # the usual case: nothing repeated, already sorted
+        return table
+    # np.unique on the reversed steps finds each step's last write; its output is sorted by step.
+    _, first_in_reversed = np.unique(steps[::-1], return_index=True)
+    keep = len(steps) - 1 - first_in_reversed
+    return table.take(pa.array(keep))

@@ -1,0 +1,52 @@
+"""What the daemon and the renderer ask of a run, whatever wrote it.
+
+A source knows one kind of run folder: lossreport's own format (native.py) today, other tools'
+logs later. It answers three questions, and nothing else in lossreport reads a run's inputs:
+
+- is this folder a run of mine?
+- what are its inputs now (a cheap fingerprint, and the status and heartbeat), without reading
+  its losses: the daemon asks this of every run every few seconds;
+- read it: its record (a `RunRecord`, as run.json holds one) and its losses (a `LossData`:
+  `step` int64, `wall_time` float64, one float64 column per loss, one row per step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from ..runformat import LossData, RunRecord
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A run's inputs as they are now, found without reading any losses."""
+
+    fingerprint: str  # changes whenever an input does; the daemon re-renders on a change
+    status: str | None  # running, completed or failed; None when the record cannot be read
+    heartbeat: datetime | None  # when the writer last showed it was alive
+
+
+class Source(Protocol):
+    """One kind of run folder. Methods take the run's folder; none follows a link inside it."""
+
+    name: str
+
+    def is_run(self, path: Path) -> bool:
+        """Whether `path` is a run folder this source reads (cheap: stats, no reads)."""
+        ...
+
+    def inputs(self, run_dir: Path) -> Inputs:
+        """The run's inputs now. Never raises for a broken run: that is the render's to report."""
+        ...
+
+    def read_record(self, run_dir: Path) -> RunRecord:
+        """The run's metadata. Raises MalformedRunFileError (named, with why) when it cannot be
+        read; the renderer then renders with defaults and names the problem."""
+        ...
+
+    def read_losses(self, run_dir: Path) -> LossData:
+        """Every logged row; what could not be read is skipped and named in `skipped`."""
+        ...

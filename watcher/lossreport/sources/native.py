@@ -1,0 +1,70 @@
+"""lossreport's own run folders (`lossreport.run/1`, docs/run-directory-format.md), read
+through runformat.
+
+A run's inputs are run.json and its shards; their names, sizes and modification times make its
+fingerprint, taken without reading a shard.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from .. import runformat, storage
+from ..runformat import LossData, RunRecord
+from .base import Inputs
+
+
+class NativeSource:
+    name = "lossreport"
+
+    def is_run(self, path: Path) -> bool:
+        return runformat.looks_like_run(path)
+
+    def inputs(self, run_dir: Path) -> Inputs:
+        """Stat the inputs (never following a link) and read run.json (bounded)."""
+        entries: list[str] = []
+        status: str | None = None
+        heartbeat: datetime | None = None
+        try:
+            run_file = os.lstat(run_dir / runformat.RUN_FILE)
+        except OSError:
+            pass
+        else:
+            entries.append(f"{runformat.RUN_FILE}:{run_file.st_size}:{run_file.st_mtime_ns}")
+            key = (run_file.st_ino, run_file.st_size, run_file.st_mtime_ns)
+            status, heartbeat = _status_and_heartbeat(run_dir, key)
+        losses = run_dir / runformat.LOSSES_DIR
+        if storage.is_real_dir(losses):
+            try:
+                for entry in sorted(os.scandir(losses), key=lambda e: e.name):
+                    if runformat.parse_shard_name(entry.name) is not None:
+                        info = entry.stat(follow_symlinks=False)
+                        entries.append(f"{entry.name}:{info.st_size}:{info.st_mtime_ns}")
+            except OSError:
+                pass
+        elif storage.lexists(losses):
+            entries.append(f"{runformat.LOSSES_DIR}:not-a-folder")
+        return Inputs("|".join(entries), status, heartbeat)
+
+    def read_record(self, run_dir: Path) -> RunRecord:
+        return runformat.read_run_file(run_dir)
+
+    def read_losses(self, run_dir: Path) -> LossData:
+        return runformat.read_losses(run_dir)
+
+
+@lru_cache(maxsize=16384)
+def _status_and_heartbeat(
+    run_dir: Path, key: tuple[int, int, int]
+) -> tuple[str | None, datetime | None]:
+    """run.json's status and heartbeat, parsed once per version of the file (`key`: inode,
+    size, mtime): a daemon looks at every running run every few seconds, and a run.json can
+    be megabytes."""
+    try:
+        record = runformat.read_run_file(run_dir)
+        return record.status, runformat.parse_time(record.heartbeat_at)
+    except (OSError, ValueError):  # RunDirectoryError (a malformed run.json) is an OSError
+        return None, None
