@@ -99,7 +99,7 @@ def test_a_path_with_no_runs_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_cli("render", str(tmp_path))
     assert result.returncode == 1
     assert (
-        result.stderr.strip() == f"lossreport: LossReportError: {tmp_path}: no runs here "
+        result.stderr.strip() == f"lossreport: InvalidInputError: {tmp_path}: no runs here "
         "(a run has run.json or losses/)"
     )
 
@@ -320,7 +320,7 @@ def test_email_of_a_folder_that_is_no_run_refuses_and_writes_nothing_there(
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"lossreport: LossReportError: {folder}: not a run directory "
+        f"lossreport: InvalidInputError: {folder}: not a run directory "
         "(a run has run.json or losses/)"
     )
     assert os.listdir(folder) == ["notes.txt"]

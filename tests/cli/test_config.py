@@ -9,6 +9,7 @@ import pytest
 
 from lossreport.cli import config
 from lossreport.cli.main import duration
+from lossreport.errors import ConfigError
 from tests.support.procs import ROOT
 
 
@@ -60,14 +61,14 @@ def test_the_shipped_example_config_is_valid() -> None:
 def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "lossreport.toml"
     path.write_text(text)
-    with pytest.raises(config.ConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert str(caught.value).startswith(f"{path}: ")
     assert message in str(caught.value)
 
 
 def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError, match="cannot read the config file"):
+    with pytest.raises(ConfigError, match="cannot read the config file"):
         config.load(tmp_path / "absent.toml")
 
 

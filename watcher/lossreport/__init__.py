@@ -6,8 +6,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    ChartRenderError,
     CorruptShardError,
     FileTooLargeError,
+    InvalidInputError,
     InvalidLossError,
     LossReportError,
     MalformedRunFileError,
@@ -28,8 +30,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "ChartRenderError",
     "CorruptShardError",
     "FileTooLargeError",
+    "InvalidInputError",
     "InvalidLossError",
     "LossGraphGenerator",
     "LossReportError",

@@ -1,14 +1,23 @@
-"""The package's exceptions.
+"""Every exception lossreport raises, here and nowhere else.
 
 LossReportError                 base: catch this to catch everything lossreport raises
-├── InvalidLossError            a loss name or value that cannot be recorded (.key, .value)
+├── InvalidInputError           an argument, path or setting given to lossreport that it cannot use
+│   ├── InvalidLossError        a loss name or value that cannot be recorded (.key, .value)
+│   └── ConfigError             a --config file that is unreadable, not TOML, or wrong
 ├── RunClosedError              log() on a run that has been closed (.path)
 ├── RunBusy                     another process is rendering the run now (.path)
+├── ChartRenderError            the chart engine could not draw a chart
+├── MailError                   a message could not be sent (server, login, settings)
+├── ServeError                  `lossreport serve` cannot listen where it was told to
+├── DemoError                   `lossreport demo` could not finish (a trainer or the daemon failed)
 └── RunDirectoryError           a run directory that cannot be written or read (.path)
     ├── MalformedRunFileError   run.json that is not a lossreport.run/1 document
     ├── CorruptShardError       a loss shard that is not readable Parquet
     └── UnsafePathError         a symlink, FIFO, device or folder where a file belongs
         └── FileTooLargeError   a file over its documented size limit
+
+The ones a library call can raise are exported from `lossreport`; the others (ConfigError,
+MailError, ServeError, DemoError) come from the command line's work and live here.
 """
 
 from __future__ import annotations
@@ -21,7 +30,12 @@ class LossReportError(Exception):
     """Base class of every error lossreport raises on purpose."""
 
 
-class InvalidLossError(LossReportError, ValueError):
+class InvalidInputError(LossReportError):
+    """An argument, path or setting given to lossreport (by a caller or on the command line)
+    that it cannot use; the message names it and says what is wrong."""
+
+
+class InvalidLossError(InvalidInputError, ValueError):
     """A loss name or value that cannot be recorded; `key` names it, `value` holds it."""
 
     def __init__(self, message: str, *, key: str, value: Any = None) -> None:
@@ -66,6 +80,26 @@ class RunBusy(LossReportError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.path, self.reason)
+
+
+class ChartRenderError(LossReportError):
+    """The chart engine (vl-convert) could not draw a chart; the message carries its reason."""
+
+
+class ConfigError(InvalidInputError):
+    """The config file is unreadable, not TOML, or has an unknown key or a wrong value."""
+
+
+class MailError(LossReportError):
+    """A message could not be sent (server unreachable, refused, bad settings)."""
+
+
+class ServeError(LossReportError):
+    """`lossreport serve` cannot listen on the address it was given."""
+
+
+class DemoError(LossReportError):
+    """`lossreport demo` could not finish: an example trainer or the daemon failed."""
 
 
 class MalformedRunFileError(RunDirectoryError):

@@ -30,12 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..delivery.smtp import SECURITY_CHOICES
-from ..errors import LossReportError
-
-
-class ConfigError(LossReportError):
-    """The config file is unreadable, not TOML, or has an unknown key or a wrong value."""
-
+from ..errors import ConfigError
 
 MIN_DURATION_SECONDS = 0.1
 MAX_DURATION_SECONDS = 365 * 24 * 3600.0  # as good as never, and within every timer's range

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import runformat
 from ..daemon.runstate import read_state
-from ..errors import LossReportError
+from ..errors import DemoError
 from ..runformat import read_marker
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ REPORT_TIMEOUT_SECONDS = 180.0
 def run_demo(runs_dir: Path, steps: int = 2000) -> list[Path]:
     """Returns the report of each example run, once the daemon has written it."""
     if not EXAMPLE.is_file():
-        raise LossReportError(f"the demo trains {EXAMPLE}, which only a source checkout has")
+        raise DemoError(f"the demo trains {EXAMPLE}, which only a source checkout has")
     runs_dir.mkdir(parents=True, exist_ok=True)
     daemon = subprocess.Popen([sys.executable, "-m", "lossreport", "watch", str(runs_dir)])
     try:
@@ -54,7 +54,7 @@ def run_demo(runs_dir: Path, steps: int = 2000) -> list[Path]:
         for trainer in trainers:
             output, _ = trainer.communicate()
             if trainer.returncode != 0:
-                raise LossReportError(f"an example trainer failed (exit {trainer.returncode})")
+                raise DemoError(f"an example trainer failed (exit {trainer.returncode})")
             run_dirs.append(Path(output.strip().rsplit(": ", 1)[-1]))
         return [_wait_for_report(run_dir, daemon) for run_dir in run_dirs]
     finally:
@@ -70,11 +70,9 @@ def _wait_for_report(run_dir: Path, daemon: subprocess.Popen[bytes]) -> Path:
         if marker is not None and marker.fingerprint == read_state(run_dir).fingerprint:
             return run_dir.parent / str(marker.entry["report"])
         if daemon.poll() is not None:
-            raise LossReportError(
-                f"the daemon exited ({daemon.returncode}) before rendering {run_dir}"
-            )
+            raise DemoError(f"the daemon exited ({daemon.returncode}) before rendering {run_dir}")
         time.sleep(0.2)
-    raise LossReportError(
+    raise DemoError(
         f"{run_dir}: no report after {REPORT_TIMEOUT_SECONDS:.0f}s "
         f"(is {run_dir / runformat.RUN_FILE} completed?)"
     )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, logformat, runformat
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
-from ..errors import LossReportError, RunDirectoryError
+from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
 from . import config
 from .progress import Progress
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = config_flag.parse_known_args(argv)[0].config
     try:
         settings = config.load(path) if path is not None else {}
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"lossreport: {exc}", file=sys.stderr)
         return 2
     args = _parser(settings).parse_args(argv)
@@ -358,10 +358,10 @@ def _email(args: argparse.Namespace) -> int:
 
     job = _mail_job(args)
     if job is None:
-        raise LossReportError("no recipient: give --to ADDR (or [email] to in --config)")
+        raise InvalidInputError("no recipient: give --to ADDR (or [email] to in --config)")
     run_dir = args.run.resolve()
     if not runformat.looks_like_run(run_dir):  # else any folder, `.` too, got a report and a lock
-        raise LossReportError(f"{args.run}: not a run directory (a run has run.json or losses/)")
+        raise InvalidInputError(f"{args.run}: not a run directory (a run has run.json or losses/)")
     result = render_run(run_dir, wait=LOCK_WAIT_SECONDS)
     message = job.message(result, run_dir.name)
     send(_smtp_settings(args), message)
@@ -424,10 +424,10 @@ def _runs_under(path: Path) -> list[Path]:
     if runformat.looks_like_run(path):
         return [path]
     if not path.is_dir():
-        raise LossReportError(f"{path}: not a directory")
+        raise InvalidInputError(f"{path}: not a directory")
     runs = sorted(child for child in path.iterdir() if runformat.looks_like_run(child))
     if not runs:
-        raise LossReportError(f"{path}: no runs here (a run has run.json or losses/)")
+        raise InvalidInputError(f"{path}: no runs here (a run has run.json or losses/)")
     return runs
 
 
@@ -450,7 +450,7 @@ def _show(args: argparse.Namespace) -> int:
     shards are reported, not raised. Exit 1 only when the shards cannot even be listed."""
     run_dir: Path = args.run
     if not run_dir.is_dir():
-        raise LossReportError(f"{run_dir}: not a directory")
+        raise InvalidInputError(f"{run_dir}: not a directory")
     try:
         record = runformat.read_run_file(run_dir)
     except Exception as exc:  # whatever is wrong with run.json, the shards are still shown

@@ -27,7 +27,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from .. import runformat, storage
-from ..errors import RunBusy, UnsafePathError
+from ..errors import MailError, RunBusy, UnsafePathError
 from . import smtp
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
@@ -115,7 +115,7 @@ class Outbox:
         message = BytesParser(policy=MAIL_POLICY).parsebytes(data)
         key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
         if not runformat.is_run_name(run_name):
-            raise smtp.MailError(f"{path}: names no run of {self.runs_dir}; not sent")
+            raise MailError(f"{path}: names no run of {self.runs_dir}; not sent")
         run_dir = self.runs_dir / run_name
         sent = key not in sent_keys(run_dir)
         if sent:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from .. import runformat, sources
-from ..errors import LossReportError, RunDirectoryError
+from ..errors import RunDirectoryError, ServeError
 from ..report import pages
 from ..runformat import read_marker
 
@@ -288,21 +288,19 @@ class RunsServer(ThreadingHTTPServer):
 
 
 def serve(runs_dir: Path, host: str, port: int, stop: threading.Event) -> None:
-    """Serve until `stop` is set. Raises LossReportError, one line, when it cannot listen."""
+    """Serve until `stop` is set. Raises ServeError, one line, when it cannot listen."""
     if not runs_dir.is_dir():
         raise RunDirectoryError(runs_dir, "is not a directory")
     # A host from a config file can hold a line break: shown quoted, the message stays one line.
     address = f"{host}:{port}" if str(host).isprintable() else f"{host!r}:{port}"
     if not 0 <= port <= 65535:
-        raise LossReportError(f"cannot listen on {address}: the port must be 0 to 65535")
+        raise ServeError(f"cannot listen on {address}: the port must be 0 to 65535")
     site = RunsSite(runs_dir)
     try:
         server = RunsServer((host, port), site)
     except (OSError, UnicodeError, TypeError) as exc:  # a host IDNA cannot encode, or with a NUL
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        raise LossReportError(
-            f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}"
-        ) from None
+        raise ServeError(f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}") from None
     bound_host, bound_port = server.server_address[:2]
     logger.info(
         "serving %s at http://%s:%d/",

@@ -13,15 +13,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from ..errors import LossReportError
+from ..errors import MailError
 
 PASSWORD_ENV = "LOSSREPORT_SMTP_PASSWORD"
 SECURITY_CHOICES = ("none", "starttls", "ssl")
 TIMEOUT_SECONDS = 30.0
-
-
-class MailError(LossReportError):
-    """A message could not be sent (server unreachable, refused, bad settings)."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import runformat
-from ..errors import LossReportError
+from ..errors import InvalidInputError
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -73,11 +73,11 @@ def from_user(loss_history: Any) -> LossHistory:
     columns = _columns_of(loss_history)
     step_key = next((key for key in ("step", "steps") if key in columns), None)
     if step_key is None:
-        raise LossReportError("loss_history needs a 'steps' (or 'step') entry")
+        raise InvalidInputError("loss_history needs a 'steps' (or 'step') entry")
     try:
         steps = np.asarray(columns[step_key], dtype=np.int64)
     except (TypeError, ValueError) as exc:
-        raise LossReportError(f"loss_history['{step_key}'] must hold integers ({exc})") from exc
+        raise InvalidInputError(f"loss_history['{step_key}'] must hold integers ({exc})") from exc
     arrays: dict[str, pa.Array] = {runformat.STEP: pa.array(steps)}
     for name, raw in columns.items():
         if name in (step_key, runformat.WALL_TIME):
@@ -85,9 +85,9 @@ def from_user(loss_history: Any) -> LossHistory:
         try:
             values = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise LossReportError(f"loss_history[{name!r}] must hold numbers ({exc})") from exc
+            raise InvalidInputError(f"loss_history[{name!r}] must hold numbers ({exc})") from exc
         if values.shape != steps.shape:
-            raise LossReportError(
+            raise InvalidInputError(
                 f"loss_history[{name!r}] has {values.size} values for {steps.size} steps"
             )
         started = np.flatnonzero(~np.isnan(values))
@@ -107,6 +107,6 @@ def _columns_of(loss_history: Any) -> Mapping[str, Sequence[Any]]:
         return loss_history
     if hasattr(loss_history, "columns") and hasattr(loss_history, "__getitem__"):  # DataFrame
         return {str(name): loss_history[name].to_numpy() for name in loss_history.columns}
-    raise LossReportError(
+    raise InvalidInputError(
         f"loss_history must be a DataFrame or a dict of lists, got {type(loss_history).__name__}"
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import vl_convert
 
-from ..errors import LossReportError
+from ..errors import ChartRenderError
 
 PPI = 300
 
@@ -38,23 +38,23 @@ def render(spec: dict[str, Any]) -> tuple[str, bytes]:
 
 def to_svg(spec: dict[str, Any]) -> str:
     """Runs Vega in the JavaScript engine: the only step that needs `warm_up`."""
-    with _as_lossreport_error():
+    with _as_chart_error():
         return str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
 
 
 def to_png(svg: str) -> bytes:
     """resvg, no JavaScript: costs the same in a cold process. vl-convert writes the pHYs chunk
     that records 300 DPI."""
-    with _as_lossreport_error():
+    with _as_chart_error():
         return bytes(vl_convert.svg_to_png(svg, ppi=PPI))
 
 
 @contextmanager
-def _as_lossreport_error() -> Iterator[None]:
+def _as_chart_error() -> Iterator[None]:
     try:
         yield
     except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError from Rust
-        raise LossReportError(f"chart rendering failed: {exc}") from exc
+        raise ChartRenderError(f"chart rendering failed: {exc}") from exc
 
 
 class ChartRenderer:
