@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -18,16 +17,13 @@ from .errors import (
     RunDirectoryError,
     UnsafePathError,
 )
+from .version import __version__
 
 if TYPE_CHECKING:
     from .report.graphs import LossGraphGenerator
     from .report.render import RenderResult, render_run
     from .trainer.tracker import Run, start_run
 
-try:
-    __version__ = version("lossreport")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "ChartRenderError",

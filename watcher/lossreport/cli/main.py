@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, logformat, runformat
+from .. import logformat, runformat
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
+from ..version import __version__
 from . import config
 from .progress import Progress
 

@@ -30,8 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "lossreport.integrations.sae_lens needs SAELens: pip install 'lossreport[sae-lens]'"
     ) from exc
 
-import lossreport
-from lossreport.trainer.tracker import Run
+from lossreport.trainer.tracker import Run, start_run
 
 OVERALL_LOSS = "overall_loss"
 
@@ -46,7 +45,7 @@ def start_sae_run(
 ) -> Run:
     """A run for `sae`: model and hook from its metadata unless given; its config recorded."""
     metadata = sae.cfg.metadata
-    return lossreport.start_run(
+    return start_run(
         runs_dir,
         model=model_name or metadata.model_name or "unknown-model",
         hook=hook_name or metadata.hook_name or "unknown-hook",

@@ -19,8 +19,8 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from .. import __version__
 from ..runformat import GRAPHS_DIR
+from ..version import __version__
 from .outputs import Chart
 
 TEMPLATE = "report.html.j2"

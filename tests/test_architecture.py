@@ -1,0 +1,120 @@
+"""The package's shape, as docs/architecture.md draws it, checked by reading the source.
+
+Imports only go down the layers; every exception is in errors.py; file locking is storage's
+alone. Read with `ast`, so a check costs nothing and needs no imports.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support.procs import ROOT
+
+PACKAGE = ROOT / "watcher" / "lossreport"
+LEAVES = frozenset({"errors", "version", "clock", "backoff", "logformat"})
+# What each part may import besides the leaves (and itself): docs/architecture.md's picture.
+ALLOWED: dict[str, set[str]] = {
+    "storage": set(),
+    "runformat": {"storage"},
+    "sources": {"runformat", "storage"},
+    "trainer": {"runformat", "storage"},
+    "report": {"sources", "runformat", "storage"},
+    "delivery": {"report", "sources", "runformat", "storage"},
+    "daemon": {"delivery", "report", "sources", "runformat", "storage"},
+    "cli": {"daemon", "delivery", "report", "sources", "runformat", "storage"},
+    "integrations": {"trainer", "runformat", "storage"},
+    "__main__": {"cli"},
+    "__init__": {"trainer", "report"},  # the public face: these only lazily, on first use
+}
+
+
+def _modules() -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """Each module's file and its dotted name inside the package, `()` for `__init__`."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        yield path, parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def _part(module: tuple[str, ...], path: Path) -> str:
+    if module:
+        return module[0]
+    return "__init__" if path.parent == PACKAGE else path.parent.name
+
+
+def _imported(tree: ast.Module, module: tuple[str, ...], path: Path) -> Iterator[tuple[str, ...]]:
+    """What each import statement names, as a dotted name inside the package (`()`: the
+    package itself). Imports of other packages are skipped."""
+    package = module if path.name == "__init__.py" else module[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names = alias.name.split(".")
+                if names[0] == "lossreport":
+                    yield tuple(names[1:])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = (*base, *(node.module.split(".") if node.module else ()))
+            elif node.module and node.module.split(".")[0] == "lossreport":
+                target = tuple(node.module.split(".")[1:])
+            else:
+                continue
+            if target:
+                yield target
+            else:  # `from .. import x`: x is a module of the package, or the package's own name
+                for alias in node.names:
+                    is_module = (PACKAGE / alias.name).is_dir() or (
+                        PACKAGE / f"{alias.name}.py"
+                    ).is_file()
+                    yield (alias.name,) if is_module else ()
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    wrong = []
+    for path, module in _modules():
+        part = _part(module, path)
+        allowed = ALLOWED.get(part, set()) | LEAVES | {part}
+        if part in LEAVES:
+            allowed = set(LEAVES)
+        for target in _imported(ast.parse(path.read_text()), module, path):
+            if not target:
+                wrong.append(f"{path.relative_to(ROOT)} imports the package root")
+            elif target[0] not in allowed:
+                wrong.append(f"{path.relative_to(ROOT)} imports lossreport.{'.'.join(target)}")
+    assert wrong == []
+
+
+def test_every_part_of_the_package_has_its_place_in_the_layers() -> None:
+    parts = {_part(module, path) for path, module in _modules()}
+    assert parts <= set(ALLOWED) | LEAVES
+
+
+def test_only_storage_locks_files() -> None:
+    users = []
+    for path, _module in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if "fcntl" in names:
+                users.append(str(path.relative_to(PACKAGE)))
+    assert users == ["storage/local.py"]
+
+
+def test_every_exception_is_defined_in_errors() -> None:
+    defined = []
+    for path, _module in _modules():
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases]
+                if any(base.endswith(("Error", "Exception")) for base in bases):
+                    defined.append(f"{path.relative_to(PACKAGE)}: {node.name}")
+    assert defined == []
