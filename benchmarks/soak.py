@@ -39,8 +39,7 @@ from soak_trainer import LATE_LOSS, LOSSES, losses_at
 
 from lossreport import runformat
 from lossreport.daemon.runstate import read_state
-from lossreport.report.render import STAGE_PREFIXES
-from lossreport.runformat import read_marker
+from lossreport.runformat import STAGE_PREFIXES, read_marker
 
 HERE = Path(__file__).resolve().parent
 FLUSH_EVERY = 200

@@ -1,7 +1,8 @@
 """The package's shape, as docs/architecture.md draws it, checked by reading the source.
 
-Imports only go down the layers; every exception is in errors.py; file locking is storage's
-alone. Read with `ast`, so a check costs nothing and needs no imports.
+Imports only go down the layers; every exception is in errors.py; the run-directory names are
+spelled in runformat alone; file locking is storage's alone. Read with `ast`, so a check costs
+nothing and needs no imports.
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
     "__init__": {"trainer", "report"},  # the public face: these only lazily, on first use
 }
+
+
+RUN_DIRECTORY_NAMES = frozenset(
+    {
+        "run.json",
+        "losses",
+        "loss_graphs",
+        ".lossreport-render.lock",
+        ".lossreport-rendered.json",
+        ".lossreport-mailed.json",
+        ".lossreport",
+        "outbox",
+        "index.html",
+    }
+)
 
 
 def _modules() -> Iterator[tuple[Path, tuple[str, ...]]]:
@@ -89,6 +105,37 @@ def test_imports_only_go_down_the_layers() -> None:
 def test_every_part_of_the_package_has_its_place_in_the_layers() -> None:
     parts = {_part(module, path) for path, module in _modules()}
     assert parts <= set(ALLOWED) | LEAVES
+
+
+def test_only_runformat_spells_the_run_directory_names() -> None:
+    """Docstrings and messages may mention a name; code that uses one takes runformat's."""
+    found = []
+    for path, module in _modules():
+        if module[:1] == ("runformat",):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        # `stats["losses"]` and `{"losses": ...}` are keys of a document, not folder names
+        keys = {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)}
+        keys |= {
+            id(key) for node in ast.walk(tree) if isinstance(node, ast.Dict) for key in node.keys
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings | keys
+                and (node.value in RUN_DIRECTORY_NAMES or node.value.startswith("part-"))
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert found == []
 
 
 def test_only_storage_locks_files() -> None:

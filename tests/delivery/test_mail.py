@@ -14,7 +14,8 @@ import pytest
 
 import lossreport
 from lossreport import runformat
-from lossreport.delivery.outbox import OUTBOX_DIR, SENT_FILE, sent_keys
+from lossreport.delivery.outbox import sent_keys
+from lossreport.runformat import OUTBOX_DIR, SENT_FILE
 from tests.support.daemon import Daemon, run_once, wait_rendered
 from tests.support.procs import run_cli, start_trainer, wait_for
 from tests.support.smtp import SmtpServer, free_port

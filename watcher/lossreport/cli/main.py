@@ -199,7 +199,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("Reports rendered by the daemon:")
     for path in reports:
         print(f"  - {path}")
-    print(f"Index of all runs: {args.runs_dir / 'index.html'}")
+    print(f"Index of all runs: {args.runs_dir / runformat.INDEX_FILE}")
     return 0
 
 

@@ -46,7 +46,7 @@ from ..delivery.outbox import Outbox, OutboxSender
 from ..delivery.smtp import SmtpSettings
 from ..errors import RunBusy, RunDirectoryError
 from ..report import pages as report
-from ..runformat import read_marker
+from ..runformat import INDEX_FILE, read_marker
 from .jobs import render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
 from .runstate import read_state, render_reason
@@ -54,7 +54,6 @@ from .sdnotify import Notifier
 
 logger = logging.getLogger(__name__)
 
-INDEX_FILE = "index.html"
 # Only what a writer's rename or close-after-write produces. Above all not opened/closed-no-write:
 # the daemon's own reads would flood the inotify queue, and on overflow watchdog re-walks the
 # whole tree, which reads directories, which overflows it again.
@@ -541,10 +540,8 @@ def _list_inputs(root: str, path: str | None) -> Iterator[os.DirEntry[str]]:
     RUNS/RUN/losses."""
     parts = Path(os.path.relpath(path or root, root)).parts
     inside = [] if parts == (".",) else list(parts)
-    if len(inside) > 2 or (len(inside) == 2 and inside[1] != rundir.LOSSES_DIR):
+    if not rundir.holds_inputs(inside):
         return iter(())
-    if inside and inside[0].startswith("."):
-        return iter(())  # lossreport's own folders
     return os.scandir(path or root)
 
 
@@ -572,11 +569,4 @@ class _EventsToRuns(FileSystemEventHandler):
 
     def _run_name(self, path: str) -> str | None:
         relative = os.path.relpath(os.path.realpath(path), self._root)
-        parts = Path(relative).parts
-        if not parts or parts[0].startswith(".") or parts[0] == "..":
-            return None
-        if len(parts) >= 2 and parts[1] not in (rundir.RUN_FILE, rundir.LOSSES_DIR):
-            return None  # our own loss_graphs/ writes, lock files, anything else
-        if len(parts) >= 3 and rundir.parse_shard_name(parts[2]) is None:
-            return None  # temp files of shards being written
-        return parts[0]
+        return rundir.run_of_input(Path(relative).parts)

@@ -28,13 +28,12 @@ from pathlib import Path
 
 from .. import runformat, storage
 from ..errors import MailError, RunBusy, UnsafePathError
+from ..runformat import OUTBOX_DIR, SENT_FILE
 from . import smtp
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
 logger = logging.getLogger(__name__)
 
-OUTBOX_DIR = Path(".lossreport") / "outbox"
-SENT_FILE = ".lossreport-mailed.json"
 MAX_RETRY_SECONDS = 3600.0
 MAX_MESSAGE_BYTES = 64 * 2**20  # a message is a few KB, plus the CSV (left out past 10 MB)
 

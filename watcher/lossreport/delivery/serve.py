@@ -187,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, send_body: bool) -> None:
         parts = [unquote(part) for part in urlsplit(self.path).path.split("/")[1:]]
-        if parts in ([""], ["index.html"]):
+        if parts in ([""], [runformat.INDEX_FILE]):
             self._send_bytes(self.site.index(), "text/html; charset=utf-8", send_body)
             return
         if len(parts) == 1 or parts[1:] == [""]:  # /RUN or /RUN/: its report

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirectoryError
+from ..runformat import GRAPHS_DIR
 from . import stats
 from .history import from_user
 from .outputs import TIMESTAMP_FORMAT, OutputNames, write_charts, write_csv
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class LossGraphGenerator:
-    def __init__(self, output_dir: str | os.PathLike[str] = "loss_graphs") -> None:
+    def __init__(self, output_dir: str | os.PathLike[str] = GRAPHS_DIR) -> None:
         self.output_dir = Path(output_dir)
 
     def generate_loss_graphs(

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import runformat, sources, storage
 from ..errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
+from ..runformat import LOCK_FILE, STAGE_PREFIXES
 from ..sources import Source
 from . import pages, stats
 from .history import LossHistory, from_table
@@ -31,9 +32,7 @@ from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = ".lossreport-render.lock"
 OVERVIEW_POINTS = 60
-STAGE_PREFIXES = (f".{runformat.GRAPHS_DIR}.new-", f".{runformat.GRAPHS_DIR}.old-")
 
 
 @dataclass
@@ -215,7 +214,7 @@ def _read_record(source: Source, run_dir: Path, problems: list[str]) -> runforma
             run_id=run_dir.name,
             model="unknown-model",
             hook="unknown-hook",
-            status="unknown",
+            status=runformat.UNKNOWN,
             started_at=started,
             heartbeat_at=started,
         )

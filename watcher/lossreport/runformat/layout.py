@@ -2,10 +2,16 @@
 
 ```
 RUNS_DIR/
-  RUN/                  a run: run.json and/or losses/ (record.py, shards.py)
+  RUN/                              a run: run.json and/or losses/ (record.py, shards.py)
     run.json
     losses/part-NNNNNN[-rankR][-wTOKEN].parquet
-    loss_graphs/        the renderer's output, with the render marker (marker.py)
+    loss_graphs/                    the renderer's output
+      .lossreport-rendered.json     the render marker (marker.py)
+    .lossreport-render.lock         held while a renderer writes loss_graphs/
+    .loss_graphs.new-*, .old-*      a render's staging folders
+    .lossreport-mailed.json         the emails sent for the run
+  .lossreport/outbox/*.eml          emails waiting to be sent
+  index.html                        the runs index the daemon keeps
 ```
 
 Names starting with `.` are lossreport's own (temp files, markers, locks); writers never create
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .. import storage
@@ -26,6 +32,12 @@ RUN_FILE = "run.json"
 LOSSES_DIR = "losses"
 GRAPHS_DIR = "loss_graphs"
 MARKER = ".lossreport-rendered.json"  # in loss_graphs/: what the last render saw (marker.py)
+LOCK_FILE = ".lossreport-render.lock"
+STAGE_PREFIXES = (f".{GRAPHS_DIR}.new-", f".{GRAPHS_DIR}.old-")  # a render's new and old folders
+SENT_FILE = ".lossreport-mailed.json"
+# In the runs directory
+OUTBOX_DIR = Path(".lossreport") / "outbox"
+INDEX_FILE = "index.html"
 
 # Shard columns
 STEP = "step"
@@ -85,6 +97,27 @@ def list_folders(runs_dir: Path) -> list[Path]:
 def list_run_dirs(runs_dir: Path) -> list[Path]:
     """The run directories directly inside `runs_dir` (see `list_folders`)."""
     return [folder for folder in list_folders(runs_dir) if looks_like_run(folder)]
+
+
+def run_of_input(parts: Sequence[str]) -> str | None:
+    """The run whose input is at `parts` (a path relative to the runs directory): the run
+    folder itself, its run.json, its losses/ or a shard in it. None for anything else:
+    lossreport's own hidden folders and files, loss_graphs/, temp files of shards."""
+    if not parts or parts[0].startswith(".") or parts[0] == "..":
+        return None
+    if len(parts) >= 2 and parts[1] not in (RUN_FILE, LOSSES_DIR):
+        return None  # our own loss_graphs/ writes, lock files, anything else
+    if len(parts) >= 3 and parse_shard_name(parts[2]) is None:
+        return None  # temp files of shards being written
+    return parts[0]
+
+
+def holds_inputs(parts: Sequence[str]) -> bool:
+    """Whether the folder at `parts` (relative to the runs directory, `()` for itself) can
+    hold runs' inputs: the runs directory, a run, a run's losses/. A poller walks no other."""
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] != LOSSES_DIR):
+        return False
+    return not (parts and parts[0].startswith("."))  # lossreport's own folders
 
 
 def shard_name(seq: int, rank: int | None = None, writer: str | None = None) -> str:
