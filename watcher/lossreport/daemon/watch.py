@@ -41,6 +41,7 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from .. import logformat, storage
 from .. import runformat as rundir
+from ..backoff import Backoff
 from ..delivery.mailjob import MailJob
 from ..delivery.outbox import Outbox, OutboxSender
 from ..delivery.smtp import SmtpSettings
@@ -402,7 +403,7 @@ class Watcher:
         )
         self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
         attempts = self._retries[name].attempts + 1 if name in self._retries else 1
-        delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
+        delay = Backoff(FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS).delay(attempts)
         self._retries[name] = _Retry(attempts, time.monotonic() + delay)
         logger.error(
             "run=%s render failed (attempt %d, retry in %.0fs): %s: %s",

@@ -27,6 +27,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from .. import runformat, storage
+from ..backoff import Backoff
 from ..errors import MailError, RunBusy, UnsafePathError
 from ..runformat import OUTBOX_DIR, SENT_FILE
 from . import smtp
@@ -169,7 +170,7 @@ def _is_message(name: str) -> bool:
 
 
 @dataclass
-class _Backoff:
+class _Retry:
     attempts: int = 0
     due: float = 0.0
 
@@ -182,7 +183,7 @@ class OutboxSender:
     outbox: Outbox
     settings: smtp.SmtpSettings
     first_retry: float = 30.0
-    _backoff: dict[Path, _Backoff] = field(default_factory=dict)
+    _retries: dict[Path, _Retry] = field(default_factory=dict)
     _wakeup: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -208,7 +209,7 @@ class OutboxSender:
             except Exception:  # the outbox folder itself broke: keep the thread, try again
                 logger.exception("the mail sender hit an error; trying again later")
                 self._wakeup.wait(self.first_retry)
-            dues = [b.due for b in self._backoff.values()]
+            dues = [retry.due for retry in self._retries.values()]
             wait = max(0.05, min(dues) - time.monotonic()) if dues else None
             self._wakeup.wait(wait)
 
@@ -216,34 +217,34 @@ class OutboxSender:
         """Try every queued message that is due; returns how many stay queued after failing."""
         failed = 0
         pending = self.outbox.pending()
-        for gone in self._backoff.keys() - set(pending):
-            del self._backoff[gone]
+        for gone in self._retries.keys() - set(pending):
+            del self._retries[gone]
         for path in pending:
             if self._stop.is_set():
                 break
-            backoff = self._backoff.setdefault(path, _Backoff())
-            if backoff.due > time.monotonic():
+            retry = self._retries.setdefault(path, _Retry())
+            if retry.due > time.monotonic():
                 failed += 1
                 continue
             try:
                 run_name = self.outbox.deliver(path, self.settings)
-                self._backoff.pop(path, None)
+                self._retries.pop(path, None)
                 if run_name is not None:
                     logger.info(
                         "run=%s mailed", run_name, extra={"run": run_name, "event": "mail_sent"}
                     )
             except Exception as exc:  # the SMTP server, or a broken file: this message waits
                 failed += 1
-                backoff.attempts += 1
-                delay = min(MAX_RETRY_SECONDS, self.first_retry * 2 ** (backoff.attempts - 1))
-                backoff.due = time.monotonic() + delay
+                retry.attempts += 1
+                delay = Backoff(self.first_retry, MAX_RETRY_SECONDS).delay(retry.attempts)
+                retry.due = time.monotonic() + delay
                 logger.error(
                     "mail %s not sent (attempt %d, retry in %.0fs): %s: %s",
                     path.name,
-                    backoff.attempts,
+                    retry.attempts,
                     delay,
                     type(exc).__name__,
                     exc,
-                    extra={"event": "mail_failed", "attempt": backoff.attempts},
+                    extra={"event": "mail_failed", "attempt": retry.attempts},
                 )
         return failed
