@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import logging
 import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -135,3 +137,19 @@ def test_names_too_long_for_a_file_name_are_shortened_and_stay_distinct(tmp_path
     assert len(set(names)) == 3 and all(len(name) <= MAX_FILE_NAME for name in names)
     assert all(Path(path).is_file() for path in saved)
     assert names[2].startswith("loss_curves_combined_mmmm")
+
+
+def test_the_default_timestamp_is_utc_like_a_renders_whatever_the_local_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving: never UTC
+    time.tzset()
+    try:
+        before = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+        path = LossGraphGenerator(tmp_path).save_loss_history_csv(HISTORY, "m", "h")
+        after = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    stamp = Path(path).stem.removeprefix("loss_history_m_h_")
+    assert before <= stamp <= after

@@ -7,11 +7,11 @@ import multiprocessing
 import multiprocessing.process
 import os
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import logformat
+from ..clock import utc_now
 from ..delivery.mailjob import MailJob
 from ..runformat import RenderedMarker, read_marker, write_marker
 
@@ -92,6 +92,6 @@ def _index_entry(run_dir: Path, status: str, result: RenderResult) -> dict[str, 
         "problems": len(result.problems),
         "anomalies": len(result.anomalies),
         "report": str(result.report.relative_to(run_dir.parent)),
-        "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rendered_at": utc_now("seconds"),
         "curves": result.curves,
     }

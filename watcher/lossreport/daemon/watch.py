@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from watchdog.observers.polling import PollingObserverVFS
 from .. import logformat, storage
 from .. import runformat as rundir
 from ..backoff import Backoff
+from ..clock import utc_time
 from ..delivery.mailjob import MailJob
 from ..delivery.outbox import Outbox, OutboxSender
 from ..delivery.smtp import SmtpSettings
@@ -293,7 +293,7 @@ class Watcher:
             self._forget(name)
             return
         state = read_state(run_dir)
-        now_utc = datetime.now(UTC)
+        now_utc = utc_time()
         if state.status == rundir.RUNNING:
             self._running.add(name)
         else:

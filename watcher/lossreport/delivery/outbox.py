@@ -21,13 +21,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
 from .. import runformat, storage
 from ..backoff import Backoff
+from ..clock import utc_now
 from ..errors import MailError, RunBusy, UnsafePathError
 from ..runformat import OUTBOX_DIR, SENT_FILE
 from . import smtp
@@ -152,7 +152,7 @@ def _record_sent(run_dir: Path, key: str, message_id: str, recipients: str) -> N
             "key": key,
             "message_id": message_id,
             "to": recipients,
-            "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sent_at": utc_now("seconds"),
         }
     )
     try:

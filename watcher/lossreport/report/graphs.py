@@ -7,17 +7,17 @@
 
 `loss_history` is a DataFrame (`step` or `steps` column, one column per loss) or a dict of
 lists with a `"steps"` key. Files are named as `lossreport render` names them; `timestamp`
-defaults to now.
+defaults to now, in UTC as a render's start time is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..clock import utc_time
 from ..errors import RunDirectoryError
 from ..runformat import GRAPHS_DIR
 from . import stats
@@ -75,7 +75,7 @@ class LossGraphGenerator:
 
     def _names(self, model_name: str, hook_name: str, timestamp: str | None) -> OutputNames:
         return OutputNames(
-            model_name, hook_name, timestamp or datetime.now().strftime(TIMESTAMP_FORMAT)
+            model_name, hook_name, timestamp or utc_time().strftime(TIMESTAMP_FORMAT)
         )
 
     def _folder(self) -> Path:

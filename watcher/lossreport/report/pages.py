@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import PurePosixPath
@@ -19,6 +18,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from ..clock import utc_time
 from ..runformat import GRAPHS_DIR
 from ..version import __version__
 from .outputs import Chart
@@ -194,7 +194,7 @@ def render_email_html(**context: Any) -> str:
 
 def _page(template: str, **context: Any) -> str:
     """`template` rendered with `context`, plus the version and time every page shows."""
-    generated_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated_at = utc_time().strftime("%Y-%m-%d %H:%M:%S UTC")
     return (
         _environment()
         .get_template(template)

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import runformat, sources, storage
+from ..clock import utc_time
 from ..errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
 from ..runformat import LOCK_FILE, STAGE_PREFIXES
 from ..sources import Source
@@ -209,7 +209,7 @@ def _read_record(source: Source, run_dir: Path, problems: list[str]) -> runforma
     except MalformedRunFileError as exc:
         logger.warning("rendering with defaults: %s", exc)
         problems.append(str(exc))
-        started = datetime.fromtimestamp(run_dir.stat().st_mtime, UTC).isoformat()
+        started = utc_time(run_dir.stat().st_mtime).isoformat()
         return runformat.RunRecord(
             run_id=run_dir.name,
             model="unknown-model",

@@ -11,6 +11,7 @@ docs/run-directory-format.md is the contract other writers can implement.
 - marker.py: the render marker in `loss_graphs/`
 """
 
+from ..clock import utc_now
 from .layout import (
     COMPLETED,
     FAILED,
@@ -49,7 +50,6 @@ from .record import (
     RunRecord,
     parse_time,
     read_run_file,
-    utc_now,
     write_run_file,
 )
 from .shards import (

@@ -1,4 +1,4 @@
-"""run.json: the `RunRecord` a trainer writes and every reader checks, and its time format."""
+"""run.json: the `RunRecord` a trainer writes and every reader checks, and how its times read."""
 
 from __future__ import annotations
 
@@ -9,16 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import storage
+from ..clock import utc_now
 from ..errors import MalformedRunFileError, RunDirectoryError, UnsafePathError
 from .layout import RUN_FILE, RUNNING, STATUSES
 
 FORMAT = "lossreport.run/1"
 MAX_RUN_FILE_DEPTH = 32  # config nesting deeper than this makes run.json malformed
-
-
-def utc_now() -> str:
-    """The current time as the ISO 8601 UTC string run.json uses."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def parse_time(text: str) -> datetime:

@@ -19,7 +19,6 @@ import socket
 import sys
 import tempfile
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from time import time as _now
 from types import FrameType, TracebackType
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import runformat as rundir
 from .. import storage
+from ..clock import utc_time
 from ..errors import (
     InvalidLossError,
     LossReportError,
@@ -508,7 +508,7 @@ def _warn_if_still_written(path: Path, record: rundir.RunRecord, live_secs: floa
     process is alive. Both writers keep their rows; a step both log keeps only one write."""
     if record.status != rundir.RUNNING or (record.host, record.pid) == _this_process():
         return False
-    age = (datetime.now(UTC) - rundir.parse_time(record.heartbeat_at)).total_seconds()
+    age = (utc_time() - rundir.parse_time(record.heartbeat_at)).total_seconds()
     if age >= live_secs:
         return False
     if record.host == _this_process()[0] and not _pid_alive(record.pid):
@@ -561,7 +561,7 @@ def _distributed_rank() -> int | None:
 
 def _agreed_run_id(model: str, hook: str) -> str:
     """A fresh run id; under torch.distributed every rank takes rank 0's (one broadcast)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = utc_time().strftime("%Y%m%d-%H%M%S")
     # Clean and short enough to be its own directory name, random part included.
     prefix = rundir.clean_name(f"{model}_{hook}")[:_GENERATED_PREFIX].rstrip("._-")
     run_id = f"{prefix}_{stamp}_{secrets.token_hex(3)}"
