@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 from .. import runformat, storage
 from ..backoff import Backoff
@@ -133,11 +134,11 @@ def _check_ours(path: Path, fd: int) -> None:
 
 def _read_sent(run_dir: Path) -> list[dict[str, object]]:
     """The run's record of sent mail; empty when it is missing, unreadable or not ours."""
-    try:
-        document = json.loads(storage.read_bytes(run_dir / SENT_FILE, storage.MAX_RUN_FILE_BYTES))
-        return [dict(entry) for entry in document["sent"]]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return []
+    return storage.read_json_or(run_dir / SENT_FILE, storage.MAX_RUN_FILE_BYTES, _sent, [])
+
+
+def _sent(document: Any) -> list[dict[str, object]]:
+    return [dict(entry) for entry in document["sent"]]
 
 
 def sent_keys(run_dir: Path) -> set[str]:

@@ -32,11 +32,11 @@ def read_marker(run_dir: Path) -> RenderedMarker | None:
     graphs = run_dir / GRAPHS_DIR
     if not storage.is_real_dir(graphs):
         return None
-    try:
-        doc = json.loads(storage.read_bytes(graphs / MARKER, storage.MAX_MARKER_BYTES))
-        return RenderedMarker(str(doc["fingerprint"]), str(doc["status"]), dict(doc["entry"]))
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None
+    return storage.read_json_or(graphs / MARKER, storage.MAX_MARKER_BYTES, _marker, None)
+
+
+def _marker(doc: Any) -> RenderedMarker | None:
+    return RenderedMarker(str(doc["fingerprint"]), str(doc["status"]), dict(doc["entry"]))
 
 
 def write_marker(run_dir: Path, run_fd: int, marker: RenderedMarker) -> None:

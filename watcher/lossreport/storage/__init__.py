@@ -8,6 +8,7 @@ opened without following a symlink, so nothing is ever created, renamed or trunc
 one. `local` is the only backend today.
 """
 
+from .documents import read_json_or
 from .local import (
     MAX_MARKER_BYTES,
     MAX_RUN_FILE_BYTES,
@@ -44,4 +45,5 @@ __all__ = [
     "process_umask",
     "read_bytes",
     "read_descriptor",
+    "read_json_or",
 ]
