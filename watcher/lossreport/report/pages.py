@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from .. import runformat
 from ..clock import utc_time
 from ..runformat import GRAPHS_DIR
 from ..version import __version__
@@ -33,7 +34,8 @@ INDEX_FILTERS = [
     ("architecture", "architecture"),
     ("status", "status"),
 ]
-STATUS_CLASSES = frozenset({"completed", "failed", "stalled", "running"})
+# Each has a badge colour of its own (_status.css.j2); anything else is shown as unknown.
+STATUS_CLASSES = runformat.STATUSES | {runformat.STALLED}
 INDEX_PRESELECTED = 8  # newest runs ticked for the overlay when the page opens
 MISSING = "\u2013"  # an en dash marks a statistic that does not exist
 
@@ -157,7 +159,7 @@ def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
     return {
         "run_id": run_name,
         "status": status,
-        "status_class": status if status in STATUS_CLASSES else "unknown",
+        "status_class": status_class(status),
         "model": text("model"),
         "hook": text("hook"),
         "architecture": text("architecture"),
@@ -171,6 +173,12 @@ def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
         "losses": [str(name) for name in curves],
         "curves_json": _script_json(curves),
     }
+
+
+def status_class(status: str) -> str:
+    """The CSS class of a status badge: the status itself where it has a colour of its own,
+    else `unknown` (a run.json that cannot be read, a run not rendered, a hand-edited marker)."""
+    return status if status in STATUS_CLASSES else runformat.UNKNOWN
 
 
 def _script_json(value: Any) -> str:

@@ -227,8 +227,7 @@ def _run_fields(record: runformat.RunRecord, status: str | None) -> dict[str, An
 
 def _page_fields(record: runformat.RunRecord, status: str | None) -> dict[str, Any]:
     fields = _run_fields(record, status)
-    known = {runformat.RUNNING, runformat.COMPLETED, runformat.FAILED, "stalled"}
-    fields["status_class"] = fields["status"] if fields["status"] in known else "unknown"
+    fields["status_class"] = pages.status_class(fields["status"])
     fields["duration"] = _duration(record)
     return fields
 
