@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import lossreport
-from lossreport import runformat
+from lossreport import runformat, sources
 from lossreport.delivery.outbox import Outbox
 from lossreport.errors import RunBusy, UnsafePathError
 from lossreport.report.render import render_lock, render_run
@@ -113,7 +113,7 @@ def test_render_lock_is_still_exclusive(runs_dir: Path) -> None:
 def test_a_linked_run_directory_is_not_a_run(runs_dir: Path, tmp_path: Path) -> None:
     real = _finished_run(tmp_path / "other-runs", "theirs")
     (runs_dir / "alias").symlink_to(real)
-    assert runformat.list_run_dirs(runs_dir) == []
+    assert sources.list_runs(runs_dir) == []
     with pytest.raises(lossreport.RunDirectoryError, match="symbolic link"):
         render_run(runs_dir / "alias")
     assert not (real / "loss_graphs").exists()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import logformat, runformat
+from .. import logformat, runformat, sources
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
@@ -361,7 +361,7 @@ def _email(args: argparse.Namespace) -> int:
     if job is None:
         raise InvalidInputError("no recipient: give --to ADDR (or [email] to in --config)")
     run_dir = args.run.resolve()
-    if not runformat.looks_like_run(run_dir):  # else any folder, `.` too, got a report and a lock
+    if sources.find(run_dir) is None:  # else any folder, `.` too, got a report and a lock
         raise InvalidInputError(f"{args.run}: not a run directory (a run has run.json or losses/)")
     result = render_run(run_dir, wait=LOCK_WAIT_SECONDS)
     message = job.message(result, run_dir.name)
@@ -422,11 +422,11 @@ def _runs_under(path: Path) -> list[Path]:
     """`path` itself if it is a run directory, else the run directories directly inside it.
     A link named here is followed (the user chose it); links inside a runs directory are not."""
     path = path.resolve()
-    if runformat.looks_like_run(path):
+    if sources.find(path):
         return [path]
     if not path.is_dir():
         raise InvalidInputError(f"{path}: not a directory")
-    runs = sorted(child for child in path.iterdir() if runformat.looks_like_run(child))
+    runs = sources.list_runs(path)
     if not runs:
         raise InvalidInputError(f"{path}: no runs here (a run has run.json or losses/)")
     return runs
@@ -452,8 +452,9 @@ def _show(args: argparse.Namespace) -> int:
     run_dir: Path = args.run
     if not run_dir.is_dir():
         raise InvalidInputError(f"{run_dir}: not a directory")
+    source = sources.source_of(run_dir)
     try:
-        record = runformat.read_run_file(run_dir)
+        record = source.read_record(run_dir)
     except Exception as exc:  # whatever is wrong with run.json, the shards are still shown
         if isinstance(exc, RunDirectoryError):  # its message starts with the file's path
             problem = str(exc)
@@ -467,7 +468,7 @@ def _show(args: argparse.Namespace) -> int:
         if record.error:
             print(f"error:  {record.error}")
     try:
-        data = runformat.read_losses(run_dir)
+        data = source.read_losses(run_dir)
     except (LossReportError, OSError) as exc:
         print(f"problem: {exc}")
         return 1

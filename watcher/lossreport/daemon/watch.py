@@ -38,7 +38,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from .. import logformat, storage
+from .. import logformat, sources, storage
 from .. import runformat as rundir
 from ..backoff import Backoff
 from ..clock import utc_time
@@ -251,7 +251,7 @@ class Watcher:
     # -- deciding and submitting ----------------------------------------------------------
     def _run_dirs(self) -> list[Path]:
         try:
-            return rundir.list_run_dirs(self.runs_dir)
+            return sources.list_runs(self.runs_dir)
         except OSError as exc:
             logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
             return []
@@ -289,7 +289,7 @@ class Watcher:
 
     def _consider_run(self, name: str) -> None:
         run_dir = self.runs_dir / name
-        if not rundir.looks_like_run(run_dir):
+        if sources.find(run_dir) is None:
             self._forget(name)
             return
         state = read_state(run_dir)
@@ -357,7 +357,7 @@ class Watcher:
                 self._schedule_retry(name, exc)
                 continue
             except Exception as exc:  # a render failure must never stop the daemon
-                if rundir.looks_like_run(self.runs_dir / name):
+                if sources.find(self.runs_dir / name) is not None:
                     self._schedule_retry(name, exc)
                 else:  # deleted while it was rendered: nothing to retry
                     self._forget(name)

@@ -94,11 +94,6 @@ def list_folders(runs_dir: Path) -> list[Path]:
         ]
 
 
-def list_run_dirs(runs_dir: Path) -> list[Path]:
-    """The run directories directly inside `runs_dir` (see `list_folders`)."""
-    return [folder for folder in list_folders(runs_dir) if looks_like_run(folder)]
-
-
 def run_of_input(parts: Sequence[str]) -> str | None:
     """The run whose input is at `parts` (a path relative to the runs directory): the run
     folder itself, its run.json, its losses/ or a shard in it. None for anything else:
