@@ -1,8 +1,8 @@
 """The package's shape, as docs/architecture.md draws it, checked by reading the source.
 
 Imports only go down the layers; every exception is in errors.py; the run-directory names are
-spelled in runformat alone; file locking is storage's alone. Read with `ast`, so a check costs
-nothing and needs no imports.
+spelled in runformat alone; file locking is storage's alone, the chart engine vega's. Read with
+`ast`, so a check costs nothing and needs no imports.
 """
 
 from __future__ import annotations
@@ -138,20 +138,29 @@ def test_only_runformat_spells_the_run_directory_names() -> None:
     assert found == []
 
 
-def test_only_storage_locks_files() -> None:
-    users = []
+def _importers(name: str) -> list[str]:
+    """The package's modules that import the module `name` of another package."""
+    found = []
     for path, _module in _modules():
         for node in ast.walk(ast.parse(path.read_text())):
-            names = (
-                [alias.name for alias in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            if "fcntl" in names:
-                users.append(str(path.relative_to(PACKAGE)))
-    assert users == ["storage/local.py"]
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(imported.split(".")[0] == name for imported in names):
+                found.append(str(path.relative_to(PACKAGE)))
+    return sorted(set(found))
+
+
+def test_only_storage_locks_files() -> None:
+    assert _importers("fcntl") == ["storage/local.py"]
+
+
+def test_only_vega_drives_the_chart_engine() -> None:
+    """Charts, the report's PNGs and the mail's PNG all go through vega (one error type)."""
+    assert _importers("vl_convert") == ["report/vega.py"]
 
 
 def test_every_exception_is_defined_in_errors() -> None:

@@ -19,11 +19,10 @@ from typing import Any
 from urllib.parse import quote
 
 import css_inline
-import vl_convert
 
 from .. import storage
 from ..errors import FileTooLargeError
-from ..report import pages, stats
+from ..report import pages, stats, vega
 from ..report.render import RenderResult
 
 CHART_PPI = 96  # about 1000 px wide, shown at 672 px: sharp on high-density screens, ~250 KB
@@ -117,7 +116,7 @@ def _report_link(base: str, run_name: str, report_name: str) -> str:
 def _chart_png(svg: str | None) -> bytes | None:
     if svg is None:
         return None
-    return bytes(vl_convert.svg_to_png(svg, ppi=CHART_PPI))
+    return vega.to_png(svg, ppi=CHART_PPI)
 
 
 def _history_attachment(

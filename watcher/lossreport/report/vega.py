@@ -42,11 +42,11 @@ def to_svg(spec: dict[str, Any]) -> str:
         return str(vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]))
 
 
-def to_png(svg: str) -> bytes:
+def to_png(svg: str, ppi: float = PPI) -> bytes:
     """resvg, no JavaScript: costs the same in a cold process. vl-convert writes the pHYs chunk
-    that records 300 DPI."""
+    that records the resolution (300 DPI for files; mail draws at screen size)."""
     with _as_chart_error():
-        return bytes(vl_convert.svg_to_png(svg, ppi=PPI))
+        return bytes(vl_convert.svg_to_png(svg, ppi=ppi))
 
 
 @contextmanager
