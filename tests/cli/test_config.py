@@ -156,3 +156,30 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations_say_what_is_wrong(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         duration(text)
+
+
+def test_watch_flags_default_to_what_the_daemon_does_unasked(tmp_path: Path) -> None:
+    from lossreport.cli.main import _parser
+    from lossreport.daemon.options import WatchOptions
+    from lossreport.delivery.smtp import SmtpSettings
+
+    args = _parser({}).parse_args(["watch", str(tmp_path)])
+    daemon, smtp = WatchOptions(), SmtpSettings()
+    for flag in ("poll", "poll_interval", "rescan_every", "stale_after", "live_every"):
+        assert getattr(args, flag) == getattr(daemon, flag), flag
+    assert (args.workers, args.idle_restart, args.email_retry) == (
+        daemon.workers,
+        daemon.idle_restart,
+        daemon.mail_retry,
+    )
+    assert (args.smtp_host, args.smtp_security, args.smtp_password_env) == (
+        smtp.host,
+        smtp.security,
+        smtp.password_env,
+    )
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(5, "5s"), (0.5, "0.5s"), (300, "5m"), (7200, "2h")])
+def test_help_texts_show_durations_as_they_are_typed(seconds: float, text: str) -> None:
+    assert config.format_duration(seconds) == text
+    assert config.parse_duration(text) == seconds

@@ -29,12 +29,12 @@ from email.headerregistry import AddressHeader, HeaderRegistry
 from pathlib import Path
 from typing import Any
 
+from ..daemon.options import MAX_WORKERS
 from ..delivery.smtp import SECURITY_CHOICES
 from ..errors import ConfigError
 
 MIN_DURATION_SECONDS = 0.1
 MAX_DURATION_SECONDS = 365 * 24 * 3600.0  # as good as never, and within every timer's range
-MAX_WORKERS = 64  # each render worker holds up to ~300 MB; more than this is a typo
 MAX_PORT = 65535
 
 
@@ -61,6 +61,14 @@ def parse_duration(text: str) -> float:
     if seconds > MAX_DURATION_SECONDS:
         raise ValueError(f"{text!r} is too long: at most 365 days")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """`parse_duration`'s inverse for help texts: 300.0 -> "5m", 30.0 -> "30s", 7200.0 -> "2h"."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def parse_address(text: str) -> str:

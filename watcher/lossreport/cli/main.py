@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import logformat, runformat, sources
+from ..daemon.options import MAX_WORKERS, WatchOptions
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 LOCK_WAIT_SECONDS = 30.0
 DEMO_MAX_STEPS = 1_000_000  # the example SAEs learn in a few thousand
 DURATIONS = "DURATION is 300, 30s, 10m or 2h: seconds, from 0.1s to 365 days."
+# Flags default to what the library does unasked, so the two cannot drift apart.
+WATCH = WatchOptions()
+SMTP = SmtpSettings()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,51 +99,52 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     watch.add_argument(
         "--poll",
         action=argparse.BooleanOptionalAction,
-        default=settings.get("poll"),
+        default=settings.get("poll", WATCH.poll),
         help="poll instead of inotify (default: only on network filesystems)",
     )
     watch.add_argument(
         "--poll-interval",
         type=duration,
-        default=settings.get("poll_interval", 5.0),
+        default=settings.get("poll_interval", WATCH.poll_interval),
         metavar="DURATION",
-        help="how often polling looks for changes (default 5s)",
+        help=f"how often polling looks for changes (default {_human(WATCH.poll_interval)})",
     )
     watch.add_argument(
         "--rescan-every",
         type=duration,
-        default=settings.get("rescan_every", 300.0),
+        default=settings.get("rescan_every", WATCH.rescan_every),
         metavar="DURATION",
-        help="full scan to catch missed events (default 5m)",
+        help=f"full scan to catch missed events (default {_human(WATCH.rescan_every)})",
     )
     watch.add_argument(
         "--stale-after",
         type=duration,
-        default=settings.get("stale_after", 600.0),
+        default=settings.get("stale_after", WATCH.stale_after),
         metavar="DURATION",
-        help="render a running run as stalled after this long without a heartbeat (default 10m)",
+        help="render a running run as stalled after this long without a heartbeat "
+        f"(default {_human(WATCH.stale_after)})",
     )
     watch.add_argument(
         "--live-every",
         type=duration,
-        default=settings.get("live_every"),
+        default=settings.get("live_every", WATCH.live_every),
         metavar="DURATION",
         help="also re-render running runs this often",
     )
     watch.add_argument(
         "--workers",
-        type=_int_flag(1, config.MAX_WORKERS),
-        default=settings.get("workers", min(os.cpu_count() or 1, config.MAX_WORKERS)),
+        type=_int_flag(1, MAX_WORKERS),
+        default=settings.get("workers", WATCH.workers),
         metavar="N",
-        help=f"render processes, 1 to {config.MAX_WORKERS} (default: the number of cores)",
+        help=f"render processes, 1 to {MAX_WORKERS} (default: the number of cores)",
     )
     watch.add_argument(
         "--idle-restart",
         type=duration,
-        default=settings.get("idle_restart", 60.0),
+        default=settings.get("idle_restart", WATCH.idle_restart),
         metavar="DURATION",
         help="replace render workers after this long without renders, giving back the "
-        "memory charts took (default 1m)",
+        f"memory charts took (default {_human(WATCH.idle_restart)})",
     )
     watch.add_argument(
         "--once",
@@ -208,7 +213,7 @@ def _add_config_argument(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="FILE",
-        help="TOML file of settings; flags given here win (see lossreport.config)",
+        help="TOML file of settings; flags given here win (see lossreport.cli.config)",
     )
 
 
@@ -235,7 +240,7 @@ def _add_mail_arguments(
         metavar="ADDR",
         help="sender (default lossreport@HOST)",
     )
-    group.add_argument("--smtp-host", default=settings.get("smtp_host", "localhost"))
+    group.add_argument("--smtp-host", default=settings.get("smtp_host", SMTP.host))
     group.add_argument(
         "--smtp-port",
         type=_int_flag(1, config.MAX_PORT),
@@ -248,7 +253,7 @@ def _add_mail_arguments(
         dest="smtp_security",
         action="store_const",
         const="starttls",
-        default=settings.get("smtp_security", "none"),
+        default=settings.get("smtp_security", SMTP.security),
     )
     security.add_argument("--smtp-ssl", dest="smtp_security", action="store_const", const="ssl")
     group.add_argument("--smtp-user", default=settings.get("smtp_user"))
@@ -259,7 +264,7 @@ def _add_mail_arguments(
         metavar="FILE",
         help="file whose first line is the SMTP password",
     )
-    group.set_defaults(smtp_password_env=settings.get("smtp_password_env", PASSWORD_ENV))
+    group.set_defaults(smtp_password_env=settings.get("smtp_password_env", SMTP.password_env))
     group.add_argument(
         "--email-attach-csv",
         action=argparse.BooleanOptionalAction,
@@ -275,10 +280,15 @@ def _add_mail_arguments(
     group.add_argument(
         "--email-retry",
         type=duration,
-        default=settings.get("email_retry", 30.0),
+        default=settings.get("email_retry", WATCH.mail_retry),
         metavar="DURATION",
-        help="first retry of a failed send; doubles up to 1h, never gives up (default 30s)",
+        help="first retry of a failed send; doubles up to 1h, never gives up "
+        f"(default {_human(WATCH.mail_retry)})",
     )
+
+
+def _human(seconds: float) -> str:
+    return config.format_duration(seconds)
 
 
 def _address(text: str) -> str:
@@ -332,7 +342,7 @@ def duration(text: str) -> float:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from ..daemon.watch import Watcher, WatchOptions
+    from ..daemon.watch import Watcher
 
     options = WatchOptions(
         poll=args.poll,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ from .. import logformat, sources, storage
 from .. import runformat as rundir
 from ..backoff import Backoff
 from ..clock import utc_time
-from ..delivery.mailjob import MailJob
 from ..delivery.outbox import Outbox, OutboxSender
 from ..delivery.smtp import SmtpSettings
 from ..errors import RunBusy, RunDirectoryError
@@ -50,6 +49,7 @@ from ..report import pages as report
 from ..runformat import INDEX_FILE, read_marker
 from .jobs import render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
+from .options import WatchOptions as WatchOptions  # where it was, for callers
 from .runstate import read_state, render_reason
 from .sdnotify import Notifier
 
@@ -72,33 +72,6 @@ FIRST_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 600.0
 INDEX_EVERY_SECONDS = 1.0
 HEALTH_EVERY_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class WatchOptions:
-    """The daemon's settings; the CLI maps its flags one to one onto these."""
-
-    poll: bool | None = None  # None: poll when the runs directory is on a network filesystem
-    poll_interval: float = 5.0
-    rescan_every: float = 300.0
-    stale_after: float = 600.0
-    live_every: float | None = None
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    # A worker that has drawn charts holds ~300 MB (the chart engine's heap and buffers), a
-    # fresh warm one ~150 MB. Workers are kept while renders come (fast bursts) and replaced by
-    # one fresh warm worker after this long without a render (a small daemon when idle).
-    idle_restart: float = 60.0
-    debounce: float = 0.25
-    once: bool = False
-    mail: MailJob | None = None  # email each finished run (completed, failed, stalled)
-    smtp: SmtpSettings | None = None
-    mail_retry: float = 30.0  # first retry of a failed send; doubles up to an hour
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if not self.poll_interval > 0:  # zero would poll in a busy loop
-            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
 
 
 @dataclass

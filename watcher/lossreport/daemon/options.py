@@ -1,0 +1,42 @@
+"""The daemon's settings, apart from the daemon itself: the CLI reads their defaults without
+importing the watcher (watchdog, the outbox, the renderer)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..delivery.mailjob import MailJob
+    from ..delivery.smtp import SmtpSettings
+
+MAX_WORKERS = 64  # each render worker holds up to ~300 MB; more than this is a typo
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """The daemon's settings; the CLI maps its flags one to one onto these, and takes their
+    defaults from here."""
+
+    poll: bool | None = None  # None: poll when the runs directory is on a network filesystem
+    poll_interval: float = 5.0
+    rescan_every: float = 300.0
+    stale_after: float = 600.0
+    live_every: float | None = None
+    workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, MAX_WORKERS))
+    # A worker that has drawn charts holds ~300 MB (the chart engine's heap and buffers), a
+    # fresh warm one ~150 MB. Workers are kept while renders come (fast bursts) and replaced by
+    # one fresh warm worker after this long without a render (a small daemon when idle).
+    idle_restart: float = 60.0
+    debounce: float = 0.25
+    once: bool = False
+    mail: MailJob | None = None  # email each finished run (completed, failed, stalled)
+    smtp: SmtpSettings | None = None
+    mail_retry: float = 30.0  # first retry of a failed send; doubles up to an hour
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if not self.poll_interval > 0:  # zero would poll in a busy loop
+            raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
