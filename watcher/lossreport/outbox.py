@@ -27,6 +27,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from . import rundir, smtp, storage
+from .backoff import Backoff
 from .errors import RunBusy, UnsafePathError
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
@@ -186,6 +187,10 @@ class OutboxSender:
     _wakeup: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _delays: Backoff = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._delays = Backoff(self.first_retry, max(self.first_retry, MAX_RETRY_SECONDS))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lossreport-mail", daemon=True)
@@ -235,7 +240,7 @@ class OutboxSender:
             except Exception as exc:  # the SMTP server, or a broken file: this message waits
                 failed += 1
                 backoff.attempts += 1
-                delay = min(MAX_RETRY_SECONDS, self.first_retry * 2 ** (backoff.attempts - 1))
+                delay = self._delays.delay(backoff.attempts)
                 backoff.due = time.monotonic() + delay
                 logger.error(
                     "mail %s not sent (attempt %d, retry in %.0fs): %s: %s",
