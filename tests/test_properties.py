@@ -288,6 +288,23 @@ def test_any_filesystem_object_in_a_run_is_reported_never_followed_and_never_blo
         shutil.rmtree(outer, ignore_errors=True)
 
 
+def _two_writers_of_one_run(runs: Path, run_id: str) -> Path:
+    """Two writers of one run id at once (a job started twice), shards interleaved."""
+    import lossreport
+
+    first = lossreport.start_run(runs, model="m", hook="h", run_id=run_id, flush_every=5)
+    second = lossreport.start_run(runs, model="m", hook="h", run_id=run_id, flush_every=5)
+    for step in range(20):
+        first.log(2 * step, mse_loss=1.0)
+        second.log(2 * step + 1, mse_loss=2.0)
+        if step % 5 == 4:
+            first.flush()
+            second.flush()
+    first.close()
+    second.close()
+    return first.path
+
+
 def test_the_daemon_renders_the_good_runs_of_a_tree_full_of_hostile_objects(
     tmp_path: Path,
 ) -> None:
@@ -304,6 +321,7 @@ def test_the_daemon_renders_the_good_runs_of_a_tree_full_of_hostile_objects(
             _place(run_dir / path, kind, outside, run_dir)
     deep = _finished_run(runs, "deep")
     (deep / runformat.RUN_FILE).write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    shared = _two_writers_of_one_run(runs, "shared")
     (runs / "linked-run").symlink_to(outside)
     before = _contents(outside)
 
@@ -312,5 +330,7 @@ def test_the_daemon_renders_the_good_runs_of_a_tree_full_of_hostile_objects(
     assert "Traceback" not in result.stderr, result.stderr
     for run_dir in good:
         assert (run_dir / runformat.GRAPHS_DIR).is_dir()
+    (history,) = (shared / runformat.GRAPHS_DIR).glob("loss_history_*.csv")
+    assert len(history.read_text().splitlines()) == 1 + 40  # both writers' rows, none lost
     assert _contents(outside) == before
     assert (runs / "index.html").is_file()

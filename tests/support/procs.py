@@ -25,8 +25,13 @@ def wait_for(
 
 def start_trainer(runs_dir: Path, run_id: str, *args: str) -> subprocess.Popen[str]:
     """The scripted trainer (tests/support/trainer.py) as a real subprocess."""
+    return start_python("-m", "tests.support.trainer", str(runs_dir), run_id, *args)
+
+
+def start_python(*args: str) -> subprocess.Popen[str]:
+    """`python ARGS` from the repository root, with text pipes on every stream."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.trainer", str(runs_dir), run_id, *args],
+        [sys.executable, *args],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

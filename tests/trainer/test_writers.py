@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 import lossreport
 from lossreport import runformat
 from tests.support.checks import assert_rows_are_exactly_the_logged_values
-from tests.support.procs import ROOT, start_trainer
+from tests.support.procs import start_python, start_trainer
 
 # A trainer that opens the run, says so, and logs only once told to: both writers of a test
 # have read the run directory before either writes a shard, as two jobs started together do.
@@ -48,15 +47,7 @@ _WARNING = "another process"
 
 
 def _start_gated(runs_dir: Path, run_id: str, start: int, steps: int) -> subprocess.Popen[str]:
-    trainer = subprocess.Popen(
-        [sys.executable, "-c", _GATED_TRAINER, str(runs_dir), run_id, str(start), str(steps)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    trainer = start_python("-c", _GATED_TRAINER, str(runs_dir), run_id, str(start), str(steps))
     assert trainer.stdout is not None
     assert trainer.stdout.readline().strip() == "ready"
     return trainer

@@ -1,7 +1,8 @@
 """`lossreport watch`: the daemon that renders each run once it completes, fails or stalls.
 
-One main thread owns all state and decisions. The filesystem observer's handler only turns an
-event into a run name on a queue (an exception there would kill watchdog's dispatcher), and
+One main thread owns all state. The filesystem observer's handler only turns an event into a
+run name on a queue (an exception there would kill watchdog's dispatcher), the schedule of
+when to look at which run is `scheduler.Scheduler`'s (pure, so tested without a daemon), and
 renders happen in a pool of warm worker processes. A full scan at start and every
 `rescan_every` seconds reconciles with the markers earlier renders left, which covers lost
 events, inotify overflow, restarts and runs that finished while the daemon was down.
@@ -18,7 +19,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from .. import logformat, sources, storage
 from .. import runformat as rundir
-from ..backoff import Backoff
 from ..clock import utc_time
 from ..delivery.outbox import Outbox, OutboxSender
 from ..delivery.smtp import SmtpSettings
@@ -51,6 +50,7 @@ from .jobs import render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
 from .runstate import read_state, render_reason
+from .scheduler import Scheduler
 from .sdnotify import Notifier
 
 logger = logging.getLogger(__name__)
@@ -67,17 +67,7 @@ WATCHED_EVENTS = [
     DirMovedEvent,
     DirDeletedEvent,
 ]
-BUSY_RETRY_SECONDS = 5.0
-FIRST_RETRY_SECONDS = 5.0
-MAX_RETRY_SECONDS = 600.0
 INDEX_EVERY_SECONDS = 1.0
-HEALTH_EVERY_SECONDS = 2.0
-
-
-@dataclass
-class _Retry:
-    attempts: int
-    due: float
 
 
 class Watcher:
@@ -91,14 +81,9 @@ class Watcher:
         self.stop = stop or threading.Event()
         self._wakeup = threading.Event()
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._dirty: dict[str, float] = {}
+        self._schedule = Scheduler(debounce=options.debounce, live_every=options.live_every)
         self._in_flight: dict[str, Future[tuple[dict[str, Any], bool]]] = {}
-        self._again: set[str] = set()
-        self._retries: dict[str, _Retry] = {}
-        self._running: set[str] = set()
-        self._last_live: dict[str, float] = {}
         self._entries: dict[str, dict[str, Any]] = {}
-        self._index_due: float | None = None
         self._failures = 0
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
@@ -174,7 +159,6 @@ class Watcher:
     def _loop(self) -> None:
         now = time.monotonic()
         next_rescan = now + self.options.rescan_every
-        next_health = now + HEALTH_EVERY_SECONDS
         next_ping = now
         while not self.stop.is_set():
             self._wakeup.clear()
@@ -183,11 +167,10 @@ class Watcher:
             self._collect_finished()
             self._restart_pool_if_broken()
             self._refresh_idle_workers(now)
-            self._dispatch_due(now)
-            if now >= next_health:
-                self._check_running_runs(now)
+            for name in self._schedule.due(now):
+                self._look(name)
+            if self._schedule.health_check(now):  # running runs are due again: they may stall
                 self._check_observer()
-                next_health = now + HEALTH_EVERY_SECONDS
             if now >= next_rescan:
                 self._scan()
                 next_rescan = now + self.options.rescan_every
@@ -195,14 +178,7 @@ class Watcher:
                 self._notifier.notify("WATCHDOG=1")
                 next_ping = now + self._notifier.watchdog_interval
             self._write_index_if_due(now)
-            self._wakeup.wait(self._sleep_time(now, next_health))
-
-    def _sleep_time(self, now: float, next_health: float) -> float:
-        retries = (r.due for name, r in self._retries.items() if name not in self._in_flight)
-        deadlines = [next_health, *self._dirty.values(), *retries]
-        if self._index_due is not None:
-            deadlines.append(self._index_due)
-        return max(0.01, min(deadlines) - now)
+            self._wakeup.wait(self._schedule.sleep_time(now))
 
     def _drain_events(self, now: float) -> None:
         while True:
@@ -210,16 +186,7 @@ class Watcher:
                 name = self._events.get_nowait()
             except queue.Empty:
                 return
-            self._dirty.setdefault(name, now + self.options.debounce)
-
-    def _dispatch_due(self, now: float) -> None:
-        for name, due in list(self._dirty.items()):
-            if due <= now:
-                del self._dirty[name]
-                self._consider(name)
-        for name, retry in list(self._retries.items()):
-            if retry.due <= now and name not in self._in_flight:
-                self._consider(name, retrying=True)
+            self._schedule.changed(name, now)
 
     # -- deciding and submitting ----------------------------------------------------------
     def _run_dirs(self) -> list[Path]:
@@ -240,21 +207,19 @@ class Watcher:
 
     def _forget(self, name: str) -> None:
         """A run that is no longer there (deleted, renamed): drop all we knew of it."""
-        self._retries.pop(name, None)
-        self._running.discard(name)
-        self._last_live.pop(name, None)
-        self._again.discard(name)
+        self._schedule.forget(name)
         if self._entries.pop(name, None) is not None:
-            self._index_due = self._index_due or time.monotonic()
+            self._schedule.index_changed(time.monotonic())
 
-    def _consider(self, name: str, *, retrying: bool = False) -> None:
+    def _consider(self, name: str) -> None:
+        """Look at run `name` now, unless the schedule holds it back (a render in flight, a
+        failure waiting for its retry)."""
+        if self._schedule.request(name):
+            self._look(name)
+
+    def _look(self, name: str) -> None:
         """Decide whether run `name` needs a render and submit it. Whatever goes wrong with one
         run (a hostile run.json, a vanished folder) stays with that run."""
-        if name in self._in_flight:
-            self._again.add(name)  # look again when the current render ends
-            return
-        if name in self._retries and not retrying:
-            return  # a failing run waits for its backoff
         try:
             self._consider_run(name)
         except Exception as exc:
@@ -267,24 +232,21 @@ class Watcher:
             return
         state = read_state(run_dir)
         now_utc = utc_time()
-        if state.status == rundir.RUNNING:
-            self._running.add(name)
-        else:
-            self._running.discard(name)
+        self._schedule.saw(name, running=state.status == rundir.RUNNING)
         status = state.display_status(now_utc, self.options.stale_after)
-        live = status is None and self._live_render_due(name, state.status)
+        live = status is None and self._schedule.live_due(name, time.monotonic())
         if status is None and not live and name in self._entries:
-            self._retries.pop(name, None)
+            self._schedule.settled(name)
             return  # running, and shown already: its marker need not be read again
         marker = read_marker(run_dir)
         if marker is not None and name not in self._entries:  # known from an earlier render
             self._entries[name] = report.index_row(marker.entry, name)
-            self._index_due = self._index_due or time.monotonic()
+            self._schedule.index_changed(time.monotonic())
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
         if reason is None and live:
             reason, status = "running, live re-render", rundir.RUNNING
         if reason is None or status is None:
-            self._retries.pop(name, None)
+            self._schedule.settled(name)
             return
         assert self._pool is not None
         logger.info(
@@ -301,13 +263,7 @@ class Watcher:
             future = self._pool.submit(job)
         future.add_done_callback(lambda _: self._wakeup.set())
         self._in_flight[name] = future
-        self._last_live[name] = time.monotonic()
-
-    def _live_render_due(self, name: str, status: str | None) -> bool:
-        every = self.options.live_every
-        if every is None or status != rundir.RUNNING:
-            return False
-        return time.monotonic() - self._last_live.get(name, 0.0) >= every
+        self._schedule.render_started(name, time.monotonic())
 
     def _collect_finished(self) -> None:
         self._broken_pool = False
@@ -323,7 +279,7 @@ class Watcher:
                     name,
                     extra={"run": name, "event": "busy"},
                 )
-                self._retries[name] = _Retry(0, time.monotonic() + BUSY_RETRY_SECONDS)
+                self._schedule.render_busy(name, time.monotonic())
                 continue
             except BrokenProcessPool as exc:
                 self._broken_pool = True
@@ -333,12 +289,13 @@ class Watcher:
                 if sources.find(self.runs_dir / name) is not None:
                     self._schedule_retry(name, exc)
                 else:  # deleted while it was rendered: nothing to retry
+                    self._schedule.render_finished(name)
                     self._forget(name)
                 continue
-            self._retries.pop(name, None)
+            again = self._schedule.render_finished(name)
             self._last_render = time.monotonic()
             self._entries[name] = report.index_row(entry, name)
-            self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
+            self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
             if fresh and self._sender is not None:
                 self._sender.wake()
             if fresh:
@@ -355,8 +312,7 @@ class Watcher:
                     name,
                     extra={"run": name, "event": "rendered_elsewhere"},
                 )
-            if name in self._again:
-                self._again.discard(name)
+            if again:  # asked for while it was rendered
                 self._consider(name)
 
     def _restart_pool_if_broken(self) -> None:
@@ -374,10 +330,8 @@ class Watcher:
             if previous is not None
             else report.index_row({"status": "not rendered", "error": error}, name)
         )
-        self._index_due = self._index_due or time.monotonic() + INDEX_EVERY_SECONDS
-        attempts = self._retries[name].attempts + 1 if name in self._retries else 1
-        delay = Backoff(FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS).delay(attempts)
-        self._retries[name] = _Retry(attempts, time.monotonic() + delay)
+        self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
+        attempts, delay = self._schedule.failed(name, time.monotonic())
         logger.error(
             "run=%s render failed (attempt %d, retry in %.0fs): %s: %s",
             name,
@@ -387,12 +341,6 @@ class Watcher:
             exc,
             extra={"run": name, "event": "render_failed", "attempt": attempts},
         )
-
-    def _check_running_runs(self, now: float) -> None:
-        """Running runs may stall (a SIGKILLed trainer writes nothing): look at them again."""
-        for name in list(self._running):
-            if name not in self._dirty:
-                self._dirty[name] = now
 
     # -- the observer -------------------------------------------------------------------
     def _wants_polling(self) -> bool:
@@ -464,9 +412,8 @@ class Watcher:
 
     # -- outputs and shutdown -----------------------------------------------------------
     def _write_index_if_due(self, now: float, force: bool = False) -> None:
-        if self._index_due is None or (now < self._index_due and not force):
+        if not self._schedule.index_write_due(now, force=force):
             return
-        self._index_due = None
         try:
             page = report.render_index(list(self._entries.values()))
             storage.atomic_write(self.runs_dir / INDEX_FILE, page.encode())
@@ -479,7 +426,7 @@ class Watcher:
             )
 
     def _finish_once(self) -> int:
-        while self._in_flight or self._again:
+        while self._in_flight:  # a run asked for again is submitted when its render ends
             futures = list(self._in_flight.values())
             for future in futures:
                 future.exception()  # wait; errors are handled in _collect_finished

@@ -188,6 +188,10 @@ class OutboxSender:
     _wakeup: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _delays: Backoff = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._delays = Backoff(self.first_retry, max(self.first_retry, MAX_RETRY_SECONDS))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lossreport-mail", daemon=True)
@@ -237,7 +241,7 @@ class OutboxSender:
             except Exception as exc:  # the SMTP server, or a broken file: this message waits
                 failed += 1
                 retry.attempts += 1
-                delay = Backoff(self.first_retry, MAX_RETRY_SECONDS).delay(retry.attempts)
+                delay = self._delays.delay(retry.attempts)
                 retry.due = time.monotonic() + delay
                 logger.error(
                     "mail %s not sent (attempt %d, retry in %.0fs): %s: %s",

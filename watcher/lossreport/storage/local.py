@@ -95,9 +95,13 @@ def read_descriptor(fd: int, path: Path, limit: int) -> bytes:
     if info.st_size > limit:
         raise FileTooLargeError(path, f"is {info.st_size:,} bytes, over the {limit:,} limit")
     os.set_blocking(fd, True)
-    with os.fdopen(os.dup(fd), "rb") as handle:
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
         handle.seek(0)
-        data = handle.read(limit + 1)
+        # Ask for the size it has (a read of `limit` would allocate all of it), then for
+        # whatever a writer added meanwhile, up to the limit.
+        data = handle.read(info.st_size + 1)
+        if len(data) > info.st_size:
+            data += handle.read(limit + 1 - len(data))
     if len(data) > limit:
         raise FileTooLargeError(path, f"grew past the {limit:,} byte limit while read")
     return data

@@ -225,10 +225,18 @@ class Run:
         """Rows given up because more than `max_unwritten_rows` could not be written."""
         return 0 if self._flusher is None else self._flusher.dropped_rows
 
-    def flush(self) -> None:
-        """Write everything logged so far to disk now."""
-        if self._flusher is not None and not self._closed:
-            self._flusher.flush()
+    def flush(self) -> bool:
+        """Write everything logged so far to disk now.
+
+        Returns False when rows could not be written (a full disk, a lost mount): training
+        goes on, and they are kept for the next flush, up to `max_unwritten_rows`. After
+        `close`, whether close wrote them all.
+        """
+        if self._flusher is None:
+            return True
+        if self._closed:
+            return self._flusher.unwritten_rows == 0
+        return self._flusher.flush()
 
     def disable_loss_tracking(self) -> None:
         """Make `log` do nothing until tracking is enabled again."""
