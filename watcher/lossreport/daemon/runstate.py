@@ -36,10 +36,10 @@ class RunState:
         return None
 
 
-def read_state(run_dir: Path) -> RunState:
-    """The run's inputs as its source sees them; never raises for a broken run: whatever is
-    wrong is for the render to report."""
-    inputs = sources.source_of(run_dir).inputs(run_dir)
+def read_state(run_dir: Path, source: sources.Source | None = None) -> RunState:
+    """The run's inputs as its source (found unless given) sees them; never raises for a
+    broken run: whatever is wrong is for the render to report."""
+    inputs = (source or sources.source_of(run_dir)).inputs(run_dir)
     return RunState(run_dir, inputs.status, inputs.heartbeat, inputs.fingerprint)
 
 

@@ -227,10 +227,11 @@ class Watcher:
 
     def _consider_run(self, name: str) -> None:
         run_dir = self.runs_dir / name
-        if sources.find(run_dir) is None:
+        source = sources.find(run_dir)
+        if source is None:
             self._forget(name)
             return
-        state = read_state(run_dir)
+        state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == rundir.RUNNING)
         status = state.display_status(now_utc, self.options.stale_after)
