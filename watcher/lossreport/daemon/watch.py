@@ -38,13 +38,12 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from .. import logformat, sources, storage
-from .. import runformat as rundir
+from .. import logformat, runformat, sources, storage
 from ..clock import utc_time
 from ..delivery.outbox import Outbox, OutboxSender
 from ..delivery.smtp import SmtpSettings
 from ..errors import RunBusy, RunDirectoryError
-from ..report import pages as report
+from ..report import pages
 from ..runformat import INDEX_FILE, read_marker
 from .jobs import render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
@@ -233,7 +232,7 @@ class Watcher:
             return
         state = read_state(run_dir, source)
         now_utc = utc_time()
-        self._schedule.saw(name, running=state.status == rundir.RUNNING)
+        self._schedule.saw(name, running=state.status == runformat.RUNNING)
         status = state.display_status(now_utc, self.options.stale_after)
         live = status is None and self._schedule.live_due(name, time.monotonic())
         if status is None and not live and name in self._entries:
@@ -241,11 +240,11 @@ class Watcher:
             return  # running, and shown already: its marker need not be read again
         marker = read_marker(run_dir)
         if marker is not None and name not in self._entries:  # known from an earlier render
-            self._entries[name] = report.index_row(marker.entry, name)
+            self._entries[name] = pages.index_row(marker.entry, name)
             self._schedule.index_changed(time.monotonic())
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
         if reason is None and live:
-            reason, status = "running, live re-render", rundir.RUNNING
+            reason, status = "running, live re-render", runformat.RUNNING
         if reason is None or status is None:
             self._schedule.settled(name)
             return
@@ -295,7 +294,7 @@ class Watcher:
                 continue
             again = self._schedule.render_finished(name)
             self._last_render = time.monotonic()
-            self._entries[name] = report.index_row(entry, name)
+            self._entries[name] = pages.index_row(entry, name)
             self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
             if fresh and self._sender is not None:
                 self._sender.wake()
@@ -329,7 +328,7 @@ class Watcher:
         self._entries[name] = (
             {**previous, "error": error}
             if previous is not None
-            else report.index_row({"status": "not rendered", "error": error}, name)
+            else pages.index_row({"status": "not rendered", "error": error}, name)
         )
         self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
         attempts, delay = self._schedule.failed(name, time.monotonic())
@@ -416,7 +415,7 @@ class Watcher:
         if not self._schedule.index_write_due(now, force=force):
             return
         try:
-            page = report.render_index(list(self._entries.values()))
+            page = pages.render_index(list(self._entries.values()))
             storage.atomic_write(self.runs_dir / INDEX_FILE, page.encode())
         except OSError as exc:
             logger.error(
@@ -462,7 +461,7 @@ def _list_inputs(root: str, path: str | None) -> Iterator[os.DirEntry[str]]:
     RUNS/RUN/losses."""
     parts = Path(os.path.relpath(path or root, root)).parts
     inside = [] if parts == (".",) else list(parts)
-    if not rundir.holds_inputs(inside):
+    if not runformat.holds_inputs(inside):
         return iter(())
     return os.scandir(path or root)
 
@@ -491,4 +490,4 @@ class _EventsToRuns(FileSystemEventHandler):
 
     def _run_name(self, path: str) -> str | None:
         relative = os.path.relpath(os.path.realpath(path), self._root)
-        return rundir.run_of_input(Path(relative).parts)
+        return runformat.run_of_input(Path(relative).parts)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .. import runformat as rundir
+from .. import runformat
 from .values import DeviceTensors
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ShardFlusher:
         self._flush_secs = flush_secs
         self._heartbeat = heartbeat
         self._max_unwritten_rows = max_unwritten_rows
-        self._seq = rundir.next_shard_seq(run_dir, rank)
+        self._seq = runformat.next_shard_seq(run_dir, rank)
         self._writer = new_writer_token()
         self._unwritten: list[pa.Table] = []
         self._failing = False
@@ -134,11 +134,11 @@ class ShardFlusher:
 
     def _write_shard(self, table: pa.Table) -> None:
         try:
-            rundir.write_shard(self._run_dir, self._seq, table, self._rank, self._writer)
+            runformat.write_shard(self._run_dir, self._seq, table, self._rank, self._writer)
         except FileExistsError as exc:  # another writer drew the same token: take a new one
             self._writer = new_writer_token()
             logger.warning("%s; writing as %s instead", exc, self._writer)
-            rundir.write_shard(self._run_dir, self._seq, table, self._rank, self._writer)
+            runformat.write_shard(self._run_dir, self._seq, table, self._rank, self._writer)
 
     def _keep_unwritten(self, table: pa.Table, exc: OSError) -> None:
         if not self._failing:
@@ -165,7 +165,7 @@ def new_writer_token() -> str:
 def rows_to_table(batch: list[Row], loss_names: list[str]) -> pa.Table:
     """One table for a batch of float rows: a loss missing from a row is null, NaN stays NaN."""
     schema = pa.schema(
-        [(rundir.STEP, pa.int64()), (rundir.WALL_TIME, pa.float64())]
+        [(runformat.STEP, pa.int64()), (runformat.WALL_TIME, pa.float64())]
         + [(name, pa.float64()) for name in loss_names]
     )
     return pa.Table.from_pylist(batch, schema=schema)

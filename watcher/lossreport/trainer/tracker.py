@@ -24,8 +24,7 @@ from time import time as _now
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .. import runformat as rundir
-from .. import storage
+from .. import runformat, storage
 from ..clock import utc_time
 from ..errors import (
     InvalidLossError,
@@ -48,9 +47,9 @@ DEFAULT_FLUSH_SECS = 10.0
 # A running run whose heartbeat is younger than this (or than three of the resuming run's
 # flush_secs, if longer) may still have a live writer: resuming it warns.
 LIVE_WRITER_SECS = 60.0
-MAX_CONFIG_DEPTH = rundir.MAX_RUN_FILE_DEPTH - 1  # run.json's own object is one level
+MAX_CONFIG_DEPTH = runformat.MAX_RUN_FILE_DEPTH - 1  # run.json's own object is one level
 _HASH_DIGITS = 8
-_MAX_DIRECTORY_NAME = 100  # rundir.clean_name's limit
+_MAX_DIRECTORY_NAME = 100  # runformat.clean_name's limit
 _GENERATED_PREFIX = _MAX_DIRECTORY_NAME - len("_20250101-000000_abcdef")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -121,7 +120,7 @@ def start_run(
     if record is None:  # every rank writes shards
         return Run(path, None, run_id=run_id, rank=rank, writes_shards=True, **settings)
     try:
-        rundir.write_run_file(path, record)
+        runformat.write_run_file(path, record)
     except OSError as exc:
         raise RunDirectoryError(path, f"cannot write run.json ({exc.strerror or exc})") from exc
     shard_rank = rank if all_ranks and rank is not None else None
@@ -142,7 +141,7 @@ class Run:
     def __init__(
         self,
         path: Path,
-        record: rundir.RunRecord | None,
+        record: runformat.RunRecord | None,
         *,
         run_id: str,
         flush_every: int,
@@ -249,11 +248,11 @@ class Run:
     def get_loss_history(self) -> pd.DataFrame:
         """Every step logged so far: a `step` column, then one column per loss."""
         self.flush()
-        table = rundir.read_losses(self.path).table
-        history: pd.DataFrame = table.drop_columns([rundir.WALL_TIME]).to_pandas()
+        table = runformat.read_losses(self.path).table
+        history: pd.DataFrame = table.drop_columns([runformat.WALL_TIME]).to_pandas()
         return history
 
-    def close(self, status: str = rundir.COMPLETED, error: str | None = None) -> None:
+    def close(self, status: str = runformat.COMPLETED, error: str | None = None) -> None:
         """Write what is buffered and mark the run finished. Closing twice does nothing.
 
         Raises:
@@ -269,7 +268,7 @@ class Run:
         atexit.unregister(self._close_at_exit)
         self._restore_sigterm()
         if self._stop_reason is not None:
-            status, error = rundir.FAILED, self._stop_reason
+            status, error = runformat.FAILED, self._stop_reason
         self._flusher.stop()
         lost = self._flusher.unwritten_rows + self._flusher.dropped_rows
         if lost:  # recorded for the report; training itself is not interrupted for it
@@ -279,9 +278,9 @@ class Run:
         if self._record is not None:
             self._record.status = status
             self._record.error = error
-            self._record.finished_at = self._record.heartbeat_at = rundir.utc_now()
+            self._record.finished_at = self._record.heartbeat_at = runformat.utc_now()
             try:
-                rundir.write_run_file(self.path, self._record)
+                runformat.write_run_file(self.path, self._record)
             except OSError as exc:
                 raise RunDirectoryError(self.path, f"cannot write run.json ({exc})") from exc
 
@@ -298,7 +297,7 @@ class Run:
             self.close()
             return
         try:
-            self.close(rundir.FAILED, _describe(exc))
+            self.close(runformat.FAILED, _describe(exc))
         except LossReportError:
             logger.exception("%s: closing after %s", self.path, type(exc).__name__)
 
@@ -328,16 +327,16 @@ class Run:
         if self._record is not None:
             if not self._other_writer_seen:
                 self._notice_other_writer()
-            self._record.heartbeat_at = rundir.utc_now()
-            rundir.write_run_file(self.path, self._record)
+            self._record.heartbeat_at = runformat.utc_now()
+            runformat.write_run_file(self.path, self._record)
 
     def _notice_other_writer(self) -> None:
         """Warn, once, if run.json was rewritten by another process since this one wrote it."""
         try:
-            on_disk = rundir.read_run_file(self.path)
+            on_disk = runformat.read_run_file(self.path)
         except OSError:  # missing or damaged: the heartbeat about to be written replaces it
             return
-        record: rundir.RunRecord = self._record  # type: ignore[assignment]  # checked by caller
+        record: runformat.RunRecord = self._record  # type: ignore[assignment]  # checked by caller
         if (on_disk.host, on_disk.pid) != (record.host, record.pid):
             self._other_writer_seen = True
             logger.warning(
@@ -382,7 +381,7 @@ class Run:
             if uncaught is None:
                 self.close()
             else:
-                self.close(rundir.FAILED, _describe(uncaught))
+                self.close(runformat.FAILED, _describe(uncaught))
         except LossReportError:
             logger.exception("%s: closing at exit", self.path)
 
@@ -396,7 +395,7 @@ def _prepare_directory(path: Path) -> None:
     """The run directory and its losses/ folder, made or checked writable now. The runs
     directory may be reached through a link; a run directory or losses/ that is a link (or
     anything but a folder) is refused: shards are never written through one."""
-    losses = path / rundir.LOSSES_DIR
+    losses = path / runformat.LOSSES_DIR
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         storage.make_dir(path)
@@ -413,7 +412,7 @@ def directory_name(run_id: str) -> str:
     """The run directory's name for `run_id`: the id itself when it is already a clean name,
     else its cleaned form plus a stable hash of the id, so that ids which clean alike (`exp/1`
     and `exp_1`, two non-Latin names) never share a directory."""
-    cleaned = rundir.clean_name(run_id)
+    cleaned = runformat.clean_name(run_id)
     if cleaned == run_id:
         return run_id
     digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_DIGITS]
@@ -473,12 +472,12 @@ def _new_or_resumed_record(
     architecture: str | None,
     config: dict[str, Any],
     live_secs: float,
-) -> tuple[rundir.RunRecord, bool]:
+) -> tuple[runformat.RunRecord, bool]:
     """The record to write, and whether another live writer of the run was warned about."""
-    now = rundir.utc_now()
+    now = runformat.utc_now()
     host, pid = _this_process()
-    if not storage.lexists(path / rundir.RUN_FILE):
-        record = rundir.RunRecord(
+    if not storage.lexists(path / runformat.RUN_FILE):
+        record = runformat.RunRecord(
             run_id,
             model,
             hook,
@@ -490,7 +489,7 @@ def _new_or_resumed_record(
             pid=pid,
         )
         return record, False
-    record = rundir.read_run_file(path)  # a resume: keep started_at so report names stay put
+    record = runformat.read_run_file(path)  # a resume: keep started_at so report names stay put
     if record.run_id != run_id:
         raise RunDirectoryError(
             path,
@@ -505,18 +504,18 @@ def _new_or_resumed_record(
         architecture,
         config,
     )
-    record.status, record.finished_at, record.error = rundir.RUNNING, None, None
+    record.status, record.finished_at, record.error = runformat.RUNNING, None, None
     record.heartbeat_at, record.host, record.pid = now, host, pid
     return record, warned
 
 
-def _warn_if_still_written(path: Path, record: rundir.RunRecord, live_secs: float) -> bool:
+def _warn_if_still_written(path: Path, record: runformat.RunRecord, live_secs: float) -> bool:
     """Warn when run.json says another process is writing this run now: it says running, its
     heartbeat is younger than `live_secs`, and (on this host, where it can be checked) that
     process is alive. Both writers keep their rows; a step both log keeps only one write."""
-    if record.status != rundir.RUNNING or (record.host, record.pid) == _this_process():
+    if record.status != runformat.RUNNING or (record.host, record.pid) == _this_process():
         return False
-    age = (utc_time() - rundir.parse_time(record.heartbeat_at)).total_seconds()
+    age = (utc_time() - runformat.parse_time(record.heartbeat_at)).total_seconds()
     if age >= live_secs:
         return False
     if record.host == _this_process()[0] and not _pid_alive(record.pid):
@@ -547,7 +546,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _process(record: rundir.RunRecord) -> str:
+def _process(record: runformat.RunRecord) -> str:
     return f"another process (host {record.host or 'unknown'}, pid {record.pid})"
 
 
@@ -571,7 +570,7 @@ def _agreed_run_id(model: str, hook: str) -> str:
     """A fresh run id; under torch.distributed every rank takes rank 0's (one broadcast)."""
     stamp = utc_time().strftime("%Y%m%d-%H%M%S")
     # Clean and short enough to be its own directory name, random part included.
-    prefix = rundir.clean_name(f"{model}_{hook}")[:_GENERATED_PREFIX].rstrip("._-")
+    prefix = runformat.clean_name(f"{model}_{hook}")[:_GENERATED_PREFIX].rstrip("._-")
     run_id = f"{prefix}_{stamp}_{secrets.token_hex(3)}"
     group = _process_group()
     if group is not None:
