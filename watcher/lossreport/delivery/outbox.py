@@ -122,7 +122,7 @@ class Outbox:
         if sent:
             smtp.send(settings, message)
             _record_sent(run_dir, key, str(message["Message-ID"]), str(message["To"]))
-        os.unlink(path.name, dir_fd=folder)
+        storage.remove_at(path.name, folder)
         return run_name if sent else None
 
 

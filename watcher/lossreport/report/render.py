@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -165,7 +164,7 @@ def render_held(
             csv_written.result()
             _swap_into_place(run_fd, stage, final_dir)
         except BaseException:
-            shutil.rmtree(stage.name, dir_fd=run_fd, ignore_errors=True)
+            storage.remove_tree_at(stage.name, run_fd)
             raise
     return RenderResult(
         run_dir=run_dir,
@@ -275,7 +274,7 @@ def _remove_abandoned_stages(run_fd: int) -> None:
             if entry.name.startswith(STAGE_PREFIXES) and entry.is_dir(follow_symlinks=False)
         ]
     for name in abandoned:
-        shutil.rmtree(name, dir_fd=run_fd, ignore_errors=True)
+        storage.remove_tree_at(name, run_fd)
 
 
 def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
@@ -291,7 +290,7 @@ def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
         try:
             final_fd = opened.enter_context(storage.opened_dir(final_dir, dir_fd=run_fd))
         except FileNotFoundError:
-            os.rename(stage.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=run_fd)
+            storage.move_at(stage.name, run_fd, run_fd, final_dir.name)
             return
         with os.scandir(final_fd) as entries:
             names = [entry.name for entry in entries]
@@ -299,9 +298,9 @@ def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
             if name.startswith(REPORT_PREFIXES) or storage.lexists(stage / name, dir_fd=stage_fd):
                 continue
             # someone else's file: carry it over
-            os.rename(name, name, src_dir_fd=final_fd, dst_dir_fd=stage_fd)
+            storage.move_at(name, final_fd, stage_fd)
         retired = storage.make_hidden_dir(final_dir.parent, STAGE_PREFIXES[1], parent_fd=run_fd)
         retired_fd = opened.enter_context(storage.opened_dir(retired, dir_fd=run_fd))
-        os.rename(final_dir.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=retired_fd)
-        os.rename(stage.name, final_dir.name, src_dir_fd=run_fd, dst_dir_fd=run_fd)
-    shutil.rmtree(retired.name, dir_fd=run_fd, ignore_errors=True)
+        storage.move_at(final_dir.name, run_fd, retired_fd)
+        storage.move_at(stage.name, run_fd, run_fd, final_dir.name)
+    storage.remove_tree_at(retired.name, run_fd)

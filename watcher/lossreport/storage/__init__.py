@@ -21,11 +21,13 @@ from .local import (
     lexists,
     make_dir,
     make_hidden_dir,
+    move_at,
     open_dir,
     opened_dir,
-    process_umask,
     read_bytes,
     read_descriptor,
+    remove_at,
+    remove_tree_at,
 )
 
 __all__ = [
@@ -40,10 +42,12 @@ __all__ = [
     "lexists",
     "make_dir",
     "make_hidden_dir",
+    "move_at",
     "open_dir",
     "opened_dir",
-    "process_umask",
     "read_bytes",
     "read_descriptor",
     "read_json_or",
+    "remove_at",
+    "remove_tree_at",
 ]

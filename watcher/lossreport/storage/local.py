@@ -15,11 +15,11 @@ import fcntl
 import math
 import os
 import secrets
+import shutil
 import stat
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -275,16 +275,19 @@ def _flock(fd: int, path: Path, wait: float) -> None:
         time.sleep(min(LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
-@cache
-def process_umask() -> int:
-    """The umask, read without changing it (os.umask can only be read by setting it)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def move_at(name: str, src_fd: int, dst_fd: int, new_name: str | None = None) -> None:
+    """Rename `name` in the folder `src_fd` holds to `new_name` (by default the same name) in
+    the folder `dst_fd` holds. rename acts on the entries themselves, never through a link, and
+    both folders were opened without following one."""
+    os.rename(name, new_name or name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+
+
+def remove_at(name: str, dir_fd: int) -> None:
+    """Unlink `name` in the folder `dir_fd` holds (a link is removed, never followed)."""
+    os.unlink(name, dir_fd=dir_fd)
+
+
+def remove_tree_at(name: str, dir_fd: int) -> None:
+    """Remove folder `name` in the folder `dir_fd` holds with all it contains, as far as it can:
+    rmtree works through descriptors and never follows a link inside."""
+    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
