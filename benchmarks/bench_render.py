@@ -47,6 +47,7 @@ def make_run(runs_dir: Path, steps: int) -> Path:
         architecture="gated",
         run_id=f"sae-{steps}",
         flush_every=50_000,
+        report_on_close=False,  # the benchmark renders it, timed
     ) as run:
         for step, a, b, c, d in zip(
             range(steps), mse.tolist(), l1.tolist(), aux.tolist(), overall.tolist(), strict=True

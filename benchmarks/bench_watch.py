@@ -32,7 +32,13 @@ from lossreport.runformat import RenderedMarker, read_marker, write_marker
 
 def log_run(runs_dir: Path, run_id: str, steps: int) -> lossreport.Run:
     run = lossreport.start_run(
-        runs_dir, model="bench", hook="blocks.0", run_id=run_id, flush_every=10**9, flush_secs=3600
+        runs_dir,
+        model="bench",
+        hook="blocks.0",
+        run_id=run_id,
+        flush_every=10**9,
+        flush_secs=3600,
+        report_on_close=False,
     )
     for step in range(steps):
         run.log(step, mse_loss=1.0 / (step + 1), l1_loss=0.1, overall_loss=1.1)

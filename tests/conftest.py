@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lossreport.trainer.closing_report import ENVIRONMENT_VARIABLE
+
+# A run renders its report at close unless a daemon follows its directory: a second and a half
+# per run, which most tests do not look at. The tests of that report remove this (and trainer
+# subprocesses inherit it).
+os.environ[ENVIRONMENT_VARIABLE] = "0"
 
 
 @pytest.fixture

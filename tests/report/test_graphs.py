@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -77,7 +78,7 @@ def test_an_output_dir_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> N
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(lossreport.RunDirectoryError, match="file/graphs"):
-        LossGraphGenerator(blocker / "graphs").generate_loss_graphs(HISTORY)
+        LossGraphGenerator(blocker / "graphs")
 
 
 def test_every_loss_gets_its_own_chart_in_a_render_and_the_combined_chart_stays(
@@ -153,3 +154,134 @@ def test_the_default_timestamp_is_utc_like_a_renders_whatever_the_local_zone(
         time.tzset()
     stamp = Path(path).stem.removeprefix("loss_history_m_h_")
     assert before <= stamp <= after
+
+
+TRAINER_HISTORY = {  # as the original trainer leaves it for a TopK, Standard or JumpReLU SAE
+    "steps": list(range(100)),
+    "mse_loss": [1.0 / (step + 1) for step in range(100)],
+    "l1_loss": [],
+    "auxiliary_reconstruction_loss": [],
+    "overall_loss": [1.0 / (step + 1) + 0.01 for step in range(100)],
+}
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_the_original_trainers_empty_losses_are_skipped_with_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    generator = LossGraphGenerator(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lossreport"):
+        saved = generator.generate_loss_graphs(TRAINER_HISTORY, "m", "h", "20241201_143022")
+    assert [Path(path).name for path in saved] == [
+        "loss_curves_mse_loss_m_h_20241201_143022.png",
+        "loss_curves_overall_loss_m_h_20241201_143022.png",
+        "loss_curves_combined_m_h_20241201_143022.png",
+    ]
+    assert all(Path(path).is_file() for path in saved)
+    assert _warnings(caplog) == [
+        "loss_history['l1_loss'] has no values: skipped",
+        "loss_history['auxiliary_reconstruction_loss'] has no values: skipped",
+    ]
+
+
+def test_the_original_trainers_history_gives_stats_and_csv_of_its_real_losses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    generator = LossGraphGenerator(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lossreport"):
+        stats = generator.generate_summary_stats(TRAINER_HISTORY)
+        csv_path = Path(generator.save_loss_history_csv(TRAINER_HISTORY))
+    assert list(stats["losses"]) == ["mse_loss", "overall_loss"]
+    assert stats["total_steps"] == 100 and stats["losses"]["mse_loss"]["final"] == 0.01
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "step,mse_loss,overall_loss" and len(lines) == 101
+    assert len(_warnings(caplog)) == 4  # two skipped losses, for each of the two calls
+
+
+def test_a_loss_whose_length_differs_from_the_steps_is_skipped_naming_both_lengths(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    history = {"steps": [0, 1, 2], "mse_loss": [3.0, 2.0, 1.0], "l1_loss": [0.1, 0.2]}
+    generator = LossGraphGenerator(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lossreport"):
+        saved = generator.generate_loss_graphs(history, timestamp="20241201_143022")
+        stats = generator.generate_summary_stats(history)
+    assert [Path(path).name for path in saved] == [
+        "loss_curves_mse_loss_unknown_unknown_20241201_143022.png",
+        "loss_curves_combined_unknown_unknown_20241201_143022.png",
+    ]
+    assert list(stats["losses"]) == ["mse_loss"]
+    assert _warnings(caplog) == ["loss_history['l1_loss'] has 2 values for 3 steps: skipped"] * 2
+
+
+@pytest.mark.parametrize("history", [{}, {"mse_loss": [1.0, 0.5]}])
+def test_a_history_without_steps_gives_no_graphs_empty_stats_and_a_header_only_csv(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, history: dict[str, list[float]]
+) -> None:
+    generator = LossGraphGenerator(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lossreport"):
+        saved = generator.generate_loss_graphs(history, "m", "h")
+        stats = generator.generate_summary_stats(history, "m", "h")
+        csv_path = Path(generator.save_loss_history_csv(history, "m", "h"))
+    assert saved == [] and list(tmp_path.glob("*.png")) == []
+    assert stats == {"model_name": "m", "hook_name": "h", "total_steps": 0, "losses": {}}
+    assert csv_path.read_text() == "step\n"
+    no_steps = "loss_history has no 'steps' (or 'step') entry: no losses to report"
+    assert _warnings(caplog) == [
+        no_steps,
+        "loss_history has no loss values to draw: no graph files saved",
+        no_steps,
+        no_steps,
+    ]
+
+
+def test_steps_with_every_loss_skipped_give_no_graphs_and_no_loss_stats(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    history = {"steps": [0, 1], "l1_loss": []}
+    generator = LossGraphGenerator(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lossreport"):
+        assert generator.generate_loss_graphs(history) == []
+    assert _warnings(caplog) == [
+        "loss_history['l1_loss'] has no values: skipped",
+        "loss_history has no loss values to draw: no graph files saved",
+    ]
+    stats = generator.generate_summary_stats(history)
+    assert stats["total_steps"] == 2 and stats["losses"] == {}
+
+
+def test_values_that_are_not_numbers_are_still_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(lossreport.InvalidInputError, match=r"'l1_loss'.*numbers"):
+        LossGraphGenerator(tmp_path).generate_summary_stats({"steps": [0], "l1_loss": ["x"]})
+
+
+def test_statistics_without_a_finite_value_are_nan_floats_the_document_can_format(
+    tmp_path: Path,
+) -> None:
+    history = {"steps": [0, 1, 2], "mse_loss": [3.0, 2.0, 1.0], "l1_loss": [math.nan] * 3}
+    stats = LossGraphGenerator(tmp_path).generate_summary_stats(history)
+    l1 = stats["losses"]["l1_loss"]
+    value_stats = ("mean", "std", "min", "max", "final", "initial", "change", "percent_change")
+    assert all(isinstance(l1[key], float) and math.isnan(l1[key]) for key in value_stats)
+    assert f"{l1['percent_change']:.2f}%" == "nan%" and f"{l1['final']}" == "nan"
+    assert l1["first_step"] is None and l1["count"] == 0
+    assert stats["losses"]["mse_loss"]["first_step"] == 0
+
+
+def test_defaults_are_unknown_and_the_output_dir_is_made_at_once(tmp_path: Path) -> None:
+    output_dir = tmp_path / "a" / "b"
+    generator = LossGraphGenerator(output_dir)
+    assert output_dir.is_dir()
+    stats = generator.generate_summary_stats(HISTORY)
+    assert (stats["model_name"], stats["hook_name"]) == ("unknown", "unknown")
+    csv_name = Path(generator.save_loss_history_csv(HISTORY, timestamp="20240101_000000")).name
+    assert csv_name == "loss_history_unknown_unknown_20240101_000000.csv"
+
+
+def test_an_output_dir_deleted_after_construction_is_made_again(tmp_path: Path) -> None:
+    generator = LossGraphGenerator(tmp_path / "graphs")
+    (tmp_path / "graphs").rmdir()
+    assert Path(generator.save_loss_history_csv(HISTORY)).is_file()

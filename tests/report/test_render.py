@@ -60,7 +60,8 @@ def test_a_render_writes_the_feature_documents_files(runs_dir: Path) -> None:
         f"loss_report_{suffix}.html",
     }
     graphs = run_dir / "loss_graphs"
-    assert {path.name for path in graphs.iterdir()} == expected
+    # and the marker recording what was rendered, so a daemon does not render it again
+    assert {path.name for path in graphs.iterdir()} == {*expected, runformat.MARKER}
     assert {path.name for path in result.files} == expected
     assert [p.name for p in run_dir.iterdir() if p.name.startswith(".loss_graphs")] == []
 
@@ -188,7 +189,8 @@ def test_a_rerender_replaces_the_report_and_keeps_other_peoples_files(runs_dir: 
     second = render_run(run_dir)
     assert {p.name for p in first.files} == {p.name for p in second.files}
     assert note.read_text() == "keep me"
-    assert len(list((run_dir / "loss_graphs").iterdir())) == len(second.files) + 1
+    kept = {p.name for p in (run_dir / "loss_graphs").iterdir()}
+    assert kept == {p.name for p in second.files} | {"my_notes.txt", runformat.MARKER}
 
 
 def test_a_loss_graphs_file_in_the_way_is_never_deleted(runs_dir: Path) -> None:

@@ -33,6 +33,7 @@ def run_demo(runs_dir: Path, steps: int = 2000) -> list[Path]:
     runs_dir.mkdir(parents=True, exist_ok=True)
     daemon = subprocess.Popen([sys.executable, "-m", "lossreport", "watch", str(runs_dir)])
     try:
+        _wait_until_following(runs_dir, daemon)  # so the trainers leave their reports to it
         trainers = [
             subprocess.Popen(
                 [
@@ -60,6 +61,17 @@ def run_demo(runs_dir: Path, steps: int = 2000) -> list[Path]:
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
+
+
+def _wait_until_following(runs_dir: Path, daemon: subprocess.Popen[bytes]) -> None:
+    """Until the daemon says it follows `runs_dir` (its presence file)."""
+    deadline = time.monotonic() + REPORT_TIMEOUT_SECONDS
+    while runformat.live_daemon(runs_dir) is None:
+        if daemon.poll() is not None:
+            raise DemoError(f"the daemon exited ({daemon.returncode}) before watching {runs_dir}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"the daemon did not start watching {runs_dir}")
+        time.sleep(0.1)
 
 
 def _wait_for_report(run_dir: Path, daemon: subprocess.Popen[bytes]) -> Path:

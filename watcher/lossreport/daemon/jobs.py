@@ -8,15 +8,11 @@ import multiprocessing.process
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import logformat
-from ..clock import utc_now
 from ..delivery.mailjob import MailJob
-from ..runformat import RenderedMarker, read_marker, write_marker
-
-if TYPE_CHECKING:
-    from ..report.render import RenderResult
+from ..runformat import read_marker
 
 logger = logging.getLogger(__name__)
 
@@ -58,40 +54,23 @@ def warm_up() -> None:
 def render_job(
     run_dir: Path, status: str, fingerprint: str, mail: MailJob | None = None
 ) -> tuple[dict[str, Any], bool]:
-    """Render `run_dir` as `status` and record `fingerprint`; with `mail`, queue the email of a
-    finished run first, so a crash after the render cannot lose it.
+    """Render `run_dir` as `status`, the status the daemon derived from inputs `fingerprint`,
+    and record both in its marker; with `mail`, queue the email of a finished run first, so a
+    crash after the render cannot lose it.
 
-    Returns the run's runs-index entry, and False if another daemon had rendered these very
-    inputs already. Raises RunBusy when another process holds the run.
+    Returns the run's runs-index entry, and False if another process (a daemon, the trainer at
+    its close, `lossreport render`) had rendered these very inputs already. Raises RunBusy
+    when another process holds the run.
     """
     # Imported here, so the daemon's own process never loads the charts.
-    from ..report.render import render_held, render_lock
+    from ..report.render import record_render, render_held, render_lock
 
     # Held from reading the marker to writing the new one: two daemons cannot both render.
     with render_lock(run_dir, wait=0) as run_fd:
         done = read_marker(run_dir)
         if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
             return done.entry, False
-        result = render_held(run_dir, run_fd, status=status)
+        result = render_held(run_dir, run_fd, status=status, fingerprint=fingerprint)
         if mail is not None:
             mail.queue(result, run_dir)
-        entry = _index_entry(run_dir, status, result)
-        write_marker(run_dir, run_fd, RenderedMarker(fingerprint, status, entry))
-    return entry, True
-
-
-def _index_entry(run_dir: Path, status: str, result: RenderResult) -> dict[str, Any]:
-    return {
-        "run_id": run_dir.name,
-        "status": status,
-        "model": result.stats["model_name"],
-        "hook": result.stats["hook_name"],
-        "architecture": result.run.get("architecture"),
-        "steps": result.stats["total_steps"],
-        "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
-        "problems": len(result.problems),
-        "anomalies": len(result.anomalies),
-        "report": str(result.report.relative_to(run_dir.parent)),
-        "rendered_at": utc_now("seconds"),
-        "curves": result.curves,
-    }
+        return record_render(run_fd, result), True

@@ -44,7 +44,7 @@ from ..delivery.outbox import Outbox, OutboxSender
 from ..delivery.smtp import SmtpSettings
 from ..errors import RunBusy, RunDirectoryError
 from ..report import pages
-from ..runformat import INDEX_FILE, read_marker
+from ..runformat import INDEX_FILE, presence, read_marker
 from .jobs import render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
@@ -89,6 +89,7 @@ class Watcher:
         self._pool: ProcessPoolExecutor | None = None
         self._broken_pool = False
         self._last_render: float | None = None
+        self._advertised = self._presence_failed = False
         self._sender: OutboxSender | None = None
         if options.mail is not None:
             self._sender = OutboxSender(
@@ -113,6 +114,7 @@ class Watcher:
             if self.options.once:
                 return self._finish_once()
             self._start_observer()
+            self._advertise()
             self._notifier.notify("READY=1\nSTATUS=watching " + str(self.runs_dir))
             self._loop()
             logger.info(
@@ -159,6 +161,7 @@ class Watcher:
         now = time.monotonic()
         next_rescan = now + self.options.rescan_every
         next_ping = now
+        next_presence = now + presence.HEARTBEAT_SECS
         while not self.stop.is_set():
             self._wakeup.clear()
             now = time.monotonic()
@@ -176,8 +179,11 @@ class Watcher:
             if self._notifier.watchdog_interval and now >= next_ping:
                 self._notifier.notify("WATCHDOG=1")
                 next_ping = now + self._notifier.watchdog_interval
+            if now >= next_presence:
+                self._advertise()
+                next_presence = now + presence.HEARTBEAT_SECS
             self._write_index_if_due(now)
-            self._wakeup.wait(self._schedule.sleep_time(now))
+            self._wakeup.wait(min(self._schedule.sleep_time(now), next_presence - now))
 
     def _drain_events(self, now: float) -> None:
         while True:
@@ -411,6 +417,24 @@ class Watcher:
             self._scan()
 
     # -- outputs and shutdown -----------------------------------------------------------
+    def _advertise(self) -> None:
+        """Tell trainers that a daemon follows this directory (presence.py), so those closing
+        with report_on_close="auto" leave their report to it."""
+        try:
+            presence.write_presence(self.runs_dir)
+        except OSError as exc:
+            if not self._presence_failed:
+                logger.warning(
+                    "cannot write %s (%s): trainers will render their own reports at close",
+                    self.runs_dir / runformat.PRESENCE_FILE,
+                    exc,
+                    extra={"event": "presence_failed"},
+                )
+            self._presence_failed = True
+        else:
+            self._presence_failed = False
+            self._advertised = True
+
     def _write_index_if_due(self, now: float, force: bool = False) -> None:
         if not self._schedule.index_write_due(now, force=force):
             return
@@ -442,6 +466,8 @@ class Watcher:
         return 1 if self._failures or unsent else 0
 
     def _shutdown(self) -> None:
+        if self._advertised:
+            presence.remove_presence(self.runs_dir)
         if self._observer is not None:
             self._observer.stop()
         if self._sender is not None:

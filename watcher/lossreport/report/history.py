@@ -7,6 +7,7 @@ inf that was logged is a *value* and stays, so it can be counted and shown.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ import pyarrow as pa
 
 from .. import runformat
 from ..errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -69,32 +72,62 @@ def from_user(loss_history: Any) -> LossHistory:
 
     Here NaN cannot be told from missing, so NaNs before a loss's first real value are taken
     as "not logged yet" (a loss that starts late) and later ones as logged NaNs.
+
+    Lenient where the feature document's trainer was: it always has `l1_loss` and
+    `auxiliary_reconstruction_loss`, left empty by most SAEs. So a history without steps
+    (`{}`, an empty DataFrame) comes back empty (a `step` column and no rows), and a loss with
+    no values or a length other than the steps' is left out; each with a warning. Steps that
+    are not integers and values that are not numbers are still refused.
     """
     columns = _columns_of(loss_history)
     step_key = next((key for key in ("step", "steps") if key in columns), None)
     if step_key is None:
-        raise InvalidInputError("loss_history needs a 'steps' (or 'step') entry")
-    try:
-        steps = np.asarray(columns[step_key], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"loss_history['{step_key}'] must hold integers ({exc})") from exc
+        logger.warning("loss_history has no 'steps' (or 'step') entry: no losses to report")
+        return LossHistory(pa.table({runformat.STEP: pa.array([], pa.int64())}))
+    steps = _steps(step_key, columns[step_key])
     arrays: dict[str, pa.Array] = {runformat.STEP: pa.array(steps)}
     for name, raw in columns.items():
         if name in (step_key, runformat.WALL_TIME):
             continue
-        try:
-            values = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"loss_history[{name!r}] must hold numbers ({exc})") from exc
-        if values.shape != steps.shape:
-            raise InvalidInputError(
-                f"loss_history[{name!r}] has {values.size} values for {steps.size} steps"
-            )
-        started = np.flatnonzero(~np.isnan(values))
-        first = int(started[0]) if started.size else values.size
-        missing = np.arange(values.size) < first
-        arrays[str(name)] = pa.array(values, mask=missing)
+        values = _values(name, raw)
+        if _fits_steps(name, values, steps):
+            arrays[str(name)] = _logged_from_first_value(values)
     return LossHistory(pa.table(arrays))
+
+
+def _steps(key: str, raw: Any) -> IntArray:
+    try:
+        return np.asarray(raw, dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"loss_history['{key}'] must hold integers ({exc})") from exc
+
+
+def _values(name: str, raw: Any) -> FloatArray:
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"loss_history[{name!r}] must hold numbers ({exc})") from exc
+
+
+def _fits_steps(name: str, values: FloatArray, steps: IntArray) -> bool:
+    """False, with a warning, for a loss to leave out: one never logged (an empty list, as the
+    original trainer leaves losses its SAE does not have) or one that does not line up."""
+    if values.size == 0:
+        logger.warning("loss_history[%r] has no values: skipped", name)
+        return False
+    if values.shape != steps.shape:
+        logger.warning(
+            "loss_history[%r] has %d values for %d steps: skipped", name, values.size, steps.size
+        )
+        return False
+    return True
+
+
+def _logged_from_first_value(values: FloatArray) -> pa.Array:
+    """NaNs before the first non-NaN value become missing (see `from_user`)."""
+    started = np.flatnonzero(~np.isnan(values))
+    first = int(started[0]) if started.size else values.size
+    return pa.array(values, mask=np.arange(values.size) < first)
 
 
 def _columns_of(loss_history: Any) -> Mapping[str, Sequence[Any]]:

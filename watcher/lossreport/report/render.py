@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from .. import runformat, sources, storage
-from ..clock import utc_time
+from ..clock import utc_now, utc_time
 from ..errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
-from ..runformat import LOCK_FILE, STAGE_PREFIXES
+from ..runformat import LOCK_FILE, STAGE_PREFIXES, RenderedMarker
 from ..sources import Source
 from . import pages, stats
 from .history import LossHistory, from_table
@@ -49,6 +49,12 @@ class RenderResult:
     problems: list[str] = field(default_factory=list)
     combined_svg: str | None = None  # for pages and mail that draw the chart at their own size
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # small, for the index
+    fingerprint: str = ""  # the inputs as the render found them, before reading them
+
+    @property
+    def status(self) -> str:
+        """The status the report shows (run.json's, or the one the render was given)."""
+        return str(self.run["status"])
 
     @property
     def files(self) -> list[Path]:
@@ -87,7 +93,8 @@ def render_run(
     renderer: ChartRenderer | None = None,
     wait: bool | float = True,
 ) -> RenderResult:
-    """Render `run_dir`'s report into `run_dir/loss_graphs/`.
+    """Render `run_dir`'s report into `run_dir/loss_graphs/`, and record the render in its
+    marker, so a daemon does not render the same inputs again.
 
     Args:
         status: shown instead of run.json's status (the daemon passes "stalled").
@@ -109,7 +116,37 @@ def render_run(
         raise RunDirectoryError(run_dir, "is not a run directory (no run.json, no losses/)")
     seconds = math.inf if wait is True else float(wait)
     with render_lock(run_dir, wait=seconds) as run_fd:
-        return render_held(run_dir, run_fd, status=status, renderer=renderer)
+        result = render_held(run_dir, run_fd, status=status, renderer=renderer)
+        record_render(run_fd, result)
+        return result
+
+
+def record_render(run_fd: int, result: RenderResult) -> dict[str, Any]:
+    """Write the render marker of `result`'s run (whose folder `run_fd` holds, under the render
+    lock): the inputs it saw, the status it showed, and its runs-index entry, which it returns.
+    """
+    entry = index_entry(result)
+    marker = RenderedMarker(result.fingerprint, result.status, entry)
+    runformat.write_marker(result.run_dir, run_fd, marker)
+    return entry
+
+
+def index_entry(result: RenderResult) -> dict[str, Any]:
+    """The run's row in the runs index, as the marker keeps it."""
+    return {
+        "run_id": result.run_dir.name,
+        "status": result.status,
+        "model": result.stats["model_name"],
+        "hook": result.stats["hook_name"],
+        "architecture": result.run.get("architecture"),
+        "steps": result.stats["total_steps"],
+        "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
+        "problems": len(result.problems),
+        "anomalies": len(result.anomalies),
+        "report": str(result.report.relative_to(result.run_dir.parent)),
+        "rendered_at": utc_now("seconds"),
+        "curves": result.curves,
+    }
 
 
 def render_held(
@@ -118,14 +155,20 @@ def render_held(
     *,
     status: str | None = None,
     renderer: ChartRenderer | None = None,
+    fingerprint: str | None = None,
 ) -> RenderResult:
     """`render_run` for a caller that holds `render_lock(run_dir)` (which gave `run_fd`)
     already: the daemon keeps it from checking what was rendered to recording the new render,
-    so two daemons cannot both render the same inputs."""
+    so two daemons cannot both render the same inputs.
+
+    `fingerprint`: the inputs from which the caller derived `status`, recorded with it; by
+    default the inputs as found here, before they are read."""
     # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
         problems: list[str] = []
         source = sources.source_of(run_dir)
+        if fingerprint is None:  # taken before reading: a change meanwhile renders again
+            fingerprint = source.inputs(run_dir).fingerprint
         record = _read_record(source, run_dir, problems)
         data = source.read_losses(run_dir)
         problems += data.skipped
@@ -180,6 +223,7 @@ def render_held(
             (chart.svg for chart in drawn if chart.path.name == names.combined_png), None
         ),
         curves=overview_curves(history),
+        fingerprint=fingerprint,
     )
 
 

@@ -9,10 +9,12 @@ docs/run-directory-format.md is the contract other writers can implement.
 - record.py: run.json (`RunRecord`) and its timestamps
 - shards.py: loss shards, written and read back into one table (`LossData`)
 - marker.py: the render marker in `loss_graphs/`
+- presence.py: a live daemon's presence file in the runs directory
 """
 
 from ..clock import utc_now
 from .layout import (
+    CLEARED_DIR,
     COMPLETED,
     FAILED,
     FINISHED_STATUSES,
@@ -22,6 +24,7 @@ from .layout import (
     LOSSES_DIR,
     MARKER,
     OUTBOX_DIR,
+    PRESENCE_FILE,
     RESERVED_COLUMNS,
     RUN_FILE,
     RUNNING,
@@ -43,6 +46,7 @@ from .layout import (
     shard_name,
 )
 from .marker import RenderedMarker, read_marker, write_marker
+from .presence import DaemonPresence, live_daemon, remove_presence, write_presence
 from .record import (
     FORMAT,
     MAX_RUN_FILE_DEPTH,
@@ -57,10 +61,12 @@ from .shards import (
     next_shard_seq,
     read_losses,
     read_shard,
+    set_aside_shards,
     write_shard,
 )
 
 __all__ = [
+    "CLEARED_DIR",
     "COMPLETED",
     "FAILED",
     "FINISHED_STATUSES",
@@ -73,6 +79,7 @@ __all__ = [
     "MAX_RUN_FILE_DEPTH",
     "MAX_SHARD_MEMORY_BYTES",
     "OUTBOX_DIR",
+    "PRESENCE_FILE",
     "RESERVED_COLUMNS",
     "RUNNING",
     "RUN_FILE",
@@ -83,6 +90,7 @@ __all__ = [
     "STEP",
     "UNKNOWN",
     "WALL_TIME",
+    "DaemonPresence",
     "LossData",
     "RenderedMarker",
     "RunRecord",
@@ -91,6 +99,7 @@ __all__ = [
     "is_run_name",
     "iter_shards",
     "list_folders",
+    "live_daemon",
     "looks_like_run",
     "next_shard_seq",
     "parse_shard_name",
@@ -99,10 +108,13 @@ __all__ = [
     "read_marker",
     "read_run_file",
     "read_shard",
+    "remove_presence",
     "run_of_input",
+    "set_aside_shards",
     "shard_name",
     "utc_now",
     "write_marker",
+    "write_presence",
     "write_run_file",
     "write_shard",
 ]

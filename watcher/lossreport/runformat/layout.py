@@ -5,6 +5,7 @@ RUNS_DIR/
   RUN/                              a run: run.json and/or losses/ (record.py, shards.py)
     run.json
     losses/part-NNNNNN[-rankR][-wTOKEN].parquet
+    losses/cleared/STAMP/*.parquet  shards set aside by clear_loss_history(), not read
     loss_graphs/                    the renderer's output
       .lossreport-rendered.json     the render marker (marker.py)
     .lossreport-render.lock         held while a renderer writes loss_graphs/
@@ -12,6 +13,7 @@ RUNS_DIR/
     .lossreport-mailed.json         the emails sent for the run
   .lossreport/outbox/*.eml          emails waiting to be sent
   index.html                        the runs index the daemon keeps
+  .lossreport-daemon.json           a live daemon's presence and heartbeat (presence.py)
 ```
 
 Names starting with `.` are lossreport's own (temp files, markers, locks); writers never create
@@ -30,6 +32,7 @@ from ..errors import RunDirectoryError, UnsafePathError
 
 RUN_FILE = "run.json"
 LOSSES_DIR = "losses"
+CLEARED_DIR = "cleared"  # in losses/: one folder per clear_loss_history(), named by its time
 GRAPHS_DIR = "loss_graphs"
 MARKER = ".lossreport-rendered.json"  # in loss_graphs/: what the last render saw (marker.py)
 LOCK_FILE = ".lossreport-render.lock"
@@ -38,6 +41,7 @@ SENT_FILE = ".lossreport-mailed.json"
 # In the runs directory
 OUTBOX_DIR = Path(".lossreport") / "outbox"
 INDEX_FILE = "index.html"
+PRESENCE_FILE = ".lossreport-daemon.json"
 
 # Shard columns
 STEP = "step"

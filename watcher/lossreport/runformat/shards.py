@@ -7,6 +7,7 @@ float64 column per loss; another writer's types are normalised to those on readi
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,16 @@ import pyarrow.parquet as pq
 
 from .. import storage
 from ..errors import CorruptShardError, RunDirectoryError, UnsafePathError
-from .layout import LOSSES_DIR, RESERVED_COLUMNS, STEP, WALL_TIME, iter_shards, shard_name
+from .layout import (
+    CLEARED_DIR,
+    LOSSES_DIR,
+    RESERVED_COLUMNS,
+    STEP,
+    WALL_TIME,
+    iter_shards,
+    parse_shard_name,
+    shard_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +58,30 @@ def write_shard(
     with storage.atomic_file(path, replace=False) as handle:
         pq.write_table(table, handle, compression="zstd")
     return path
+
+
+def set_aside_shards(run_dir: Path, stamp: str) -> int:
+    """Move every shard of the run into `losses/cleared/STAMP/`, where readers do not look:
+    `clear_loss_history()` starts the history afresh without deleting a logged value.
+    Returns how many shards were moved. Every folder is opened without following a link."""
+    losses = run_dir / LOSSES_DIR
+    cleared = losses / CLEARED_DIR
+    with storage.opened_dir(losses) as losses_fd:
+        with os.scandir(losses_fd) as entries:
+            names = [
+                entry.name
+                for entry in entries
+                if parse_shard_name(entry.name) is not None and entry.is_file(follow_symlinks=False)
+            ]
+        if not names:
+            return 0
+        storage.make_dir(cleared, dir_fd=losses_fd)
+        with storage.opened_dir(cleared, dir_fd=losses_fd) as cleared_fd:
+            storage.make_dir(cleared / stamp, dir_fd=cleared_fd)
+            with storage.opened_dir(cleared / stamp, dir_fd=cleared_fd) as target_fd:
+                for name in names:
+                    storage.move_at(name, losses_fd, target_fd)
+    return len(names)
 
 
 @dataclass

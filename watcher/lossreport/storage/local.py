@@ -143,13 +143,16 @@ def opened_dir(path: Path, *, dir_fd: int | None = None) -> Iterator[int]:
         os.close(fd)
 
 
-def make_dir(path: Path, mode: int = 0o777) -> None:
-    """`mkdir path` if it is missing; an existing symlink or file there is an UnsafePathError."""
+def make_dir(path: Path, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+    """`mkdir path` if it is missing; an existing symlink or file there is an UnsafePathError.
+    With `dir_fd`, `path.name` in the folder that descriptor holds."""
     try:
-        os.mkdir(path, mode)  # mkdir never follows a symlink: one there raises FileExistsError
+        # mkdir never follows a symlink: one there raises FileExistsError
+        os.mkdir(_at(path, dir_fd), mode, dir_fd=dir_fd)
     except FileExistsError:
-        if not is_real_dir(path):
-            raise _refusal(path, OSError(errno.ENOTDIR, "not a directory")) from None
+        if not is_real_dir(path, dir_fd=dir_fd):
+            error = OSError(errno.ENOTDIR, "not a directory")
+            raise _refusal(path, error, dir_fd) from None
 
 
 def make_hidden_dir(parent: Path, prefix: str, *, parent_fd: int | None = None) -> Path:

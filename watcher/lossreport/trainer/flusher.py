@@ -86,6 +86,19 @@ class ShardFlusher:
                 logger.warning("%s: could not refresh run.json: %s", self._run_dir, exc)
             return written
 
+    def set_aside(self, stamp: str) -> int:
+        """Write every buffered row, then move all the run's shards aside (runformat's
+        `set_aside_shards`), with no flush in between. Returns how many were moved.
+
+        Raises:
+            OSError: the shards could not be moved, or rows could not be written (then
+                nothing is moved: a cleared history never leaves older rows behind).
+        """
+        with self._lock:
+            if not self._write_pending():
+                raise OSError(f"{self.unwritten_rows} logged rows cannot be written")
+            return runformat.set_aside_shards(self._run_dir, stamp)
+
     def stop(self) -> bool:
         """Stop the thread and flush what is left; False if rows could not be written."""
         self._stopping.set()

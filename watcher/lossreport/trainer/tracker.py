@@ -33,7 +33,10 @@ from ..errors import (
     RunDirectoryError,
     UnsafePathError,
 )
+from ..processes import pid_alive
 from ..runformat import STEP, WALL_TIME
+from . import closing_report
+from .closing_report import AUTO, ReportOnClose
 from .flusher import DEFAULT_MAX_UNWRITTEN_ROWS, ShardFlusher
 from .values import check_loss_name, check_step, coerce_loss_value
 
@@ -66,6 +69,7 @@ def start_run(
     flush_secs: float = DEFAULT_FLUSH_SECS,
     all_ranks: bool = False,
     max_unwritten_rows: int = DEFAULT_MAX_UNWRITTEN_ROWS,
+    report_on_close: ReportOnClose = AUTO,
 ) -> Run:
     """Create (or resume, when `run_id` names an existing run) a run directory under `runs_dir`.
 
@@ -83,6 +87,13 @@ def start_run(
             by default only rank 0 writes and the other ranks' `log` does nothing.
         max_unwritten_rows: while shards cannot be written (a full disk, a lost mount), rows
             wait in memory up to this many; older ones are dropped past it and counted.
+        report_on_close: render the run's report into `RUN/loss_graphs/` when it is closed
+            (completed or failed, not when stopped by SIGTERM) and print the console summary,
+            as the feature document has it. True always; False never; "auto" unless a live
+            `lossreport watch` daemon follows `runs_dir` (it renders the run instead) or the
+            environment variable LOSSREPORT_REPORT_ON_CLOSE says 0 or 1. The render runs in a
+            child process; a failed one is printed and logged, never raised. Under
+            torch.distributed only the rank that writes run.json renders.
 
     Raises:
         RunDirectoryError: `runs_dir` or the run directory cannot be written, now rather than
@@ -100,6 +111,7 @@ def start_run(
     if run_id is not None and not isinstance(run_id, str):
         raise ValueError(f"run_id must be a string, got {type(run_id).__name__}")
     config = _checked_config(config)
+    report_on_close = closing_report.checked_setting(report_on_close)
     settings: dict[str, Any] = {
         "flush_every": flush_every,
         "flush_secs": flush_secs,
@@ -131,6 +143,7 @@ def start_run(
         rank=shard_rank,
         writes_shards=True,
         other_writer_warned=warned,
+        report_on_close=report_on_close,
         **settings,
     )
 
@@ -150,8 +163,10 @@ class Run:
         writes_shards: bool = False,
         max_unwritten_rows: int = DEFAULT_MAX_UNWRITTEN_ROWS,
         other_writer_warned: bool = False,
+        report_on_close: ReportOnClose = False,
     ) -> None:
         self.path = path
+        self._report_on_close = report_on_close
         self._run_id = run_id
         self._record = record
         self._other_writer_seen = other_writer_warned  # a second writer is warned about once
@@ -283,6 +298,40 @@ class Run:
                 runformat.write_run_file(self.path, self._record)
             except OSError as exc:
                 raise RunDirectoryError(self.path, f"cannot write run.json ({exc})") from exc
+            if self._stop_reason is None:  # stopped by SIGTERM: the job must end now
+                self._render_report()
+
+    def _render_report(self) -> None:
+        """The report at close, if `report_on_close` asks for it here; never raises: training
+        has finished, whatever becomes of its report."""
+        try:
+            if closing_report.wanted(self._report_on_close, self.path.parent):
+                closing_report.render_in_child(self.path)
+        except Exception:
+            logger.exception("%s: the report at close failed", self.path)
+
+    def clear_loss_history(self) -> None:
+        """Start the loss history afresh, as SAELens's trainer method of this name did:
+        `get_loss_history()` and reports show only what is logged from now on.
+
+        Nothing is deleted: every shard written so far (after writing what is buffered) is
+        moved to `losses/cleared/TIME/`, where readers do not look.
+
+        Raises:
+            RunClosedError: the run is closed.
+            RunDirectoryError: the shards could not be moved, or buffered rows could not be
+                written (a full disk): then nothing was cleared.
+        """
+        if self._closed:
+            raise RunClosedError(self.path)
+        if self._flusher is None:
+            return
+        stamp = utc_time().strftime("%Y%m%dT%H%M%S.%fZ")
+        try:
+            moved = self._flusher.set_aside(stamp)
+        except OSError as exc:
+            raise RunDirectoryError(self.path, f"loss history not cleared: {exc}") from exc
+        logger.info("%s: loss history cleared (%d shards set aside in %s)", self.path, moved, stamp)
 
     def __enter__(self) -> Run:
         return self
@@ -518,7 +567,7 @@ def _warn_if_still_written(path: Path, record: runformat.RunRecord, live_secs: f
     age = (utc_time() - runformat.parse_time(record.heartbeat_at)).total_seconds()
     if age >= live_secs:
         return False
-    if record.host == _this_process()[0] and not _pid_alive(record.pid):
+    if record.host == _this_process()[0] and not pid_alive(record.pid):
         return False
     logger.warning(
         "%s: %s was logging this run %.0f s ago and may still be: two jobs logging one run? "
@@ -532,18 +581,6 @@ def _warn_if_still_written(path: Path, record: runformat.RunRecord, live_secs: f
 
 def _this_process() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
-
-
-def _pid_alive(pid: int) -> bool:
-    if not 0 < pid < 2**31:  # 0 and negative pids signal process groups; larger overflow
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: alive, as another user
-        return True
-    return True
 
 
 def _process(record: runformat.RunRecord) -> str:
