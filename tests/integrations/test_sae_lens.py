@@ -27,6 +27,7 @@ except ImportError:
 from lossreport import runformat
 from lossreport.integrations.sae_lens import LossReportSAETrainer, LossReportSAETrainingRunner
 from lossreport.report.render import render_run
+from lossreport.trainer.closing_report import ENVIRONMENT_VARIABLE
 from tests.support.procs import ROOT
 
 D_IN, D_SAE, N_FEATURES, BATCH, STEPS = 16, 64, 32, 128, 150
@@ -124,6 +125,46 @@ def test_every_step_of_a_real_sae_lens_trainer_reaches_the_report(
     assert mse["final"] < mse["initial"]  # it trained
 
 
+@pytest.mark.parametrize("architecture", ["standard", "topk"])
+def test_fit_ends_with_the_report_and_its_console_summary_by_default(
+    architecture: str,
+    runs_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE)  # as a user has it: no daemon, no setting
+    sae_class, config_class, options, expected_columns = ARCHITECTURES[architecture]
+    sae = sae_class(config_class(d_in=D_IN, d_sae=D_SAE, **options))
+    trainer = LossReportSAETrainer(
+        _trainer_config(), sae, superposition_activations(), runs_dir=runs_dir,
+        model_name="synthetic-superposition", hook_name="blocks.0.hook_mlp_out",
+    )  # fmt: skip
+    trainer.fit()
+
+    graphs = trainer.loss_run.path / runformat.GRAPHS_DIR
+    charts = {p.name.split("_synthetic")[0] for p in graphs.glob("loss_curves_*.png")}
+    assert charts == {f"loss_curves_{name}" for name in [*expected_columns, "combined"]}
+    (csv_path,) = graphs.glob("loss_history_*.csv")
+    with csv_path.open() as handle:
+        assert len(list(csv.DictReader(handle))) == STEPS
+    out = capsys.readouterr().out
+    assert f"Generated {len(charts)} loss graph files:" in out
+    assert f"Saved loss history CSV to: {csv_path}" in out
+    assert "Loss Training Summary:\n  Model: synthetic-superposition\n" in out
+    assert f"  Total Steps: {STEPS}\n  overall_loss:\n" in out
+
+
+def test_clear_loss_history_on_the_trainer_starts_the_history_afresh(runs_dir: Path) -> None:
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE))
+    trainer = LossReportSAETrainer(
+        _trainer_config(), sae, superposition_activations(), runs_dir=runs_dir,
+        model_name="m", hook_name="h",
+    )  # fmt: skip
+    trainer.step(next(superposition_activations()))
+    trainer.clear_loss_history()
+    assert trainer.get_loss_history().empty
+
+
 def test_disable_loss_tracking_pauses_recording(runs_dir: Path) -> None:
     sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE))
 
@@ -196,6 +237,7 @@ def test_the_language_model_runner_trains_offline_with_a_local_model_and_dataset
         override_model=model,
         override_dataset=Dataset.from_dict({"input_ids": tokens.tolist()}),
         runs_dir=runs_dir,
+        report_on_close=True,  # a start_run keyword: it reaches the run, not SAELens
     )
     runner.run()
     run_dir = runner.loss_run.path
@@ -204,6 +246,7 @@ def test_the_language_model_runner_trains_offline_with_a_local_model_and_dataset
     history = runner.get_loss_history()
     assert list(history.columns) == ["step", "overall_loss", "mse_loss", "l1_loss"]
     assert len(history) == 80
+    assert list((run_dir / runformat.GRAPHS_DIR).glob("loss_report_*.html"))  # run() rendered
 
 
 def test_without_sae_lens_the_package_imports_and_the_integration_says_how_to_install() -> None:

@@ -2,6 +2,7 @@
 
     python -m tests.support.trainer RUNS_DIR RUN_ID --steps N [--flush-every K] [--then wait|exit]
                                     [--start S] [--step-delay SECONDS]
+                                    [--report-on-close auto|true|false]
 
 Prints "logged N" after the last step; with `--then wait` it then blocks until stdin closes or
 a signal arrives, so a test can signal a trainer whose rows it knows exactly.
@@ -45,7 +46,9 @@ def main() -> None:
     parser.add_argument("--flush-secs", type=float, default=60.0)
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--then", choices=["wait", "exit"], default="exit")
+    parser.add_argument("--report-on-close", choices=["auto", "true", "false"], default="auto")
     args = parser.parse_args()
+    report_on_close = {"auto": "auto", "true": True, "false": False}[args.report_on_close]
     run = lossreport.start_run(
         args.runs_dir,
         model="scripted/model",
@@ -55,6 +58,7 @@ def main() -> None:
         run_id=args.run_id,
         flush_every=args.flush_every,
         flush_secs=args.flush_secs,
+        report_on_close=report_on_close,
     )
     with run:
         for step in range(args.start, args.start + args.steps):

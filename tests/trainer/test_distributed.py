@@ -48,3 +48,11 @@ def test_every_rank_writes_its_own_shards_when_asked(runs_dir: Path) -> None:
     assert rank1.column("mse_loss").to_pylist() == [100.0 + step for step in range(10)]
     assert runformat.read_losses(run_dir).table.column("mse_loss").to_pylist()[0] == 0.0
     assert runformat.read_run_file(run_dir).status == "completed"
+
+
+def test_only_the_rank_that_writes_run_json_renders_the_report_at_close(runs_dir: Path) -> None:
+    output = _train(runs_dir, "--all-ranks", "--report-on-close")
+    (run_dir,) = runs_dir.iterdir()
+    assert output.count("Loss Training Summary:") == 1, output  # rank 0's, not rank 1's
+    assert output.count("Generated 2 loss graph files:") == 1  # mse_loss and combined
+    assert (run_dir / "loss_graphs" / runformat.MARKER).is_file()

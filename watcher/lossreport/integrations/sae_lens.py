@@ -3,9 +3,10 @@
     from lossreport.integrations.sae_lens import LossReportSAETrainer
 
     trainer = LossReportSAETrainer(cfg, sae, data_provider, runs_dir="runs")  # was SAETrainer
-    sae = trainer.fit()                     # the run is completed, or failed with the error
+    sae = trainer.fit()                     # the run is completed, or failed with the error,
+                                            # and its report rendered (report_on_close)
     trainer.get_loss_history()              # the feature document's API
-    trainer.disable_loss_tracking()
+    trainer.disable_loss_tracking()         # enable_loss_tracking(), clear_loss_history()
 
 Every training step logs `overall_loss` (the loss SAELens calls backward on) and each entry of
 SAELens's `TrainStepOutput.losses` (`mse_loss`, `l1_loss`, `auxiliary_reconstruction_loss`,
@@ -17,6 +18,7 @@ no GPU sync per step. The run directory is named by the SAE's model and hook.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from lossreport.trainer.tracker import Run, start_run
 
 OVERALL_LOSS = "overall_loss"
+# start_run's keywords that the wrappers pass through (`run_id`, `report_on_close`, ...)
+START_RUN_KEYWORDS = frozenset(inspect.signature(start_run).parameters) - {
+    "runs_dir",
+    "model",
+    "hook",
+    "architecture",
+    "config",
+}
 
 
 def start_sae_run(
@@ -75,13 +85,19 @@ class _LossTracking:
     def enable_loss_tracking(self) -> None:
         self.loss_run.enable_loss_tracking()
 
+    def clear_loss_history(self) -> None:
+        """Start the history afresh; what was logged is set aside on disk, not deleted."""
+        self.loss_run.clear_loss_history()
+
 
 class LossReportSAETrainer(_LossTracking, SAETrainer[Any, Any]):
     """SAELens's `SAETrainer` that also records every step's losses with lossreport.
 
     Takes SAETrainer's arguments, plus where the run goes (`runs_dir`), optional `model_name`
     and `hook_name` (default: the SAE's metadata), and any `lossreport.start_run` keyword
-    (`run_id`, `flush_every`, `flush_secs`, ...).
+    (`run_id`, `flush_every`, `flush_secs`, `report_on_close`, ...). As with `start_run`,
+    `fit()` ends by rendering the report into `RUN/loss_graphs/` and printing its summary,
+    unless a `lossreport watch` daemon follows `runs_dir` (`report_on_close="auto"`).
     """
 
     def __init__(
@@ -117,13 +133,14 @@ class LossReportSAETrainer(_LossTracking, SAETrainer[Any, Any]):
 class LossReportSAETrainingRunner(_LossTracking, LanguageModelSAETrainingRunner):
     """SAELens's language-model training runner, recording every step's losses with lossreport.
 
-    Takes the runner's arguments plus `runs_dir` and `lossreport.start_run` keywords. The run
+    Takes the runner's arguments plus `runs_dir` and `lossreport.start_run` keywords
+    (`report_on_close` among them: `run()` ends with the report, as `fit()` does). The run
     is named by the runner config's model and hook. Offline, pass `override_model` (a
     HookedTransformer built from a config) and `override_dataset` (pre-tokenized).
     """
 
     def __init__(self, cfg: Any, *args: Any, runs_dir: str | Path = "runs", **kwargs: Any) -> None:
-        start = {k: kwargs.pop(k) for k in ("run_id", "flush_every", "flush_secs") if k in kwargs}
+        start = {k: kwargs.pop(k) for k in START_RUN_KEYWORDS & kwargs.keys()}
         super().__init__(cfg, *args, **kwargs)
         self.loss_run = start_sae_run(
             self.sae, runs_dir, model_name=cfg.model_name, hook_name=cfg.hook_name, **start
