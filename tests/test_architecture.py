@@ -21,10 +21,11 @@ ALLOWED: dict[str, set[str]] = {
     "runformat": {"storage"},
     "sources": {"runformat", "storage"},
     "trainer": {"runformat", "storage"},
+    "alerts": {"runformat", "storage"},
     "report": {"sources", "runformat", "storage"},
-    "delivery": {"report", "sources", "runformat", "storage"},
-    "daemon": {"delivery", "report", "sources", "runformat", "storage"},
-    "cli": {"daemon", "delivery", "report", "sources", "runformat", "storage"},
+    "delivery": {"alerts", "report", "sources", "runformat", "storage"},
+    "daemon": {"alerts", "delivery", "report", "sources", "runformat", "storage"},
+    "cli": {"alerts", "daemon", "delivery", "report", "sources", "runformat", "storage"},
     "integrations": {"trainer", "runformat", "storage"},
     "__main__": {"cli"},
     "__init__": {"trainer", "report"},  # the public face: these only lazily, on first use
@@ -43,6 +44,7 @@ RUN_DIRECTORY_NAMES = frozenset(
         "outbox",
         "index.html",
         ".lossreport-daemon.json",
+        ".lossreport-alerts.json",
         "cleared",
     }
 )

@@ -16,7 +16,7 @@ import pytest
 
 import lossreport
 from lossreport import runformat, sources
-from lossreport.delivery.outbox import Outbox
+from lossreport.delivery.outbox import Outbox, Senders
 from lossreport.errors import RunBusy, UnsafePathError
 from lossreport.report.render import render_lock, render_run
 from tests.support.daemon import Daemon, run_once, wait_rendered
@@ -376,7 +376,7 @@ def test_a_message_another_user_put_in_the_outbox_is_never_sent(runs_dir: Path) 
     os.chown(queued, 65534, 65534)  # as if another user had renamed their file over ours
     assert Outbox(runs_dir).pending() == []
     with pytest.raises(UnsafePathError, match="not a file this user queued"):
-        Outbox(runs_dir).deliver(queued, SmtpSettings(host="127.0.0.1", port=9))
+        Outbox(runs_dir).deliver(queued, Senders(SmtpSettings(host="127.0.0.1", port=9)))
 
 
 def test_a_broken_queued_message_does_not_stop_the_sender(runs_dir: Path) -> None:
@@ -390,7 +390,7 @@ def test_a_broken_queued_message_does_not_stop_the_sender(runs_dir: Path) -> Non
     queued = Outbox(runs_dir).add(message)
     with queued.open("r+b") as handle:  # past the 64 MiB limit: not read, not sent
         handle.truncate(65 * 2**20)
-    sender = OutboxSender(Outbox(runs_dir), SmtpSettings(host="127.0.0.1", port=9))
+    sender = OutboxSender(Outbox(runs_dir), Senders(SmtpSettings(host="127.0.0.1", port=9)))
     assert sender.send_due() == 1  # failed, waits for its retry; the sender goes on
 
 

@@ -33,7 +33,15 @@ def test_the_shipped_example_config_is_valid() -> None:
         ('[watch]\nstale_after = "soon"\n', "'soon' is not a duration"),
         ('[email]\nsmtp_security = "tls"\n', "expected one of none, starttls, ssl"),
         ("[email]\nto = [1]\n", "expected an address or a list of addresses"),
-        ('[email]\npassword = "x"\n', "a password is never written in the config"),
+        ('[email]\npassword = "x"\n', "a secret is never written in the config"),
+        ('[alerts]\nwebhook_token = "x"\n', "a secret is never written in the config"),
+        ('[alerts]\nwebhook = "ftp://example.com/x"\n', "is not an http:// or https:// URL"),
+        ('[alerts]\nwebhook = "https://u:p@example.com/x"\n', "holds a user or password"),
+        (
+            '[[alerts.rule]]\nname = "stuck"\nloss = "overall_loss"\n',
+            '[alerts] rule 1 ("stuck"): has neither of above',
+        ),
+        ("[alerts.divergence]\nfactor = 0.5\n", "[alerts.divergence] factor = 0.5: expected"),
         ('[mail]\nto = "a@b"\n', "unknown section [mail]"),
         ("[watch\n", "not a TOML file"),
         ("[watch]\nstale_after = nan\n", "[watch] stale_after = nan: expected a duration"),
@@ -183,3 +191,19 @@ def test_watch_flags_default_to_what_the_daemon_does_unasked(tmp_path: Path) -> 
 def test_help_texts_show_durations_as_they_are_typed(seconds: float, text: str) -> None:
     assert config.format_duration(seconds) == text
     assert config.parse_duration(text) == seconds
+
+
+def test_alert_settings_and_rules_load_from_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "lossreport.toml"
+    path.write_text(
+        '[alerts]\nwebhook = "https://chat.example.com/hooks/x"\nstalled = false\n'
+        'webhook_token_file = "/run/credentials/token"\n'
+        "[alerts.divergence]\nfactor = 3.0\n"
+        '[[alerts.rule]]\nname = "high"\nloss = "mse_loss"\nabove = 0.5\n'
+    )
+    settings = config.load(path)
+    assert settings["alert_webhook"] == "https://chat.example.com/hooks/x"
+    assert settings["alert_webhook_token_file"] == Path("/run/credentials/token")
+    rules = settings["alert_rules"]
+    assert rules.stalled is False and rules.divergence.factor == 3.0
+    assert rules.names() == ["non-finite", "divergence", "high"]

@@ -2,7 +2,7 @@
 
     python -m tests.support.trainer RUNS_DIR RUN_ID --steps N [--flush-every K] [--then wait|exit]
                                     [--start S] [--step-delay SECONDS]
-                                    [--report-on-close auto|true|false]
+                                    [--report-on-close auto|true|false] [--diverge-from S]
 
 Prints "logged N" after the last step; with `--then wait` it then blocks until stdin closes or
 a signal arrives, so a test can signal a trainer whose rows it knows exactly.
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--then", choices=["wait", "exit"], default="exit")
     parser.add_argument("--report-on-close", choices=["auto", "true", "false"], default="auto")
+    parser.add_argument("--diverge-from", type=int, default=None, help="mse_loss x100 from here")
     args = parser.parse_args()
     report_on_close = {"auto": "auto", "true": True, "false": False}[args.report_on_close]
     run = lossreport.start_run(
@@ -62,7 +63,10 @@ def main() -> None:
     )
     with run:
         for step in range(args.start, args.start + args.steps):
-            run.log(step, **expected_losses(step))
+            losses = expected_losses(step)
+            if args.diverge_from is not None and step >= args.diverge_from:
+                losses["mse_loss"] *= 100
+            run.log(step, **losses)
             if args.step_delay:
                 time.sleep(args.step_delay)
         print(f"logged {args.start + args.steps}", flush=True)

@@ -1,8 +1,10 @@
-"""The shard flusher on its own: `flush()` driven directly, no thread, no processes, no sleeps."""
+"""The shard flusher on its own: `flush()` driven directly (and its thread once), no processes,
+no sleeps."""
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,6 +13,7 @@ import pytest
 import lossreport
 from lossreport import runformat
 from lossreport.trainer.flusher import ShardFlusher
+from tests.support.procs import wait_for
 
 
 class Heartbeat:
@@ -206,3 +209,21 @@ def test_run_flush_after_a_clean_close_is_true(runs_dir: Path) -> None:
     with lossreport.start_run(runs_dir, model="m", hook="h") as run:
         run.log(0, mse_loss=1.0)
     assert run.flush() is True
+
+
+def test_with_nothing_to_write_the_thread_beats_only_every_idle_heartbeat_interval(
+    run_dir: Path, heartbeat: Heartbeat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lossreport.trainer.flusher.IDLE_HEARTBEAT_SECS", 0.5)
+    flusher = ShardFlusher(run_dir, rank=None, flush_secs=0.02, heartbeat=heartbeat)
+    started = time.monotonic()
+    flusher.start()
+    try:
+        wait_for(lambda: heartbeat.beats >= 2, timeout=10)
+        assert time.monotonic() - started >= 0.7  # idle: every 0.5 s, not every 0.02 s tick
+        _log(flusher, range(3), mse_loss=1.0)
+        before = heartbeat.beats
+        wait_for(lambda: _shards(run_dir), timeout=10)
+        wait_for(lambda: heartbeat.beats > before, timeout=0.4)  # a shard beats at once
+    finally:
+        flusher.stop()

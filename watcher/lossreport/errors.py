@@ -8,6 +8,7 @@ LossReportError                 base: catch this to catch everything lossreport 
 ├── RunBusy                     another process is rendering the run now (.path)
 ├── ChartRenderError            the chart engine could not draw a chart
 ├── MailError                   a message could not be sent (server, login, settings)
+├── WebhookError                an alert could not be posted to the webhook
 ├── ServeError                  `lossreport serve` cannot listen where it was told to
 ├── DemoError                   `lossreport demo` could not finish (a trainer or the daemon failed)
 └── RunDirectoryError           a run directory that cannot be written or read (.path)
@@ -17,7 +18,7 @@ LossReportError                 base: catch this to catch everything lossreport 
         └── FileTooLargeError   a file over its documented size limit
 
 The ones a library call can raise are exported from `lossreport`; the others (ConfigError,
-MailError, ServeError, DemoError) come from the command line's work and live here.
+MailError, WebhookError, ServeError, DemoError) come from the command line's work and live here.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ class ConfigError(InvalidInputError):
 
 class MailError(LossReportError):
     """A message could not be sent (server unreachable, refused, bad settings)."""
+
+
+class WebhookError(LossReportError):
+    """An alert could not be posted to the webhook (unreachable, refused, a bad answer)."""
 
 
 class ServeError(LossReportError):

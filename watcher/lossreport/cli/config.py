@@ -7,6 +7,11 @@
                                   smtp_user = "me"
     [serve]                       smtp_password_file = "/etc/lossreport/smtp-password"
     port = 8000
+                                  [alerts]
+                                  webhook = "https://chat.example.com/hooks/lossreport"
+                                  webhook_token_file = "/etc/lossreport/webhook-token"
+                                  [alerts.divergence]   # and [[alerts.rule]]: alerts/rules.py
+                                  factor = 3.0
 
 Each key becomes the default of its command-line flag, so a flag given on the command line
 wins (and `--email-to` adds to `to`). Unknown keys and wrong types are errors naming the file
@@ -29,8 +34,10 @@ from email.headerregistry import AddressHeader, HeaderRegistry
 from pathlib import Path
 from typing import Any
 
+from ..alerts.rules import parse_alert_rules
 from ..daemon.options import MAX_WORKERS
 from ..delivery.smtp import SECURITY_CHOICES
+from ..delivery.webhook import check_url
 from ..errors import ConfigError
 
 MIN_DURATION_SECONDS = 0.1
@@ -133,13 +140,22 @@ def _of(kind: type) -> Callable[[Any], Any]:
     return check
 
 
-def _address(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("an email address")
-    try:
-        return parse_address(value)
-    except ValueError as exc:
-        raise ValueError(f"one email address each, but {exc}") from None
+def _checked_text(parse: Callable[[str], str], kind: str, wanted: str) -> Callable[[Any], str]:
+    """A check of a string setting by `parse`, whose ValueError says what is wrong with it."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(kind)
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{wanted}, but {exc}") from None
+
+    return check
+
+
+_address = _checked_text(parse_address, "an email address", "one email address each")
+_webhook_url = _checked_text(check_url, "an http:// or https:// URL", "a URL without credentials")
 
 
 def _addresses(value: Any) -> list[str]:
@@ -184,7 +200,13 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "host": ("host", _of(str)),
         "port": ("port", _int_in(0, MAX_PORT)),
     },
+    # and the rules, read by alerts/rules.py
+    "alerts": {
+        "webhook": ("alert_webhook", _webhook_url),
+        "webhook_token_file": ("alert_webhook_token_file", lambda value: Path(_of(str)(value))),
+    },
 }
+ALERT_DESTINATION = "alert_rules"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -199,12 +221,18 @@ def load(path: Path) -> dict[str, Any]:
     for section, table in document.items():
         if section not in KEYS or not isinstance(table, dict):
             raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(KEYS)})")
-        for key, value in table.items():
-            if "password" in key and key not in KEYS[section]:
+        for key in table:
+            if ("password" in key or "token" in key) and key not in KEYS[section]:
                 raise ConfigError(
-                    f"{path}: [{section}] {key}: a password is never written in the config; "
-                    "use smtp_password_file or the LOSSREPORT_SMTP_PASSWORD environment variable"
+                    f"{path}: [{section}] {key}: a secret is never written in the config; use "
+                    "smtp_password_file or $LOSSREPORT_SMTP_PASSWORD, webhook_token_file or "
+                    "$LOSSREPORT_ALERT_WEBHOOK_TOKEN"
                 )
+        if section == "alerts":
+            rules = {key: value for key, value in table.items() if key not in KEYS[section]}
+            settings[ALERT_DESTINATION] = parse_alert_rules(rules, path)
+            table = {key: value for key, value in table.items() if key in KEYS[section]}
+        for key, value in table.items():
             if key not in KEYS[section]:
                 known = ", ".join(KEYS[section])
                 raise ConfigError(f"{path}: [{section}] unknown key {key!r} (known: {known})")

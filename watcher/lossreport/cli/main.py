@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import logformat, runformat, sources
+from ..alerts.rules import AlertRules
 from ..daemon.options import MAX_WORKERS, WatchOptions
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
+from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
 from ..version import __version__
@@ -153,6 +155,7 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     )
     _add_config_argument(watch)
     _add_mail_arguments(watch, settings, "--email-to")
+    _add_alert_arguments(watch, settings)
     watch.set_defaults(handler=_watch)
 
     email = commands.add_parser(
@@ -287,6 +290,44 @@ def _add_mail_arguments(
     )
 
 
+def _add_alert_arguments(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:
+    group = parser.add_argument_group(
+        "alerts while runs train",
+        "NaN/inf, divergence and silent trainers by default; rules in [alerts] of --config. "
+        f"A webhook URL that holds a secret comes from ${URL_ENV}, a bearer token from "
+        f"${TOKEN_ENV} or --alert-webhook-token-file, never a flag",
+    )
+    group.add_argument(
+        "--alerts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check running runs and raise alerts (default: yes); alerts are logged, mailed "
+        "with --email-to and posted with --alert-webhook",
+    )
+    group.add_argument(
+        "--alert-webhook",
+        type=_webhook_url,
+        default=settings.get("alert_webhook") or os.environ.get(URL_ENV) or None,
+        metavar="URL",
+        help="POST each alert as JSON (a `text` field and the details) to URL",
+    )
+    group.add_argument(
+        "--alert-webhook-token-file",
+        type=Path,
+        default=settings.get("alert_webhook_token_file"),
+        metavar="FILE",
+        help="file whose first line is the webhook's bearer token",
+    )
+    group.set_defaults(alert_rules=settings.get(config.ALERT_DESTINATION, AlertRules()))
+
+
+def _webhook_url(text: str) -> str:
+    try:
+        return check_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _human(seconds: float) -> str:
     return config.format_duration(seconds)
 
@@ -320,6 +361,12 @@ def _smtp_settings(args: argparse.Namespace) -> SmtpSettings:
         password_file=args.smtp_password_file,
         password_env=args.smtp_password_env,
     )
+
+
+def _webhook_settings(args: argparse.Namespace) -> WebhookSettings | None:
+    if args.alert_webhook is None:
+        return None
+    return WebhookSettings(args.alert_webhook, token_file=args.alert_webhook_token_file)
 
 
 def _mail_job(args: argparse.Namespace) -> MailJob | None:
@@ -356,6 +403,10 @@ def _watch(args: argparse.Namespace) -> int:
         mail=_mail_job(args),
         smtp=_smtp_settings(args),
         mail_retry=args.email_retry,
+        alerts=args.alerts,
+        alert_rules=args.alert_rules,
+        webhook=_webhook_settings(args),
+        report_url=args.email_report_url,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -7,11 +7,18 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..alerts.rules import AlertRules
+
 if TYPE_CHECKING:
     from ..delivery.mailjob import MailJob
     from ..delivery.smtp import SmtpSettings
+    from ..delivery.webhook import WebhookSettings
 
 MAX_WORKERS = 64  # each render worker holds up to ~300 MB; more than this is a typo
+# Running runs are looked at again every tenth of --stale-after (a SIGKILLed trainer writes
+# nothing, so only a look sees it stall), within these bounds: looking at 200 running runs every
+# 2 s cost a daemon 2.3% of a core for nothing; every 30 s (--stale-after 10m) it costs 0.5%.
+MIN_HEALTH_SECONDS, MAX_HEALTH_SECONDS = 1.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,16 @@ class WatchOptions:
     mail: MailJob | None = None  # email each finished run (completed, failed, stalled)
     smtp: SmtpSettings | None = None
     mail_retry: float = 30.0  # first retry of a failed send; doubles up to an hour
+    # Alerts while runs train: logged, mailed with `mail`, posted with `webhook`.
+    alerts: bool = True
+    alert_rules: AlertRules = field(default_factory=AlertRules)
+    webhook: WebhookSettings | None = None
+    report_url: str | None = None  # where `lossreport serve` shows the runs, for alert links
+
+    @property
+    def health_every(self) -> float:
+        """How often each running run is looked at without an event."""
+        return min(max(self.stale_after / 10, MIN_HEALTH_SECONDS), MAX_HEALTH_SECONDS)
 
     def __post_init__(self) -> None:
         if self.workers < 1:

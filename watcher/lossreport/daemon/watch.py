@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,17 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from .. import logformat, runformat, sources, storage
 from ..clock import utc_time
-from ..delivery.outbox import Outbox, OutboxSender
+from ..delivery.alerting import AlertTarget
+from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RunBusy, RunDirectoryError
 from ..report import pages
 from ..runformat import INDEX_FILE, presence, read_marker
+from .alerting import Alerter
 from .jobs import render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
-from .runstate import read_state, render_reason
+from .runstate import RunState, read_state, render_reason
 from .scheduler import Scheduler
 from .sdnotify import Notifier
 
@@ -80,7 +83,11 @@ class Watcher:
         self.stop = stop or threading.Event()
         self._wakeup = threading.Event()
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._schedule = Scheduler(debounce=options.debounce, live_every=options.live_every)
+        self._schedule = Scheduler(
+            debounce=options.debounce,
+            live_every=options.live_every,
+            health_every=options.health_every,
+        )
         self._in_flight: dict[str, Future[tuple[dict[str, Any], bool]]] = {}
         self._entries: dict[str, dict[str, Any]] = {}
         self._failures = 0
@@ -91,10 +98,13 @@ class Watcher:
         self._last_render: float | None = None
         self._advertised = self._presence_failed = False
         self._sender: OutboxSender | None = None
-        if options.mail is not None:
-            self._sender = OutboxSender(
-                Outbox(runs_dir), options.smtp or SmtpSettings(), options.mail_retry
-            )
+        if options.mail is not None or options.webhook is not None:
+            senders = Senders(options.smtp or SmtpSettings(), options.webhook)
+            self._sender = OutboxSender(Outbox(self.runs_dir), senders, options.mail_retry)
+        self._alerter: Alerter | None = None
+        if options.alerts and not options.once:  # alerts are for runs that train, not cron
+            target = AlertTarget(options.mail, options.webhook is not None, options.report_url)
+            self._alerter = Alerter(self.runs_dir, options.alert_rules, target, self._mail_queued)
 
     def run(self) -> int:
         """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
@@ -183,7 +193,10 @@ class Watcher:
                 self._advertise()
                 next_presence = now + presence.HEARTBEAT_SECS
             self._write_index_if_due(now)
-            self._wakeup.wait(min(self._schedule.sleep_time(now), next_presence - now))
+            deadlines = [self._schedule.sleep_time(now), next_presence - now, next_rescan - now]
+            if self._notifier.watchdog_interval:  # systemd restarts a daemon that pings late
+                deadlines.append(next_ping - now)
+            self._wakeup.wait(max(min(deadlines), 0.0))
 
     def _drain_events(self, now: float) -> None:
         while True:
@@ -210,9 +223,15 @@ class Watcher:
             self._forget(name)
         return len(run_dirs)
 
+    def _mail_queued(self) -> None:
+        if self._sender is not None:
+            self._sender.wake()
+
     def _forget(self, name: str) -> None:
         """A run that is no longer there (deleted, renamed): drop all we knew of it."""
         self._schedule.forget(name)
+        if self._alerter is not None:
+            self._alerter.forget(name)
         if self._entries.pop(name, None) is not None:
             self._schedule.index_changed(time.monotonic())
 
@@ -240,7 +259,8 @@ class Watcher:
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
         status = state.display_status(now_utc, self.options.stale_after)
-        live = status is None and self._schedule.live_due(name, time.monotonic())
+        alerted = self._alert(name, state, status, now_utc)
+        live = status is None and (alerted or self._schedule.live_due(name, time.monotonic()))
         if status is None and not live and name in self._entries:
             self._schedule.settled(name)
             return  # running, and shown already: its marker need not be read again
@@ -250,7 +270,8 @@ class Watcher:
             self._schedule.index_changed(time.monotonic())
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
         if reason is None and live:
-            reason, status = "running, live re-render", runformat.RUNNING
+            why = "alert raised" if alerted else "live re-render"
+            reason, status = f"running, {why}", runformat.RUNNING
         if reason is None or status is None:
             self._schedule.settled(name)
             return
@@ -270,6 +291,16 @@ class Watcher:
         future.add_done_callback(lambda _: self._wakeup.set())
         self._in_flight[name] = future
         self._schedule.render_started(name, time.monotonic())
+
+    def _alert(self, name: str, state: RunState, status: str | None, now: datetime) -> bool:
+        """Check the run for alerts (alerting.py); True if one was raised now."""
+        if self._alerter is None:
+            return False
+        alerted = self._alerter.look(name, state)
+        if status == runformat.STALLED and state.heartbeat is not None:
+            silent_for = (now - state.heartbeat).total_seconds()
+            alerted = self._alerter.stalled(name, state, silent_for) or alerted
+        return alerted
 
     def _collect_finished(self) -> None:
         self._broken_pool = False

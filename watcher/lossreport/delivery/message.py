@@ -59,7 +59,7 @@ def subject(result: RenderResult) -> str:
         text += f" · diverged: {', '.join(diverged)}"
     if result.problems:
         text += f" · {len(result.problems)} inputs skipped"
-    return _one_line(text)
+    return header_text(text)
 
 
 def build_message(
@@ -74,7 +74,7 @@ def build_message(
     """The message for `result` (a fresh render); `run_name` is the run's folder name."""
     run = result.run
     key = message_key(run)
-    link = _report_link(report_url, run_name, result.report.name) if report_url else None
+    link = report_link(report_url, run_name, result.report.name) if report_url else None
     attachment, attachment_note = _history_attachment(result) if attach_csv else (None, None)
     chart = _chart_png(result.combined_svg)
     message = EmailMessage(policy=MAIL_POLICY)
@@ -83,8 +83,8 @@ def build_message(
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = _message_id(key)  # the same on a resend, so clients can dedupe
-    message[HEADER_RUN] = _one_line(run_name)
-    message[HEADER_KEY] = _one_line(key)
+    message[HEADER_RUN] = header_text(run_name)
+    message[HEADER_KEY] = header_text(key)
     message.set_content(_plain_text(result, link, attachment_note))
     html = pages.render_email_html(
         subject=message["Subject"],
@@ -108,7 +108,7 @@ def build_message(
     return message
 
 
-def _report_link(base: str, run_name: str, report_name: str) -> str:
+def report_link(base: str, run_name: str, report_name: str) -> str:
     """Where `lossreport serve` (behind `base`) shows the report; names URL-quoted."""
     return f"{base.rstrip('/')}/{quote(run_name)}/loss_graphs/{quote(report_name)}"
 
@@ -169,7 +169,7 @@ def _message_id(key: str) -> str:
     return f"<lossreport.{digest}@{socket.gethostname() or 'localhost'}>"
 
 
-def _one_line(text: str) -> str:
+def header_text(text: str) -> str:
     """Header values from user strings: control characters (a newline would inject a header)
     become spaces."""
     return _CONTROL.sub(" ", text).strip()

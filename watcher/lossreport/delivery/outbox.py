@@ -1,12 +1,14 @@
-"""The persisted outbox: a run's email survives an SMTP outage and a daemon restart, and goes
-out once.
+"""The persisted outbox: a run's email, and an alert's email or webhook post, survives an SMTP
+or webhook outage and a daemon restart, and goes out once.
 
-A render worker writes each message, whole, to `RUNS/.lossreport/outbox/` before the render is
-recorded as done, so no crash can lose it. The daemon's sender thread hands each message to
-the SMTP server, records its key in the run's `.lossreport-mailed.json`, then removes it from
-the outbox; a message whose key is already recorded is never sent again. The one window left
-is a crash between the server's acceptance and that record: the message would be resent with
-the same Message-ID, which mail clients use to drop duplicates.
+A render worker (or the daemon, for an alert) writes each message, whole, to
+`RUNS/.lossreport/outbox/` (`KEY.eml`, or `KEY.post.json` for a webhook post) before the render
+or alert is recorded as done, so no crash can lose it. The daemon's sender thread hands each
+message to the SMTP server (or the webhook), records its key in the run's
+`.lossreport-mailed.json`, then removes it from the outbox; a message whose key is already
+recorded is never sent again. The one window left is a crash between the server's acceptance
+and that record: the message would be resent (a mail with the same Message-ID, which mail
+clients use to drop duplicates).
 """
 
 from __future__ import annotations
@@ -29,15 +31,24 @@ from typing import Any
 from .. import runformat, storage
 from ..backoff import Backoff
 from ..clock import utc_now
-from ..errors import MailError, RunBusy, UnsafePathError
+from ..errors import MailError, RunBusy, UnsafePathError, WebhookError
 from ..runformat import OUTBOX_DIR, SENT_FILE
-from . import smtp
+from . import smtp, webhook
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 3600.0
 MAX_MESSAGE_BYTES = 64 * 2**20  # a message is a few KB, plus the CSV (left out past 10 MB)
+MESSAGE_SUFFIX, POST_SUFFIX = ".eml", ".post.json"
+
+
+@dataclass(frozen=True)
+class Senders:
+    """How each kind of queued item goes out: SMTP for mail, and the webhook if one is set."""
+
+    smtp: smtp.SmtpSettings
+    webhook: webhook.WebhookSettings | None = None
 
 
 class Outbox:
@@ -49,23 +60,30 @@ class Outbox:
         self.runs_dir = runs_dir
         self.folder = runs_dir / OUTBOX_DIR
 
-    def wants(self, run_name: str, key: str) -> bool:
-        """Whether a message with `key` is neither sent nor queued: asked before building one."""
+    def wants(self, run_name: str, key: str, suffix: str = MESSAGE_SUFFIX) -> bool:
+        """Whether an item with `key` is neither sent nor queued: asked before building one."""
         return key not in sent_keys(self.runs_dir / run_name) and not storage.lexists(
-            self._path(key)
+            self._path(key, suffix)
         )
 
     def add(self, message: EmailMessage) -> Path:
         """Queue `message` (written whole); returns its file."""
+        return self._write(self._path(str(message[HEADER_KEY])), message.as_bytes())
+
+    def add_post(self, key: str, run_name: str, payload: dict[str, Any]) -> Path:
+        """Queue a webhook post of `payload` for run `run_name`, sent once per `key`."""
+        document = {"key": key, "run": run_name, "payload": payload}
+        return self._write(self._path(key, POST_SUFFIX), json.dumps(document).encode())
+
+    def _write(self, path: Path, data: bytes) -> Path:
         storage.make_dir(self.folder.parent, 0o700)  # refuses a link: never followed
         storage.make_dir(self.folder, 0o700)
-        path = self._path(str(message[HEADER_KEY]))
         with self._opened() as folder:
-            storage.atomic_write(path, message.as_bytes(), dir_fd=folder)
+            storage.atomic_write(path, data, dir_fd=folder)
         return path
 
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.eml"
+    def _path(self, key: str, suffix: str = MESSAGE_SUFFIX) -> Path:
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}{suffix}"
 
     @contextmanager
     def _opened(self) -> Iterator[int]:
@@ -92,20 +110,19 @@ class Outbox:
         ours = sorted((info.st_mtime_ns, name) for name, info in entries if _ours(info))
         return [self.folder / name for _, name in ours]
 
-    def deliver(self, path: Path, settings: smtp.SmtpSettings) -> str | None:
-        """Send one queued message; returns its run's name, or None if it was not ours to send
-        (another daemon holds it, or it was sent already). Raises MailError, leaving it queued,
-        and UnsafePathError for a message that is not this user's regular file."""
+    def deliver(self, path: Path, senders: Senders) -> str | None:
+        """Send one queued item; returns its run's name, or None if it was not ours to send
+        (another daemon holds it, or it was sent already). Raises MailError or WebhookError,
+        leaving it queued, and UnsafePathError for an item that is not this user's regular
+        file."""
         with self._opened() as folder:
             try:
                 with storage.exclusive_lock(path, wait=0, create=False, dir_fd=folder) as fd:
-                    return self._deliver_held(path, folder, fd, settings)
+                    return self._deliver_held(path, folder, fd, senders)
             except (FileNotFoundError, RunBusy):
                 return None  # delivered meanwhile, or another daemon is at it
 
-    def _deliver_held(
-        self, path: Path, folder: int, fd: int, settings: smtp.SmtpSettings
-    ) -> str | None:
+    def _deliver_held(self, path: Path, folder: int, fd: int, senders: Senders) -> str | None:
         info = os.fstat(fd)
         if not _ours(info):
             raise UnsafePathError(path, "is not a file this user queued; not sent")
@@ -113,17 +130,40 @@ class Outbox:
         if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
             return None  # replaced meanwhile: the next pass looks at the new file
         data = storage.read_descriptor(fd, path, MAX_MESSAGE_BYTES)
+        if path.name.endswith(POST_SUFFIX):
+            return self._post(path, folder, data, senders.webhook)
         message = BytesParser(policy=MAIL_POLICY).parsebytes(data)
         key, run_name = str(message[HEADER_KEY]), str(message[HEADER_RUN])
-        if not runformat.is_run_name(run_name):
-            raise MailError(f"{path}: names no run of {self.runs_dir}; not sent")
-        run_dir = self.runs_dir / run_name
+        run_dir = self._run_dir(path, run_name)
         sent = key not in sent_keys(run_dir)
         if sent:
-            smtp.send(settings, message)
+            smtp.send(senders.smtp, message)
             _record_sent(run_dir, key, str(message["Message-ID"]), str(message["To"]))
         storage.remove_at(path.name, folder)
         return run_name if sent else None
+
+    def _post(
+        self, path: Path, folder: int, data: bytes, settings: webhook.WebhookSettings | None
+    ) -> str | None:
+        try:
+            document = json.loads(data)
+            key, run_name, payload = document["key"], document["run"], dict(document["payload"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WebhookError(f"{path}: not a queued webhook post ({exc}); not sent") from None
+        if settings is None:
+            raise WebhookError(f"{path}: queued for a webhook, but none is set (--alert-webhook)")
+        run_dir = self._run_dir(path, str(run_name))
+        sent = str(key) not in sent_keys(run_dir)
+        if sent:
+            webhook.post(settings, payload)
+            _record_sent(run_dir, str(key), "", settings.where)
+        storage.remove_at(path.name, folder)
+        return str(run_name) if sent else None
+
+    def _run_dir(self, path: Path, run_name: str) -> Path:
+        if not runformat.is_run_name(run_name):
+            raise MailError(f"{path}: names no run of {self.runs_dir}; not sent")
+        return self.runs_dir / run_name
 
 
 def _check_ours(path: Path, fd: int) -> None:
@@ -167,7 +207,7 @@ def _ours(info: os.stat_result) -> bool:
 
 
 def _is_message(name: str) -> bool:
-    return name.endswith(".eml") and not name.startswith(".")
+    return name.endswith((MESSAGE_SUFFIX, POST_SUFFIX)) and not name.startswith(".")
 
 
 @dataclass
@@ -182,7 +222,7 @@ class OutboxSender:
     (first_retry, doubling, at most an hour) for as long as the daemon runs."""
 
     outbox: Outbox
-    settings: smtp.SmtpSettings
+    senders: Senders
     first_retry: float = 30.0
     _retries: dict[Path, _Retry] = field(default_factory=dict)
     _wakeup: threading.Event = field(default_factory=threading.Event)
@@ -232,11 +272,15 @@ class OutboxSender:
                 failed += 1
                 continue
             try:
-                run_name = self.outbox.deliver(path, self.settings)
+                run_name = self.outbox.deliver(path, self.senders)
                 self._retries.pop(path, None)
                 if run_name is not None:
+                    posted = path.name.endswith(POST_SUFFIX)
                     logger.info(
-                        "run=%s mailed", run_name, extra={"run": run_name, "event": "mail_sent"}
+                        "run=%s %s",
+                        run_name,
+                        "alert posted" if posted else "mailed",
+                        extra={"run": run_name, "event": "posted" if posted else "mail_sent"},
                     )
             except Exception as exc:  # the SMTP server, or a broken file: this message waits
                 failed += 1
@@ -244,7 +288,7 @@ class OutboxSender:
                 delay = self._delays.delay(retry.attempts)
                 retry.due = time.monotonic() + delay
                 logger.error(
-                    "mail %s not sent (attempt %d, retry in %.0fs): %s: %s",
+                    "%s not sent (attempt %d, retry in %.0fs): %s: %s",
                     path.name,
                     retry.attempts,
                     delay,

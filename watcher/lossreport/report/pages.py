@@ -87,6 +87,7 @@ def render_html(
     files: dict[str, str],
     problems: list[str],
     anomalies: list[str],
+    alerts: list[dict[str, Any]] | None = None,
 ) -> str:
     """The report page. `run` holds run.json's fields (and `duration`); `combined_chart` is the
     file name of the all-losses chart among `charts`; `files` maps a label to a file name in
@@ -110,6 +111,7 @@ def render_html(
         files=files,
         problems=problems,
         anomalies=anomalies,
+        alerts=alerts or [],
         csp=REPORT_CSP,
     )
 
@@ -167,6 +169,7 @@ def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
         "final": {str(k): number(v) for k, v in final.items()} if isinstance(final, dict) else {},
         "problems": count("problems"),
         "anomalies": count("anomalies"),
+        "alerts": count("alerts"),
         "report": f"{run_name}/{GRAPHS_DIR}/{report_name}" if report_name else "",
         "error": text("error"),
         "rendered_at": text("rendered_at"),

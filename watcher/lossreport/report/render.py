@@ -47,6 +47,7 @@ class RenderResult:
     run: dict[str, Any]  # run.json's fields, `status` as rendered, `duration`
     anomalies: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # raised while it trained
     combined_svg: str | None = None  # for pages and mail that draw the chart at their own size
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # small, for the index
     fingerprint: str = ""  # the inputs as the render found them, before reading them
@@ -143,6 +144,7 @@ def index_entry(result: RenderResult) -> dict[str, Any]:
         "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
         "problems": len(result.problems),
         "anomalies": len(result.anomalies),
+        "alerts": len(result.alerts),
         "report": str(result.report.relative_to(result.run_dir.parent)),
         "rendered_at": utc_now("seconds"),
         "curves": result.curves,
@@ -177,6 +179,7 @@ def render_held(
         names = OutputNames.for_run(record.model, record.hook, started)
         summary = stats.summary_stats(history, record.model, record.hook)
         anomalies = stats.anomalies(summary)
+        alerts = runformat.read_alert_log(run_dir)
         page_fields = _page_fields(record, status)
         final_dir = run_dir / runformat.GRAPHS_DIR
         stage = _make_stage(run_dir, run_fd)
@@ -187,6 +190,7 @@ def render_held(
                 "run": _run_fields(record, status),
                 **summary,
                 "anomalies": anomalies,
+                "alerts": alerts,
                 "skipped": problems,
             }
             write_json(stage / names.summary_json, document)
@@ -202,6 +206,7 @@ def render_held(
                 files=files,
                 problems=problems,
                 anomalies=anomalies,
+                alerts=alerts,
             )
             storage.atomic_write(stage / names.report_html, page.encode())
             csv_written.result()
@@ -219,6 +224,7 @@ def render_held(
         run=page_fields,
         anomalies=anomalies,
         problems=problems,
+        alerts=alerts,
         combined_svg=next(
             (chart.svg for chart in drawn if chart.path.name == names.combined_png), None
         ),

@@ -10,10 +10,13 @@ docs/run-directory-format.md is the contract other writers can implement.
 - shards.py: loss shards, written and read back into one table (`LossData`)
 - marker.py: the render marker in `loss_graphs/`
 - presence.py: a live daemon's presence file in the runs directory
+- alertlog.py: the alerts raised while a run trained
 """
 
 from ..clock import utc_now
+from .alertlog import append_alert_log, read_alert_log
 from .layout import (
+    ALERTS_FILE,
     CLEARED_DIR,
     COMPLETED,
     FAILED,
@@ -66,6 +69,7 @@ from .shards import (
 )
 
 __all__ = [
+    "ALERTS_FILE",
     "CLEARED_DIR",
     "COMPLETED",
     "FAILED",
@@ -94,6 +98,7 @@ __all__ = [
     "LossData",
     "RenderedMarker",
     "RunRecord",
+    "append_alert_log",
     "clean_name",
     "holds_inputs",
     "is_run_name",
@@ -104,6 +109,7 @@ __all__ = [
     "next_shard_seq",
     "parse_shard_name",
     "parse_time",
+    "read_alert_log",
     "read_losses",
     "read_marker",
     "read_run_file",

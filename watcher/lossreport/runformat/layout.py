@@ -10,7 +10,8 @@ RUNS_DIR/
       .lossreport-rendered.json     the render marker (marker.py)
     .lossreport-render.lock         held while a renderer writes loss_graphs/
     .loss_graphs.new-*, .old-*      a render's staging folders
-    .lossreport-mailed.json         the emails sent for the run
+    .lossreport-mailed.json         the emails (and webhook posts) sent for the run
+    .lossreport-alerts.json         the alerts raised while it trained (alertlog.py)
   .lossreport/outbox/*.eml          emails waiting to be sent
   index.html                        the runs index the daemon keeps
   .lossreport-daemon.json           a live daemon's presence and heartbeat (presence.py)
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 
 from .. import storage
@@ -38,6 +39,7 @@ MARKER = ".lossreport-rendered.json"  # in loss_graphs/: what the last render sa
 LOCK_FILE = ".lossreport-render.lock"
 STAGE_PREFIXES = (f".{GRAPHS_DIR}.new-", f".{GRAPHS_DIR}.old-")  # a render's new and old folders
 SENT_FILE = ".lossreport-mailed.json"
+ALERTS_FILE = ".lossreport-alerts.json"  # the alerts raised while the run trained (alertlog.py)
 # In the runs directory
 OUTBOX_DIR = Path(".lossreport") / "outbox"
 INDEX_FILE = "index.html"
@@ -133,8 +135,10 @@ def parse_shard_name(name: str) -> tuple[int, int | None] | None:
     return int(match.group(1)), None if match.group(2) is None else int(match.group(2))
 
 
-def iter_shards(run_dir: Path) -> Iterator[tuple[int, int | None, Path]]:
-    """Every complete shard of a run, in write order. Hidden temp files never match."""
+def iter_shards(run_dir: Path, skip: Container[str] = ()) -> Iterator[tuple[int, int | None, Path]]:
+    """Every complete shard of a run, in write order. Hidden temp files never match. Names in
+    `skip` (shards a reader has read already) are passed over before any other work, so a
+    reader that keeps them pays for the new shards, not for the run's length."""
     losses = run_dir / LOSSES_DIR
     if storage.lexists(losses) and not storage.is_real_dir(losses):
         raise UnsafePathError(losses, f"is {storage.kind_of(losses)}, not a folder; not read")
@@ -148,6 +152,8 @@ def iter_shards(run_dir: Path) -> Iterator[tuple[int, int | None, Path]]:
     # ASCII): concurrent writers' shards of one number have no true order, only a fixed one.
     found = []
     for entry in entries:
+        if entry.name in skip:
+            continue
         match = _SHARD_RE.match(entry.name)
         if match is not None:
             seq, rank, writer = match.groups()

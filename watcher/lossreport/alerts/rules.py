@@ -1,0 +1,313 @@
+"""What to warn about while a run trains, and how `[alerts]` in a --config file says it.
+
+Built-in rules (each fires at most once per run):
+
+- **non-finite**: the first logged value that is NaN, inf or -inf, in any loss. A null is "not
+  logged at this step", never a value.
+- **divergence** (on by default): for each loss whose name matches one of `losses` (fnmatch
+  patterns), the first `warmup` finite logged values are passed over: they neither set the best
+  nor count in a streak, as early training often starts low and climbs before it falls. After
+  them, `best` is the lowest finite value so far and the line is
+  `best + (factor - 1) * abs(best)` (`factor` x best for a positive loss). The loss diverges
+  when `patience` finite logged values in a row are above the line; the alert names the first
+  step of that streak, the value that completed it, and best with its step. A loss whose best is
+  0 or less never diverges by this rule: a ratio to zero means nothing. NaN and inf are passed
+  over (the non-finite rule reports them) and do not break a streak; a value at or under the
+  line does.
+- **stalled**: a running run whose trainer stopped writing; the daemon judges it from run.json,
+  so here it is only a switch.
+
+User rules, each with its own name:
+
+- **threshold** (`above`): the first finite logged value above `above` at a step of at least
+  `after_step`.
+- **plateau** (`no_improvement_steps`): the best value improves only when a finite value is
+  below `best - min_delta` (it becomes the new best, at its step); the rule fires at the first
+  finite logged value, not itself an improvement, at a step `no_improvement_steps` or more after
+  the best's step.
+
+    [alerts]
+    non_finite = true                 # optional, default true
+    stalled = true                    # optional, default true
+    divergence = false                # optional: off; or a table:
+    [alerts.divergence]
+    factor = 3.0                      # above 1; default 2
+    patience = 200                    # 1 or more; default 100
+    warmup = 500                      # 0 or more; default 100
+    losses = ["overall_loss", "mse_*"]  # default ["*"]
+    [[alerts.rule]]
+    name = "mse above 0.5 after warm-up"
+    loss = "mse_loss"
+    above = 0.5
+    after_step = 1000                 # optional, default 0
+    [[alerts.rule]]
+    name = "overall stuck"
+    loss = "overall_loss"
+    no_improvement_steps = 5000
+    min_delta = 0.001                 # optional, default 0
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import ConfigError
+
+NON_FINITE, DIVERGENCE, STALLED = "non-finite", "divergence", "stalled"
+BUILT_IN = (NON_FINITE, DIVERGENCE, STALLED)
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The divergence rule's settings (the module docstring defines the rule); the ranges in
+    the comments are checked by `parse_alert_rules`."""
+
+    factor: float = 2.0  # above 1
+    patience: int = 100  # 1 or more
+    warmup: int = 100  # 0 or more
+    losses: tuple[str, ...] = ("*",)  # fnmatch patterns of loss names, at least one
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A user rule: `loss` (an fnmatch pattern) above `above` (finite) from `after_step` on."""
+
+    name: str
+    loss: str
+    above: float
+    after_step: int = 0
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """A user rule: `loss` (an fnmatch pattern) not better by more than `min_delta` (0 or more)
+    for `steps` (1 or more) steps."""
+
+    name: str
+    loss: str
+    steps: int
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    """Which rules a run is checked against: the built-in ones (all on by default) and the
+    config's own, `user`."""
+
+    non_finite: bool = True
+    divergence: Divergence | None = Divergence()  # None: off
+    stalled: bool = True
+    user: tuple[Threshold | Plateau, ...] = ()
+
+    def names(self) -> list[str]:
+        """Every enabled rule's name: the built-in ones first, then the user's in their order."""
+        switches = (self.non_finite, self.divergence is not None, self.stalled)
+        built_in = [name for name, on in zip(BUILT_IN, switches, strict=True) if on]
+        return built_in + [rule.name for rule in self.user]
+
+
+def parse_alert_rules(section: object, path: Path) -> AlertRules:
+    """The rules of an `[alerts]` table, as `tomllib` gives it; a missing key keeps its default.
+
+    Raises ConfigError, starting `{path}: ` and naming the table, the rule and the key, for an
+    unknown key, a wrong type (a bool is not a number), a number that is not finite or out of
+    range, or a rule that is not exactly one of a threshold and a plateau, or whose name is
+    missing, empty, a built-in rule's or another rule's.
+    """
+    table = _table(section, path, "[alerts]")
+    _known(table, _ALERT_KEYS, path, "[alerts]")
+    rules = AlertRules()
+    non_finite = _value(table, "non_finite", _flag, rules.non_finite, path, "[alerts]")
+    stalled = _value(table, "stalled", _flag, rules.stalled, path, "[alerts]")
+    divergence = rules.divergence
+    if "divergence" in table:
+        divergence = _divergence(table["divergence"], path)
+    entries = table.get("rule", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: [alerts] rule = {entries!r}: expected [[alerts.rule]] tables")
+    user: list[Threshold | Plateau] = []
+    for number, entry in enumerate(entries, start=1):
+        rule = _user_rule(entry, number, path)
+        label = _rule_label(number, rule.name)
+        if rule.name in BUILT_IN:
+            raise ConfigError(
+                f"{path}: {label}: the name of a built-in rule ({', '.join(BUILT_IN)}); "
+                "choose another"
+            )
+        earlier = [i for i, other in enumerate(user, start=1) if other.name == rule.name]
+        if earlier:
+            raise ConfigError(
+                f"{path}: {label}: rule {earlier[0]} has this name too; each rule needs its own"
+            )
+        user.append(rule)
+    return AlertRules(non_finite, divergence, stalled, tuple(user))
+
+
+def _divergence(value: object, path: Path) -> Divergence | None:
+    if isinstance(value, bool):
+        return Divergence() if value else None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{path}: [alerts] divergence = {value!r}: expected true, false or a table"
+        )
+    where = "[alerts.divergence]"
+    _known(value, _DIVERGENCE_KEYS, path, where)
+    # The keys are Divergence's fields: one left out keeps its default.
+    return Divergence(
+        **{key: _checked(value, key, _DIVERGENCE_KEYS[key], path, where) for key in value}
+    )
+
+
+def _user_rule(entry: object, number: int, path: Path) -> Threshold | Plateau:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: [alerts] rule {number}: expected a table, got {entry!r}")
+    label = _rule_label(number, entry.get("name"))
+    where = f"{label}:"  # before a key: `[alerts] rule 2 ("x"): above = ...`
+    _known(entry, _RULE_KEYS, path, where)
+    for key in ("name", "loss"):
+        if key not in entry:
+            raise ConfigError(f"{path}: {label}: missing {key}")
+    name = _value(entry, "name", _name, "", path, where)
+    loss = _value(entry, "loss", _pattern, "", path, where)
+    kinds = [key for key in ("above", "no_improvement_steps") if key in entry]
+    if len(kinds) != 1:
+        count = "both" if kinds else "neither"
+        raise ConfigError(
+            f"{path}: {label}: has {count} of above (a threshold) and no_improvement_steps "
+            "(a plateau); give exactly one"
+        )
+    if kinds == ["above"]:
+        _only_with(entry, "min_delta", "no_improvement_steps", path, label)
+        return Threshold(
+            name,
+            loss,
+            above=_value(entry, "above", _finite, 0.0, path, where),
+            after_step=_value(entry, "after_step", _integer(0), 0, path, where),
+        )
+    _only_with(entry, "after_step", "above", path, label)
+    return Plateau(
+        name,
+        loss,
+        steps=_value(entry, "no_improvement_steps", _integer(1), 1, path, where),
+        min_delta=_value(entry, "min_delta", _min_delta, 0.0, path, where),
+    )
+
+
+def _rule_label(number: int, name: object) -> str:
+    """`[alerts] rule 2 ("overall stuck")`, or without the name while it is not a usable one."""
+    if isinstance(name, str) and name:
+        return f'[alerts] rule {number} ("{name}")'
+    return f"[alerts] rule {number}"
+
+
+def _table(value: object, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {where} must be a table, not {value!r}")
+    return value
+
+
+def _known(table: dict[str, Any], keys: Collection[str], path: Path, where: str) -> None:
+    for key in table:
+        if key not in keys:
+            raise ConfigError(f"{path}: {where} unknown key {key!r} (known: {', '.join(keys)})")
+
+
+def _only_with(table: dict[str, Any], key: str, other: str, path: Path, label: str) -> None:
+    if key in table:
+        raise ConfigError(f"{path}: {label}: {key} belongs to a rule with {other}")
+
+
+def _value(
+    table: dict[str, Any],
+    key: str,
+    check: Callable[[object], _T],
+    default: _T,
+    path: Path,
+    where: str,
+) -> _T:
+    return _checked(table, key, check, path, where) if key in table else default
+
+
+def _checked(
+    table: dict[str, Any], key: str, check: Callable[[object], _T], path: Path, where: str
+) -> _T:
+    value = table[key]
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {where} {key} = {value!r}: expected {exc}") from None
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _finite(value: object) -> float:
+    """A finite float; an int is one too, a bool is not."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("a finite number")
+    return float(value)
+
+
+def _factor(value: object) -> float:
+    number = _finite(value)
+    if number <= 1:
+        raise ValueError("a number above 1")
+    return number
+
+
+def _min_delta(value: object) -> float:
+    number = _finite(value)
+    if number < 0:
+        raise ValueError("a number, 0 or more")
+    return number
+
+
+def _integer(low: int) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"an integer, {low} or more")
+        return value
+
+    return check
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty name")
+    if any(unicodedata.category(char)[0] == "C" for char in value):
+        raise ValueError("a name without control characters")  # names go into mail and logs
+    return value
+
+
+def _pattern(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("a loss name or fnmatch pattern (a non-empty string)")
+    return value
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("a non-empty list of loss names or fnmatch patterns")
+    return tuple(_pattern(item) for item in value)
+
+
+# The keys each table takes, in the order error messages list them. [alerts.divergence]'s
+# are Divergence's fields, with what checks and converts each.
+_ALERT_KEYS = ("non_finite", "stalled", "divergence", "rule")
+_DIVERGENCE_KEYS: dict[str, Callable[[object], Any]] = {
+    "factor": _factor,
+    "patience": _integer(1),
+    "warmup": _integer(0),
+    "losses": _patterns,
+}
+_RULE_KEYS = ("name", "loss", "above", "after_step", "no_improvement_steps", "min_delta")

@@ -1,0 +1,122 @@
+"""An alert raised while a run trains, on its way out: an email and a webhook post queued in the
+outbox (sent, retried and recorded as sent like a run's summary mail), each once per run and
+rule. The log line is the daemon's.
+
+Everything here is plain text and JSON: an alert must reach a phone's lock screen and a chat
+channel, and be cheap to build in the daemon's own process.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+from .. import runformat
+from ..alerts.check import Alert
+from ..report.outputs import OutputNames
+from .mailjob import MailJob
+from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY, header_text, report_link
+from .outbox import POST_SUFFIX, Outbox
+
+
+@dataclass(frozen=True)
+class AlertTarget:
+    """Where a run's alerts go besides the log: the run summary's recipients, a webhook."""
+
+    mail: MailJob | None = None
+    webhook: bool = False
+    report_url: str | None = None  # where `lossreport serve` shows the runs, for links
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    """An alert with the run it is about, as delivered and recorded."""
+
+    run_name: str  # the run's folder
+    run: runformat.RunRecord
+    alert: Alert
+    link: str  # the run's report: through `lossreport serve`, or its file
+
+    @property
+    def key(self) -> str:
+        """Once per run and rule, across daemon restarts."""
+        return f"alert|{self.run.run_id}|{self.alert.rule}"
+
+    def text(self) -> str:
+        """One paragraph: the run, what happened, where to look."""
+        return (
+            f"lossreport alert for run {self.run_name} ({self.run.model} · {self.run.hook}): "
+            f"{self.alert.detail} Report: {self.link}"
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook's JSON: `text` for chat tools, the rest for anything else."""
+        return {
+            "text": self.text(),
+            "run": self.run_name,
+            "run_id": self.run.run_id,
+            "model": self.run.model,
+            "hook": self.run.hook,
+            "report": self.link,
+            **self.alert.to_json(),
+        }
+
+
+def raised(runs_dir: Path, run_name: str, run: runformat.RunRecord, alert: Alert,
+           report_url: str | None) -> RaisedAlert:  # fmt: skip
+    """`alert` about the run in `runs_dir/run_name`, linked to its report (which the daemon
+    renders live once it raises an alert, under the name the record gives it)."""
+    names = OutputNames.for_run(run.model, run.hook, runformat.parse_time(run.started_at))
+    if report_url:
+        link = report_link(report_url, run_name, names.report_html)
+    else:
+        link = str(runs_dir / run_name / runformat.GRAPHS_DIR / names.report_html)
+    return RaisedAlert(run_name, run, alert, link)
+
+
+def queue(outbox: Outbox, raised_alert: RaisedAlert, target: AlertTarget) -> None:
+    """Queue the alert's email and webhook post, each unless sent or queued already.
+    Raises OSError when the outbox cannot be written."""
+    key, run_name = raised_alert.key, raised_alert.run_name
+    if target.mail is not None and outbox.wants(run_name, key + "|mail"):
+        outbox.add(_email(raised_alert, target.mail))
+    if target.webhook and outbox.wants(run_name, key + "|post", POST_SUFFIX):
+        outbox.add_post(key + "|post", run_name, raised_alert.payload())
+
+
+def _email(raised_alert: RaisedAlert, mail: MailJob) -> EmailMessage:
+    alert = raised_alert.alert
+    where = f" in {alert.loss}" if alert.loss else ""
+    at = f" at step {alert.step}" if alert.step is not None else ""
+    message = EmailMessage(policy=MAIL_POLICY)
+    message["Subject"] = header_text(
+        f"[lossreport] ALERT {raised_alert.run_name}: {alert.rule}{where}{at}"
+    )
+    message["From"] = mail.sender
+    message["To"] = ", ".join(mail.recipients)
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid("lossreport.alert", socket.gethostname() or "localhost")
+    message[HEADER_RUN] = header_text(raised_alert.run_name)
+    message[HEADER_KEY] = header_text(raised_alert.key + "|mail")
+    value = "" if alert.value is None else f"Value: {_value(alert.value)}\n"
+    message.set_content(
+        f"{alert.detail}\n\n"
+        f"Run: {raised_alert.run_name} (run id {raised_alert.run.run_id})\n"
+        f"Model: {raised_alert.run.model}\nHook: {raised_alert.run.hook}\n"
+        f"Rule: {alert.rule}\n"
+        + (f"Loss: {alert.loss}\n" if alert.loss else "")
+        + (f"Step: {alert.step}\n" if alert.step is not None else "")
+        + value
+        + f"\nReport (rendered live): {raised_alert.link}\n\n"
+        "lossreport sends each alert once per run and rule; the run keeps training.\n"
+    )
+    return message
+
+
+def _value(value: float) -> str:
+    return repr(value) if math.isfinite(value) else str(value)

@@ -1,0 +1,97 @@
+"""Posting one alert to a chat tool's incoming webhook (Slack, Mattermost, Teams, Discord's
+Slack-compatible endpoint, or anything that takes JSON): an HTTP POST of a JSON object whose
+`text` field those tools show, plus structured fields for anything else.
+
+Secrets never come from the command line, where `ps` and shell history would show them: a
+bearer token comes from an environment variable or a file, and a webhook URL that itself holds
+a secret (Slack's do) from the environment. The standard library's HTTP client does the work;
+redirects are not followed (a POST re-sent elsewhere could carry the token there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import WebhookError
+from ..version import __version__
+
+URL_ENV = "LOSSREPORT_ALERT_WEBHOOK_URL"
+TOKEN_ENV = "LOSSREPORT_ALERT_WEBHOOK_TOKEN"
+TIMEOUT_SECONDS = 10.0
+
+
+def check_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host and no user:password part (credentials
+    belong in the environment or a file); ValueError naming what is wrong otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "the webhook URL holds a user or password: give a token in "
+            f"${TOKEN_ENV} or a token file instead"
+        )
+    return url
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str
+    token_file: Path | None = None
+    token_env: str = TOKEN_ENV
+    timeout: float = TIMEOUT_SECONDS
+
+    @property
+    def where(self) -> str:
+        """The URL without its path, for logs and errors: Slack-style paths are secrets."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def token(self) -> str | None:
+        """A bearer token from `token_file` (first line) or else the environment; read at each
+        post, so a rotated secret is picked up."""
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text().splitlines()[0].strip()
+            except (OSError, IndexError, UnicodeDecodeError) as exc:
+                raise WebhookError(
+                    f"{self.token_file}: cannot read the webhook token ({exc})"
+                ) from exc
+        return os.environ.get(self.token_env) or None
+
+
+def post(settings: WebhookSettings, payload: dict[str, Any]) -> None:
+    """POST `payload` as JSON; raises WebhookError unless the answer is 2xx."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"lossreport/{__version__}",
+    }
+    token = settings.token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        settings.url, data=json.dumps(payload).encode(), headers=headers, method="POST"
+    )
+    try:
+        with _OPENER.open(request, timeout=settings.timeout) as answer:
+            answer.read(64 * 1024)
+    except urllib.error.HTTPError as exc:
+        raise WebhookError(f"{settings.where} answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WebhookError(f"{settings.where} unreachable: {reason}") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None  # the 3xx is then raised as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
