@@ -250,3 +250,28 @@ def test_the_sent_record_lives_in_the_run_directory(runs_dir: Path) -> None:
         (received,) = smtp.received
     assert (run_dir / SENT_FILE).is_file()
     assert sent_keys(run_dir) == {received.message["X-Lossreport-Key"]}
+
+
+def test_a_run_its_trainer_rendered_at_close_is_still_mailed_once(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """The trainer's own report (report_on_close=True) records the render, so the daemon has
+    nothing to render: it must still send the run's email, and only once."""
+    with SmtpServer() as smtp:
+        daemon = Daemon(runs_dir, *_mail_args(smtp.port), log=tmp_path / "daemon.log")
+        try:
+            daemon.wait_for_event("watching")
+            trainer = start_trainer(runs_dir, "r", "--steps", "50", "--report-on-close", "true")
+            output, _ = trainer.communicate(timeout=120)
+            assert trainer.returncode == 0 and "Loss Training Summary:" in output
+            wait_for(lambda: len(smtp.received) >= 1, timeout=60)
+            wait_rendered(runs_dir / "r", "completed")
+            daemon.stop()
+            daemon = Daemon(runs_dir, *_mail_args(smtp.port), log=tmp_path / "daemon2.log")
+            daemon.wait_for_event("watching")
+        finally:
+            daemon.stop()
+        (received,) = smtp.received
+        assert "r completed" in received.message["Subject"]
+        assert daemon.events("render_started") == []  # the restarted daemon: nothing to do
+        assert not list((runs_dir / OUTBOX_DIR).iterdir())

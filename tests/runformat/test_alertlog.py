@@ -41,6 +41,9 @@ def test_a_hand_edited_log_is_read_with_each_field_of_its_type(runs_dir: Path) -
         "['x']",
         None,
     )
+    (run_dir / runformat.ALERTS_FILE).write_text('{"alerts": [{"value": NaN, "extra": [1]}]}')
+    (entry,) = runformat.read_alert_log(run_dir)
+    assert entry["value"] == "nan" and "extra" not in entry  # strict JSON for the summary
     for junk in ("", "[]", '{"alerts": 1}'):
         (run_dir / runformat.ALERTS_FILE).write_text(junk)
         assert runformat.read_alert_log(run_dir) == []

@@ -154,6 +154,19 @@ def test_true_renders_even_under_a_live_daemon_and_false_never(
     assert capsys.readouterr().out.count("Loss Training Summary:") == 1
 
 
+def test_auto_given_as_any_string_equal_to_it_leaves_the_report_to_the_daemon(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE)
+    presence.write_presence(runs_dir)
+    from_a_config_file = "".join(["au", "to"])  # not the interned literal
+    with lossreport.start_run(
+        runs_dir, model="m", hook="h", run_id="r", report_on_close=from_a_config_file
+    ) as run:
+        run.log(0, mse_loss=1.0)
+    assert not (runs_dir / "r" / runformat.GRAPHS_DIR).exists()
+
+
 def test_the_environment_decides_auto_before_the_daemon_does(
     runs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

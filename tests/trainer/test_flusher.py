@@ -214,16 +214,17 @@ def test_run_flush_after_a_clean_close_is_true(runs_dir: Path) -> None:
 def test_with_nothing_to_write_the_thread_beats_only_every_idle_heartbeat_interval(
     run_dir: Path, heartbeat: Heartbeat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("lossreport.trainer.flusher.IDLE_HEARTBEAT_SECS", 0.5)
+    monkeypatch.setattr(runformat, "IDLE_HEARTBEAT_SECS", 0.5)
     flusher = ShardFlusher(run_dir, rank=None, flush_secs=0.02, heartbeat=heartbeat)
     started = time.monotonic()
     flusher.start()
     try:
         wait_for(lambda: heartbeat.beats >= 2, timeout=10)
         assert time.monotonic() - started >= 0.7  # idle: every 0.5 s, not every 0.02 s tick
-        _log(flusher, range(3), mse_loss=1.0)
+        monkeypatch.setattr(runformat, "IDLE_HEARTBEAT_SECS", 60.0)  # no idle beat from here
         before = heartbeat.beats
+        _log(flusher, range(3), mse_loss=1.0)
         wait_for(lambda: _shards(run_dir), timeout=10)
-        wait_for(lambda: heartbeat.beats > before, timeout=0.4)  # a shard beats at once
+        wait_for(lambda: heartbeat.beats > before, timeout=2)  # a shard beats at once
     finally:
         flusher.stop()

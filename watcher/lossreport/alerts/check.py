@@ -34,9 +34,6 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _Values = tuple[FloatArray, BoolArray | None]  # a loss in a shard: values, rows logged (None: all)
 
-_FIELDS = ("rule", "loss", "step", "value", "detail")
-_NON_FINITE_TEXT = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
 
 @dataclass(frozen=True)
 class Alert:
@@ -56,36 +53,6 @@ class Alert:
         if self.value is not None and not math.isfinite(self.value):
             value = str(self.value)
         return dict(rule=self.rule, loss=self.loss, step=self.step, value=value, detail=self.detail)
-
-    @classmethod
-    def from_json(cls, doc: Any) -> Alert:
-        """`to_json`'s inverse. Raises KeyError (a field missing), TypeError (a field of the
-        wrong type) or ValueError (an unknown field or value) for anything else."""
-        if not isinstance(doc, dict):
-            raise TypeError(f"an alert is a JSON object, not {type(doc).__name__}")
-        unknown = sorted(set(doc) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown alert fields: {', '.join(unknown)}")
-        rule, loss, step, value, detail = (doc[key] for key in _FIELDS)
-        if not isinstance(rule, str) or not isinstance(detail, str):
-            raise TypeError("an alert's rule and detail are strings")
-        if loss is not None and not isinstance(loss, str):
-            raise TypeError("an alert's loss is a string or null")
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-            raise TypeError("an alert's step is an integer or null")
-        return cls(rule, loss, step, _value_from_json(value), detail)
-
-
-def _value_from_json(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value not in _NON_FINITE_TEXT:
-            raise ValueError(f"an alert's value is a number, not {value!r}")
-        return _NON_FINITE_TEXT[value]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError("an alert's value is a number or null")
-    return float(value)
 
 
 class RunChecker:
@@ -121,13 +88,6 @@ class RunChecker:
                 continue
             alerts += self._feed(steps, losses)
         return alerts
-
-    def feed(self, table: pa.Table) -> list[Alert]:
-        """The alerts one shard raises: `step` (an integer column), `wall_time` (not used) and
-        number columns, one per loss, whose nulls are steps that did not log it. Raises
-        ValueError for a table without an integer `step` or with a column name twice, and
-        pyarrow's error for a column it cannot convert."""
-        return self._feed(*_columns(table))
 
     def _feed(self, steps: IntArray, losses: dict[str, _Values]) -> list[Alert]:
         hits: dict[str, tuple[int, Alert]] = {}  # per rule: its first row in the shard
@@ -240,6 +200,7 @@ class _Diverging:
         self.warmup_left = settings.warmup
         self.best, self.best_step = math.inf, 0
         self.streak, self.streak_start = 0, 0  # values in a row above the line, the first's step
+        self.streak_start_value = math.nan  # and its value
 
     def scan(self, column: _Column) -> tuple[int, Alert] | None:
         values, steps, rows = column.finite_values, column.finite_steps, column.rows
@@ -261,30 +222,42 @@ class _Diverging:
         if fired.size:
             at = int(fired[0])
             start = int(last_below[at]) + 1
-            return int(rows[at]), self._alert(
-                at, int(steps[start]) if start >= 0 else self.streak_start, values, steps, before
+            began = (
+                (int(steps[start]), float(values[start]))
+                if start >= 0
+                else (self.streak_start, self.streak_start_value)
             )
+            return int(rows[at]), self._alert(at, began, values, steps, before)
         self.streak = int(streak[-1])
         if self.streak and last_below[-1] >= -1:
-            self.streak_start = int(steps[last_below[-1] + 1])
+            first = int(last_below[-1]) + 1
+            self.streak_start, self.streak_start_value = int(steps[first]), float(values[first])
         lowest = int(np.argmin(values))  # the first of equal lows: the best is where it was set
         if values[lowest] < self.best:
             self.best, self.best_step = float(values[lowest]), int(steps[lowest])
         return None
 
     def _alert(
-        self, at: int, start: int, values: FloatArray, steps: IntArray, before: FloatArray
+        self,
+        at: int,
+        began: tuple[int, float],
+        values: FloatArray,
+        steps: IntArray,
+        before: FloatArray,
     ) -> Alert:
+        """The alert's step and value are where the rise began (`began`); the detail adds
+        where the streak completed and the best it rose from."""
         improved = np.flatnonzero(values[:at] < before[:at])
         best_step = int(steps[improved[-1]]) if improved.size else self.best_step
         best, value, step = float(before[at]), float(values[at]), int(steps[at])
+        start, start_value = began
         detail = (
-            f"{self.loss} is diverging since step {start}: with {value:.6g} at step {step}, "
-            f"{self.settings.patience} logged values in a row are above "
+            f"{self.loss} is diverging since step {start} ({start_value:.6g}): with {value:.6g} "
+            f"at step {step}, {self.settings.patience} logged values in a row are above "
             f"{self.settings.factor:g} x its best, {best:.6g} at step {best_step} "
             f"(rule {self.rule})."
         )
-        return Alert(self.rule, self.loss, start, value, detail)
+        return Alert(self.rule, self.loss, start, start_value, detail)
 
 
 class _Above:

@@ -100,8 +100,14 @@ class Alerter:
             )
             try:
                 alerting.queue(outbox, raised, self.target)
-            except OSError as exc:  # not recorded: a restarted daemon raises it again
-                logger.error("run=%s: the alert could not be queued: %s", name, exc)
+            except Exception as exc:  # not recorded: a restarted daemon raises it again
+                logger.error(
+                    "run=%s: the alert could not be queued: %s: %s",
+                    name,
+                    type(exc).__name__,
+                    exc,
+                    extra={"run": name, "event": "alert_not_queued"},
+                )
                 continue
             entries.append({**alert.to_json(), "detected_at": utc_now("seconds")})
         if entries:

@@ -68,7 +68,8 @@ def render_job(
     # Held from reading the marker to writing the new one: two daemons cannot both render.
     with render_lock(run_dir, wait=0) as run_fd:
         done = read_marker(run_dir)
-        if done is not None and (done.fingerprint, done.status) == (fingerprint, status):
+        rendered = done is not None and (done.fingerprint, done.status) == (fingerprint, status)
+        if done is not None and rendered and (mail is None or not mail.unsent(run_dir, status)):
             return done.entry, False
         result = render_held(run_dir, run_fd, status=status, fingerprint=fingerprint)
         if mail is not None:

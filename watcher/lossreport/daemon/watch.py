@@ -97,10 +97,20 @@ class Watcher:
         self._broken_pool = False
         self._last_render: float | None = None
         self._advertised = self._presence_failed = False
+        self._mailed: dict[str, str] = {}  # run -> the inputs whose email is sent or queued
         self._sender: OutboxSender | None = None
         if options.mail is not None or options.webhook is not None:
             senders = Senders(options.smtp or SmtpSettings(), options.webhook)
             self._sender = OutboxSender(Outbox(self.runs_dir), senders, options.mail_retry)
+        if options.stale_after < 2 * runformat.IDLE_HEARTBEAT_SECS:
+            logger.warning(
+                "--stale-after %.0fs is under twice the %.0f s in which an idle trainer "
+                "refreshes its heartbeat: live trainers with nothing to write will be reported "
+                "as stalled",
+                options.stale_after,
+                runformat.IDLE_HEARTBEAT_SECS,
+                extra={"event": "short_stale_after"},
+            )
         self._alerter: Alerter | None = None
         if options.alerts and not options.once:  # alerts are for runs that train, not cron
             target = AlertTarget(options.mail, options.webhook is not None, options.report_url)
@@ -230,6 +240,7 @@ class Watcher:
     def _forget(self, name: str) -> None:
         """A run that is no longer there (deleted, renamed): drop all we knew of it."""
         self._schedule.forget(name)
+        self._mailed.pop(name, None)
         if self._alerter is not None:
             self._alerter.forget(name)
         if self._entries.pop(name, None) is not None:
@@ -260,6 +271,8 @@ class Watcher:
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
         status = state.display_status(now_utc, self.options.stale_after)
         alerted = self._alert(name, state, status, now_utc)
+        if alerted:  # the alert log is an input: the render records it
+            state = read_state(run_dir, source)
         live = status is None and (alerted or self._schedule.live_due(name, time.monotonic()))
         if status is None and not live and name in self._entries:
             self._schedule.settled(name)
@@ -269,6 +282,8 @@ class Watcher:
             self._entries[name] = pages.index_row(marker.entry, name)
             self._schedule.index_changed(time.monotonic())
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
+        if reason is None and status is not None and self._unmailed(name, state, status):
+            reason = f"{status}, rendered by another process but not mailed yet"
         if reason is None and live:
             why = "alert raised" if alerted else "live re-render"
             reason, status = f"running, {why}", runformat.RUNNING
@@ -292,14 +307,34 @@ class Watcher:
         self._in_flight[name] = future
         self._schedule.render_started(name, time.monotonic())
 
+    def _unmailed(self, name: str, state: RunState, status: str) -> bool:
+        """Whether a finished run that needs no render still needs its email. Asked once per
+        state of its inputs, not at every rescan."""
+        if self.options.mail is None or self._mailed.get(name) == state.fingerprint:
+            return False
+        if self.options.mail.unsent(state.run_dir, status):
+            return True
+        self._mailed[name] = state.fingerprint
+        return False
+
     def _alert(self, name: str, state: RunState, status: str | None, now: datetime) -> bool:
         """Check the run for alerts (alerting.py); True if one was raised now."""
         if self._alerter is None:
             return False
-        alerted = self._alerter.look(name, state)
-        if status == runformat.STALLED and state.heartbeat is not None:
-            silent_for = (now - state.heartbeat).total_seconds()
-            alerted = self._alerter.stalled(name, state, silent_for) or alerted
+        try:
+            alerted = self._alerter.look(name, state)
+            if status == runformat.STALLED and state.heartbeat is not None:
+                silent_for = (now - state.heartbeat).total_seconds()
+                alerted = self._alerter.stalled(name, state, silent_for) or alerted
+        except Exception as exc:  # a run whose shards cannot be listed: its render says why
+            logger.warning(
+                "run=%s: not checked for alerts: %s: %s",
+                name,
+                type(exc).__name__,
+                exc,
+                extra={"run": name, "event": "alert_check_failed"},
+            )
+            return False
         return alerted
 
     def _collect_finished(self) -> None:

@@ -6,6 +6,7 @@ queues one), so the CLI and the daemon's own process can hold a `MailJob` cheapl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,22 @@ class MailJob:
             attach_csv=self.attach_csv,
             report_url=self.report_url,
         )
+
+    def unsent(self, run_dir: Path, status: str) -> bool:
+        """Whether the email of `run_dir` finished as `status` was neither sent nor queued: a
+        run that another process rendered (its trainer at close, `lossreport render`) must
+        still be mailed, which takes a render of its own."""
+        if status not in MAILED_STATUSES:
+            return False
+        from .message import message_key
+        from .outbox import Outbox
+
+        try:
+            record = runformat.read_run_file(run_dir)
+        except OSError:  # its render names the problem; a stand-in record is mailed then
+            return False
+        run = {**dataclasses.asdict(record), "status": status}
+        return Outbox(run_dir.parent).wants(run_dir.name, message_key(run))
 
     def queue(self, result: RenderResult, run_dir: Path) -> None:
         """Write the email of `result` (a fresh render of `run_dir`) into the outbox, if its

@@ -35,7 +35,9 @@ HEADER_KEY = "X-Lossreport-Key"
 # Lines up to RFC 5322's 998 characters: the email package's folding of long headers that hold
 # non-ASCII text corrupts them ("mse_los s"), and our subjects are long and may hold any name.
 MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# Control characters and every other line break str.splitlines knows (NEL, U+2028, ...): the
+# email package refuses a header holding one, and a bare CR or LF would add a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False)
 
 

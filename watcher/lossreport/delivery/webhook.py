@@ -10,6 +10,7 @@ redirects are not followed (a POST re-sent elsewhere could carry the token there
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -29,10 +30,17 @@ TIMEOUT_SECONDS = 10.0
 
 def check_url(url: str) -> str:
     """`url` if it is an http(s) URL with a host and no user:password part (credentials
-    belong in the environment or a file); ValueError naming what is wrong otherwise."""
-    parts = urlsplit(url)
+    belong in the environment or a file); ValueError saying what is wrong otherwise, without
+    repeating the URL (its path may be a secret, as Slack's are)."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise ValueError("the webhook URL holds a space or a control character")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ValueError("the webhook URL cannot be parsed") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+        raise ValueError("the webhook URL is not an http:// or https:// URL with a host")
     if parts.username is not None or parts.password is not None:
         raise ValueError(
             "the webhook URL holds a user or password: give a token in "
@@ -59,12 +67,18 @@ class WebhookSettings:
         post, so a rotated secret is picked up."""
         if self.token_file is not None:
             try:
-                return self.token_file.read_text().splitlines()[0].strip()
+                token = self.token_file.read_text().splitlines()[0]
             except (OSError, IndexError, UnicodeDecodeError) as exc:
                 raise WebhookError(
                     f"{self.token_file}: cannot read the webhook token ({exc})"
                 ) from exc
-        return os.environ.get(self.token_env) or None
+        else:
+            token = os.environ.get(self.token_env, "")
+        token = token.strip()  # a secret mounted from a file often ends in a newline
+        if any(not char.isprintable() for char in token):
+            where = self.token_file or f"${self.token_env}"
+            raise WebhookError(f"{where}: the webhook token holds a control character")
+        return token or None
 
 
 def post(settings: WebhookSettings, payload: dict[str, Any]) -> None:
@@ -83,10 +97,20 @@ def post(settings: WebhookSettings, payload: dict[str, Any]) -> None:
         with _OPENER.open(request, timeout=settings.timeout) as answer:
             answer.read(64 * 1024)
     except urllib.error.HTTPError as exc:
-        raise WebhookError(f"{settings.where} answered HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise WebhookError(f"{settings.where} unreachable: {reason}") from None
+        raise WebhookError(f"{settings.where} answered HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:  # its reason: refused, timed out, no such host
+        raise WebhookError(f"{settings.where} unreachable: {_reason(exc.reason)}") from None
+    # The standard library's other errors (a malformed answer, a URL it cannot send, a
+    # timeout while reading) may quote the request: the URL's path or the token.
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise WebhookError(f"{settings.where}: {type(exc).__name__}") from None
+
+
+def _reason(reason: object) -> str:
+    """A connection failure in words of our own (errno's), not the library's text."""
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return type(reason).__name__
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -169,13 +169,18 @@ def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
         "final": {str(k): number(v) for k, v in final.items()} if isinstance(final, dict) else {},
         "problems": count("problems"),
         "anomalies": count("anomalies"),
-        "alerts": count("alerts"),
+        "alerts": _texts(entry.get("alerts")),
         "report": f"{run_name}/{GRAPHS_DIR}/{report_name}" if report_name else "",
         "error": text("error"),
         "rendered_at": text("rendered_at"),
         "losses": [str(name) for name in curves],
         "curves_json": _script_json(curves),
     }
+
+
+def _texts(value: Any, most: int = 5) -> list[str]:
+    """A marker's list of short texts (its alerts), as text, bounded; [] for anything else."""
+    return [str(item)[:200] for item in value[:most]] if isinstance(value, list) else []
 
 
 def status_class(status: str) -> str:

@@ -32,6 +32,7 @@ from .vega import ChartRenderer
 logger = logging.getLogger(__name__)
 
 OVERVIEW_POINTS = 60
+MAX_INDEX_ALERTS = 5  # a run raises each rule once: a handful at most
 
 
 @dataclass
@@ -144,7 +145,7 @@ def index_entry(result: RenderResult) -> dict[str, Any]:
         "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
         "problems": len(result.problems),
         "anomalies": len(result.anomalies),
-        "alerts": len(result.alerts),
+        "alerts": [_alert_label(alert) for alert in result.alerts][:MAX_INDEX_ALERTS],
         "report": str(result.report.relative_to(result.run_dir.parent)),
         "rendered_at": utc_now("seconds"),
         "curves": result.curves,
@@ -231,6 +232,12 @@ def render_held(
         curves=overview_curves(history),
         fingerprint=fingerprint,
     )
+
+
+def _alert_label(alert: dict[str, Any]) -> str:
+    """An alert in a few words for the runs index: its rule and step."""
+    step = alert.get("step")
+    return f"{alert['rule']} at step {step}" if step is not None else str(alert["rule"])
 
 
 def overview_curves(history: LossHistory, points: int = OVERVIEW_POINTS) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from .marker import RenderedMarker, read_marker, write_marker
 from .presence import DaemonPresence, live_daemon, remove_presence, write_presence
 from .record import (
     FORMAT,
+    IDLE_HEARTBEAT_SECS,
     MAX_RUN_FILE_DEPTH,
     RunRecord,
     parse_time,
@@ -76,6 +77,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "FORMAT",
     "GRAPHS_DIR",
+    "IDLE_HEARTBEAT_SECS",
     "INDEX_FILE",
     "LOCK_FILE",
     "LOSSES_DIR",

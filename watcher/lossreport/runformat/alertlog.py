@@ -9,6 +9,7 @@ lossreport keeps in a run, anything unexpected in it reads as "no alerts yet".
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,19 @@ def _alerts(document: Any) -> list[dict[str, Any]]:
 
 
 def _entry(item: dict[str, Any]) -> dict[str, Any]:
-    """The fields readers use, each of its type whatever a hand edit left: `rule`, `detail`
-    and `detected_at` text, `loss` text or None, `step` an int or None, `value` as stored (a
-    number, or "nan"/"inf"/"-inf" text)."""
+    """The fields readers use and no other, each of its type whatever a hand edit left:
+    `rule`, `detail` and `detected_at` text, `loss` text or None, `step` an int or None,
+    `value` a finite number, "nan"/"inf"/"-inf" text, or None (strict JSON, for the summary)."""
     step, loss, value = item.get("step"), item.get("loss"), item.get("value")
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)
     return {
-        **item,
         "rule": str(item.get("rule", "")),
         "loss": None if loss is None else str(loss),
         "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
-        "value": value if isinstance(value, int | float | str) else None,
+        "value": value
+        if isinstance(value, int | float | str) and not isinstance(value, bool)
+        else None,
         "detail": str(item.get("detail", "")),
         "detected_at": str(item.get("detected_at", "")),
     }

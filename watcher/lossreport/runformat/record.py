@@ -15,6 +15,9 @@ from .layout import RUN_FILE, RUNNING, STATUSES
 
 FORMAT = "lossreport.run/1"
 MAX_RUN_FILE_DEPTH = 32  # config nesting deeper than this makes run.json malformed
+# A lossreport trainer refreshes heartbeat_at with every shard, and this often when it has
+# nothing to write: a reader may take a heartbeat older than twice this for a silent writer.
+IDLE_HEARTBEAT_SECS = 30.0
 
 
 def parse_time(text: str) -> datetime:

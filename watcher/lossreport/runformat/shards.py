@@ -60,10 +60,12 @@ def write_shard(
     return path
 
 
-def set_aside_shards(run_dir: Path, stamp: str) -> int:
-    """Move every shard of the run into `losses/cleared/STAMP/`, where readers do not look:
-    `clear_loss_history()` starts the history afresh without deleting a logged value.
+def set_aside_shards(run_dir: Path, stamp: str, rank: int | None) -> int:
+    """Move the shards of `rank` (the run's history, unranked and rank 0, for None or 0) into
+    `losses/cleared/STAMP/`, where readers do not look: `clear_loss_history()` starts the
+    history afresh without deleting a logged value, and leaves other ranks' shards alone.
     Returns how many shards were moved. Every folder is opened without following a link."""
+    ranks = (None, 0) if rank in (None, 0) else (rank,)
     losses = run_dir / LOSSES_DIR
     cleared = losses / CLEARED_DIR
     with storage.opened_dir(losses) as losses_fd:
@@ -71,7 +73,7 @@ def set_aside_shards(run_dir: Path, stamp: str) -> int:
             names = [
                 entry.name
                 for entry in entries
-                if parse_shard_name(entry.name) is not None and entry.is_file(follow_symlinks=False)
+                if _rank_of(entry.name) in ranks and entry.is_file(follow_symlinks=False)
             ]
         if not names:
             return 0
@@ -82,6 +84,12 @@ def set_aside_shards(run_dir: Path, stamp: str) -> int:
                 for name in names:
                     storage.move_at(name, losses_fd, target_fd)
     return len(names)
+
+
+def _rank_of(name: str) -> int | str | None:
+    """A shard's rank (None when it has none); "" for a name that is not a shard's."""
+    parsed = parse_shard_name(name)
+    return "" if parsed is None else parsed[1]
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """lossreport's own run folders (`lossreport.run/1`, docs/run-directory-format.md), read
 through runformat.
 
-A run's inputs are run.json and its shards; their names, sizes and modification times make its
-fingerprint, taken without reading a shard.
+A run's inputs are run.json, its shards and the alerts the daemon raised for it; their names,
+sizes and modification times make its fingerprint, taken without reading a shard.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ class NativeSource:
             entries.append(f"{runformat.RUN_FILE}:{run_file.st_size}:{run_file.st_mtime_ns}")
             key = (run_file.st_ino, run_file.st_size, run_file.st_mtime_ns)
             status, heartbeat = _status_and_heartbeat(run_dir, key)
+        try:  # the daemon's alerts: the report shows them
+            alerts = os.lstat(run_dir / runformat.ALERTS_FILE)
+        except OSError:
+            pass
+        else:
+            entries.append(f"{runformat.ALERTS_FILE}:{alerts.st_size}:{alerts.st_mtime_ns}")
         losses = run_dir / runformat.LOSSES_DIR
         if storage.is_real_dir(losses):
             try:

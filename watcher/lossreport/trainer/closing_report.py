@@ -36,14 +36,16 @@ RENDER_TIMEOUT_SECONDS = 600.0
 def checked_setting(value: object) -> ReportOnClose:
     """`value` if it is a valid `report_on_close`; ValueError otherwise (at `start_run`, not at
     the end of a long training)."""
-    if value is True or value is False or value == AUTO:
+    if value is True or value is False:
         return value
+    if value == AUTO:  # a string from a config file or argv, not this constant itself
+        return AUTO
     raise ValueError(f"report_on_close must be True, False or 'auto', got {value!r}")
 
 
 def wanted(setting: ReportOnClose, runs_dir: Path) -> bool:
     """Whether the closing run should render its report here, now."""
-    if setting is not AUTO:
+    if setting != AUTO:
         return bool(setting)
     from_environment = os.environ.get(ENVIRONMENT_VARIABLE, AUTO).strip().lower()
     if from_environment in _YES | _NO:

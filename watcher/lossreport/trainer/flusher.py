@@ -4,7 +4,7 @@
 appends and pops are atomic, so the hot path takes no lock. The flusher thread drains it
 every `flush_every` rows (when woken) or `flush_secs` seconds, turns the batch into an Arrow
 table (copying accelerator tensors to the host in one transfer per device), writes one shard
-and refreshes the heartbeat (every IDLE_HEARTBEAT_SECS when there is nothing to write). A
+and refreshes the heartbeat (every runformat.IDLE_HEARTBEAT_SECS when there is nothing to write). A
 failed write (a full disk, a lost mount) never stops training: the table is kept and written
 with the next flush, up to `max_unwritten_rows`.
 
@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 Row = dict[str, Any]
 
 DEFAULT_MAX_UNWRITTEN_ROWS = 2_000_000
-IDLE_HEARTBEAT_SECS = 30.0  # with nothing to write, run.json's heartbeat is refreshed this often
 
 
 class ShardFlusher:
@@ -85,15 +84,15 @@ class ShardFlusher:
         return self._flush(beat=True)
 
     def _flush(self, *, beat: bool) -> bool:
-        """Write what is buffered; refresh the heartbeat with a shard, when `beat`, or when
-        the last one is IDLE_HEARTBEAT_SECS old. A trainer with nothing to write (evaluating,
-        paused) rewrites run.json every 30 s, not every `flush_secs`: 200 idle runs beating
-        every 10 s kept a daemon at 2% of a core, and a shared filesystem busy."""
+        """Write what is buffered; refresh the heartbeat with a shard, when `beat`, or when the
+        last one is runformat.IDLE_HEARTBEAT_SECS old. A trainer with nothing to write
+        (evaluating, paused) rewrites run.json every 30 s, not every `flush_secs`: 200 idle
+        runs beating every 10 s kept a daemon at 2% of a core, and a shared filesystem busy."""
         with self._lock:
             pending = bool(self.rows or self._unwritten)
             written = self._write_pending()
             idle_for = time.monotonic() - self._last_beat
-            if beat or pending or idle_for >= IDLE_HEARTBEAT_SECS:
+            if beat or pending or idle_for >= runformat.IDLE_HEARTBEAT_SECS:
                 try:
                     self._heartbeat()
                     self._last_beat = time.monotonic()
@@ -102,7 +101,7 @@ class ShardFlusher:
             return written
 
     def set_aside(self, stamp: str) -> int:
-        """Write every buffered row, then move all the run's shards aside (runformat's
+        """Write every buffered row, then move this rank's shards aside (runformat's
         `set_aside_shards`), with no flush in between. Returns how many were moved.
 
         Raises:
@@ -112,7 +111,7 @@ class ShardFlusher:
         with self._lock:
             if not self._write_pending():
                 raise OSError(f"{self.unwritten_rows} logged rows cannot be written")
-            return runformat.set_aside_shards(self._run_dir, stamp)
+            return runformat.set_aside_shards(self._run_dir, stamp, self._rank)
 
     def stop(self) -> bool:
         """Stop the thread and flush what is left; False if rows could not be written."""
