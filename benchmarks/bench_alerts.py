@@ -159,9 +159,7 @@ def latency_section(repeats: int) -> None:
         finally:
             daemon.stop()
     ms = sorted(latency * 1e3 for latency in latencies)
-    print(
-        f"\nalert latency, shard with a NaN landing -> webhook post arriving (inotify), {repeats}x"
-    )
+    print(f"\nalert latency, a NaN's shard landing -> its webhook post (inotify), {repeats}x")
     print(f"  median {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms (target: under 2000 ms)")
 
 

@@ -74,4 +74,4 @@ def render_job(
         result = render_held(run_dir, run_fd, status=status, fingerprint=fingerprint)
         if mail is not None:
             mail.queue(result, run_dir)
-        return record_render(run_fd, result), True
+        return record_render(run_fd, result, by_daemon=True), True

@@ -67,8 +67,9 @@ class RaisedAlert:
         }
 
 
-def raised(runs_dir: Path, run_name: str, run: runformat.RunRecord, alert: Alert,
-           report_url: str | None) -> RaisedAlert:  # fmt: skip
+def raised(
+    runs_dir: Path, run_name: str, run: runformat.RunRecord, alert: Alert, report_url: str | None
+) -> RaisedAlert:
     """`alert` about the run in `runs_dir/run_name`, linked to its report (which the daemon
     renders live once it raises an alert, under the name the record gives it)."""
     names = OutputNames.for_run(run.model, run.hook, runformat.parse_time(run.started_at))

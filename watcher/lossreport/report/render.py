@@ -123,12 +123,12 @@ def render_run(
         return result
 
 
-def record_render(run_fd: int, result: RenderResult) -> dict[str, Any]:
+def record_render(run_fd: int, result: RenderResult, *, by_daemon: bool = False) -> dict[str, Any]:
     """Write the render marker of `result`'s run (whose folder `run_fd` holds, under the render
-    lock): the inputs it saw, the status it showed, and its runs-index entry, which it returns.
-    """
+    lock): the inputs it saw, the status it showed, who rendered, and its runs-index entry,
+    which it returns."""
     entry = index_entry(result)
-    marker = RenderedMarker(result.fingerprint, result.status, entry)
+    marker = RenderedMarker(result.fingerprint, result.status, entry, by_daemon)
     runformat.write_marker(result.run_dir, run_fd, marker)
     return entry
 

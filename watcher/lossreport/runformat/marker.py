@@ -24,6 +24,9 @@ class RenderedMarker:
     fingerprint: str
     status: str
     entry: dict[str, Any]
+    # Made by a daemon's render job, which also queues the run's mail; a run rendered by any
+    # other process (its trainer at close, `lossreport render`) may still need its mail.
+    by_daemon: bool = False
 
 
 def read_marker(run_dir: Path) -> RenderedMarker | None:
@@ -36,12 +39,19 @@ def read_marker(run_dir: Path) -> RenderedMarker | None:
 
 
 def _marker(doc: Any) -> RenderedMarker | None:
-    return RenderedMarker(str(doc["fingerprint"]), str(doc["status"]), dict(doc["entry"]))
+    return RenderedMarker(
+        str(doc["fingerprint"]), str(doc["status"]), dict(doc["entry"]), doc.get("daemon") is True
+    )
 
 
 def write_marker(run_dir: Path, run_fd: int, marker: RenderedMarker) -> None:
     """Record `marker` in the run whose folder `run_fd` holds (opened by the render lock)."""
-    doc = {"fingerprint": marker.fingerprint, "status": marker.status, "entry": marker.entry}
+    doc = {
+        "fingerprint": marker.fingerprint,
+        "status": marker.status,
+        "entry": marker.entry,
+        "daemon": marker.by_daemon,
+    }
     graphs = run_dir / GRAPHS_DIR
     try:
         with storage.opened_dir(graphs, dir_fd=run_fd) as graphs_fd:
