@@ -19,6 +19,7 @@ from lossreport import runformat, sources
 from lossreport.delivery.outbox import Outbox, Senders
 from lossreport.errors import RunBusy, UnsafePathError
 from lossreport.report.render import render_lock, render_run
+from lossreport.runformat import Homes
 from tests.support.daemon import Daemon, run_once, wait_rendered
 from tests.support.deadline import fails_if_blocked
 from tests.support.procs import wait_for
@@ -205,9 +206,9 @@ def test_the_outbox_is_never_followed_through_a_link(runs_dir: Path, dummy: Path
     message = EmailMessage()
     message["X-Lossreport-Key"] = "k"
     with pytest.raises(UnsafePathError):
-        Outbox(runs_dir).add(message)
+        Outbox(Homes(runs_dir)).add(message)
     assert _snapshot(dummy) == before
-    assert Outbox(runs_dir).pending() == []
+    assert Outbox(Homes(runs_dir)).pending() == []
 
 
 def test_a_negative_duration_is_not_shown(runs_dir: Path) -> None:
@@ -360,8 +361,8 @@ def test_an_outbox_folder_of_another_user_is_never_used(runs_dir: Path) -> None:
     message = EmailMessage()
     message["X-Lossreport-Key"] = "k"
     with pytest.raises(UnsafePathError, match="uid 65534"):
-        Outbox(runs_dir).add(message)
-    assert Outbox(runs_dir).pending() == []
+        Outbox(Homes(runs_dir)).add(message)
+    assert Outbox(Homes(runs_dir)).pending() == []
 
 
 @needs_root
@@ -372,11 +373,11 @@ def test_a_message_another_user_put_in_the_outbox_is_never_sent(runs_dir: Path) 
 
     message = EmailMessage()
     message["X-Lossreport-Key"] = "k"
-    queued = Outbox(runs_dir).add(message)
+    queued = Outbox(Homes(runs_dir)).add(message)
     os.chown(queued, 65534, 65534)  # as if another user had renamed their file over ours
-    assert Outbox(runs_dir).pending() == []
+    assert Outbox(Homes(runs_dir)).pending() == []
     with pytest.raises(UnsafePathError, match="not a file this user queued"):
-        Outbox(runs_dir).deliver(queued, Senders(SmtpSettings(host="127.0.0.1", port=9)))
+        Outbox(Homes(runs_dir)).deliver(queued, Senders(SmtpSettings(host="127.0.0.1", port=9)))
 
 
 def test_a_broken_queued_message_does_not_stop_the_sender(runs_dir: Path) -> None:
@@ -387,10 +388,10 @@ def test_a_broken_queued_message_does_not_stop_the_sender(runs_dir: Path) -> Non
 
     message = EmailMessage()
     message["X-Lossreport-Key"] = "k"
-    queued = Outbox(runs_dir).add(message)
+    queued = Outbox(Homes(runs_dir)).add(message)
     with queued.open("r+b") as handle:  # past the 64 MiB limit: not read, not sent
         handle.truncate(65 * 2**20)
-    sender = OutboxSender(Outbox(runs_dir), Senders(SmtpSettings(host="127.0.0.1", port=9)))
+    sender = OutboxSender(Outbox(Homes(runs_dir)), Senders(SmtpSettings(host="127.0.0.1", port=9)))
     assert sender.send_due() == 1  # failed, waits for its retry; the sender goes on
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import lossreport
+from lossreport import sources
 from lossreport.cli.main import main
 from tests.support.procs import ROOT, run_cli
 
@@ -100,7 +101,7 @@ def test_a_path_with_no_runs_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert (
         result.stderr.strip() == f"lossreport: InvalidInputError: {tmp_path}: no runs here "
-        "(a run has run.json or losses/)"
+        f"({sources.WHAT_IS_A_RUN})"
     )
 
 
@@ -321,6 +322,6 @@ def test_email_of_a_folder_that_is_no_run_refuses_and_writes_nothing_there(
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"lossreport: InvalidInputError: {folder}: not a run directory "
-        "(a run has run.json or losses/)"
+        f"({sources.WHAT_IS_A_RUN})"
     )
     assert os.listdir(folder) == ["notes.txt"]

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import lossreport
 from lossreport.daemon.netfs import filesystem_type, is_network_filesystem
+from lossreport.daemon.options import WatchOptions
 from lossreport.daemon.runstate import RunState, render_reason
-from lossreport.daemon.watch import _EventsToRuns
+from lossreport.daemon.watch import Watcher, _EventsToRuns
 from lossreport.runformat import RenderedMarker
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -41,18 +43,25 @@ def test_render_reason(state: RunState, marker: RenderedMarker | None, reason: s
     assert render_reason(state, marker, NOW, stale_after=600) == reason
 
 
-def test_events_map_to_runs_and_our_own_writes_are_ignored(tmp_path: Path) -> None:
-    events: queue.SimpleQueue[str] = queue.SimpleQueue()
-    handler = _EventsToRuns(tmp_path, events, threading.Event())
-    name = handler._run_name
-    assert name(str(tmp_path / "run-1" / "run.json")) == "run-1"
-    assert name(str(tmp_path / "run-1" / "losses" / "part-000003.parquet")) == "run-1"
-    assert name(str(tmp_path / "run-1")) == "run-1"
-    assert name(str(tmp_path / "run-1" / "losses" / ".part-000003.parquet.x.tmp")) is None
-    assert name(str(tmp_path / "run-1" / "loss_graphs" / "loss_report_x.html")) is None
-    assert name(str(tmp_path / "run-1" / ".run.json.abc.tmp")) is None
-    assert name(str(tmp_path / "index.html")) == "index.html"  # not a run: the scan checks
-    assert name(str(tmp_path / ".hidden" / "run.json")) is None
+def test_events_map_to_runs_and_our_own_writes_are_ignored(runs_dir: Path) -> None:
+    events: queue.SimpleQueue[tuple[str, ...]] = queue.SimpleQueue()
+    handler = _EventsToRuns(runs_dir, events, threading.Event())
+    parts = handler._parts
+    assert parts(str(runs_dir / "run-1" / "run.json")) == ("run-1", "run.json")
+    assert parts(str(runs_dir / "run-1" / "losses" / ".part-000003.parquet.x.tmp")) is None
+    assert parts(str(runs_dir / "run-1" / "loss_graphs" / "loss_report_x.html")) is None
+    assert parts(str(runs_dir / "run-1" / ".run.json.abc.tmp")) is None
+    assert parts(str(runs_dir / ".hidden" / "run.json")) is None
+    assert parts(str(runs_dir / "a" / ".lossreport-cache" / "tensorboard" / "x")) is None
+    # The main thread finds the run a path belongs to, at any depth, new or known.
+    with lossreport.start_run(runs_dir / "exp" / "sweep", model="m", hook="h", run_id="r") as run:
+        run.log(0, mse_loss=1.0)
+    watcher = Watcher(runs_dir, WatchOptions(alerts=False))
+    shard = ("exp", "sweep", "r", "losses", "part-000001.parquet")
+    assert watcher._run_of(shard) == "exp/sweep/r"
+    assert watcher._run_of(("exp", "sweep", "r")) == "exp/sweep/r"
+    assert watcher._run_of(("exp", "sweep", "notes.txt")) is None  # in no run
+    assert watcher._run_of(("index.html",)) is None
 
 
 def test_network_filesystems_are_recognised_from_the_mount_table(tmp_path: Path) -> None:

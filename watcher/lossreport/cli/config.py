@@ -4,7 +4,9 @@
     poll = true                   to = ["me@example.com"]
     stale_after = "10m"           smtp_host = "smtp.example.com"
     workers = 2                   smtp_security = "starttls"   # or "ssl", "none"
-                                  smtp_user = "me"
+    output = "/srv/reports"       smtp_user = "me"
+    series = ["train/*"]
+    exclude_series = ["*lr*"]
     [serve]                       smtp_password_file = "/etc/lossreport/smtp-password"
     port = 8000
                                   [alerts]
@@ -166,6 +168,21 @@ def _addresses(value: Any) -> list[str]:
     return [_address(item) for item in value]
 
 
+def parse_pattern(text: str) -> str:
+    """A series pattern (`train/*`): not empty, no control characters."""
+    if not text or any(unicodedata.category(char)[0] == "C" for char in text):
+        raise ValueError(f"{text!r} is not a series pattern (empty, or a control character)")
+    return text
+
+
+def _patterns(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError('a pattern or a list of patterns, such as "train/*"')
+    return [parse_pattern(item) for item in value]
+
+
 def _security(value: Any) -> str:
     if value not in SECURITY_CHOICES:
         raise ValueError(f"one of {', '.join(SECURITY_CHOICES)}")
@@ -182,6 +199,9 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "live_every": ("live_every", _duration),
         "workers": ("workers", _int_in(1, MAX_WORKERS)),
         "idle_restart": ("idle_restart", _duration),
+        "output": ("output", lambda value: Path(_of(str)(value))),
+        "series": ("series", _patterns),
+        "exclude_series": ("exclude_series", _patterns),
     },
     "email": {
         "to": ("email_to", _addresses),

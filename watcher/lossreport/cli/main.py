@@ -22,6 +22,7 @@ from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
 from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
+from ..sources.series import SeriesFilter
 from ..version import __version__
 from . import config
 from .progress import Progress
@@ -88,8 +89,21 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         "render", help="write the report of each run (or of every run in a runs directory)"
     )
     render.add_argument(
-        "paths", nargs="+", type=Path, metavar="RUN", help="a run directory, or a directory of runs"
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="a run folder (lossreport's, TensorBoard's, Lightning's, a Hugging Face Trainer's "
+        "or MLflow's), or a folder with runs in it at any depth",
     )
+    render.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="write the reports under DIR instead of into the runs' folders (for runs you "
+        "cannot write to): a run's report goes to DIR/<its path under RUN>/loss_graphs/",
+    )
+    _add_series_arguments(render, settings)
     render.set_defaults(handler=_render)
 
     watch = commands.add_parser(
@@ -153,6 +167,16 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         action="store_true",
         help="render (and mail) whatever is pending, then exit (for cron)",
     )
+    watch.add_argument(
+        "--output",
+        type=Path,
+        default=settings.get("output", WATCH.output),
+        metavar="DIR",
+        help="for runs whose folders this user cannot write (another user's logs): write "
+        "their reports under DIR, mirroring the runs tree; the runs index and the mail "
+        "outbox go to DIR too",
+    )
+    _add_series_arguments(watch, settings)
     _add_config_argument(watch)
     _add_mail_arguments(watch, settings, "--email-to")
     _add_alert_arguments(watch, settings)
@@ -290,6 +314,39 @@ def _add_mail_arguments(
     )
 
 
+def _add_series_arguments(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:
+    group = parser.add_argument_group(
+        "series", "which logged series are reported as losses (default: every scalar series)"
+    )
+    group.add_argument(
+        "--series",
+        action="append",
+        type=_pattern,
+        default=settings.get("series", []),
+        metavar="PATTERN",
+        help="report only series matching PATTERN (shell-style: 'train/*'); repeatable",
+    )
+    group.add_argument(
+        "--exclude-series",
+        action="append",
+        type=_pattern,
+        default=settings.get("exclude_series", []),
+        metavar="PATTERN",
+        help="leave out series matching PATTERN ('*lr*', 'grad_norm'); repeatable",
+    )
+
+
+def _pattern(text: str) -> str:
+    try:
+        return config.parse_pattern(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _series_filter(args: argparse.Namespace) -> SeriesFilter:
+    return SeriesFilter(tuple(args.series), tuple(args.exclude_series))
+
+
 def _add_alert_arguments(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:
     group = parser.add_argument_group(
         "alerts while runs train",
@@ -407,6 +464,8 @@ def _watch(args: argparse.Namespace) -> int:
         alert_rules=args.alert_rules,
         webhook=_webhook_settings(args),
         report_url=args.email_report_url,
+        output=args.output,
+        series=_series_filter(args),
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -423,7 +482,7 @@ def _email(args: argparse.Namespace) -> int:
         raise InvalidInputError("no recipient: give --to ADDR (or [email] to in --config)")
     run_dir = args.run.resolve()
     if sources.find(run_dir) is None:  # else any folder, `.` too, got a report and a lock
-        raise InvalidInputError(f"{args.run}: not a run directory (a run has run.json or losses/)")
+        raise InvalidInputError(f"{args.run}: not a run directory ({sources.WHAT_IS_A_RUN})")
     result = render_run(run_dir, wait=LOCK_WAIT_SECONDS)
     message = job.message(result, run_dir.name)
     send(_smtp_settings(args), message)
@@ -444,20 +503,33 @@ def _serve(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     from ..report.vega import ChartRenderer
 
-    runs = [run for path in args.paths for run in _runs_under(path)]
+    # (run folder, where its report goes: None for the run folder itself)
+    runs = [
+        (run, None if args.output is None else args.output / key)
+        for path in args.paths
+        for run, key in _runs_under(path)
+    ]
+    series = _series_filter(args)
     # The helper process starts first, so it warms up while the charting modules import.
     with ChartRenderer(helper=(os.cpu_count() or 1) > 1) as renderer:
         from ..report.render import render_run  # heavy imports that only this command needs
 
+        def render(run_dir: Path, output: Path | None) -> RenderResult:
+            if output is not None:
+                output.parent.mkdir(parents=True, exist_ok=True)  # DIR is the user's own
+            return render_run(
+                run_dir, renderer=renderer, wait=LOCK_WAIT_SECONDS, output=output, series=series
+            )
+
         if len(runs) == 1:
-            _print_single(render_run(runs[0], renderer=renderer, wait=LOCK_WAIT_SECONDS))
+            _print_single(render(*runs[0]))
             return 0
         progress = Progress(len(runs), sys.stderr if sys.stderr.isatty() else sys.stdout)
         failures: list[tuple[Path, str]] = []
-        for run_dir in runs:
+        for run_dir, output in runs:
             started = time.monotonic()
             try:
-                result = render_run(run_dir, renderer=renderer, wait=LOCK_WAIT_SECONDS)
+                result = render(run_dir, output)
             except Exception as exc:  # one broken run must not stop the batch, whatever it raises
                 logger.debug("%s: traceback of the failed render", run_dir, exc_info=True)
                 failures.append((run_dir, _one_line(exc)))
@@ -479,18 +551,19 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".splitlines())
 
 
-def _runs_under(path: Path) -> list[Path]:
-    """`path` itself if it is a run directory, else the run directories directly inside it.
-    A link named here is followed (the user chose it); links inside a runs directory are not."""
+def _runs_under(path: Path) -> list[tuple[Path, str]]:
+    """`path` itself if it is a run folder, else the runs inside it at any depth; each with its
+    path under `path` ("." for `path` itself). A link named here is followed (the user chose
+    it); links inside are not."""
     path = path.resolve()
     if sources.find(path):
-        return [path]
+        return [(path, ".")]
     if not path.is_dir():
         raise InvalidInputError(f"{path}: not a directory")
     runs = sources.list_runs(path)
     if not runs:
-        raise InvalidInputError(f"{path}: no runs here (a run has run.json or losses/)")
-    return runs
+        raise InvalidInputError(f"{path}: no runs here ({sources.WHAT_IS_A_RUN})")
+    return [(run, run.relative_to(path).as_posix()) for run in runs]
 
 
 def _print_single(result: RenderResult) -> None:

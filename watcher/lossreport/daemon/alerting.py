@@ -22,6 +22,7 @@ from ..clock import utc_now
 from ..delivery import alerting
 from ..delivery.outbox import Outbox
 from ..errors import MalformedRunFileError
+from ..runformat import Homes
 from .runstate import RunState
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,10 @@ class _Followed:
 
 @dataclass
 class Alerter:
-    """Alerts for the runs of `runs_dir`; `sent` wakes the outbox's sender thread."""
+    """Alerts for lossreport's own runs (another tool's logs are not checked while they
+    train), queued in the outbox of `homes`; `sent` wakes the outbox's sender thread."""
 
-    runs_dir: Path
+    homes: Homes
     rules: AlertRules
     target: alerting.AlertTarget
     sent: Callable[[], None]
@@ -87,10 +89,10 @@ class Alerter:
         except MalformedRunFileError as exc:
             logger.warning("run=%s: alerts raised with run.json unreadable: %s", name, exc)
             record = runformat.RunRecord(name, "unknown-model", "unknown-hook")
-        outbox = Outbox(self.runs_dir)
+        outbox = Outbox(self.homes)
         entries = []
         for alert in alerts:
-            raised = alerting.raised(self.runs_dir, name, record, alert, self.target.report_url)
+            raised = alerting.raised(run_dir, name, record, alert, self.target.report_url)
             logger.warning(
                 "run=%s ALERT %s: %s",
                 name,

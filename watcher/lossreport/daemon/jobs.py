@@ -7,12 +7,12 @@ import multiprocessing
 import multiprocessing.process
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 from .. import logformat
 from ..delivery.mailjob import MailJob
-from ..runformat import read_marker
+from ..runformat import Homes, read_marker
+from ..sources.series import SeriesFilter
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,16 @@ def warm_up() -> None:
 
 
 def render_job(
-    run_dir: Path, status: str, fingerprint: str, mail: MailJob | None = None
+    homes: Homes,
+    key: str,
+    status: str,
+    fingerprint: str,
+    mail: MailJob | None = None,
+    series: SeriesFilter | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Render `run_dir` as `status`, the status the daemon derived from inputs `fingerprint`,
-    and record both in its marker; with `mail`, queue the email of a finished run first, so a
-    crash after the render cannot lose it.
+    """Render run `key` into its home as `status`, the status the daemon derived from inputs
+    `fingerprint`, and record both in its marker; with `mail`, queue the email of a finished
+    run first, so a crash after the render cannot lose it. `series`: which series to report.
 
     Returns the run's runs-index entry, and False if another process (a daemon, the trainer at
     its close, `lossreport render`) had rendered these very inputs already. Raises RunBusy
@@ -65,13 +70,21 @@ def render_job(
     # Imported here, so the daemon's own process never loads the charts.
     from ..report.render import record_render, render_held, render_lock
 
+    run_dir, home = homes.runs_dir / key, homes.make_home(key)
     # Held from reading the marker to writing the new one: two daemons cannot both render.
-    with render_lock(run_dir, wait=0) as run_fd:
-        done = read_marker(run_dir)
+    with render_lock(home, wait=0) as home_fd:
+        done = read_marker(home)
         rendered = done is not None and (done.fingerprint, done.status) == (fingerprint, status)
-        if done is not None and rendered and (mail is None or not mail.unsent(run_dir, status)):
+        if done is not None and rendered and (mail is None or not mail.unsent(homes, key, status)):
             return done.entry, False
-        result = render_held(run_dir, run_fd, status=status, fingerprint=fingerprint)
+        result = render_held(
+            run_dir,
+            home_fd,
+            home=home,
+            status=status,
+            fingerprint=fingerprint,
+            series=series or SeriesFilter(),
+        )
         if mail is not None:
-            mail.queue(result, run_dir)
-        return record_render(run_fd, result, by_daemon=True), True
+            mail.queue(result, homes, key)
+        return record_render(home_fd, result, by_daemon=True), True

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..alerts.rules import AlertRules
+from ..sources.base import SILENCE_FINISHES_SECS
+from ..sources.series import SeriesFilter
 
 if TYPE_CHECKING:
     from ..delivery.mailjob import MailJob
@@ -29,7 +32,7 @@ class WatchOptions:
     poll: bool | None = None  # None: poll when the runs directory is on a network filesystem
     poll_interval: float = 5.0
     rescan_every: float = 300.0
-    stale_after: float = 600.0
+    stale_after: float = SILENCE_FINISHES_SECS  # also: when a run with no end of its own ends
     live_every: float | None = None
     workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, MAX_WORKERS))
     # A worker that has drawn charts holds ~300 MB (the chart engine's heap and buffers), a
@@ -46,6 +49,9 @@ class WatchOptions:
     alert_rules: AlertRules = field(default_factory=AlertRules)
     webhook: WebhookSettings | None = None
     report_url: str | None = None  # where `lossreport serve` shows the runs, for alert links
+    # --output: where the reports of runs whose folders are not writable go (runformat.homes)
+    output: Path | None = None
+    series: SeriesFilter = field(default_factory=SeriesFilter)  # which series are losses
 
     @property
     def health_every(self) -> float:

@@ -24,15 +24,17 @@ class RunState:
     status: str | None  # None when run.json is missing or malformed
     heartbeat: datetime | None
     fingerprint: str
+    silence_finishes: bool = False  # a writer with no end of its own (sources.Inputs)
 
     def display_status(self, now: datetime, stale_after: float) -> str | None:
-        """completed/failed; "stalled" for a silent running run; None while it runs."""
+        """completed/failed; "stalled" for a silent running run (completed, for a writer that
+        records no end); None while it runs."""
         if self.status in runformat.FINISHED_STATUSES:
             return self.status
         if self.status is None:
             return UNKNOWN
         if self.heartbeat is not None and (now - self.heartbeat).total_seconds() > stale_after:
-            return STALLED
+            return runformat.COMPLETED if self.silence_finishes else STALLED
         return None
 
 
@@ -40,7 +42,9 @@ def read_state(run_dir: Path, source: sources.Source | None = None) -> RunState:
     """The run's inputs as its source (found unless given) sees them; never raises for a
     broken run: whatever is wrong is for the render to report."""
     inputs = (source or sources.source_of(run_dir)).inputs(run_dir)
-    return RunState(run_dir, inputs.status, inputs.heartbeat, inputs.fingerprint)
+    return RunState(
+        run_dir, inputs.status, inputs.heartbeat, inputs.fingerprint, inputs.silence_finishes
+    )
 
 
 def render_reason(

@@ -46,7 +46,7 @@ from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RunBusy, RunDirectoryError
 from ..report import pages
-from ..runformat import INDEX_FILE, RenderedMarker, presence, read_marker
+from ..runformat import INDEX_FILE, Homes, RenderedMarker, presence, read_marker
 from .alerting import Alerter
 from .jobs import render_job, start_worker, warm_up
 from .netfs import filesystem_type, is_network_filesystem
@@ -80,9 +80,14 @@ class Watcher:
             raise RunDirectoryError(runs_dir, "is not a directory")
         self.runs_dir = runs_dir.resolve()  # /data/runs -> /lustre/...: links inside are not
         self.options = options
+        output = options.output.resolve() if options.output is not None else None
+        if output is not None and not storage.is_real_dir(output):
+            raise RunDirectoryError(output, "is not a directory (--output)")
+        self.homes = Homes(self.runs_dir, output)
         self.stop = stop or threading.Event()
         self._wakeup = threading.Event()
-        self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[tuple[str, ...]] = queue.SimpleQueue()
+        self._known: set[str] = set()  # the runs found so far, by key (their path under runs_dir)
         self._schedule = Scheduler(
             debounce=options.debounce,
             live_every=options.live_every,
@@ -101,7 +106,7 @@ class Watcher:
         self._sender: OutboxSender | None = None
         if options.mail is not None or options.webhook is not None:
             senders = Senders(options.smtp or SmtpSettings(), options.webhook)
-            self._sender = OutboxSender(Outbox(self.runs_dir), senders, options.mail_retry)
+            self._sender = OutboxSender(Outbox(self.homes), senders, options.mail_retry)
         if options.stale_after < 2 * runformat.IDLE_HEARTBEAT_SECS:
             logger.warning(
                 "--stale-after %.0fs is under twice the %.0f s in which an idle trainer "
@@ -114,7 +119,7 @@ class Watcher:
         self._alerter: Alerter | None = None
         if options.alerts and not options.once:  # alerts are for runs that train, not cron
             target = AlertTarget(options.mail, options.webhook is not None, options.report_url)
-            self._alerter = Alerter(self.runs_dir, options.alert_rules, target, self._mail_queued)
+            self._alerter = Alerter(self.homes, options.alert_rules, target, self._mail_queued)
 
     def run(self) -> int:
         """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
@@ -211,10 +216,27 @@ class Watcher:
     def _drain_events(self, now: float) -> None:
         while True:
             try:
-                name = self._events.get_nowait()
+                parts = self._events.get_nowait()
             except queue.Empty:
                 return
-            self._schedule.changed(name, now)
+            name = self._run_of(parts)
+            if name is not None:
+                self._schedule.changed(name, now)
+
+    def _run_of(self, parts: tuple[str, ...]) -> str | None:
+        """The run a changed path (relative to the runs directory) belongs to: the deepest
+        known run above it, else the deepest folder above it that is a run now (a new one)."""
+        if not runformat.watched_parts(parts):
+            return None
+        keys = ["/".join(parts[:depth]) for depth in range(len(parts), 0, -1)]
+        known = next((key for key in keys if key in self._known), None)
+        if known is not None:
+            return known
+        for key in keys:
+            if runformat.is_run_name(key) and sources.find(self.runs_dir / key) is not None:
+                self._known.add(key)
+                return key
+        return None
 
     # -- deciding and submitting ----------------------------------------------------------
     def _run_dirs(self) -> list[Path]:
@@ -225,13 +247,14 @@ class Watcher:
             return []
 
     def _scan(self) -> int:
-        run_dirs = self._run_dirs()
-        for run_dir in run_dirs:
-            self._consider(run_dir.name)
-        gone = self._entries.keys() - {run_dir.name for run_dir in run_dirs}
+        keys = [self.homes.key_of(run_dir) for run_dir in self._run_dirs()]
+        self._known.update(keys)
+        for key in keys:
+            self._consider(key)
+        gone = (self._entries.keys() | self._known) - set(keys)
         for name in gone:  # deleted or moved away
             self._forget(name)
-        return len(run_dirs)
+        return len(keys)
 
     def _mail_queued(self) -> None:
         if self._sender is not None:
@@ -240,6 +263,7 @@ class Watcher:
     def _forget(self, name: str) -> None:
         """A run that is no longer there (deleted, renamed): drop all we knew of it."""
         self._schedule.forget(name)
+        self._known.discard(name)
         self._mailed.pop(name, None)
         if self._alerter is not None:
             self._alerter.forget(name)
@@ -270,16 +294,19 @@ class Watcher:
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
         status = state.display_status(now_utc, self.options.stale_after)
-        alerted = self._alert(name, state, status, now_utc)
+        home = self.homes.home_of(name)
+        # Alerts read lossreport's own shards, and log beside them.
+        checked = source is sources.NATIVE and home == run_dir
+        alerted = checked and self._alert(name, state, status, now_utc)
         if alerted:  # the alert log is an input: the render records it
             state = read_state(run_dir, source)
         live = status is None and (alerted or self._schedule.live_due(name, time.monotonic()))
         if status is None and not live and name in self._entries:
             self._schedule.settled(name)
             return  # running, and shown already: its marker need not be read again
-        marker = read_marker(run_dir)
+        marker = read_marker(home)
         if marker is not None and name not in self._entries:  # known from an earlier render
-            self._entries[name] = pages.index_row(marker.entry, name)
+            self._entries[name] = pages.index_row(marker.entry, name, self._graphs_link(name))
             self._schedule.index_changed(time.monotonic())
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
         if reason is None and status is not None and self._unmailed(name, state, status, marker):
@@ -297,7 +324,15 @@ class Watcher:
             reason,
             extra={"run": name, "event": "render_started", "reason": reason},
         )
-        job = partial(render_job, run_dir, status, state.fingerprint, self.options.mail)
+        job = partial(
+            render_job,
+            self.homes,
+            name,
+            status,
+            state.fingerprint,
+            self.options.mail,
+            self.options.series,
+        )
         try:
             future = self._pool.submit(job)
         except BrokenProcessPool:
@@ -317,7 +352,7 @@ class Watcher:
             return False  # a daemon's render job queued the mail itself
         if self._mailed.get(name) == state.fingerprint:
             return False
-        if self.options.mail.unsent(state.run_dir, status):
+        if self.options.mail.unsent(self.homes, name, status):
             return True
         self._mailed[name] = state.fingerprint
         return False
@@ -371,7 +406,7 @@ class Watcher:
                 continue
             again = self._schedule.render_finished(name)
             self._last_render = time.monotonic()
-            self._entries[name] = pages.index_row(entry, name)
+            self._entries[name] = pages.index_row(entry, name, self._graphs_link(name))
             self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
             if fresh and self._sender is not None:
                 self._sender.wake()
@@ -488,6 +523,13 @@ class Watcher:
             self._scan()
 
     # -- outputs and shutdown -----------------------------------------------------------
+    def _graphs_link(self, name: str) -> str | None:
+        """Run `name`'s loss_graphs/ as the index links it, where that is not `NAME/loss_graphs`
+        (its report is in the --output mirror and the index is not, or the other way round)."""
+        graphs = self.homes.home_of(name) / runformat.GRAPHS_DIR
+        link = Path(os.path.relpath(graphs, self.homes.state_dir)).as_posix()
+        return None if link == f"{name}/{runformat.GRAPHS_DIR}" else link
+
     def _advertise(self) -> None:
         """Tell trainers that a daemon follows this directory (presence.py), so those closing
         with report_on_close="auto" leave their report to it."""
@@ -511,11 +553,11 @@ class Watcher:
             return
         try:
             page = pages.render_index(list(self._entries.values()))
-            storage.atomic_write(self.runs_dir / INDEX_FILE, page.encode())
+            storage.atomic_write(self.homes.state_dir / INDEX_FILE, page.encode())
         except OSError as exc:
             logger.error(
                 "cannot write %s: %s",
-                self.runs_dir / INDEX_FILE,
+                self.homes.state_dir / INDEX_FILE,
                 exc,
                 extra={"event": "index_failed"},
             )
@@ -564,10 +606,11 @@ def _list_inputs(root: str, path: str | None) -> Iterator[os.DirEntry[str]]:
 
 
 class _EventsToRuns(FileSystemEventHandler):
-    """Turns filesystem events into run names. Never raises: that would kill the observer."""
+    """Turns filesystem events into paths that may be runs' inputs. Never raises: that would
+    kill the observer."""
 
     def __init__(
-        self, runs_dir: Path, events: queue.SimpleQueue[str], wakeup: threading.Event
+        self, runs_dir: Path, events: queue.SimpleQueue[tuple[str, ...]], wakeup: threading.Event
     ) -> None:
         self._root = os.path.realpath(runs_dir)
         self._events = events
@@ -578,13 +621,15 @@ class _EventsToRuns(FileSystemEventHandler):
             if event.event_type in ("opened", "closed_no_write"):
                 return
             for raw in (event.src_path, getattr(event, "dest_path", "")):
-                name = self._run_name(os.fsdecode(raw)) if raw else None
-                if name is not None:
-                    self._events.put(name)
+                parts = self._parts(os.fsdecode(raw)) if raw else None
+                if parts is not None:
+                    self._events.put(parts)
                     self._wakeup.set()
         except Exception:
             logger.exception("ignoring a filesystem event that could not be handled")
 
-    def _run_name(self, path: str) -> str | None:
-        relative = os.path.relpath(os.path.realpath(path), self._root)
-        return runformat.run_of_input(Path(relative).parts)
+    def _parts(self, path: str) -> tuple[str, ...] | None:
+        """The path relative to the runs directory, if it can touch a run's inputs (the main
+        thread finds which run: that can take stats, which do not belong in the observer)."""
+        parts = Path(os.path.relpath(os.path.realpath(path), self._root)).parts
+        return tuple(parts) if runformat.watched_parts(parts) else None

@@ -68,15 +68,16 @@ class RaisedAlert:
 
 
 def raised(
-    runs_dir: Path, run_name: str, run: runformat.RunRecord, alert: Alert, report_url: str | None
+    home: Path, run_name: str, run: runformat.RunRecord, alert: Alert, report_url: str | None
 ) -> RaisedAlert:
-    """`alert` about the run in `runs_dir/run_name`, linked to its report (which the daemon
-    renders live once it raises an alert, under the name the record gives it)."""
+    """`alert` about run `run_name` whose report goes into `home`, linked to that report
+    (which the daemon renders live once it raises an alert, under the name the record gives
+    it)."""
     names = OutputNames.for_run(run.model, run.hook, runformat.parse_time(run.started_at))
     if report_url:
         link = report_link(report_url, run_name, names.report_html)
     else:
-        link = str(runs_dir / run_name / runformat.GRAPHS_DIR / names.report_html)
+        link = str(home / runformat.GRAPHS_DIR / names.report_html)
     return RaisedAlert(run_name, run, alert, link)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import runformat
+from ..runformat import Homes
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -45,24 +45,25 @@ class MailJob:
             report_url=self.report_url,
         )
 
-    def unsent(self, run_dir: Path, status: str) -> bool:
-        """Whether the email of `run_dir` finished as `status` was neither sent nor queued: a
+    def unsent(self, homes: Homes, key: str, status: str) -> bool:
+        """Whether the email of run `key` finished as `status` was neither sent nor queued: a
         run that another process rendered (its trainer at close, `lossreport render`) must
-        still be mailed, which takes a render of its own."""
+        still be mailed, which takes a render of its own. Reads the record of a native run
+        only: another tool's run is always rendered by the daemon, which queues its mail."""
         if status not in MAILED_STATUSES:
             return False
         from .message import message_key
         from .outbox import Outbox
 
         try:
-            record = runformat.read_run_file(run_dir)
+            record = runformat.read_run_file(homes.runs_dir / key)
         except OSError:  # its render names the problem; a stand-in record is mailed then
             return False
         run = {**dataclasses.asdict(record), "status": status}
-        return Outbox(run_dir.parent).wants(run_dir.name, message_key(run))
+        return Outbox(homes).wants(key, message_key(run))
 
-    def queue(self, result: RenderResult, run_dir: Path) -> None:
-        """Write the email of `result` (a fresh render of `run_dir`) into the outbox, if its
+    def queue(self, result: RenderResult, homes: Homes, key: str) -> None:
+        """Write the email of `result` (a fresh render of run `key`) into the outbox, if its
         status is mailed and this state of the run was neither mailed nor queued before (a
         re-render of a finished run)."""
         if result.run["status"] not in MAILED_STATUSES:
@@ -70,14 +71,14 @@ class MailJob:
         from .message import message_key
         from .outbox import Outbox
 
-        outbox = Outbox(run_dir.parent)
+        outbox = Outbox(homes)
         try:
-            if outbox.wants(run_dir.name, message_key(result.run)):
-                outbox.add(self.message(result, run_dir.name))
+            if outbox.wants(key, message_key(result.run)):
+                outbox.add(self.message(result, key))
         except OSError as exc:  # the shared outbox folder is broken or not ours: the report stands
             logger.error(
                 "run=%s: its mail could not be queued: %s",
-                run_dir.name,
+                key,
                 exc,
-                extra={"run": run_dir.name, "event": "mail_not_queued"},
+                extra={"run": key, "event": "mail_not_queued"},
             )

@@ -32,7 +32,7 @@ from .. import runformat, storage
 from ..backoff import Backoff
 from ..clock import utc_now
 from ..errors import MailError, RunBusy, UnsafePathError, WebhookError
-from ..runformat import OUTBOX_DIR, SENT_FILE
+from ..runformat import OUTBOX_DIR, SENT_FILE, Homes
 from . import smtp, webhook
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
 
@@ -56,13 +56,13 @@ class Outbox:
     folder must be this user's (made 0700), and only regular files this user wrote in it are
     ever sent: nobody else can queue mail through the daemon's SMTP login."""
 
-    def __init__(self, runs_dir: Path) -> None:
-        self.runs_dir = runs_dir
-        self.folder = runs_dir / OUTBOX_DIR
+    def __init__(self, homes: Homes) -> None:
+        self.homes = homes
+        self.folder = homes.state_dir / OUTBOX_DIR
 
     def wants(self, run_name: str, key: str, suffix: str = MESSAGE_SUFFIX) -> bool:
         """Whether an item with `key` is neither sent nor queued: asked before building one."""
-        return key not in sent_keys(self.runs_dir / run_name) and not storage.lexists(
+        return key not in sent_keys(self.homes.home_of(run_name)) and not storage.lexists(
             self._path(key, suffix)
         )
 
@@ -161,9 +161,10 @@ class Outbox:
         return str(run_name) if sent else None
 
     def _run_dir(self, path: Path, run_name: str) -> Path:
+        """The home of the run an item names, where its record of sent items is kept."""
         if not runformat.is_run_name(run_name):
-            raise MailError(f"{path}: names no run of {self.runs_dir}; not sent")
-        return self.runs_dir / run_name
+            raise MailError(f"{path}: names no run of {self.homes.runs_dir}; not sent")
+        return self.homes.home_of(run_name)
 
 
 def _check_ours(path: Path, fd: int) -> None:

@@ -2,7 +2,8 @@
 
 Made for a browser at the other end of an SSH tunnel, so it binds 127.0.0.1 unless told
 otherwise. Only two kinds of URL exist: `/` (the index, built from the render markers) and
-`/RUN/loss_graphs/FILE` (a file a render wrote). Any other path, a hidden name, `..`, a
+`/RUN/loss_graphs/FILE` (a file a render wrote; RUN is the run's path, `exp1/tb/run3` for a
+run found below the top). Any other path, a hidden name, `..`, a
 symlink anywhere below the runs directory, or anything but a regular file is a 404; nothing is
 ever listed or written. Loopback is shared by every user of the machine, so each connection has
 a deadline and their number is capped: a stalled client cannot hold a thread for long.
@@ -80,14 +81,16 @@ class RunsSite:
         for run_dir in run_dirs:
             marker = read_marker(run_dir)
             if marker is not None:
-                rows.append(pages.index_row(marker.entry, run_dir.name))
+                rows.append(
+                    pages.index_row(marker.entry, run_dir.relative_to(self.root).as_posix())
+                )
         return pages.render_index(rows).encode()
 
     def report_of(self, run: str) -> str | None:
         """The URL of a run's report, for `/RUN/`. Built from the run's own name and the
         report's file name: the marker is anyone's to write in a shared tree, and its path
         could name another run or, as `//host/...`, another site."""
-        if not _plain_name(run):
+        if not runformat.is_run_name(run):
             return None
         try:
             with self._graphs_dir(run):  # a real run and loss_graphs, not links to them
@@ -97,12 +100,12 @@ class RunsSite:
         name = PurePosixPath(str(marker.entry.get("report", ""))).name if marker else ""
         if not _plain_name(name):
             return None
-        return f"/{quote(run)}/{runformat.GRAPHS_DIR}/{quote(name)}"
+        return f"/{quote(run)}/{runformat.GRAPHS_DIR}/{quote(name)}"  # quote keeps the /
 
     def open_file(self, run: str, name: str) -> int | None:
         """A descriptor of `RUN/loss_graphs/NAME` open to read, if it is a regular file (not a
         link to one) in a real loss_graphs/ of a real run directory; else None."""
-        if not (_plain_name(run) and _plain_name(name)):
+        if not (runformat.is_run_name(run) and _plain_name(name)):
             return None
         try:
             with self._graphs_dir(run) as graphs:
@@ -119,13 +122,14 @@ class RunsSite:
 
     @contextmanager
     def _graphs_dir(self, run: str) -> Iterator[int]:
-        """A descriptor of RUN/loss_graphs/, each step opened without following a symlink.
-        Raises OSError when either is missing, a link, or not a directory."""
+        """A descriptor of RUN/loss_graphs/ (RUN a run's path, checked by the caller), each
+        folder opened without following a symlink. Raises OSError when one is missing, a link,
+        or not a directory."""
         fds: list[int] = []
         try:
             fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
-            fds.append(os.open(run, _DIR_FLAGS, dir_fd=fds[-1]))
-            fds.append(os.open(runformat.GRAPHS_DIR, _DIR_FLAGS, dir_fd=fds[-1]))
+            for part in [*run.split("/"), runformat.GRAPHS_DIR]:
+                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
             yield fds[-1]
         finally:
             for fd in fds:
@@ -190,18 +194,18 @@ class _Handler(BaseHTTPRequestHandler):
         if parts in ([""], [runformat.INDEX_FILE]):
             self._send_bytes(self.site.index(), "text/html; charset=utf-8", send_body)
             return
-        if len(parts) == 1 or parts[1:] == [""]:  # /RUN or /RUN/: its report
-            target = self.site.report_of(parts[0])
+        if len(parts) >= 3 and parts[-2] == runformat.GRAPHS_DIR:  # /RUN/loss_graphs/FILE
+            fd = self.site.open_file("/".join(parts[:-2]), parts[-1])
+            if fd is not None:
+                with open(fd, "rb") as handle:
+                    self._send_file(handle, parts[-1], send_body)
+                return
+        else:  # /RUN or /RUN/ (RUN: the run's path, `exp1/tb/run3`): its report
+            target = self.site.report_of("/".join(parts[:-1] if parts[-1] == "" else parts))
             if target:
                 self.send_response(HTTPStatus.FOUND)
                 self.send_header("Location", target)
                 self._finish_headers(0)
-                return
-        if len(parts) == 3 and parts[1] == runformat.GRAPHS_DIR:
-            fd = self.site.open_file(parts[0], parts[2])
-            if fd is not None:
-                with open(fd, "rb") as handle:
-                    self._send_file(handle, parts[2], send_body)
                 return
         self.send_error(HTTPStatus.NOT_FOUND)
 

@@ -134,13 +134,18 @@ def render_index(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
+def index_row(
+    entry: dict[str, Any], run_name: str, graphs_link: str | None = None
+) -> dict[str, Any]:
     """An index row for the run in folder `run_name` from its render marker's entry, whatever
     an older version (or a hand edit) left in it: known fields only, each of the type the page
     expects. The name and the report link come from the folder, never from the marker, so a
     renamed run shows its new name and a marker cannot point the page elsewhere. The overview
     curves are kept as one compact JSON string (HTML-safe), not as thousands of Python objects:
-    the daemon holds a row for every run it has seen."""
+    the daemon holds a row for every run it has seen.
+
+    `graphs_link`: the run's loss_graphs/ relative to the page, where that is not
+    `RUN/loss_graphs` (a report kept in the --output mirror, seen from an index elsewhere)."""
 
     def text(key: str) -> str:
         value = entry.get(key)
@@ -170,7 +175,10 @@ def index_row(entry: dict[str, Any], run_name: str) -> dict[str, Any]:
         "problems": count("problems"),
         "anomalies": count("anomalies"),
         "alerts": _texts(entry.get("alerts")),
-        "report": f"{run_name}/{GRAPHS_DIR}/{report_name}" if report_name else "",
+        "report": f"{graphs_link or f'{run_name}/{GRAPHS_DIR}'}/{report_name}"
+        if report_name
+        else "",
+        "source": text("source"),
         "error": text("error"),
         "rendered_at": text("rendered_at"),
         "losses": [str(name) for name in curves],

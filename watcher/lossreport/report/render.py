@@ -24,6 +24,8 @@ from ..clock import utc_now, utc_time
 from ..errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
 from ..runformat import LOCK_FILE, STAGE_PREFIXES, RenderedMarker
 from ..sources import Source
+from ..sources.base import SILENCE_FINISHES_SECS
+from ..sources.series import SeriesFilter
 from . import pages, stats
 from .history import LossHistory, from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
@@ -32,6 +34,7 @@ from .vega import ChartRenderer
 logger = logging.getLogger(__name__)
 
 OVERVIEW_POINTS = 60
+NO_FILTER = SeriesFilter()
 MAX_INDEX_ALERTS = 5  # a run raises each rule once: a handful at most
 
 
@@ -52,6 +55,7 @@ class RenderResult:
     combined_svg: str | None = None  # for pages and mail that draw the chart at their own size
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # small, for the index
     fingerprint: str = ""  # the inputs as the render found them, before reading them
+    home: Path | None = None  # the folder holding loss_graphs/ (runformat.homes); run_dir if None
 
     @property
     def status(self) -> str:
@@ -94,15 +98,20 @@ def render_run(
     status: str | None = None,
     renderer: ChartRenderer | None = None,
     wait: bool | float = True,
+    output: str | os.PathLike[str] | None = None,
+    series: SeriesFilter = NO_FILTER,
 ) -> RenderResult:
-    """Render `run_dir`'s report into `run_dir/loss_graphs/`, and record the render in its
-    marker, so a daemon does not render the same inputs again.
+    """Render `run_dir`'s report into `run_dir/loss_graphs/` (or `output/loss_graphs/`), and
+    record the render in its marker, so a daemon does not render the same inputs again.
 
     Args:
         status: shown instead of run.json's status (the daemon passes "stalled").
         renderer: draws the charts; by default in this process.
         wait: if another process is rendering this run, wait for it: True as long as it
             takes, False not at all, a number for at most that many seconds; then RunBusy.
+        output: the folder to write the report into (made if missing), for a run folder that
+            is not writable; by default the run folder itself.
+        series: which series are reported (by default all).
 
     Raises:
         RunDirectoryError: `run_dir` is not a run (a real folder that a source reads, such as
@@ -115,21 +124,29 @@ def render_run(
     if not storage.is_real_dir(run_dir):
         raise RunDirectoryError(run_dir, f"is {storage.kind_of(run_dir)}, not a run directory")
     if sources.find(run_dir) is None:
-        raise RunDirectoryError(run_dir, "is not a run directory (no run.json, no losses/)")
+        raise RunDirectoryError(run_dir, f"is not a run directory ({sources.WHAT_IS_A_RUN})")
     seconds = math.inf if wait is True else float(wait)
-    with render_lock(run_dir, wait=seconds) as run_fd:
-        result = render_held(run_dir, run_fd, status=status, renderer=renderer)
-        record_render(run_fd, result)
+    home = run_dir if output is None else Path(output)
+    if output is not None:
+        try:
+            storage.make_dir(home)
+        except OSError as exc:
+            raise RunDirectoryError(home, f"cannot be made ({exc.strerror or exc})") from exc
+    with render_lock(home, wait=seconds) as home_fd:
+        result = render_held(
+            run_dir, home_fd, home=home, status=status, renderer=renderer, series=series
+        )
+        record_render(home_fd, result)
         return result
 
 
-def record_render(run_fd: int, result: RenderResult, *, by_daemon: bool = False) -> dict[str, Any]:
-    """Write the render marker of `result`'s run (whose folder `run_fd` holds, under the render
-    lock): the inputs it saw, the status it showed, who rendered, and its runs-index entry,
-    which it returns."""
+def record_render(home_fd: int, result: RenderResult, *, by_daemon: bool = False) -> dict[str, Any]:
+    """Write the render marker of `result`'s run (in its home, which `home_fd` holds, under the
+    render lock): the inputs it saw, the status it showed, who rendered, and its runs-index
+    entry, which it returns."""
     entry = index_entry(result)
     marker = RenderedMarker(result.fingerprint, result.status, entry, by_daemon)
-    runformat.write_marker(result.run_dir, run_fd, marker)
+    runformat.write_marker(result.home or result.run_dir, home_fd, marker)
     return entry
 
 
@@ -146,7 +163,8 @@ def index_entry(result: RenderResult) -> dict[str, Any]:
         "problems": len(result.problems),
         "anomalies": len(result.anomalies),
         "alerts": [_alert_label(alert) for alert in result.alerts][:MAX_INDEX_ALERTS],
-        "report": str(result.report.relative_to(result.run_dir.parent)),
+        "report": str(result.report.relative_to((result.home or result.run_dir).parent)),
+        "source": result.run.get("source_name"),
         "rendered_at": utc_now("seconds"),
         "curves": result.curves,
     }
@@ -156,39 +174,53 @@ def render_held(
     run_dir: Path,
     run_fd: int,
     *,
+    home: Path | None = None,
     status: str | None = None,
     renderer: ChartRenderer | None = None,
     fingerprint: str | None = None,
+    series: SeriesFilter = NO_FILTER,
 ) -> RenderResult:
-    """`render_run` for a caller that holds `render_lock(run_dir)` (which gave `run_fd`)
-    already: the daemon keeps it from checking what was rendered to recording the new render,
-    so two daemons cannot both render the same inputs.
+    """`render_run` for a caller that holds `render_lock(home)` (which gave `run_fd`, a
+    descriptor of the home: by default `run_dir`) already: the daemon keeps it from checking
+    what was rendered to recording the new render, so two daemons cannot both render the same
+    inputs.
 
     `fingerprint`: the inputs from which the caller derived `status`, recorded with it; by
     default the inputs as found here, before they are read."""
+    home = home or run_dir
     # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
         problems: list[str] = []
         source = sources.source_of(run_dir)
+        inputs = source.inputs(run_dir)
         if fingerprint is None:  # taken before reading: a change meanwhile renders again
-            fingerprint = source.inputs(run_dir).fingerprint
+            fingerprint = inputs.fingerprint
         record = _read_record(source, run_dir, problems)
-        data = source.read_losses(run_dir)
+        data = source.read_losses(run_dir, cache=home / runformat.CACHE_DIR)
         problems += data.skipped
-        history = from_table(data.table)
+        table, left_out = series.apply(data.table)
+        history = from_table(table)
         started = runformat.parse_time(record.started_at)
         names = OutputNames.for_run(record.model, record.hook, started)
         summary = stats.summary_stats(history, record.model, record.hook)
         anomalies = stats.anomalies(summary)
-        alerts = runformat.read_alert_log(run_dir)
-        page_fields = _page_fields(record, status)
-        final_dir = run_dir / runformat.GRAPHS_DIR
-        stage = _make_stage(run_dir, run_fd)
+        alerts = runformat.read_alert_log(home)
+        status = status or _quiet_status(inputs)
+        page_fields = _page_fields(record, status, source, inputs)
+        page_fields["series_left_out"] = (
+            f"{series.describe()}: {', '.join(left_out)}" if left_out else None
+        )
+        final_dir = home / runformat.GRAPHS_DIR
+        stage = _make_stage(home, run_fd)
         try:
             csv_written = helper.submit(write_csv, stage / names.csv, history)
             drawn = write_charts(stage, history, summary, names, renderer)
             document = {
-                "run": _run_fields(record, status),
+                "run": {
+                    **_run_fields(record, status),
+                    "source": source.name,
+                    "status_rule": inputs.status_rule,
+                },
                 **summary,
                 "anomalies": anomalies,
                 "alerts": alerts,
@@ -231,6 +263,7 @@ def render_held(
         ),
         curves=overview_curves(history),
         fingerprint=fingerprint,
+        home=home,
     )
 
 
@@ -281,10 +314,24 @@ def _run_fields(record: runformat.RunRecord, status: str | None) -> dict[str, An
     return {**fields, "status": status or record.status}
 
 
-def _page_fields(record: runformat.RunRecord, status: str | None) -> dict[str, Any]:
+def _quiet_status(inputs: sources.Inputs) -> str | None:
+    """For a writer that records no end, rendered without a daemon's status: finished once it
+    has been silent for the daemon's default --stale-after."""
+    if not inputs.silence_finishes or inputs.heartbeat is None:
+        return None
+    silent = (utc_time() - inputs.heartbeat).total_seconds()
+    return runformat.COMPLETED if silent > SILENCE_FINISHES_SECS else runformat.RUNNING
+
+
+def _page_fields(
+    record: runformat.RunRecord, status: str | None, source: Source, inputs: sources.Inputs
+) -> dict[str, Any]:
     fields = _run_fields(record, status)
     fields["status_class"] = pages.status_class(fields["status"])
     fields["duration"] = _duration(record)
+    fields["source"] = source.label
+    fields["source_name"] = source.name
+    fields["status_rule"] = inputs.status_rule
     return fields
 
 
@@ -307,17 +354,17 @@ def _duration(record: runformat.RunRecord) -> str | None:
     )
 
 
-def _make_stage(run_dir: Path, run_fd: int) -> Path:
-    graphs = run_dir / runformat.GRAPHS_DIR
+def _make_stage(home: Path, run_fd: int) -> Path:
+    graphs = home / runformat.GRAPHS_DIR
     if storage.lexists(graphs, dir_fd=run_fd) and not storage.is_real_dir(graphs, dir_fd=run_fd):
         what = storage.kind_of(graphs, dir_fd=run_fd)
         raise UnsafePathError(graphs, f"is {what}, not a folder: left untouched, no report")
     _remove_abandoned_stages(run_fd)
     try:
-        return storage.make_hidden_dir(run_dir, STAGE_PREFIXES[0], parent_fd=run_fd)
+        return storage.make_hidden_dir(home, STAGE_PREFIXES[0], parent_fd=run_fd)
     except OSError as exc:
         raise RunDirectoryError(
-            run_dir, f"cannot write a report here ({exc.strerror or exc})"
+            home, f"cannot write a report here ({exc.strerror or exc})"
         ) from exc
 
 

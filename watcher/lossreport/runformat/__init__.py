@@ -11,12 +11,15 @@ docs/run-directory-format.md is the contract other writers can implement.
 - marker.py: the render marker in `loss_graphs/`
 - presence.py: a live daemon's presence file in the runs directory
 - alertlog.py: the alerts raised while a run trained
+- homes.py: where lossreport keeps its files for a run (beside it, or under --output)
 """
 
 from ..clock import utc_now
 from .alertlog import append_alert_log, read_alert_log
+from .homes import Homes
 from .layout import (
     ALERTS_FILE,
+    CACHE_DIR,
     CLEARED_DIR,
     COMPLETED,
     FAILED,
@@ -26,6 +29,7 @@ from .layout import (
     LOCK_FILE,
     LOSSES_DIR,
     MARKER,
+    MAX_RUN_DEPTH,
     OUTBOX_DIR,
     PRESENCE_FILE,
     RESERVED_COLUMNS,
@@ -41,12 +45,13 @@ from .layout import (
     clean_name,
     holds_inputs,
     is_run_name,
+    is_walked,
     iter_shards,
     list_folders,
     looks_like_run,
     parse_shard_name,
-    run_of_input,
     shard_name,
+    watched_parts,
 )
 from .marker import RenderedMarker, read_marker, write_marker
 from .presence import DaemonPresence, live_daemon, remove_presence, write_presence
@@ -71,6 +76,7 @@ from .shards import (
 
 __all__ = [
     "ALERTS_FILE",
+    "CACHE_DIR",
     "CLEARED_DIR",
     "COMPLETED",
     "FAILED",
@@ -82,6 +88,7 @@ __all__ = [
     "LOCK_FILE",
     "LOSSES_DIR",
     "MARKER",
+    "MAX_RUN_DEPTH",
     "MAX_RUN_FILE_DEPTH",
     "MAX_SHARD_MEMORY_BYTES",
     "OUTBOX_DIR",
@@ -97,6 +104,7 @@ __all__ = [
     "UNKNOWN",
     "WALL_TIME",
     "DaemonPresence",
+    "Homes",
     "LossData",
     "RenderedMarker",
     "RunRecord",
@@ -104,6 +112,7 @@ __all__ = [
     "clean_name",
     "holds_inputs",
     "is_run_name",
+    "is_walked",
     "iter_shards",
     "list_folders",
     "live_daemon",
@@ -117,10 +126,10 @@ __all__ = [
     "read_run_file",
     "read_shard",
     "remove_presence",
-    "run_of_input",
     "set_aside_shards",
     "shard_name",
     "utc_now",
+    "watched_parts",
     "write_marker",
     "write_presence",
     "write_run_file",

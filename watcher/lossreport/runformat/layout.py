@@ -12,6 +12,8 @@ RUNS_DIR/
     .loss_graphs.new-*, .old-*      a render's staging folders
     .lossreport-mailed.json         the emails (and webhook posts) sent for the run
     .lossreport-alerts.json         the alerts raised while it trained (alertlog.py)
+    .lossreport-cache/              what a source converted from another tool's logs
+  exp1/lightning_logs/version_3/    another tool's run, found at any depth (sources/)
   .lossreport/outbox/*.eml          emails waiting to be sent
   index.html                        the runs index the daemon keeps
   .lossreport-daemon.json           a live daemon's presence and heartbeat (presence.py)
@@ -40,6 +42,12 @@ LOCK_FILE = ".lossreport-render.lock"
 STAGE_PREFIXES = (f".{GRAPHS_DIR}.new-", f".{GRAPHS_DIR}.old-")  # a render's new and old folders
 SENT_FILE = ".lossreport-mailed.json"
 ALERTS_FILE = ".lossreport-alerts.json"  # the alerts raised while the run trained (alertlog.py)
+# What a source has converted from another tool's logs, kept so it is parsed once (sources/).
+CACHE_DIR = ".lossreport-cache"
+# How deep under the runs directory runs are looked for (`runs/exp1/lightning_logs/version_3`
+# is 3): deep enough for any tool's layout, and a bound on a walk of a tree someone else owns.
+MAX_RUN_DEPTH = 16
+MAX_RUN_KEY_LENGTH = 1024
 # In the runs directory
 OUTBOX_DIR = Path(".lossreport") / "outbox"
 INDEX_FILE = "index.html"
@@ -85,40 +93,46 @@ def looks_like_run(path: Path) -> bool:
 
 
 def is_run_name(name: str) -> bool:
-    """A name that can only mean a run directly inside the runs directory."""
-    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+    """A name that can only mean a run inside the runs directory: its path there, `/`-separated
+    (`exp1/lightning_logs/version_3`), each part a plain name that is neither hidden nor ours."""
+    if not name or "\0" in name or len(name) > MAX_RUN_KEY_LENGTH:
+        return False
+    parts = name.split("/")
+    return len(parts) <= MAX_RUN_DEPTH and all(is_walked(part) for part in parts)
+
+
+def is_walked(name: str) -> bool:
+    """Whether a folder named `name` may hold runs or their inputs: not hidden (lossreport's
+    own, and other tools' caches) and not a report."""
+    return (
+        bool(name) and name not in (".", "..") and not name.startswith(".") and name != GRAPHS_DIR
+    )
 
 
 def list_folders(runs_dir: Path) -> list[Path]:
-    """The folders directly inside `runs_dir` that may be runs: hidden ones are lossreport's
-    own, and symlinks are never entered. Raises OSError when `runs_dir` cannot be listed."""
+    """The folders directly inside `runs_dir` that may be runs or hold runs: hidden ones and
+    loss_graphs/ are not walked, and symlinks are never entered. Raises OSError when `runs_dir`
+    cannot be listed."""
     with os.scandir(runs_dir) as entries:
         return [
-            Path(e.path)
-            for e in entries
-            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            Path(e.path) for e in entries if is_walked(e.name) and e.is_dir(follow_symlinks=False)
         ]
 
 
-def run_of_input(parts: Sequence[str]) -> str | None:
-    """The run whose input is at `parts` (a path relative to the runs directory): the run
-    folder itself, its run.json, its losses/ or a shard in it. None for anything else:
-    lossreport's own hidden folders and files, loss_graphs/, temp files of shards."""
-    if not parts or parts[0].startswith(".") or parts[0] == "..":
-        return None
-    if len(parts) >= 2 and parts[1] not in (RUN_FILE, LOSSES_DIR):
-        return None  # our own loss_graphs/ writes, lock files, anything else
-    if len(parts) >= 3 and parse_shard_name(parts[2]) is None:
-        return None  # temp files of shards being written
-    return parts[0]
+def watched_parts(parts: Sequence[str]) -> bool:
+    """Whether a change at `parts` (a path relative to the runs directory) can be a change to
+    some run's inputs: anything but lossreport's own files and folders (hidden names, reports),
+    temp files of shards, and paths deeper than runs are looked for."""
+    if not parts or parts[0] == ".." or len(parts) > MAX_RUN_DEPTH + 3:
+        return False
+    return all(is_walked(part) for part in parts)
 
 
 def holds_inputs(parts: Sequence[str]) -> bool:
-    """Whether the folder at `parts` (relative to the runs directory, `()` for itself) can
-    hold runs' inputs: the runs directory, a run, a run's losses/. A poller walks no other."""
-    if len(parts) > 2 or (len(parts) == 2 and parts[1] != LOSSES_DIR):
-        return False
-    return not (parts and parts[0].startswith("."))  # lossreport's own folders
+    """Whether the folder at `parts` (relative to the runs directory, `()` for itself) can hold
+    runs or their inputs, for a poller: any folder down to the depth runs are looked for (and
+    three more: an MLflow metric named `a/b/c`), except lossreport's own."""
+    return len(parts) <= MAX_RUN_DEPTH + 3 and all(is_walked(part) for part in parts)
 
 
 def shard_name(seq: int, rank: int | None = None, writer: str | None = None) -> str:

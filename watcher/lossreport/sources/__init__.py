@@ -1,17 +1,24 @@
 """Sources: the one interface through which the daemon and the renderer read runs.
 
 `SOURCES` lists the kinds of run folder lossreport reads, tried in order; the first whose
-`is_run` accepts a folder reads it. To read another tool's logs, write a class with the
-methods of `base.Source` (see native.py) and add an instance here.
+`is_run` accepts a folder reads it. docs/architecture.md says how to add one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import runformat
 from .base import Inputs, Source
 from .native import NativeSource
+from .series import SeriesFilter
+
+# For error messages: what `find` looks for.
+WHAT_IS_A_RUN = (
+    "a run is a folder with run.json or losses/, TensorBoard event files, a Lightning "
+    "metrics.csv, a Hugging Face trainer_state.json, or an MLflow run's meta.yaml and metrics/"
+)
 
 NATIVE = NativeSource()
 SOURCES: tuple[Source, ...] = (NATIVE,)
@@ -19,8 +26,10 @@ SOURCES: tuple[Source, ...] = (NATIVE,)
 __all__ = [
     "NATIVE",
     "SOURCES",
+    "WHAT_IS_A_RUN",
     "Inputs",
     "NativeSource",
+    "SeriesFilter",
     "Source",
     "find",
     "list_runs",
@@ -40,6 +49,23 @@ def source_of(run_dir: Path) -> Source:
 
 
 def list_runs(runs_dir: Path) -> list[Path]:
-    """The runs directly inside `runs_dir` that some source reads, by name (hidden folders are
-    lossreport's own; links are never entered). Raises OSError when it cannot be listed."""
-    return sorted(folder for folder in runformat.list_folders(runs_dir) if find(folder))
+    """The runs under `runs_dir` that some source reads, at any depth down to
+    `runformat.MAX_RUN_DEPTH`, sorted. Links are never entered; hidden folders (lossreport's
+    own, other tools' caches) and reports are not walked, nor are runs' own folders, except
+    where a run's subfolders can be runs too (TensorBoard). Raises OSError when `runs_dir`
+    itself cannot be listed."""
+    return sorted(_walk(runs_dir, runformat.list_folders(runs_dir), 1))
+
+
+def _walk(runs_dir: Path, folders: list[Path], depth: int) -> Iterator[Path]:
+    for folder in folders:
+        source = find(folder)
+        if source is not None:
+            yield folder
+        if depth >= runformat.MAX_RUN_DEPTH or (source is not None and not source.nests_runs):
+            continue
+        try:
+            inside = runformat.list_folders(folder)
+        except OSError:  # unreadable, or gone: someone else's folder, not ours to report
+            continue
+        yield from _walk(runs_dir, inside, depth + 1)

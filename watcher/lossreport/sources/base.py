@@ -1,7 +1,8 @@
 """What the daemon and the renderer ask of a run, whatever wrote it.
 
-A source knows one kind of run folder: lossreport's own format (native.py) today, other tools'
-logs later. It answers three questions, and nothing else in lossreport reads a run's inputs:
+A source knows one kind of run folder: lossreport's own format (native.py) or another tool's
+logs (tensorboard.py, lightning.py, hf_trainer.py, mlflow.py). It answers three questions, and
+nothing else in lossreport reads a run's inputs:
 
 - is this folder a run of mine?
 - what are its inputs now (a cheap fingerprint, and the status and heartbeat), without reading
@@ -19,6 +20,10 @@ from typing import Protocol
 
 from ..runformat import LossData, RunRecord
 
+# How long a writer that records no end must be silent for its run to count as finished when
+# no daemon says otherwise (`lossreport render`); the daemon's --stale-after defaults to it.
+SILENCE_FINISHES_SECS = 600.0
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -26,13 +31,24 @@ class Inputs:
 
     fingerprint: str  # changes whenever an input does; the daemon re-renders on a change
     status: str | None  # running, completed or failed; None when the record cannot be read
-    heartbeat: datetime | None  # when the writer last showed it was alive
+    heartbeat: datetime | None  # when the writer last showed it was alive (or last wrote)
+    # How `status` was decided, for the report: None where the writer records its own status.
+    status_rule: str | None = None
+    # For writers that record no end (TensorBoard, CSV logs): a running run whose heartbeat is
+    # older than --stale-after is taken as finished (completed) rather than stalled, and is
+    # rendered again if data arrives later.
+    silence_finishes: bool = False
 
 
 class Source(Protocol):
-    """One kind of run folder. Methods take the run's folder; none follows a link inside it."""
+    """One kind of run folder. Methods take the run's folder; none follows a link inside it
+    or writes into it."""
 
-    name: str
+    name: str  # a short id: "lossreport", "tensorboard", ...
+    label: str  # what the report says wrote the run: "TensorBoard event files", ...
+    # Whether a run folder of this kind may hold other runs in its subfolders (TensorBoard's
+    # add_scalars writes one per tag): the discovery walk then goes on below it.
+    nests_runs: bool
 
     def is_run(self, path: Path) -> bool:
         """Whether `path` is a run folder this source reads (cheap: stats, no reads)."""
@@ -47,6 +63,10 @@ class Source(Protocol):
         read; the renderer then renders with defaults and names the problem."""
         ...
 
-    def read_losses(self, run_dir: Path) -> LossData:
-        """Every logged row; what could not be read is skipped and named in `skipped`."""
+    def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
+        """Every logged row; what could not be read is skipped and named in `skipped`.
+
+        `cache`: a folder lossreport owns (`.lossreport-cache/` beside the report) where a
+        source may keep what it has converted, so that the next read parses only new bytes;
+        None to read everything afresh. A source that keeps nothing ignores it."""
         ...

@@ -19,6 +19,8 @@ from .base import Inputs
 
 class NativeSource:
     name = "lossreport"
+    label = "lossreport (run.json and Parquet shards)"
+    nests_runs = False
 
     def is_run(self, path: Path) -> bool:
         return runformat.looks_like_run(path)
@@ -58,8 +60,8 @@ class NativeSource:
     def read_record(self, run_dir: Path) -> RunRecord:
         return runformat.read_run_file(run_dir)
 
-    def read_losses(self, run_dir: Path) -> LossData:
-        return runformat.read_losses(run_dir)
+    def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
+        return runformat.read_losses(run_dir)  # Parquet already: nothing to convert or keep
 
 
 @lru_cache(maxsize=16384)

@@ -1,0 +1,195 @@
+"""What the sources for other tools' logs share: their values as long rows (one per series,
+step and value), turned into the wide table the renderer reads; and their folders' files
+listed, fingerprinted and dated without following a link.
+
+Other tools log each series on its own (a TensorBoard tag, an MLflow metric, a CSV column
+with gaps), so a source collects `LONG_SCHEMA` rows in the order they were written and
+`to_wide` makes one row per step, one column per series. For a series logged twice at one
+step (a restart from a checkpoint, two writers' files in one folder) the later write wins:
+the one with the later wall time, or, with equal or no wall times, the one read later.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..clock import utc_time
+from ..runformat import STEP, WALL_TIME, LossData, RunRecord
+
+SERIES, VALUE = "series", "value"
+LONG_SCHEMA = pa.schema(
+    [(SERIES, pa.string()), (STEP, pa.int64()), (WALL_TIME, pa.float64()), (VALUE, pa.float64())]
+)
+# Config keys other tools use for what lossreport calls the model and the hook.
+MODEL_KEYS = ("model_name", "model", "model_name_or_path", "_name_or_path", "base_model")
+HOOK_KEYS = ("hook_name", "hook_point", "hook")
+
+
+def long_table(
+    series: list[str], steps: list[int], wall_times: list[float], values: list[float]
+) -> pa.Table:
+    """Long rows from four parallel lists (NaN for a missing wall time)."""
+    return pa.table(
+        [
+            pa.array(series, pa.string()),
+            pa.array(steps, pa.int64()),
+            pa.array(wall_times, pa.float64()),
+            pa.array(values, pa.float64()),
+        ],
+        schema=LONG_SCHEMA,
+    )
+
+
+def empty_wide() -> pa.Table:
+    return pa.schema([(STEP, pa.int64()), (WALL_TIME, pa.float64())]).empty_table()
+
+
+def to_wide(long: pa.Table) -> pa.Table:
+    """One row per step (sorted), `wall_time` (the latest of the step's values), then one
+    float64 column per series in order of first appearance; a series not logged at a step is
+    null there. Of a series' values at one step, the later write wins (module docstring)."""
+    if long.num_rows == 0:
+        return empty_wide()
+    long = long.combine_chunks()
+    encoded = long.column(SERIES).dictionary_encode().combine_chunks()
+    names = encoded.dictionary.to_pylist()
+    codes = encoded.indices.to_numpy()
+    steps = long.column(STEP).to_numpy()
+    walls = long.column(WALL_TIME).to_numpy(zero_copy_only=False)
+    values = long.column(VALUE).to_numpy(zero_copy_only=False)
+    # Sort by series, step, wall time (none first), then the order read; keep each group's last.
+    order = np.lexsort((np.arange(len(steps)), np.nan_to_num(walls, nan=-np.inf), steps, codes))
+    codes, steps, walls, values = codes[order], steps[order], walls[order], values[order]
+    last = np.ones(len(steps), dtype=bool)
+    last[:-1] = (codes[1:] != codes[:-1]) | (steps[1:] != steps[:-1])
+    codes, steps, walls, values = codes[last], steps[last], walls[last], values[last]
+    all_steps = np.unique(steps)
+    rows = np.searchsorted(all_steps, steps)
+    latest_wall = np.full(len(all_steps), -np.inf)
+    np.maximum.at(latest_wall, rows, np.nan_to_num(walls, nan=-np.inf))
+    columns: dict[str, pa.Array] = {
+        STEP: pa.array(all_steps, pa.int64()),
+        WALL_TIME: pa.array(latest_wall, mask=~np.isfinite(latest_wall)),
+    }
+    first_seen = np.unique(encoded.indices.to_numpy(), return_index=True)
+    for code in first_seen[0][np.argsort(first_seen[1])]:
+        mine = codes == code
+        column = np.full(len(all_steps), np.nan)
+        logged = np.zeros(len(all_steps), dtype=bool)
+        column[rows[mine]] = values[mine]
+        logged[rows[mine]] = True
+        columns[str(names[code])] = pa.array(column, mask=~logged)
+    return pa.table(columns)
+
+
+def wide_data(long: pa.Table, skipped: list[str]) -> LossData:
+    return LossData(to_wide(long), skipped)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A file of a run, as stat (not following a link) found it."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.path.name}:{self.size}:{self.mtime_ns}"
+
+
+def regular_files(folder: Path, wanted: Callable[[str], bool]) -> list[FileStat]:
+    """The regular files in `folder` whose names `wanted` accepts, sorted by name. Links,
+    FIFOs and folders are left out; a folder that cannot be listed has none."""
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not wanted(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                found.append(
+                    FileStat(Path(entry.path), info.st_size, info.st_mtime_ns, info.st_ino)
+                )
+    except OSError:
+        return []
+    return sorted(found, key=lambda stat: stat.path.name)
+
+
+def stat_file(path: Path) -> FileStat | None:
+    """`path` if it is a regular file (not a link), else None."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return FileStat(path, info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+def fingerprint(files: list[FileStat]) -> str:
+    return "|".join(stat.key for stat in files)
+
+
+def last_written(files: list[FileStat]) -> datetime | None:
+    """When the newest of `files` was last written: the heartbeat of a writer that has none."""
+    return utc_time(max(stat.mtime_ns for stat in files) / 1e9) if files else None
+
+
+def first_written(files: list[FileStat]) -> datetime | None:
+    return utc_time(min(stat.mtime_ns for stat in files) / 1e9) if files else None
+
+
+def silence_rule(label: str) -> str:
+    return (
+        f"{label} record no end of training: the run is taken as finished once no new data "
+        "has arrived for --stale-after, and rendered again if more arrives"
+    )
+
+
+def record_from(
+    run_dir: Path,
+    config: Mapping[str, Any],
+    *,
+    source_name: str,
+    status: str,
+    started_at: datetime | None,
+    heartbeat_at: datetime | None,
+    finished_at: datetime | None = None,
+    run_id: str | None = None,
+    error: str | None = None,
+) -> RunRecord:
+    """A `RunRecord` for another tool's run: the model and hook from the usual config keys
+    (else the folder's name and the source's), the times from what the files say."""
+    started = started_at or heartbeat_at or utc_time()
+    return RunRecord(
+        run_id=run_id or run_dir.name,
+        model=_first_text(config, MODEL_KEYS) or run_dir.name,
+        hook=_first_text(config, HOOK_KEYS) or source_name,
+        architecture=_first_text(config, ("architecture",)),
+        config=dict(config),
+        status=status,
+        started_at=started.isoformat(),
+        finished_at=finished_at.isoformat() if finished_at else None,
+        heartbeat_at=(heartbeat_at or started).isoformat(),
+        error=error,
+    )
+
+
+def _first_text(config: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
