@@ -321,7 +321,6 @@ def test_email_of_a_folder_that_is_no_run_refuses_and_writes_nothing_there(
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"lossreport: InvalidInputError: {folder}: not a run directory "
-        f"({sources.WHAT_IS_A_RUN})"
+        f"lossreport: InvalidInputError: {folder}: not a run directory ({sources.WHAT_IS_A_RUN})"
     )
     assert os.listdir(folder) == ["notes.txt"]

@@ -11,8 +11,12 @@ from pathlib import Path
 
 from .. import runformat
 from .base import Inputs, Source
+from .hf_trainer import HfTrainerSource
+from .lightning import LightningCsvSource
+from .mlflow import MlflowSource
 from .native import NativeSource
 from .series import SeriesFilter
+from .tensorboard import TensorBoardSource
 
 # For error messages: what `find` looks for.
 WHAT_IS_A_RUN = (
@@ -21,7 +25,15 @@ WHAT_IS_A_RUN = (
 )
 
 NATIVE = NativeSource()
-SOURCES: tuple[Source, ...] = (NATIVE,)
+# First match wins. A Trainer's output folder may hold TensorBoard logs (its `runs/`), and a
+# Lightning version folder may hold both a CSV and event files: the richer record goes first.
+SOURCES: tuple[Source, ...] = (
+    NATIVE,
+    MlflowSource(),
+    HfTrainerSource(),
+    TensorBoardSource(),
+    LightningCsvSource(),
+)
 
 __all__ = [
     "NATIVE",

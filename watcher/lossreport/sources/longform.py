@@ -72,7 +72,10 @@ def to_wide(long: pa.Table) -> pa.Table:
     last = np.ones(len(steps), dtype=bool)
     last[:-1] = (codes[1:] != codes[:-1]) | (steps[1:] != steps[:-1])
     codes, steps, walls, values = codes[last], steps[last], walls[last], values[last]
-    all_steps = np.unique(steps)
+    # Each series' steps are sorted now: a stable sort (a merge of sorted runs) finds all steps
+    # several times faster than np.unique's quicksort.
+    merged = np.sort(steps, kind="stable")
+    all_steps = merged[np.concatenate(([True], merged[1:] != merged[:-1]))]
     rows = np.searchsorted(all_steps, steps)
     latest_wall = np.full(len(all_steps), -np.inf)
     np.maximum.at(latest_wall, rows, np.nan_to_num(walls, nan=-np.inf))
@@ -80,14 +83,15 @@ def to_wide(long: pa.Table) -> pa.Table:
         STEP: pa.array(all_steps, pa.int64()),
         WALL_TIME: pa.array(latest_wall, mask=~np.isfinite(latest_wall)),
     }
-    first_seen = np.unique(encoded.indices.to_numpy(), return_index=True)
-    for code in first_seen[0][np.argsort(first_seen[1])]:
-        mine = codes == code
+    # dictionary_encode numbers the series in order of first appearance.
+    bounds = np.searchsorted(codes, np.arange(len(names) + 1))
+    for code, name in enumerate(names):
+        mine = slice(bounds[code], bounds[code + 1])
         column = np.full(len(all_steps), np.nan)
         logged = np.zeros(len(all_steps), dtype=bool)
         column[rows[mine]] = values[mine]
         logged[rows[mine]] = True
-        columns[str(names[code])] = pa.array(column, mask=~logged)
+        columns[str(name)] = pa.array(column, mask=~logged)
     return pa.table(columns)
 
 

@@ -2,15 +2,23 @@
 scalar summaries in the Event protos, as long rows.
 
 A TFRecord is `uint64 length`, `uint32 masked crc32c(length bytes)`, `data`, `uint32 masked
-crc32c(data)`, little-endian. TensorBoard's own reader costs tens of microseconds a record; a
-training log holds millions, so the per-record Python work here is only the framing loop and
-one crc32c call. Everything else is done on whole chunks with numpy: a scalar summary is a
-small record whose bytes keep the same shape from step to step (the same tag, the same field
-layout) and differ only in the wall time, the step and the value. The first record of each
-shape is parsed as protobuf defines it (`_shape_of`), and every record of the same length
-whose other bytes are identical, with the step's varint as long, has that shape for certain:
-its fields are read at the same offsets for all of them at once. Records of any other shape
-(metadata, images, histograms, file_version) go through the protobuf classes one by one.
+crc32c(data)`, little-endian. TensorBoard's own reader costs tens of microseconds a record and
+a training log holds millions, so almost nothing here is done per record in Python; a file is
+read in chunks and each chunk is handled with numpy:
+
+- framing: a stretch of records is framed one by one; when their lengths repeat (a record per
+  tag, step after step) the following records are predicted from that cycle and checked all
+  at once (`_frame`);
+- shapes: a scalar summary is a small record whose bytes keep one layout from step to step
+  (the same tag and fields) and differ only in the wall time, the step and the value. The
+  first record of each shape is parsed field by field (`_shape_of`); every record of the same
+  length whose other bytes are the same, with a step varint as long, has that structure for
+  certain, and its fields are read at the same offsets for all of them at once;
+- checksums: crc32c is affine, so the records of one shape have the crc of the first one
+  xor-ed with what their differing bytes contribute (`_crc_table`), computed for all at once.
+
+Records of any other shape (plugin metadata, images, histograms, the file version) go through
+TensorBoard's Event class one by one.
 
 Scalars are what PyTorch's SummaryWriter and tensorboardX write (`simple_value`) and what
 TensorFlow 2 writes (a scalar `tensor` for a tag whose metadata, usually on its first value
@@ -21,11 +29,10 @@ with the optional `tensorboard` extra and are imported only when a file is read.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +42,15 @@ import pyarrow as pa
 
 from .longform import LONG_SCHEMA
 
-logger = logging.getLogger(__name__)
-
 EXTRA_HINT = (
     "reading TensorBoard logs needs the tensorboard extra: pip install 'lossreport[tensorboard]'"
 )
 SCALARS_PLUGIN = "scalars"
-CHUNK_BYTES = 64 * 2**20  # read at once; a file is read chunk by chunk from its offset
+CHUNK_BYTES = 4 * 2**20  # read at once (small enough to stay in the CPU caches)
 MAX_RECORD_BYTES = 256 * 2**20  # a bigger record (a huge graph) is passed over unread
-_TEMPLATE_TRIES = 32  # shapes tried per record length before the rest go one by one
+_STRETCH = 128  # records framed one by one before a cycle of lengths is looked for
+_MAX_PERIOD = 64  # the longest cycle looked for: tags logged at each step
+_TEMPLATE_TRIES = 64  # shapes tried per record length before the rest go one by one
 _TEMPLATE_MAX_BYTES = 4096  # scalar records are tens of bytes; longer ones go one by one
 _DATA_CLASS_SCALAR = 1
 
@@ -90,30 +97,17 @@ def _masked(crcs: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     return rotated + np.uint32(_MASK_DELTA)  # wraps in uint32, as the mask does
 
 
-def frame(data: bytes, crc32c: Callable[[bytes], int]) -> bytes:
-    """One TFRecord holding `data` (for tests and benchmarks that write event files)."""
-    head = _LENGTH.pack(len(data))
-    return b"".join(
-        (
-            head,
-            struct.pack("<I", masked_crc(crc32c(head))),
-            data,
-            struct.pack("<I", masked_crc(crc32c(data))),
-        )
-    )
-
-
-@dataclass
 class Scalars:
     """Scalar values found in one file, in pieces, with each one's record offset for order.
 
     `plugin_bound` rows are tensor values: scalars only if their tag's metadata says so, which
     may come after them (in another file), so they are filtered at the end (`table`)."""
 
-    tags: list[str] = field(default_factory=list)
-    _codes: dict[str, int] = field(default_factory=dict)
-    _pieces: list[tuple[Any, ...]] = field(default_factory=list)
-    _one: list[tuple[int, int, int, float, float, bool]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.tags: list[str] = []
+        self._codes: dict[str, int] = {}
+        self._pieces: list[tuple[Any, ...]] = []  # numpy columns of records read by shape
+        self._one: list[tuple[int, int, int, float, float, bool]] = []  # read one by one
 
     def code(self, tag: str) -> int:
         found = self._codes.get(tag)
@@ -173,9 +167,8 @@ class Scalars:
 
 @dataclass
 class FileScan:
-    """What one read of one event file found, from `start` up to `end`."""
+    """What one read of one event file found, up to `end`."""
 
-    start: int
     end: int  # where the next read starts: the first record not read whole
     scalars: Scalars
     problems: list[str]
@@ -190,7 +183,7 @@ def scan_file(
     codec: Codec,
     plugins: dict[str, str],
     *,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> FileScan:
     """Read the records of the open event file `fd` from byte `start` up to `size` (its size
     when it was opened: what a writer adds meanwhile waits for the next read), chunk by chunk.
@@ -199,7 +192,8 @@ def scan_file(
     writer at work: the scan ends before it. Records whose data fail their checksum are
     skipped and named; a length that fails its checksum ends the scan for good (`stopped`).
     """
-    scan = FileScan(start, start, Scalars(), [])
+    scan = FileScan(start, Scalars(), [])
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     while scan.end < size:
         want = min(chunk_bytes, size - scan.end)
         data = os.pread(fd, want, scan.end)
@@ -233,21 +227,56 @@ def scan_file(
     return scan
 
 
-def _frame(data: bytes, crc32c: Callable[[bytes], int]) -> tuple[list[int], list[int], int]:
-    """The start of each whole record in `data` and its data's crc32c, and where the first
-    record that is not whole starts. The one per-record Python loop: keep it short."""
-    starts: list[int] = []
-    crcs: list[int] = []
-    add_start, add_crc, length_of = starts.append, crcs.append, _LENGTH.unpack_from
+def _frame(data: bytes, views: _Views) -> tuple[Int64s, int]:
+    """The start of each whole record in `data`, and where the first record that is not whole
+    starts. Records are framed one by one for a stretch; when the stretch's lengths repeat
+    (one record per tag, step after step), the records after it are predicted from the cycle
+    and checked all at once, in growing blocks, up to the first whose length is not the one
+    predicted: framing from there goes on one by one."""
+    pieces: list[Int64s] = []
     size, pos = len(data), 0
-    while pos + 12 <= size:
-        end = pos + 12 + length_of(data, pos)[0]
-        if end + 4 > size:
+    while True:
+        starts, lengths, pos = _frame_stretch(data, pos)
+        pieces.append(np.array(starts, np.int64))
+        if len(starts) < _STRETCH:  # the records left are not whole
+            break
+        period = next((p for p in range(1, _MAX_PERIOD + 1) if lengths[p:] == lengths[:-p]), 0)
+        if not period:
+            continue
+        cycle = np.array(lengths[-period:], np.int64)
+        within = np.concatenate(([0], np.cumsum(cycle + 16)[:-1]))
+        cycle_bytes = int(cycle.sum()) + 16 * period
+        cycles = 16
+        while (count := min(cycles, (size - pos) // cycle_bytes)) > 0:
+            predicted = (pos + np.arange(count)[:, None] * cycle_bytes + within).ravel()
+            wrong = np.flatnonzero(views.u64[predicted] != np.tile(cycle, count).view(np.uint64))
+            if len(wrong):
+                pieces.append(predicted[: wrong[0]])
+                pos = int(predicted[wrong[0]])
+                break
+            pieces.append(predicted)
+            pos += count * cycle_bytes
+            cycles *= 4
+    return np.concatenate(pieces), pos
+
+
+def _frame_stretch(data: bytes, pos: int) -> tuple[list[int], list[int], int]:
+    """Up to _STRETCH whole records from `pos`, one by one: their starts and lengths, and the
+    start of the next. The one per-record Python loop: keep it short."""
+    starts: list[int] = []
+    lengths: list[int] = []
+    add_start, add_length, length_of = starts.append, lengths.append, _LENGTH.unpack_from
+    size = len(data)
+    for _ in range(_STRETCH):
+        if pos + 12 > size:
+            break
+        length = length_of(data, pos)[0]
+        if pos + length + 16 > size:
             break
         add_start(pos)
-        add_crc(crc32c(data[pos + 12 : end]))
-        pos = end + 4
-    return starts, crcs, pos
+        add_length(length)
+        pos += length + 16
+    return starts, lengths, pos
 
 
 class _Views:
@@ -269,31 +298,26 @@ def _scan_chunk(
     of the file) into `scan`. Returns how many bytes were used, and the length of the first
     record not whole when its header is whole and sound."""
     base = scan.end
-    starts_list, crcs, used = _frame(data, codec.crc32c)
     views = _Views(data)
-    starts = np.array(starts_list, np.int64)
+    starts, used = _frame(data, views)
     raw_lengths = views.u64[starts]
-    bad = np.flatnonzero(views.u32[starts + 8] != _length_crcs(raw_lengths, codec))
-    lengths = raw_lengths.astype(np.int64)  # whole records in `data`: small
+    bad = np.flatnonzero(views.u32[starts + 8] != _length_crcs.of(raw_lengths, codec))
+    lengths = raw_lengths.astype(np.int64)  # of whole records in `data`: small
     pending: int | None = None
     if len(bad):
         cut = int(bad[0])
         used = int(starts[cut])
-        starts, lengths, crcs = starts[:cut], lengths[:cut], crcs[:cut]
+        starts, lengths = starts[:cut], lengths[:cut]
         _stop(scan, path, base + used)
     elif used + 12 <= len(data):
         (length,) = _LENGTH.unpack_from(data, used)
-        if _length_crcs(np.array([length], np.uint64), codec)[0] != views.u32[used + 8]:
+        if _length_crcs.of(np.array([length], np.uint64), codec)[0] != views.u32[used + 8]:
             _stop(scan, path, base + used)
         else:
             pending = length
-    if len(starts):
-        sound = _masked(np.array(crcs, np.uint32)) == views.u32[starts + 12 + lengths]
-        for offset in starts[~sound]:
-            scan.problems.append(
-                f"{path}: the record at byte {base + int(offset)} fails its checksum; skipped"
-            )
-        _decode(data, views, starts[sound] + 12, lengths[sound], base, scan, path, codec, plugins)
+    damaged = _decode(data, views, starts + 12, lengths, base, scan, path, codec, plugins)
+    for offset in sorted(damaged):
+        scan.problems.append(f"{path}: the record at byte {offset} fails its checksum; skipped")
     return used, pending
 
 
@@ -305,13 +329,32 @@ def _stop(scan: FileScan, path: Path, offset: int) -> None:
     )
 
 
-def _length_crcs(lengths: npt.NDArray[Any], codec: Codec) -> npt.NDArray[np.uint32]:
-    """The masked crc32c each length's 8 bytes must carry (few distinct lengths in a log)."""
-    if not len(lengths):
-        return np.zeros(0, np.uint32)
-    unique, which = np.unique(lengths, return_inverse=True)
-    crcs = [masked_crc(codec.crc32c(_LENGTH.pack(int(length)))) for length in unique]
-    return np.array(crcs, np.uint32)[which]
+class _LengthCrcs:
+    """The masked crc32c each length's 8 bytes must carry: computed once per length (a log
+    has few), then looked up for all records at once."""
+
+    def __init__(self) -> None:
+        self.lengths = np.zeros(0, np.uint64)  # sorted
+        self.crcs = np.zeros(0, np.uint32)
+
+    def of(self, lengths: npt.NDArray[np.uint64], codec: Codec) -> npt.NDArray[np.uint32]:
+        if not len(lengths):
+            return self.crcs[:0]
+        where = np.searchsorted(self.lengths, lengths)
+        if not len(self.lengths) or not (self.lengths[where % len(self.lengths)] == lengths).all():
+            known = set(self.lengths.tolist()) if len(self.lengths) < 4096 else set()
+            known.update(np.unique(lengths).tolist())
+            self.lengths = np.array(sorted(known), np.uint64)
+            self.crcs = np.array(
+                [masked_crc(codec.crc32c(_LENGTH.pack(length))) for length in sorted(known)],
+                np.uint32,
+            )
+            where = np.searchsorted(self.lengths, lengths)
+        found: npt.NDArray[np.uint32] = self.crcs[where]
+        return found
+
+
+_length_crcs = _LengthCrcs()
 
 
 def _decode(
@@ -324,11 +367,13 @@ def _decode(
     path: Path,
     codec: Codec,
     plugins: dict[str, str],
-) -> None:
-    """Decode records (their data's starts and lengths), by shape where one fits, the rest
-    one by one."""
+) -> list[int]:
+    """Check and decode records (their data's starts and lengths), by shape where one fits,
+    the rest one by one. Returns the offsets of those whose data fail their checksum."""
     one_by_one: list[Int64s] = []
-    order = np.argsort(lengths, kind="stable")
+    damaged: list[int] = []
+    small = len(lengths) and lengths.max() < 2**16  # sorted by radix then
+    order = np.argsort(lengths.astype(np.uint16) if small else lengths, kind="stable")
     starts, lengths = starts[order], lengths[order]
     edges = np.flatnonzero(np.diff(lengths)) + 1
     for group in np.split(np.arange(len(lengths)), edges):
@@ -340,20 +385,46 @@ def _decode(
         while len(left) and 8 <= length <= _TEMPLATE_MAX_BYTES and tries < _TEMPLATE_TRIES:
             tries += 1
             first = int(left[0])
-            shape = _shape_of(data[first : first + length])
+            shape = _shape_of(data[first : first + length], codec.crc32c)
             if shape is None:
                 one_by_one.append(left[:1])
                 left = left[1:]
                 continue
             fits = shape.fits(views, left)
-            shape.decode(views, left[fits], base - 12, scan.scalars)
-            left = left[~fits]
+            mine, left = left[fits], left[~fits]
+            sound = shape.sound(views, mine, codec.crc32c)
+            damaged += (mine[~sound] + (base - 12)).tolist()
+            if sound.any():
+                if shape.plugin:
+                    plugins.setdefault(shape.tag, shape.plugin)
+                shape.decode(views, mine[sound], base - 12, scan.scalars)
         one_by_one.append(left)
     rest = np.sort(np.concatenate(one_by_one)) if one_by_one else starts[:0]
     if len(rest):
         ends = rest + views.u64[rest - 12].astype(np.int64)
-        for start, end in zip(rest.tolist(), ends.tolist(), strict=True):
-            _decode_one(data[start:end], base + start - 12, scan, path, codec, plugins)
+        stored = views.u32[ends].tolist()
+        for start, end, crc in zip(rest.tolist(), ends.tolist(), stored, strict=True):
+            record = data[start:end]
+            if masked_crc(codec.crc32c(record)) != crc:
+                damaged.append(base + start - 12)
+            else:
+                _decode_one(record, base + start - 12, scan, path, codec, plugins)
+    return damaged
+
+
+_CRC_TABLES: dict[int, npt.NDArray[np.uint32]] = {}
+
+
+def _crc_table(after: int, crc32c: Callable[[bytes], int]) -> npt.NDArray[np.uint32]:
+    """What each value of a byte followed by `after` bytes adds (xor) to a crc32c: crc32c is
+    affine, so records of one shape differ in their crc by the xor of their varying bytes'."""
+    table = _CRC_TABLES.get(after)
+    if table is None:
+        zeros = bytes(after)
+        table = np.array([crc32c(bytes((byte,)) + zeros) for byte in range(256)], np.uint32)
+        table ^= np.uint32(crc32c(bytes(after + 1)))
+        _CRC_TABLES[after] = table
+    return table
 
 
 def _decode_one(
@@ -378,7 +449,7 @@ def _decode_one(
         if kind == "simple_value":
             scan.scalars.add(offset, tag, step, wall, value.simple_value, False)
         elif kind == "tensor":
-            number = tensor_scalar(value.tensor)
+            number = _tensor_scalar(value.tensor)
             if number is not None:
                 scan.scalars.add(offset, tag, step, wall, number, True)
 
@@ -402,7 +473,7 @@ _TENSOR_TYPES: dict[int, tuple[str, str]] = {
 _BFLOAT16, _HALF = 14, 19
 
 
-def tensor_scalar(tensor: Any) -> float | None:
+def _tensor_scalar(tensor: Any) -> float | None:
     """The number a TensorProto holds when it holds exactly one real number, else None."""
     if any(dim.size != 1 for dim in tensor.tensor_shape.dim):
         return None
@@ -434,6 +505,7 @@ class _Shape:
     the wall time and the value, and keeps only the continuation bits of the step's varint, so
     a record with the same length that passes is the same protobuf structure."""
 
+    length: int
     words: tuple[tuple[int, int, int], ...]
     tag: str
     wall: int | None
@@ -441,12 +513,26 @@ class _Shape:
     value: int
     double: bool  # the value is a float64 (else a float32)
     tensor: bool  # a tensor value: a scalar only if its tag's plugin is "scalars"
+    varying: tuple[tuple[int, int], ...]  # (offset, byte) where records of the shape may differ
+    crc: int  # crc32c of the record the shape was taken from
+    plugin: str  # the plugin its metadata names; "" without metadata
 
     def fits(self, views: _Views, starts: Int64s) -> npt.NDArray[np.bool_]:
         fits = np.ones(len(starts), bool)
         for offset, mask, want in self.words:
             fits &= (views.u64[starts + offset] & np.uint64(mask)) == np.uint64(want)
         return fits
+
+    def sound(
+        self, views: _Views, starts: Int64s, crc32c: Callable[[bytes], int]
+    ) -> npt.NDArray[np.bool_]:
+        """Whether each record (of this shape) has the checksum its data need."""
+        crcs = np.full(len(starts), self.crc, np.uint32)
+        for offset, byte in self.varying:
+            after = self.length - 1 - offset
+            crcs ^= _crc_table(after, crc32c)[views.u8[starts + offset] ^ byte]
+        sound: npt.NDArray[np.bool_] = _masked(crcs) == views.u32[starts + self.length]
+        return sound
 
     def decode(self, views: _Views, starts: Int64s, base: int, scalars: Scalars) -> None:
         if not len(starts):
@@ -519,7 +605,7 @@ class _Wire:
         return found
 
 
-def _shape_of(data: bytes) -> _Shape | None:
+def _shape_of(data: bytes, crc32c: Callable[[bytes], int]) -> _Shape | None:
     """The shape of a record holding one scalar value and nothing else, or None."""
     wire = _Wire(data)
     fields = wire.fields(0, len(data))
@@ -541,7 +627,7 @@ def _shape_of(data: bytes) -> _Shape | None:
     value = _value_shape(wire, *summary[0][2:])
     if value is None:
         return None
-    tag, offset, double, tensor = value
+    tag, offset, double, tensor, plugin = value
     mask = bytearray(b"\xff" * len(data))
     if wall is not None:
         mask[wall : wall + 8] = bytes(8)
@@ -555,23 +641,38 @@ def _shape_of(data: bytes) -> _Shape | None:
         if word_mask:
             want = int.from_bytes(data[at : at + 8], "little") & word_mask
             words.append((at, word_mask, want))
-    return _Shape(tuple(words), tag, wall, step, offset, double, tensor)
+    varying = tuple((at, data[at]) for at in range(len(data)) if mask[at] != 0xFF)
+    return _Shape(
+        len(data),
+        tuple(words),
+        tag,
+        wall,
+        step,
+        offset,
+        double,
+        tensor,
+        varying,
+        crc32c(data),
+        plugin,
+    )
 
 
-def _value_shape(wire: _Wire, start: int, end: int) -> tuple[str, int, bool, bool] | None:
-    """A Summary.Value with a tag and a float simple_value or a one-float tensor (no metadata,
-    nothing else): its tag, the value's offset, whether it is a double, whether a tensor."""
+def _value_shape(wire: _Wire, start: int, end: int) -> tuple[str, int, bool, bool, str] | None:
+    """A Summary.Value with a tag and a float simple_value or a one-float tensor, and maybe
+    metadata (PyTorch's new-style scalars carry it on every value), nothing else: its tag, the
+    value's offset, whether it is a double, whether a tensor, the metadata's plugin ("" for
+    none)."""
     fields = wire.fields(start, end)
     if fields is None or len({number for number, *_ in fields}) != len(fields):
         return None
     tag: str | None = None
+    plugin: str | None = ""
     found: tuple[int, bool, bool] | None = None
     for number, kind, begin, finish in fields:
         if (number, kind) == (1, 2):
-            try:
-                tag = wire.data[begin:finish].decode()
-            except UnicodeDecodeError:
-                return None
+            tag = _text(wire.data[begin:finish])
+        elif (number, kind) == (9, 2):
+            plugin = _plugin_of(wire, begin, finish)
         elif (number, kind) == (2, 5):
             found = (begin, False, False)
         elif (number, kind) == (8, 2):
@@ -581,9 +682,39 @@ def _value_shape(wire: _Wire, start: int, end: int) -> tuple[str, int, bool, boo
             found = (tensor[0], tensor[1], True)
         else:
             return None
-    if not tag or found is None:
+    if not tag or found is None or plugin is None:
         return None
-    return (tag, *found)
+    return (tag, *found, plugin)
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _plugin_of(wire: _Wire, start: int, end: int) -> str | None:
+    """The plugin a SummaryMetadata names ("scalars" for the scalar data class), or None
+    when it is not one the shapes know."""
+    fields = wire.fields(start, end)
+    if fields is None or len({number for number, *_ in fields}) != len(fields):
+        return None
+    plugin: str | None = ""
+    for number, kind, begin, finish in fields:
+        if (number, kind) == (1, 2):  # plugin_data
+            inner = wire.fields(begin, finish)
+            if inner is None:
+                return None
+            names = [_text(wire.data[b:f]) for n, k, b, f in inner if (n, k) == (1, 2)]
+            plugin = names[-1] if names else ""
+        elif (number, kind) == (4, 0):  # data_class
+            read = wire.varint(begin, finish)
+            if read and read[0] == _DATA_CLASS_SCALAR:
+                return SCALARS_PLUGIN
+        elif (number, kind) not in ((2, 2), (3, 2)):  # display name, description
+            return None
+    return plugin
 
 
 def _tensor_shape(wire: _Wire, start: int, end: int) -> tuple[int, bool] | None:
@@ -594,6 +725,8 @@ def _tensor_shape(wire: _Wire, start: int, end: int) -> tuple[int, bool] | None:
         return None
     dtype = 0
     found: tuple[int, bool] | None = None
+    if len({4, 5, 6} & {number for number, *_ in fields}) > 1:  # two places for the value
+        return None
     for number, kind, begin, finish in fields:
         size = finish - begin
         if (number, kind) == (1, 0):

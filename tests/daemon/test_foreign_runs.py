@@ -1,0 +1,164 @@
+"""`lossreport watch` over runs that other tools wrote: one index for a mixed tree, a
+TensorBoard log that grows while the daemon runs, and runs in folders it cannot write."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lossreport
+from lossreport import runformat, sources
+from lossreport.runformat import read_marker
+from tests.support.daemon import Daemon, run_once, wait_rendered
+from tests.support.foreign import (
+    Logged,
+    assert_all_logged,
+    hf_trainer_run,
+    lightning_run,
+    mlflow_run,
+    tensorboard_run,
+)
+from tests.support.optional import missing
+from tests.support.procs import wait_for
+
+
+def _native_run(parent: Path, run_id: str, steps: range) -> Logged:
+    logged: Logged = {"mse_loss": {}}
+    with lossreport.start_run(parent, model="m", hook="h", run_id=run_id) as run:
+        for step in steps:
+            run.log(step, mse_loss=float(step) / 7)
+            logged["mse_loss"][step] = float(step) / 7
+    return logged
+
+
+def _age(tree: Path, seconds: float) -> None:
+    """Date every file back, as if its writer had been silent for `seconds`."""
+    then = time.time() - seconds
+    for folder, _dirs, files in os.walk(tree):
+        for name in files:
+            os.utime(Path(folder) / name, (then, then))
+
+
+def _csv_of(home: Path) -> Path:
+    (csv_path,) = (home / runformat.GRAPHS_DIR).glob("loss_history_*.csv")
+    return csv_path
+
+
+def test_one_daemon_reports_every_kind_of_run_in_a_mixed_tree(runs_dir: Path) -> None:
+    logged = {
+        "native/sae-1": _native_run(runs_dir / "native", "sae-1", range(40)),
+        "exp1/tb/run3": tensorboard_run(runs_dir / "exp1" / "tb" / "run3", range(30)),
+        "exp1/lightning_logs/version_0": lightning_run(runs_dir / "exp1", range(20)),
+        "hf/gpt2-tiny": hf_trainer_run(runs_dir / "hf" / "gpt2-tiny", 4),
+    }
+    mlflow_logged = mlflow_run(runs_dir / "mlruns", range(25))
+    (mlflow_dir,) = [
+        path for path in (runs_dir / "mlruns").glob("*/*") if (path / "metrics").is_dir()
+    ]
+    logged[mlflow_dir.relative_to(runs_dir).as_posix()] = mlflow_logged
+    _age(runs_dir, 3600)  # TensorBoard and Lightning record no end: silence finishes them
+
+    result = run_once(runs_dir)
+    assert result.returncode == 0, result.stderr
+
+    found = {run.relative_to(runs_dir).as_posix() for run in sources.list_runs(runs_dir)}
+    assert found == set(logged)
+    index = (runs_dir / runformat.INDEX_FILE).read_text()
+    for key, values in logged.items():
+        marker = read_marker(runs_dir / key)
+        assert marker is not None and marker.status == "completed", key
+        assert_all_logged(_csv_of(runs_dir / key), values)
+        assert f'href="{key}/{runformat.GRAPHS_DIR}/' in index, key
+    for source_name in ("tensorboard", "lightning", "hf-trainer", "mlflow"):
+        assert f">{source_name}</small>" in index
+    report = next((runs_dir / "exp1" / "tb" / "run3" / runformat.GRAPHS_DIR).glob("*.html"))
+    page = report.read_text()
+    assert "TensorBoard event files" in page and "no new data" in page  # the rule it used
+
+
+def test_a_tensorboard_log_that_grows_is_reported_again(runs_dir: Path, tmp_path: Path) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        missing("torch's SummaryWriter", "pip install -e '.[dev]'")
+    run_dir = runs_dir / "tb-live"
+    writer = SummaryWriter(str(run_dir), flush_secs=3600)
+    logged: Logged = {"loss": {}}
+
+    def write(steps: range) -> None:
+        for step in steps:
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+            logged["loss"][step] = 1.0 / (step + 1)
+        writer.flush()
+
+    write(range(10))
+    daemon = Daemon(runs_dir, "--stale-after", "2s", log=tmp_path / "daemon.log")
+    try:
+        wait_rendered(run_dir, "completed")
+        assert_all_logged(_csv_of(run_dir), logged)
+        write(range(10, 25))  # the same file, appended by the same writer
+        wait_rendered(run_dir, "completed")
+        wait_for(lambda: len(_csv_of(run_dir).read_text().splitlines()) == 26, timeout=30)
+        assert_all_logged(_csv_of(run_dir), logged)
+    finally:
+        writer.close()
+        code, _ = daemon.stop()
+    assert code == 0
+    assert daemon.events("render_failed") == []
+
+
+@contextmanager
+def _unwritable(folder: Path) -> Iterator[None]:
+    """`folder` as a folder this user cannot write: for root, a read-only bind mount of it
+    onto itself (root writes anywhere else); for anyone else, its mode."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    mount = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True
+    )
+    if mount.returncode != 0:
+        missing("a read-only bind mount (root without CAP_SYS_ADMIN?)", mount.stderr.strip())
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_runs_in_unwritable_folders_are_reported_under_output(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    theirs = runs_dir / "alice" / "tb"
+    logged = tensorboard_run(theirs, range(15))
+    mine = _native_run(runs_dir, "mine", range(5))
+    _age(runs_dir, 3600)
+    output = tmp_path / "reports"
+    output.mkdir()
+    before = sorted(os.listdir(theirs))
+    with _unwritable(theirs):
+        assert not os.access(theirs, os.W_OK)
+        result = run_once(runs_dir, "--output", str(output))
+        assert result.returncode == 0, result.stderr
+        assert sorted(os.listdir(theirs)) == before  # nothing written there, no cache either
+    mirrored = output / "alice" / "tb"
+    assert_all_logged(_csv_of(mirrored), logged)
+    assert (mirrored / runformat.CACHE_DIR).is_dir()
+    assert_all_logged(_csv_of(runs_dir / "mine"), mine)  # writable: reported in place
+    assert not (output / "mine").exists()
+    index = (output / runformat.INDEX_FILE).read_text()
+    assert not (runs_dir / runformat.INDEX_FILE).exists()
+    links = {
+        "alice/tb/loss_graphs/": mirrored,
+        "../runs/mine/loss_graphs/": runs_dir / "mine",
+    }
+    for link, home in links.items():
+        assert f'href="{link}' in index, link
+        assert (output / link).resolve() == (home / runformat.GRAPHS_DIR).resolve()
