@@ -10,9 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 import lossreport
 from lossreport import runformat, sources
-from lossreport.runformat import read_marker
+from lossreport.daemon.jobs import render_job
+from lossreport.daemon.options import WatchOptions
+from lossreport.daemon.watch import Watcher
+from lossreport.errors import UnsafePathError
+from lossreport.runformat import Homes, read_marker
 from tests.support.daemon import Daemon, run_once, wait_rendered
 from tests.support.foreign import (
     Logged,
@@ -23,7 +29,8 @@ from tests.support.foreign import (
     tensorboard_run,
 )
 from tests.support.optional import missing
-from tests.support.procs import wait_for
+from tests.support.procs import run_cli, wait_for
+from tests.support.smtp import SmtpServer
 
 
 def _native_run(parent: Path, run_id: str, steps: range) -> Logged:
@@ -162,3 +169,65 @@ def test_runs_in_unwritable_folders_are_reported_under_output(
     for link, home in links.items():
         assert f'href="{link}' in index, link
         assert (output / link).resolve() == (home / runformat.GRAPHS_DIR).resolve()
+
+
+def test_a_foreign_run_rendered_by_hand_is_still_mailed_once(runs_dir: Path) -> None:
+    logged = mlflow_run(runs_dir / "mlruns", range(10))
+    (run_dir,) = [p for p in (runs_dir / "mlruns").glob("*/*") if (p / "metrics").is_dir()]
+    assert run_cli("render", str(run_dir)).returncode == 0  # its marker: not the daemon's
+    with SmtpServer() as smtp:
+        mail = ["--email-to", "you@example.com", "--smtp-host", "127.0.0.1"]
+        mail += ["--smtp-port", str(smtp.port)]
+        assert run_once(runs_dir, *mail).returncode == 0
+        assert run_once(runs_dir, *mail).returncode == 0  # a second pass mails nothing more
+        (received,) = smtp.received
+    assert "mlflow-run completed" in received.message["Subject"]
+    assert_all_logged(_csv_of(run_dir), logged)
+
+
+def test_runs_that_add_scalars_writes_below_a_known_run_are_found_by_events(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        missing("torch's SummaryWriter", "pip install -e '.[dev]'")
+    run_dir = runs_dir / "tb"
+    writer = SummaryWriter(str(run_dir), flush_secs=3600)
+    writer.add_scalar("loss", 1.0, 0)
+    writer.flush()
+    daemon = Daemon(
+        runs_dir, "--stale-after", "2s", "--rescan-every", "1h", log=tmp_path / "daemon.log"
+    )
+    try:
+        wait_rendered(run_dir, "completed")
+        # One run per tag, in folders below the run: seen from their events, not a rescan.
+        writer.add_scalars("pair", {"mse": 0.5, "l1": 0.25}, 0)
+        writer.flush()
+        for tag, value in (("mse", 0.5), ("l1", 0.25)):
+            wait_rendered(run_dir / f"pair_{tag}", "completed")
+            assert_all_logged(_csv_of(run_dir / f"pair_{tag}"), {"pair": {0: value}})
+    finally:
+        writer.close()
+        daemon.stop()
+
+
+def test_a_folder_on_a_runs_path_swapped_for_a_link_is_never_read_or_written_through(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    tensorboard_run(runs_dir / "exp" / "tb", range(5))
+    homes = Homes(runs_dir)
+    render_job(homes, "exp/tb", "completed", "inputs")
+    dummy = tmp_path / "dummy"
+    tensorboard_run(dummy / "tb", range(5))  # a run the daemon must not be led to
+    (runs_dir / "exp").rename(tmp_path / "moved-away")
+    (runs_dir / "exp").symlink_to(dummy, target_is_directory=True)
+    with pytest.raises(UnsafePathError):
+        render_job(homes, "exp/tb", "completed", "inputs")
+    assert sorted(os.listdir(dummy / "tb")) == sorted(
+        name for name in os.listdir(dummy / "tb") if name.startswith("events.out.tfevents")
+    )
+    watcher = Watcher(runs_dir, WatchOptions(alerts=False))
+    watcher._known.add("exp/tb")
+    watcher._consider_run("exp/tb")  # what a scheduled look does: forgets it, reads nothing
+    assert "exp/tb" not in watcher._known

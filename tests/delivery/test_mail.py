@@ -266,8 +266,9 @@ def test_a_run_its_trainer_rendered_at_close_is_still_mailed_once(
             assert trainer.returncode == 0 and "Loss Training Summary:" in output
             wait_for(lambda: len(smtp.received) >= 1, timeout=60)
             wait_rendered(runs_dir / "r", "completed")
-            marker = runformat.read_marker(runs_dir / "r")
-            assert marker is not None and marker.by_daemon  # rendered again, for its mail
+            # Whichever rendered last (the daemon, for its mail, or the trainer, whose render
+            # can take the lock after the daemon's), the mail went out once.
+            assert runformat.read_marker(runs_dir / "r") is not None
             daemon.stop()
             daemon = Daemon(runs_dir, *_mail_args(smtp.port), log=tmp_path / "daemon2.log")
             daemon.wait_for_event("watching")

@@ -15,7 +15,7 @@ from lossreport.errors import UnsafePathError
 from lossreport.runformat import Homes
 from lossreport.runformat.homes import make_dirs
 from lossreport.sources import SeriesFilter
-from lossreport.sources.longform import long_table, to_wide
+from lossreport.sources.longform import long_table, to_wide, wide_data
 
 
 def _native_run(parent: Path, run_id: str) -> Path:
@@ -112,3 +112,14 @@ def test_a_link_planted_in_the_mirror_is_refused(runs_dir: Path, tmp_path: Path)
     with pytest.raises(UnsafePathError):
         make_dirs(output, ["exp", "r"])  # what make_home does for a mirrored run
     assert list(dummy.iterdir()) == []
+
+
+def test_series_named_like_the_tables_own_columns_are_named_not_read() -> None:
+    long = long_table(["step", "loss", "wall_time"], [100, 100, 100], [1.0] * 3, [7.0, 0.5, 9.0])
+    data = wide_data(long, ["earlier note"])
+    assert data.table.to_pydict() == {"step": [100], "wall_time": [1.0], "loss": [0.5]}
+    assert data.skipped[0] == "earlier note"
+    assert [note.split(":")[0] for note in data.skipped[1:]] == [
+        "series 'step'",
+        "series 'wall_time'",
+    ]

@@ -265,3 +265,11 @@ def test_an_empty_or_unfinished_metrics_csv_reads_as_nothing_yet(tmp_path: Path)
         data = SOURCE.read_losses(run_dir)
         assert data.table.num_rows == 0 and data.skipped == []
         assert SOURCE.read_record(run_dir).config == {}
+
+
+def test_a_row_being_written_is_read_once_complete(tmp_path: Path) -> None:
+    run_dir = _run_dir(tmp_path)
+    (run_dir / "metrics.csv").write_text("step,train_loss\n0,1.5\n1,0.9")  # 0.98765 half-written
+    assert SOURCE.read_losses(run_dir).table.to_pydict()["train_loss"] == [1.5]
+    (run_dir / "metrics.csv").write_text("step,train_loss\n0,1.5\n1,0.98765\n")
+    assert SOURCE.read_losses(run_dir).table.to_pydict()["train_loss"] == [1.5, 0.98765]

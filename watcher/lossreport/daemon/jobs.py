@@ -9,8 +9,9 @@ import os
 import threading
 from typing import Any
 
-from .. import logformat
+from .. import logformat, storage
 from ..delivery.mailjob import MailJob
+from ..errors import UnsafePathError
 from ..runformat import Homes, read_marker
 from ..sources.series import SeriesFilter
 
@@ -70,9 +71,17 @@ def render_job(
     # Imported here, so the daemon's own process never loads the charts.
     from ..report.render import record_render, render_held, render_lock
 
-    run_dir, home = homes.runs_dir / key, homes.make_home(key)
+    run_dir, home, parts = homes.runs_dir / key, homes.make_home(key), key.split("/")
+
+    def verify() -> None:  # keys are paths: any folder on one could become a link meanwhile
+        if not storage.still_at(run_dir, run_fd, homes.runs_dir, parts):
+            raise UnsafePathError(run_dir, "a folder on its path changed while it was read")
+
     # Held from reading the marker to writing the new one: two daemons cannot both render.
-    with render_lock(home, wait=0) as home_fd:
+    with (
+        render_lock(home, wait=0, root=homes.root_of(home)) as home_fd,
+        storage.opened_beneath(homes.runs_dir, parts) as run_fd,
+    ):
         done = read_marker(home)
         rendered = done is not None and (done.fingerprint, done.status) == (fingerprint, status)
         if done is not None and rendered and (mail is None or not mail.unsent(homes, key, status)):
@@ -84,6 +93,7 @@ def render_job(
             status=status,
             fingerprint=fingerprint,
             series=series or SeriesFilter(),
+            verify=verify,
         )
         if mail is not None:
             mail.queue(result, homes, key)

@@ -229,14 +229,19 @@ class Watcher:
         if not runformat.watched_parts(parts):
             return None
         keys = ["/".join(parts[:depth]) for depth in range(len(parts), 0, -1)]
-        known = next((key for key in keys if key in self._known), None)
+        known = next((index for index, key in enumerate(keys) if key in self._known), None)
         if known is not None:
-            return known
-        for key in keys:
+            source = sources.find(self.runs_dir / keys[known])
+            if source is None or not source.nests_runs:
+                return keys[known]
+            candidates = keys[:known]  # a new run below a known one (add_scalars' folders)
+        else:
+            candidates = keys
+        for key in candidates:
             if runformat.is_run_name(key) and sources.find(self.runs_dir / key) is not None:
                 self._known.add(key)
                 return key
-        return None
+        return keys[known] if known is not None else None
 
     # -- deciding and submitting ----------------------------------------------------------
     def _run_dirs(self) -> list[Path]:
@@ -286,7 +291,9 @@ class Watcher:
 
     def _consider_run(self, name: str) -> None:
         run_dir = self.runs_dir / name
-        source = sources.find(run_dir)
+        # A run's key is a path: a folder on it may have been swapped for a link since.
+        plain = storage.is_plain_path(self.runs_dir, name.split("/"))
+        source = sources.find(run_dir) if plain else None
         if source is None:
             self._forget(name)
             return
@@ -414,7 +421,7 @@ class Watcher:
                 logger.info(
                     "run=%s rendered %s (%s)",
                     name,
-                    entry["report"],
+                    self._entries[name]["report"],  # where the index links it
                     entry["status"],
                     extra={"run": name, "event": "rendered", "status": entry["status"]},
                 )

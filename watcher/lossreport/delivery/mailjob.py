@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import runformat
+from .. import runformat, sources
 from ..runformat import Homes
 
 if TYPE_CHECKING:
@@ -48,15 +48,15 @@ class MailJob:
     def unsent(self, homes: Homes, key: str, status: str) -> bool:
         """Whether the email of run `key` finished as `status` was neither sent nor queued: a
         run that another process rendered (its trainer at close, `lossreport render`) must
-        still be mailed, which takes a render of its own. Reads the record of a native run
-        only: another tool's run is always rendered by the daemon, which queues its mail."""
+        still be mailed, which takes a render of its own."""
         if status not in MAILED_STATUSES:
             return False
         from .message import message_key
         from .outbox import Outbox
 
+        run_dir = homes.runs_dir / key
         try:
-            record = runformat.read_run_file(homes.runs_dir / key)
+            record = sources.source_of(run_dir).read_record(run_dir)
         except OSError:  # its render names the problem; a stand-in record is mailed then
             return False
         run = {**dataclasses.asdict(record), "status": status}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -68,18 +68,23 @@ class RenderResult:
 
 
 @contextmanager
-def render_lock(run_dir: Path, *, wait: float) -> Iterator[int]:
+def render_lock(run_dir: Path, *, wait: float, root: Path | None = None) -> Iterator[int]:
     """One render of a run at a time, across processes and daemons on other hosts (flock,
     which Linux maps to POSIX locks on NFS). Waits up to `wait` seconds (`math.inf`: as long as
     it takes), then raises RunBusy.
 
-    Yields a descriptor of the run directory, opened once without following a link: everything
-    the render creates, moves or removes in the run goes through it, so an owner who swaps the
-    folder for a link meanwhile only makes the render fail.
+    Yields a descriptor of the run directory (the folder that gets loss_graphs/), opened once
+    without following a link: everything the render creates, moves or removes in the run goes
+    through it, so an owner who swaps the folder for a link meanwhile only makes the render
+    fail. With `root`, no folder between `root` and `run_dir` may be a link either.
     """
     with ExitStack() as held:
         try:
-            run_fd = held.enter_context(storage.opened_dir(run_dir))
+            if root is None:
+                run_fd = held.enter_context(storage.opened_dir(run_dir))
+            else:
+                parts = run_dir.relative_to(root).parts
+                run_fd = held.enter_context(storage.opened_beneath(root, parts))
             held.enter_context(
                 storage.exclusive_lock(run_dir / LOCK_FILE, wait=wait, dir_fd=run_fd)
             )
@@ -179,6 +184,7 @@ def render_held(
     renderer: ChartRenderer | None = None,
     fingerprint: str | None = None,
     series: SeriesFilter = NO_FILTER,
+    verify: Callable[[], None] | None = None,
 ) -> RenderResult:
     """`render_run` for a caller that holds `render_lock(home)` (which gave `run_fd`, a
     descriptor of the home: by default `run_dir`) already: the daemon keeps it from checking
@@ -186,7 +192,8 @@ def render_held(
     inputs.
 
     `fingerprint`: the inputs from which the caller derived `status`, recorded with it; by
-    default the inputs as found here, before they are read."""
+    default the inputs as found here, before they are read. `verify`: raises if what was read
+    by path may not have been the run's (called before the report is put in place)."""
     home = home or run_dir
     # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
@@ -196,7 +203,10 @@ def render_held(
         if fingerprint is None:  # taken before reading: a change meanwhile renders again
             fingerprint = inputs.fingerprint
         record = _read_record(source, run_dir, problems)
-        data = source.read_losses(run_dir, cache=home / runformat.CACHE_DIR)
+        # The cache is reached through the locked folder's descriptor, never through a path a
+        # run's owner could re-point meanwhile.
+        cache = storage.fd_path(run_fd, home) / runformat.CACHE_DIR
+        data = source.read_losses(run_dir, cache=cache)
         problems += data.skipped
         table, left_out = series.apply(data.table)
         history = from_table(table)
@@ -243,6 +253,8 @@ def render_held(
             )
             storage.atomic_write(stage / names.report_html, page.encode())
             csv_written.result()
+            if verify is not None:
+                verify()
             _swap_into_place(run_fd, stage, final_dir)
         except BaseException:
             storage.remove_tree_at(stage.name, run_fd)

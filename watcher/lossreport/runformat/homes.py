@@ -46,6 +46,12 @@ class Homes:
             return mirrored
         return run_dir
 
+    def root_of(self, home: Path) -> Path:
+        """The folder below which `home` lies and no link may be: the mirror or the runs."""
+        if self.output is not None and home.is_relative_to(self.output):
+            return self.output
+        return self.runs_dir
+
     def make_home(self, key: str) -> Path:
         """`home_of(key)`, with its folders in the mirror made (each refusing a link)."""
         home = self.home_of(key)

@@ -107,6 +107,10 @@ def read_metrics_csv(path: Path, skipped: list[str]) -> pa.Table:
     Every column is read as text and converted here: pyarrow infers types from the first
     megabyte, and a column that starts empty or whole-numbered would fail the read later."""
     data = storage.read_bytes(path, MAX_CSV_BYTES)
+    # A row without its newline is one the logger is writing now: its last number may be cut
+    # short (0.98765 read as 0.9). It is read once complete.
+    if not data.endswith(b"\n") and b"\n" in data:
+        data = data[: data.rfind(b"\n") + 1]
     header = _header(data, path)
     if not header:
         return longform.LONG_SCHEMA.empty_table()  # created, nothing written yet

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..clock import utc_time
-from ..runformat import STEP, WALL_TIME, LossData, RunRecord
+from ..runformat import RESERVED_COLUMNS, STEP, WALL_TIME, LossData, RunRecord
 
 SERIES, VALUE = "series", "value"
 LONG_SCHEMA = pa.schema(
@@ -96,6 +97,21 @@ def to_wide(long: pa.Table) -> pa.Table:
 
 
 def wide_data(long: pa.Table, skipped: list[str]) -> LossData:
+    """`to_wide`, leaving out (and naming) series that have the name of a column of the table
+    itself (`step`, `wall_time`): read as series, they would replace those columns."""
+    if long.num_rows:
+        names = pc.unique(long.column(SERIES)).to_pylist()
+        clashing = sorted(name for name in names if name in RESERVED_COLUMNS)
+        if clashing:
+            keep = pc.invert(pc.is_in(long.column(SERIES), pa.array(clashing, pa.string())))
+            long = long.filter(keep)
+            skipped = [
+                *skipped,
+                *(
+                    f"series {name!r}: a name lossreport keeps for its own column; not read"
+                    for name in clashing
+                ),
+            ]
     return LossData(to_wide(long), skipped)
 
 

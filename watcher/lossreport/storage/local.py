@@ -18,7 +18,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -141,6 +141,52 @@ def opened_dir(path: Path, *, dir_fd: int | None = None) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+@contextmanager
+def opened_beneath(root: Path, parts: Sequence[str]) -> Iterator[int]:
+    """A descriptor of `root/parts...`, each part opened in the one above without following a
+    link (`O_NOFOLLOW` alone guards only a path's last part): a folder on the way swapped for a
+    link raises UnsafePathError instead of leading elsewhere. `root` itself may be a link."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            inner = open_dir(Path(part), dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def is_plain_path(root: Path, parts: Sequence[str]) -> bool:
+    """Whether every folder of `root/parts...` is a real folder, none a link (checked part by
+    part with lstat)."""
+    path = root
+    for part in parts:
+        path = path / part
+        if not is_real_dir(path):
+            return False
+    return True
+
+
+def still_at(path: Path, fd: int, root: Path, parts: Sequence[str]) -> bool:
+    """Whether `path` (= root/parts...) still names the folder `fd` holds, through no link: a
+    reader that went by path can check that what it read was that folder's."""
+    if not is_plain_path(root, parts):
+        return False
+    try:
+        now, opened = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def fd_path(fd: int, fallback: Path) -> Path:
+    """A path that reaches the folder `fd` holds whatever happens to the path it was opened by
+    (Linux's /proc/self/fd); `fallback` where there is no /proc."""
+    linked = Path(f"/proc/self/fd/{fd}")
+    return linked if linked.is_dir() else fallback
 
 
 def make_dir(path: Path, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
