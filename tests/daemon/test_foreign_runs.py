@@ -30,6 +30,7 @@ from tests.support.foreign import (
 )
 from tests.support.optional import missing
 from tests.support.procs import run_cli, wait_for
+from tests.support.server import request, serving
 from tests.support.smtp import SmtpServer
 
 
@@ -169,6 +170,16 @@ def test_runs_in_unwritable_folders_are_reported_under_output(
     for link, home in links.items():
         assert f'href="{link}' in index, link
         assert (output / link).resolve() == (home / runformat.GRAPHS_DIR).resolve()
+    # `serve` given the same --output shows both, each under its run's own URL.
+    with serving(runs_dir, tmp_path / "serve.log", "--output", str(output)) as (_, port):
+        status, _, page = request(port, "/")
+        assert status == 200
+        for key, home in (("alice/tb", mirrored), ("mine", runs_dir / "mine")):
+            assert f'href="{key}/loss_graphs/' in page.decode(), key
+            status, headers, _ = request(port, f"/{key}/")
+            assert status == 302, key
+            status, _, body = request(port, headers["Location"])
+            assert status == 200 and body == next(home.glob("loss_graphs/*.html")).read_bytes()
 
 
 def test_a_foreign_run_rendered_by_hand_is_still_mailed_once(runs_dir: Path) -> None:

@@ -219,6 +219,7 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "serve": {
         "host": ("host", _of(str)),
         "port": ("port", _int_in(0, MAX_PORT)),
+        "output": ("output", lambda value: Path(_of(str)(value))),
     },
     # and the rules, read by alerts/rules.py
     "alerts": {

@@ -195,6 +195,13 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     )
     serve.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
     serve.add_argument(
+        "--output",
+        type=Path,
+        default=settings.get("output"),
+        metavar="DIR",
+        help="the daemon's --output: where the reports of runs it could not write are",
+    )
+    serve.add_argument(
         "--host",
         default=settings.get("host", "127.0.0.1"),
         help="address to listen on (default 127.0.0.1: reach it through an SSH tunnel)",
@@ -496,7 +503,7 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(args.runs_dir, args.host, args.port, stop)
+    serve(args.runs_dir, args.host, args.port, stop, args.output)
     return 0
 
 

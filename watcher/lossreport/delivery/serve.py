@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote, urlsplit
 from .. import runformat, sources
 from ..errors import RunDirectoryError, ServeError
 from ..report import pages
-from ..runformat import read_marker
+from ..runformat import Homes, read_marker
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -60,8 +60,10 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
 class RunsSite:
     """What the server may show: the index page and files inside runs' loss_graphs/."""
 
-    def __init__(self, runs_dir: Path) -> None:
+    def __init__(self, runs_dir: Path, output: Path | None = None) -> None:
         self.root = runs_dir.resolve()
+        # Where each run's report is: its folder, or the daemon's --output mirror.
+        self.homes = Homes(self.root, output.resolve() if output is not None else None)
         self._index: tuple[float, bytes] | None = None
         self._lock = threading.Lock()
 
@@ -79,7 +81,8 @@ class RunsSite:
             run_dirs = []
         rows = []
         for run_dir in run_dirs:
-            marker = read_marker(run_dir)
+            key = run_dir.relative_to(self.root).as_posix()
+            marker = read_marker(self.homes.home_of(key)) if runformat.is_run_name(key) else None
             if marker is not None:
                 rows.append(
                     pages.index_row(marker.entry, run_dir.relative_to(self.root).as_posix())
@@ -94,7 +97,7 @@ class RunsSite:
             return None
         try:
             with self._graphs_dir(run):  # a real run and loss_graphs, not links to them
-                marker = read_marker(self.root / run)
+                marker = read_marker(self.homes.home_of(run))
         except OSError:
             return None
         name = PurePosixPath(str(marker.entry.get("report", ""))).name if marker else ""
@@ -122,13 +125,15 @@ class RunsSite:
 
     @contextmanager
     def _graphs_dir(self, run: str) -> Iterator[int]:
-        """A descriptor of RUN/loss_graphs/ (RUN a run's path, checked by the caller), each
-        folder opened without following a symlink. Raises OSError when one is missing, a link,
-        or not a directory."""
+        """A descriptor of RUN's loss_graphs/ (RUN a run's path, checked by the caller) in its
+        home, each folder opened without following a symlink. Raises OSError when one is
+        missing, a link, or not a directory."""
+        home = self.homes.home_of(run)
+        base = self.homes.root_of(home)
         fds: list[int] = []
         try:
-            fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
-            for part in [*run.split("/"), runformat.GRAPHS_DIR]:
+            fds.append(os.open(base, os.O_RDONLY | os.O_DIRECTORY))
+            for part in [*home.relative_to(base).parts, runformat.GRAPHS_DIR]:
                 fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
             yield fds[-1]
         finally:
@@ -291,15 +296,20 @@ class RunsServer(ThreadingHTTPServer):
             logger.exception("error while serving %s", client_address[0])
 
 
-def serve(runs_dir: Path, host: str, port: int, stop: threading.Event) -> None:
-    """Serve until `stop` is set. Raises ServeError, one line, when it cannot listen."""
+def serve(
+    runs_dir: Path, host: str, port: int, stop: threading.Event, output: Path | None = None
+) -> None:
+    """Serve until `stop` is set; `output`: the daemon's --output, where the reports of runs
+    in folders it could not write are. Raises ServeError, one line, when it cannot listen."""
     if not runs_dir.is_dir():
         raise RunDirectoryError(runs_dir, "is not a directory")
     # A host from a config file can hold a line break: shown quoted, the message stays one line.
     address = f"{host}:{port}" if str(host).isprintable() else f"{host!r}:{port}"
     if not 0 <= port <= 65535:
         raise ServeError(f"cannot listen on {address}: the port must be 0 to 65535")
-    site = RunsSite(runs_dir)
+    if output is not None and not output.is_dir():
+        raise RunDirectoryError(output, "is not a directory (--output)")
+    site = RunsSite(runs_dir, output)
     try:
         server = RunsServer((host, port), site)
     except (OSError, UnicodeError, TypeError) as exc:  # a host IDNA cannot encode, or with a NUL
