@@ -19,6 +19,7 @@ from lossreport.runformat import LossData
 from lossreport.sources.base import Inputs
 from lossreport.sources.hf_trainer import HfTrainerSource
 from tests.support.deadline import fails_if_blocked
+from tests.support.foreign import Logged, assert_same, values_of
 from tests.support.optional import missing
 
 try:
@@ -34,18 +35,7 @@ except ImportError:
     missing("transformers and torch", "pip install -e '.[sae-lens]'")
 
 SOURCE = HfTrainerSource()
-Logged = dict[str, dict[int, float]]
 MAX_STEPS = 12
-
-
-def values_of(data: LossData) -> Logged:
-    table = data.table.to_pydict()
-    steps = table.pop("step")
-    table.pop("wall_time")
-    return {
-        name: {step: value for step, value in zip(steps, column, strict=True) if value is not None}
-        for name, column in table.items()
-    }
 
 
 def logged_in(history: list[dict[str, Any]]) -> Logged:
@@ -56,15 +46,6 @@ def logged_in(history: list[dict[str, Any]]) -> Logged:
             if key not in ("step", "epoch") and isinstance(value, int | float):
                 logged.setdefault(key, {})[entry["step"]] = float(value)
     return logged
-
-
-def assert_same(found: Logged, logged: Logged) -> None:
-    assert sorted(found) == sorted(logged)
-    for name, by_step in logged.items():
-        assert sorted(found[name]) == sorted(by_step), name
-        for step, value in by_step.items():
-            got = found[name][step]
-            assert got == value or (math.isnan(got) and math.isnan(value)), (name, step, got)
 
 
 @dataclass

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from lossreport.errors import MalformedRunFileError
-from lossreport.runformat import LossData
 from lossreport.sources.lightning import LightningCsvSource
 from tests.support.deadline import fails_if_blocked
+from tests.support.foreign import Logged, assert_same, values_of
 from tests.support.optional import missing
 
 try:
@@ -24,28 +24,6 @@ except ImportError:
     missing("lightning", "pip install -e '.[dev]'")
 
 SOURCE = LightningCsvSource()
-Logged = dict[str, dict[int, float]]
-
-
-def values_of(data: LossData) -> Logged:
-    """{series: {step: value}} of what was read, missing cells left out."""
-    table = data.table.to_pydict()
-    steps = table.pop("step")
-    table.pop("wall_time")
-    return {
-        name: {step: value for step, value in zip(steps, column, strict=True) if value is not None}
-        for name, column in table.items()
-    }
-
-
-def assert_same(found: Logged, logged: Logged) -> None:
-    """Every logged value at its step, and nothing else (NaN where NaN was logged)."""
-    assert sorted(found) == sorted(logged)
-    for name, by_step in logged.items():
-        assert sorted(found[name]) == sorted(by_step), name
-        for step, value in by_step.items():
-            got = found[name][step]
-            assert got == value or (math.isnan(got) and math.isnan(value)), (name, step, got)
 
 
 def _logger_run(save_dir: Path) -> tuple[Path, Logged]:

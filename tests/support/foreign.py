@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lossreport.runformat import LossData
 from tests.support.optional import missing
 
 Logged = dict[str, dict[int, float]]
@@ -150,3 +151,24 @@ def assert_all_logged(csv_path: Path, logged: Logged, rel: float = 1e-6) -> None
                 found[series][step],
                 value,
             )
+
+
+def values_of(data: LossData) -> Logged:
+    """{series: {step: value}} of what a source read, missing cells left out."""
+    table = data.table.to_pydict()
+    steps = table.pop("step")
+    table.pop("wall_time")
+    return {
+        name: {step: value for step, value in zip(steps, column, strict=True) if value is not None}
+        for name, column in table.items()
+    }
+
+
+def assert_same(found: Logged, logged: Logged) -> None:
+    """Every logged value at its step, and nothing else (NaN where NaN was logged)."""
+    assert sorted(found) == sorted(logged)
+    for name, by_step in logged.items():
+        assert sorted(found[name]) == sorted(by_step), name
+        for step, value in by_step.items():
+            got = found[name][step]
+            assert got == value or (math.isnan(got) and math.isnan(value)), (name, step, got)
