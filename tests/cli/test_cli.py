@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -324,3 +326,20 @@ def test_email_of_a_folder_that_is_no_run_refuses_and_writes_nothing_there(
         f"lossreport: InvalidInputError: {folder}: not a run directory ({sources.WHAT_IS_A_RUN})"
     )
     assert os.listdir(folder) == ["notes.txt"]
+
+
+def test_show_and_render_take_a_silent_tensorboard_run_as_finished(tmp_path: Path) -> None:
+    from tests.support.foreign import tensorboard_run
+
+    run_dir = tmp_path / "tb"
+    tensorboard_run(run_dir, range(3))
+    assert "run:    tb (running)" in run_cli("show", str(run_dir)).stdout
+    then = time.time() - 3600  # silent for an hour: over the default --stale-after
+    for event_file in run_dir.iterdir():
+        os.utime(event_file, (then, then))
+    shown = run_cli("show", str(run_dir)).stdout
+    assert "run:    tb (completed)" in shown and "no new data" in shown
+    assert run_cli("render", str(run_dir)).returncode == 0
+    (summary,) = (run_dir / "loss_graphs").glob("loss_summary_*.json")
+    run = json.loads(summary.read_text())["run"]
+    assert (run["status"], run["source"]) == ("completed", "tensorboard")

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logformat, runformat, sources
 from ..alerts.rules import AlertRules
+from ..clock import utc_time
 from ..daemon.options import MAX_WORKERS, WatchOptions
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
 from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
+from ..sources.base import quiet_status
 from ..sources.series import SeriesFilter
 from ..version import __version__
 from . import config
@@ -604,7 +606,11 @@ def _show(args: argparse.Namespace) -> int:
         print(f"run:    {run_dir.name} (run.json unreadable)")
         print(f"problem: {problem}")
     else:
-        print(f"run:    {record.run_id} ({record.status})")
+        inputs = source.inputs(run_dir)
+        status = quiet_status(inputs, utc_time()) if inputs.silence_finishes else record.status
+        print(f"run:    {record.run_id} ({status})")
+        if inputs.status_rule:
+            print(f"status: {inputs.status_rule}")
         print(f"model:  {record.model}   hook: {record.hook}   architecture: {record.architecture}")
         if record.error:
             print(f"error:  {record.error}")

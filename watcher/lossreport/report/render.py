@@ -24,7 +24,7 @@ from ..clock import utc_now, utc_time
 from ..errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
 from ..runformat import LOCK_FILE, STAGE_PREFIXES, RenderedMarker
 from ..sources import Source
-from ..sources.base import SILENCE_FINISHES_SECS
+from ..sources.base import quiet_status
 from ..sources.series import SeriesFilter
 from . import pages, stats
 from .history import LossHistory, from_table
@@ -215,7 +215,8 @@ def render_held(
         summary = stats.summary_stats(history, record.model, record.hook)
         anomalies = stats.anomalies(summary)
         alerts = runformat.read_alert_log(home)
-        status = status or _quiet_status(inputs)
+        if status is None and inputs.silence_finishes:  # no daemon said; the default rule
+            status = quiet_status(inputs, utc_time())
         page_fields = _page_fields(record, status, source, inputs)
         page_fields["series_left_out"] = (
             f"{series.describe()}: {', '.join(left_out)}" if left_out else None
@@ -324,15 +325,6 @@ def _read_record(source: Source, run_dir: Path, problems: list[str]) -> runforma
 def _run_fields(record: runformat.RunRecord, status: str | None) -> dict[str, Any]:
     fields = {name: getattr(record, name) for name in record.__dataclass_fields__}
     return {**fields, "status": status or record.status}
-
-
-def _quiet_status(inputs: sources.Inputs) -> str | None:
-    """For a writer that records no end, rendered without a daemon's status: finished once it
-    has been silent for the daemon's default --stale-after."""
-    if not inputs.silence_finishes or inputs.heartbeat is None:
-        return None
-    silent = (utc_time() - inputs.heartbeat).total_seconds()
-    return runformat.COMPLETED if silent > SILENCE_FINISHES_SECS else runformat.RUNNING
 
 
 def _page_fields(

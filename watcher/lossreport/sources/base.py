@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ..runformat import LossData, RunRecord
+from ..runformat import COMPLETED, RUNNING, LossData, RunRecord
 
 # How long a writer that records no end must be silent for its run to count as finished when
 # no daemon says otherwise (`lossreport render`); the daemon's --stale-after defaults to it.
@@ -38,6 +38,14 @@ class Inputs:
     # older than --stale-after is taken as finished (completed) rather than stalled, and is
     # rendered again if data arrives later.
     silence_finishes: bool = False
+
+
+def quiet_status(inputs: Inputs, now: datetime, silence: float = SILENCE_FINISHES_SECS) -> str:
+    """The status of a run whose writer records no end, for readers without a daemon's
+    settings (`render`, `show`): finished once silent for `silence` seconds."""
+    if inputs.heartbeat is None or (now - inputs.heartbeat).total_seconds() <= silence:
+        return RUNNING
+    return COMPLETED
 
 
 class Source(Protocol):
