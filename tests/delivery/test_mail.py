@@ -60,7 +60,9 @@ def test_the_daemon_mails_each_finished_run_once_even_across_a_restart(
     runs_dir: Path, tmp_path: Path
 ) -> None:
     with SmtpServer() as smtp:
-        daemon = Daemon(runs_dir, *_mail_args(smtp.port), log=tmp_path / "daemon.log")
+        # Without alerts: this trainer logs NaN, whose alert mail could arrive first.
+        mail = _mail_args(smtp.port, "--no-alerts")
+        daemon = Daemon(runs_dir, *mail, log=tmp_path / "daemon.log")
         try:
             daemon.wait_for_event("watching")
             completed = start_trainer(runs_dir, "completed", "--steps", "300")
@@ -74,7 +76,7 @@ def test_the_daemon_mails_each_finished_run_once_even_across_a_restart(
         assert "NaN/inf in mse_loss, overall_loss" in first[0].message["Subject"]
 
         # A new daemon: its scan sees the mailed run, and mails only the new one.
-        daemon = Daemon(runs_dir, *_mail_args(smtp.port), log=tmp_path / "daemon2.log")
+        daemon = Daemon(runs_dir, *mail, log=tmp_path / "daemon2.log")
         try:
             daemon.wait_for_event("watching")
             _trained(runs_dir, "second")
@@ -258,7 +260,9 @@ def test_a_run_its_trainer_rendered_at_close_is_still_mailed_once(
     """The trainer's own report (report_on_close=True) records the render, so the daemon has
     nothing to render: it must still send the run's email, and only once."""
     with SmtpServer() as smtp:
-        daemon = Daemon(runs_dir, *_mail_args(smtp.port), log=tmp_path / "daemon.log")
+        daemon = Daemon(
+            runs_dir, *_mail_args(smtp.port, "--no-alerts"), log=tmp_path / "daemon.log"
+        )
         try:
             daemon.wait_for_event("watching")
             trainer = start_trainer(runs_dir, "r", "--steps", "50", "--report-on-close", "true")
@@ -270,7 +274,9 @@ def test_a_run_its_trainer_rendered_at_close_is_still_mailed_once(
             # can take the lock after the daemon's), the mail went out once.
             assert runformat.read_marker(runs_dir / "r") is not None
             daemon.stop()
-            daemon = Daemon(runs_dir, *_mail_args(smtp.port), log=tmp_path / "daemon2.log")
+            daemon = Daemon(
+                runs_dir, *_mail_args(smtp.port, "--no-alerts"), log=tmp_path / "daemon2.log"
+            )
             daemon.wait_for_event("watching")
         finally:
             daemon.stop()
