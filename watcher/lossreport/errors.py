@@ -3,7 +3,8 @@
 LossReportError                 base: catch this to catch everything lossreport raises
 ├── InvalidInputError           an argument, path or setting given to lossreport that it cannot use
 │   ├── InvalidLossError        a loss name or value that cannot be recorded (.key, .value)
-│   └── ConfigError             a --config file that is unreadable, not TOML, or wrong
+│   ├── ConfigError             a --config file that is unreadable, not TOML, or wrong
+│   └── QueryError              a bad query parameter of a `serve` URL (.parameter): a 400
 ├── RunClosedError              log() on a run that has been closed (.path)
 ├── RunBusy                     another process is rendering the run now (.path)
 ├── ChartRenderError            the chart engine could not draw a chart
@@ -18,7 +19,8 @@ LossReportError                 base: catch this to catch everything lossreport 
         └── FileTooLargeError   a file over its documented size limit
 
 The ones a library call can raise are exported from `lossreport`; the others (ConfigError,
-MailError, WebhookError, ServeError, DemoError) come from the command line's work and live here.
+MailError, WebhookError, ServeError, DemoError, QueryError) come from the command line's work
+and live here.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ class ChartRenderError(LossReportError):
 
 class ConfigError(InvalidInputError):
     """The config file is unreadable, not TOML, or has an unknown key or a wrong value."""
+
+
+class QueryError(InvalidInputError):
+    """A query parameter of a `serve` URL that is unknown, repeated, malformed or out of range;
+    `parameter` names it. The server answers 400 with the message."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        self.parameter = parameter
+        shown = parameter if parameter.isprintable() and len(parameter) <= 60 else "(a parameter)"
+        super().__init__(f"query parameter {shown!r} {reason}")
 
 
 class MailError(LossReportError):

@@ -45,10 +45,10 @@ from ..delivery.alerting import AlertTarget
 from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RunBusy, RunDirectoryError
-from ..report import pages
-from ..runformat import INDEX_FILE, Homes, RenderedMarker, presence, read_marker
+from ..runformat import Homes, RenderedMarker, presence, read_marker
 from .alerting import Alerter
 from .jobs import render_job, start_worker, warm_up
+from .listing import Listing
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
 from .runstate import RunState, read_state, render_reason
@@ -94,7 +94,7 @@ class Watcher:
             health_every=options.health_every,
         )
         self._in_flight: dict[str, Future[tuple[dict[str, Any], bool]]] = {}
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._listing = Listing(self.homes)
         self._failures = 0
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
@@ -256,9 +256,9 @@ class Watcher:
         self._known.update(keys)
         for key in keys:
             self._consider(key)
-        gone = (self._entries.keys() | self._known) - set(keys)
-        for name in gone:  # deleted or moved away
+        for name in self._known - set(keys):  # deleted or moved away
             self._forget(name)
+        self._listing.keep_only(keys)  # and those an earlier daemon listed
         return len(keys)
 
     def _mail_queued(self) -> None:
@@ -272,7 +272,8 @@ class Watcher:
         self._mailed.pop(name, None)
         if self._alerter is not None:
             self._alerter.forget(name)
-        if self._entries.pop(name, None) is not None:
+        if self._listing.is_listed(name):
+            self._listing.forget(name)
             self._schedule.index_changed(time.monotonic())
 
     def _consider(self, name: str) -> None:
@@ -308,12 +309,15 @@ class Watcher:
         if alerted:  # the alert log is an input: the render records it
             state = read_state(run_dir, source)
         live = status is None and (alerted or self._schedule.live_due(name, time.monotonic()))
-        if status is None and not live and name in self._entries:
+        if status is None and not live and self._listing.is_listed(name):
             self._schedule.settled(name)
             return  # running, and shown already: its marker need not be read again
         marker = read_marker(home)
-        if marker is not None and name not in self._entries:  # known from an earlier render
-            self._entries[name] = pages.index_row(marker.entry, name, self._graphs_link(name))
+        if (  # rendered earlier: listed unless the catalog has that render already
+            marker is not None
+            and not self._listing.is_listed(name)
+            and self._listing.found(name, marker.entry)
+        ):
             self._schedule.index_changed(time.monotonic())
         reason = render_reason(state, marker, now_utc, self.options.stale_after)
         if reason is None and status is not None and self._unmailed(name, state, status, marker):
@@ -413,7 +417,7 @@ class Watcher:
                 continue
             again = self._schedule.render_finished(name)
             self._last_render = time.monotonic()
-            self._entries[name] = pages.index_row(entry, name, self._graphs_link(name))
+            self._listing.rendered(name, entry)
             self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
             if fresh and self._sender is not None:
                 self._sender.wake()
@@ -421,7 +425,7 @@ class Watcher:
                 logger.info(
                     "run=%s rendered %s (%s)",
                     name,
-                    self._entries[name]["report"],  # where the index links it
+                    entry["report"],
                     entry["status"],
                     extra={"run": name, "event": "rendered", "status": entry["status"]},
                 )
@@ -443,12 +447,7 @@ class Watcher:
         self._failures += 1
         # Shown in the index beside the run's name: its folder need not be repeated.
         error = str(exc).replace(f"{self.runs_dir / name}/", "") or type(exc).__name__
-        previous = self._entries.get(name)
-        self._entries[name] = (
-            {**previous, "error": error}
-            if previous is not None
-            else pages.index_row({"status": "not rendered", "error": error}, name)
-        )
+        self._listing.failed(name, error)
         self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
         attempts, delay = self._schedule.failed(name, time.monotonic())
         logger.error(
@@ -530,13 +529,6 @@ class Watcher:
             self._scan()
 
     # -- outputs and shutdown -----------------------------------------------------------
-    def _graphs_link(self, name: str) -> str | None:
-        """Run `name`'s loss_graphs/ as the index links it, where that is not `NAME/loss_graphs`
-        (its report is in the --output mirror and the index is not, or the other way round)."""
-        graphs = self.homes.home_of(name) / runformat.GRAPHS_DIR
-        link = Path(os.path.relpath(graphs, self.homes.state_dir)).as_posix()
-        return None if link == f"{name}/{runformat.GRAPHS_DIR}" else link
-
     def _advertise(self) -> None:
         """Tell trainers that a daemon follows this directory (presence.py), so those closing
         with report_on_close="auto" leave their report to it."""
@@ -558,16 +550,7 @@ class Watcher:
     def _write_index_if_due(self, now: float, force: bool = False) -> None:
         if not self._schedule.index_write_due(now, force=force):
             return
-        try:
-            page = pages.render_index(list(self._entries.values()))
-            storage.atomic_write(self.homes.state_dir / INDEX_FILE, page.encode())
-        except OSError as exc:
-            logger.error(
-                "cannot write %s: %s",
-                self.homes.state_dir / INDEX_FILE,
-                exc,
-                extra={"event": "index_failed"},
-            )
+        self._listing.write_page()
 
     def _finish_once(self) -> int:
         while self._in_flight:  # a run asked for again is submitted when its render ends
@@ -598,6 +581,7 @@ class Watcher:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._collect_finished()
         self._write_index_if_due(time.monotonic(), force=True)
+        self._listing.close()
         if self._observer is not None:
             self._observer.join(timeout=5)
 

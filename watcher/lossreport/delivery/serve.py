@@ -1,12 +1,14 @@
 """`lossreport serve`: the runs index and every run's report over HTTP, read-only.
 
 Made for a browser at the other end of an SSH tunnel, so it binds 127.0.0.1 unless told
-otherwise. Only two kinds of URL exist: `/` (the index, built from the render markers) and
+otherwise. Two kinds of URL exist. The views of browse/ (the index `/` over the runs catalog,
+`/.sweep`, `/.run/RUN`, `/.api/...`) all start with a dot, which no run's path can. And
 `/RUN/loss_graphs/FILE` (a file a render wrote; RUN is the run's path, `exp1/tb/run3` for a
-run found below the top). Any other path, a hidden name, `..`, a
-symlink anywhere below the runs directory, or anything but a regular file is a 404; nothing is
-ever listed or written. Loopback is shared by every user of the machine, so each connection has
-a deadline and their number is capped: a stalled client cannot hold a thread for long.
+run found below the top). Any other path, a hidden name, `..`, a symlink anywhere below the
+runs directory, or anything but a regular file is a 404; a bad query parameter is a 400;
+nothing is ever listed or written. Loopback is shared by every user of the machine, so each
+connection has a deadline and their number is capped: a stalled client cannot hold a thread for
+long.
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from .. import runformat, sources
-from ..errors import RunDirectoryError, ServeError
+from .. import runformat
+from ..browse import runs_view, sweep_view
+from ..browse.answers import Answer
+from ..browse.catalog_access import CatalogAccess
+from ..browse.params import Params
+from ..errors import QueryError, RunDirectoryError, ServeError
 from ..report import pages
 from ..runformat import Homes, read_marker
 
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INDEX_TTL_SECONDS = 2.0  # a burst of requests shares one scan of the runs directory
+MAX_QUERY_FIELDS = 64  # parameters in one URL; the index takes about a dozen
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -64,30 +70,21 @@ class RunsSite:
         self.root = runs_dir.resolve()
         # Where each run's report is: its folder, or the daemon's --output mirror.
         self.homes = Homes(self.root, output.resolve() if output is not None else None)
-        self._index: tuple[float, bytes] | None = None
-        self._lock = threading.Lock()
+        self.catalogs = CatalogAccess(self.homes)
 
-    def index(self) -> bytes:
-        with self._lock:
-            if self._index is None or time.monotonic() - self._index[0] > INDEX_TTL_SECONDS:
-                self._index = (time.monotonic(), self._build_index())
-            return self._index[1]
-
-    def _build_index(self) -> bytes:
-        try:
-            run_dirs = sources.list_runs(self.root)
-        except OSError as exc:
-            logger.error("cannot list %s: %s", self.root, exc)
-            run_dirs = []
-        rows = []
-        for run_dir in run_dirs:
-            key = run_dir.relative_to(self.root).as_posix()
-            marker = read_marker(self.homes.home_of(key)) if runformat.is_run_name(key) else None
-            if marker is not None:
-                rows.append(
-                    pages.index_row(marker.entry, run_dir.relative_to(self.root).as_posix())
-                )
-        return pages.render_index(rows).encode()
+    def view(self, parts: list[str], params: Params) -> Answer | None:
+        """The answer of a browse/ view for a path of `parts`, or None when none has it.
+        Raises QueryError for a bad parameter."""
+        route = tuple(parts)
+        if route in (("",), (runformat.INDEX_FILE,)):
+            return runs_view.index_page(*self.catalogs.current(), params)
+        if route == (".api", "runs"):
+            return runs_view.runs_api(self.catalogs.current()[0], params)
+        if route == (".api", "sweeps"):
+            return runs_view.sweeps_api(self.catalogs.current()[0], params)
+        if route == (".sweep",):
+            return sweep_view.sweep_page(self.catalogs.current()[0], params)
+        return None
 
     def report_of(self, run: str) -> str | None:
         """The URL of a run's report, for `/RUN/`. Built from the run's own name and the
@@ -195,9 +192,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
 
     def _route(self, send_body: bool) -> None:
-        parts = [unquote(part) for part in urlsplit(self.path).path.split("/")[1:]]
-        if parts in ([""], [runformat.INDEX_FILE]):
-            self._send_bytes(self.site.index(), "text/html; charset=utf-8", send_body)
+        url = urlsplit(self.path)
+        parts = [unquote(part) for part in url.path.split("/")[1:]]
+        try:
+            params = parse_qs(url.query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS)
+            answer = self.site.view(parts, params)
+        except QueryError as exc:
+            answer = Answer.text(HTTPStatus.BAD_REQUEST, str(exc))
+        except ValueError:  # over MAX_QUERY_FIELDS
+            answer = Answer.text(HTTPStatus.BAD_REQUEST, "too many query parameters")
+        if answer is not None:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self._finish_headers(len(answer.body), answer.csp)
+            if send_body:
+                self.wfile.write(answer.body)
+            return
+        if parts[0].startswith("."):  # the views' own; never a run's path
+            self.send_error(HTTPStatus.NOT_FOUND)
             return
         if len(parts) >= 3 and parts[-2] == runformat.GRAPHS_DIR:  # /RUN/loss_graphs/FILE
             fd = self.site.open_file("/".join(parts[:-2]), parts[-1])
@@ -214,13 +226,6 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self.send_error(HTTPStatus.NOT_FOUND)
 
-    def _send_bytes(self, body: bytes, content_type: str, send_body: bool) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self._finish_headers(len(body))
-        if send_body:
-            self.wfile.write(body)
-
     def _send_file(self, handle: BinaryIO, name: str, send_body: bool) -> None:
         content_type = TYPES.get(PurePosixPath(name).suffix) or (
             mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -233,9 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             shutil.copyfileobj(handle, self.wfile)
 
-    def _finish_headers(self, length: int) -> None:
+    def _finish_headers(self, length: int, csp: str = pages.REPORT_CSP) -> None:
         self.send_header("Content-Length", str(length))
-        self.send_header("Content-Security-Policy", pages.index_csp())
+        self.send_header("Content-Security-Policy", csp)
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
         self.end_headers()

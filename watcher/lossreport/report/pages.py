@@ -27,6 +27,7 @@ from .outputs import Chart
 TEMPLATE = "report.html.j2"
 INDEX_TEMPLATE = "index.html.j2"
 EMAIL_TEMPLATE = "email.html.j2"
+OVERLAY_SCRIPT = "overlay.js"  # the overlay chart that pages comparing runs share
 INDEX_SCRIPT = "index.js"
 INDEX_FILTERS = [
     ("model", "model"),
@@ -37,6 +38,9 @@ INDEX_FILTERS = [
 # Each has a badge colour of its own (_status.css.j2); anything else is shown as unknown.
 STATUS_CLASSES = runformat.STATUSES | {runformat.STALLED}
 INDEX_PRESELECTED = 8  # newest runs ticked for the overlay when the page opens
+INDEX_MAX_RUNS = 500  # the static index shows this many, newest first: `serve` shows all
+# A run's config as the catalog keeps it: enough to find and compare a sweep's runs.
+MAX_CONFIG_KEYS, MAX_CONFIG_NAME, MAX_CONFIG_VALUE, MAX_CONFIG_DEPTH = 200, 120, 200, 8
 MISSING = "\u2013"  # an en dash marks a statistic that does not exist
 
 
@@ -46,12 +50,25 @@ MISSING = "\u2013"  # an en dash marks a statistic that does not exist
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
+def script_hash(script: str | bytes) -> str:
+    """A script's CSP hash source (and its subresource-integrity value, in quotes)."""
+    data = script.encode() if isinstance(script, str) else script
+    return "sha256-" + base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
 @cache
 def index_csp() -> str:
-    digest = base64.b64encode(hashlib.sha256(index_script().encode()).digest()).decode("ascii")
+    return script_csp(index_script())
+
+
+def script_csp(*scripts: str, connect: bool = False) -> str:
+    """The CSP of a page whose only scripts are `scripts`, inline, each allowed by its hash;
+    `connect`: the page fetches from its own server (`serve`'s pages)."""
+    hashes = " ".join(f"'{script_hash(script)}'" for script in scripts)
+    fetches = "; connect-src 'self'" if connect else ""
     return (
-        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
-        "img-src 'self' data:"
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        f"img-src 'self' data:{fetches}"
     )
 
 
@@ -102,7 +119,7 @@ def render_html(
     ]
     combined = [image for image in images if image["name"] == combined_chart]
     per_loss = [image for image in images if image not in combined]
-    return _page(
+    return render_page(
         TEMPLATE,
         run=run,
         stats=stats,
@@ -116,15 +133,17 @@ def render_html(
     )
 
 
-def render_index(rows: list[dict[str, Any]]) -> str:
+def render_index(rows: list[dict[str, Any]], total: int | None = None) -> str:
     """The runs index from `index_row`s: newest render first, with filters and an overlay
-    chart (a small inline script, allowed by its hash alone)."""
+    chart (a small inline script, allowed by its hash alone). `total`: how many runs there
+    are, where `rows` are only the newest of them."""
     rows = sorted(rows, key=lambda row: row["rendered_at"], reverse=True)
     options = {key: sorted({row[key] for row in rows} - {""}) for key, _ in INDEX_FILTERS}
     loss_names = list(dict.fromkeys(name for row in rows for name in row["losses"]))
-    return _page(
+    return render_page(
         INDEX_TEMPLATE,
         entries=rows,
+        total=max(total or 0, len(rows)),
         filters=INDEX_FILTERS,
         options=options,
         loss_names=loss_names,
@@ -158,7 +177,10 @@ def index_row(
     def number(value: Any) -> float | int | None:
         return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    final = entry.get("final")
+    def numbers(key: str) -> dict[str, float | int | None]:
+        found = entry.get(key)
+        return {str(k): number(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
     curves = entry.get("curves")
     curves = curves if isinstance(curves, dict) else {}
     status = text("status")
@@ -171,7 +193,11 @@ def index_row(
         "hook": text("hook"),
         "architecture": text("architecture"),
         "steps": number(entry.get("steps")),
-        "final": {str(k): number(v) for k, v in final.items()} if isinstance(final, dict) else {},
+        "final": numbers("final"),
+        "minimum": numbers("minimum"),
+        "started_at": text("started_at"),
+        "duration": number(entry.get("duration_seconds")),
+        "config": flat_config(entry.get("config")),
         "problems": count("problems"),
         "anomalies": count("anomalies"),
         "alerts": _texts(entry.get("alerts")),
@@ -184,6 +210,26 @@ def index_row(
         "losses": [str(name) for name in curves],
         "curves_json": _script_json(curves),
     }
+
+
+def flat_config(config: Any) -> dict[str, str]:
+    """A run's config as `name: text` pairs, nested keys joined by dots (`optimizer.lr`),
+    each value as JSON shows it (strings as they are), all bounded: what the catalog filters
+    on and a sweep compares. Flat already, it comes back the same."""
+    flat: dict[str, str] = {}
+
+    def walk(value: Any, prefix: str, depth: int) -> None:
+        if len(flat) >= MAX_CONFIG_KEYS:
+            return
+        if isinstance(value, dict) and value and depth < MAX_CONFIG_DEPTH:
+            for key, inner in value.items():
+                walk(inner, f"{prefix}.{key}" if prefix else str(key), depth + 1)
+        elif prefix:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[prefix[:MAX_CONFIG_NAME]] = text[:MAX_CONFIG_VALUE]
+
+    walk(config if isinstance(config, dict) else {}, "", 0)
+    return flat
 
 
 def _texts(value: Any, most: int = 5) -> list[str]:
@@ -207,16 +253,22 @@ def _script_json(value: Any) -> str:
 
 
 @cache
+def template_script(*names: str) -> str:
+    """The scripts `names` of report_templates/, as one (one hash, one <script> block)."""
+    folder = resources.files("lossreport.report_templates")
+    return "\n".join(folder.joinpath(name).read_text() for name in names)
+
+
 def index_script() -> str:
-    return resources.files("lossreport.report_templates").joinpath(INDEX_SCRIPT).read_text()
+    return template_script(OVERLAY_SCRIPT, INDEX_SCRIPT)
 
 
 def render_email_html(**context: Any) -> str:
     """The HTML part of a run's email, before its CSS is inlined (see message.py)."""
-    return _page(EMAIL_TEMPLATE, **context)
+    return render_page(EMAIL_TEMPLATE, **context)
 
 
-def _page(template: str, **context: Any) -> str:
+def render_page(template: str, **context: Any) -> str:
     """`template` rendered with `context`, plus the version and time every page shows."""
     generated_at = utc_time().strftime("%Y-%m-%d %H:%M:%S UTC")
     return (

@@ -29,6 +29,7 @@ from ..sources.series import SeriesFilter
 from . import pages, stats
 from .history import LossHistory, from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
+from .pages import flat_config
 from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,10 @@ def index_entry(result: RenderResult) -> dict[str, Any]:
         "architecture": result.run.get("architecture"),
         "steps": result.stats["total_steps"],
         "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
+        "minimum": {name: loss["min"] for name, loss in result.stats["losses"].items()},
+        "started_at": result.run.get("started_at"),
+        "duration_seconds": result.run.get("duration_seconds"),
+        "config": flat_config(result.run.get("config")),
         "problems": len(result.problems),
         "anomalies": len(result.anomalies),
         "alerts": [_alert_label(alert) for alert in result.alerts][:MAX_INDEX_ALERTS],
@@ -332,14 +337,15 @@ def _page_fields(
 ) -> dict[str, Any]:
     fields = _run_fields(record, status)
     fields["status_class"] = pages.status_class(fields["status"])
-    fields["duration"] = _duration(record)
+    fields["duration_seconds"] = _duration_seconds(record)
+    fields["duration"] = _duration(fields["duration_seconds"])
     fields["source"] = source.label
     fields["source_name"] = source.name
     fields["status_rule"] = inputs.status_rule
     return fields
 
 
-def _duration(record: runformat.RunRecord) -> str | None:
+def _duration_seconds(record: runformat.RunRecord) -> float | None:
     if record.finished_at is None:
         return None
     try:
@@ -348,7 +354,12 @@ def _duration(record: runformat.RunRecord) -> str | None:
         ).total_seconds()
     except ValueError:
         return None
-    if seconds < 0:  # a clock that went back, or a hand-edited run.json: no duration to show
+    # A clock that went back, or a hand-edited run.json: no duration to show.
+    return seconds if seconds >= 0 else None
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
         return None
     hours, rest = divmod(int(seconds), 3600)
     return (

@@ -20,6 +20,8 @@ from .homes import Homes
 from .layout import (
     ALERTS_FILE,
     CACHE_DIR,
+    CATALOG_DIR,
+    CATALOG_FILE,
     CLEARED_DIR,
     COMPLETED,
     FAILED,
@@ -77,6 +79,8 @@ from .shards import (
 __all__ = [
     "ALERTS_FILE",
     "CACHE_DIR",
+    "CATALOG_DIR",
+    "CATALOG_FILE",
     "CLEARED_DIR",
     "COMPLETED",
     "FAILED",

@@ -51,6 +51,8 @@ MAX_RUN_KEY_LENGTH = 1024
 # In the runs directory
 OUTBOX_DIR = Path(".lossreport") / "outbox"
 INDEX_FILE = "index.html"
+CATALOG_DIR = ".lossreport-catalog"  # the runs catalog (catalog/), readable by `serve` users
+CATALOG_FILE = "runs.sqlite"
 PRESENCE_FILE = ".lossreport-daemon.json"
 
 # Shard columns

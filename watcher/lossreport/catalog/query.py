@@ -1,0 +1,131 @@
+"""Filtering, sorting and paging the catalog: what the index page asks of it.
+
+Every value reaches SQLite as a bound parameter; the only text put into the SQL itself comes
+from the fixed names below, chosen by the query's validated fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .store import Catalog
+
+# Sorts by a column of the run; `final:LOSS` and `minimum:LOSS` sort by a loss's value.
+SORT_FIELDS = {
+    "rendered": "runs.rendered_at",
+    "started": "runs.started_at",
+    "duration": "runs.duration",
+    "steps": "runs.steps",
+    "run": "runs.key",
+}
+LOSS_SORTS = ("final", "minimum")
+NULLABLE = ("runs.duration", "runs.steps", "loss_values.final", "loss_values.minimum")
+EXACT_FILTERS = ("model", "hook", "architecture", "status", "source")
+MAX_OPTIONS = 500  # values offered per filter; a filter on another value still works
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs, in which order, which page. Field values are checked by the caller
+    (browse/), which knows which request parameter each came from."""
+
+    model: str | None = None
+    hook: str | None = None
+    architecture: str | None = None
+    status: str | None = None
+    source: str | None = None
+    text: str | None = None  # in the run's path, names or config, any case
+    config: tuple[tuple[str, str], ...] = ()  # (name, value as the catalog shows it)
+    sort: str = "rendered"  # a SORT_FIELDS key, or `final:LOSS` / `minimum:LOSS`
+    descending: bool = True
+    page: int = 1
+    per_page: int = 50
+
+
+@dataclass
+class Page:
+    total: int  # runs that match
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def is_sort(sort: str) -> bool:
+    kind, _, loss = sort.partition(":")
+    return sort in SORT_FIELDS or (kind in LOSS_SORTS and bool(loss))
+
+
+def search(catalog: Catalog, query: RunQuery) -> Page:
+    """The page of rows `query` asks for, and how many runs match in all. Runs without the
+    value sorted by come last either way."""
+    where, parameters = where_clause(query)
+    kind, _, loss = query.sort.partition(":")
+    if kind in LOSS_SORTS:
+        source = "runs LEFT JOIN loss_values ON loss_values.key = runs.key AND loss_values.loss = ?"
+        order_by = f"loss_values.{kind}"
+        join_parameters: list[Any] = [loss]
+    else:
+        source, order_by, join_parameters = "runs", SORT_FIELDS[query.sort], []
+    direction = "DESC" if query.descending else "ASC"
+    # Only these can be missing; the others keep an index's order usable.
+    nulls_last = f"{order_by} IS NULL, " if order_by in NULLABLE else ""
+    with catalog.reading() as connection:
+        total = connection.execute(f"SELECT COUNT(*) FROM runs {where}", parameters).fetchone()[0]
+        keys = [
+            key
+            for (key,) in connection.execute(
+                f"SELECT runs.key FROM {source} {where}"
+                f" ORDER BY {nulls_last}{order_by} {direction}, runs.key LIMIT ? OFFSET ?",
+                [*join_parameters, *parameters, query.per_page, (query.page - 1) * query.per_page],
+            )
+        ]
+    return Page(int(total), catalog.rows(keys))
+
+
+def where_clause(query: RunQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    for name in EXACT_FILTERS:
+        value = getattr(query, name)
+        if value is not None:
+            clauses.append(f"runs.{name} = ?")
+            parameters.append(value)
+    if query.text:
+        clauses.append("runs.search LIKE ? ESCAPE '\\'")
+        parameters.append(f"%{_like_escaped(query.text.lower())}%")
+    for name, value in query.config:
+        clauses.append("runs.key IN (SELECT key FROM config WHERE name = ? AND value = ?)")
+        parameters += [name, value]
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), parameters
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def options(catalog: Catalog) -> dict[str, list[str]]:
+    """The values each filter offers (the most common first, bounded), the config keys and
+    the loss names."""
+    found: dict[str, list[str]] = {}
+    with catalog.reading() as connection:
+        for name in EXACT_FILTERS:
+            found[name] = [
+                value
+                for (value,) in connection.execute(
+                    f"SELECT {name} FROM runs WHERE {name} != '' GROUP BY {name}"
+                    f" ORDER BY COUNT(*) DESC, {name} LIMIT ?",
+                    (MAX_OPTIONS,),
+                )
+            ]
+        found["config"] = [
+            name
+            for (name,) in connection.execute(
+                "SELECT DISTINCT name FROM config ORDER BY name LIMIT ?", (MAX_OPTIONS,)
+            )
+        ]
+        found["losses"] = [
+            loss
+            for (loss,) in connection.execute(
+                "SELECT DISTINCT loss FROM loss_values ORDER BY loss LIMIT ?", (MAX_OPTIONS,)
+            )
+        ]
+    return found

@@ -1,0 +1,441 @@
+"""The catalog's SQLite file: `STATE/.lossreport-catalog/runs.sqlite`, one row per run.
+
+The daemon writes a run's row each time it renders it, and removes the rows of runs that are
+gone; it never rebuilds the file on start (a row whose marker is newer is replaced when the run
+is first looked at). `serve` opens it read-only, often as another user, so the folder is
+0755 and must belong to the daemon's user and be writable by nobody else: in a shared tree a
+link or a file planted there would otherwise be written through.
+
+Rollback journal, not WAL: WAL needs shared memory that a reader of another user cannot map,
+and does not work on NFS, where runs trees often are. A write is one short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .. import storage
+from ..clock import utc_time
+from ..errors import UnsafePathError
+from ..runformat import CATALOG_DIR, CATALOG_FILE
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
+# `runs` holds what queries filter and sort on, narrow so a scan of 100,000 rows stays fast;
+# `details` what a page shows of the few runs it lists (the overview curves are most of it).
+SCHEMA = """
+CREATE TABLE runs (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    model TEXT NOT NULL,
+    hook TEXT NOT NULL,
+    architecture TEXT NOT NULL,
+    source TEXT NOT NULL,
+    steps INTEGER,
+    started_at TEXT NOT NULL,
+    duration REAL,
+    rendered_at TEXT NOT NULL,
+    search TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX runs_rendered ON runs (rendered_at);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE INDEX runs_duration ON runs (duration);
+CREATE INDEX runs_steps ON runs (steps);
+CREATE INDEX runs_sweep ON runs (model, hook, architecture);
+CREATE INDEX runs_hook ON runs (hook);
+CREATE INDEX runs_architecture ON runs (architecture);
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_source ON runs (source);
+CREATE TABLE details (
+    key TEXT PRIMARY KEY,
+    status_class TEXT NOT NULL,
+    report TEXT NOT NULL,
+    error TEXT NOT NULL,
+    problems INTEGER NOT NULL,
+    anomalies INTEGER NOT NULL,
+    alerts TEXT NOT NULL,
+    final TEXT NOT NULL,
+    minimum TEXT NOT NULL,
+    config TEXT NOT NULL,
+    curves TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE loss_values (
+    key TEXT NOT NULL,
+    loss TEXT NOT NULL,
+    final REAL,
+    minimum REAL,
+    PRIMARY KEY (key, loss)
+) WITHOUT ROWID;
+CREATE INDEX loss_values_final ON loss_values (loss, final);
+CREATE INDEX loss_values_minimum ON loss_values (loss, minimum);
+CREATE TABLE config (
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    sweep TEXT NOT NULL,
+    PRIMARY KEY (key, name)
+) WITHOUT ROWID;
+CREATE INDEX config_value ON config (name, value);
+CREATE INDEX config_sweep ON config (sweep, name, value);
+"""
+TABLES = ("runs", "details", "loss_values", "config")
+JSON_FIELDS = ("alerts", "final", "minimum", "config")
+
+
+class Catalog:
+    """A connection to the catalog, shared by a server's threads (one at a time: each query
+    takes milliseconds)."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, folder_fd: int | None = None, writable: bool = True
+    ) -> None:
+        self._connection = connection
+        self._writable = writable
+        self._folder_fd = folder_fd  # keeps /proc/self/fd/N, through which SQLite found it
+        self._lock = threading.Lock()
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, state_dir: Path) -> Catalog:
+        """The daemon's catalog in `state_dir`, made if missing. Raises OSError (an
+        UnsafePathError for a folder that is a link or someone else's) or sqlite3.Error."""
+        folder = state_dir / CATALOG_DIR
+        storage.make_dir(folder, 0o755)
+        fd = storage.open_dir(folder)
+        try:
+            _check_ours(folder, fd)
+            _check_regular(folder / CATALOG_FILE, fd)
+            try:
+                return cls._connected(folder, fd)
+            except sqlite3.DatabaseError as exc:  # not a database (a disk error, a crash)
+                aside = f"{CATALOG_FILE}.damaged-{utc_time():%Y%m%dT%H%M%SZ}"
+                logger.error("catalog %s is damaged (%s): set aside as %s, started afresh",
+                             folder / CATALOG_FILE, exc, aside)  # fmt: skip
+                storage.move_at(CATALOG_FILE, fd, fd, aside)
+                return cls._connected(folder, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def _connected(cls, folder: Path, fd: int) -> Catalog:
+        connection = _connect(storage.fd_path(fd, folder) / CATALOG_FILE, readonly=False)
+        try:
+            catalog = cls(connection, fd)
+            catalog._ensure_schema()
+        except BaseException:
+            connection.close()
+            raise
+        return catalog
+
+    @classmethod
+    def open_readonly(cls, state_dir: Path) -> Catalog | None:
+        """The catalog a daemon keeps in `state_dir`, for reading; None when there is none
+        yet. Raises like `open` for a folder or file that is not what the daemon made."""
+        folder = state_dir / CATALOG_DIR
+        try:
+            fd = storage.open_dir(folder)
+        except FileNotFoundError:
+            return None
+        try:
+            _check_not_shared(folder, fd)
+            if not storage.lexists(Path(CATALOG_FILE), dir_fd=fd):
+                os.close(fd)
+                return None
+            _check_regular(folder / CATALOG_FILE, fd)
+            connection = _connect(storage.fd_path(fd, folder) / CATALOG_FILE, readonly=True)
+            catalog = cls(connection, fd, writable=False)
+            if catalog._schema_version() != SCHEMA_VERSION:
+                catalog.close()
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return catalog
+
+    @classmethod
+    def in_memory(cls) -> Catalog:
+        """A catalog held in memory: for `serve` over a tree no daemon keeps one for, and for
+        a daemon that cannot keep the file."""
+        catalog = cls(sqlite3.connect(":memory:", check_same_thread=False))
+        catalog._ensure_schema()
+        return catalog
+
+    def close(self) -> None:
+        if self._writable:
+            try:
+                self.optimize()
+            except sqlite3.Error as exc:
+                logger.warning("catalog statistics not refreshed: %s", exc)
+        self._connection.close()
+        if self._folder_fd is not None:
+            os.close(self._folder_fd)
+            self._folder_fd = None
+
+    def _schema_version(self) -> int:
+        return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
+
+    def _ensure_schema(self) -> None:
+        version = self._schema_version()
+        if version == SCHEMA_VERSION:
+            return
+        with self._connection:
+            if version:  # an older daemon's layout: its rows come back as runs are looked at
+                logger.info("catalog schema %d replaced by %d", version, SCHEMA_VERSION)
+            for table in TABLES:
+                self._connection.execute(f"DROP TABLE IF EXISTS {table}")
+            self._connection.executescript(
+                f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for one query at a time (query.py, sweeps.py)."""
+        with self._lock:
+            yield self._connection
+
+    # -- writing ------------------------------------------------------------------------------
+    def put(self, row: dict[str, Any]) -> None:
+        """Add or replace a run's row (`pages.index_row`'s shape)."""
+        self.put_many([row])
+
+    def put_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        """`put` for many rows, in one transaction."""
+        rows = list(rows)
+        keys = [(row["run_id"],) for row in rows]
+        with self._lock, self._connection as connection:
+            for table in TABLES:
+                connection.executemany(f"DELETE FROM {table} WHERE key = ?", keys)
+            connection.executemany(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        row["run_id"],
+                        *(row[name] for name in ("status", "model", "hook", "architecture")),
+                        row["source"],
+                        row["steps"],
+                        row["started_at"],
+                        row["duration"],
+                        row["rendered_at"],
+                        _search_text(row),
+                    )
+                    for row in rows
+                ],
+            )
+            connection.executemany(
+                "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        row["run_id"],
+                        *(row[name] for name in ("status_class", "report", "error")),
+                        row["problems"],
+                        row["anomalies"],
+                        *(json.dumps(row[name]) for name in JSON_FIELDS),
+                        row["curves_json"],
+                    )
+                    for row in rows
+                ],
+            )
+            connection.executemany(
+                "INSERT INTO loss_values VALUES (?, ?, ?, ?)",
+                [
+                    (row["run_id"], loss, row["final"].get(loss), row["minimum"].get(loss))
+                    for row in rows
+                    for loss in dict.fromkeys([*row["final"], *row["minimum"]])
+                ],
+            )
+            connection.executemany(
+                "INSERT INTO config VALUES (?, ?, ?, ?)",
+                [
+                    (row["run_id"], name, value, _sweep_of(row))
+                    for row in rows
+                    for name, value in row["config"].items()
+                ],
+            )
+
+    def mark_failed(self, key: str, error: str, fallback: dict[str, Any]) -> None:
+        """Record that run `key`'s last render failed with `error`: on its row, or as
+        `fallback` (a row for a run never rendered)."""
+        with self._lock, self._connection as connection:
+            updated = connection.execute(
+                "UPDATE details SET error = ? WHERE key = ?", (error, key)
+            ).rowcount
+        if not updated:
+            self.put(fallback)
+
+    def forget(self, key: str) -> None:
+        with self._lock, self._connection as connection:
+            _delete(connection, key)
+
+    def keep_only(self, keys: Iterable[str]) -> int:
+        """Remove the rows of every run not in `keys` (all the runs a full scan found);
+        returns how many went."""
+        with self._lock, self._connection as connection:
+            connection.execute("CREATE TEMP TABLE IF NOT EXISTS present (key TEXT PRIMARY KEY)")
+            connection.execute("DELETE FROM present")
+            connection.executemany(
+                "INSERT OR IGNORE INTO present VALUES (?)", ((key,) for key in keys)
+            )
+            gone = [
+                key
+                for (key,) in connection.execute(
+                    "SELECT key FROM runs WHERE key NOT IN (SELECT key FROM present)"
+                )
+            ]
+            for key in gone:
+                _delete(connection, key)
+            connection.execute("DELETE FROM present")
+        return len(gone)
+
+    # -- reading --------------------------------------------------------------------------------
+    def rendered_at(self, key: str) -> str | None:
+        """When the row of run `key` was rendered, or None when it has none."""
+        with self.reading() as connection:
+            found = connection.execute(
+                "SELECT rendered_at FROM runs WHERE key = ?", (key,)
+            ).fetchone()
+        return None if found is None else str(found[0])
+
+    def count(self) -> int:
+        with self.reading() as connection:
+            return int(connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The `limit` most recently rendered runs' rows, newest first."""
+        with self.reading() as connection:
+            keys = [
+                key
+                for (key,) in connection.execute(
+                    "SELECT key FROM runs ORDER BY rendered_at DESC, key LIMIT ?", (limit,)
+                )
+            ]
+        return self.rows(keys)
+
+    def rows(self, keys: list[str]) -> list[dict[str, Any]]:
+        """The rows of the runs `keys`, in that order (a key without a row is left out)."""
+        found: dict[str, dict[str, Any]] = {}
+        with self.reading() as connection:
+            for start in range(0, len(keys), MAX_BOUND):
+                chunk = keys[start : start + MAX_BOUND]
+                cursor = connection.execute(
+                    f"SELECT {ROW_COLUMNS} FROM runs JOIN details USING (key)"
+                    f" WHERE key IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found |= {row["run_id"]: row for row in map(row_of, cursor)}
+        return [found[key] for key in keys if key in found]
+
+    def optimize(self) -> None:
+        """Refresh the statistics SQLite's query planner chooses indexes by, from a sample of
+        each index (tens of milliseconds at 100,000 runs): after a scan's many writes, and at
+        close. Without them a filter on a common value (status=completed) can take 10x longer."""
+        with self._lock:
+            self._connection.execute(f"PRAGMA analysis_limit = {ANALYSIS_ROWS}")
+            self._connection.execute("ANALYZE")
+
+
+ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE
+MAX_BOUND = 500  # keys bound in one IN (...)
+ROW_COLUMNS = (
+    "key, status, status_class, model, hook, architecture, source, steps, started_at, duration,"
+    " rendered_at, report, error, problems, anomalies, alerts, final, minimum, config, curves"
+)
+
+
+def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as `pages.index_row` made it, from the columns `ROW_COLUMNS` names."""
+    (key, status, status_class, model, hook, architecture, source, steps, started_at,
+     duration, rendered_at, report, error, problems, anomalies, alerts, final, minimum,
+     config, curves) = found  # fmt: skip
+    final = json.loads(final)
+    return {
+        "run_id": key,
+        "status": status,
+        "status_class": status_class,
+        "model": model,
+        "hook": hook,
+        "architecture": architecture,
+        "source": source,
+        "steps": steps,
+        "started_at": started_at,
+        "duration": duration,
+        "rendered_at": rendered_at,
+        "report": report,
+        "error": error,
+        "problems": problems,
+        "anomalies": anomalies,
+        "alerts": json.loads(alerts),
+        "final": final,
+        "minimum": json.loads(minimum),
+        "config": json.loads(config),
+        "losses": list(final),
+        "curves_json": curves,
+    }
+
+
+def _delete(connection: sqlite3.Connection, key: str) -> None:
+    for table in TABLES:
+        connection.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+
+
+def _sweep_of(row: dict[str, Any]) -> str:
+    return sweep_key(row["model"], row["hook"], row["architecture"])
+
+
+def sweep_key(model: str, hook: str, architecture: str) -> str:
+    """The sweep a run belongs to, as one value (kept beside its config values, so a sweep's
+    varying keys are read from one index)."""
+    return "\x1f".join((model, hook, architecture))
+
+
+def _search_text(row: dict[str, Any]) -> str:
+    """What a text filter looks through, lower-cased: the run's path, names and config."""
+    parts = [row["run_id"], row["model"], row["hook"], row["architecture"], row["source"]]
+    parts += [f"{name}={value}" for name, value in row["config"].items()]
+    return "\n".join(parts).lower()
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    mode = "ro" if readonly else "rwc"
+    # `with connection:` is one transaction; a plain read takes and drops its own lock.
+    connection = sqlite3.connect(
+        f"file:{quote(str(path))}?mode={mode}", uri=True, check_same_thread=False
+    )
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        connection.execute("PRAGMA synchronous = NORMAL")
+    return connection
+
+
+def _check_regular(path: Path, folder_fd: int) -> None:
+    try:
+        info = os.stat(path.name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafePathError(path, f"is {storage.kind_of(Path(path.name), dir_fd=folder_fd)}")
+
+
+def _check_not_shared(folder: Path, fd: int) -> None:
+    """A catalog folder others can write in may hold anything (a link, someone's file)."""
+    if os.fstat(fd).st_mode & 0o022:
+        raise UnsafePathError(folder, "is writable by other users: not read")
+
+
+def _check_ours(folder: Path, fd: int) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid():
+        raise UnsafePathError(folder, f"belongs to user {info.st_uid}, not this one")
+    _check_not_shared(folder, fd)

@@ -1,0 +1,82 @@
+"""Sweeps: runs that share model, hook and architecture and differ in config values.
+
+A sweep is named by those three; its *varying keys* are the config keys whose value is not
+the same in all of its runs (or that some of its runs lack). Ranking its runs by a loss is a
+`RunQuery` with the three as filters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .query import RunQuery, where_clause
+from .store import Catalog, sweep_key
+
+MAX_VARYING = 12  # config keys shown per sweep; the rest are named as a count
+
+
+@dataclass
+class Sweep:
+    model: str
+    hook: str
+    architecture: str
+    runs: int
+    varying: list[str] = field(default_factory=list)
+    more_varying: int = 0  # keys that vary beyond MAX_VARYING
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "hook": self.hook,
+            "architecture": self.architecture,
+            "runs": self.runs,
+            "varying": self.varying,
+            "more_varying": self.more_varying,
+        }
+
+
+def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
+    """The groups of two runs or more among those `query` filters (its sort is ignored:
+    largest first), the page it asks for, and how many groups there are in all."""
+    where, parameters = where_clause(query)
+    grouped = (
+        f"SELECT model, hook, architecture, COUNT(*) AS runs FROM runs {where}"
+        " GROUP BY model, hook, architecture HAVING COUNT(*) > 1"
+    )
+    with catalog.reading() as connection:
+        total = connection.execute(f"SELECT COUNT(*) FROM ({grouped})", parameters).fetchone()[0]
+        found = connection.execute(
+            f"{grouped} ORDER BY runs DESC, model, hook, architecture LIMIT ? OFFSET ?",
+            [*parameters, query.per_page, (query.page - 1) * query.per_page],
+        ).fetchall()
+    groups = [Sweep(model, hook, architecture, runs) for model, hook, architecture, runs in found]
+    for group in groups:
+        _find_varying(catalog, group)
+    return int(total), groups
+
+
+def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Sweep | None:
+    """The sweep named by the three, or None when fewer than two runs share them."""
+    with catalog.reading() as connection:
+        runs = connection.execute(
+            "SELECT COUNT(*) FROM runs WHERE model = ? AND hook = ? AND architecture = ?",
+            (model, hook, architecture),
+        ).fetchone()[0]
+    if runs < 2:
+        return None
+    group = Sweep(model, hook, architecture, int(runs))
+    _find_varying(catalog, group)
+    return group
+
+
+def _find_varying(catalog: Catalog, group: Sweep) -> None:
+    with catalog.reading() as connection:
+        found = connection.execute(
+            "SELECT name FROM config WHERE sweep = ?"
+            " GROUP BY name HAVING COUNT(DISTINCT value) > 1 OR COUNT(*) < ? ORDER BY name",
+            (sweep_key(group.model, group.hook, group.architecture), group.runs),
+        ).fetchall()
+    names = [name for (name,) in found]
+    group.varying = names[:MAX_VARYING]
+    group.more_varying = max(0, len(names) - MAX_VARYING)
