@@ -7,6 +7,7 @@ answers with a 400.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from typing import TypeVar
 
@@ -58,3 +59,17 @@ def one_choice(params: Params, name: str, choices: Sequence[Choice], default: Ch
         if text == choice:
             return choice
     raise QueryError(name, f"must be one of {', '.join(choices)}")
+
+
+def one_number(params: Params, name: str) -> float | None:
+    """A finite number, or None when the parameter is not given."""
+    text = one_text(params, name, 40)
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise QueryError(name, f"must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise QueryError(name, "must be a finite number")
+    return value

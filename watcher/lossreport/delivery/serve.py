@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .. import runformat
-from ..browse import runs_view, sweep_view
+from ..browse import assets, run_view, runs_view, sweep_view
 from ..browse.answers import Answer
 from ..browse.catalog_access import CatalogAccess
-from ..browse.params import Params
+from ..browse.params import Params, reject_unknown
+from ..browse.series import SeriesCache
 from ..errors import QueryError, RunDirectoryError, ServeError
 from ..report import pages
 from ..runformat import Homes, read_marker
@@ -71,6 +72,7 @@ class RunsSite:
         # Where each run's report is: its folder, or the daemon's --output mirror.
         self.homes = Homes(self.root, output.resolve() if output is not None else None)
         self.catalogs = CatalogAccess(self.homes)
+        self.series = SeriesCache()
 
     def view(self, parts: list[str], params: Params) -> Answer | None:
         """The answer of a browse/ view for a path of `parts`, or None when none has it.
@@ -84,6 +86,16 @@ class RunsSite:
             return runs_view.sweeps_api(self.catalogs.current()[0], params)
         if route == (".sweep",):
             return sweep_view.sweep_page(self.catalogs.current()[0], params)
+        if route == (".api", "series"):
+            return run_view.series(self.root, self.series, params)
+        if len(route) >= 2 and route[0] == ".run":
+            reject_unknown(params, ())
+            key = "/".join(route[1:])
+            catalog = self.catalogs.current()[0]
+            row = next(iter(catalog.rows([key])), None) if runformat.is_run_name(key) else None
+            return run_view.run_page(self.root, self.series, key, row)
+        if route == (".assets", assets.CHART_LIBRARY) and not params:
+            return Answer(HTTPStatus.OK, "text/javascript", assets.chart_library())
         return None
 
     def report_of(self, run: str) -> str | None:

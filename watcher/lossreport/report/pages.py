@@ -61,10 +61,11 @@ def index_csp() -> str:
     return script_csp(index_script())
 
 
-def script_csp(*scripts: str, connect: bool = False) -> str:
-    """The CSP of a page whose only scripts are `scripts`, inline, each allowed by its hash;
-    `connect`: the page fetches from its own server (`serve`'s pages)."""
-    hashes = " ".join(f"'{script_hash(script)}'" for script in scripts)
+def script_csp(*scripts: str, connect: bool = False, hashes_of: tuple[str, ...] = ()) -> str:
+    """The CSP of a page whose only scripts are `scripts`, inline, and those whose hashes are
+    `hashes_of` (loaded with that integrity), each allowed by its hash; `connect`: the page
+    fetches from its own server (`serve`'s pages)."""
+    hashes = " ".join(f"'{digest}'" for digest in (*map(script_hash, scripts), *hashes_of))
     fetches = "; connect-src 'self'" if connect else ""
     return (
         f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
@@ -208,7 +209,7 @@ def index_row(
         "error": text("error"),
         "rendered_at": text("rendered_at"),
         "losses": [str(name) for name in curves],
-        "curves_json": _script_json(curves),
+        "curves_json": script_json(curves),
     }
 
 
@@ -243,7 +244,7 @@ def status_class(status: str) -> str:
     return status if status in STATUS_CLASSES else runformat.UNKNOWN
 
 
-def _script_json(value: Any) -> str:
+def script_json(value: Any) -> str:
     """JSON that is safe inside a <script> block: no `<`, `>` or `&` appear as such."""
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)

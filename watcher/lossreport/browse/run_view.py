@@ -1,0 +1,149 @@
+"""A run's zoomable charts (`/.run/RUN`) and the full-resolution points they fetch
+(`/.api/series`).
+
+The page draws each loss with Vega-Lite (the spec made here with Altair, the library served
+from the package): wheel or drag to zoom and pan on steps, a value under the pointer, a
+smoothing slider (TensorBoard's debiased exponential moving average) and a log toggle. Each
+zoom or pan asks `/.api/series` for the visible range again, at full resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+
+from .. import runformat, sources, storage
+from ..errors import QueryError
+from ..report import pages
+from ..runformat.layout import MAX_RUN_KEY_LENGTH
+from . import assets
+from .answers import Answer
+from .params import Params, one_int, one_number, one_text, reject_unknown
+from .runs_view import run_links
+from .series import SeriesCache, window
+
+logger = logging.getLogger(__name__)
+
+SERIES_PARAMETERS = ("run", "loss", "start", "end", "width")
+MAX_WIDTH = 4000
+DEFAULT_WIDTH = 1000
+RAW, SMOOTHED = "#9ab8d8", "#0072B2"
+SCRIPT = ("run.js",)
+
+
+def run_dir_of(root: Path, key: str) -> Path | None:
+    """The folder of the run `key`, if it is one: a run's path, with no link on the way."""
+    if not runformat.is_run_name(key) or not storage.is_plain_path(root, key.split("/")):
+        return None
+    run_dir = root / key
+    return run_dir if sources.find(run_dir) is not None else None
+
+
+def run_page(root: Path, cache: SeriesCache, key: str, row: dict[str, Any] | None) -> Answer:
+    """The page of the run `key`; `row`: its catalog row, where it has one (names, status)."""
+    run_dir = run_dir_of(root, key)
+    columns = cache.columns(run_dir) if run_dir is not None else None
+    if columns is None:
+        return Answer.text(HTTPStatus.NOT_FOUND, f"no run at {key!r}")
+    assert run_dir is not None
+    losses = list(columns.values)
+    try:  # the names as the run says them now (the catalog's row may not exist yet)
+        record = sources.source_of(run_dir).read_record(run_dir)
+        names = {"model": record.model, "hook": record.hook, "architecture": record.architecture}
+    except (OSError, ValueError) as exc:
+        logger.info("run %s: no names shown: %s", key, exc)
+        names = {}
+    charts = {
+        "run": key,
+        "losses": losses,
+        "spec": chart_spec(log=False),
+        "log_spec": chart_spec(log=True),
+        "width": DEFAULT_WIDTH,
+    }
+    script = pages.template_script(*SCRIPT)
+    html = pages.render_page(
+        "run.html.j2",
+        key=key,
+        row=row or {},
+        names=names,
+        report_url=run_links(key, row["report"])["report_url"] if row else "",
+        losses=losses,
+        steps=int(columns.steps.size),
+        charts_json=pages.script_json(charts),
+        library=f"/.assets/{assets.CHART_LIBRARY}",
+        library_hash=assets.chart_library_hash(),
+        script=script,
+    )
+    csp = pages.script_csp(script, connect=True, hashes_of=(assets.chart_library_hash(),))
+    return Answer.html(html, csp)
+
+
+def series(root: Path, cache: SeriesCache, params: Params) -> Answer:
+    """`/.api/series`: one loss of one run between two steps, reduced to `width` columns."""
+    reject_unknown(params, SERIES_PARAMETERS)
+    key = one_text(params, "run", MAX_RUN_KEY_LENGTH)
+    loss = one_text(params, "loss", 1000)
+    if key is None or loss is None:
+        raise QueryError("run" if key is None else "loss", "is required")
+    start, end = one_number(params, "start"), one_number(params, "end")
+    width = one_int(params, "width", 1, MAX_WIDTH, DEFAULT_WIDTH)
+    if start is not None and end is not None and start >= end:
+        raise QueryError("end", "must be greater than start")
+    run_dir = run_dir_of(root, key)
+    columns = cache.columns(run_dir) if run_dir is not None else None
+    if columns is None:
+        return Answer.text(HTTPStatus.NOT_FOUND, f"no run at {key!r}")
+    values = columns.values.get(loss)
+    if values is None:
+        return Answer.text(HTTPStatus.NOT_FOUND, f"run {key!r} has no loss named {loss!r}")
+    steps = columns.steps
+    low = start if start is not None else (float(steps[0]) if steps.size else 0.0)
+    high = end if end is not None else (float(steps[-1]) if steps.size else 0.0)
+    return Answer.json(
+        {
+            "run": key,
+            "loss": loss,
+            "start": low,
+            "end": high,
+            **window(steps, values, low, high, width),
+        }
+    )
+
+
+def chart_spec(*, log: bool) -> dict[str, Any]:
+    """One loss's zoomable chart, filled later through its named data set `points` (rows of
+    step, value, smoothed)."""
+    zoom = alt.selection_interval(name="zoom", bind="scales", encodings=["x"])
+    hover = alt.selection_point(
+        name="hover", nearest=True, on="pointerover", fields=["step"], empty=False,
+        clear="pointerout",
+    )  # fmt: skip
+    y_scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    x = alt.X(
+        "step:Q",
+        title="step",
+        scale=alt.Scale(zero=False, nice=False),
+        axis=alt.Axis(format=",d", tickMinStep=1),  # steps are whole, however far zoomed in
+    )
+    base = alt.Chart(alt.NamedData("points")).encode(x=x)
+    # No axis title: the loss's name heads the chart, and the log box says the scale.
+    raw = base.mark_line(color=RAW, strokeWidth=1).encode(
+        y=alt.Y("value:Q", title=None, scale=y_scale)
+    )
+    smoothed = base.mark_line(color=SMOOTHED, strokeWidth=1.8).encode(y=alt.Y("smoothed:Q"))
+    marks = base.mark_point(filled=True, color=SMOOTHED, size=50).encode(
+        y=alt.Y("value:Q"),
+        opacity=alt.condition(hover, alt.value(1), alt.value(0)),
+        tooltip=[alt.Tooltip("step:Q", format=","), alt.Tooltip("value:Q", format=".6g")],
+    )
+    rule = base.mark_rule(color="#888").encode(
+        opacity=alt.condition(hover, alt.value(0.6), alt.value(0))
+    )
+    chart = alt.layer(raw.add_params(zoom), smoothed, marks.add_params(hover), rule)
+    spec = chart.properties(height=300).to_dict()  # the width: the page's, set by run.js
+    spec.pop("$schema", None)  # a URL: nothing here may name the network
+    return spec

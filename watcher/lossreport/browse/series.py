@@ -1,0 +1,142 @@
+"""A run's losses at full resolution, for the zoomable charts: any step range, reduced to what
+a chart of `width` pixel columns can show.
+
+Each pixel column gets the lowest and the highest value in it, in step order, so a spike in a
+million steps is drawn however far out the chart is; a range of at most two points per
+column comes back whole, every step. A run is read once (its source's `read_losses`) and kept
+as numpy arrays in a cache bounded by bytes; it is read again when its inputs change, looked
+at no more than every few seconds. A request on a cached run is a binary search and one
+reduction: milliseconds for a million steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .. import runformat, sources
+from ..runformat import STEP
+
+logger = logging.getLogger(__name__)
+
+CACHE_BYTES = 512 * 2**20
+RECHECK_SECONDS = 2.0  # a growing run's inputs are looked at no more often than this
+
+
+@dataclass
+class RunColumns:
+    """One run's losses as arrays: `steps` sorted, each loss's values (NaN where not logged)."""
+
+    fingerprint: str
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+    checked: float = field(default_factory=time.monotonic)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.steps.nbytes + sum(array.nbytes for array in self.values.values()))
+
+
+def columns_of(table: pa.Table, fingerprint: str) -> RunColumns:
+    steps = table.column(STEP).to_numpy().astype(np.int64)
+    values = {
+        name: table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        for name in table.column_names
+        if name not in runformat.RESERVED_COLUMNS
+    }
+    return RunColumns(fingerprint, steps, values)
+
+
+class SeriesCache:
+    """Loaded runs, least recently used dropped first once over `max_bytes`."""
+
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._runs: OrderedDict[Path, RunColumns] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def columns(self, run_dir: Path) -> RunColumns | None:
+        """The run's columns, read now if not cached or changed; None when no source reads
+        `run_dir` (the caller has checked that no link is on its path)."""
+        with self._lock:
+            cached = self._runs.get(run_dir)
+            if cached is not None and time.monotonic() - cached.checked < RECHECK_SECONDS:
+                self._runs.move_to_end(run_dir)
+                return cached
+        source = sources.find(run_dir)
+        if source is None:
+            return None
+        fingerprint = source.inputs(run_dir).fingerprint
+        if cached is not None and cached.fingerprint == fingerprint:
+            cached.checked = time.monotonic()
+            return cached
+        started = time.monotonic()
+        loaded = columns_of(source.read_losses(run_dir).table, fingerprint)
+        logger.debug("read %s for charts in %.2fs", run_dir, time.monotonic() - started)
+        with self._lock:
+            self._runs[run_dir] = loaded
+            self._runs.move_to_end(run_dir)
+            while len(self._runs) > 1 and self.nbytes > self.max_bytes:
+                self._runs.popitem(last=False)
+        return loaded
+
+    @property
+    def nbytes(self) -> int:
+        return sum(run.nbytes for run in self._runs.values())
+
+    def __contains__(self, run_dir: Path) -> bool:
+        return run_dir in self._runs
+
+
+def window(
+    steps: np.ndarray, values: np.ndarray, start: float, end: float, width: int
+) -> dict[str, Any]:
+    """The points of one loss between steps `start` and `end` (inclusive) for a chart `width`
+    columns wide: all of them when there are at most 2 per column, else each column's minimum
+    and maximum in step order. NaN, infinities and steps without this loss are left out and
+    counted (`nonfinite`)."""
+    first = int(np.searchsorted(steps, start, side="left"))
+    last = int(np.searchsorted(steps, end, side="right"))
+    in_range_steps = steps[first:last]
+    in_range = values[first:last]
+    finite = np.isfinite(in_range)
+    nonfinite = int(in_range.size - np.count_nonzero(finite))
+    in_range_steps, in_range = in_range_steps[finite], in_range[finite]
+    exact = in_range.size <= 2 * width
+    if exact:
+        picked = np.arange(in_range.size)
+    else:
+        # Column of each point; the first point of each column starts a segment.
+        span = max(float(end) - float(start), 1.0)
+        column = np.minimum(((in_range_steps - start) / span * width).astype(np.int64), width - 1)
+        starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
+        lowest = _arg_reduce(in_range, starts, np.minimum)
+        highest = _arg_reduce(in_range, starts, np.maximum)
+        picked = np.unique(np.concatenate([lowest, highest]))  # sorted: step order
+    return {
+        "steps_in_range": int(last - first),
+        "exact": bool(exact),
+        "nonfinite": nonfinite,
+        "points": [
+            list(point)
+            for point in zip(in_range_steps[picked].tolist(), in_range[picked].tolist(), strict=True)
+        ],
+    }
+
+
+def _arg_reduce(values: np.ndarray, starts: np.ndarray, reduce: np.ufunc) -> np.ndarray:
+    """For each segment beginning at `starts`, the index of its reduced (min or max) value."""
+    extreme = reduce.reduceat(values, starts)
+    segment = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, values.size]))
+    hits = np.flatnonzero(values == extreme[segment])
+    # The first hit of each segment.
+    first_hit = np.r_[True, segment[hits][1:] != segment[hits][:-1]]
+    return hits[first_hit]
