@@ -126,8 +126,10 @@ def window(
         "exact": bool(exact),
         "nonfinite": nonfinite,
         "points": [
-            list(point)
-            for point in zip(in_range_steps[picked].tolist(), in_range[picked].tolist(), strict=True)
+            [step, value]
+            for step, value in zip(
+                in_range_steps[picked].tolist(), in_range[picked].tolist(), strict=True
+            )
         ],
     }
 
