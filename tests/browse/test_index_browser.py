@@ -12,11 +12,9 @@ import pytest
 from playwright.sync_api import Page
 
 from lossreport.report import pages
-from tests.support.browser import browser, watched_page
+from tests.support.browser import watched_page
 from tests.support.catalog import fill_catalog, truth
 from tests.support.server import serving
-
-__all__ = ["browser"]  # the fixture
 
 RUNS = 100_000
 

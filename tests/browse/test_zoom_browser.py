@@ -9,11 +9,9 @@ from pathlib import Path
 
 from playwright.sync_api import Page
 
-from tests.support.browser import browser, watched_page
+from tests.support.browser import watched_page
 from tests.support.long_run import value_at, write_long_run
 from tests.support.server import serving
-
-__all__ = ["browser"]  # the fixture
 
 CHART = "section[data-loss=mse_loss]"
 

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import lossreport
 from lossreport import runformat
-from tests.support.browser import broken_images, browser, watched_page
+from tests.support.browser import broken_images, watched_page
 from tests.support.daemon import run_once
 from tests.support.server import serving
 from tests.support.smtp import SmtpServer
-
-__all__ = ["browser"]  # the fixture
 
 XSS_MODEL = "<img src=x onerror=alert(1)>"
 XSS_HOOK = '"><script>alert(2)</script>'

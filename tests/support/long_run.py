@@ -24,15 +24,18 @@ def value_at(step: np.ndarray | int) -> np.ndarray:
     return np.where(steps == SPIKE_STEP, 5.0, values)
 
 
-def write_long_run(runs_dir: Path, run_id: str = "long-run", steps: int = STEPS) -> Path:
+def write_long_run(
+    runs_dir: Path, run_id: str = "long-run", steps: int = STEPS, shard_rows: int = SHARD_ROWS
+) -> Path:
+    """The run; `shard_rows`: steps per shard (a trainer's default writes one per 1,000)."""
     run_dir = runs_dir / run_id
     (run_dir / runformat.LOSSES_DIR).mkdir(parents=True)
     record = RunRecord(run_id=run_id, model="gpt2-small", hook="blocks.8.hook_resid_pre")
     record.status = COMPLETED
     record.finished_at = record.started_at
     runformat.write_run_file(run_dir, record)
-    for seq, first in enumerate(range(0, steps, SHARD_ROWS)):
-        step = np.arange(first, min(first + SHARD_ROWS, steps), dtype=np.int64)
+    for seq, first in enumerate(range(0, steps, shard_rows)):
+        step = np.arange(first, min(first + shard_rows, steps), dtype=np.int64)
         table = pa.table(
             {
                 runformat.STEP: step,

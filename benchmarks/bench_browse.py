@@ -1,0 +1,351 @@
+"""Browsing at cluster scale: the runs catalog at 100,000 runs, the served index in Chromium,
+a daemon's start-up over a large tree, and zooming a million-step run.
+
+    python benchmarks/bench_browse.py [--runs 100000] [--startup-runs 20000] [--repeats 5]
+
+Each figure is a median; each is printed beside the way it was done before this catalog (the
+peer, measured in the same run), as a ratio:
+- a catalog update per render, against rewriting an index page of every run (what the daemon
+  did after each render, at most once a second);
+- the memory the daemon holds for the index: a set of run keys, against a row per run;
+- the static index.html: the newest 500 runs, against every run;
+- in Chromium through `lossreport serve`: the first page of 100,000 runs shown, and a filter
+  or a sort answered, against opening the old all-runs index of `--peer-runs` runs;
+- daemon start-up over `--startup-runs` rendered runs, the catalog already there, against
+  the first start that lists every run in it; and its memory;
+- a zoomed range of a 1M-step run through `/.api/series`, warm, against reading the run
+  again for each request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support's generators
+
+import numpy as np
+import pyarrow as pa
+from daemon_process import Daemon
+from playwright.sync_api import Page, sync_playwright
+
+from lossreport import runformat, sources, storage
+from lossreport.browse.series import window
+from lossreport.catalog import Catalog, RunQuery
+from lossreport.catalog.query import options, search
+from lossreport.catalog.sweeps import sweeps
+from lossreport.report import pages
+from lossreport.runformat import RenderedMarker, RunRecord
+from tests.support.catalog import fill_catalog, synthetic_entries
+from tests.support.long_run import write_long_run
+
+
+def median_ms(action: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def heading(title: str, *columns: str) -> None:
+    print(f"\n{title:<60} {columns[0]:>12} {columns[1]:>14} {columns[2]:>9}")
+
+
+def line(label: str, value: str, peer: str = "", ratio: str = "") -> None:
+    print(f"  {label:<58} {value:>12} {peer:>14} {ratio:>9}")
+
+
+# -- the catalog in-process -----------------------------------------------------------------
+def catalog_figures(state: Path, runs: int, repeats: int) -> None:
+    started = time.perf_counter()
+    fill_catalog(state, runs)
+    print(f"filled a catalog of {runs:,} runs in {time.perf_counter() - started:.1f}s")
+    catalog = Catalog.open(state)
+    entries = list(synthetic_entries(runs))
+    rows = [pages.index_row(entry, key) for key, entry in entries]
+    heading("catalog, in-process", "median", "peer", "ratio")
+    one = rows[runs // 2]
+    update = median_ms(lambda: catalog.put(one), max(repeats, 50))
+    old_index = median_ms(lambda: pages.render_index(rows), 1)
+    line(
+        "update per render (put one row)",
+        f"{update:.2f} ms",
+        f"{old_index:,.0f} ms",
+        f"{old_index / update:,.0f}x",
+    )
+    print("    peer: the old index page of every run, rendered after a render")
+    queries = {
+        "first page (newest renders)": RunQuery(),
+        "filter: model": RunQuery(model="gpt2-small"),
+        "filter: status=completed (80% of runs)": RunQuery(status="completed"),
+        "filter: text in path, names, config": RunQuery(text="run_00"),
+        "filter: config lr=0.001": RunQuery(config=(("lr", "0.001"),)),
+        "sort: final mse_loss, lowest first": RunQuery(sort="final:mse_loss", descending=False),
+        "sort: minimum l1_loss + filter model": RunQuery(sort="minimum:l1_loss", model="gemma-2b"),
+        "sort: duration": RunQuery(sort="duration"),
+        "page 1,000 of 2,000": RunQuery(page=1000),
+    }
+    for label, query in queries.items():
+        line(label, f"{median_ms(partial(search, catalog, query), repeats):.1f} ms")
+    line(
+        "filter options (distinct values)", f"{median_ms(lambda: options(catalog), repeats):.1f} ms"
+    )
+    line("sweeps, first page", f"{median_ms(lambda: sweeps(catalog, RunQuery()), repeats):.1f} ms")
+
+    heading("memory and size of the index", "now", "before", "ratio")
+    tracemalloc.start()
+    keys = {key for key, _ in entries}
+    held_now = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    tracemalloc.start()
+    held_rows = {row["run_id"]: dict(row) for row in rows}
+    held_before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del held_rows, keys
+    line(
+        f"daemon memory for the index, {runs:,} runs",
+        f"{held_now / 2**20:.1f} MiB",
+        f"{held_before / 2**20:.0f} MiB",
+        f"{held_before / held_now:.0f}x",
+    )
+    bounded = len(pages.render_index(catalog.recent(pages.INDEX_MAX_RUNS), runs).encode())
+    everything = len(pages.render_index(rows).encode())
+    line(
+        "static index.html",
+        f"{bounded / 2**20:.1f} MiB",
+        f"{everything / 2**20:.0f} MiB",
+        f"{everything / bounded:.0f}x",
+    )
+    catalog.close()
+
+
+# -- Chromium through serve -----------------------------------------------------------------
+@contextmanager
+def served(runs_dir: Path, log: Path) -> Iterator[int]:
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lossreport", "--log-format", "json", "serve", str(runs_dir),
+             "--port", "0"],
+            stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for text in log.read_text().splitlines():
+                    event = json.loads(text) if text.startswith("{") else {}
+                    if event.get("event") == "serving":
+                        yield int(event["port"])
+                        return
+                time.sleep(0.05)
+            raise RuntimeError(log.read_text())
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def answered(page: Page, action: Callable[[], object]) -> float:
+    """Seconds from `action` (a change of the query form) to its results in place."""
+    old = page.locator("#results").element_handle()
+    started = time.perf_counter()
+    action()
+    page.wait_for_function("o => !o.isConnected", arg=old)
+    page.wait_for_selector("#results[data-state=ready]")
+    return time.perf_counter() - started
+
+
+def browser_figures(state: Path, peer_runs: int, repeats: int, tmp: Path) -> None:
+    peer_dir = tmp / "peer"
+    peer_dir.mkdir()
+    rows = [pages.index_row(entry, key) for key, entry in synthetic_entries(peer_runs)]
+    (peer_dir / "index.html").write_text(pages.render_index(rows))
+    executable = shutil.which("chromium")
+    with sync_playwright() as playwright, served(state, tmp / "serve.log") as port:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        first: list[float] = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#results[data-state=ready] tbody tr")
+            first.append(time.perf_counter() - started)
+        old: list[float] = []
+        for _ in range(max(1, repeats // 2)):
+            started = time.perf_counter()
+            page.goto((peer_dir / "index.html").as_uri(), timeout=600_000)
+            page.wait_for_selector("tbody tr")
+            old.append(time.perf_counter() - started)
+        heading("in Chromium, through lossreport serve", "median", "peer", "ratio")
+        line(
+            "first page shown, 100,000 runs",
+            f"{statistics.median(first) * 1000:.0f} ms",
+            f"{statistics.median(old) * 1000:,.0f} ms",
+            f"{statistics.median(old) / statistics.median(first):.0f}x",
+        )
+        print(f"    peer: the old index.html of every run, {peer_runs:,} runs, opened from disk")
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#results[data-state=ready]")
+        operations: dict[str, list[Callable[[], object]]] = {
+            "filter: model": [
+                lambda: page.select_option("select[name=model]", "gpt2-small"),
+                lambda: page.select_option("select[name=model]", ""),
+            ],
+            "filter: status": [
+                lambda: page.select_option("select[name=status]", "failed"),
+                lambda: page.select_option("select[name=status]", ""),
+            ],
+            "sort: final mse_loss": [
+                lambda: page.select_option("select[name=sort]", "final:mse_loss"),
+                lambda: page.select_option("select[name=sort]", "rendered"),
+            ],
+            "sort: minimum l1_loss, ascending": [
+                lambda: page.select_option("select[name=sort]", "minimum:l1_loss"),
+                lambda: page.select_option("select[name=sort]", "rendered"),
+            ],
+            "next page": [lambda: page.click("#next"), lambda: page.click("#previous")],
+        }
+        for label, actions in operations.items():
+            times = [answered(page, action) for _ in range(repeats) for action in actions]
+            line(f"{label}, answered", f"{statistics.median(times) * 1000:.0f} ms")
+        browser.close()
+
+
+# -- daemon start-up ----------------------------------------------------------------------
+def rendered_tree(runs_dir: Path, count: int) -> None:
+    """`count` runs as a daemon leaves them once rendered: run.json, a shard, and a render
+    marker of their inputs (no charts: start-up never opens them)."""
+    table = pa.table(
+        {"step": np.arange(10), "wall_time": np.full(10, 1.7e9), "mse_loss": np.ones(10)}
+    )
+    for index, (key, entry) in enumerate(synthetic_entries(count)):
+        run_dir = runs_dir / f"team-{index % 10}" / key.replace("%", "")
+        (run_dir / runformat.LOSSES_DIR).mkdir(parents=True)
+        record = RunRecord(run_id=run_dir.name, model=entry["model"], hook=entry["hook"])
+        record.status, record.finished_at = "completed", record.started_at
+        runformat.write_run_file(run_dir, record)
+        runformat.write_shard(run_dir, 0, table)
+        (run_dir / runformat.GRAPHS_DIR).mkdir()
+        fingerprint = sources.NATIVE.inputs(run_dir).fingerprint
+        with storage.opened_dir(run_dir) as run_fd:
+            marker = RenderedMarker(fingerprint, "completed", {**entry, "curves": {}}, True)
+            runformat.write_marker(run_dir, run_fd, marker)
+
+
+def rss_mib(pid: int) -> float:
+    for text in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if text.startswith("VmRSS:"):
+            return int(text.split()[1]) / 1024
+    return float("nan")
+
+
+def start_up(runs_dir: Path) -> tuple[float, int, float]:
+    started = time.monotonic()
+    daemon = Daemon(runs_dir, "--stale-after", "10m")
+    ready = daemon.wait_for("watching")
+    rss = rss_mib(daemon.process.pid)
+    renders = len(daemon.events("render_started"))
+    daemon.stop()
+    return ready - started, renders, rss
+
+
+def startup_figures(runs_dir: Path, count: int, repeats: int) -> None:
+    started = time.perf_counter()
+    rendered_tree(runs_dir, count)
+    print(f"\nmade {count:,} rendered runs in {time.perf_counter() - started:.0f}s")
+    first, renders, first_rss = start_up(runs_dir)
+    assert renders == 0, f"{renders} runs rendered again"
+    again = [start_up(runs_dir) for _ in range(repeats)]
+    assert all(renders == 0 for _, renders, _ in again)
+    seconds = statistics.median(time for time, _, _ in again)
+    rss = statistics.median(rss for _, _, rss in again)
+    heading("daemon start-up to watching", "median", "peer", "ratio")
+    line(f"{count:,} runs, catalog kept from the last start", f"{seconds:.1f} s", f"{first:.1f} s",
+         f"{first / seconds:.1f}x")  # fmt: skip
+    print("    peer: the first start, which lists every run in a new catalog")
+    line("daemon memory (RSS) after start-up", f"{rss:.0f} MiB", f"{first_rss:.0f} MiB")
+
+
+# -- zoom ---------------------------------------------------------------------------------
+def zoom_figures(runs_dir: Path, repeats: int, tmp: Path, shard_rows: int) -> None:
+    run_dir = write_long_run(runs_dir, shard_rows=shard_rows)
+    source = sources.NATIVE
+
+    def reread() -> None:
+        table = source.read_losses(run_dir).table
+        window(
+            table.column("step").to_numpy(),
+            table.column("mse_loss").to_numpy(),
+            734_000,
+            734_400,
+            1000,
+        )
+
+    with served(runs_dir, tmp / "serve-zoom.log") as port:
+
+        def ask(query: str) -> Any:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection.request("GET", f"/.api/series?run=long-run&loss=mse_loss&{query}")
+            answer = json.loads(connection.getresponse().read())
+            connection.close()
+            return answer
+
+        started = time.perf_counter()
+        ask("width=1000")
+        cold = time.perf_counter() - started
+        title = f"zoom, 1M steps in {1_000_000 // shard_rows:,} shards, /.api/series"
+        heading(title, "median", "peer", "ratio")
+        line("first request (reads the run)", f"{cold * 1000:.0f} ms")
+        peer = median_ms(reread, repeats)
+        for label, query in (
+            ("whole run, 1000 columns", "width=1000"),
+            ("zoomed to 60,000 steps", "start=700000&end=760000&width=1000"),
+            ("zoomed to 100 steps (every step)", "start=734150&end=734250&width=1000"),
+        ):
+            warm = median_ms(partial(ask, query), repeats)
+            line(label, f"{warm:.1f} ms", f"{peer:.0f} ms", f"{peer / warm:.0f}x")
+        print("    peer: reading the run's shards again for each request")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--peer-runs", type=int, default=10_000)
+    parser.add_argument("--startup-runs", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--shard-rows", type=int, default=1000, help="steps per shard of the 1M-step run"
+    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=["browser", "startup", "zoom"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        state = tmp / "catalog"
+        state.mkdir()
+        catalog_figures(state, args.runs, args.repeats)
+        if "browser" not in args.skip:
+            browser_figures(state, args.peer_runs, args.repeats, tmp)
+        if "zoom" not in args.skip:
+            (tmp / "zoom").mkdir()
+            zoom_figures(tmp / "zoom", args.repeats, tmp, args.shard_rows)
+        if "startup" not in args.skip:
+            (tmp / "tree").mkdir()
+            startup_figures(tmp / "tree", args.startup_runs, max(1, args.repeats // 2))
+
+
+if __name__ == "__main__":
+    main()
