@@ -38,8 +38,9 @@ from daemon_process import CLOCK_TICKS, Daemon
 from soak_trainer import LATE_LOSS, LOSSES, losses_at
 
 from lossreport import runformat
+from lossreport.catalog import Catalog
 from lossreport.daemon.runstate import read_state
-from lossreport.runformat import STAGE_PREFIXES, read_marker
+from lossreport.runformat import CATALOG_DIR, STAGE_PREFIXES, read_marker
 
 HERE = Path(__file__).resolve().parent
 FLUSH_EVERY = 200
@@ -519,6 +520,7 @@ def _check_deleted(
     run would make one), no row in the runs index, nothing new beside the runs."""
     index = runs_dir / "index.html"
     page = index.read_text() if index.is_file() else ""
+    catalog = Catalog.open_readonly(runs_dir)
     for run_id in deletions:
         left = []
         run_dir = runs_dir / run_id
@@ -527,10 +529,14 @@ def _check_deleted(
             left.append(f"its folder is back, holding {inside[:8]}")
         if re.search(rf"{re.escape(run_id)}(?![\w.-])", page):
             left.append("index.html still lists it")
+        if catalog is not None and catalog.rendered_at(run_id) is not None:
+            left.append("the runs catalog still lists it")
         if left:
             figures.deleted_left_behind += 1
             figures.failures.append(f"{run_id} was deleted, but {'; '.join(left)}")
-    strays = sorted(set(os.listdir(runs_dir)) - kept - set(deletions) - {index.name})
+    if catalog is not None:
+        catalog.close()
+    strays = sorted(set(os.listdir(runs_dir)) - kept - set(deletions) - {index.name, CATALOG_DIR})
     if strays:
         figures.failures.append(f"unexpected entries in the runs directory: {strays}")
 

@@ -4,7 +4,6 @@
 // server escaped them, or through textContent.
 (function () {
   "use strict";
-  var MAX_LINES = 40;
   var form = document.getElementById("query");
   var pending = null, typing = null;
 
@@ -55,30 +54,8 @@
     });
     var data = document.getElementById("runs-data");
     if (!data) { return; }
-    var runs = JSON.parse(data.textContent);
     var boxes = Array.prototype.slice.call(results.querySelectorAll("tbody input[type=checkbox]"));
-    var lossSelect = document.getElementById("loss"), logScale = document.getElementById("log-scale");
-    function draw() {
-      var loss = lossSelect.value;
-      var lines = boxes.filter(function (box) { return box.checked; }).slice(0, MAX_LINES).map(function (box) {
-        var run = runs[Number(box.dataset.index)];
-        return { run: run.run, points: run.curves[loss] || [] };
-      });
-      lossreportOverlay.draw(document.getElementById("overlay"), document.getElementById("legend"), lines,
-        loss, logScale.checked, loss ? "No ticked run on this page has " + loss + "." : "No losses yet.");
-    }
-    lossSelect.addEventListener("change", draw);
-    logScale.addEventListener("change", draw);
-    boxes.forEach(function (box) { box.addEventListener("change", draw); });
-    document.getElementById("select-shown").addEventListener("click", function () {
-      boxes.forEach(function (box) { box.checked = true; });
-      draw();
-    });
-    document.getElementById("select-none").addEventListener("click", function () {
-      boxes.forEach(function (box) { box.checked = false; });
-      draw();
-    });
-    draw();
+    lossreportOverlay.drawTicked(boxes, JSON.parse(data.textContent), " on this page");
   }
 
   form.addEventListener("change", function (event) {

@@ -95,5 +95,34 @@ var lossreportOverlay = (function () {
     overlay.appendChild(svg);
   }
 
-  return { draw: draw };
+  // The ticked boxes' runs (each box's data-index into `runs`, [{run, curves}]) drawn into
+  // #overlay and #legend, again at each tick, loss or scale change; #select-shown and
+  // #select-none tick all or none where the page has them.
+  function drawTicked(boxes, runs, where) {
+    var MAX_LINES = 40;
+    var lossSelect = document.getElementById("loss"), logScale = document.getElementById("log-scale");
+    function redraw() {
+      var loss = lossSelect.value;
+      var lines = boxes.filter(function (box) { return box.checked; }).slice(0, MAX_LINES).map(function (box) {
+        var run = runs[Number(box.dataset.index)];
+        return { run: run.run, points: run.curves[loss] || [] };
+      });
+      draw(document.getElementById("overlay"), document.getElementById("legend"), lines, loss,
+        logScale.checked, loss ? "No ticked run" + where + " has " + loss + "." : "No losses yet.");
+    }
+    lossSelect.addEventListener("change", redraw);
+    logScale.addEventListener("change", redraw);
+    boxes.forEach(function (box) { box.addEventListener("change", redraw); });
+    [["select-shown", true], ["select-none", false]].forEach(function (button) {
+      var element = document.getElementById(button[0]);
+      if (!element) { return; }
+      element.addEventListener("click", function () {
+        boxes.forEach(function (box) { box.checked = button[1]; });
+        redraw();
+      });
+    });
+    redraw();
+  }
+
+  return { draw: draw, drawTicked: drawTicked };
 })();

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 import markupsafe
 import pytest
 
+from tests.support.catalog import HOSTILE as HOSTILE_NOTE
 from tests.support.catalog import fill_catalog, truth
 from tests.support.server import request, serving
 
@@ -105,10 +106,16 @@ def test_hostile_strings_are_text_on_every_page(served: tuple[int, list[dict[str
     assert hostile["model"] not in page  # only escaped
     assert str(markupsafe.escape(hostile["model"])) in page
     assert "'unsafe-eval'" not in headers["Content-Security-Policy"]
-    query = {key: hostile[key] for key in ("model", "hook", "architecture")}
+    # A config value with a script in it, found by text, on the index and on its sweep's page.
+    noted = next(row for row in rows if row["config"].get("note") == HOSTILE_NOTE)
+    status, _, body = request(port, "/?" + urlencode({"q": "<script>", "per_page": 200}))
+    assert status == 200 and noted["run_id"].encode() in body
+    assert HOSTILE_NOTE.encode() not in body
+    query = {key: noted[key] for key in ("model", "hook", "architecture")}
     status, _, body = request(port, "/.sweep?" + urlencode(query))
-    assert status in (200, 404)
-    assert hostile["model"] not in body.decode()
+    assert status == 200
+    assert HOSTILE_NOTE.encode() not in body
+    assert str(markupsafe.escape(HOSTILE_NOTE)).encode() in body  # shown, as text
 
 
 def test_sweep_page_parameters(served: tuple[int, list[dict[str, Any]]]) -> None:

@@ -11,19 +11,15 @@ from __future__ import annotations
 import threading
 from functools import cache
 
-import vl_convert
-
-from ..report import pages
+from ..report import pages, vega
 
 CHART_LIBRARY = "chart.js"
-# What the bundle leaves for the page's own script: vega-embed and Vega (its interpreter).
-GLOBALS = "window.vegaEmbed = vegaEmbed; window.vega = vega;"
 _lock = threading.Lock()
 
 
 @cache
 def _bundle() -> bytes:
-    return vl_convert.javascript_bundle(GLOBALS).encode()
+    return vega.javascript_bundle()
 
 
 def chart_library() -> bytes:

@@ -21,11 +21,14 @@ from ..runformat import INDEX_FILE, Homes
 
 logger = logging.getLogger(__name__)
 
+BATCH = 1000  # rows found at start-up written in one transaction
+
 
 class Listing:
     def __init__(self, homes: Homes) -> None:
         self.homes = homes
         self._listed: set[str] = set()  # runs whose row this daemon has put or checked
+        self._pending: dict[str, dict[str, Any]] = {}  # rows found, not written yet
         try:
             self.catalog = Catalog.open(homes.state_dir)
         except (OSError, sqlite3.Error) as exc:  # a read-only tree, a planted link, a bad file
@@ -43,19 +46,34 @@ class Listing:
 
     def found(self, key: str, entry: dict[str, Any]) -> bool:
         """Run `key` has a render marker with `entry`: list it unless the catalog has that
-        render already. True if its row changed."""
+        render already. True if its row changes. Rows are written in batches (`flush`): a
+        first start lists every run of the tree."""
         try:
             if self.catalog.rendered_at(key) == str(entry.get("rendered_at", "")):
                 self._listed.add(key)
                 return False
-            self.catalog.put(self.row(key, entry))
         except sqlite3.Error as exc:
             return _failed_write(key, exc)
+        self._pending[key] = self.row(key, entry)
         self._listed.add(key)
+        if len(self._pending) >= BATCH:
+            self.flush()
         return True
+
+    def flush(self) -> None:
+        """Write the rows `found` is holding."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        try:
+            self.catalog.put_many(pending.values())
+        except sqlite3.Error as exc:
+            self._listed.difference_update(pending)  # listed again at their next look
+            _failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
 
     def rendered(self, key: str, entry: dict[str, Any]) -> None:
         """List run `key` as just rendered."""
+        self._pending.pop(key, None)
         try:
             self.catalog.put(self.row(key, entry))
         except sqlite3.Error as exc:
@@ -64,6 +82,7 @@ class Listing:
             self._listed.add(key)
 
     def failed(self, key: str, error: str) -> None:
+        self.flush()  # the error goes on the row, which must be written first
         try:
             self.catalog.mark_failed(
                 key, error, pages.index_row({"status": "not rendered", "error": error}, key)
@@ -73,6 +92,7 @@ class Listing:
 
     def forget(self, key: str) -> None:
         self._listed.discard(key)
+        self._pending.pop(key, None)
         try:
             self.catalog.forget(key)
         except sqlite3.Error as exc:
@@ -80,8 +100,10 @@ class Listing:
 
     def keep_only(self, keys: list[str]) -> None:
         """After a full scan found `keys`: drop every other run's row."""
+        self.flush()
         try:
             gone = self.catalog.keep_only(keys)
+            self.catalog.optimize()  # a first scan may have listed every run
         except sqlite3.Error as exc:
             logger.error(
                 "cannot prune the runs catalog: %s", exc, extra={"event": "catalog_failed"}
@@ -103,6 +125,7 @@ class Listing:
     def write_page(self) -> None:
         """index.html, from the newest rows. Failing to write it is logged, not raised."""
         path = self.homes.state_dir / INDEX_FILE
+        self.flush()
         try:
             rows = self.catalog.recent(pages.INDEX_MAX_RUNS)
             page = pages.render_index(rows, total=self.catalog.count())
@@ -111,6 +134,7 @@ class Listing:
             logger.error("cannot write %s: %s", path, exc, extra={"event": "index_failed"})
 
     def close(self) -> None:
+        self.flush()
         self.catalog.close()
 
 

@@ -273,8 +273,8 @@ class Watcher:
         if self._alerter is not None:
             self._alerter.forget(name)
         if self._listing.is_listed(name):
-            self._listing.forget(name)
             self._schedule.index_changed(time.monotonic())
+        self._listing.forget(name)  # listed by an earlier daemon, perhaps
 
     def _consider(self, name: str) -> None:
         """Look at run `name` now, unless the schedule holds it back (a render in flight, a
