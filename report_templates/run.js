@@ -9,12 +9,14 @@
   var smoothing = document.getElementById("smoothing");
   var smoothingShown = document.getElementById("smoothing-value");
   var logScale = document.getElementById("log-scale");
-  var AXIS_ROOM = 90;  // pixels beside the plot for the value axis and its title
+  var AXIS_ROOM = 70;  // pixels beside the plot for the value axis, before Vega measures it
   var MARGIN = 0.5;  // fetched beyond each side of the view, as a share of its width, for panning
   var charts = [];
 
   function format(value) { return Number(value).toLocaleString("en-US", { maximumFractionDigits: 0 }); }
 
+  // TensorBoard's debiased EMA. Non-finite values are skipped: the server leaves them out of
+  // the points (and counts them), so every value here is finite.
   function smooth(points, weight) {
     var last = 0, count = 0;
     return points.map(function (point) {
@@ -37,26 +39,37 @@
   }
 
   function describe(chart, answer) {
-    var text = "steps " + format(answer.start) + " to " + format(answer.end) + ": " +
+    var text = "fetched steps " + format(answer.start) + " to " + format(answer.end) + ": " +
       format(answer.steps_in_range) + " logged, " +
       (answer.exact ? "every one shown" : "each pixel column's lowest and highest shown");
     if (answer.nonfinite) { text += "; " + format(answer.nonfinite) + " without a finite value"; }
     chart.range.textContent = text;
   }
 
+  // The plot's width in pixels: Vega's once drawn (it fits the axes into the element).
+  function plotWidth(chart) {
+    return chart.view ? chart.view.width() : Math.max(300, chart.element.clientWidth - AXIS_ROOM);
+  }
+
   function load(chart, domain) {
-    var query = new URLSearchParams({ run: data.run, loss: chart.loss, width: String(data.width) });
+    // One pixel column of the plot per column of the answer; the margins have theirs too.
+    var columns = plotWidth(chart);
+    var query = new URLSearchParams({ run: data.run, loss: chart.loss });
     if (domain) {
       var span = domain[1] - domain[0];
       query.set("start", String(domain[0] - MARGIN * span));
       query.set("end", String(domain[1] + MARGIN * span));
-      query.set("width", String(Math.round(data.width * (1 + 2 * MARGIN))));
+      columns *= 1 + 2 * MARGIN;
     }
+    query.set("width", String(Math.min(data.max_width, Math.round(columns))));
     if (chart.pending) { chart.pending.abort(); }
     chart.pending = new AbortController();
     chart.section.dataset.state = "loading";
     return fetch("/.api/series?" + query.toString(), { signal: chart.pending.signal })
-      .then(function (response) { return response.json(); })
+      .then(function (response) {
+        if (response.ok) { return response.json(); }
+        return response.text().then(function (message) { throw new Error(message.trim()); });
+      })
       .then(function (answer) {
         chart.points = answer.points;
         describe(chart, answer);
@@ -78,7 +91,8 @@
     if (Array.isArray(step)) { step = step[0]; }
     if (step === undefined || step === null) { return; }
     var found = chart.points.find(function (point) { return point[0] === step; });
-    if (found) { chart.readout.textContent = "step " + format(found[0]) + ": " + String(+found[1].toPrecision(6)); }
+    // The value as logged: the shortest decimal that reads back as the same float64.
+    if (found) { chart.readout.textContent = "step " + format(found[0]) + ": " + String(found[1]); }
   }
 
   function embed(chart) {
@@ -88,7 +102,7 @@
         if (param.name === "zoom") { param.value = { x: chart.domain }; }
       });
     }
-    spec.width = Math.max(300, chart.element.clientWidth - AXIS_ROOM);
+    spec.width = chart.element.clientWidth;
     spec.data = { name: "points", values: rows(chart) };  // drawn with data from the start
     if (chart.view) { chart.view.finalize(); }
     return vegaEmbed(chart.element, spec, { ast: true, actions: false, renderer: "svg" })

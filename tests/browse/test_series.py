@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 import lossreport
+from lossreport.browse.run_view import read_run
 from lossreport.browse.series import SeriesCache, window
 from tests.support.long_run import SPIKE_STEP, value_at, write_long_run
 
 
-def _brute_force(steps: np.ndarray, values: np.ndarray, start: float, end: float, width: int):
+def _brute_force(
+    steps: np.ndarray, values: np.ndarray, start: float, end: float, width: int
+) -> dict[int, tuple[float, float]]:
     """Each column's (min, max) over the finite values, computed the slow, obvious way."""
     columns: dict[int, list[float]] = {}
     for step, value in zip(steps.tolist(), values.tolist(), strict=True):
@@ -76,7 +79,31 @@ def test_a_run_is_read_once_and_again_when_it_grows(runs_dir: Path) -> None:
         first.checked -= 60  # as if the recheck time had passed
         grown = cache.columns(run.path)
         assert grown is not None and grown.steps.size == 150
-        assert grown.values["mse_loss"][-1] == 149.0
+        assert grown.losses["mse_loss"].values[-1] == 149.0
+
+
+def test_nan_and_inf_are_counted_and_a_late_loss_is_not(runs_dir: Path) -> None:
+    """A logged NaN or infinity is counted and left out of the points; a loss added later is
+    absent before it starts, not NaN."""
+    with lossreport.start_run(runs_dir, model="m", hook="h", run_id="odd") as run:
+        for step in range(10):
+            run.log(step, mse_loss={3: float("nan"), 4: float("inf")}.get(step, float(step)))
+        run.flush()
+        for step in range(10, 20):
+            run.log(step, mse_loss=float(step), aux_loss=-float(step))
+        run.flush()
+        columns = SeriesCache().columns(run.path)
+    assert columns is not None and columns.steps.size == 20
+    mse, aux = columns.losses["mse_loss"], columns.losses["aux_loss"]
+    answer = window(mse.steps, mse.values, 0, 19, 1000)
+    assert answer["nonfinite"] == 2 and answer["steps_in_range"] == 20 and answer["exact"]
+    assert [step for step, _ in answer["points"]] == [s for s in range(20) if s not in (3, 4)]
+    overview = window(mse.steps, mse.values, 0, 19, 3)  # min/max with the NaN in a column
+    assert not overview["exact"] and overview["nonfinite"] == 2
+    assert [overview["points"][0][1], overview["points"][-1][1]] == [0.0, 19.0]
+    late = window(aux.steps, aux.values, 0, 19, 1000)
+    assert late["nonfinite"] == 0 and late["steps_in_range"] == 10
+    assert late["points"] == [[step, -float(step)] for step in range(10, 20)]
 
 
 def test_the_cache_holds_at_most_its_bytes(runs_dir: Path) -> None:
@@ -94,3 +121,18 @@ def test_a_folder_that_is_no_run_reads_as_none(runs_dir: Path, tmp_path: Path) -
     (runs_dir / "empty").mkdir()
     assert SeriesCache().columns(runs_dir / "empty") is None
     assert not os.path.exists(runs_dir / "empty" / "loss_graphs")
+
+
+def test_a_run_behind_a_link_is_no_run(runs_dir: Path, tmp_path: Path) -> None:
+    """The views reach a run through read_run: a link anywhere on the way is refused."""
+    real = write_long_run(tmp_path / "elsewhere", "real", steps=10)
+    (runs_dir / "group").mkdir()
+    os.symlink(real, runs_dir / "group" / "linked")
+    os.symlink(tmp_path / "elsewhere", runs_dir / "above")
+    cache = SeriesCache()
+    for key in ("group/linked", "above/real", "group/../group/plain", "group/missing"):
+        assert read_run(runs_dir, cache, key) is None, key
+    write_long_run(runs_dir / "group", "plain", steps=10)
+    found = read_run(runs_dir, cache, "group/plain")
+    assert found is not None and found[0].steps.size == 10
+    assert found[1]["model"] == "gpt2-small"

@@ -23,8 +23,7 @@ from ..runformat.layout import MAX_RUN_KEY_LENGTH
 from . import assets
 from .answers import Answer
 from .params import Params, one_int, one_number, one_text, reject_unknown
-from .runs_view import run_links
-from .series import SeriesCache, window
+from .series import RunColumns, SeriesCache, window
 
 logger = logging.getLogger(__name__)
 
@@ -35,34 +34,49 @@ RAW, SMOOTHED = "#9ab8d8", "#0072B2"
 SCRIPT = ("run.js",)
 
 
-def run_dir_of(root: Path, key: str) -> Path | None:
-    """The folder of the run `key`, if it is one: a run's path, with no link on the way."""
-    if not runformat.is_run_name(key) or not storage.is_plain_path(root, key.split("/")):
+def read_run(root: Path, cache: SeriesCache, key: str) -> tuple[RunColumns, dict[str, str]] | None:
+    """The run `key`'s columns and names, or None when it is no run of the tree. Its folders
+    are opened first without following a link, and after reading, the path must still name
+    the folder opened: a link swapped in meanwhile means nothing read is shown."""
+    if not runformat.is_run_name(key):
         return None
-    run_dir = root / key
-    return run_dir if sources.find(run_dir) is not None else None
+    run_dir, parts = root / key, key.split("/")
+    try:
+        with storage.opened_beneath(root, parts) as fd:
+            columns = cache.columns(run_dir) if sources.find(run_dir) is not None else None
+            if columns is None:
+                return None
+            try:  # the names as the run says them now (the catalog's row may not exist yet)
+                record = sources.source_of(run_dir).read_record(run_dir)
+                names = {"model": record.model, "hook": record.hook}
+                names["architecture"] = record.architecture or ""
+            except (OSError, ValueError) as exc:
+                logger.info("run %s: no names shown: %s", key, exc)
+                names = {}
+            if not storage.still_at(run_dir, fd, root, parts):
+                cache.forget(run_dir)
+                return None
+    except OSError:  # missing, or a link on the way
+        return None
+    return columns, names
 
 
-def run_page(root: Path, cache: SeriesCache, key: str, row: dict[str, Any] | None) -> Answer:
-    """The page of the run `key`; `row`: its catalog row, where it has one (names, status)."""
-    run_dir = run_dir_of(root, key)
-    columns = cache.columns(run_dir) if run_dir is not None else None
-    if columns is None:
+def run_page(
+    root: Path, cache: SeriesCache, key: str, row: dict[str, Any] | None, report_url: str | None
+) -> Answer:
+    """The page of the run `key`; `row`: its catalog row, where it has one (its status);
+    `report_url`: where its report is on this server, if it has one."""
+    found = read_run(root, cache, key)
+    if found is None:
         return Answer.text(HTTPStatus.NOT_FOUND, f"no run at {key!r}")
-    assert run_dir is not None
-    losses = list(columns.values)
-    try:  # the names as the run says them now (the catalog's row may not exist yet)
-        record = sources.source_of(run_dir).read_record(run_dir)
-        names = {"model": record.model, "hook": record.hook, "architecture": record.architecture}
-    except (OSError, ValueError) as exc:
-        logger.info("run %s: no names shown: %s", key, exc)
-        names = {}
+    columns, names = found
+    losses = list(columns.losses)
     charts = {
         "run": key,
         "losses": losses,
         "spec": chart_spec(log=False),
         "log_spec": chart_spec(log=True),
-        "width": DEFAULT_WIDTH,
+        "max_width": MAX_WIDTH,
     }
     script = pages.template_script(*SCRIPT)
     html = pages.render_page(
@@ -70,7 +84,7 @@ def run_page(root: Path, cache: SeriesCache, key: str, row: dict[str, Any] | Non
         key=key,
         row=row or {},
         names=names,
-        report_url=run_links(key, row["report"])["report_url"] if row else "",
+        report_url=report_url or "",
         losses=losses,
         steps=int(columns.steps.size),
         charts_json=pages.script_json(charts),
@@ -93,23 +107,23 @@ def series(root: Path, cache: SeriesCache, params: Params) -> Answer:
     width = one_int(params, "width", 1, MAX_WIDTH, DEFAULT_WIDTH)
     if start is not None and end is not None and start >= end:
         raise QueryError("end", "must be greater than start")
-    run_dir = run_dir_of(root, key)
-    columns = cache.columns(run_dir) if run_dir is not None else None
-    if columns is None:
+    found = read_run(root, cache, key)
+    if found is None:
         return Answer.text(HTTPStatus.NOT_FOUND, f"no run at {key!r}")
-    values = columns.values.get(loss)
-    if values is None:
+    logged = found[0].losses.get(loss)
+    if logged is None:
         return Answer.text(HTTPStatus.NOT_FOUND, f"run {key!r} has no loss named {loss!r}")
-    steps = columns.steps
-    low = start if start is not None else (float(steps[0]) if steps.size else 0.0)
-    high = end if end is not None else (float(steps[-1]) if steps.size else 0.0)
+    steps = logged.steps
+    whole = (int(steps[0]), int(steps[-1])) if steps.size else (0, 0)
+    low = start if start is not None else whole[0]
+    high = end if end is not None else whole[1]
     return Answer.json(
         {
             "run": key,
             "loss": loss,
             "start": low,
             "end": high,
-            **window(steps, values, low, high, width),
+            **window(steps, logged.values, low, high, width),
         }
     )
 
@@ -127,8 +141,12 @@ def chart_spec(*, log: bool) -> dict[str, Any]:
         "step:Q",
         title="step",
         scale=alt.Scale(zero=False, nice=False),
-        axis=alt.Axis(format=",d", tickMinStep=1),  # steps are whole, however far zoomed in
-    )
+        # Steps are whole, however far zoomed in; a label every 100 pixels or so, apart.
+        axis=alt.Axis(
+            format=",d", tickMinStep=1, tickCount=alt.ExprRef("ceil(width / 100)"),
+            labelSeparation=12,
+        ),
+    )  # fmt: skip
     base = alt.Chart(alt.NamedData("points")).encode(x=x)
     # No axis title: the loss's name heads the chart, and the log box says the scale.
     raw = base.mark_line(color=RAW, strokeWidth=1).encode(
@@ -144,6 +162,9 @@ def chart_spec(*, log: bool) -> dict[str, Any]:
         opacity=alt.condition(hover, alt.value(0.6), alt.value(0))
     )
     chart = alt.layer(raw.add_params(zoom), smoothed, marks.add_params(hover), rule)
-    spec = chart.properties(height=300).to_dict()  # the width: the page's, set by run.js
+    # The width: the page's, set by run.js. Fitted again at each update, as the value axis's
+    # labels change with the zoom (else they are cut off at the chart's edge).
+    autosize = alt.AutoSizeParams(type="fit-x", contains="padding", resize=True)
+    spec = chart.properties(height=300, autosize=autosize).to_dict()
     spec.pop("$schema", None)  # a URL: nothing here may name the network
     return spec

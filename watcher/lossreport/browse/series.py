@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import runformat, sources
 from ..runformat import STEP
@@ -31,32 +32,51 @@ CACHE_BYTES = 512 * 2**20
 RECHECK_SECONDS = 2.0  # a growing run's inputs are looked at no more often than this
 
 
+@dataclass(frozen=True)
+class Series:
+    """One loss: the steps it was logged at (sorted) and its values there, NaN kept."""
+
+    steps: np.ndarray
+    values: np.ndarray
+
+
 @dataclass
 class RunColumns:
-    """One run's losses as arrays: `steps` sorted, each loss's values (NaN where not logged)."""
+    """One run's losses as arrays: `steps`, every step of the run (sorted), and each loss's
+    own steps: a loss that starts late is not NaN before, it is absent."""
 
     fingerprint: str
     steps: np.ndarray
-    values: dict[str, np.ndarray]
+    losses: dict[str, Series]
     checked: float = field(default_factory=time.monotonic)
 
     @property
     def nbytes(self) -> int:
-        return int(self.steps.nbytes + sum(array.nbytes for array in self.values.values()))
+        arrays = {id(self.steps): self.steps}  # a loss logged at every step shares `steps`
+        for series in self.losses.values():
+            arrays |= {id(series.steps): series.steps, id(series.values): series.values}
+        return int(sum(array.nbytes for array in arrays.values()))
 
 
 def columns_of(table: pa.Table, fingerprint: str) -> RunColumns:
     steps = table.column(STEP).to_numpy().astype(np.int64)
-    values = {
-        name: table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-        for name in table.column_names
-        if name not in runformat.RESERVED_COLUMNS
-    }
-    return RunColumns(fingerprint, steps, values)
+    losses = {}
+    for name in table.column_names:
+        if name in runformat.RESERVED_COLUMNS:
+            continue
+        column = table.column(name)
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        if column.null_count:  # steps where this loss was not logged (null, not NaN)
+            logged = pc.is_valid(column).to_numpy(zero_copy_only=False)
+            losses[name] = Series(steps[logged], values[logged])
+        else:
+            losses[name] = Series(steps, values)
+    return RunColumns(fingerprint, steps, losses)
 
 
 class SeriesCache:
-    """Loaded runs, least recently used dropped first once over `max_bytes`."""
+    """Loaded runs, least recently used dropped first once over `max_bytes` (a run bigger
+    than that on its own is still kept, alone: its page must work)."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -65,21 +85,22 @@ class SeriesCache:
 
     def columns(self, run_dir: Path) -> RunColumns | None:
         """The run's columns, read now if not cached or changed; None when no source reads
-        `run_dir` (the caller has checked that no link is on its path)."""
+        it. The caller checks that what was read was the run's (run_view.read_run)."""
+        path = run_dir
         with self._lock:
             cached = self._runs.get(run_dir)
             if cached is not None and time.monotonic() - cached.checked < RECHECK_SECONDS:
                 self._runs.move_to_end(run_dir)
                 return cached
-        source = sources.find(run_dir)
+        source = sources.find(path)
         if source is None:
             return None
-        fingerprint = source.inputs(run_dir).fingerprint
+        fingerprint = source.inputs(path).fingerprint
         if cached is not None and cached.fingerprint == fingerprint:
             cached.checked = time.monotonic()
             return cached
         started = time.monotonic()
-        loaded = columns_of(source.read_losses(run_dir).table, fingerprint)
+        loaded = columns_of(source.read_losses(path).table, fingerprint)
         logger.debug("read %s for charts in %.2fs", run_dir, time.monotonic() - started)
         with self._lock:
             self._runs[run_dir] = loaded
@@ -95,21 +116,25 @@ class SeriesCache:
     def __contains__(self, run_dir: Path) -> bool:
         return run_dir in self._runs
 
+    def forget(self, run_dir: Path) -> None:
+        with self._lock:
+            self._runs.pop(run_dir, None)
+
 
 def window(
     steps: np.ndarray, values: np.ndarray, start: float, end: float, width: int
 ) -> dict[str, Any]:
     """The points of one loss between steps `start` and `end` (inclusive) for a chart `width`
     columns wide: all of them when there are at most 2 per column, else each column's minimum
-    and maximum in step order. NaN, infinities and steps without this loss are left out and
-    counted (`nonfinite`)."""
+    and maximum in step order. NaN and infinities are left out and counted (`nonfinite`)."""
     first = int(np.searchsorted(steps, start, side="left"))
     last = int(np.searchsorted(steps, end, side="right"))
     in_range_steps = steps[first:last]
     in_range = values[first:last]
     finite = np.isfinite(in_range)
     nonfinite = int(in_range.size - np.count_nonzero(finite))
-    in_range_steps, in_range = in_range_steps[finite], in_range[finite]
+    if nonfinite:  # else no copy
+        in_range_steps, in_range = in_range_steps[finite], in_range[finite]
     exact = in_range.size <= 2 * width
     if exact:
         picked = np.arange(in_range.size)

@@ -93,7 +93,7 @@ class RunsSite:
             key = "/".join(route[1:])
             catalog = self.catalogs.current()[0]
             row = next(iter(catalog.rows([key])), None) if runformat.is_run_name(key) else None
-            return run_view.run_page(self.root, self.series, key, row)
+            return run_view.run_page(self.root, self.series, key, row, self.report_of(key))
         if route == (".assets", assets.CHART_LIBRARY) and not params:
             return Answer(HTTPStatus.OK, "text/javascript", assets.chart_library())
         return None
