@@ -99,7 +99,7 @@ def parse_query(params: Params) -> IndexQuery:
 def index_page(catalog: Catalog, kept: bool, params: Params) -> Answer:
     """`/`: the query form and one page of results."""
     query = parse_query(params)
-    found = options(catalog)
+    found = {**catalog.remembered("options", lambda: options(catalog))}
     chosen: dict[str, Any] = {name: getattr(query.runs, name) or "" for name in EXACT_FILTERS}
     for name in EXACT_FILTERS:  # a value no longer offered stays selectable
         if chosen[name] and chosen[name] not in found[name]:

@@ -20,7 +20,13 @@ SORT_FIELDS = {
     "run": "runs.key",
 }
 LOSS_SORTS = ("final", "minimum")
-NULLABLE = ("runs.duration", "runs.steps", "loss_values.final", "loss_values.minimum")
+NULLABLE = (
+    "runs.started_at",
+    "runs.duration",
+    "runs.steps",
+    "loss_values.final",
+    "loss_values.minimum",
+)
 EXACT_FILTERS = ("model", "hook", "architecture", "status", "source")
 MAX_OPTIONS = 500  # values offered per filter; a filter on another value still works
 

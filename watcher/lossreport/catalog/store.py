@@ -18,10 +18,10 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from .. import storage
@@ -30,6 +30,7 @@ from ..errors import UnsafePathError
 from ..runformat import CATALOG_DIR, CATALOG_FILE
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
@@ -44,7 +45,7 @@ CREATE TABLE runs (
     architecture TEXT NOT NULL,
     source TEXT NOT NULL,
     steps INTEGER,
-    started_at TEXT NOT NULL,
+    started_at TEXT,
     duration REAL,
     rendered_at TEXT NOT NULL,
     search TEXT NOT NULL
@@ -105,6 +106,8 @@ class Catalog:
         self._writable = writable
         self._folder_fd = folder_fd  # keeps /proc/self/fd/N, through which SQLite found it
         self._lock = threading.Lock()
+        self._memo: dict[str, tuple[int, Any]] = {}
+        self._changes = 0
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -214,6 +217,7 @@ class Catalog:
     def put_many(self, rows: Iterable[dict[str, Any]]) -> None:
         """`put` for many rows, in one transaction."""
         rows = list(rows)
+        self._changes += 1
         keys = [(row["run_id"],) for row in rows]
         with self._lock, self._connection as connection:
             for table in TABLES:
@@ -226,7 +230,7 @@ class Catalog:
                         *(row[name] for name in ("status", "model", "hook", "architecture")),
                         row["source"],
                         row["steps"],
-                        row["started_at"],
+                        row["started_at"] or None,  # unknown: sorted last, as other gaps
                         row["duration"],
                         row["rendered_at"],
                         _search_text(row),
@@ -268,6 +272,7 @@ class Catalog:
     def mark_failed(self, key: str, error: str, fallback: dict[str, Any]) -> None:
         """Record that run `key`'s last render failed with `error`: on its row, or as
         `fallback` (a row for a run never rendered)."""
+        self._changes += 1
         with self._lock, self._connection as connection:
             updated = connection.execute(
                 "UPDATE details SET error = ? WHERE key = ?", (error, key)
@@ -276,12 +281,14 @@ class Catalog:
             self.put(fallback)
 
     def forget(self, key: str) -> None:
+        self._changes += 1
         with self._lock, self._connection as connection:
             _delete(connection, key)
 
     def keep_only(self, keys: Iterable[str]) -> int:
         """Remove the rows of every run not in `keys` (all the runs a full scan found);
         returns how many went."""
+        self._changes += 1
         with self._lock, self._connection as connection:
             connection.execute("CREATE TEMP TABLE IF NOT EXISTS present (key TEXT PRIMARY KEY)")
             connection.execute("DELETE FROM present")
@@ -307,6 +314,19 @@ class Catalog:
                 "SELECT rendered_at FROM runs WHERE key = ?", (key,)
             ).fetchone()
         return None if found is None else str(found[0])
+
+    def remembered(self, name: str, compute: Callable[[], T]) -> T:
+        """`compute()`, kept until the catalog changes: what every page asks (the filters'
+        options) costs one look at SQLite's data version instead of a scan."""
+        with self._lock:
+            version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+            version += self._changes  # this connection's own writes do not change it
+            kept = self._memo.get(name)
+        if kept is not None and kept[0] == version:
+            return cast(T, kept[1])
+        value = compute()
+        self._memo[name] = (version, value)
+        return value
 
     def count(self) -> int:
         with self.reading() as connection:
@@ -369,7 +389,7 @@ def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
         "architecture": architecture,
         "source": source,
         "steps": steps,
-        "started_at": started_at,
+        "started_at": started_at or "",
         "duration": duration,
         "rendered_at": rendered_at,
         "report": report,

@@ -71,11 +71,16 @@ def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Swee
 
 
 def _find_varying(catalog: Catalog, group: Sweep) -> None:
+    """The keys that vary across the whole sweep, whatever filter found it."""
     with catalog.reading() as connection:
+        size = connection.execute(
+            "SELECT COUNT(*) FROM runs WHERE model = ? AND hook = ? AND architecture = ?",
+            (group.model, group.hook, group.architecture),
+        ).fetchone()[0]
         found = connection.execute(
             "SELECT name FROM config WHERE sweep = ?"
             " GROUP BY name HAVING COUNT(DISTINCT value) > 1 OR COUNT(*) < ? ORDER BY name",
-            (sweep_key(group.model, group.hook, group.architecture), group.runs),
+            (sweep_key(group.model, group.hook, group.architecture), size),
         ).fetchall()
     names = [name for (name,) in found]
     group.varying = names[:MAX_VARYING]
