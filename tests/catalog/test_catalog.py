@@ -533,3 +533,19 @@ def test_a_filtered_sweep_still_sees_a_key_some_runs_lack() -> None:
     assert sweeps(catalog, RunQuery())[1][0].varying == ["w"]
     (group,) = sweeps(catalog, RunQuery(status="completed"))[1]
     assert group.runs == 2 and group.varying == ["w"]
+
+
+def test_a_locked_catalog_is_an_error_not_damage(tmp_path: Path) -> None:
+    """Only a file that is no database is set aside: a lock held too long (or a full disk)
+    is an error, and the catalog stays as it is."""
+    Catalog.open(tmp_path).close()
+    path = tmp_path / CATALOG_DIR / CATALOG_FILE
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            Catalog.open(tmp_path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [p.name for p in path.parent.iterdir()] == [CATALOG_FILE]

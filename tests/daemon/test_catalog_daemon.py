@@ -1,38 +1,64 @@
-"""The runs catalog as a real daemon keeps it: a row per render, never rebuilt on start, rows
-of runs gone dropped, index.html bounded, and a planted link never written through."""
+"""The runs catalog as a real daemon keeps it: a row per render, nothing rewritten on a
+restart, rows of runs gone dropped, index.html bounded, a planted link never written through,
+and the catalog under --output when the tree cannot be written."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import lossreport
 from lossreport import runformat
 from lossreport.catalog import Catalog
 from lossreport.daemon.listing import Listing
 from lossreport.report import pages
-from lossreport.runformat import CATALOG_DIR, CATALOG_FILE, Homes
+from lossreport.runformat import CATALOG_DIR, CATALOG_FILE, Homes, read_marker
 from tests.support.catalog import synthetic_entries
 from tests.support.daemon import run_once
+from tests.support.optional import missing
+
+LRS = (1e-3, 3e-3, 1e-2)
+STEPS = 100
 
 
-def _train(runs_dir: Path, run_id: str, lr: float, steps: int = 100) -> Path:
+def _train(parent: Path, run_id: str, lr: float) -> Path:
     with lossreport.start_run(
-        runs_dir / "sweep", model="m", hook="h", architecture="topk", run_id=run_id,
+        parent, model="m", hook="h", architecture="topk", run_id=run_id,
         config={"lr": lr, "optimizer": {"name": "adam"}}, report_on_close=False,
     ) as run:  # fmt: skip
-        for step in range(steps):
+        for step in range(STEPS):
             run.log(step, mse_loss=lr * 100 / (step + 1), l1_loss=0.5 + (step % 3) / 10)
     return run.path
 
 
-def _catalog(runs_dir: Path) -> sqlite3.Connection:
-    return sqlite3.connect(runs_dir / CATALOG_DIR / CATALOG_FILE)
+def _sweep(parent: Path) -> dict[str, Path]:
+    return {f"sweep/lr-{i}": _train(parent / "sweep", f"lr-{i}", lr) for i, lr in enumerate(LRS)}
 
 
-def _events(stderr: str, kind: str) -> list[dict[str, object]]:
+def _rows(state_dir: Path) -> dict[str, dict[str, Any]]:
+    catalog = Catalog.open_readonly(state_dir)
+    assert catalog is not None, f"no catalog in {state_dir}"
+    try:
+        return {row["run_id"]: row for row in catalog.recent(1000)}
+    finally:
+        catalog.close()
+
+
+def _sql(state_dir: Path, statement: str) -> list[tuple[Any, ...]]:
+    path = state_dir / CATALOG_DIR / CATALOG_FILE
+    with closing(sqlite3.connect(path)) as connection, connection:
+        return connection.execute(statement).fetchall()
+
+
+def _events(stderr: str, kind: str) -> list[dict[str, Any]]:
     found = []
     for line in stderr.splitlines():
         try:
@@ -44,57 +70,102 @@ def _events(stderr: str, kind: str) -> list[dict[str, object]]:
     return found
 
 
-def test_each_render_lists_its_run_and_a_restart_rewrites_nothing(runs_dir: Path) -> None:
-    run_dirs = [_train(runs_dir, f"lr-{i}", lr) for i, lr in enumerate((1e-3, 3e-3, 1e-2))]
-    assert run_once(runs_dir).returncode == 0
-    catalog = Catalog.open_readonly(runs_dir)
-    assert catalog is not None
-    rows = {row["run_id"]: row for row in catalog.recent(10)}
-    catalog.close()
-    assert sorted(rows) == ["sweep/lr-0", "sweep/lr-1", "sweep/lr-2"]
-    row = rows["sweep/lr-1"]
-    assert row["status"] == "completed" and row["model"] == "m" and row["architecture"] == "topk"
-    assert row["final"]["mse_loss"] == 0.3 / 100 * 1  # lr * 100 / 100
-    assert row["minimum"]["l1_loss"] == 0.5
-    assert row["config"] == {"lr": "0.003", "optimizer.name": "adam"}
-    report = run_dirs[1] / runformat.GRAPHS_DIR / Path(row["report"]).name
-    assert report.is_file()
+def _check_rows(state_dir: Path, homes: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each run's row says what it logged and links its report, as its marker does."""
+    rows = _rows(state_dir)
+    assert sorted(rows) == sorted(homes)
+    for key, home in homes.items():
+        row, lr = rows[key], LRS[int(key[-1])] if key[-1].isdigit() else LRS[0]
+        marker = read_marker(home)
+        assert marker is not None
+        assert (row["status"], row["model"], row["hook"]) == ("completed", "m", "h")
+        assert row["architecture"] == "topk" and row["source"] == "lossreport"
+        assert row["steps"] == STEPS and row["error"] == ""
+        assert row["final"] == {"mse_loss": lr * 100 / STEPS, "l1_loss": 0.5}
+        assert row["minimum"] == {"mse_loss": lr * 100 / STEPS, "l1_loss": 0.5}
+        assert row["config"] == {"lr": json.dumps(lr), "optimizer.name": "adam"}
+        assert row["rendered_at"] == marker.entry["rendered_at"]
+        report = state_dir / row["report"]
+        assert report.is_file() and report.parent.resolve() == home / runformat.GRAPHS_DIR
+        if home.is_relative_to(state_dir):
+            assert row["report"] == f"{key}/{runformat.GRAPHS_DIR}/{report.name}"
+        assert json.loads(row["curves_json"]).keys() == {"mse_loss", "l1_loss"}
+    return rows
 
-    with _catalog(runs_dir) as connection:  # a mark no render would leave
-        connection.execute("UPDATE details SET error = 'sentinel'")
-    assert run_once(runs_dir).returncode == 0
-    with _catalog(runs_dir) as connection:
-        errors = dict(connection.execute("SELECT key, error FROM details"))
-    assert errors == dict.fromkeys(rows, "sentinel")  # nothing rewritten on a restart
+
+def test_each_render_lists_its_run_and_a_restart_rewrites_nothing(runs_dir: Path) -> None:
+    homes = _sweep(runs_dir)
+    first = run_once(runs_dir)
+    assert first.returncode == 0, first.stderr
+    rows = _check_rows(runs_dir, homes)
+    index = (runs_dir / runformat.INDEX_FILE).read_text()
+    assert all(f">{key}</a>" in index for key in homes)
+
+    _sql(runs_dir, "UPDATE details SET error = 'sentinel'")  # a mark no render would leave
+    again = run_once(runs_dir)
+    assert again.returncode == 0, again.stderr
+    assert dict(_sql(runs_dir, "SELECT key, error FROM details")) == dict.fromkeys(
+        homes, "sentinel"
+    )  # unchanged runs: no row rewritten on a restart
 
     with lossreport.start_run(  # resumed, so rendered again: its row replaced
-        runs_dir / "sweep", model="m", hook="h", run_id="lr-0", report_on_close=False
-    ) as run:
-        run.log(100, mse_loss=0.0001, l1_loss=0.5)
-    shutil.rmtree(run_dirs[2])  # a run gone: its row goes
-    assert run_once(runs_dir).returncode == 0
-    with _catalog(runs_dir) as connection:
-        errors = dict(connection.execute("SELECT key, error FROM details"))
-        final = connection.execute(
-            "SELECT final FROM loss_values WHERE key = 'sweep/lr-0' AND loss = 'mse_loss'"
-        ).fetchone()[0]
-    assert errors == {"sweep/lr-0": "", "sweep/lr-1": "sentinel"}
-    assert final == 0.0001
+        runs_dir / "sweep", model="m", hook="h", architecture="topk", run_id="lr-0",
+        config={"lr": 0.5}, report_on_close=False,
+    ) as run:  # fmt: skip
+        run.log(STEPS, mse_loss=0.0001, l1_loss=0.25)
+    shutil.rmtree(homes["sweep/lr-2"])  # a run gone: its row goes
+    third = run_once(runs_dir)
+    assert third.returncode == 0, third.stderr
+    assert dict(_sql(runs_dir, "SELECT key, error FROM details")) == {
+        "sweep/lr-0": "",
+        "sweep/lr-1": "sentinel",
+    }
+    for table in ("runs", "loss_values", "config"):
+        keys = {key for (key,) in _sql(runs_dir, f"SELECT key FROM {table}")}
+        assert keys == {"sweep/lr-0", "sweep/lr-1"}, table
+    renewed = _rows(runs_dir)["sweep/lr-0"]
+    marker = read_marker(homes["sweep/lr-0"])
+    assert marker is not None and renewed["rendered_at"] == marker.entry["rendered_at"]
+    assert renewed["final"] == {"mse_loss": 0.0001, "l1_loss": 0.25}
+    assert renewed["steps"] == STEPS + 1 and renewed["minimum"]["l1_loss"] == 0.25
+    assert renewed["config"] == {"lr": "0.5"}
+    assert renewed["rendered_at"] >= rows["sweep/lr-0"]["rendered_at"]
+    index = (runs_dir / runformat.INDEX_FILE).read_text()
+    assert ">sweep/lr-2</a>" not in index and ">sweep/lr-0</a>" in index
+
+
+def _listed(page: str) -> list[str]:
+    """The runs a static index lists, in its order (its overlay's data)."""
+    found = re.search(r'<script type="application/json" id="runs-data">(.*?)</script>', page)
+    assert found is not None
+    return [item["run"] for item in json.loads(found.group(1))]
 
 
 def test_the_static_index_shows_the_newest_runs_and_says_how_many(tmp_path: Path) -> None:
+    count = pages.INDEX_MAX_RUNS + 137
+    entries = list(synthetic_entries(count, seed=3))
     listing = Listing(Homes(tmp_path))
-    entries = list(synthetic_entries(pages.INDEX_MAX_RUNS + 100))
-    listing.catalog.put_many(pages.index_row(entry, key) for key, entry in entries)
-    listing.write_page()
-    listing.close()
-    page = (tmp_path / runformat.INDEX_FILE).read_text()
-    newest = sorted(entries, key=lambda item: item[1]["rendered_at"], reverse=True)
-    shown = [key for key, _ in newest[: pages.INDEX_MAX_RUNS]]
-    assert page.count('data-index="') == pages.INDEX_MAX_RUNS
-    assert all(f">{key}</a>" in page for key in shown[::50])
-    assert f">{newest[pages.INDEX_MAX_RUNS][0]}</a>" not in page
-    assert f"The {pages.INDEX_MAX_RUNS} most recently rendered of 600 runs" in page
+    try:
+        for key, entry in entries:  # as a first start-up finds runs rendered before
+            assert listing.found(key, entry)
+        listing.write_page()
+        newest = sorted(entries, key=lambda item: item[1]["rendered_at"], reverse=True)
+        page = (tmp_path / runformat.INDEX_FILE).read_text()
+        assert _listed(page) == [key for key, _ in newest[: pages.INDEX_MAX_RUNS]]
+        assert page.count('<tr data-index="') == pages.INDEX_MAX_RUNS
+        assert f"The {pages.INDEX_MAX_RUNS} most recently rendered of {count} runs" in page
+
+        key, entry = newest[-1]  # the oldest, rendered again: now first
+        listing.rendered(key, {**entry, "rendered_at": "2099-01-01T00:00:00+00:00"})
+        listing.forget(newest[0][0])
+        listing.write_page()
+        page = (tmp_path / runformat.INDEX_FILE).read_text()
+        expected = [key] + [k for k, _ in newest[1 : pages.INDEX_MAX_RUNS]]
+        assert _listed(page) == expected
+        assert f"most recently rendered of {count - 1} runs" in page
+    finally:
+        listing.close()
+    assert Catalog.open(tmp_path).count() == count - 1
 
 
 def test_a_catalog_folder_planted_as_a_link_is_never_written_through(
@@ -103,10 +174,67 @@ def test_a_catalog_folder_planted_as_a_link_is_never_written_through(
     dummy = tmp_path / "dummy"
     dummy.mkdir()
     (runs_dir / CATALOG_DIR).symlink_to(dummy, target_is_directory=True)
-    _train(runs_dir, "only", 1e-3)
+    home = _train(runs_dir / "sweep", "only", 1e-3)
     result = run_once(runs_dir)
     assert result.returncode == 0, result.stderr
     assert _events(result.stderr, "catalog_failed")
     assert list(dummy.iterdir()) == []
-    assert (runs_dir / "sweep" / "only" / runformat.GRAPHS_DIR).is_dir()
-    assert "sweep/only" in (runs_dir / runformat.INDEX_FILE).read_text()
+    assert (runs_dir / CATALOG_DIR).is_symlink()
+    assert read_marker(home) is not None and any((home / runformat.GRAPHS_DIR).glob("*.html"))
+    assert ">sweep/only</a>" in (runs_dir / runformat.INDEX_FILE).read_text()
+
+
+@contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """`folder` as a tree this user cannot write: for root, a read-only bind mount of it onto
+    itself; for anyone else, its mode (as tests/daemon/test_foreign_runs.py does)."""
+    if os.geteuid() != 0:
+        folders = [folder, *(path for path in folder.rglob("*") if path.is_dir())]
+        for path in folders:
+            path.chmod(0o555)
+        try:
+            yield
+        finally:
+            for path in folders:
+                path.chmod(0o755)
+        return
+    mount = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True
+    )
+    if mount.returncode != 0:
+        missing("a read-only bind mount (root without CAP_SYS_ADMIN?)", mount.stderr.strip())
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(path.relative_to(folder)): path.lstat().st_mtime_ns for path in folder.rglob("*")}
+
+
+def test_with_output_on_a_tree_it_cannot_write_the_catalog_is_in_output(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    _sweep(runs_dir)
+    mine = _train(runs_dir, "mine", LRS[0])  # a run it can write: reported in place
+    output = tmp_path / "reports"
+    output.mkdir()
+    before = _files(runs_dir / "sweep")
+    with _read_only(runs_dir / "sweep"):
+        assert not os.access(runs_dir / "sweep" / "lr-0", os.W_OK)
+        result = run_once(runs_dir, "--output", str(output))
+        assert result.returncode == 0, result.stderr
+    assert _files(runs_dir / "sweep") == before
+    assert not _events(result.stderr, "catalog_failed")
+    assert not (runs_dir / CATALOG_DIR).exists() and not (runs_dir / runformat.INDEX_FILE).exists()
+    assert (output / CATALOG_DIR / CATALOG_FILE).is_file()
+    assert stat_mode(output / CATALOG_DIR) == 0o755
+    rows = _check_rows(output, {f"sweep/lr-{i}": output / "sweep" / f"lr-{i}" for i in range(3)}
+                       | {"mine": mine})  # fmt: skip
+    assert rows["mine"]["report"].startswith("../runs/mine/loss_graphs/")  # from output
+    assert sorted(_listed((output / runformat.INDEX_FILE).read_text())) == sorted(rows)
+
+
+def stat_mode(path: Path) -> int:
+    return path.lstat().st_mode & 0o7777

@@ -1,6 +1,14 @@
-"""A runs catalog of any size, filled with made-up but realistic rows: sweeps of 10 to 50 runs
-that share model, hook and architecture and vary two or three config keys, a few runs alone,
-several statuses and sources, and some hostile strings."""
+"""A runs catalog of any size, filled with made-up but realistic rows, for tests and benchmarks.
+
+Runs come in sweeps of 10 to 50 that share model, hook and architecture and vary two or three
+config keys (`lr`, `l1_coefficient`, `d_sae`, `optimizer.beta1`); one sweep in ten repeats one
+config (nothing varies), one in twenty is a lone run; past 240 sweeps, later ones join the same
+groups. Keys are `sweepNNNNN/run-MMM`, a few `sweepNNNNN/run_MMM%` (LIKE's wildcards as plain
+characters). Several models (one HTML, one not ASCII, both rarer), hooks, architectures (some
+runs have none), statuses and sources; a `<script>` and a backslash in some configs; some runs
+without a duration, a step count or a final loss; each run with two or three overview curves of
+60 points, as `report/render.py` keeps them for the index.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +21,16 @@ from typing import Any
 from lossreport.catalog import Catalog
 from lossreport.report import pages
 
-MODELS = ["gpt2-small", "tiny-stories-1L-21M", "pythia-70m", "gemma-2b", "<b>m&m</b>"]
-ARCHITECTURES = ["standard", "gated", "topk", "jumprelu"]
-STATUSES = ["completed"] * 8 + ["failed", "stalled"]
+MODELS = ["gpt2-small", "tiny-stories-1L-21M", "pythia-70m", "gemma-2b"]
+HTML_MODEL, UNICODE_MODEL = "<b>m&m</b>", "Ωmega-7B"  # rarer than each of the others
+ARCHITECTURES: list[str | None] = ["standard", "gated", "topk", "jumprelu", None]
+STATUSES = ["completed"] * 7 + ["failed", "stalled", "unknown"]
 SOURCES = ["lossreport"] * 6 + ["tensorboard", "lightning", "hf-trainer", "mlflow"]
 HOSTILE = '"><script>alert(1)</script>'
 LOSSES = ("mse_loss", "l1_loss", "overall_loss")
-BATCH = 5000
-CURVE_POINTS = 40
+VARIED = ["lr", "l1_coefficient", "d_sae", "optimizer.beta1"]
+BATCH = 5000  # rows per transaction in fill_catalog
+CURVE_POINTS = 60  # render.OVERVIEW_POINTS
 SCALES = 16
 VALUES: dict[str, list[Any]] = {
     "lr": [1e-4, 3e-4, 1e-3],
@@ -31,22 +41,25 @@ VALUES: dict[str, list[Any]] = {
 
 
 def synthetic_entries(count: int, seed: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
-    """`count` (run key, render-marker entry) pairs, the same for the same seed."""
+    """`count` (run key, render-marker entry as `render.index_entry` makes it) pairs, the same
+    for the same seed; every run rendered at a different second."""
     rng = random.Random(seed)
     made = sweep = 0
     while made < count:
         size = 1 if rng.random() < 0.05 else rng.randint(10, 50)
-        model = MODELS[sweep % len(MODELS)]
-        hook = f"blocks.{sweep % 12}.hook_{'mlp_out' if sweep % 2 else 'resid_pre'}"
-        architecture = ARCHITECTURES[sweep % len(ARCHITECTURES)]
-        varied = rng.sample(
-            ["lr", "l1_coefficient", "d_sae", "optimizer.beta1"], 3 if sweep % 3 else 2
-        )
+        # each of the first 240 sweeps a group of its own; later ones add to the same groups
+        model = MODELS[sweep % 4]
+        model = HTML_MODEL if sweep % 9 == 4 else UNICODE_MODEL if sweep % 13 == 6 else model
+        architecture = ARCHITECTURES[sweep // 4 % 5]
+        hook = f"blocks.{sweep // 20 % 12}.hook_{'mlp_out' if sweep // 2 % 2 else 'resid_pre'}"
+        repeats = sweep % 10 == 9  # the same config again and again: nothing varies
+        varied = [] if repeats else rng.sample(VARIED, 3 if sweep % 3 else 2)
         for index in range(min(size, count - made)):
-            yield (
-                f"sweep-{sweep:05d}/run_{index:03d}%",
-                _entry(rng, made, model, hook, architecture, varied, index),
-            )
+            name = f"run_{index:03d}%" if index % 13 == 5 else f"run-{index:03d}"
+            entry = _entry(rng, made, model, hook, architecture, varied, index)
+            if not repeats and index % 7 == 3:
+                entry["config"]["warmup"] = 100  # a key only some runs of a sweep have
+            yield f"sweep{sweep:05d}/{name}", entry
             made += 1
         sweep += 1
 
@@ -56,7 +69,7 @@ def _entry(
     made: int,
     model: str,
     hook: str,
-    architecture: str,
+    architecture: str | None,
     varied: list[str],
     index: int,
 ) -> dict[str, Any]:
@@ -66,7 +79,7 @@ def _entry(
         "l1_coefficient": 5,
         "d_sae": 16384,
         "optimizer": {"name": "adam", "beta1": 0.9},
-        "note": HOSTILE if made % 97 == 0 else "plain",
+        "note": HOSTILE if made % 97 == 0 else "C:\\data\\50%_off" if made % 89 == 0 else "plain",
     }
     for position, name in enumerate(varied):
         values = VALUES[name]
@@ -75,8 +88,6 @@ def _entry(
             config["optimizer"]["beta1"] = value
         else:
             config[name] = value
-    if index % 7 == 3:
-        config["warmup"] = 100  # a key only some runs of a sweep have
     scale = rng.randrange(SCALES)
     steps = rng.choice([1000, 6000, 20000])
     losses = LOSSES[: 2 + made % 2]
@@ -84,25 +95,29 @@ def _entry(
     final = {name: points[-1][1] if made % 53 else None for name, points in curves.items()}
     minimum = {name: min(value for _, value in points) for name, points in curves.items()}
     day, second = divmod(made, 86400)
+    clock = f"T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}+00:00"
+    started = rng.randrange(400 * 86400)  # not in the order of rendering
+    started_day, started_second = divmod(started, 86400)
     return {
+        "run_id": f"run-{index:03d}",
         "status": STATUSES[made % len(STATUSES)],
         "model": model,
         "hook": hook,
         "architecture": architecture,
-        "steps": steps,
+        "steps": steps if made % 59 else None,
         "final": final,
         "minimum": minimum,
-        "started_at": f"2026-{1 + day % 12:02d}-{1 + day % 28:02d}T{second // 3600:02d}:"
-        f"{second // 60 % 60:02d}:{second % 60:02d}+00:00",
-        "duration_seconds": rng.uniform(60, 36000) if made % 11 else None,
+        "started_at": f"{2025 + started_day // 336}-{1 + started_day // 28 % 12:02d}"
+        f"-{1 + started_day % 28:02d}T{started_second // 3600:02d}:00:00+00:00",
+        "duration_seconds": round(rng.uniform(60, 36000), 3) if made % 11 else None,
         "config": config,
         "problems": 1 if made % 101 == 0 else 0,
         "anomalies": 1 if made % 103 == 0 else 0,
-        "alerts": [],
-        "report": "loss_graphs/loss_report.html",
-        "source": SOURCES[made % len(SOURCES)],
-        "rendered_at": f"2026-11-{1 + day % 28:02d}T{second // 3600:02d}:{second // 60 % 60:02d}:"
-        f"{second % 60:02d}+00:00",
+        "alerts": ["loss spike"] if made % 211 == 0 else [],
+        "report": f"run-{index:03d}/loss_graphs/loss_report_{made}.html",
+        "source": SOURCES[made // 3 % len(SOURCES)],
+        # One a second from 2026-01-01 on: year, month, day and time all move.
+        "rendered_at": f"2026-{1 + day // 28 % 12:02d}-{1 + day % 28:02d}{clock}",
         "curves": curves,
     }
 
@@ -119,13 +134,22 @@ def _curve(steps: int, scale: int, offset: int) -> list[list[float]]:
 
 
 def truth(count: int, seed: int = 0) -> list[dict[str, Any]]:
-    """What the catalog should say of each run `fill_catalog` put in it: what tests check
-    pages against, computed apart from the catalog."""
+    """What the catalog should say of each run `fill_catalog` put in it, computed apart from
+    the catalog: what tests check its answers against."""
     return [
         {
             "run_id": key,
-            **{name: entry[name] for name in ("model", "hook", "architecture", "status")},
-            **{name: entry[name] for name in ("final", "minimum", "rendered_at")},
+            "status": entry["status"],
+            "model": entry["model"],
+            "hook": entry["hook"],
+            "architecture": entry["architecture"] or "",
+            "source": entry["source"],
+            "steps": entry["steps"],
+            "started_at": entry["started_at"],
+            "duration": entry["duration_seconds"],
+            "rendered_at": entry["rendered_at"],
+            "final": entry["final"],
+            "minimum": entry["minimum"],
             "config": pages.flat_config(entry["config"]),
         }
         for key, entry in synthetic_entries(count, seed)
@@ -133,7 +157,8 @@ def truth(count: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def fill_catalog(state_dir: Path, count: int, seed: int = 0) -> None:
-    """A catalog in `state_dir` as a daemon would keep it, holding `count` synthetic runs."""
+    """A catalog in `state_dir` as a daemon would keep it, holding `count` synthetic runs,
+    written `BATCH` rows a transaction."""
     catalog = Catalog.open(state_dir)
     try:
         batch = []

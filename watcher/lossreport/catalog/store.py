@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+# What a file that is not (or no longer) a database gives: it is set aside, never deleted.
+DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # `runs` holds what queries filter and sort on, narrow so a scan of 100,000 rows stays fast;
 # `details` what a page shows of the few runs it lists (the overview curves are most of it).
@@ -122,7 +124,9 @@ class Catalog:
             _check_regular(folder / CATALOG_FILE, fd)
             try:
                 return cls._connected(folder, fd)
-            except sqlite3.DatabaseError as exc:  # not a database (a disk error, a crash)
+            except sqlite3.DatabaseError as exc:
+                if exc.sqlite_errorname not in DAMAGED:  # locked, a full disk: not its fault
+                    raise
                 aside = f"{CATALOG_FILE}.damaged-{utc_time():%Y%m%dT%H%M%SZ}"
                 logger.error("catalog %s is damaged (%s): set aside as %s, started afresh",
                              folder / CATALOG_FILE, exc, aside)  # fmt: skip
