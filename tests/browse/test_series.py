@@ -120,7 +120,6 @@ def test_the_cache_holds_at_most_its_bytes(runs_dir: Path) -> None:
 def test_a_folder_that_is_no_run_reads_as_none(runs_dir: Path, tmp_path: Path) -> None:
     (runs_dir / "empty").mkdir()
     assert SeriesCache().columns(runs_dir / "empty") is None
-    assert not os.path.exists(runs_dir / "empty" / "loss_graphs")
 
 
 def test_a_run_behind_a_link_is_no_run(runs_dir: Path, tmp_path: Path) -> None:

@@ -9,9 +9,7 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from lossreport.report import pages
 from lossreport.runformat import CATALOG_DIR, CATALOG_FILE, Homes, read_marker
 from tests.support.catalog import synthetic_entries
 from tests.support.daemon import run_once
-from tests.support.optional import missing
+from tests.support.disk import read_only
 
 LRS = (1e-3, 3e-3, 1e-2)
 STEPS = 100
@@ -184,31 +182,6 @@ def test_a_catalog_folder_planted_as_a_link_is_never_written_through(
     assert ">sweep/only</a>" in (runs_dir / runformat.INDEX_FILE).read_text()
 
 
-@contextmanager
-def _read_only(folder: Path) -> Iterator[None]:
-    """`folder` as a tree this user cannot write: for root, a read-only bind mount of it onto
-    itself; for anyone else, its mode (as tests/daemon/test_foreign_runs.py does)."""
-    if os.geteuid() != 0:
-        folders = [folder, *(path for path in folder.rglob("*") if path.is_dir())]
-        for path in folders:
-            path.chmod(0o555)
-        try:
-            yield
-        finally:
-            for path in folders:
-                path.chmod(0o755)
-        return
-    mount = subprocess.run(
-        ["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True
-    )
-    if mount.returncode != 0:
-        missing("a read-only bind mount (root without CAP_SYS_ADMIN?)", mount.stderr.strip())
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
 def _files(folder: Path) -> dict[str, int]:
     return {str(path.relative_to(folder)): path.lstat().st_mtime_ns for path in folder.rglob("*")}
 
@@ -221,7 +194,7 @@ def test_with_output_on_a_tree_it_cannot_write_the_catalog_is_in_output(
     output = tmp_path / "reports"
     output.mkdir()
     before = _files(runs_dir / "sweep")
-    with _read_only(runs_dir / "sweep"):
+    with read_only(runs_dir / "sweep"):
         assert not os.access(runs_dir / "sweep" / "lr-0", os.W_OK)
         result = run_once(runs_dir, "--output", str(output))
         assert result.returncode == 0, result.stderr

@@ -4,10 +4,7 @@ TensorBoard log that grows while the daemon runs, and runs in folders it cannot 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from lossreport.daemon.watch import Watcher
 from lossreport.errors import UnsafePathError
 from lossreport.runformat import Homes, read_marker
 from tests.support.daemon import Daemon, run_once, wait_rendered
+from tests.support.disk import read_only
 from tests.support.foreign import (
     Logged,
     assert_all_logged,
@@ -119,28 +117,6 @@ def test_a_tensorboard_log_that_grows_is_reported_again(runs_dir: Path, tmp_path
     assert daemon.events("render_failed") == []
 
 
-@contextmanager
-def _unwritable(folder: Path) -> Iterator[None]:
-    """`folder` as a folder this user cannot write: for root, a read-only bind mount of it
-    onto itself (root writes anywhere else); for anyone else, its mode."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        try:
-            yield
-        finally:
-            folder.chmod(0o755)
-        return
-    mount = subprocess.run(
-        ["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True
-    )
-    if mount.returncode != 0:
-        missing("a read-only bind mount (root without CAP_SYS_ADMIN?)", mount.stderr.strip())
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
 def test_runs_in_unwritable_folders_are_reported_under_output(
     runs_dir: Path, tmp_path: Path
 ) -> None:
@@ -151,7 +127,7 @@ def test_runs_in_unwritable_folders_are_reported_under_output(
     output = tmp_path / "reports"
     output.mkdir()
     before = sorted(os.listdir(theirs))
-    with _unwritable(theirs):
+    with read_only(theirs):
         assert not os.access(theirs, os.W_OK)
         result = run_once(runs_dir, "--output", str(output))
         assert result.returncode == 0, result.stderr

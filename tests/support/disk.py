@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.optional import missing
+
 
 @contextmanager
 def small_disk(mount_point: Path, size: str = "16m") -> Iterator[Path]:
@@ -48,3 +50,28 @@ def fill(disk: Path) -> Path:
             break
     assert os.statvfs(disk).f_bavail == 0
     return filler
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` as a tree this user cannot write: for root, a read-only bind mount of it onto
+    itself (root writes anywhere else); for anyone else, the modes of it and its folders."""
+    if os.geteuid() != 0:
+        folders = [folder, *(path for path in folder.rglob("*") if path.is_dir())]
+        for path in folders:
+            path.chmod(0o555)
+        try:
+            yield
+        finally:
+            for path in folders:
+                path.chmod(0o755)
+        return
+    mount = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True
+    )
+    if mount.returncode != 0:
+        missing("a read-only bind mount (root without CAP_SYS_ADMIN?)", mount.stderr.strip())
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

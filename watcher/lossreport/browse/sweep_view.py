@@ -7,7 +7,7 @@ from typing import Any
 
 from ..catalog import Catalog, RunQuery
 from ..catalog.query import LOSS_SORTS, is_sort, search
-from ..catalog.sweeps import sweep_of
+from ..catalog.sweeps import losses_of, sweep_of
 from ..errors import QueryError
 from ..report import pages
 from .answers import Answer
@@ -29,7 +29,7 @@ def sweep_page(catalog: Catalog, params: Params) -> Answer:
     if sweep is None:
         return Answer.text(404, "no sweep: fewer than two runs share this model, hook and "
                                 "architecture")  # fmt: skip
-    losses = _losses_of(catalog, sweep.model, sweep.hook, sweep.architecture)
+    losses = losses_of(catalog, sweep)
     rank = one_text(params, "rank", MAX_TEXT) or (f"final:{losses[0]}" if losses else "run")
     kind, _, loss = rank.partition(":")
     if not is_sort(rank) or kind not in ("final", "minimum"):
@@ -65,13 +65,3 @@ def sweep_page(catalog: Catalog, params: Params) -> Answer:
         script=script,
     )
     return Answer.html(html, pages.script_csp(script))
-
-
-def _losses_of(catalog: Catalog, model: str, hook: str, architecture: str) -> list[str]:
-    with catalog.reading() as connection:
-        found = connection.execute(
-            "SELECT DISTINCT loss FROM loss_values JOIN runs USING (key)"
-            " WHERE model = ? AND hook = ? AND architecture = ? ORDER BY 1",
-            (model, hook, architecture),
-        ).fetchall()
-    return [loss for (loss,) in found]

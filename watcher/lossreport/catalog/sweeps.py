@@ -85,3 +85,14 @@ def _find_varying(catalog: Catalog, group: Sweep) -> None:
     names = [name for (name,) in found]
     group.varying = names[:MAX_VARYING]
     group.more_varying = max(0, len(names) - MAX_VARYING)
+
+
+def losses_of(catalog: Catalog, group: Sweep) -> list[str]:
+    """The losses any run of the sweep logged, by name."""
+    with catalog.reading() as connection:
+        found = connection.execute(
+            "SELECT DISTINCT loss FROM loss_values JOIN runs USING (key)"
+            " WHERE model = ? AND hook = ? AND architecture = ? ORDER BY 1",
+            (group.model, group.hook, group.architecture),
+        ).fetchall()
+    return [loss for (loss,) in found]
