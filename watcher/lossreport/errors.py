@@ -53,7 +53,7 @@ class InvalidLossError(InvalidInputError, ValueError):
 class RunClosedError(LossReportError):
     """The run was closed; nothing more can be logged to it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         super().__init__(f"{path}: the run is closed; start a new run to log more")
         self.path = path
 
@@ -64,7 +64,7 @@ class RunClosedError(LossReportError):
 class RunDirectoryError(LossReportError, OSError):
     """A run directory (or a file in it) that cannot be written or read; `path` names it."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason

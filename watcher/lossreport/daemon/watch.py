@@ -74,8 +74,13 @@ INDEX_EVERY_SECONDS = 1.0
 
 class Watcher:
     def __init__(
-        self, runs_dir: Path, options: WatchOptions, stop: threading.Event | None = None
+        self,
+        runs_dir: Path,
+        options: WatchOptions,
+        stop: threading.Event | None = None,
+        remote: storage.mirror.Remote | None = None,
     ) -> None:
+        """`remote`: where the runs really live when `runs_dir` mirrors an object store."""
         if not runs_dir.is_dir():
             raise RunDirectoryError(runs_dir, "is not a directory")
         self.runs_dir = runs_dir.resolve()  # /data/runs -> /lustre/...: links inside are not
@@ -85,6 +90,7 @@ class Watcher:
             raise RunDirectoryError(output, "is not a directory (--output)")
         self.homes = Homes(self.runs_dir, output)
         self.stop = stop or threading.Event()
+        self._remote = remote or storage.mirror.NoRemote()
         self._wakeup = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, ...]] = queue.SimpleQueue()
         self._known: set[str] = set()  # the runs found so far, by key (their path under runs_dir)
@@ -329,6 +335,14 @@ class Watcher:
             self._schedule.settled(name)
             return
         assert self._pool is not None
+        if not self._remote.claim(name):
+            logger.info(
+                "run=%s is leased by another daemon; checking again later",
+                name,
+                extra={"run": name, "event": "leased_elsewhere"},
+            )
+            self._schedule.render_busy(name, time.monotonic())
+            return
         logger.info(
             "run=%s rendering (%s)",
             name,
@@ -416,6 +430,8 @@ class Watcher:
                     self._forget(name)
                 continue
             again = self._schedule.render_finished(name)
+            if fresh:
+                self._remote.rendered(name, self.homes.home_of(name) / runformat.GRAPHS_DIR)
             self._last_render = time.monotonic()
             self._listing.rendered(name, entry)
             self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)

@@ -25,6 +25,7 @@ them. docs/run-directory-format.md is the contract other writers follow.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Container, Iterator, Sequence
@@ -41,6 +42,8 @@ MARKER = ".lossreport-rendered.json"  # in loss_graphs/: what the last render sa
 LOCK_FILE = ".lossreport-render.lock"
 STAGE_PREFIXES = (f".{GRAPHS_DIR}.new-", f".{GRAPHS_DIR}.old-")  # a render's new and old folders
 SENT_FILE = ".lossreport-mailed.json"
+# On an object store: which daemon renders the run now (storage/lease.py)
+LEASE_FILE = ".lossreport-lease.json"
 ALERTS_FILE = ".lossreport-alerts.json"  # the alerts raised while the run trained (alertlog.py)
 # What a source has converted from another tool's logs, kept so it is parsed once (sources/).
 CACHE_DIR = ".lossreport-cache"
@@ -135,6 +138,21 @@ def holds_inputs(parts: Sequence[str]) -> bool:
     runs or their inputs, for a poller: any folder down to the depth runs are looked for (and
     three more: an MLflow metric named `a/b/c`), except lossreport's own."""
     return len(parts) <= MAX_RUN_DEPTH + 3 and all(is_walked(part) for part in parts)
+
+
+def is_mirrored(parts: Sequence[str]) -> bool:
+    """Whether a daemon's local mirror of an object store copies down the object at `parts`
+    (its path under the watched prefix): runs' inputs and render markers; not reports,
+    lossreport's own files, or shards set aside by clear_loss_history()."""
+    if len(parts) >= 3 and parts[-2:] == (GRAPHS_DIR, MARKER):
+        return holds_inputs(parts[:-2])
+    for above, below in itertools.pairwise(parts):
+        if (above, below) == (LOSSES_DIR, CLEARED_DIR):
+            return False
+    return watched_parts(parts)
+
+
+MIRROR_RULES = storage.mirror.MirrorRules(is_mirrored, GRAPHS_DIR, MARKER)
 
 
 def shard_name(seq: int, rank: int | None = None, writer: str | None = None) -> str:

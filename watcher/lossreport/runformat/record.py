@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from .. import storage
@@ -49,17 +48,22 @@ class RunRecord:
         return json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n"
 
 
-def write_run_file(run_dir: Path, record: RunRecord) -> None:
-    storage.atomic_write(run_dir / RUN_FILE, record.to_json().encode())
+RUN_FILE_MISSING = "missing"  # read_run_file's reason when there is no run.json
 
 
-def read_run_file(run_dir: Path) -> RunRecord:
+def write_run_file(run_dir: storage.RunLocation, record: RunRecord) -> None:
+    """Replace run.json whole: a reader sees the old record or the new one."""
+    storage.folder_at(run_dir).replace(RUN_FILE, record.to_json().encode())
+
+
+def read_run_file(run_dir: storage.RunLocation) -> RunRecord:
     """Read and check run.json; raises MalformedRunFileError naming what is wrong."""
-    path = run_dir / RUN_FILE
+    folder = storage.folder_at(run_dir)
+    path = folder.where(RUN_FILE)
     try:
-        doc = json.loads(storage.read_bytes(path, storage.MAX_RUN_FILE_BYTES))
+        doc = json.loads(folder.read(RUN_FILE, storage.MAX_RUN_FILE_BYTES))
     except FileNotFoundError:
-        raise MalformedRunFileError(path, "missing") from None
+        raise MalformedRunFileError(path, RUN_FILE_MISSING) from None
     except UnsafePathError as exc:
         raise MalformedRunFileError(path, exc.reason) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -7,7 +7,6 @@ float64 column per loss; another writer's types are normalised to those on readi
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,55 +33,47 @@ logger = logging.getLogger(__name__)
 MAX_SHARD_MEMORY_BYTES = 4 * 2**30  # a shard's columns, uncompressed
 
 
-def next_shard_seq(run_dir: Path, rank: int | None) -> int:
+def next_shard_seq(run_dir: storage.RunLocation, rank: int | None) -> int:
     """The number after the highest shard of this rank, by any writer (1 for a new run).
 
     Unranked and rank-0 shards make one history, so they share one count: a resume with or
     without `all_ranks` still writes after everything before it.
     """
-    history = (None, 0)
-    ranks = history if rank in history else (rank,)
-    seqs = [seq for seq, shard_rank, _ in iter_shards(run_dir) if shard_rank in ranks]
-    return max(seqs, default=0) + 1
+    ranks = (None, 0) if rank in (None, 0) else (rank,)
+    names = storage.folder_at(run_dir).files(LOSSES_DIR)
+    parsed = [parse_shard_name(name) for name in names]
+    return max((found[0] for found in parsed if found and found[1] in ranks), default=0) + 1
 
 
 def write_shard(
-    run_dir: Path, seq: int, table: pa.Table, rank: int | None = None, writer: str | None = None
-) -> Path:
-    """Write one shard under a hidden temp name, then move it into place.
+    run_dir: storage.RunLocation,
+    seq: int,
+    table: pa.Table,
+    rank: int | None = None,
+    writer: str | None = None,
+) -> str:
+    """Write one shard whole (a temp file moved into place, or one object); returns its name.
 
     Never replaces a shard (FileExistsError): the name carries the writer's token, and the
-    move itself refuses an existing file.
+    folder refuses an existing name.
     """
-    path = run_dir / LOSSES_DIR / shard_name(seq, rank, writer)
-    with storage.atomic_file(path, replace=False) as handle:
-        pq.write_table(table, handle, compression="zstd")
-    return path
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    name = f"{LOSSES_DIR}/{shard_name(seq, rank, writer)}"
+    storage.folder_at(run_dir).create(name, buffer.getvalue().to_pybytes())
+    return name
 
 
-def set_aside_shards(run_dir: Path, stamp: str, rank: int | None) -> int:
+def set_aside_shards(run_dir: storage.RunLocation, stamp: str, rank: int | None) -> int:
     """Move the shards of `rank` (the run's history, unranked and rank 0, for None or 0) into
     `losses/cleared/STAMP/`, where readers do not look: `clear_loss_history()` starts the
     history afresh without deleting a logged value, and leaves other ranks' shards alone.
-    Returns how many shards were moved. Every folder is opened without following a link."""
+    Returns how many shards were moved."""
     ranks = (None, 0) if rank in (None, 0) else (rank,)
-    losses = run_dir / LOSSES_DIR
-    cleared = losses / CLEARED_DIR
-    with storage.opened_dir(losses) as losses_fd:
-        with os.scandir(losses_fd) as entries:
-            names = [
-                entry.name
-                for entry in entries
-                if _rank_of(entry.name) in ranks and entry.is_file(follow_symlinks=False)
-            ]
-        if not names:
-            return 0
-        storage.make_dir(cleared, dir_fd=losses_fd)
-        with storage.opened_dir(cleared, dir_fd=losses_fd) as cleared_fd:
-            storage.make_dir(cleared / stamp, dir_fd=cleared_fd)
-            with storage.opened_dir(cleared / stamp, dir_fd=cleared_fd) as target_fd:
-                for name in names:
-                    storage.move_at(name, losses_fd, target_fd)
+    folder = storage.folder_at(run_dir)
+    names = [name for name in folder.files(LOSSES_DIR) if _rank_of(name) in ranks]
+    if names:
+        folder.move(names, LOSSES_DIR, f"{LOSSES_DIR}/{CLEARED_DIR}/{stamp}")
     return len(names)
 
 

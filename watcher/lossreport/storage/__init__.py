@@ -5,10 +5,15 @@ belongs, or a file another process is writing now. So every file is opened witho
 final symlink and without blocking, must be a regular file, and is read only up to a limit;
 every file and folder is created or replaced relative to a directory descriptor that was itself
 opened without following a symlink, so nothing is ever created, renamed or truncated through
-one. `local` is the only backend today.
+one.
+
+`folders` is the seam the run format writes through: `LocalFolder` for a filesystem, `s3`'s
+`ObjectFolder` for an object store; `mirror` gives the daemon a local view of a store.
 """
 
+from . import mirror, s3
 from .documents import read_json_or
+from .folders import LocalFolder, RunFolder, RunLocation, folder_at
 from .local import (
     MAX_MARKER_BYTES,
     MAX_RUN_FILE_BYTES,
@@ -38,16 +43,21 @@ __all__ = [
     "MAX_MARKER_BYTES",
     "MAX_RUN_FILE_BYTES",
     "MAX_SHARD_BYTES",
+    "LocalFolder",
+    "RunFolder",
+    "RunLocation",
     "atomic_file",
     "atomic_write",
     "exclusive_lock",
     "fd_path",
+    "folder_at",
     "is_plain_path",
     "is_real_dir",
     "kind_of",
     "lexists",
     "make_dir",
     "make_hidden_dir",
+    "mirror",
     "move_at",
     "open_dir",
     "opened_beneath",
@@ -57,5 +67,6 @@ __all__ = [
     "read_json_or",
     "remove_at",
     "remove_tree_at",
+    "s3",
     "still_at",
 ]

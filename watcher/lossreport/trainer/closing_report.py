@@ -68,7 +68,7 @@ def wanted(setting: ReportOnClose, runs_dir: Path) -> bool:
     return False
 
 
-def render_in_child(run_dir: Path) -> bool:
+def render_in_child(run_dir: Path | str) -> bool:
     """Render `run_dir` in a child process and relay what it prints. Never raises for a failed
     render: the run is finished whatever happens to its report, which `lossreport render` (or
     a daemon) can still make. Returns whether the report was rendered."""
@@ -98,7 +98,7 @@ def _relay(text: str, stream: TextIO) -> None:
         stream.flush()
 
 
-def _run_child(run_dir: Path) -> tuple[int, str, str]:
+def _run_child(run_dir: Path | str) -> tuple[int, str, str]:
     """`python -m lossreport render RUN` in a session of its own, so that on a timeout or a
     Ctrl-C here the child and its chart-drawing helper are stopped together."""
     if not sys.executable:  # an embedded interpreter that cannot name itself

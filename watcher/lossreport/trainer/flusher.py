@@ -21,12 +21,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from .. import runformat
+from .. import runformat, storage
 from .values import DeviceTensors
 
 logger = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ DEFAULT_MAX_UNWRITTEN_ROWS = 2_000_000
 class ShardFlusher:
     def __init__(
         self,
-        run_dir: Path,
+        folder: storage.RunFolder,
         *,
         rank: int | None,
         flush_secs: float,
@@ -49,12 +48,12 @@ class ShardFlusher:
         self.rows: deque[Row] = deque()
         self._columns: list[str] = []
         self.dropped_rows = 0
-        self._run_dir = run_dir
+        self._run_dir = folder
         self._rank = rank
         self._flush_secs = flush_secs
         self._heartbeat = heartbeat
         self._max_unwritten_rows = max_unwritten_rows
-        self._seq = runformat.next_shard_seq(run_dir, rank)
+        self._seq = runformat.next_shard_seq(folder, rank)
         self._writer = new_writer_token()
         self._unwritten: list[pa.Table] = []
         self._failing = False

@@ -29,6 +29,7 @@ from ..clock import utc_time
 from ..errors import (
     InvalidLossError,
     LossReportError,
+    MalformedRunFileError,
     RunClosedError,
     RunDirectoryError,
     UnsafePathError,
@@ -119,25 +120,27 @@ def start_run(
     }
     rank = _distributed_rank()
     run_id = run_id if run_id is not None else _agreed_run_id(model, hook)
-    path = Path(runs_dir) / directory_name(run_id)
+    folder = _run_folder(runs_dir, directory_name(run_id))
     if rank not in (None, 0) and not all_ranks:
-        return Run(path, None, run_id=run_id, rank=rank, **settings)
+        return Run(folder, None, run_id=run_id, rank=rank, **settings)
     record, warned = None, False
     if rank in (None, 0):  # rank 0 alone owns run.json
         live_secs = max(LIVE_WRITER_SECS, 3 * flush_secs)
         record, warned = _new_or_resumed_record(
-            path, run_id, model, hook, architecture, config, live_secs
+            folder, run_id, model, hook, architecture, config, live_secs
         )
-    _prepare_directory(path)
+    _prepare_directory(folder)
     if record is None:  # every rank writes shards
-        return Run(path, None, run_id=run_id, rank=rank, writes_shards=True, **settings)
+        return Run(folder, None, run_id=run_id, rank=rank, writes_shards=True, **settings)
     try:
-        runformat.write_run_file(path, record)
+        runformat.write_run_file(folder, record)
     except OSError as exc:
-        raise RunDirectoryError(path, f"cannot write run.json ({exc.strerror or exc})") from exc
+        raise RunDirectoryError(
+            str(folder), f"cannot write run.json ({exc.strerror or exc})"
+        ) from exc
     shard_rank = rank if all_ranks and rank is not None else None
     return Run(
-        path,
+        folder,
         record,
         run_id=run_id,
         rank=shard_rank,
@@ -153,7 +156,7 @@ class Run:
 
     def __init__(
         self,
-        path: Path,
+        folder: storage.RunFolder,
         record: runformat.RunRecord | None,
         *,
         run_id: str,
@@ -165,7 +168,11 @@ class Run:
         other_writer_warned: bool = False,
         report_on_close: ReportOnClose = False,
     ) -> None:
-        self.path = path
+        self.folder = folder
+        # The run's folder: a Path, or for a run on an object store its s3:// URL.
+        self.path: Path | str = (
+            folder.path if isinstance(folder, storage.LocalFolder) else str(folder)
+        )
         self._report_on_close = report_on_close
         self._run_id = run_id
         self._record = record
@@ -178,7 +185,7 @@ class Run:
         self._flusher: ShardFlusher | None = None
         if writes_shards:
             self._flusher = ShardFlusher(
-                path,
+                folder,
                 rank=rank,
                 flush_secs=flush_secs,
                 heartbeat=self._write_heartbeat,
@@ -263,7 +270,13 @@ class Run:
     def get_loss_history(self) -> pd.DataFrame:
         """Every step logged so far: a `step` column, then one column per loss."""
         self.flush()
-        table = runformat.read_losses(self.path).table
+        if isinstance(self.path, Path):
+            table = runformat.read_losses(self.path).table
+        else:  # on an object store: its shards, copied into a temporary folder
+            with tempfile.TemporaryDirectory(prefix="lossreport-") as copy:
+                url = storage.s3.StoreUrl.parse(self.path)
+                storage.mirror.Mirror(url, Path(copy), runformat.MIRROR_RULES).sync()
+                table = runformat.read_losses(Path(copy)).table
         history: pd.DataFrame = table.drop_columns([runformat.WALL_TIME]).to_pandas()
         return history
 
@@ -295,7 +308,7 @@ class Run:
             self._record.error = error
             self._record.finished_at = self._record.heartbeat_at = runformat.utc_now()
             try:
-                runformat.write_run_file(self.path, self._record)
+                runformat.write_run_file(self.folder, self._record)
             except OSError as exc:
                 raise RunDirectoryError(self.path, f"cannot write run.json ({exc})") from exc
             if self._stop_reason is None:  # stopped by SIGTERM: the job must end now
@@ -305,7 +318,11 @@ class Run:
         """The report at close, if `report_on_close` asks for it here; never raises: training
         has finished, whatever becomes of its report."""
         try:
-            if closing_report.wanted(self._report_on_close, self.path.parent):
+            if isinstance(self.path, Path):
+                wanted = closing_report.wanted(self._report_on_close, self.path.parent)
+            else:  # no daemon's presence can be seen on a store: "auto" leaves it to one
+                wanted = self._report_on_close is True
+            if wanted:
                 closing_report.render_in_child(self.path)
         except Exception:
             logger.exception("%s: the report at close failed", self.path)
@@ -377,12 +394,12 @@ class Run:
             if not self._other_writer_seen:
                 self._notice_other_writer()
             self._record.heartbeat_at = runformat.utc_now()
-            runformat.write_run_file(self.path, self._record)
+            runformat.write_run_file(self.folder, self._record)
 
     def _notice_other_writer(self) -> None:
         """Warn, once, if run.json was rewritten by another process since this one wrote it."""
         try:
-            on_disk = runformat.read_run_file(self.path)
+            on_disk = runformat.read_run_file(self.folder)
         except OSError:  # missing or damaged: the heartbeat about to be written replaces it
             return
         record: runformat.RunRecord = self._record  # type: ignore[assignment]  # checked by caller
@@ -440,21 +457,25 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _prepare_directory(path: Path) -> None:
+def _run_folder(runs_dir: str | os.PathLike[str], name: str) -> storage.RunFolder:
+    """Run `name` under `runs_dir`: a local folder, or under an `s3://bucket/prefix`."""
+    text = os.fspath(runs_dir)
+    if storage.s3.is_store_url(text):
+        return storage.s3.ObjectFolder(storage.s3.StoreUrl.parse(text).child(name))
+    return storage.LocalFolder(Path(text) / name)
+
+
+def _prepare_directory(folder: storage.RunFolder) -> None:
     """The run directory and its losses/ folder, made or checked writable now. The runs
     directory may be reached through a link; a run directory or losses/ that is a link (or
-    anything but a folder) is refused: shards are never written through one."""
-    losses = path / runformat.LOSSES_DIR
+    anything but a folder) is refused: shards are never written through one. On an object
+    store, a listing checks the endpoint, the bucket and the credentials."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        storage.make_dir(path)
-        storage.make_dir(losses)
-        with tempfile.TemporaryFile(dir=losses):
-            pass
+        folder.prepare(runformat.LOSSES_DIR)
     except UnsafePathError:
         raise
     except OSError as exc:
-        raise RunDirectoryError(path, f"cannot be written ({exc.strerror or exc})") from exc
+        raise RunDirectoryError(str(folder), f"cannot be written ({exc.strerror or exc})") from exc
 
 
 def directory_name(run_id: str) -> str:
@@ -514,7 +535,7 @@ def _article(value: object) -> str:
 
 
 def _new_or_resumed_record(
-    path: Path,
+    folder: storage.RunFolder,
     run_id: str,
     model: str,
     hook: str,
@@ -525,7 +546,11 @@ def _new_or_resumed_record(
     """The record to write, and whether another live writer of the run was warned about."""
     now = runformat.utc_now()
     host, pid = _this_process()
-    if not storage.lexists(path / runformat.RUN_FILE):
+    try:
+        record = runformat.read_run_file(folder)  # a resume: keep started_at, so report names
+    except MalformedRunFileError as exc:  # stay put
+        if exc.reason != runformat.RUN_FILE_MISSING:
+            raise
         record = runformat.RunRecord(
             run_id,
             model,
@@ -538,15 +563,14 @@ def _new_or_resumed_record(
             pid=pid,
         )
         return record, False
-    record = runformat.read_run_file(path)  # a resume: keep started_at so report names stay put
     if record.run_id != run_id:
         raise RunDirectoryError(
-            path,
+            str(folder),
             f"holds run {record.run_id!r}, not {run_id!r} (their ids clean to one directory "
             f"name); choose another run_id",
         )
-    logger.info("%s: resuming run started at %s", path, record.started_at)
-    warned = _warn_if_still_written(path, record, live_secs)
+    logger.info("%s: resuming run started at %s", folder, record.started_at)
+    warned = _warn_if_still_written(folder, record, live_secs)
     record.model, record.hook, record.architecture, record.config = (
         model,
         hook,
@@ -558,7 +582,9 @@ def _new_or_resumed_record(
     return record, warned
 
 
-def _warn_if_still_written(path: Path, record: runformat.RunRecord, live_secs: float) -> bool:
+def _warn_if_still_written(
+    folder: storage.RunFolder, record: runformat.RunRecord, live_secs: float
+) -> bool:
     """Warn when run.json says another process is writing this run now: it says running, its
     heartbeat is younger than `live_secs`, and (on this host, where it can be checked) that
     process is alive. Both writers keep their rows; a step both log keeps only one write."""
@@ -572,7 +598,7 @@ def _warn_if_still_written(path: Path, record: runformat.RunRecord, live_secs: f
     logger.warning(
         "%s: %s was logging this run %.0f s ago and may still be: two jobs logging one run? "
         "Both keep their rows, but a step both log keeps only one of the two writes",
-        path,
+        folder,
         _process(record),
         max(age, 0.0),
     )

@@ -1,0 +1,203 @@
+"""A local mirror of the runs under an `s3://` prefix, so that the daemon, the renderer and the
+sources read runs on an object store exactly as they read a disk, and never learn the difference.
+
+There is no inotify on a store: the mirror polls. One poll is one recursive listing of the
+prefix (a LIST request per 1,000 objects); each object's size and time of last write, which the
+listing returns anyway, decide whether it changed, so an unchanged run costs no request of its
+own. Changed objects are downloaded whole into a temp file, given the object's time, and moved
+into place: the daemon's inotify watch sees the move, and the inputs' fingerprint (names, sizes,
+times) is the same on every daemon's mirror, so a render marker made by one daemon is valid
+for all. Objects gone from the store are removed from the mirror; nothing else is.
+
+After a render, the report folder is uploaded beside the run, its render marker last, so a
+reader that sees the marker finds the whole report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow.fs as pafs
+
+from . import s3
+from .local import MAX_SHARD_BYTES
+
+logger = logging.getLogger(__name__)
+
+Stamp = tuple[int, int]  # (size, time of last write in ns): what a listing says of an object
+
+
+class Remote(Protocol):
+    """What the daemon tells the store its runs live on, if any."""
+
+    def claim(self, run: str) -> bool:
+        """Whether this daemon may render `run` now (no other daemon is rendering it)."""
+
+    def rendered(self, run: str, report: Path) -> None:
+        """`run`'s report folder `report` is new: send it where the run lives."""
+
+
+class NoRemote:
+    """Runs on a filesystem: the render lock in the run's folder keeps daemons apart."""
+
+    def claim(self, run: str) -> bool:
+        return True
+
+    def rendered(self, run: str, report: Path) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class MirrorRules:
+    """Which objects are copied down and which report files go back. The run format's names
+    are runformat's to know, so the caller says."""
+
+    wanted: Callable[[tuple[str, ...]], bool]  # an object's path under the prefix, in parts
+    report_dir: str  # a run's report folder
+    report_last: str  # in it: the file uploaded after all others (the render marker)
+
+
+@dataclass
+class SyncResult:
+    listed: int = 0
+    fetched: int = 0
+    removed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+class Mirror:
+    """The runs under `url`, mirrored into the local folder `root` (the mirror's alone)."""
+
+    def __init__(self, url: s3.StoreUrl, root: Path, rules: MirrorRules) -> None:
+        self.url = url
+        self.root = root
+        self._rules = rules
+        self._seen: dict[str, Stamp] = {}  # object path under the prefix -> what was fetched
+        self._sent: dict[str, Stamp] = {}  # local report file -> its stamp when uploaded
+        self._lock = threading.Lock()  # sync (poller thread) against rendered (daemon thread)
+        root.mkdir(parents=True, exist_ok=True)
+
+    def sync(self) -> SyncResult:
+        """One poll: list, fetch what changed, drop what is gone. A failed fetch is retried at
+        the next poll; a failed listing raises OSError (the store is down: nothing is removed)."""
+        started = time.monotonic()
+        result = SyncResult()
+        listed = s3.listing(self.url, recursive=True)
+        result.listed = len(listed)
+        prefix = f"{self.url.path}/"
+        present: set[str] = set()
+        with self._lock:
+            for item in listed:
+                if item.type != pafs.FileType.File or not item.path.startswith(prefix):
+                    continue
+                name = item.path[len(prefix) :]
+                parts = tuple(name.split("/"))
+                if not all(_plain(part) for part in parts) or not self._rules.wanted(parts):
+                    continue
+                present.add(name)
+                stamp = (int(item.size or 0), int(item.mtime_ns or 0))
+                if self._seen.get(name) == stamp:
+                    continue
+                try:
+                    self._fetch(name, stamp)
+                except OSError as exc:
+                    result.failed += 1
+                    logger.warning("%s: not mirrored: %s", self.url.child(name), exc)
+                    continue
+                self._seen[name] = stamp
+                result.fetched += 1
+            for name in set(self._seen) - present:
+                del self._seen[name]
+                self._remove(name)
+                result.removed += 1
+        result.seconds = time.monotonic() - started
+        return result
+
+    def rendered(self, run: str, report: Path) -> None:
+        """Upload `report` (the run's report folder in the mirror) beside the run on the store,
+        its marker last; what is unchanged since the last upload is not sent again. A failure
+        is logged; the run's next render sends what is missing."""
+        target = self.url.child(run).child(self._rules.report_dir)
+        try:
+            names = sorted(entry.name for entry in os.scandir(report) if entry.is_file())
+        except OSError as exc:
+            logger.error("%s: report not uploaded: %s", target, exc)
+            return
+        last = self._rules.report_last
+        names = [name for name in names if name != last] + ([last] if last in names else [])
+        with self._lock:
+            for name in names:
+                local = report / name
+                try:
+                    info = local.lstat()
+                    stamp = (info.st_size, info.st_mtime_ns)
+                    if self._sent.get(str(local)) == stamp:
+                        continue
+                    s3.put(target.child(name).path, local.read_bytes())
+                    self._sent[str(local)] = stamp
+                    # Sent by this mirror: the next poll must not fetch it back over the local copy.
+                    uploaded = s3.info(target.child(name).path)
+                    key = f"{run}/{self._rules.report_dir}/{name}"
+                    self._seen[key] = (int(uploaded.size or 0), int(uploaded.mtime_ns or 0))
+                except OSError as exc:
+                    logger.error("%s: report not uploaded: %s", target.child(name), exc)
+                    return  # the marker is never sent without the files before it
+
+    def _fetch(self, name: str, stamp: Stamp) -> None:
+        path = self.root / name
+        data = s3.get(self.url.child(name).path, MAX_SHARD_BYTES)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(4)}.tmp"
+        try:
+            tmp.write_bytes(data)
+            os.utime(tmp, ns=(stamp[1], stamp[1]))
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def _remove(self, name: str) -> None:
+        """Remove a fetched file gone from the store, and the folders it leaves empty."""
+        path = self.root / name
+        with suppress(OSError):
+            path.unlink()
+        for parent in path.parents:
+            if parent == self.root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
+class StoreRemote:
+    """Runs on an object store: a lease per run keeps daemons apart, and reports go back beside
+    the run (`publish`) or stay where the daemon's --output puts them."""
+
+    def __init__(self, mirror: Mirror, leases: Remote, publish: bool) -> None:
+        self._mirror = mirror
+        self._leases = leases
+        self._publish = publish
+
+    def claim(self, run: str) -> bool:
+        return self._leases.claim(run)
+
+    def rendered(self, run: str, report: Path) -> None:
+        if self._publish:
+            self._mirror.rendered(run, report)
+
+
+def _plain(part: str) -> bool:
+    """A key part that can be a file name here: S3 keys may hold `..`, empty parts or NULs."""
+    return part not in ("", ".", "..") and "\0" not in part and len(part.encode()) <= 255

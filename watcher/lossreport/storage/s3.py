@@ -1,0 +1,162 @@
+"""Object stores speaking the S3 protocol (AWS S3, MinIO, Ceph, R2, GCS's interoperability
+endpoint), through pyarrow's filesystem, which is the AWS SDK for C++.
+
+Credentials, region and endpoint come from the SDK's standard chain and nowhere else:
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE and the files under
+~/.aws, web-identity tokens (Kubernetes), instance roles; AWS_ENDPOINT_URL (or
+AWS_ENDPOINT_URL_S3) points it at a store other than AWS. lossreport never takes them in code
+or on a command line.
+
+What the protocol gives, and what the run format relies on: a PUT makes an object appear whole
+or not at all, and replaces it whole; there is no rename, so a shard is written once under a
+name no other writer uses; a listing returns each object's size and time of last write, which
+is how a poller skips what did not change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import PurePosixPath
+
+import pyarrow.fs as pafs
+
+from ..errors import InvalidInputError
+
+SCHEME = "s3://"
+# A request that connects but is then answered by nobody gives up after this long; the SDK
+# retries a failed request (a 5xx, a reset, a timeout) up to MAX_ATTEMPTS times, backing off.
+CONNECT_TIMEOUT_SECONDS = 5.0
+REQUEST_TIMEOUT_SECONDS = 30.0
+MAX_ATTEMPTS = 3
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def is_store_url(text: str) -> bool:
+    return text.startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class StoreUrl:
+    """`s3://bucket/key`: a bucket and a key prefix without leading or trailing '/'."""
+
+    bucket: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> StoreUrl:
+        """Raises InvalidInputError naming the URL when it is not a plain `s3://bucket/path`:
+        no empty, '.' or '..' parts, no query, no control characters."""
+        if not is_store_url(text):
+            raise InvalidInputError(f"{text!r}: not an s3:// URL")
+        bucket, _, key = text[len(SCHEME) :].partition("/")
+        if not _BUCKET_RE.fullmatch(bucket):
+            raise InvalidInputError(f"{text!r}: {bucket!r} is not a bucket name")
+        parts = key.rstrip("/").split("/") if key.rstrip("/") else []
+        for part in parts:
+            if part in ("", ".", "..") or not part.isprintable() or "?" in part or "#" in part:
+                raise InvalidInputError(f"{text!r}: {part!r} cannot be part of a run's path")
+        return cls(bucket, "/".join(parts))
+
+    @property
+    def path(self) -> str:
+        """The `bucket/key` form pyarrow's filesystem takes."""
+        return f"{self.bucket}/{self.key}" if self.key else self.bucket
+
+    def child(self, name: str) -> StoreUrl:
+        return StoreUrl(self.bucket, f"{self.key}/{name}" if self.key else name)
+
+    def __str__(self) -> str:
+        return SCHEME + self.path
+
+
+@cache
+def filesystem() -> pafs.S3FileSystem:
+    """One client per process (pyarrow's is thread-safe), configured only by the standard
+    chain, with timeouts: a store that hangs must not hold a flush or a poll forever."""
+    return pafs.S3FileSystem(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        request_timeout=REQUEST_TIMEOUT_SECONDS,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
+    )
+
+
+def info(path: str) -> pafs.FileInfo:
+    return filesystem().get_file_info(path)
+
+
+def put(path: str, data: bytes) -> None:
+    """One object, whole: pyarrow uploads small objects in one PUT and large ones in parts that
+    the store assembles only when the last is sent, so a reader never sees half of it."""
+    with filesystem().open_output_stream(path) as out:
+        out.write(data)
+
+
+def get(path: str, limit: int) -> bytes:
+    """The object at `path`, refused (OSError) when larger than `limit`."""
+    found = info(path)
+    if found.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(2, "no such object", SCHEME + path)
+    if found.size is not None and found.size > limit:
+        raise OSError(f"{SCHEME}{path}: {found.size} bytes, more than the {limit} allowed")
+    with filesystem().open_input_stream(path) as stream:
+        return bytes(stream.read(limit + 1)[:limit])
+
+
+def listing(url: StoreUrl, recursive: bool) -> list[pafs.FileInfo]:
+    """Every object under `url` (none when nothing is there): one paged LIST request per 1,000
+    objects, each with its size and time of last write."""
+    selector = pafs.FileSelector(url.path, allow_not_found=True, recursive=recursive)
+    found: list[pafs.FileInfo] = filesystem().get_file_info(selector)
+    return found
+
+
+class ObjectFolder:
+    """A run folder on an object store: a key prefix. Its operations are whole-object PUTs
+    and GETs; see the run-directory format document for what is atomic there."""
+
+    def __init__(self, url: StoreUrl) -> None:
+        self.url = url
+
+    def __str__(self) -> str:
+        return str(self.url)
+
+    def where(self, name: str) -> str:
+        return str(self.url.child(name))
+
+    def create(self, name: str, data: bytes) -> None:
+        """The store cannot refuse an existing key through pyarrow; the writer token in a
+        shard's name is what keeps two writers apart (a 1 in 2**32 clash), this check only
+        catches a token drawn twice by one process's resumes."""
+        path = self.url.child(name).path
+        if info(path).type != pafs.FileType.NotFound:
+            raise FileExistsError(17, "exists; not replaced", SCHEME + path)
+        put(path, data)
+
+    def replace(self, name: str, data: bytes) -> None:
+        put(self.url.child(name).path, data)
+
+    def read(self, name: str, limit: int) -> bytes:
+        return get(self.url.child(name).path, limit)
+
+    def files(self, folder: str) -> list[str]:
+        found = listing(self.url.child(folder), recursive=False)
+        return [PurePosixPath(item.path).name for item in found if item.type == pafs.FileType.File]
+
+    def move(self, names: Sequence[str], source: str, target: str) -> None:
+        """There is no rename: each object is copied, then the original deleted; a failure in
+        between leaves it in both places, never in neither."""
+        for name in names:
+            filesystem().move(
+                self.url.child(f"{source}/{name}").path, self.url.child(f"{target}/{name}").path
+            )
+
+    def prepare(self, subfolder: str) -> None:
+        """A listing: a wrong endpoint, a missing bucket or credentials the store refuses fail
+        here, before anything is written."""
+        bucket = info(self.url.bucket)
+        if bucket.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(2, "no such bucket", SCHEME + self.url.bucket)
+        listing(self.url.child(subfolder), recursive=False)
