@@ -20,7 +20,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 class Daemon:
     def __init__(
-        self, runs_dir: Path, *args: str, log: Path, env: dict[str, str] | None = None
+        self, runs_dir: Path | str, *args: str, log: Path, env: dict[str, str] | None = None
     ) -> None:
         self.log = log
         self._handle = log.open("w")
@@ -75,18 +75,20 @@ def wait_rendered(run_dir: Path, status: str, timeout: float = 60) -> None:
     wait_for(rendered, timeout)
 
 
-def run_once(runs_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_once(
+    runs_dir: Path | str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         _watch_command(runs_dir, "--once", "--workers", "2", *args),
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
-        env=ENV,
+        env={**ENV, **(env or {})},
     )
 
 
-def _watch_command(runs_dir: Path, *args: str) -> list[str]:
+def _watch_command(runs_dir: Path | str, *args: str) -> list[str]:
     return [
         sys.executable,
         "-m",

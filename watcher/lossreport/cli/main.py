@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,10 @@ from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirecto
 from ..report import stats
 from ..sources.base import quiet_status
 from ..sources.series import SeriesFilter
+from ..storage.lease import DEFAULT_LEASE_SECONDS
+from ..storage.mirror import Mirror
 from ..version import __version__
-from . import config
+from . import config, stores
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -84,7 +87,9 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     show = commands.add_parser("show", help="print a run's status and what its shards hold")
-    show.add_argument("run", type=Path, help="a run directory")
+    show.add_argument(
+        "run", type=stores.location, help="a run directory, or a run's s3://bucket/prefix"
+    )
     show.set_defaults(handler=_show)
 
     render = commands.add_parser(
@@ -93,10 +98,11 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     render.add_argument(
         "paths",
         nargs="+",
-        type=Path,
+        type=stores.location,
         metavar="RUN",
         help="a run folder (lossreport's, TensorBoard's, Lightning's, a Hugging Face Trainer's "
-        "or MLflow's), or a folder with runs in it at any depth",
+        "or MLflow's), or a folder with runs in it at any depth; or an s3://bucket/prefix "
+        "holding either (the reports are written back beside the runs)",
     )
     render.add_argument(
         "--output",
@@ -113,7 +119,13 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         help="render each run of RUNS_DIR when it completes, fails or stalls",
         epilog=DURATIONS,
     )
-    watch.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    watch.add_argument(
+        "runs_dir",
+        type=stores.location,
+        metavar="RUNS_DIR",
+        help="a folder, or an s3://bucket/prefix (polled; credentials and endpoint from the "
+        "AWS environment variables and config files)",
+    )
     watch.add_argument(
         "--poll",
         action=argparse.BooleanOptionalAction,
@@ -178,6 +190,15 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         "their reports under DIR, mirroring the runs tree; the runs index and the mail "
         "outbox go to DIR too",
     )
+    _add_store_arguments(watch, settings)
+    watch.add_argument(
+        "--lease",
+        type=duration,
+        default=settings.get("lease", DEFAULT_LEASE_SECONDS),
+        metavar="DURATION",
+        help="on an object store: how long a daemon's claim on a run it renders lasts, so "
+        f"that other daemons leave it alone (default {_human(DEFAULT_LEASE_SECONDS)})",
+    )
     _add_series_arguments(watch, settings)
     _add_config_argument(watch)
     _add_mail_arguments(watch, settings, "--email-to")
@@ -195,7 +216,9 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="serve the runs index and every run's report, read-only, over HTTP"
     )
-    serve.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    serve.add_argument(
+        "runs_dir", type=stores.location, metavar="RUNS_DIR", help="a folder or s3://bucket/prefix"
+    )
     serve.add_argument(
         "--output",
         type=Path,
@@ -213,6 +236,15 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         type=_int_flag(0, config.MAX_PORT),
         default=settings.get("port", 8000),
         help="0 to 65535; 0 picks a free port",
+    )
+    _add_store_arguments(serve, settings)
+    serve.add_argument(
+        "--poll-interval",
+        type=duration,
+        default=settings.get("poll_interval", WATCH.poll_interval),
+        metavar="DURATION",
+        help="on an object store: how often it is listed for changes "
+        f"(default {_human(WATCH.poll_interval)})",
     )
     _add_config_argument(serve)
     serve.set_defaults(handler=_serve)
@@ -242,6 +274,17 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"  - {path}")
     print(f"Index of all runs: {args.runs_dir / runformat.INDEX_FILE}")
     return 0
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:
+    parser.add_argument(
+        "--mirror",
+        type=Path,
+        default=settings.get("mirror"),
+        metavar="DIR",
+        help="for an s3:// RUNS_DIR: where its runs' inputs are copied to be read "
+        "(default $XDG_CACHE_HOME/lossreport/s3/BUCKET/PREFIX)",
+    )
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -479,7 +522,13 @@ def _watch(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    return Watcher(args.runs_dir, options, stop).run()
+    if isinstance(args.runs_dir, Path):
+        return Watcher(args.runs_dir, options, stop).run()
+    mirror = stores.synced_mirror(args.runs_dir, args.mirror, empty_ok=True)
+    remote = stores.store_remote(mirror, args.lease, publish=args.output is None)
+    stores.Poller(mirror, options.poll_interval, stop).start()
+    # The mirror is a local folder this process writes: inotify sees every change to it.
+    return Watcher(mirror.root, replace(options, poll=False), stop, remote).run()
 
 
 def _email(args: argparse.Namespace) -> int:
@@ -505,7 +554,12 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(args.runs_dir, args.host, args.port, stop, args.output)
+    runs_dir = args.runs_dir
+    if not isinstance(runs_dir, Path):
+        mirror = stores.synced_mirror(runs_dir, args.mirror, empty_ok=True)
+        stores.Poller(mirror, args.poll_interval, stop).start()
+        runs_dir = mirror.root
+    serve(runs_dir, args.host, args.port, stop, args.output)
     return 0
 
 
@@ -513,11 +567,14 @@ def _render(args: argparse.Namespace) -> int:
     from ..report.vega import ChartRenderer
 
     # (run folder, where its report goes: None for the run folder itself)
-    runs = [
-        (run, None if args.output is None else args.output / key)
-        for path in args.paths
-        for run, key in _runs_under(path)
-    ]
+    runs: list[tuple[Path, Path | None]] = []
+    mirrors: dict[Path, tuple[Mirror, str]] = {}  # a run on a store: its mirror and key there
+    for path in args.paths:
+        mirror = None if isinstance(path, Path) else stores.synced_mirror(path)
+        for run, key in _runs_under(path if mirror is None else mirror.root):
+            runs.append((run, None if args.output is None else args.output / key))
+            if mirror is not None and args.output is None:
+                mirrors[run] = (mirror, key)
     series = _series_filter(args)
     # The helper process starts first, so it warms up while the charting modules import.
     with ChartRenderer(helper=(os.cpu_count() or 1) > 1) as renderer:
@@ -526,9 +583,13 @@ def _render(args: argparse.Namespace) -> int:
         def render(run_dir: Path, output: Path | None) -> RenderResult:
             if output is not None:
                 output.parent.mkdir(parents=True, exist_ok=True)  # DIR is the user's own
-            return render_run(
+            result = render_run(
                 run_dir, renderer=renderer, wait=LOCK_WAIT_SECONDS, output=output, series=series
             )
+            if run_dir in mirrors:  # back beside the run on its store
+                mirror, key = mirrors[run_dir]
+                mirror.rendered(key, result.report.parent)
+            return result
 
         if len(runs) == 1:
             _print_single(render(*runs[0]))
@@ -593,6 +654,8 @@ def _show(args: argparse.Namespace) -> int:
     """Print what can be read and name what cannot: a diagnostic, so a bad run.json or bad
     shards are reported, not raised. Exit 1 only when the shards cannot even be listed."""
     run_dir: Path = args.run
+    if not isinstance(run_dir, Path):
+        run_dir = stores.synced_mirror(run_dir).root
     if not run_dir.is_dir():
         raise InvalidInputError(f"{run_dir}: not a directory")
     source = sources.source_of(run_dir)

@@ -46,6 +46,11 @@ class Remote(Protocol):
         """`run`'s report folder `report` is new: send it where the run lives."""
 
 
+class Claims(Protocol):
+    def claim(self, run: str) -> bool:
+        """Whether this process may render `run` now."""
+
+
 class NoRemote:
     """Runs on a filesystem: the render lock in the run's folder keeps daemons apart."""
 
@@ -127,7 +132,9 @@ class Mirror:
         """Upload `report` (the run's report folder in the mirror) beside the run on the store,
         its marker last; what is unchanged since the last upload is not sent again. A failure
         is logged; the run's next render sends what is missing."""
-        target = self.url.child(run).child(self._rules.report_dir)
+        run = "" if run == "." else run  # the mirror's root is the run itself
+        run_url = self.url.child(run) if run else self.url
+        target = run_url.child(self._rules.report_dir)
         try:
             names = sorted(entry.name for entry in os.scandir(report) if entry.is_file())
         except OSError as exc:
@@ -147,7 +154,7 @@ class Mirror:
                     self._sent[str(local)] = stamp
                     # Sent by this mirror: the next poll must not fetch it back over the local copy.
                     uploaded = s3.info(target.child(name).path)
-                    key = f"{run}/{self._rules.report_dir}/{name}"
+                    key = "/".join(filter(None, (run, self._rules.report_dir, name)))
                     self._seen[key] = (int(uploaded.size or 0), int(uploaded.mtime_ns or 0))
                 except OSError as exc:
                     logger.error("%s: report not uploaded: %s", target.child(name), exc)
@@ -185,7 +192,7 @@ class StoreRemote:
     """Runs on an object store: a lease per run keeps daemons apart, and reports go back beside
     the run (`publish`) or stay where the daemon's --output puts them."""
 
-    def __init__(self, mirror: Mirror, leases: Remote, publish: bool) -> None:
+    def __init__(self, mirror: Mirror, leases: Claims, publish: bool) -> None:
         self._mirror = mirror
         self._leases = leases
         self._publish = publish

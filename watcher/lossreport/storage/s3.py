@@ -15,8 +15,11 @@ is how a poller skips what did not change.
 
 from __future__ import annotations
 
+import mimetypes
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePosixPath
@@ -28,8 +31,9 @@ from ..errors import InvalidInputError
 SCHEME = "s3://"
 # A request that connects but is then answered by nobody gives up after this long; the SDK
 # retries a failed request (a 5xx, a reset, a timeout) up to MAX_ATTEMPTS times, backing off.
+# LOSSREPORT_S3_TIMEOUT (seconds) sets the second for a store known to be slow.
 CONNECT_TIMEOUT_SECONDS = 5.0
-REQUEST_TIMEOUT_SECONDS = 30.0
+REQUEST_TIMEOUT_SECONDS = float(os.environ.get("LOSSREPORT_S3_TIMEOUT") or 30.0)
 MAX_ATTEMPTS = 3
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -72,25 +76,57 @@ class StoreUrl:
         return SCHEME + self.path
 
 
+def endpoint() -> str | None:
+    """The AWS SDKs' endpoint variables, which pyarrow's constructor does not read itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 @cache
 def filesystem() -> pafs.S3FileSystem:
     """One client per process (pyarrow's is thread-safe), configured only by the standard
     chain, with timeouts: a store that hangs must not hold a flush or a poll forever."""
+    url = endpoint()
+    scheme, _, host = url.partition("://") if url else ("https", "", None)
     return pafs.S3FileSystem(
+        endpoint_override=host.rstrip("/") if host else None,
+        scheme=scheme,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         request_timeout=REQUEST_TIMEOUT_SECONDS,
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
     )
 
 
+@contextmanager
+def _explained(path: str) -> Iterator[None]:
+    """The SDK's error, and what to do about the one people meet first."""
+    try:
+        yield
+    except OSError as exc:
+        if "ACCESS_DENIED" in str(exc) or "InvalidAccessKeyId" in str(exc):
+            raise PermissionError(
+                13,
+                "access denied: the store refused these credentials (AWS_ACCESS_KEY_ID, "
+                "AWS_PROFILE or the instance role)",
+                SCHEME + path,
+            ) from exc
+        raise
+
+
 def info(path: str) -> pafs.FileInfo:
-    return filesystem().get_file_info(path)
+    with _explained(path):
+        return filesystem().get_file_info(path)
+
+
+def bucket_exists(bucket: str) -> bool:
+    return bool(info(bucket).type != pafs.FileType.NotFound)
 
 
 def put(path: str, data: bytes) -> None:
     """One object, whole: pyarrow uploads small objects in one PUT and large ones in parts that
-    the store assembles only when the last is sent, so a reader never sees half of it."""
-    with filesystem().open_output_stream(path) as out:
+    the store assembles only when the last is sent, so a reader never sees half of it. Its
+    Content-Type is set from its name, so a report opens as a page in a browser."""
+    kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    with _explained(path), filesystem().open_output_stream(path, {"Content-Type": kind}) as out:
         out.write(data)
 
 
@@ -101,7 +137,7 @@ def get(path: str, limit: int) -> bytes:
         raise FileNotFoundError(2, "no such object", SCHEME + path)
     if found.size is not None and found.size > limit:
         raise OSError(f"{SCHEME}{path}: {found.size} bytes, more than the {limit} allowed")
-    with filesystem().open_input_stream(path) as stream:
+    with _explained(path), filesystem().open_input_stream(path) as stream:
         return bytes(stream.read(limit + 1)[:limit])
 
 
@@ -109,7 +145,8 @@ def listing(url: StoreUrl, recursive: bool) -> list[pafs.FileInfo]:
     """Every object under `url` (none when nothing is there): one paged LIST request per 1,000
     objects, each with its size and time of last write."""
     selector = pafs.FileSelector(url.path, allow_not_found=True, recursive=recursive)
-    found: list[pafs.FileInfo] = filesystem().get_file_info(selector)
+    with _explained(url.path):
+        found: list[pafs.FileInfo] = filesystem().get_file_info(selector)
     return found
 
 
@@ -156,7 +193,6 @@ class ObjectFolder:
     def prepare(self, subfolder: str) -> None:
         """A listing: a wrong endpoint, a missing bucket or credentials the store refuses fail
         here, before anything is written."""
-        bucket = info(self.url.bucket)
-        if bucket.type == pafs.FileType.NotFound:
+        if not bucket_exists(self.url.bucket):
             raise FileNotFoundError(2, "no such bucket", SCHEME + self.url.bucket)
         listing(self.url.child(subfolder), recursive=False)
