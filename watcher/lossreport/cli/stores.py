@@ -81,7 +81,7 @@ class Poller(threading.Thread):
             except Exception as exc:  # whatever the store does, the poller goes on
                 if not failing:
                     logger.error(
-                        "%s: cannot be listed, retrying every %.0fs: %s",
+                        "%s: cannot be listed, retrying every %.1fs: %s",
                         self.mirror.url,
                         self.interval,
                         exc,
@@ -107,6 +107,7 @@ def store_remote(mirror: Mirror, lease_seconds: float, publish: bool) -> storage
     """Leases for the daemon on `mirror`'s store (boto3, the `s3` extra), checked now."""
     from ..storage.lease import Leases
 
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # else a line per client made
     leases = Leases(mirror.url, runformat.LEASE_FILE, lease_seconds)
     try:
         leases.check()

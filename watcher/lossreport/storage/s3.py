@@ -126,7 +126,8 @@ def put(path: str, data: bytes) -> None:
     the store assembles only when the last is sent, so a reader never sees half of it. Its
     Content-Type is set from its name, so a report opens as a page in a browser."""
     kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    with _explained(path), filesystem().open_output_stream(path, {"Content-Type": kind}) as out:
+    metadata = {"Content-Type": kind}
+    with _explained(path), filesystem().open_output_stream(path, metadata=metadata) as out:
         out.write(data)
 
 

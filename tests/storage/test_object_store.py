@@ -1,0 +1,361 @@
+"""Runs on an object store, end to end, against a real S3-protocol server on loopback (moto's
+server mode) behind a proxy that fails as stores fail: trainers and daemons are subprocesses
+that know the store only from the standard AWS environment variables."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from lossreport import runformat
+from lossreport.storage import s3
+from lossreport.storage.lease import Leases
+from lossreport.storage.mirror import Mirror
+from tests.support.checks import assert_rows_are_exactly_the_logged_values
+from tests.support.daemon import Daemon, run_once
+from tests.support.procs import ROOT, wait_for
+from tests.support.s3 import FaultProxy, MotoServer, boto, client_env, keys
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoServer, FaultProxy]]:
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    proxy = FaultProxy(server.port)
+    yield server, proxy
+    proxy.close()
+    server.stop()
+
+
+@pytest.fixture
+def bucket(store: tuple[MotoServer, FaultProxy], request: pytest.FixtureRequest) -> str:
+    name = request.node.name.replace("_", "-")[:50].strip("-").lower()
+    boto(store[0].url).create_bucket(Bucket=name)
+    store[1].set_mode("pass")
+    return name
+
+
+@pytest.fixture
+def in_process(store: tuple[MotoServer, FaultProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's own clients (pyarrow, boto3) pointed at the server, not through faults."""
+    for name, value in client_env(store[0].url).items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    s3.filesystem.cache_clear()
+
+
+def trainer(url: str, run_id: str, endpoint: str, *args: str, **env: str) -> subprocess.Popen[str]:
+    """The scripted trainer (tests/support/trainer.py) logging to `url` through `endpoint`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.trainer", url, run_id, *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=client_env(endpoint, PYTHONPATH=str(ROOT), LOSSREPORT_REPORT_ON_CLOSE="0", **env),
+    )
+
+
+def shard_table(client: Any, bucket: str, run: str) -> Any:
+    """Every row the run's shards on the store hold, read as the renderer reads them."""
+    import pyarrow as pa
+
+    tables = []
+    for key in sorted(keys(client, bucket, f"runs/{run}/losses/")):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        tables.append(pq.read_table(io.BytesIO(body)))
+    return pa.concat_tables(tables, promote_options="permissive").sort_by("step")
+
+
+def markers(client: Any, bucket: str) -> list[str]:
+    return [key for key in keys(client, bucket, "runs/") if key.endswith(runformat.MARKER)]
+
+
+def marker_statuses(client: Any, bucket: str) -> dict[str, str]:
+    """Each run's status as its render marker on the store says."""
+    found = {}
+    for key in markers(client, bucket):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        found[key.split("/")[1]] = json.loads(body)["status"]
+    return found
+
+
+def test_trainers_write_and_a_daemon_renders_each_finished_run_once(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    server, proxy = store
+    client = boto(server.url)
+    url = f"s3://{bucket}/runs"
+    daemon = Daemon(
+        url,
+        *("--mirror", str(tmp_path / "mirror"), "--poll-interval", "0.3", "--no-alerts"),
+        log=tmp_path / "daemon.log",
+        env=client_env(proxy.url),
+    )
+    try:
+        trainers = [
+            trainer(url, run, proxy.url, "--steps", "300", "--flush-every", "40")
+            for run in ("alpha", "beta")
+        ]
+        for process in trainers:
+            assert process.wait(timeout=120) == 0, process.stderr.read() if process.stderr else ""
+        wait_for(lambda: len(markers(client, bucket)) == 2, timeout=90)
+        rendered = [event["run"] for event in daemon.events("rendered")]
+        assert sorted(rendered) == ["alpha", "beta"]
+    finally:
+        daemon.stop()
+    objects = keys(client, bucket, "runs/alpha/")
+    # Shards are whole objects under unique names; no temp objects are left.
+    shards = [key for key in objects if "/losses/" in key]
+    assert shards and all(runformat.parse_shard_name(key.rsplit("/", 1)[1]) for key in shards)
+    assert_rows_are_exactly_the_logged_values(shard_table(client, bucket, "alpha"))
+    assert shard_table(client, bucket, "alpha").num_rows == 300
+    report = next(key for key in objects if key.endswith(".html"))
+    assert client.head_object(Bucket=bucket, Key=report)["ContentType"] == "text/html"
+    csv = next(key for key in objects if key.endswith(".csv"))
+    assert client.get_object(Bucket=bucket, Key=csv)["Body"].read().count(b"\n") == 301
+    # Another daemon with an empty mirror finds both reports made: nothing is rendered again.
+    again = run_once(url, "--mirror", str(tmp_path / "fresh"), env=client_env(server.url))
+    assert again.returncode == 0, again.stderr
+    assert "0 to render" in again.stdout + again.stderr
+
+
+def test_a_killed_trainer_is_rendered_stalled_with_every_row_it_wrote(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    server, proxy = store
+    client = boto(server.url)
+    url = f"s3://{bucket}/runs"
+    process = trainer(url, "finished", proxy.url, "--steps", "200", "--flush-every", "50")
+    killed = trainer(
+        url, "victim", proxy.url, *("--steps", "200", "--flush-every", "50", "--then", "wait")
+    )
+    assert process.wait(timeout=60) == 0
+    wait_for(lambda: "runs/victim/run.json" in keys(client, bucket, "runs/victim/"), timeout=60)
+    wait_for(lambda: shard_table(client, bucket, "victim").num_rows == 200, timeout=60)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    daemon = Daemon(
+        url,
+        *("--mirror", str(tmp_path / "mirror"), "--poll-interval", "0.3", "--stale-after", "2s"),
+        log=tmp_path / "daemon.log",
+        env=client_env(proxy.url),
+    )
+    want = {"finished": "completed", "victim": "stalled"}
+    try:
+        wait_for(lambda: marker_statuses(client, bucket) == want, timeout=90)
+    finally:
+        daemon.stop()
+    # Each status once: the victim is first shown running, then stalled once it is silent.
+    renders = [(event["run"], event["status"]) for event in daemon.events("rendered")]
+    assert sorted(set(renders)) == sorted(renders)
+    assert_rows_are_exactly_the_logged_values(shard_table(client, bucket, "victim"))
+
+
+def test_a_failing_store_loses_no_value_and_stops_neither_trainer_nor_daemon(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    """503s, a store that stops listening (a restart, to its clients) and one that accepts
+    and never answers, each for longer than a flush, while a trainer trains and a daemon
+    polls: training goes on, rows wait in memory and are all written afterwards."""
+    server, proxy = store
+    client = boto(server.url)
+    url = f"s3://{bucket}/runs"
+    daemon = Daemon(
+        url,
+        *("--mirror", str(tmp_path / "mirror"), "--poll-interval", "0.3", "--no-alerts"),
+        log=tmp_path / "daemon.log",
+        env=client_env(proxy.url, LOSSREPORT_S3_TIMEOUT="1"),
+    )
+    daemon.wait_for_event("scan")  # started: the outages come while it watches
+    steps = 1200
+    process = trainer(
+        url,
+        "weathered",
+        proxy.url,
+        *("--steps", str(steps), "--flush-every", "1000000", "--flush-secs", "0.2"),
+        *("--step-delay", "0.01"),
+        LOSSREPORT_S3_TIMEOUT="1",
+    )
+    try:
+        wait_for(lambda: keys(client, bucket, "runs/weathered/losses/"), timeout=60)
+        for mode in ("slowdown", "down", "hang"):
+            proxy.set_mode(mode)
+            time.sleep(2.5)  # the outage itself: its length is what is being tested
+            proxy.set_mode("pass")
+            wait_for(lambda: keys(client, bucket, "runs/weathered/run.json"), timeout=30)
+        assert process.poll() is None, "training ended before the outages did"
+        assert process.wait(timeout=120) == 0
+        wait_for(lambda: markers(client, bucket), timeout=90)
+        assert daemon.process.poll() is None
+    finally:
+        daemon.stop()
+    stderr = process.stderr.read() if process.stderr else ""
+    assert "keeping them in memory" in stderr
+    assert "writing shards again" in stderr
+    table = shard_table(client, bucket, "weathered")
+    assert table.num_rows == steps
+    assert_rows_are_exactly_the_logged_values(table)
+    assert [event["run"] for event in daemon.events("rendered")] == ["weathered"]
+
+
+def test_two_daemons_on_one_bucket_render_each_run_once(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    server, _proxy = store
+    client = boto(server.url)
+    url = f"s3://{bucket}/runs"
+    daemons = [
+        Daemon(
+            url,
+            *("--mirror", str(tmp_path / f"mirror{n}"), "--poll-interval", "0.2", "--no-alerts"),
+            log=tmp_path / f"daemon{n}.log",
+            env=client_env(server.url),
+        )
+        for n in range(2)
+    ]
+    runs = [f"run{n}" for n in range(6)]
+    try:
+        trainers = [trainer(url, run, server.url, "--steps", "60") for run in runs]
+        for process in trainers:
+            assert process.wait(timeout=120) == 0
+        wait_for(lambda: len(markers(client, bucket)) == len(runs), timeout=120)
+        wait_for(lambda: sum(len(d.events("rendered")) for d in daemons) >= len(runs))
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+    rendered = [event["run"] for daemon in daemons for event in daemon.events("rendered")]
+    assert sorted(rendered) == runs
+    leases = [key for key in keys(client, bucket, "runs/") if key.endswith(runformat.LEASE_FILE)]
+    assert len(leases) == len(runs)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_the_store_lets_one_daemon_of_many_take_a_lease(bucket: str) -> None:
+    url = s3.StoreUrl(bucket, "runs")
+    contenders = [Leases(url, runformat.LEASE_FILE) for _ in range(8)]
+    results: list[bool] = []
+    start = threading.Barrier(len(contenders))
+
+    def contend(leases: Leases) -> None:
+        start.wait()
+        results.append(leases.claim("r1"))
+
+    threads = [threading.Thread(target=contend, args=(leases,)) for leases in contenders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert contenders[0].check()  # the server does refuse a conditional write that must fail
+
+
+@pytest.mark.usefixtures("in_process")
+def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_once_expired(bucket: str) -> None:
+    url = s3.StoreUrl(bucket, "runs")
+    holder, other = Leases(url, runformat.LEASE_FILE), Leases(url, runformat.LEASE_FILE)
+    assert holder.claim("r1")
+    assert not other.claim("r1")
+    assert holder.claim("r1")  # its own: renewed
+    short = Leases(url, runformat.LEASE_FILE, seconds=-1)  # expired as soon as written
+    assert short.claim("r2")
+    assert other.claim("r2")  # taken over
+    assert not short.claim("r2")
+
+
+@pytest.mark.usefixtures("in_process")
+def test_the_mirror_fetches_only_what_changed_and_never_leaves_its_folder(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    client = boto(store[0].url)
+    objects = {
+        "runs/r1/run.json": b"{}",
+        "runs/r1/losses/part-000001.parquet": b"x",
+        "runs/r1/losses/cleared/t/part-000001.parquet": b"set aside",
+        "runs/r1/loss_graphs/loss_report.html": b"<html>",
+        "runs/r1/loss_graphs/.lossreport-rendered.json": b"{}",
+        "runs/r1/.lossreport-lease.json": b"{}",
+        "runs/../escape/run.json": b"{}",
+        "runs/r2//run.json": b"{}",
+        "runs/r3/./run.json": b"{}",
+    }
+    for key, body in objects.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    root = tmp_path / "mirror"
+    mirror = Mirror(s3.StoreUrl(bucket, "runs"), root, runformat.MIRROR_RULES)
+    first = mirror.sync()
+    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert found == [
+        "r1/loss_graphs/.lossreport-rendered.json",
+        "r1/losses/part-000001.parquet",
+        "r1/run.json",
+    ]
+    assert first.fetched == 3
+    assert not (tmp_path / "escape").exists()
+    assert mirror.sync().fetched == 0  # unchanged: the listing alone says so
+    client.put_object(Bucket=bucket, Key="runs/r1/run.json", Body=b'{"longer": 1}')
+    assert mirror.sync().fetched == 1
+    assert (root / "r1/run.json").read_bytes() == b'{"longer": 1}'
+    client.delete_object(Bucket=bucket, Key="runs/r1/losses/part-000001.parquet")
+    assert mirror.sync().removed == 1
+    assert not (root / "r1/losses").exists()
+
+
+def test_bad_credentials_are_a_clear_error_and_nothing_is_written(tmp_path: Path) -> None:
+    server = MotoServer(tmp_path / "moto.log", auth_after=3)
+    try:
+        admin = _user_with_s3_access(server.url)
+        client = boto(server.url, **admin)
+        client.create_bucket(Bucket="guarded")
+        url = "s3://guarded/runs"
+        wrong = {"AWS_ACCESS_KEY_ID": admin["key"], "AWS_SECRET_ACCESS_KEY": "wrong"}
+        process = trainer(url, "r1", server.url, "--steps", "10", **wrong)
+        assert process.wait(timeout=60) != 0
+        stderr = process.stderr.read() if process.stderr else ""
+        assert "RunDirectoryError: s3://guarded/runs/r1" in stderr
+        assert "access denied" in stderr
+        watch = run_once(
+            url, "--mirror", str(tmp_path / "mirror"), env=client_env(server.url, **wrong)
+        )
+        assert watch.returncode != 0
+        assert "s3://guarded/runs" in watch.stderr and "access denied" in watch.stderr
+        assert keys(client, "guarded") == {}
+        right = {"AWS_ACCESS_KEY_ID": admin["key"], "AWS_SECRET_ACCESS_KEY": admin["secret"]}
+        process = trainer(url, "r1", server.url, "--steps", "10", **right)
+        assert process.wait(timeout=60) == 0  # the same, with the right key, writes
+        assert "runs/r1/run.json" in keys(client, "guarded")
+    finally:
+        server.stop()
+
+
+def _user_with_s3_access(endpoint: str) -> dict[str, str]:
+    """An IAM user allowed s3:*, made with the server's first three requests (after which it
+    checks every request's signature)."""
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
+    iam.create_user(UserName="trainer")
+    key = iam.create_access_key(UserName="trainer")["AccessKey"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName="trainer", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    return {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
