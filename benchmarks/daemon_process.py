@@ -16,8 +16,16 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class Daemon:
-    def __init__(self, runs_dir: Path, *args: str) -> None:
-        self.log = runs_dir.parent / f"daemon-{time.monotonic_ns()}.log"
+    def __init__(
+        self,
+        runs_dir: Path | str,
+        *args: str,
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`runs_dir`: a folder, or an s3:// URL (then `log_dir` says where the log goes)."""
+        folder = log_dir if log_dir is not None else Path(runs_dir).parent
+        self.log = folder / f"daemon-{time.monotonic_ns()}.log"
         self._handle = self.log.open("w")
         self.process = subprocess.Popen(
             [
@@ -35,6 +43,7 @@ class Daemon:
             stdout=self._handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() takes the workers too
+            env=env,
         )
 
     def events(self, kind: str) -> list[dict[str, Any]]:

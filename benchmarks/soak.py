@@ -2,6 +2,7 @@
 
     python benchmarks/soak.py                 # 50 trainers, a few minutes
     python benchmarks/soak.py --quick         # the fast part, run by the tests in CI
+    python benchmarks/soak.py --store         # the runs on an S3 store (moto, on loopback)
 
 While trainer processes (mixed architectures, some with a loss that appears late, some resumed
 from a checkpoint so steps repeat, some pairs logging into one run id at once with disjoint
@@ -11,6 +12,11 @@ run.json of finished runs, and deletes finished runs at once or while the daemon
 At the end it checks every run left against what its trainers logged and knew flushed, that
 nothing of a deleted run came back, and that the idle daemon does not spin; it prints a table
 of figures and exits 1 if any check failed.
+
+With --store the trainers write to `s3://soak/runs` on moto's S3 server on loopback, reached
+through a proxy, and the daemon watches that URL; the chaos there is the store failing (503s,
+refused connections, requests never answered) instead of corrupt files and deleted folders,
+and the reports checked are the ones the daemon wrote back to the bucket.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +49,9 @@ from lossreport import runformat
 from lossreport.catalog import Catalog
 from lossreport.daemon.runstate import read_state
 from lossreport.runformat import CATALOG_DIR, STAGE_PREFIXES, read_marker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support's S3 server
+from tests.support.s3 import FaultProxy, MotoServer, boto, client_env, keys
 
 HERE = Path(__file__).resolve().parent
 FLUSH_EVERY = 200
@@ -55,6 +66,55 @@ MAX_IDLE_CPU = 0.10  # of one core: an idle daemon that wakes in a loop is a def
 # Its main loop wakes about 3 times a second when idle; the 10 ms retry loop of a vanished run
 # woke it about 100 times (at 3% of a core with two such runs: too little for the CPU check).
 MAX_IDLE_WAKEUPS = 20.0
+STORE_OUTAGE_SECONDS = 2.0  # each of the store's failures lasts this long
+STORE_OUTAGE_EVERY = 6.0  # and one starts this long after the last ended
+BUCKET = "soak"
+
+
+@dataclass
+class Place:
+    """Where the runs live: a local folder, or a bucket (the daemon then reads a mirror)."""
+
+    target: str  # what trainers and the daemon are given: a folder or an s3:// URL
+    local: Path  # the daemon's runs folder on disk: the runs folder itself, or its mirror
+    logs: Path
+    env: dict[str, str] | None = None
+    daemon_args: tuple[str, ...] = ()
+    proxy: FaultProxy | None = None
+    endpoint: str = ""  # the server itself, for the checks (not through the proxy)
+
+    def daemon(self) -> Daemon:
+        args = (*DAEMON_ARGS, *self.daemon_args)
+        return Daemon(self.target, *args, log_dir=self.logs, env=self.env)
+
+
+class Outages:
+    """The store's chaos: every STORE_OUTAGE_EVERY seconds, a failure for a while, in turn
+    503 Slow Down, connections refused (a restart, to its clients) and requests never answered."""
+
+    MODES = ("slowdown", "down", "hang")
+
+    def __init__(self, proxy: FaultProxy | None) -> None:
+        self.proxy = proxy
+        self.count = 0
+        self._next = time.monotonic() + STORE_OUTAGE_EVERY
+        self._ends: float | None = None
+
+    def tick(self) -> None:
+        if self.proxy is None:
+            return
+        now = time.monotonic()
+        if self._ends is not None and now >= self._ends:
+            self.proxy.set_mode("pass")
+            self._ends, self._next = None, now + STORE_OUTAGE_EVERY
+        elif self._ends is None and now >= self._next:
+            self.proxy.set_mode(self.MODES[self.count % len(self.MODES)])
+            self.count += 1
+            self._ends = now + STORE_OUTAGE_SECONDS
+
+    def end(self) -> None:
+        if self.proxy is not None:
+            self.proxy.set_mode("pass")
 
 
 @dataclass(eq=False)
@@ -114,6 +174,7 @@ class Figures:
     deletions_planned_mid_render: int = 0
     deleted: dict[str, int] = field(default_factory=dict)  # how -> runs
     deleted_left_behind: int = 0
+    store_outages: int | None = None  # with --store: the store's failures survived
     idle_cpu: float = float("nan")  # fraction of one core: the daemon and its workers
     idle_cpu_main: float = float("nan")  # its main process alone
     idle_wakeups: float = float("nan")  # per second, of the main thread (the main loop)
@@ -139,14 +200,25 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="10 trainers of 800 steps: ~1 min")
     parser.add_argument(
+        "--store", action="store_true", help="the runs on an S3 server on loopback (moto)"
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the runs directory (it is kept on failure)"
     )
     args = parser.parse_args()
     if args.quick:
         args.trainers, args.steps, args.shared_pairs = 10, 800, 2
         args.trainer_kills, args.daemon_kills, args.corruptions, args.deletions = 2, 1, 2, 2
+    if args.store:  # the store's chaos replaces damaged files and deleted folders
+        args.corruptions, args.deletions = 0, 0
     workdir = Path(tempfile.mkdtemp(prefix="lossreport-soak-"))
-    figures = soak(workdir, args)
+    with ExitStack() as stack:
+        if args.store:
+            place = stack.enter_context(_store_place(workdir))
+        else:
+            (workdir / "runs").mkdir()
+            place = Place(str(workdir / "runs"), workdir / "runs", workdir)
+        figures = soak(workdir, args, place)
     print_figures(figures, workdir)
     if figures.failures or args.keep:
         print(f"kept {workdir}")
@@ -155,10 +227,30 @@ def main() -> int:
     return 1 if figures.failures else 0
 
 
-def soak(workdir: Path, args: argparse.Namespace) -> Figures:
+@contextmanager
+def _store_place(workdir: Path) -> Iterator[Place]:
+    """moto's S3 server on loopback, behind a proxy that can fail; a bucket for the runs."""
+    server = MotoServer(workdir / "moto.log")
+    proxy = FaultProxy(server.port)
+    try:
+        boto(server.url).create_bucket(Bucket=BUCKET)
+        yield Place(
+            f"s3://{BUCKET}/runs",
+            workdir / "mirror",
+            workdir,
+            env=client_env(proxy.url, LOSSREPORT_S3_TIMEOUT="1"),
+            daemon_args=("--mirror", str(workdir / "mirror"), "--poll-interval", "0.5"),
+            proxy=proxy,
+            endpoint=server.url,
+        )
+    finally:
+        proxy.close()
+        server.stop()
+
+
+def soak(workdir: Path, args: argparse.Namespace, place: Place) -> Figures:
     rng = random.Random(args.seed)
-    runs_dir, records = workdir / "runs", workdir / "records"
-    runs_dir.mkdir()
+    runs_dir, records = place.local, workdir / "records"
     records.mkdir()
     groups = _plan(args, records)  # one group per run id: its trainer, or two sharing it
     trainers = [trainer for group in groups for trainer in group]
@@ -168,8 +260,9 @@ def soak(workdir: Path, args: argparse.Namespace) -> Figures:
         shared_writers=len(shared),
         shared_runs=len({trainer.run_id for trainer in shared}),
     )
-    daemon = Daemon(runs_dir, *DAEMON_ARGS)
+    daemon = place.daemon()
     daemon.wait_for("watching")
+    outages = Outages(place.proxy)
     damages: dict[str, Damage] = {}
     # The chaos is drawn up front (from --seed) so every soak does all of it.
     _plan_kills(trainers, args.trainer_kills, rng)
@@ -195,11 +288,12 @@ def soak(workdir: Path, args: argparse.Namespace) -> Figures:
         while pending and (not running or len(running) + len(pending[-1]) <= CONCURRENT_TRAINERS):
             group = pending.pop()
             for trainer in group:
-                _start(trainer, runs_dir)
+                _start(trainer, place)
             running += group
             started += len(group)
+        outages.tick()
         for trainer in trainers:
-            _advance(trainer, runs_dir)
+            _advance(trainer, place)
             if not trainer.finished:
                 continue
             if trainer.run_id in to_damage - damages.keys():
@@ -215,16 +309,19 @@ def soak(workdir: Path, args: argparse.Namespace) -> Figures:
         if daemon_kill_points and started >= daemon_kill_points[0]:
             daemon_kill_points.pop(0)
             daemon.kill()  # the daemon and its workers, mid-render or not
-            daemon = Daemon(runs_dir, *DAEMON_ARGS)
+            daemon = place.daemon()
             figures.daemon_kills += 1
         figures.peak_daemon_mb = max(figures.peak_daemon_mb, daemon.rss_mb())
         time.sleep(0.05)
+    outages.end()
+    if place.proxy is not None:
+        figures.store_outages = outages.count
     figures.trainer_kills = sum(trainer.killed for trainer in trainers)
     figures.shared_kills = sum(trainer.killed for trainer in shared)
     figures.corrupt_inputs = len(damages)
     if daemon.process.poll() is not None:
         figures.failures.append(f"the daemon died: {daemon.log.read_text()[-1500:]}")
-        daemon = Daemon(runs_dir, *DAEMON_ARGS)
+        daemon = place.daemon()
     kept = [group for group in groups if group[0].run_id not in deletions]
     _wait_all_rendered(runs_dir, [group[0].run_id for group in kept], daemon, figures)
     deleter.thread.join(timeout=300)
@@ -245,10 +342,25 @@ def soak(workdir: Path, args: argparse.Namespace) -> Figures:
     if daemon.process.returncode != 0:
         figures.failures.append(f"the daemon exited {daemon.process.returncode} on SIGTERM")
     _check_deleted(runs_dir, deletions, {group[0].run_id for group in kept}, figures)
+    reports = runs_dir if place.proxy is None else _download(place, workdir / "bucket")
     for group in kept:
         run_id = group[0].run_id
-        _check_run(runs_dir / run_id, group, damages.get(run_id), figures)
+        _check_run(reports / run_id, group, damages.get(run_id), figures)
     return figures
+
+
+def _download(place: Place, folder: Path) -> Path:
+    """Every object of the runs on the store, into `folder`, each with its time of writing:
+    the reports checked are the ones on the store, not the daemon's mirror."""
+    client = boto(place.endpoint)
+    for key in keys(client, BUCKET, "runs/"):
+        found = client.get_object(Bucket=BUCKET, Key=key)
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(found["Body"].read())
+        written = found["LastModified"].timestamp()
+        os.utime(path, (written, written))
+    return folder / "runs"
 
 
 def _plan(args: argparse.Namespace, records: Path) -> list[list[Trainer]]:
@@ -303,31 +415,31 @@ def _plan_kills(trainers: list[Trainer], kills: int, rng: random.Random) -> None
         victim.kill_at = victim.first_step + victim.stride * nth
 
 
-def _start(trainer: Trainer, runs_dir: Path) -> None:
+def _start(trainer: Trainer, place: Place) -> None:
     if trainer.resume_at is None:
         start, steps = trainer.first_step, trainer.steps
     elif trainer.phase == 0:  # phase 1 runs past the checkpoint it will be resumed from
         start, steps = 0, trainer.resume_at + trainer.steps // 4
     else:
         start, steps = trainer.resume_at, trainer.steps - trainer.resume_at
-    command = [sys.executable, str(HERE / "soak_trainer.py"), str(runs_dir), trainer.run_id]
+    command = [sys.executable, str(HERE / "soak_trainer.py"), place.target, trainer.run_id]
     command += [str(trainer.record), "--architecture", trainer.architecture]
     command += ["--steps", str(steps), "--start", str(start), "--stride", str(trainer.stride)]
     command += ["--phase", str(trainer.phase)]
     command += ["--flush-every", str(FLUSH_EVERY), "--step-delay", STEP_DELAY]
     if trainer.late_from is not None:
         command += ["--late-loss-from", str(trainer.late_from)]
-    trainer.process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    trainer.process = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=place.env)
 
 
-def _advance(trainer: Trainer, runs_dir: Path) -> None:
+def _advance(trainer: Trainer, place: Place) -> None:
     """A resumed trainer's first phase ends normally: start its second from the checkpoint."""
     if trainer.process is None or trainer.process.poll() is None or trainer.finished:
         return
     if trainer.resume_at is not None and trainer.phase == 0 and not trainer.killed:
         trainer.phase = 1
         trainer.phase_two_from = len(trainer.record.read_text().split())
-        _start(trainer, runs_dir)
+        _start(trainer, place)
         return
     trainer.finished = True
 
@@ -672,6 +784,11 @@ def print_figures(figures: Figures, workdir: Path) -> None:
         ("corrupt inputs tried", figures.corrupt_inputs),
         ("corrupt inputs named in their report", figures.corrupt_handled),
         ("runs deleted mid-render", f"{mid_render} of {figures.deletions_planned_mid_render}"),
+        *(
+            [("store outages survived (503, refused, unanswered)", figures.store_outages)]
+            if figures.store_outages is not None
+            else []
+        ),
         ("runs deleted as their trainer ended", figures.deleted.get("at finish", 0)),
         ("runs deleted after a render (mid-render missed)", figures.deleted.get("after render", 0)),
         ("deleted runs left behind (must be 0)", figures.deleted_left_behind),

@@ -197,14 +197,14 @@ def test_shards_of_one_sequence_number_are_read_in_a_documented_order(tmp_path: 
 def test_a_shard_is_never_replaced(tmp_path: Path) -> None:
     (tmp_path / "losses").mkdir()
     first = pa.table({"step": pa.array([0], pa.int64()), "mse_loss": [1.0]})
-    name = runformat.write_shard(tmp_path, 1, first, writer="abc")
-    assert name == "losses/part-000001-wabc.parquet"
+    path = runformat.write_shard(tmp_path, 1, first, writer="abc")
+    assert path.name == "part-000001-wabc.parquet"
     with pytest.raises(FileExistsError):
         runformat.write_shard(
             tmp_path, 1, first.set_column(1, "mse_loss", pa.array([2.0])), writer="abc"
         )
-    assert pq.read_table(tmp_path / name).column("mse_loss").to_pylist() == [1.0]
-    assert [p.name for p in (tmp_path / "losses").iterdir()] == ["part-000001-wabc.parquet"]
+    assert pq.read_table(path).column("mse_loss").to_pylist() == [1.0]
+    assert [p.name for p in (tmp_path / "losses").iterdir()] == [path.name]
 
 
 @pytest.mark.parametrize(

@@ -135,9 +135,10 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     watch.add_argument(
         "--poll-interval",
         type=duration,
-        default=settings.get("poll_interval", WATCH.poll_interval),
+        default=settings.get("poll_interval"),
         metavar="DURATION",
-        help=f"how often polling looks for changes (default {_human(WATCH.poll_interval)})",
+        help="how often polling looks for changes (default "
+        f"{_human(WATCH.poll_interval)}; {_human(stores.POLL_SECONDS)} for an object store)",
     )
     watch.add_argument(
         "--rescan-every",
@@ -241,10 +242,10 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--poll-interval",
         type=duration,
-        default=settings.get("poll_interval", WATCH.poll_interval),
+        default=settings.get("poll_interval", stores.POLL_SECONDS),
         metavar="DURATION",
         help="on an object store: how often it is listed for changes "
-        f"(default {_human(WATCH.poll_interval)})",
+        f"(default {_human(stores.POLL_SECONDS)})",
     )
     _add_config_argument(serve)
     serve.set_defaults(handler=_serve)
@@ -502,7 +503,8 @@ def _watch(args: argparse.Namespace) -> int:
 
     options = WatchOptions(
         poll=args.poll,
-        poll_interval=args.poll_interval,
+        poll_interval=args.poll_interval
+        or (WATCH.poll_interval if isinstance(args.runs_dir, Path) else stores.POLL_SECONDS),
         rescan_every=args.rescan_every,
         stale_after=args.stale_after,
         live_every=args.live_every,

@@ -51,8 +51,8 @@ def write_shard(
     table: pa.Table,
     rank: int | None = None,
     writer: str | None = None,
-) -> str:
-    """Write one shard whole (a temp file moved into place, or one object); returns its name.
+) -> Path | str:
+    """Write one shard whole (a temp file moved into place, or one object); returns where.
 
     Never replaces a shard (FileExistsError): the name carries the writer's token, and the
     folder refuses an existing name.
@@ -60,8 +60,9 @@ def write_shard(
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd")
     name = f"{LOSSES_DIR}/{shard_name(seq, rank, writer)}"
-    storage.folder_at(run_dir).create(name, buffer.getvalue().to_pybytes())
-    return name
+    folder = storage.folder_at(run_dir)
+    folder.create(name, buffer.getvalue().to_pybytes())
+    return folder.where(name)
 
 
 def set_aside_shards(run_dir: storage.RunLocation, stamp: str, rank: int | None) -> int:

@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from .local import MAX_SHARD_BYTES
 
 logger = logging.getLogger(__name__)
 
+FETCHERS = 16  # objects downloaded at once
 Stamp = tuple[int, int]  # (size, time of last write in ns): what a listing says of an object
 
 
@@ -101,6 +103,7 @@ class Mirror:
         result.listed = len(listed)
         prefix = f"{self.url.path}/"
         present: set[str] = set()
+        changed: list[tuple[str, Stamp]] = []
         with self._lock:
             for item in listed:
                 if item.type != pafs.FileType.File or not item.path.startswith(prefix):
@@ -111,13 +114,16 @@ class Mirror:
                     continue
                 present.add(name)
                 stamp = (int(item.size or 0), int(item.mtime_ns or 0))
-                if self._seen.get(name) == stamp:
-                    continue
-                try:
-                    self._fetch(name, stamp)
-                except OSError as exc:
+                if self._seen.get(name) != stamp:
+                    changed.append((name, stamp))
+            # Requests to a store take milliseconds each, mostly waiting: a first start over
+            # thousands of runs fetches them side by side.
+            with ThreadPoolExecutor(FETCHERS) as pool:
+                errors = list(pool.map(self._fetch, changed))
+            for (name, stamp), error in zip(changed, errors, strict=True):
+                if error is not None:
                     result.failed += 1
-                    logger.warning("%s: not mirrored: %s", self.url.child(name), exc)
+                    logger.warning("%s: not mirrored: %s", self.url.child(name), error)
                     continue
                 self._seen[name] = stamp
                 result.fetched += 1
@@ -160,19 +166,23 @@ class Mirror:
                     logger.error("%s: report not uploaded: %s", target.child(name), exc)
                     return  # the marker is never sent without the files before it
 
-    def _fetch(self, name: str, stamp: Stamp) -> None:
+    def _fetch(self, change: tuple[str, Stamp]) -> OSError | None:
+        """Download one object whole into a hidden temp file given the object's time, then
+        move it into place; the error, if it failed."""
+        name, (_, written) = change
         path = self.root / name
-        data = s3.get(self.url.child(name).path, MAX_SHARD_BYTES)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(4)}.tmp"
         try:
+            data = s3.get(self.url.child(name).path, MAX_SHARD_BYTES)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
-            os.utime(tmp, ns=(stamp[1], stamp[1]))
+            os.utime(tmp, ns=(written, written))
             os.replace(tmp, path)
-        except BaseException:
+        except OSError as exc:
             with suppress(OSError):
                 tmp.unlink()
-            raise
+            return exc
+        return None
 
     def _remove(self, name: str) -> None:
         """Remove a fetched file gone from the store, and the folders it leaves empty."""
