@@ -201,3 +201,18 @@ def test_every_exception_is_defined_in_errors() -> None:
                 if any(base.endswith(("Error", "Exception")) for base in bases):
                     defined.append(f"{path.relative_to(PACKAGE)}: {node.name}")
     assert defined == []
+
+
+def test_only_storage_talks_to_object_stores() -> None:
+    """pyarrow's S3 filesystem for every byte, boto3 for the leases' conditional PUTs alone."""
+    assert _importers("boto3") == ["storage/lease.py"]
+    users = []
+    for path, _module in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [alias.name for alias in node.names]
+                if isinstance(node, ast.ImportFrom):
+                    names = [f"{node.module}.{name}" for name in names]
+                if any(name.startswith("pyarrow.fs") for name in names):
+                    users.append(str(path.relative_to(PACKAGE)))
+    assert sorted(set(users)) == ["storage/mirror.py", "storage/s3.py"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lossreport import runformat
+from lossreport.errors import InvalidInputError
 from lossreport.storage import s3
 from lossreport.storage.lease import Leases
 from lossreport.storage.mirror import Mirror
@@ -359,3 +361,54 @@ def _user_with_s3_access(endpoint: str) -> dict[str, str]:
     }
     iam.put_user_policy(UserName="trainer", PolicyName="s3", PolicyDocument=json.dumps(policy))
     return {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "bucket", "key"),
+    [
+        ("s3://runs-bucket", "runs-bucket", ""),
+        ("s3://runs-bucket/", "runs-bucket", ""),
+        ("s3://runs-bucket/team/sae/", "runs-bucket", "team/sae"),
+    ],
+)
+def test_a_store_url_is_a_bucket_and_a_prefix(text: str, bucket: str, key: str) -> None:
+    url = s3.StoreUrl.parse(text)
+    assert (url.bucket, url.key) == (bucket, key)
+    assert str(url.child("r1")) == f"s3://{bucket}/{key + '/' if key else ''}r1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "s3://",
+        "s3://UPPER/runs",
+        "s3://b/runs",
+        "s3://runs-bucket/a//b",
+        "s3://runs-bucket/../etc",
+        "s3://runs-bucket/a/./b",
+        "s3://runs-bucket/a?versionId=1",
+        "s3://runs-bucket/a\x00b",
+        "file:///tmp/runs",
+    ],
+)
+def test_a_bad_store_url_is_refused_naming_it(text: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(repr(text))):
+        s3.StoreUrl.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("key", "mirrored"),
+    [
+        ("r1/run.json", True),
+        ("r1/losses/part-000001-wab12cd34.parquet", True),
+        ("exp/lightning_logs/version_0/metrics.csv", True),
+        ("r1/loss_graphs/.lossreport-rendered.json", True),
+        ("r1/loss_graphs/loss_report_m_h_20260101_000000.html", False),
+        ("r1/losses/cleared/20260101T000000Z/part-000001.parquet", False),
+        ("r1/.lossreport-lease.json", False),
+        ("r1/.lossreport-alerts.json", False),
+        ("index.html", False),
+    ],
+)
+def test_the_mirror_copies_inputs_and_markers_only(key: str, mirrored: bool) -> None:
+    assert runformat.MIRROR_RULES.wanted(tuple(key.split("/"))) is mirrored

@@ -143,7 +143,10 @@ def holds_inputs(parts: Sequence[str]) -> bool:
 def is_mirrored(parts: Sequence[str]) -> bool:
     """Whether a daemon's local mirror of an object store copies down the object at `parts`
     (its path under the watched prefix): runs' inputs and render markers; not reports,
-    lossreport's own files, or shards set aside by clear_loss_history()."""
+    lossreport's own files, shards set aside by clear_loss_history(), or files beside the runs
+    (the runs folder itself is no run: the daemon's index.html there is its own)."""
+    if len(parts) < 2:
+        return False
     if len(parts) >= 3 and parts[-2:] == (GRAPHS_DIR, MARKER):
         return holds_inputs(parts[:-2])
     for above, below in itertools.pairwise(parts):
