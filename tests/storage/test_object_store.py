@@ -28,6 +28,7 @@ from tests.support.checks import assert_rows_are_exactly_the_logged_values
 from tests.support.daemon import Daemon, run_once
 from tests.support.procs import ROOT, wait_for
 from tests.support.s3 import FaultProxy, MotoServer, boto, client_env, keys
+from tests.support.server import request, serving
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,7 @@ def test_trainers_write_and_a_daemon_renders_each_finished_run_once(
         assert sorted(rendered) == ["alpha", "beta"]
     finally:
         daemon.stop()
+    env = client_env(server.url)
     objects = keys(client, bucket, "runs/alpha/")
     # Shards are whole objects under unique names; no temp objects are left.
     shards = [key for key in objects if "/losses/" in key]
@@ -127,8 +129,17 @@ def test_trainers_write_and_a_daemon_renders_each_finished_run_once(
     assert client.head_object(Bucket=bucket, Key=report)["ContentType"] == "text/html"
     csv = next(key for key in objects if key.endswith(".csv"))
     assert client.get_object(Bucket=bucket, Key=csv)["Body"].read().count(b"\n") == 301
+    # `serve` on the bucket shows the runs and the reports the daemon wrote back.
+    with serving(url, tmp_path / "serve.log", "--mirror", str(tmp_path / "served"), env=env) as (
+        _,
+        port,
+    ):
+        status, _, index = request(port, "/")
+        assert status == 200 and b"alpha" in index and b"beta" in index
+        status, _, page = request(port, "/" + report.removeprefix("runs/"))
+        assert status == 200 and page.rstrip().endswith(b"</html>")
     # Another daemon with an empty mirror finds both reports made: nothing is rendered again.
-    again = run_once(url, "--mirror", str(tmp_path / "fresh"), env=client_env(server.url))
+    again = run_once(url, "--mirror", str(tmp_path / "fresh"), env=env)
     assert again.returncode == 0, again.stderr
     assert "0 to render" in again.stdout + again.stderr
 
@@ -412,3 +423,5 @@ def test_a_bad_store_url_is_refused_naming_it(text: str) -> None:
 )
 def test_the_mirror_copies_inputs_and_markers_only(key: str, mirrored: bool) -> None:
     assert runformat.MIRROR_RULES.wanted(tuple(key.split("/"))) is mirrored
+    report = key.endswith(".html") and "loss_graphs" in key
+    assert runformat.BROWSE_MIRROR_RULES.wanted(tuple(key.split("/"))) is (mirrored or report)

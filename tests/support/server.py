@@ -16,7 +16,9 @@ from tests.support.procs import ROOT, wait_for
 
 
 @contextmanager
-def serving(runs_dir: Path, log: Path, *args: str) -> Iterator[tuple[str, int]]:
+def serving(
+    runs_dir: Path | str, log: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """Yields the (host, port) the server says it bound."""
     with log.open("w") as handle:
         command = [sys.executable, "-m", "lossreport", "--log-format", "json", "serve"]
@@ -25,7 +27,7 @@ def serving(runs_dir: Path, log: Path, *args: str) -> Iterator[tuple[str, int]]:
             cwd=ROOT,
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env=ENV,
+            env={**ENV, **(env or {})},
         )
         try:
             wait_for(lambda: _bound(log) or process.poll() is not None, timeout=30)

@@ -558,7 +558,8 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     runs_dir = args.runs_dir
     if not isinstance(runs_dir, Path):
-        mirror = stores.synced_mirror(runs_dir, args.mirror, empty_ok=True)
+        rules = runformat.BROWSE_MIRROR_RULES  # the reports too: a server shows them
+        mirror = stores.synced_mirror(runs_dir, args.mirror, empty_ok=True, rules=rules)
         stores.Poller(mirror, args.poll_interval, stop).start()
         runs_dir = mirror.root
     serve(runs_dir, args.host, args.port, stop, args.output)

@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import runformat, storage
 from ..errors import InvalidInputError, RunDirectoryError
 from ..storage import s3
-from ..storage.mirror import Mirror
+from ..storage.mirror import Mirror, MirrorRules
 
 logger = logging.getLogger(__name__)
 # A poll lists the whole prefix, a LIST request per 1,000 objects: about 100 for 10,000 runs,
@@ -34,7 +34,13 @@ def default_mirror_root(url: s3.StoreUrl) -> Path:
     return cache / "lossreport" / "s3" / url.bucket / url.key
 
 
-def synced_mirror(text: str, root: Path | None = None, *, empty_ok: bool = False) -> Mirror:
+def synced_mirror(
+    text: str,
+    root: Path | None = None,
+    *,
+    empty_ok: bool = False,
+    rules: MirrorRules = runformat.MIRROR_RULES,
+) -> Mirror:
     """A mirror of the runs at the URL `text`, synced once. Raises RunDirectoryError naming the
     URL when the store cannot be listed (a wrong endpoint, bad credentials, no bucket), or
     holds nothing there unless `empty_ok` (a daemon waiting for its first run): then nothing
@@ -45,7 +51,7 @@ def synced_mirror(text: str, root: Path | None = None, *, empty_ok: bool = False
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise InvalidInputError(f"{root}: cannot hold the mirror of {url} ({exc})") from exc
-    mirror = Mirror(url, root, runformat.MIRROR_RULES)
+    mirror = Mirror(url, root, rules)
     try:
         if not s3.bucket_exists(url.bucket):
             raise RunDirectoryError(str(url), f"there is no bucket {url.bucket!r}")

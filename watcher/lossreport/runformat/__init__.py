@@ -19,6 +19,7 @@ from .alertlog import append_alert_log, read_alert_log
 from .homes import Homes
 from .layout import (
     ALERTS_FILE,
+    BROWSE_MIRROR_RULES,
     CACHE_DIR,
     CATALOG_DIR,
     CATALOG_FILE,
@@ -81,6 +82,7 @@ from .shards import (
 
 __all__ = [
     "ALERTS_FILE",
+    "BROWSE_MIRROR_RULES",
     "CACHE_DIR",
     "CATALOG_DIR",
     "CATALOG_FILE",

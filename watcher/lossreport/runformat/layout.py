@@ -25,6 +25,7 @@ them. docs/run-directory-format.md is the contract other writers follow.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -140,15 +141,17 @@ def holds_inputs(parts: Sequence[str]) -> bool:
     return len(parts) <= MAX_RUN_DEPTH + 3 and all(is_walked(part) for part in parts)
 
 
-def is_mirrored(parts: Sequence[str]) -> bool:
+def is_mirrored(parts: Sequence[str], reports: bool = False) -> bool:
     """Whether a daemon's local mirror of an object store copies down the object at `parts`
     (its path under the watched prefix): runs' inputs and render markers; not reports,
     lossreport's own files, shards set aside by clear_loss_history(), or files beside the runs
-    (the runs folder itself is no run: the daemon's index.html there is its own)."""
+    (the runs folder itself is no run: the daemon's index.html there is its own). With
+    `reports`, for a server that shows them, the reports' files too."""
     if len(parts) < 2:
         return False
-    if len(parts) >= 3 and parts[-2:] == (GRAPHS_DIR, MARKER):
-        return holds_inputs(parts[:-2])
+    if len(parts) >= 3 and parts[-2] == GRAPHS_DIR:
+        wanted = parts[-1] == MARKER or (reports and not parts[-1].startswith("."))
+        return wanted and holds_inputs(parts[:-2])
     for above, below in itertools.pairwise(parts):
         if (above, below) == (LOSSES_DIR, CLEARED_DIR):
             return False
@@ -156,6 +159,10 @@ def is_mirrored(parts: Sequence[str]) -> bool:
 
 
 MIRROR_RULES = storage.mirror.MirrorRules(is_mirrored, GRAPHS_DIR, MARKER)
+# `lossreport serve` on a store shows the reports the daemons wrote back there.
+BROWSE_MIRROR_RULES = storage.mirror.MirrorRules(
+    functools.partial(is_mirrored, reports=True), GRAPHS_DIR, MARKER
+)
 
 
 def shard_name(seq: int, rank: int | None = None, writer: str | None = None) -> str:
