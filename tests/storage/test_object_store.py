@@ -306,8 +306,13 @@ def test_the_mirror_fetches_only_what_changed_and_never_leaves_its_folder(
     for key, body in objects.items():
         client.put_object(Bucket=bucket, Key=key, Body=body)
     root = tmp_path / "mirror"
+    # A render this mirror's daemon made but never uploaded: the store does not have it.
+    unsent = root / "r9" / runformat.GRAPHS_DIR / runformat.MARKER
+    unsent.parent.mkdir(parents=True)
+    unsent.write_text("{}")
     mirror = Mirror(s3.StoreUrl(bucket, "runs"), root, runformat.MIRROR_RULES)
     first = mirror.sync()
+    assert not unsent.exists()  # so the run is rendered, and sent, again
     found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert found == [
         "r1/loss_graphs/.lossreport-rendered.json",

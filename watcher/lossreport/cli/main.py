@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 # A render by another process takes seconds; anyone who can read a run's lock file can hold it
 # for ever, so a command gives up on that run after this long.
 LOCK_WAIT_SECONDS = 30.0
+# A stopping daemon on an object store waits this long for its last reports to be uploaded.
+UPLOAD_WAIT_SECONDS = 60.0
 DEMO_MAX_STEPS = 1_000_000  # the example SAEs learn in a few thousand
 DURATIONS = "DURATION is 300, 30s, 10m or 2h: seconds, from 0.1s to 365 days."
 # Flags default to what the library does unasked, so the two cannot drift apart.
@@ -527,10 +529,14 @@ def _watch(args: argparse.Namespace) -> int:
     if isinstance(args.runs_dir, Path):
         return Watcher(args.runs_dir, options, stop).run()
     mirror = stores.synced_mirror(args.runs_dir, args.mirror, empty_ok=True)
-    remote = stores.store_remote(mirror, args.lease, publish=args.output is None)
+    publish = args.output is None
+    remote = stores.store_remote(mirror, args.lease, publish, retry=options.poll_interval)
     stores.Poller(mirror, options.poll_interval, stop).start()
-    # The mirror is a local folder this process writes: inotify sees every change to it.
-    return Watcher(mirror.root, replace(options, poll=False), stop, remote).run()
+    try:
+        # The mirror is a local folder this process writes: inotify sees every change to it.
+        return Watcher(mirror.root, replace(options, poll=False), stop, remote).run()
+    finally:
+        remote.close(timeout=UPLOAD_WAIT_SECONDS)
 
 
 def _email(args: argparse.Namespace) -> int:
@@ -591,7 +597,8 @@ def _render(args: argparse.Namespace) -> int:
             )
             if run_dir in mirrors:  # back beside the run on its store
                 mirror, key = mirrors[run_dir]
-                mirror.rendered(key, result.report.parent)
+                if not mirror.rendered(key, result.report.parent):
+                    raise RunDirectoryError(str(mirror.url), f"{key}: report not uploaded")
             return result
 
         if len(runs) == 1:

@@ -112,7 +112,9 @@ class Poller(threading.Thread):
             )
 
 
-def store_remote(mirror: Mirror, lease_seconds: float, publish: bool) -> storage.mirror.Remote:
+def store_remote(
+    mirror: Mirror, lease_seconds: float, publish: bool, retry: float
+) -> storage.mirror.StoreRemote:
     """Leases for the daemon on `mirror`'s store (boto3, the `s3` extra), checked now."""
     from ..storage.lease import Leases
 
@@ -122,4 +124,4 @@ def store_remote(mirror: Mirror, lease_seconds: float, publish: bool) -> storage
         leases.check()
     except Exception as exc:  # botocore's errors are many and not OSErrors
         raise RunDirectoryError(str(mirror.url), f"cannot write a lease there: {exc}") from exc
-    return storage.mirror.StoreRemote(mirror, leases, publish)
+    return storage.mirror.StoreRemote(mirror, leases, publish, retry)

@@ -91,7 +91,8 @@ class Mirror:
         self._rules = rules
         self._seen: dict[str, Stamp] = {}  # object path under the prefix -> what was fetched
         self._sent: dict[str, Stamp] = {}  # local report file -> its stamp when uploaded
-        self._lock = threading.Lock()  # sync (poller thread) against rendered (daemon thread)
+        self._lock = threading.Lock()  # sync (poller thread) against rendered (uploader thread)
+        self._synced = False
         root.mkdir(parents=True, exist_ok=True)
 
     def sync(self) -> SyncResult:
@@ -131,13 +132,16 @@ class Mirror:
                 del self._seen[name]
                 self._remove(name)
                 result.removed += 1
+            if not self._synced:
+                self._synced = True
+                self._forget_unsent_renders(present)
         result.seconds = time.monotonic() - started
         return result
 
-    def rendered(self, run: str, report: Path) -> None:
+    def rendered(self, run: str, report: Path) -> bool:
         """Upload `report` (the run's report folder in the mirror) beside the run on the store,
-        its marker last; what is unchanged since the last upload is not sent again. A failure
-        is logged; the run's next render sends what is missing."""
+        its marker last; what is unchanged since the last upload is not sent again. Whether
+        all of it is there now: a failure is logged, and the caller tries again."""
         run = "" if run == "." else run  # the mirror's root is the run itself
         run_url = self.url.child(run) if run else self.url
         target = run_url.child(self._rules.report_dir)
@@ -145,7 +149,7 @@ class Mirror:
             names = sorted(entry.name for entry in os.scandir(report) if entry.is_file())
         except OSError as exc:
             logger.error("%s: report not uploaded: %s", target, exc)
-            return
+            return False
         last = self._rules.report_last
         names = [name for name in names if name != last] + ([last] if last in names else [])
         with self._lock:
@@ -164,7 +168,20 @@ class Mirror:
                     self._seen[key] = (int(uploaded.size or 0), int(uploaded.mtime_ns or 0))
                 except OSError as exc:
                     logger.error("%s: report not uploaded: %s", target.child(name), exc)
-                    return  # the marker is never sent without the files before it
+                    return False  # the marker is never sent without the files before it
+        return True
+
+    def _forget_unsent_renders(self, present: set[str]) -> None:
+        """At the first sync, remove the render markers this mirror holds that the store does
+        not (a daemon stopped before it uploaded them): the store is the truth, so those runs
+        are rendered and sent again rather than taken as done."""
+        marker = f"{self._rules.report_dir}/{self._rules.report_last}"
+        for local in self.root.rglob(marker):
+            name = local.relative_to(self.root).as_posix()
+            if name not in present:
+                logger.info("%s: its report never reached the store; rendering it again", name)
+                with suppress(OSError):
+                    local.unlink()
 
     def _fetch(self, change: tuple[str, Stamp]) -> OSError | None:
         """Download one object whole into a hidden temp file given the object's time, then
@@ -200,19 +217,61 @@ class Mirror:
 
 class StoreRemote:
     """Runs on an object store: a lease per run keeps daemons apart, and reports go back beside
-    the run (`publish`) or stay where the daemon's --output puts them."""
+    the run (`publish`) or stay where the daemon's --output puts them.
 
-    def __init__(self, mirror: Mirror, leases: Claims, publish: bool) -> None:
+    Uploads are a thread's work, never the daemon loop's: a store that hangs holds up reports,
+    not renders or the systemd watchdog. A report that could not be sent is tried again every
+    `retry` seconds until it is."""
+
+    def __init__(self, mirror: Mirror, leases: Claims, publish: bool, retry: float) -> None:
         self._mirror = mirror
         self._leases = leases
         self._publish = publish
+        self._retry = retry
+        self._pending: dict[str, Path] = {}  # run -> its report folder, not yet on the store
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._upload, name="lossreport-uploader")
+        self._thread.daemon = True
+        if publish:
+            self._thread.start()
 
     def claim(self, run: str) -> bool:
         return self._leases.claim(run)
 
     def rendered(self, run: str, report: Path) -> None:
         if self._publish:
-            self._mirror.rendered(run, report)
+            with self._lock:
+                self._pending[run] = report
+            self._wake.set()
+
+    def close(self, timeout: float) -> None:
+        """Send what is pending, waiting at most `timeout` seconds."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._pending:
+            logger.error(
+                "%d reports not sent to the store; they are sent when the daemon starts again",
+                len(self._pending),
+                extra={"event": "reports_unsent"},
+            )
+
+    def _upload(self) -> None:
+        while True:
+            self._wake.wait(self._retry)
+            self._wake.clear()
+            with self._lock:
+                pending = list(self._pending.items())
+            for run, report in pending:
+                if self._mirror.rendered(run, report):
+                    with self._lock:
+                        if self._pending.get(run) == report:
+                            del self._pending[run]
+            if self._stopping.is_set():
+                return
 
 
 def _plain(part: str) -> bool:
