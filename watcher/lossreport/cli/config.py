@@ -200,6 +200,8 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "workers": ("workers", _int_in(1, MAX_WORKERS)),
         "idle_restart": ("idle_restart", _duration),
         "output": ("output", lambda value: Path(_of(str)(value))),
+        "mirror": ("mirror", lambda value: Path(_of(str)(value))),
+        "lease": ("lease", _duration),
         "series": ("series", _patterns),
         "exclude_series": ("exclude_series", _patterns),
     },
@@ -220,6 +222,7 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "host": ("host", _of(str)),
         "port": ("port", _int_in(0, MAX_PORT)),
         "output": ("output", lambda value: Path(_of(str)(value))),
+        "mirror": ("mirror", lambda value: Path(_of(str)(value))),
     },
     # and the rules, read by alerts/rules.py
     "alerts": {
