@@ -167,14 +167,18 @@ def test_bad_durations_say_what_is_wrong(text: str) -> None:
 
 
 def test_watch_flags_default_to_what_the_daemon_does_unasked(tmp_path: Path) -> None:
-    from lossreport.cli.main import _parser
+    from lossreport.cli.main import _parser, poll_interval
+    from lossreport.cli.stores import POLL_SECONDS
     from lossreport.daemon.options import WatchOptions
     from lossreport.delivery.smtp import SmtpSettings
 
     args = _parser({}).parse_args(["watch", str(tmp_path)])
     daemon, smtp = WatchOptions(), SmtpSettings()
-    for flag in ("poll", "poll_interval", "rescan_every", "stale_after", "live_every"):
+    for flag in ("poll", "rescan_every", "stale_after", "live_every"):
         assert getattr(args, flag) == getattr(daemon, flag), flag
+    assert poll_interval(args) == daemon.poll_interval
+    on_a_store = _parser({}).parse_args(["watch", "s3://runs-bucket/sae"])
+    assert poll_interval(on_a_store) == POLL_SECONDS  # a listing costs requests: less often
     assert (args.workers, args.idle_restart, args.email_retry) == (
         daemon.workers,
         daemon.idle_restart,

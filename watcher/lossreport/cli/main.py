@@ -500,13 +500,20 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def poll_interval(args: argparse.Namespace) -> float:
+    """--poll-interval, or its default for the kind of RUNS_DIR: a store's listing costs
+    requests, a folder's a few stats."""
+    if args.poll_interval is not None:
+        return float(args.poll_interval)
+    return WATCH.poll_interval if isinstance(args.runs_dir, Path) else stores.POLL_SECONDS
+
+
 def _watch(args: argparse.Namespace) -> int:
     from ..daemon.watch import Watcher
 
     options = WatchOptions(
         poll=args.poll,
-        poll_interval=args.poll_interval
-        or (WATCH.poll_interval if isinstance(args.runs_dir, Path) else stores.POLL_SECONDS),
+        poll_interval=poll_interval(args),
         rescan_every=args.rescan_every,
         stale_after=args.stale_after,
         live_every=args.live_every,
