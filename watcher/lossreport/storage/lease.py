@@ -26,9 +26,8 @@ from . import s3
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = (
-    600.0  # a render takes seconds; a daemon that died frees its runs after this
-)
+# A render takes seconds; the runs of a daemon that died are free again after this.
+DEFAULT_LEASE_SECONDS = 600.0
 
 
 def _client() -> Any:
@@ -41,7 +40,7 @@ def _client() -> Any:
         ) from None
     config = Config(
         connect_timeout=s3.CONNECT_TIMEOUT_SECONDS,
-        read_timeout=s3.REQUEST_TIMEOUT_SECONDS,
+        read_timeout=s3.request_timeout(),
         retries={"max_attempts": s3.MAX_ATTEMPTS, "mode": "standard"},
     )
     return boto3.client("s3", config=config)
@@ -59,12 +58,20 @@ class Leases:
         self._client = _client()
 
     def claim(self, run: str) -> bool:
-        """True when this daemon holds `run`'s lease now (taken, taken over, or renewed)."""
+        """True when this daemon holds `run`'s lease now (taken, taken over, or renewed).
+        Raises OSError, naming the lease, when the store cannot be asked."""
+        from botocore.exceptions import BotoCoreError, ClientError  # there: _client() was made
+
         key = self.url.child(run).child(self.name).key
-        errors = self._client.exceptions
+        try:
+            return self._claim(key)
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"{s3.SCHEME}{self.url.bucket}/{key}: lease not taken: {exc}") from exc
+
+    def _claim(self, key: str) -> bool:
         try:
             found = self._client.get_object(Bucket=self.url.bucket, Key=key)
-        except errors.NoSuchKey:
+        except self._client.exceptions.NoSuchKey:
             return self._put(key, IfNoneMatch="*")
         try:
             held = json.loads(found["Body"].read(4096))
@@ -94,15 +101,17 @@ class Leases:
         return self.enforced
 
     def _put(self, key: str, **condition: str) -> bool:
+        from botocore.exceptions import ClientError
+
         body = json.dumps({"owner": self.owner, "expires": time.time() + self.seconds})
         try:
             self._client.put_object(Bucket=self.url.bucket, Key=key, Body=body, **condition)
-        except self._client.exceptions.ClientError as exc:
+        except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
-            if code == "NotImplemented":  # a store without conditional writes
-                self._client.put_object(Bucket=self.url.bucket, Key=key, Body=body)
-                return True
-            raise OSError(f"{s3.SCHEME}{self.url.bucket}/{key}: lease not written: {exc}") from exc
+            if code != "NotImplemented":
+                raise
+            # A store without conditional writes: `check` has said the lease is advisory.
+            self._client.put_object(Bucket=self.url.bucket, Key=key, Body=body)
         return True

@@ -33,7 +33,8 @@ SCHEME = "s3://"
 # retries a failed request (a 5xx, a reset, a timeout) up to MAX_ATTEMPTS times, backing off.
 # LOSSREPORT_S3_TIMEOUT (seconds) sets the second for a store known to be slow.
 CONNECT_TIMEOUT_SECONDS = 5.0
-REQUEST_TIMEOUT_SECONDS = float(os.environ.get("LOSSREPORT_S3_TIMEOUT") or 30.0)
+REQUEST_TIMEOUT_SECONDS = 30.0
+TIMEOUT_VARIABLE = "LOSSREPORT_S3_TIMEOUT"
 MAX_ATTEMPTS = 3
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -76,6 +77,21 @@ class StoreUrl:
         return SCHEME + self.path
 
 
+def request_timeout() -> float:
+    """REQUEST_TIMEOUT_SECONDS, or LOSSREPORT_S3_TIMEOUT's seconds (InvalidInputError naming
+    the variable when it is not a positive number)."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return REQUEST_TIMEOUT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise InvalidInputError(f"{TIMEOUT_VARIABLE}={text!r}: not a positive number of seconds")
+    return seconds
+
+
 def endpoint() -> str | None:
     """The AWS SDKs' endpoint variables, which pyarrow's constructor does not read itself."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -91,7 +107,7 @@ def filesystem() -> pafs.S3FileSystem:
         endpoint_override=host.rstrip("/") if host else None,
         scheme=scheme,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        request_timeout=REQUEST_TIMEOUT_SECONDS,
+        request_timeout=request_timeout(),
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
     )
 
@@ -167,9 +183,9 @@ class ObjectFolder:
         return str(self.url.child(name))
 
     def create(self, name: str, data: bytes) -> None:
-        """The store cannot refuse an existing key through pyarrow; the writer token in a
-        shard's name is what keeps two writers apart (a 1 in 2**32 clash), this check only
-        catches a token drawn twice by one process's resumes."""
+        """Refuses a name already there. pyarrow cannot ask the store to refuse it in the same
+        request, so two writers choosing one name in the same instant are kept apart only by
+        the writer token in a shard's name (a 1 in 2**32 clash)."""
         path = self.url.child(name).path
         if info(path).type != pafs.FileType.NotFound:
             raise FileExistsError(17, "exists; not replaced", SCHEME + path)
