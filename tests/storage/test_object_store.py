@@ -144,6 +144,30 @@ def test_trainers_write_and_a_daemon_renders_each_finished_run_once(
     assert "0 to render" in again.stdout + again.stderr
 
 
+def test_a_trainer_closing_on_a_store_renders_its_report_there_when_asked(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    """report_on_close=True: the feature document's report at the end of training, made by a
+    `lossreport render s3://...` child and written back beside the run."""
+    server, _proxy = store
+    client = boto(server.url)
+    url = f"s3://{bucket}/runs"
+    process = trainer(
+        url,
+        "closing",
+        server.url,
+        *("--steps", "120", "--report-on-close", "true"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err
+    assert "Saved HTML report to:" in out  # the console block, relayed from the child
+    assert marker_statuses(client, bucket) == {"closing": "completed"}
+    names = keys(client, bucket, "runs/closing/loss_graphs/")
+    assert any(name.endswith(".html") for name in names)
+    assert (tmp_path / "cache" / "lossreport" / "s3" / bucket / "runs" / "closing").is_dir()
+
+
 def test_a_killed_trainer_is_rendered_stalled_with_every_row_it_wrote(
     store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
 ) -> None:

@@ -144,10 +144,10 @@ def holds_inputs(parts: Sequence[str]) -> bool:
 def is_mirrored(parts: Sequence[str], reports: bool = False) -> bool:
     """Whether a daemon's local mirror of an object store copies down the object at `parts`
     (its path under the watched prefix): runs' inputs and render markers; not reports,
-    lossreport's own files, shards set aside by clear_loss_history(), or files beside the runs
-    (the runs folder itself is no run: the daemon's index.html there is its own). With
-    `reports`, for a server that shows them, the reports' files too."""
-    if len(parts) < 2:
+    lossreport's own files, shards set aside by clear_loss_history(), or an index.html beside
+    the runs (the daemon's own is there). With `reports`, for a server that shows them, the
+    reports' files too."""
+    if tuple(parts) == (INDEX_FILE,):
         return False
     if len(parts) >= 3 and parts[-2] == GRAPHS_DIR:
         wanted = parts[-1] == MARKER or (reports and not parts[-1].startswith("."))
