@@ -70,6 +70,18 @@ def trainer(url: str, run_id: str, endpoint: str, *args: str, **env: str) -> sub
     )
 
 
+def store_daemon(
+    url: str, tmp_path: Path, endpoint: str, *args: str, name: str = "daemon", **env: str
+) -> Daemon:
+    """`lossreport watch URL` polling every 0.3 s, its mirror and log under `tmp_path`."""
+    return Daemon(
+        url,
+        *("--mirror", str(tmp_path / f"{name}-mirror"), "--poll-interval", "0.3", *args),
+        log=tmp_path / f"{name}.log",
+        env=client_env(endpoint, **env),
+    )
+
+
 def shard_table(client: Any, bucket: str, run: str) -> Any:
     """Every row the run's shards on the store hold, read as the renderer reads them."""
     import pyarrow as pa
@@ -100,12 +112,7 @@ def test_trainers_write_and_a_daemon_renders_each_finished_run_once(
     server, proxy = store
     client = boto(server.url)
     url = f"s3://{bucket}/runs"
-    daemon = Daemon(
-        url,
-        *("--mirror", str(tmp_path / "mirror"), "--poll-interval", "0.3", "--no-alerts"),
-        log=tmp_path / "daemon.log",
-        env=client_env(proxy.url),
-    )
+    daemon = store_daemon(url, tmp_path, proxy.url, "--no-alerts")
     try:
         trainers = [
             trainer(url, run, proxy.url, "--steps", "300", "--flush-every", "40")
@@ -183,12 +190,7 @@ def test_a_killed_trainer_is_rendered_stalled_with_every_row_it_wrote(
     wait_for(lambda: shard_table(client, bucket, "victim").num_rows == 200, timeout=60)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
-    daemon = Daemon(
-        url,
-        *("--mirror", str(tmp_path / "mirror"), "--poll-interval", "0.3", "--stale-after", "2s"),
-        log=tmp_path / "daemon.log",
-        env=client_env(proxy.url),
-    )
+    daemon = store_daemon(url, tmp_path, proxy.url, "--stale-after", "2s")
     want = {"finished": "completed", "victim": "stalled"}
     try:
         wait_for(lambda: marker_statuses(client, bucket) == want, timeout=90)
@@ -209,12 +211,7 @@ def test_a_failing_store_loses_no_value_and_stops_neither_trainer_nor_daemon(
     server, proxy = store
     client = boto(server.url)
     url = f"s3://{bucket}/runs"
-    daemon = Daemon(
-        url,
-        *("--mirror", str(tmp_path / "mirror"), "--poll-interval", "0.3", "--no-alerts"),
-        log=tmp_path / "daemon.log",
-        env=client_env(proxy.url, LOSSREPORT_S3_TIMEOUT="1"),
-    )
+    daemon = store_daemon(url, tmp_path, proxy.url, "--no-alerts", LOSSREPORT_S3_TIMEOUT="1")
     daemon.wait_for_event("scan")  # started: the outages come while it watches
     steps = 1200
     process = trainer(
@@ -254,13 +251,7 @@ def test_two_daemons_on_one_bucket_render_each_run_once(
     client = boto(server.url)
     url = f"s3://{bucket}/runs"
     daemons = [
-        Daemon(
-            url,
-            *("--mirror", str(tmp_path / f"mirror{n}"), "--poll-interval", "0.2", "--no-alerts"),
-            log=tmp_path / f"daemon{n}.log",
-            env=client_env(server.url),
-        )
-        for n in range(2)
+        store_daemon(url, tmp_path, server.url, "--no-alerts", name=f"daemon{n}") for n in range(2)
     ]
     runs = [f"run{n}" for n in range(6)]
     try:
