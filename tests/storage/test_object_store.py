@@ -244,6 +244,44 @@ def test_a_failing_store_loses_no_value_and_stops_neither_trainer_nor_daemon(
     assert [event["run"] for event in daemon.events("rendered")] == ["weathered"]
 
 
+def test_a_store_down_for_long_holds_bounded_rows_and_counts_the_rest(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    """As a full disk: rows wait in memory up to max_unwritten_rows, older ones are dropped and
+    counted, and run.json says how many once the store answers again: every row logged is
+    either on the store or counted."""
+    server, proxy = store
+    client = boto(server.url)
+    url = f"s3://{bucket}/runs"
+    steps, kept = 400, 100
+    process = trainer(
+        url,
+        "outage",
+        proxy.url,
+        *("--steps", str(steps), "--flush-every", "50", "--flush-secs", "0.1"),
+        *("--step-delay", "0.005", "--max-unwritten-rows", str(kept), "--then", "wait"),
+        LOSSREPORT_S3_TIMEOUT="1",
+    )
+    errors: list[str] = []
+    threading.Thread(target=lambda: errors.extend(process.stderr or ()), daemon=True).start()
+    wait_for(lambda: keys(client, bucket, "runs/outage/losses/"), timeout=60)
+    proxy.set_mode("down")
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"logged {steps}"  # trained on, meanwhile
+        wait_for(lambda: any("rows dropped" in line for line in errors), timeout=60)
+    finally:
+        proxy.set_mode("pass")
+    process.stdin.close()  # type: ignore[union-attr]  # the trainer closes the run
+    assert process.wait(timeout=120) == 0, "".join(errors)
+    record = json.loads(client.get_object(Bucket=bucket, Key="runs/outage/run.json")["Body"].read())
+    counted = re.search(r"(\d+) logged rows could not be written", record["error"] or "")
+    assert counted is not None, record
+    table = shard_table(client, bucket, "outage")
+    assert table.num_rows + int(counted[1]) == steps
+    assert table.column("step").to_pylist()[-kept:] == list(range(steps - kept, steps))
+
+
 def test_two_daemons_on_one_bucket_render_each_run_once(
     store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
 ) -> None:

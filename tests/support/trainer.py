@@ -3,6 +3,7 @@
     python -m tests.support.trainer RUNS_DIR RUN_ID --steps N [--flush-every K] [--then wait|exit]
                                     [--start S] [--step-delay SECONDS]
                                     [--report-on-close auto|true|false] [--diverge-from S]
+                                    [--flush-secs SECONDS] [--max-unwritten-rows N]
 
 Prints "logged N" after the last step; with `--then wait` it then blocks until stdin closes or
 a signal arrives, so a test can signal a trainer whose rows it knows exactly.
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--flush-every", type=int, default=100)
     parser.add_argument("--flush-secs", type=float, default=60.0)
+    parser.add_argument("--max-unwritten-rows", type=int, default=2_000_000)
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--then", choices=["wait", "exit"], default="exit")
     parser.add_argument("--report-on-close", choices=["auto", "true", "false"], default="auto")
@@ -59,6 +61,7 @@ def main() -> None:
         run_id=args.run_id,
         flush_every=args.flush_every,
         flush_secs=args.flush_secs,
+        max_unwritten_rows=args.max_unwritten_rows,
         report_on_close=report_on_close,
     )
     with run:

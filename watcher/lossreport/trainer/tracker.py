@@ -300,7 +300,10 @@ class Run:
         self._flusher.stop()
         lost = self._flusher.unwritten_rows + self._flusher.dropped_rows
         if lost:  # recorded for the report; training itself is not interrupted for it
-            note = f"{lost} logged rows could not be written (the disk was full or unwritable)"
+            note = (
+                f"{lost} logged rows could not be written "
+                "(their disk or store was full, unwritable or unreachable)"
+            )
             logger.error("%s: %s", self.path, note)
             error = f"{error}; {note}" if error else note
         if self._record is not None:
