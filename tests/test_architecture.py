@@ -215,4 +215,4 @@ def test_only_storage_talks_to_object_stores() -> None:
                     names = [f"{node.module}.{name}" for name in names]
                 if any(name.startswith("pyarrow.fs") for name in names):
                     users.append(str(path.relative_to(PACKAGE)))
-    assert sorted(set(users)) == ["storage/mirror.py", "storage/s3.py"]
+    assert sorted(set(users)) == ["storage/s3.py"]

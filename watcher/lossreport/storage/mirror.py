@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import pyarrow.fs as pafs
-
 from . import s3
 from .local import MAX_SHARD_BYTES
 
@@ -75,7 +73,7 @@ class MirrorRules:
 
 @dataclass
 class SyncResult:
-    listed: int = 0
+    listed: int = 0  # objects under the prefix: a LIST request per 1,000
     fetched: int = 0
     removed: int = 0
     failed: int = 0
@@ -100,14 +98,14 @@ class Mirror:
         the next poll; a failed listing raises OSError (the store is down: nothing is removed)."""
         started = time.monotonic()
         result = SyncResult()
-        listed = s3.listing(self.url, recursive=True)
-        result.listed = len(listed)
+        listed = [item for item in s3.listing(self.url, recursive=True) if item.is_file]
+        result.listed = len(listed)  # objects: the folders pyarrow infers from keys are not
         prefix = f"{self.url.path}/"
         present: set[str] = set()
         changed: list[tuple[str, Stamp]] = []
         with self._lock:
             for item in listed:
-                if item.type != pafs.FileType.File or not item.path.startswith(prefix):
+                if not item.path.startswith(prefix):
                     continue
                 name = item.path[len(prefix) :]
                 parts = tuple(name.split("/"))
