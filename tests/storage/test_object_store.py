@@ -282,6 +282,24 @@ def test_a_store_down_for_long_holds_bounded_rows_and_counts_the_rest(
     assert table.column("step").to_pylist()[-kept:] == list(range(steps - kept, steps))
 
 
+def test_a_trainer_started_while_the_store_is_down_waits_for_it_then_trains(
+    store: tuple[MotoServer, FaultProxy], bucket: str
+) -> None:
+    """A blip at a job's start must not fail the job; bad credentials do, at once (below)."""
+    server, proxy = store
+    proxy.set_mode("down")
+    try:
+        process = trainer(f"s3://{bucket}/runs", "patient", proxy.url, "--steps", "50")
+        assert process.stderr is not None
+        waiting = process.stderr.readline()
+        assert "the store cannot be reached, trying again" in waiting, waiting
+    finally:
+        proxy.set_mode("pass")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert shard_table(boto(server.url), bucket, "patient").num_rows == 50
+
+
 def test_two_daemons_on_one_bucket_render_each_run_once(
     store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
 ) -> None:

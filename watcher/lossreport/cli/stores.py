@@ -53,9 +53,11 @@ def synced_mirror(
         raise InvalidInputError(f"{root}: cannot hold the mirror of {url} ({exc})") from exc
     mirror = Mirror(url, root, rules)
     try:
-        if not s3.bucket_exists(url.bucket):
+        if not s3.patiently(lambda: s3.bucket_exists(url.bucket), str(url)):
             raise RunDirectoryError(str(url), f"there is no bucket {url.bucket!r}")
-        result = mirror.sync()
+        result = s3.patiently(mirror.sync, str(url))
+    except RunDirectoryError:
+        raise
     except OSError as exc:
         raise RunDirectoryError(str(url), f"cannot be listed: {exc}") from exc
     if result.listed == 0 and not empty_ok:
@@ -121,7 +123,7 @@ def store_remote(
     logging.getLogger("botocore").setLevel(logging.WARNING)  # else a line per client made
     leases = Leases(mirror.url, runformat.LEASE_FILE, lease_seconds)
     try:
-        leases.check()
+        s3.patiently(leases.check, str(mirror.url))
     except Exception as exc:  # botocore's errors are many and not OSErrors
         raise RunDirectoryError(str(mirror.url), f"cannot write a lease there: {exc}") from exc
     return storage.mirror.StoreRemote(mirror, leases, publish, retry)

@@ -19,6 +19,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidInputError
@@ -60,13 +61,22 @@ class Leases:
     def claim(self, run: str) -> bool:
         """True when this daemon holds `run`'s lease now (taken, taken over, or renewed).
         Raises OSError, naming the lease, when the store cannot be asked."""
+        key = self.url.child(run).child(self.name).key
+        return self._asking(key, lambda: self._claim(key))
+
+    def _asking(self, key: str, request: Callable[[], bool]) -> bool:
+        """`request()`, with botocore's errors as OSErrors naming the lease: PermissionError
+        for a refusal (403), so that only an unreachable store is waited for."""
         from botocore.exceptions import BotoCoreError, ClientError  # there: _client() was made
 
-        key = self.url.child(run).child(self.name).key
         try:
-            return self._claim(key)
+            return request()
         except (BotoCoreError, ClientError) as exc:
-            raise OSError(f"{s3.SCHEME}{self.url.bucket}/{key}: lease not taken: {exc}") from exc
+            where = f"{s3.SCHEME}{self.url.bucket}/{key}"
+            status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 403:
+                raise PermissionError(13, f"lease refused: {exc}", where) from exc
+            raise OSError(f"{where}: lease not taken: {exc}") from exc
 
     def _claim(self, key: str) -> bool:
         try:
@@ -85,6 +95,9 @@ class Leases:
     def check(self) -> bool:
         """Whether the store refuses a conditional PUT that must fail; logs when it does not."""
         key = self.url.child(f".lossreport-lease-probe-{secrets.token_hex(6)}").key
+        return self._asking(key, lambda: self._check(key))
+
+    def _check(self, key: str) -> bool:
         try:
             first = self._put(key, IfNoneMatch="*")
             second = self._put(key, IfNoneMatch="*")

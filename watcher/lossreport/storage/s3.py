@@ -15,18 +15,21 @@ is how a poller skips what did not change.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 import pyarrow.fs as pafs
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MalformedRunFileError
 
 SCHEME = "s3://"
 # A request that connects but is then answered by nobody gives up after this long; the SDK
@@ -36,7 +39,14 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 TIMEOUT_VARIABLE = "LOSSREPORT_S3_TIMEOUT"
 MAX_ATTEMPTS = 3
+# A trainer's start and a daemon's start wait this long for a store that cannot be reached (a
+# restart, a blip), rather than failing a job for a few seconds' outage.
+START_PATIENCE_SECONDS = 60.0
+T = TypeVar("T")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+logger = logging.getLogger(__name__)
 
 
 def is_store_url(text: str) -> bool:
@@ -126,6 +136,32 @@ def _explained(path: str) -> Iterator[None]:
                 SCHEME + path,
             ) from exc
         raise
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the store could not be reached or answered with an error of its own
+    (a 5xx, a timeout, a refused connection), rather than refusing: bad credentials, no bucket,
+    no such object, a malformed document."""
+    if not isinstance(exc, OSError) or isinstance(exc, MalformedRunFileError):
+        return False
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    return not isinstance(cause, PermissionError | FileNotFoundError | MalformedRunFileError)
+
+
+def patiently(action: Callable[[], T], where: str) -> T:
+    """`action()`, tried again with backoff for up to START_PATIENCE_SECONDS while the store
+    is `unreachable`; anything else is raised at once."""
+    deadline = time.monotonic() + START_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except OSError as exc:
+            if not unreachable(exc) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s: the store cannot be reached, trying again: %s", where, exc)
+        time.sleep(delay)  # a start waits; nothing else is held up meanwhile
+        delay = min(delay * 2, 8.0)
 
 
 def info(path: str) -> pafs.FileInfo:

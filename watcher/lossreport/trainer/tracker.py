@@ -19,10 +19,11 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from time import time as _now
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import runformat, storage
 from ..clock import utc_time
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_FLUSH_EVERY = 1000
 DEFAULT_FLUSH_SECS = 10.0
@@ -126,14 +128,17 @@ def start_run(
     record, warned = None, False
     if rank in (None, 0):  # rank 0 alone owns run.json
         live_secs = max(LIVE_WRITER_SECS, 3 * flush_secs)
-        record, warned = _new_or_resumed_record(
-            folder, run_id, model, hook, architecture, config, live_secs
+        record, warned = _patiently(
+            folder,
+            lambda: _new_or_resumed_record(
+                folder, run_id, model, hook, architecture, config, live_secs
+            ),
         )
-    _prepare_directory(folder)
+    _patiently(folder, lambda: _prepare_directory(folder))
     if record is None:  # every rank writes shards
         return Run(folder, None, run_id=run_id, rank=rank, writes_shards=True, **settings)
     try:
-        runformat.write_run_file(folder, record)
+        _patiently(folder, lambda: runformat.write_run_file(folder, record))
     except OSError as exc:
         raise RunDirectoryError(
             str(folder), f"cannot write run.json ({exc.strerror or exc})"
@@ -466,6 +471,13 @@ def _run_folder(runs_dir: str | os.PathLike[str], name: str) -> storage.RunFolde
     if storage.s3.is_store_url(text):
         return storage.s3.ObjectFolder(storage.s3.StoreUrl.parse(text).child(name))
     return storage.LocalFolder(Path(text) / name)
+
+
+def _patiently(folder: storage.RunFolder, action: Callable[[], T]) -> T:
+    """On a store, a start waits out an outage of up to a minute; a disk is asked once."""
+    if isinstance(folder, storage.LocalFolder):
+        return action()
+    return storage.s3.patiently(action, str(folder))
 
 
 def _prepare_directory(folder: storage.RunFolder) -> None:
