@@ -352,6 +352,8 @@ def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_once_expired(bucke
     assert holder.claim("r1")
     assert not other.claim("r1")
     assert holder.claim("r1")  # its own: renewed
+    restarted = Leases(url, runformat.LEASE_FILE, owner=holder.owner)  # its mirror says who
+    assert restarted.claim("r1")  # a restarted daemon takes its leases back at once
     short = Leases(url, runformat.LEASE_FILE, seconds=-1)  # expired as soon as written
     assert short.claim("r2")
     assert other.claim("r2")  # taken over

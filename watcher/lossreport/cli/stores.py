@@ -73,6 +73,20 @@ def synced_mirror(
     return mirror
 
 
+def _lease_owner(root: Path) -> str:
+    """Who the daemon on the mirror `root` is, kept there: restarted (systemd, a crash), it is
+    the same daemon and takes back its leases, instead of waiting --lease for them to expire."""
+    from ..storage.lease import new_owner
+
+    path = root / runformat.LEASE_OWNER_FILE
+    try:
+        return storage.read_bytes(path, 256).decode().strip() or new_owner()
+    except (OSError, UnicodeDecodeError):
+        owner = new_owner()
+        storage.atomic_write(path, owner.encode())
+        return owner
+
+
 class Poller(threading.Thread):
     """Syncs `mirror` every `interval` seconds until `stop` is set. A store that is down is
     logged once when it goes and once when it is back; the daemon keeps rendering what it has."""
@@ -121,7 +135,8 @@ def store_remote(
     from ..storage.lease import Leases
 
     logging.getLogger("botocore").setLevel(logging.WARNING)  # else a line per client made
-    leases = Leases(mirror.url, runformat.LEASE_FILE, lease_seconds)
+    owner = _lease_owner(mirror.root)
+    leases = Leases(mirror.url, runformat.LEASE_FILE, lease_seconds, owner)
     try:
         s3.patiently(leases.check, str(mirror.url))
     except Exception as exc:  # botocore's errors are many and not OSErrors

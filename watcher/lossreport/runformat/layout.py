@@ -43,8 +43,10 @@ MARKER = ".lossreport-rendered.json"  # in loss_graphs/: what the last render sa
 LOCK_FILE = ".lossreport-render.lock"
 STAGE_PREFIXES = (f".{GRAPHS_DIR}.new-", f".{GRAPHS_DIR}.old-")  # a render's new and old folders
 SENT_FILE = ".lossreport-mailed.json"
-# On an object store: which daemon renders the run now (storage/lease.py)
+# On an object store: which daemon renders the run now (storage/lease.py), and in a daemon's
+# mirror, who it is: a daemon restarted on the same mirror takes its leases back at once.
 LEASE_FILE = ".lossreport-lease.json"
+LEASE_OWNER_FILE = ".lossreport-lease-owner"
 ALERTS_FILE = ".lossreport-alerts.json"  # the alerts raised while the run trained (alertlog.py)
 # What a source has converted from another tool's logs, kept so it is parsed once (sources/).
 CACHE_DIR = ".lossreport-cache"

@@ -47,14 +47,26 @@ def _client() -> Any:
     return boto3.client("s3", config=config)
 
 
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{secrets.token_hex(4)}"
+
+
 class Leases:
     """Leases named `name` in each run folder under `url`, held as `owner`."""
 
-    def __init__(self, url: s3.StoreUrl, name: str, seconds: float = DEFAULT_LEASE_SECONDS):
+    def __init__(
+        self,
+        url: s3.StoreUrl,
+        name: str,
+        seconds: float = DEFAULT_LEASE_SECONDS,
+        owner: str | None = None,
+    ) -> None:
+        """`owner`: who this daemon is (`new_owner()` by default); one that keeps it across
+        restarts takes back at once the leases it held when it stopped."""
         self.url = url
         self.name = name
         self.seconds = seconds
-        self.owner = f"{socket.gethostname()}:{secrets.token_hex(4)}"
+        self.owner = owner or new_owner()
         self.enforced = True
         self._client = _client()
 
