@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from .local import atomic_file, atomic_write, make_dir, move_at, opened_dir, read_bytes
+from .local import (
+    atomic_file,
+    atomic_write,
+    made_beneath,
+    make_dir,
+    move_at,
+    opened_dir,
+    read_bytes,
+)
 
 
 class RunFolder(Protocol):
@@ -75,19 +83,12 @@ class LocalFolder:
 
     def move(self, names: Sequence[str], source: str, target: str) -> None:
         """Each folder on the way to `target` is made and opened without following a link."""
-        with opened_dir(self.path / source) as source_fd:
-            parent_fd, made = os.dup(source_fd), PurePosixPath(source)
-            try:
-                for part in PurePosixPath(target).relative_to(source).parts:
-                    made /= part
-                    make_dir(self.path / made, dir_fd=parent_fd)
-                    with opened_dir(self.path / made, dir_fd=parent_fd) as child_fd:
-                        os.close(parent_fd)
-                        parent_fd = os.dup(child_fd)
-                for name in names:
-                    move_at(name, source_fd, parent_fd)
-            finally:
-                os.close(parent_fd)
+        with (
+            opened_dir(self.path / source) as source_fd,
+            made_beneath(self.path, PurePosixPath(target).parts) as target_fd,
+        ):
+            for name in names:
+                move_at(name, source_fd, target_fd)
 
     def prepare(self, subfolder: str) -> None:
         """The runs folder above may be reached through a link; the run folder and `subfolder`

@@ -159,6 +159,22 @@ def opened_beneath(root: Path, parts: Sequence[str]) -> Iterator[int]:
         os.close(fd)
 
 
+@contextmanager
+def made_beneath(root: Path, parts: Sequence[str]) -> Iterator[int]:
+    """`opened_beneath`, making each folder on the way that is missing (never through a
+    link: an entry there that is not a real folder raises UnsafePathError)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            make_dir(root / part, dir_fd=fd)
+            inner = open_dir(Path(part), dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def is_plain_path(root: Path, parts: Sequence[str]) -> bool:
     """Whether every folder of `root/parts...` is a real folder, none a link (checked part by
     part with lstat)."""
@@ -334,6 +350,16 @@ def move_at(name: str, src_fd: int, dst_fd: int, new_name: str | None = None) ->
 def remove_at(name: str, dir_fd: int) -> None:
     """Unlink `name` in the folder `dir_fd` holds (a link is removed, never followed)."""
     os.unlink(name, dir_fd=dir_fd)
+
+
+def remove_empty_at(name: str, dir_fd: int) -> bool:
+    """rmdir `name` in the folder `dir_fd` holds, if it is an empty folder (rmdir never follows
+    a link); whether it was removed."""
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
 
 
 def remove_tree_at(name: str, dir_fd: int) -> None:

@@ -17,18 +17,24 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from . import s3
-from .local import MAX_SHARD_BYTES
+from .local import (
+    MAX_SHARD_BYTES,
+    atomic_file,
+    made_beneath,
+    opened_beneath,
+    read_bytes,
+    remove_at,
+    remove_empty_at,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +150,7 @@ class Mirror:
         run_url = self.url.child(run) if run else self.url
         target = run_url.child(self._rules.report_dir)
         try:
-            names = sorted(entry.name for entry in os.scandir(report) if entry.is_file())
+            names = sorted(e.name for e in os.scandir(report) if e.is_file(follow_symlinks=False))
         except OSError as exc:
             logger.error("%s: report not uploaded: %s", target, exc)
             return False
@@ -158,7 +164,7 @@ class Mirror:
                     stamp = (info.st_size, info.st_mtime_ns)
                     if self._sent.get(str(local)) == stamp:
                         continue
-                    s3.put(target.child(name).path, local.read_bytes())
+                    s3.put(target.child(name).path, read_bytes(local, MAX_SHARD_BYTES))
                     self._sent[str(local)] = stamp
                     # Sent by this mirror: the next poll must not fetch it back over the local copy.
                     uploaded = s3.info(target.child(name).path)
@@ -173,44 +179,46 @@ class Mirror:
         """At the first sync, remove the render markers this mirror holds that the store does
         not (a daemon stopped before it uploaded them): the store is the truth, so those runs
         are rendered and sent again rather than taken as done."""
-        marker = f"{self._rules.report_dir}/{self._rules.report_last}"
-        for local in self.root.rglob(marker):
-            name = local.relative_to(self.root).as_posix()
+        for folder, _, files in os.walk(self.root):  # links to folders are not entered
+            if Path(folder).name != self._rules.report_dir or self._rules.report_last not in files:
+                continue
+            name = (Path(folder) / self._rules.report_last).relative_to(self.root).as_posix()
             if name not in present:
                 logger.info("%s: its report never reached the store; rendering it again", name)
-                with suppress(OSError):
-                    local.unlink()
+                self._remove(name, prune=False)
 
     def _fetch(self, change: tuple[str, Stamp]) -> OSError | None:
-        """Download one object whole into a hidden temp file given the object's time, then
-        move it into place; the error, if it failed."""
+        """Download one object whole into a temp file given the object's time, moved into
+        place (storage's `atomic_file`, in folders made and opened without following a link);
+        the error, if it failed."""
         name, (_, written) = change
-        path = self.root / name
-        tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(4)}.tmp"
+        *folders, file_name = name.split("/")
         try:
             data = s3.get(self.url.child(name).path, MAX_SHARD_BYTES)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            os.utime(tmp, ns=(written, written))
-            os.replace(tmp, path)
+            with (
+                made_beneath(self.root, folders) as fd,
+                atomic_file(Path(file_name), dir_fd=fd) as handle,
+            ):
+                handle.write(data)
+                os.utime(handle.fileno(), ns=(written, written))
         except OSError as exc:
-            with suppress(OSError):
-                tmp.unlink()
             return exc
         return None
 
-    def _remove(self, name: str) -> None:
-        """Remove a fetched file gone from the store, and the folders it leaves empty."""
-        path = self.root / name
-        with suppress(OSError):
-            path.unlink()
-        for parent in path.parents:
-            if parent == self.root:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+    def _remove(self, name: str, prune: bool = True) -> None:
+        """Remove a fetched file gone from the store and, with `prune`, the folders it leaves
+        empty; each folder is opened without following a link."""
+        *folders, file_name = name.split("/")
+        try:
+            with opened_beneath(self.root, folders) as fd:
+                remove_at(file_name, fd)
+            while prune and folders:
+                last = folders.pop()
+                with opened_beneath(self.root, folders) as fd:
+                    if not remove_empty_at(last, fd):
+                        return
+        except OSError:
+            return  # gone already, or no longer a plain folder: left alone
 
 
 class StoreRemote:

@@ -246,8 +246,7 @@ class ObjectFolder:
             )
 
     def prepare(self, subfolder: str) -> None:
-        """A listing: a wrong endpoint, a missing bucket or credentials the store refuses fail
-        here, before anything is written."""
+        """One request for the bucket: a wrong endpoint, a missing bucket or credentials the
+        store refuses fail here, before anything is written. A store has no folders to make."""
         if not bucket_exists(self.url.bucket):
             raise FileNotFoundError(2, "no such bucket", SCHEME + self.url.bucket)
-        listing(self.url.child(subfolder), recursive=False)

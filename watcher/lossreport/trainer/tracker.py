@@ -122,7 +122,7 @@ def start_run(
     }
     rank = _distributed_rank()
     run_id = run_id if run_id is not None else _agreed_run_id(model, hook)
-    folder = _run_folder(runs_dir, directory_name(run_id))
+    folder = storage.folder_at(os.path.join(os.fspath(runs_dir), directory_name(run_id)))
     if rank not in (None, 0) and not all_ranks:
         return Run(folder, None, run_id=run_id, rank=rank, **settings)
     record, warned = None, False
@@ -463,14 +463,6 @@ class Run:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _run_folder(runs_dir: str | os.PathLike[str], name: str) -> storage.RunFolder:
-    """Run `name` under `runs_dir`: a local folder, or under an `s3://bucket/prefix`."""
-    text = os.fspath(runs_dir)
-    if storage.s3.is_store_url(text):
-        return storage.s3.ObjectFolder(storage.s3.StoreUrl.parse(text).child(name))
-    return storage.LocalFolder(Path(text) / name)
 
 
 def _patiently(folder: storage.RunFolder, action: Callable[[], T]) -> T:
