@@ -252,6 +252,7 @@ def test_damaged_lines_and_meta_yaml_are_named_and_the_rest_read(
     run_dir = _finished(client)
     metric = run_dir / "metrics" / "aux"
     before = values_of(SOURCE.read_losses(run_dir))
+    garbage_line = metric.read_bytes().count(b"\n") + 1
     with metric.open("a") as handle:
         handle.write("garbage\n")
         handle.write(f"{T0} not-a-number 20\n")
@@ -260,8 +261,8 @@ def test_damaged_lines_and_meta_yaml_are_named_and_the_rest_read(
         handle.write(f"{T0 + 99_000} 8.5 2")  # unfinished: a writer at work
     data = SOURCE.read_losses(run_dir)
     assert data.skipped == [
-        f"{metric}: 3 malformed lines skipped (first: b'garbage'); "
-        "MLflow writes `timestamp value step`"
+        f"{metric}: 3 malformed lines skipped (first: line {garbage_line}: b'garbage'); "
+        "MLflow writes `timestamp value step`, the step a 64-bit integer"
     ]
     assert_same(values_of(data), {**before, "aux": {**before["aux"], 21: 7.5}})
 

@@ -17,10 +17,11 @@ LossReportError                 base: catch this to catch everything lossreport 
     ├── CorruptShardError       a loss shard that is not readable Parquet
     └── UnsafePathError         a symlink, FIFO, device or folder where a file belongs
         └── FileTooLargeError   a file over its documented size limit
+            └── ReadBudgetError  a file that would take its run past its read budget
 
 The ones a library call can raise are exported from `lossreport`; the others (ConfigError,
 MailError, WebhookError, ServeError, DemoError, QueryError) come from the command line's work
-and live here.
+and live here, as does ReadBudgetError: a reader skips and names the file instead.
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ class UnsafePathError(RunDirectoryError):
 
 class FileTooLargeError(UnsafePathError):
     """A file over its documented size limit, not read."""
+
+
+class ReadBudgetError(FileTooLargeError):
+    """A file whose data, once decoded, would take its run past its read budget
+    (storage.budget); not decoded."""
 
 
 def _rebuild_invalid_loss(message: str, key: str) -> InvalidLossError:

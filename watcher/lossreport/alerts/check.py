@@ -69,7 +69,9 @@ class RunChecker:
 
     def check(self, run_dir: Path) -> list[Alert]:
         """The alerts the run's new shards raise. Only unranked and rank-0 shards make the
-        history. A shard that cannot be read is passed over for good (the report names it).
+        history. A shard that cannot be read, or would take more than a run's read budget
+        (storage.budget) once decoded, is passed over for good (the report names it): shards
+        are read one at a time, so a check holds at most one budget's worth.
 
         Raises RunDirectoryError (UnsafePathError among them) when `losses/` cannot be listed.
         """
@@ -82,9 +84,10 @@ class RunChecker:
                 continue
             try:
                 steps, losses = _columns(runformat.read_shard(path))
-            # CorruptShardError is an OSError; ValueError: rows that cannot be told apart
-            except (OSError, ValueError, pa.ArrowException) as exc:
-                logger.debug("alerts pass over an unreadable shard: %s", exc)
+            # CorruptShardError and ReadBudgetError are OSErrors; ArrowException: a value
+            # that cannot be converted (a uint64 step above int64)
+            except (OSError, pa.ArrowException) as exc:
+                logger.info("alerts pass over a shard: %s", exc)
                 continue
             alerts += self._feed(steps, losses)
         return alerts
@@ -110,28 +113,17 @@ class RunChecker:
 
 def _columns(table: pa.Table) -> tuple[IntArray, dict[str, _Values]]:
     """The rows' steps, and per loss its values as float64 with NaN where a row did not log
-    it, and a mask of the rows that did (None: all of them). Rows without a step are dropped;
-    a column that is not a number is not a loss (the report names it)."""
-    names = table.column_names
-    if len(set(names)) != len(names):
-        raise ValueError("a column name is used twice")
-    if runformat.STEP not in names or not pa.types.is_integer(
-        table.schema.field(runformat.STEP).type
-    ):
-        raise ValueError("no integer 'step' column")
+    it, and a mask of the rows that did (None: all of them). Rows without a step are dropped.
+    `table` is as `runformat.read_shard` gives it: an integer `step` and number columns."""
     step = table.column(runformat.STEP)
     if step.null_count:
         table = table.filter(step.is_valid())
     steps = table.column(runformat.STEP).cast(pa.int64()).to_numpy()
     losses: dict[str, _Values] = {}
-    for name in names:
-        column = table.column(name)
-        kind = column.type
-        if name in runformat.RESERVED_COLUMNS or not (
-            pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
-        ):
+    for name in table.column_names:
+        if name in runformat.RESERVED_COLUMNS:
             continue
-        values = column.cast(pa.float64(), safe=False)
+        values = table.column(name).cast(pa.float64(), safe=False)
         logged = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else None
         losses[name] = (values.to_numpy(zero_copy_only=False), logged)
     return steps, losses

@@ -17,7 +17,7 @@ from typing import Any
 import altair as alt
 
 from .. import runformat, sources, storage
-from ..errors import QueryError
+from ..errors import QueryError, ReadBudgetError
 from ..report import pages
 from ..runformat.layout import MAX_RUN_KEY_LENGTH
 from . import assets
@@ -37,7 +37,8 @@ SCRIPT = ("run.js",)
 def read_run(root: Path, cache: SeriesCache, key: str) -> tuple[RunColumns, dict[str, str]] | None:
     """The run `key`'s columns and names, or None when it is no run of the tree. Its folders
     are opened first without following a link, and after reading, the path must still name
-    the folder opened: a link swapped in meanwhile means nothing read is shown."""
+    the folder opened: a link swapped in meanwhile means nothing read is shown. Raises
+    ReadBudgetError for a run over its read budget (`over_budget` answers it)."""
     if not runformat.is_run_name(key):
         return None
     run_dir, parts = root / key, key.split("/")
@@ -56,9 +57,18 @@ def read_run(root: Path, cache: SeriesCache, key: str) -> tuple[RunColumns, dict
             if not storage.still_at(run_dir, fd, root, parts):
                 cache.forget(run_dir)
                 return None
+    except ReadBudgetError:
+        raise
     except OSError:  # missing, or a link on the way
         return None
     return columns, names
+
+
+def over_budget(root: Path, exc: ReadBudgetError) -> Answer:
+    """A run too large to read within its budget: 507 (the server cannot hold it), with the
+    reason, its paths relative to the runs directory."""
+    message = str(exc).replace(f"{root}/", "")
+    return Answer.text(HTTPStatus.INSUFFICIENT_STORAGE, message)
 
 
 def run_page(
@@ -66,7 +76,10 @@ def run_page(
 ) -> Answer:
     """The page of the run `key`; `row`: its catalog row, where it has one (its status);
     `report_url`: where its report is on this server, if it has one."""
-    found = read_run(root, cache, key)
+    try:
+        found = read_run(root, cache, key)
+    except ReadBudgetError as exc:
+        return over_budget(root, exc)
     if found is None:
         return Answer.text(HTTPStatus.NOT_FOUND, f"no run at {key!r}")
     columns, names = found
@@ -107,7 +120,10 @@ def series(root: Path, cache: SeriesCache, params: Params) -> Answer:
     width = one_int(params, "width", 1, MAX_WIDTH, DEFAULT_WIDTH)
     if start is not None and end is not None and start >= end:
         raise QueryError("end", "must be greater than start")
-    found = read_run(root, cache, key)
+    try:
+        found = read_run(root, cache, key)
+    except ReadBudgetError as exc:
+        return over_budget(root, exc)
     if found is None:
         return Answer.text(HTTPStatus.NOT_FOUND, f"no run at {key!r}")
     logged = found[0].losses.get(loss)

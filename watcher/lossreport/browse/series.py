@@ -5,7 +5,9 @@ Each pixel column gets the lowest and the highest value in it, in step order, so
 million steps is drawn however far out the chart is; a range of at most two points per
 column comes back whole, every step. A run is read once (its source's `read_losses`) and kept
 as numpy arrays in a cache bounded by bytes; it is read again when its inputs change, looked
-at no more than every few seconds. A request on a cached run is a binary search and one
+at no more than every few seconds. A run with a file past its read budget (storage.budget) is
+not shown at all (ReadBudgetError, remembered until its inputs change): part of a run's
+curve would pass for all of it. A request on a cached run is a binary search and one
 reduction: milliseconds for a million steps.
 """
 
@@ -24,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import runformat, sources
+from ..errors import ReadBudgetError
 from ..runformat import STEP
 
 logger = logging.getLogger(__name__)
@@ -81,11 +84,14 @@ class SeriesCache:
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
         self._runs: OrderedDict[Path, RunColumns] = OrderedDict()
+        self._refused: dict[Path, tuple[str, ReadBudgetError]] = {}  # by inputs' fingerprint
         self._lock = threading.Lock()
 
     def columns(self, run_dir: Path) -> RunColumns | None:
         """The run's columns, read now if not cached or changed; None when no source reads
-        it. The caller checks that what was read was the run's (run_view.read_run)."""
+        it. The caller checks that what was read was the run's (run_view.read_run). Raises
+        ReadBudgetError, naming a file and the budget, for a run that cannot be read whole
+        within its read budget."""
         path = run_dir
         with self._lock:
             cached = self._runs.get(run_dir)
@@ -99,8 +105,21 @@ class SeriesCache:
         if cached is not None and cached.fingerprint == fingerprint:
             cached.checked = time.monotonic()
             return cached
+        refused = self._refused.get(run_dir)
+        if refused is not None and refused[0] == fingerprint:
+            raise refused[1]
         started = time.monotonic()
-        loaded = columns_of(source.read_losses(path).table, fingerprint)
+        data = source.read_losses(path)
+        if data.over_budget:
+            more = len(data.over_budget) - 1
+            error = ReadBudgetError(
+                run_dir,
+                f"not shown: {data.over_budget[0]}" + (f" (and {more} more files)" if more else ""),
+            )
+            with self._lock:
+                self._refused[run_dir] = (fingerprint, error)
+            raise error
+        loaded = columns_of(data.table, fingerprint)
         logger.debug("read %s for charts in %.2fs", run_dir, time.monotonic() - started)
         with self._lock:
             self._runs[run_dir] = loaded
@@ -119,6 +138,7 @@ class SeriesCache:
     def forget(self, run_dir: Path) -> None:
         with self._lock:
             self._runs.pop(run_dir, None)
+            self._refused.pop(run_dir, None)
 
 
 def window(

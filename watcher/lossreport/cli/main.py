@@ -26,6 +26,7 @@ from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirecto
 from ..report import stats
 from ..sources.base import quiet_status
 from ..sources.series import SeriesFilter
+from ..storage.budget import budget_bytes
 from ..storage.lease import DEFAULT_LEASE_SECONDS
 from ..storage.mirror import Mirror
 from ..version import __version__
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(settings).parse_args(argv)
     logformat.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     try:
+        budget_bytes()  # a bad LOSSREPORT_READ_BUDGET stops the command now, not each read
         return int(args.handler(args))
     except LossReportError as exc:
         print(f"lossreport: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -555,7 +557,8 @@ def _email(args: argparse.Namespace) -> int:
         raise InvalidInputError("no recipient: give --to ADDR (or [email] to in --config)")
     run_dir = args.run.resolve()
     if sources.find(run_dir) is None:  # else any folder, `.` too, got a report and a lock
-        raise InvalidInputError(f"{args.run}: not a run directory ({sources.WHAT_IS_A_RUN})")
+        why = sources.what_is_not_a_run(run_dir)
+        raise InvalidInputError(f"{args.run}: not a run directory ({why})")
     result = render_run(run_dir, wait=LOCK_WAIT_SECONDS)
     message = job.message(result, run_dir.name)
     send(_smtp_settings(args), message)
@@ -649,7 +652,7 @@ def _runs_under(path: Path) -> list[tuple[Path, str]]:
         raise InvalidInputError(f"{path}: not a directory")
     runs = sources.list_runs(path)
     if not runs:
-        raise InvalidInputError(f"{path}: no runs here ({sources.WHAT_IS_A_RUN})")
+        raise InvalidInputError(f"{path}: no runs here ({sources.what_is_not_a_run(path)})")
     return [(run, run.relative_to(path).as_posix()) for run in runs]
 
 

@@ -130,7 +130,8 @@ def render_run(
     if not storage.is_real_dir(run_dir):
         raise RunDirectoryError(run_dir, f"is {storage.kind_of(run_dir)}, not a run directory")
     if sources.find(run_dir) is None:
-        raise RunDirectoryError(run_dir, f"is not a run directory ({sources.WHAT_IS_A_RUN})")
+        why = sources.what_is_not_a_run(run_dir)
+        raise RunDirectoryError(run_dir, f"is not a run directory ({why})")
     seconds = math.inf if wait is True else float(wait)
     home = run_dir if output is None else Path(output)
     if output is not None:

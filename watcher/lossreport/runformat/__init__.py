@@ -72,7 +72,6 @@ from .record import (
     write_run_file,
 )
 from .shards import (
-    MAX_SHARD_MEMORY_BYTES,
     LossData,
     next_shard_seq,
     read_losses,
@@ -102,7 +101,6 @@ __all__ = [
     "MARKER",
     "MAX_RUN_DEPTH",
     "MAX_RUN_FILE_DEPTH",
-    "MAX_SHARD_MEMORY_BYTES",
     "MIRROR_RULES",
     "OUTBOX_DIR",
     "PRESENCE_FILE",

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import runformat
+from .. import runformat, storage
+from . import hf_trainer, lightning, mlflow, tensorboard
 from .base import Inputs, Source
 from .hf_trainer import HfTrainerSource
 from .lightning import LightningCsvSource
@@ -45,8 +47,15 @@ __all__ = [
     "Source",
     "find",
     "list_runs",
+    "passed_over",
+    "what_is_not_a_run",
     "source_of",
 ]
+MAX_PASSED_OVER = 10  # named in one message; the rest are counted
+# The files by which a source knows its runs (a run's folder holds one of them).
+INPUT_FILES = frozenset(
+    {runformat.RUN_FILE, lightning.METRICS_FILE, hf_trainer.STATE_FILE, mlflow.META_FILE}
+)
 
 
 def find(path: Path) -> Source | None:
@@ -81,3 +90,43 @@ def _walk(runs_dir: Path, folders: list[Path], depth: int) -> Iterator[Path]:
         except OSError:  # unreadable, or gone: someone else's folder, not ours to report
             continue
         yield from _walk(runs_dir, inside, depth + 1)
+
+
+def passed_over(path: Path) -> list[str]:
+    """Why `path` may hold no run: each file under it (down to `runformat.MAX_RUN_DEPTH`)
+    named as a source's input (run.json, an event file, ...) that is not a regular file, so
+    no source took its folder for a run; e.g. `RUN/events.out.tfevents.1: not a regular file
+    (a FIFO), skipped`. Its own walk, for the message of a command that found no run."""
+    found: list[str] = []
+
+    def visit(folder: Path, depth: int) -> None:
+        try:
+            with os.scandir(folder) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+        except OSError:
+            return
+        for entry in listed:
+            named_as_input = entry.name in INPUT_FILES or tensorboard.is_event_file_name(
+                entry.name
+            )
+            if named_as_input and not entry.is_file(follow_symlinks=False):
+                what = storage.kind_of(Path(entry.path))
+                found.append(f"{entry.path}: not a regular file ({what}), skipped")
+            elif (
+                depth < runformat.MAX_RUN_DEPTH
+                and runformat.is_walked(entry.name)
+                and entry.is_dir(follow_symlinks=False)
+            ):
+                visit(Path(entry.path), depth + 1)
+
+    visit(path, 0)
+    return found
+
+
+def what_is_not_a_run(path: Path) -> str:
+    """WHAT_IS_A_RUN, then what `passed_over` found under `path`: for the message of a
+    command given a folder that is not a run or holds none."""
+    found = passed_over(path)
+    more = len(found) - MAX_PASSED_OVER
+    shown = found[:MAX_PASSED_OVER] + ([f"{more} more files passed over"] if more > 0 else [])
+    return "; ".join([WHAT_IS_A_RUN, *shown])

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import storage
-from ..errors import MalformedRunFileError, UnsafePathError
+from ..errors import MalformedRunFileError, ReadBudgetError, UnsafePathError
 from ..runformat import COMPLETED, RESERVED_COLUMNS, RUNNING, LossData, RunRecord
 from . import longform
 from .base import Inputs
@@ -43,6 +43,11 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 NOT_SERIES = frozenset({"step", "epoch"})
 MAX_STATE_BYTES = 256 * 2**20
 MAX_CONFIG_BYTES = 16 * 2**20
+# What parsed JSON takes in Python objects (storage.budget), measured: about 4 bytes per byte
+# of a Trainer's state and some 200 per object; a float in a list takes 8 per byte, at most.
+JSON_BYTES_PER_BYTE = 8
+JSON_BYTES_PER_OBJECT = 200
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SILENCE_RULE = longform.silence_rule("Hugging Face Trainer states")
 
 
@@ -120,22 +125,25 @@ class HfTrainerSource:
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
         """Every number of the state's log_history (nothing is cached: the Trainer rewrites
-        the file whole). A state that cannot be read is named and the next one read."""
+        the file whole), within the run's read budget. A state that cannot be read (or not
+        within the budget) is named and the next one read."""
         states, skipped = _states(run_dir)
+        budget = storage.ReadBudget()
         for state in states:
             path = run_dir / state.name
             try:
-                document = _read_state(path)
+                document = _read_state(path, budget)
             except (OSError, MalformedRunFileError) as exc:
                 logger.warning("%s", exc)
                 skipped.append(str(exc))
                 continue
             if state is not states[0]:
                 skipped.append(f"{path}: read instead, as the newer state could not be")
-            return longform.wide_data(_long_rows(path, document, skipped), skipped)
+            data = longform.wide_data(_long_rows(path, document, skipped), skipped)
+            return replace(data, over_budget=budget.refused)
         if not states:
             skipped.append(f"{run_dir}: no {STATE_FILE} to read")
-        return LossData(longform.empty_wide(), skipped)
+        return LossData(longform.empty_wide(), skipped, budget.refused)
 
 
 def _states(run_dir: Path) -> tuple[list[_State], list[str]]:
@@ -187,21 +195,33 @@ def _state_at(run_dir: Path, name: str, problems: list[str]) -> _State | None:
     return _State(name, stat)
 
 
-def _read_state(path: Path) -> dict[str, Any]:
+def _read_state(path: Path, budget: storage.ReadBudget | None = None) -> dict[str, Any]:
     """A trainer_state.json document with a log_history list; MalformedRunFileError (or
-    storage's OSError) naming why not."""
-    document = _read_json(path, MAX_STATE_BYTES)
+    storage's OSError) naming why not. What parsing it takes is estimated first and charged
+    to `budget` (by default a fresh one): ReadBudgetError when it does not fit."""
+    document = _read_json(path, MAX_STATE_BYTES, budget or storage.ReadBudget())
     if not isinstance(document, dict) or not isinstance(document.get("log_history"), list):
         raise MalformedRunFileError(path, "not a Trainer state: no log_history list")
     return document
 
 
-def _read_json(path: Path, limit: int) -> Any:
+def _read_json(path: Path, limit: int, budget: storage.ReadBudget | None = None) -> Any:
+    """The JSON document in `path`; with a `budget`, charged what its Python objects take
+    (estimated from its bytes and braces) before it is parsed."""
     try:
-        return json.loads(storage.read_bytes(path, limit))
+        if budget is None:
+            data = storage.read_bytes(path, limit)
+        else:
+            data = budget.read_file(path, limit)
+            parsed = len(data) * JSON_BYTES_PER_BYTE + data.count(b"{") * JSON_BYTES_PER_OBJECT
+            budget.charge(path, parsed, "once parsed")
+        return json.loads(data)
+    except ReadBudgetError:
+        raise
     except UnsafePathError as exc:
         raise MalformedRunFileError(path, exc.reason) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError: JSONDecodeError, or an integer over Python's 4300 digits
+    except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedRunFileError(path, f"not valid JSON ({exc})") from exc
     except RecursionError:
         raise MalformedRunFileError(path, "nested too deeply to read") from None
@@ -262,12 +282,16 @@ def _long_rows(path: Path, document: dict[str, Any], skipped: list[str]) -> pa.T
     steps: list[int] = []
     values: list[float] = []
     no_step = 0
+    too_large: list[int] = []  # entries whose step is beyond int64
     not_numbers: set[str] = set()
     reserved: set[str] = set()
-    for entry in document["log_history"]:
+    for index, entry in enumerate(document["log_history"]):
         step = entry.get("step") if isinstance(entry, dict) else None
         if type(step) is not int:
             no_step += 1
+            continue
+        if not INT64_MIN <= step <= INT64_MAX:
+            too_large.append(index)
             continue
         for key, value in entry.items():
             if key in NOT_SERIES:
@@ -288,6 +312,11 @@ def _long_rows(path: Path, document: dict[str, Any], skipped: list[str]) -> pa.T
             values.append(number)
     if no_step:
         skipped.append(f"{path}: {no_step} log_history entries without a step skipped")
+    if too_large:
+        skipped.append(
+            f"{path}: {len(too_large)} log_history entries with a step beyond int64 skipped "
+            f"(first: entry {too_large[0]})"
+        )
     if reserved:
         names = ", ".join(sorted(reserved))
         skipped.append(f"{path}: log_history keys left out, the report's own columns: {names}")

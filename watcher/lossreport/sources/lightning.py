@@ -36,6 +36,7 @@ HPARAMS_FILE = "hparams.yaml"
 STEP_COLUMN = "step"
 NOT_SERIES = frozenset({STEP_COLUMN, "epoch"})
 MAX_CSV_BYTES = 2 * 2**30
+_TEXT_CELL_BYTES = 4 + 1  # a cell read as text, besides its characters: offset and validity
 
 
 class LightningCsvSource:
@@ -84,11 +85,12 @@ class LightningCsvSource:
         and columns left out."""
         path = run_dir / METRICS_FILE
         skipped: list[str] = []
+        budget = storage.ReadBudget()
         try:
-            long = read_metrics_csv(path, skipped)
+            long = read_metrics_csv(path, skipped, budget)
         except (OSError, MalformedRunFileError) as exc:
             logger.warning("%s", exc)
-            return LossData(longform.empty_wide(), [str(exc)])
+            return LossData(longform.empty_wide(), [str(exc)], budget.refused)
         return longform.wide_data(long, skipped)
 
 
@@ -98,15 +100,19 @@ def _files(run_dir: Path) -> tuple[longform.FileStat | None, list[longform.FileS
     return metrics, [stat for stat in (metrics, hparams) if stat is not None]
 
 
-def read_metrics_csv(path: Path, skipped: list[str]) -> pa.Table:
+def read_metrics_csv(
+    path: Path, skipped: list[str], budget: storage.ReadBudget | None = None
+) -> pa.Table:
     """metrics.csv as long rows, in the order of its rows (a step written twice: the later
     row wins). Raises OSError when it cannot be read (a link, a FIFO, too large: storage's
-    errors), MalformedRunFileError when it is not CSV; notes what it leaves out in
-    `skipped`.
+    errors; ReadBudgetError when what it takes once parsed, estimated from its rows and
+    columns, does not fit in `budget`, by default a fresh one), MalformedRunFileError when
+    it is not CSV; notes what it leaves out in `skipped`.
 
     Every column is read as text and converted here: pyarrow infers types from the first
     megabyte, and a column that starts empty or whole-numbered would fail the read later."""
-    data = storage.read_bytes(path, MAX_CSV_BYTES)
+    budget = budget or storage.ReadBudget()
+    data = budget.read_file(path, MAX_CSV_BYTES)
     # A row without its newline is one the logger is writing now: its last number may be cut
     # short (0.98765 read as 0.9). It is read once complete.
     if not data.endswith(b"\n") and b"\n" in data:
@@ -114,6 +120,11 @@ def read_metrics_csv(path: Path, skipped: list[str]) -> pa.Table:
     header = _header(data, path)
     if not header:
         return longform.LONG_SCHEMA.empty_table()  # created, nothing written yet
+    # Held at once, at most: the bytes, the cells as text, a column as floats, the long rows.
+    cells = data.count(b"\n") * len(header)
+    name_bytes = max(len(name.encode()) for name in header)
+    parsed = cells * (_TEXT_CELL_BYTES + 8 + longform.LONG_ROW_BYTES + name_bytes)
+    budget.charge(path, 2 * len(data) + parsed, "once parsed")
     keys = [f"c{index}" for index in range(len(header))]  # header names may repeat
     bad_rows: list[str] = []
 

@@ -30,6 +30,9 @@ SERIES, VALUE = "series", "value"
 LONG_SCHEMA = pa.schema(
     [(SERIES, pa.string()), (STEP, pa.int64()), (WALL_TIME, pa.float64()), (VALUE, pa.float64())]
 )
+# What a long row takes in memory, besides its series' name: the name's offset, step, wall
+# time and value. Sources charge their read budget (storage.budget) with it before parsing.
+LONG_ROW_BYTES = 4 + 8 + 8 + 8
 # Config keys other tools use for what lossreport calls the model and the hook.
 MODEL_KEYS = ("model_name", "model", "model_name_or_path", "_name_or_path", "base_model")
 HOOK_KEYS = ("hook_name", "hook_point", "hook")
@@ -48,6 +51,11 @@ def long_table(
         ],
         schema=LONG_SCHEMA,
     )
+
+
+def long_rows_bytes(rows: int, name: str) -> int:
+    """What `rows` long rows of series `name` take in memory."""
+    return rows * (LONG_ROW_BYTES + len(name.encode()))
 
 
 def empty_wide() -> pa.Table:

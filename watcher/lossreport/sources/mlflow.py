@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -59,6 +59,12 @@ STATUSES = {
 }
 _BY_NAME = {name: number for number, (name, _) in STATUSES.items()}
 _COLUMNS = ["timestamp", "value", "step"]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# What a line takes once parsed, besides its long row (storage.budget): three 8-byte columns
+# and the wall times computed from one; read line by line, three Python objects and their
+# list slots.
+_PARSED_LINE_BYTES = 4 * 8
+_PYTHON_LINE_BYTES = 3 * (32 + 8) + 8
 
 
 @dataclass(frozen=True)
@@ -132,21 +138,23 @@ class MlflowSource:
         )
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
-        """Every line of every metric file (nothing is cached). What cannot be read (a
-        link, a FIFO, a damaged line) is named in `skipped`."""
+        """Every line of every metric file (nothing is cached), within the run's read budget.
+        What cannot be read (a link, a FIFO, a damaged line, a file past the budget) is named
+        in `skipped`."""
         metrics, skipped = _walk(run_dir / METRICS_DIR)
+        budget = storage.ReadBudget()
         tables: list[pa.Table] = []
         for key, stat in metrics:
             if key in RESERVED_COLUMNS:
                 skipped.append(f"{stat.path}: metric {key!r} left out: the report's own column")
                 continue
             try:
-                tables.append(_read_metric(stat.path, key, skipped))
+                tables.append(_read_metric(stat.path, key, skipped, budget))
             except OSError as exc:
                 logger.warning("%s", exc)
                 skipped.append(str(exc))
         long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
-        return longform.wide_data(long, skipped)
+        return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
 
 
 def _walk(folder: Path) -> tuple[list[tuple[str, longform.FileStat]], list[str]]:
@@ -190,13 +198,18 @@ def _walk(folder: Path) -> tuple[list[tuple[str, longform.FileStat]], list[str]]
     return sorted(found, key=lambda item: item[0]), sorted(problems)
 
 
-def _read_metric(path: Path, key: str, skipped: list[str]) -> pa.Table:
+def _read_metric(path: Path, key: str, skipped: list[str], budget: storage.ReadBudget) -> pa.Table:
     """One metric file as long rows, in the order written. Raises OSError (storage's: a
-    link, a FIFO, too large) when it cannot be read."""
-    data = storage.read_bytes(path, MAX_METRIC_BYTES)
+    link, a FIFO, too large; ReadBudgetError) when it cannot be read. Its bytes and what its
+    lines take once parsed are charged to `budget` first."""
+    data = budget.read_file(path, MAX_METRIC_BYTES)
     complete = pa.py_buffer(data).slice(0, data.rfind(b"\n") + 1)
     if not complete.size:
         return longform.LONG_SCHEMA.empty_table()
+    lines = data.count(b"\n")
+    budget.charge(
+        path, len(data) + lines * _PARSED_LINE_BYTES + longform.long_rows_bytes(lines, key)
+    )
     try:  # the usual three fields on every line, read by pyarrow
         table = pacsv.read_csv(
             complete,
@@ -209,6 +222,7 @@ def _read_metric(path: Path, key: str, skipped: list[str]) -> pa.Table:
             ),
         )
     except pa.ArrowInvalid:  # two or five fields, or damaged lines: line by line, as MLflow
+        budget.charge(path, len(data) + lines * _PYTHON_LINE_BYTES, "read line by line")
         return _read_lines(path, key, complete.to_pybytes(), skipped)
     return pa.table(
         [
@@ -225,8 +239,9 @@ def _read_lines(path: Path, key: str, data: bytes, skipped: list[str]) -> pa.Tab
     steps: list[int] = []
     walls: list[float] = []
     values: list[float] = []
-    bad: list[bytes] = []
-    for raw in data.split(b"\n"):
+    bad = 0
+    first_bad = ""
+    for number, raw in enumerate(data.split(b"\n"), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -236,16 +251,21 @@ def _read_lines(path: Path, key: str, data: bytes, skipped: list[str]) -> pa.Tab
                 raise ValueError(f"{len(fields)} fields")
             wall, value = int(fields[0]) / 1000, float(fields[1])
             step = int(fields[2]) if len(fields) > 2 else 0
+            if not INT64_MIN <= step <= INT64_MAX:
+                raise ValueError("a step beyond int64")
+        # ValueError: not a number (or over Python's 4300 digits); OverflowError: a time
+        # beyond float's range
         except (ValueError, OverflowError):
-            bad.append(line)
+            bad += 1
+            first_bad = first_bad or f"line {number}: {line[:100]!r}"
             continue
         steps.append(step)
         walls.append(wall)
         values.append(value)
     if bad:
         skipped.append(
-            f"{path}: {len(bad)} malformed lines skipped (first: {bad[0][:100]!r}); "
-            "MLflow writes `timestamp value step`"
+            f"{path}: {bad} malformed lines skipped (first: {first_bad}); "
+            "MLflow writes `timestamp value step`, the step a 64-bit integer"
         )
     return longform.long_table([key] * len(steps), steps, walls, values)
 

@@ -30,17 +30,20 @@ import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import storage
+from ..errors import ReadBudgetError
 from ..runformat import RUNNING, LossData, RunRecord
 from . import longform, tfrecord
 from .base import Inputs
+from .longform import SERIES
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +52,16 @@ CACHE_FOLDER = "tensorboard"
 STATE_FILE = "state.json"
 STATE_FORMAT = "lossreport.tensorboard-cache/1"
 MAX_STATE_BYTES = 16 * 2**20
-MAX_PART_MEMORY_BYTES = 4 * 2**30  # a part's columns once read (a few KB of zstd can claim GBs)
+# What an event file's bytes not read yet take once scanned, at most, per byte (storage.budget):
+# a scalar's record is some 35 bytes and its tag; its row, while scanned and then as a long row,
+# some 65 and its tag.
+SCANNED_BYTES_PER_BYTE = 2
 HEAD_BYTES = 64  # hashed to tell a replaced file from a grown one
 MAX_PROBLEMS = 20  # named per file; beyond them, counted
+# A part as read: its series names as a dictionary.
+_PART_SCHEMA = pa.schema(
+    [(SERIES, pa.dictionary(pa.int32(), pa.string())), *list(longform.LONG_SCHEMA)[1:]]
+)
 _PART_NAME = re.compile(r"^(\d{8,})-(\d+)\.parquet$")
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -108,13 +118,14 @@ class TensorBoardSource:
         codec = tfrecord.load_codec()
         if codec is None:
             return LossData(longform.empty_wide(), [tfrecord.missing_extra(run_dir)])
+        budget = storage.ReadBudget()
         try:
             with storage.opened_dir(run_dir) as run_fd, _opened_cache(cache) as store:
-                long, skipped = _Read(run_dir, run_fd, codec, store).run()
+                long, skipped = _Read(run_dir, run_fd, codec, store, budget).run()
         except OSError as exc:  # the run folder is gone, a link, unreadable
             logger.warning("%s: not read: %s", run_dir, exc)
             return LossData(longform.empty_wide(), [f"{run_dir}: cannot be read ({exc})"])
-        return longform.wide_data(long, skipped)
+        return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
 
 
 @dataclass
@@ -248,28 +259,29 @@ class _Cache:
         except OSError:
             return []
 
-    def read_parts(self, names: list[str]) -> list[pa.Table] | None:
-        """The parts' rows, or None when one cannot be read (the file is then read again)."""
+    def read_parts(self, names: list[str], budget: storage.ReadBudget) -> list[pa.Table] | None:
+        """The parts' rows, or None when one cannot be read (the file is then read again).
+        Each is charged to `budget` before it is decoded (its series names read as a
+        dictionary, so that they are counted before they are spelled out once per row):
+        ReadBudgetError when one does not fit."""
         tables = []
         for name in names:
+            path = self.folder / name
             try:
-                data = storage.read_bytes(
-                    self.folder / name, storage.MAX_SHARD_BYTES, dir_fd=self.fd
-                )
-                with pq.ParquetFile(pa.BufferReader(data)) as part:
-                    metadata = part.metadata
-                    unpacked = sum(
-                        metadata.row_group(i).total_byte_size
-                        for i in range(metadata.num_row_groups)
-                    )
-                    if unpacked > MAX_PART_MEMORY_BYTES:
-                        raise ValueError(f"would take {unpacked:,} bytes once read")
-                    table = part.read()
+                data = storage.read_bytes(path, storage.MAX_SHARD_BYTES, dir_fd=self.fd)
+                with pq.ParquetFile(pa.BufferReader(data), read_dictionary=[SERIES]) as part:
+                    if not part.schema_arrow.equals(_PART_SCHEMA):
+                        raise ValueError("not rows of scalars")
+                    rows = part.metadata.num_rows
+                    budget.charge(path, rows * longform.LONG_ROW_BYTES)
+                    read = part.read()
+                series = read.column(SERIES)
+                budget.charge(path, sum(_spelled_out(chunk) for chunk in series.chunks))
+                table = read.set_column(0, SERIES, series.cast(pa.string()))
+            except ReadBudgetError:
+                raise
             except (OSError, ValueError, pa.ArrowException) as exc:
                 logger.warning("%s: unreadable (%s); converting its event file again", name, exc)
-                return None
-            if not table.schema.equals(longform.LONG_SCHEMA):
-                logger.warning("%s: not rows of scalars; converting its event file again", name)
                 return None
             tables.append(table)
         return tables
@@ -287,6 +299,12 @@ class _Cache:
             if name not in keep:
                 with suppress(FileNotFoundError):
                     storage.remove_at(name, self.fd)
+
+
+def _spelled_out(names: pa.DictionaryArray) -> int:
+    """The bytes of a dictionary-encoded string column's values, once spelled out per row."""
+    lengths = pc.take(pc.binary_length(names.dictionary), names.indices)
+    return int(pc.sum(lengths).as_py() or 0)
 
 
 @contextmanager
@@ -326,9 +344,15 @@ class _Read:
     """One read of a run's event files, with or without a cache."""
 
     def __init__(
-        self, run_dir: Path, run_fd: int, codec: tfrecord.Codec, store: _Cache | None
+        self,
+        run_dir: Path,
+        run_fd: int,
+        codec: tfrecord.Codec,
+        store: _Cache | None,
+        budget: storage.ReadBudget,
     ) -> None:
         self.run_dir = run_dir
+        self.budget = budget
         self.run_fd = run_fd
         self.codec = codec
         self.store = store
@@ -386,11 +410,21 @@ class _Read:
             if entry is not None and not _same_file(fd, info, entry):
                 logger.info("%s: replaced; reading it again", path)
                 entry = None
-            tables = self.store.read_parts(entry.parts) if self.store and entry else []
+            try:
+                tables = self._parts(entry)
+            except ReadBudgetError as exc:  # kept for a larger budget, unread now
+                self.skipped.append(str(exc))
+                return _File(name, entry, []) if entry else None
             if entry is None or tables is None:
                 entry, tables = self.state.new_entry(info.st_ino), []
             file = _File(name, entry, tables)
             if not entry.stopped and info.st_size > entry.offset:
+                try:
+                    unread = (info.st_size - entry.offset) * SCANNED_BYTES_PER_BYTE
+                    self.budget.charge(path, unread, f"once scanned past byte {entry.offset:,}")
+                except ReadBudgetError as exc:  # what was read before, and no more
+                    self.skipped.append(str(exc))
+                    return file
                 scan = tfrecord.scan_file(
                     fd, path, entry.offset, info.st_size, self.codec, self.plugins
                 )
@@ -408,11 +442,20 @@ class _Read:
         finally:
             os.close(fd)
 
+    def _parts(self, entry: _Entry | None) -> list[pa.Table] | None:
+        """The rows kept of a file read before (none without a cache), charged to the run's
+        budget; None when they cannot be read."""
+        return self.store.read_parts(entry.parts, self.budget) if self.store and entry else []
+
     def _unreadable(self, name: str, entry: _Entry | None, exc: OSError) -> _File | None:
         self.skipped.append(f"{self.run_dir / name}: cannot be read ({exc.strerror or exc})")
         if entry is None:
             return None
-        tables = self.store.read_parts(entry.parts) if self.store else []
+        try:
+            tables = self._parts(entry)
+        except ReadBudgetError as budget_exc:
+            self.skipped.append(str(budget_exc))
+            tables = []
         return _File(name, entry, tables) if tables is not None else None
 
     def _keep(self, file: _File, new: pa.Table) -> None:

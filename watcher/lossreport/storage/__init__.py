@@ -7,11 +7,13 @@ every file and folder is created or replaced relative to a directory descriptor 
 opened without following a symlink, so nothing is ever created, renamed or truncated through
 one.
 
-`folders` is the seam the run format writes through: `LocalFolder` for a filesystem, `s3`'s
-`ObjectFolder` for an object store; `mirror` gives the daemon a local view of a store.
+`budget` bounds what reading one run may decode. `folders` is the seam the run format writes
+through: `LocalFolder` for a filesystem, `s3`'s `ObjectFolder` for an object store; `mirror`
+gives the daemon a local view of a store.
 """
 
 from . import mirror, s3
+from .budget import BUDGET_VARIABLE, DEFAULT_BUDGET_BYTES, ReadBudget, budget_bytes
 from .documents import read_json_or
 from .folders import LocalFolder, RunFolder, RunLocation, folder_at
 from .local import (
@@ -42,14 +44,18 @@ from .local import (
 )
 
 __all__ = [
+    "BUDGET_VARIABLE",
+    "DEFAULT_BUDGET_BYTES",
     "MAX_MARKER_BYTES",
     "MAX_RUN_FILE_BYTES",
     "MAX_SHARD_BYTES",
     "LocalFolder",
+    "ReadBudget",
     "RunFolder",
     "RunLocation",
     "atomic_file",
     "atomic_write",
+    "budget_bytes",
     "exclusive_lock",
     "fd_path",
     "folder_at",
