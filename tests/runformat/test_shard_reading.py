@@ -4,6 +4,7 @@ never a traceback from `show`, `render` or the daemon."""
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from pathlib import Path
 
@@ -198,3 +199,57 @@ def test_a_column_name_that_is_not_utf8_makes_the_shard_skipped(tmp_path: Path) 
     data = runformat.read_losses(run_dir)
     assert data.table.num_rows == GOOD_ROWS
     assert len(data.skipped) == 1 and data.skipped[0].startswith(f"{shard}: not a readable")
+
+
+def test_only_the_step_wall_time_and_number_columns_are_decoded(tmp_path: Path) -> None:
+    """A text or nested column can decode to any size (a dictionary of one long string), so it
+    is named and never read; a name with a dot in it selects that column, not a nested one."""
+    table = pa.table(
+        {
+            "step": _steps(10),
+            "note": pa.array(["x" * 1000]).dictionary_encode(),
+            "s.b": _floats(0.5),
+            "s": pa.array([{"b": "text"}]),
+        }
+    )
+    shard = _run_with(tmp_path, table) / runformat.LOSSES_DIR / "part-000002.parquet"
+    notes: list[str] = []
+    read = runformat.read_shard(shard, notes=notes)
+    assert read.column_names == ["step", "s.b"]
+    assert read.column("s.b").to_pylist() == [0.5]
+    assert notes == [
+        f"{shard}: column 'note' of type dictionary<values=string, indices=int32, ordered=0> "
+        "is not a number, skipped",
+        f"{shard}: column 's' of type struct<b: string> is not a number, skipped",
+    ]
+
+
+def test_shards_past_the_run_s_read_budget_are_named_and_the_first_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten shards of 20,000 rows, each some 490 KB once decoded, within a budget of 1 MiB."""
+    run_dir = _run_with(tmp_path, pa.table({"step": _steps(), "mse_loss": _floats()}))
+    shards = [run_dir / runformat.LOSSES_DIR / runformat.shard_name(seq) for seq in range(3, 13)]
+    for seq, shard in enumerate(shards):
+        steps = np.arange(20_000, dtype=np.int64) + 100_000 * (seq + 1)
+        pq.write_table(
+            pa.table(
+                {"step": steps, "wall_time": np.full(20_000, 1.7e9), "mse_loss": np.ones(20_000)}
+            ),
+            shard,
+        )
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "1M")
+    data = runformat.read_losses(run_dir)
+    each = 20_000 * 3 * (8 + 1 / 8)  # step, wall_time, mse_loss: values and validity
+    spent = math.ceil(GOOD_ROWS * 3 * (8 + 1 / 8)) + 2 * int(each)  # the good shard, two more
+    assert data.table.num_rows == GOOD_ROWS + 2 * 20_000
+    assert (
+        data.skipped
+        == data.over_budget
+        == [
+            f"{shard}: would take {int(each):,} bytes once decoded, over the run's read budget of "
+            f"1,048,576 bytes; {spent:,} of them taken by what was read before "
+            "(LOSSREPORT_READ_BUDGET sets it); not read"
+            for shard in shards[2:]
+        ]
+    )

@@ -4,6 +4,7 @@ report goes (its home): the parts of reading foreign logs that are not one tool'
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from lossreport.runformat import Homes
 from lossreport.runformat.homes import make_dirs
 from lossreport.sources import SeriesFilter
 from lossreport.sources.longform import long_table, to_wide, wide_data
+from tests.support.procs import run_cli
 
 
 def _native_run(parent: Path, run_id: str) -> Path:
@@ -123,3 +125,27 @@ def test_series_named_like_the_tables_own_columns_are_named_not_read() -> None:
         "series 'step'",
         "series 'wall_time'",
     ]
+
+
+def test_a_folder_whose_only_inputs_are_a_fifo_or_a_link_says_why_it_is_no_run(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    fifo = runs_dir / "exp" / "tb-fifo" / "events.out.tfevents.1700000000.host.1.0"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    dummy = tmp_path / "dummy"
+    dummy.write_bytes(b"")
+    link = runs_dir / "exp" / "csv-link" / "metrics.csv"
+    link.parent.mkdir()
+    link.symlink_to(dummy)
+    fifo_reason = f"{fifo}: not a regular file (a FIFO), skipped"
+    link_reason = f"{link}: not a regular file (a symbolic link), skipped"
+    assert sources.passed_over(runs_dir) == [link_reason, fifo_reason]
+    done = run_cli("render", str(runs_dir))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"lossreport: InvalidInputError: {runs_dir}: no runs here ({sources.WHAT_IS_A_RUN}; "
+        f"{link_reason}; {fifo_reason})\n"
+    )
+    with pytest.raises(lossreport.RunDirectoryError, match=re.escape(fifo_reason)):
+        lossreport.render_run(fifo.parent)

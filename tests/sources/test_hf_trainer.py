@@ -293,3 +293,39 @@ def test_a_config_json_that_is_a_link_or_not_json_is_named(tmp_path: Path) -> No
     record = SOURCE.read_record(run_dir)
     assert record.model == "org/model" and record.config["x"] == "nan"  # JSON-safe
     assert record.status == "running" and record.finished_at is None
+
+
+def test_an_entry_whose_step_is_beyond_int64_is_skipped_and_named(tmp_path: Path) -> None:
+    run_dir = tmp_path / "out"
+    run_dir.mkdir()
+    history = [{"loss": 0.5, "step": 1}, {"loss": 0.4, "step": 2**64}, {"loss": 0.3, "step": 3}]
+    state = run_dir / "trainer_state.json"
+    state.write_text(_state(3, 3, history))
+    data = SOURCE.read_losses(run_dir)
+    assert values_of(data) == {"loss": {1: 0.5, 3: 0.3}}
+    assert data.skipped == [
+        f"{state}: 1 log_history entries with a step beyond int64 skipped (first: entry 1)"
+    ]
+
+
+def test_a_state_past_the_read_budget_is_named_and_an_older_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "out"
+    run_dir.mkdir()
+    history = [{"loss": 1.0 / (step + 1), "step": step} for step in range(5000)]
+    state = run_dir / "trainer_state.json"
+    state.write_text(_state(5000, 5000, history))  # 150 KB; some 1.2 MB once parsed
+    _write_state(run_dir / "checkpoint-10", 10)
+    os.utime(run_dir / "checkpoint-10" / "trainer_state.json", (1e9, 1e9))
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "512K")
+    data = SOURCE.read_losses(run_dir)
+    assert values_of(data) == {"loss": {10: 1.0}}
+    refusal = data.skipped[0]
+    assert data.over_budget == [refusal]
+    assert refusal.startswith(f"{state}: would take ") and " bytes once parsed, over " in refusal
+    assert refusal.endswith(
+        "the run's read budget of 524,288 bytes (LOSSREPORT_READ_BUDGET sets it); not read"
+    )
+    checkpoint = run_dir / "checkpoint-10" / "trainer_state.json"
+    assert data.skipped[1:] == [f"{checkpoint}: read instead, as the newer state could not be"]

@@ -251,3 +251,24 @@ def test_a_row_being_written_is_read_once_complete(tmp_path: Path) -> None:
     assert SOURCE.read_losses(run_dir).table.to_pydict()["train_loss"] == [1.5]
     (run_dir / "metrics.csv").write_text("step,train_loss\n0,1.5\n1,0.98765\n")
     assert SOURCE.read_losses(run_dir).table.to_pydict()["train_loss"] == [1.5, 0.98765]
+
+
+def test_a_csv_past_the_read_budget_is_named_not_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mostly empty cells: 400 KB of commas are some 20 MB of cells once parsed."""
+    run_dir = _run_dir(tmp_path)
+    metrics = run_dir / "metrics.csv"
+    header = ",".join(["step", *(f"val_{n}" for n in range(19))])
+    metrics.write_text(
+        header + "\n" + "".join(f"{step}" + "," * 19 + "\n" for step in range(20_000))
+    )
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "4M")
+    data = SOURCE.read_losses(run_dir)
+    assert data.table.num_rows == 0
+    assert len(data.skipped) == 1 and data.over_budget == data.skipped
+    assert data.skipped[0].startswith(f"{metrics}: would take ")
+    assert data.skipped[0].endswith(
+        " bytes once parsed, over the run's read budget of 4,194,304 bytes "
+        "(LOSSREPORT_READ_BUDGET sets it); not read"
+    )

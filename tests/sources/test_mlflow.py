@@ -275,3 +275,36 @@ def test_damaged_lines_and_meta_yaml_are_named_and_the_rest_read(
     with pytest.raises(MalformedRunFileError, match="9 is not an MLflow run status"):
         SOURCE.read_record(run_dir)
     assert_same(values_of(SOURCE.read_losses(run_dir)), values_of(data))
+
+
+def test_a_step_beyond_int64_skips_its_line_and_names_it(client: MlflowClient) -> None:
+    run_dir = _finished(client)
+    metric = run_dir / "metrics" / "aux"
+    before = values_of(SOURCE.read_losses(run_dir))
+    line = metric.read_bytes().count(b"\n") + 1
+    with metric.open("a") as handle:
+        handle.write(f"{T0 + 99_000} 7.5 {2**64}\n")
+        handle.write(f"{T0 + 99_000} 8.5 21\n")
+    data = SOURCE.read_losses(run_dir)
+    assert data.skipped == [
+        f"{metric}: 1 malformed lines skipped (first: line {line}: "
+        f"b'{T0 + 99_000} 7.5 {2**64}'); MLflow writes `timestamp value step`, the step a "
+        "64-bit integer"
+    ]
+    assert_same(values_of(data), {**before, "aux": {**before["aux"], 21: 8.5}})
+
+
+def test_a_metric_file_past_the_read_budget_is_named_and_the_others_read(
+    client: MlflowClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = _finished(client)
+    before = values_of(SOURCE.read_losses(run_dir))
+    noise = run_dir / "metrics" / "noise"  # 50,000 short lines: 1 MB, some 4 MB once parsed
+    noise.write_text("".join(f"{T0 + step} 0.5 {step}\n" for step in range(50_000)))
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "2M")
+    data = SOURCE.read_losses(run_dir)
+    assert_same(values_of(data), before)
+    assert len(data.skipped) == 1 and data.over_budget == data.skipped
+    assert data.skipped[0].startswith(f"{noise}: would take ")
+    assert "over the run's read budget of 2,097,152 bytes" in data.skipped[0]
+    assert data.skipped[0].endswith("(LOSSREPORT_READ_BUDGET sets it); not read")

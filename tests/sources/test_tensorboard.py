@@ -627,3 +627,62 @@ def test_every_kind_of_record_reads_as_tensorboard_parses_it(
     table = scan.scalars.table(plugins)
     found = list(zip(*(table[name].to_pylist() for name in LONG_SCHEMA.names), strict=True))
     assert found == reference_rows(data)
+
+
+# The read budget
+
+
+def test_an_event_file_past_the_read_budget_is_named_and_kept_for_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    small = simple_run(run, range(10), name="1.host")
+    simple_run(run, range(10_000), name="2.host")  # 20,000 scalars: some 900 KB
+    big = run / f"{EVENTS}2.host"
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "1M")
+    data = SOURCE.read_losses(run, cache)
+    assert logged_values(data.table) == small
+    assert data.over_budget == data.skipped and len(data.skipped) == 1
+    assert data.skipped[0].startswith(f"{big}: would take ")
+    assert data.skipped[0].endswith(
+        " bytes once scanned past byte 0, over the run's read budget of 1,048,576 bytes; "
+        f"{(run / f'{EVENTS}1.host').stat().st_size * 2:,} of them taken by what was read "
+        "before (LOSSREPORT_READ_BUDGET sets it); not read"
+    )
+    assert state_of(cache)["files"][big.name]["offset"] == 0  # read once the budget allows
+    monkeypatch.delenv("LOSSREPORT_READ_BUDGET")
+    again = SOURCE.read_losses(run, cache)
+    assert again.skipped == [] and len(logged_values(again.table)["train/mse_loss"]) == 10_000
+
+
+def test_a_cached_part_that_decodes_past_the_budget_is_never_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part of the cache replaced by one of two million rows of one tag: a few KB of zstd."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    simple_run(run, range(10))
+    SOURCE.read_losses(run, cache)
+    (name,) = state_of(cache)["files"][f"{EVENTS}1.host"]["parts"]
+    rows = 2_000_000
+    planted = pa.table(
+        [
+            pa.repeat(pa.scalar("train/mse_loss"), rows),
+            pa.array(np.zeros(rows, np.int64)),
+            pa.array(np.zeros(rows)),
+            pa.array(np.zeros(rows)),
+        ],
+        schema=LONG_SCHEMA,
+    )
+    part = cache / "tensorboard" / name
+    pq.write_table(planted, part, compression="zstd")
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "16M")
+    data = SOURCE.read_losses(run, cache)
+    assert data.table.num_rows == 0
+    assert (
+        data.skipped
+        == data.over_budget
+        == [
+            f"{part}: would take {rows * 28:,} bytes once decoded, over the run's read budget of "
+            "16,777,216 bytes (LOSSREPORT_READ_BUDGET sets it); not read"
+        ]
+    )

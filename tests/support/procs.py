@@ -54,3 +54,30 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=120,
         env={**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})},
     )
+
+
+# A parent of the command's own, whose RUSAGE_CHILDREN holds that one child alone (the test
+# process's would hold every child it ever waited for).
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[1:])\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def run_measured(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`python ARGS` to completion, output captured, and its peak resident memory in MiB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})},
+    )
+    *output, peak_kib = done.stderr.rstrip("\n").split("\n")
+    done.stderr = "\n".join(output)
+    return done, int(peak_kib) / 1024

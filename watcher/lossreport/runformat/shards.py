@@ -209,7 +209,7 @@ def _decoded_bytes(rows: int, fields: list[pa.Field]) -> int:
         per_row += column.type.bit_width / 8 + 1 / 8
         if column.type not in (pa.int64(), pa.float64()):
             per_row += 8 + 1 / 8
-    if WALL_TIME not in {column.name for field in fields}:
+    if WALL_TIME not in {column.name for column in fields}:
         per_row += 8 + 1 / 8
     return math.ceil(rows * per_row)
 

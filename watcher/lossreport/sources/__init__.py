@@ -48,8 +48,8 @@ __all__ = [
     "find",
     "list_runs",
     "passed_over",
-    "what_is_not_a_run",
     "source_of",
+    "what_is_not_a_run",
 ]
 MAX_PASSED_OVER = 10  # named in one message; the rest are counted
 # The files by which a source knows its runs (a run's folder holds one of them).
@@ -106,9 +106,7 @@ def passed_over(path: Path) -> list[str]:
         except OSError:
             return
         for entry in listed:
-            named_as_input = entry.name in INPUT_FILES or tensorboard.is_event_file_name(
-                entry.name
-            )
+            named_as_input = entry.name in INPUT_FILES or tensorboard.is_event_file_name(entry.name)
             if named_as_input and not entry.is_file(follow_symlinks=False):
                 what = storage.kind_of(Path(entry.path))
                 found.append(f"{entry.path}: not a regular file ({what}), skipped")
