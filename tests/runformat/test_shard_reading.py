@@ -212,12 +212,14 @@ def test_only_the_step_wall_time_and_number_columns_are_decoded(tmp_path: Path) 
             "s": pa.array([{"b": "text"}]),
         }
     )
-    shard = _run_with(tmp_path, table) / runformat.LOSSES_DIR / "part-000002.parquet"
-    notes: list[str] = []
-    read = runformat.read_shard(shard, notes=notes)
+    run_dir = _run_with(tmp_path, table)
+    shard = run_dir / runformat.LOSSES_DIR / "part-000002.parquet"
+    read = runformat.read_shard(shard)
     assert read.column_names == ["step", "s.b"]
     assert read.column("s.b").to_pylist() == [0.5]
-    assert notes == [
+    data = runformat.read_losses(run_dir)
+    assert data.table.column("s.b").to_pylist() == [None, None, None, 0.5]
+    assert data.skipped == [
         f"{shard}: column 'note' of type dictionary<values=string, indices=int32, ordered=0> "
         "is not a number, skipped",
         f"{shard}: column 's' of type struct<b: string> is not a number, skipped",

@@ -140,12 +140,12 @@ def test_a_folder_whose_only_inputs_are_a_fifo_or_a_link_says_why_it_is_no_run(
     link.symlink_to(dummy)
     fifo_reason = f"{fifo}: not a regular file (a FIFO), skipped"
     link_reason = f"{link}: not a regular file (a symbolic link), skipped"
-    assert sources.passed_over(runs_dir) == [link_reason, fifo_reason]
     done = run_cli("render", str(runs_dir))
     assert done.returncode == 1
     assert done.stderr == (
         f"lossreport: InvalidInputError: {runs_dir}: no runs here ({sources.WHAT_IS_A_RUN}; "
         f"{link_reason}; {fifo_reason})\n"
     )
+    assert sources.passed_over(runs_dir) == [link_reason, fifo_reason]
     with pytest.raises(lossreport.RunDirectoryError, match=re.escape(fifo_reason)):
         lossreport.render_run(fifo.parent)
