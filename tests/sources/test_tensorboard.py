@@ -645,7 +645,7 @@ def test_an_event_file_past_the_read_budget_is_named_and_kept_for_later(
     assert data.over_budget == data.skipped and len(data.skipped) == 1
     assert data.skipped[0].startswith(f"{big}: would take ")
     assert data.skipped[0].endswith(
-        " bytes once scanned past byte 0, over the run's read budget of 1,048,576 bytes; "
+        " bytes once scanned from byte 0, over the run's read budget of 1,048,576 bytes; "
         f"{(run / f'{EVENTS}1.host').stat().st_size * 2:,} of them taken by what was read "
         "before (LOSSREPORT_READ_BUDGET sets it); not read"
     )

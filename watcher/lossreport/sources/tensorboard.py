@@ -421,7 +421,7 @@ class _Read:
             if not entry.stopped and info.st_size > entry.offset:
                 try:
                     unread = (info.st_size - entry.offset) * SCANNED_BYTES_PER_BYTE
-                    self.budget.charge(path, unread, f"once scanned past byte {entry.offset:,}")
+                    self.budget.charge(path, unread, f"once scanned from byte {entry.offset:,}")
                 except ReadBudgetError as exc:  # what was read before, and no more
                     self.skipped.append(str(exc))
                     return file
