@@ -11,8 +11,7 @@ import pytest
 
 import lossreport
 from lossreport.daemon.netfs import filesystem_type, is_network_filesystem
-from lossreport.daemon.options import WatchOptions
-from lossreport.daemon.options import ONCE_FINISHED, ONCE_LIVE
+from lossreport.daemon.options import ONCE_FINISHED, ONCE_LIVE, WatchOptions
 from lossreport.daemon.runstate import RunState, once_left, render_reason
 from lossreport.daemon.watch import Watcher, _EventsToRuns
 from lossreport.runformat import RenderedMarker

@@ -691,7 +691,7 @@ def _runs_under(path: Path) -> list[tuple[Path, str]]:
     resolved = path.resolve()
     if sources.find(resolved):
         return [(resolved, ".")]
-    paths.run_folder(path)  # raises: missing, not a folder, no run
+    paths.folder(path)
     runs = sources.list_runs(resolved)
     if not runs:  # not a run, and none inside: what `show` and `email` say of a non-run
         raise paths.not_a_run(path)

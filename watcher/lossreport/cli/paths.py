@@ -19,14 +19,19 @@ def not_a_run(path: Path) -> InvalidInputError:
     return InvalidInputError(f"{path}: not a run directory ({sources.WHAT_IS_A_RUN})")
 
 
-def run_folder(path: Path) -> tuple[Path, sources.Source]:
-    """`path` resolved, and the source that reads it, for a command on one run. A link named
-    here is followed (the user chose it). Raises InvalidInputError naming `path` when it is
-    missing, not a folder, or no run."""
+def folder(path: Path) -> None:
+    """Raise InvalidInputError naming `path` when it is missing or not a folder."""
     if not path.exists():
         raise InvalidInputError(f"{path}: no such directory")
     if not path.is_dir():
         raise InvalidInputError(f"{path}: not a directory")
+
+
+def run_folder(path: Path) -> tuple[Path, sources.Source]:
+    """`path` resolved, and the source that reads it, for a command on one run. A link named
+    here is followed (the user chose it). Raises InvalidInputError naming `path` when it is
+    missing, not a folder, or no run."""
+    folder(path)
     source = sources.find(path.resolve())
     if source is None:
         raise not_a_run(path)
