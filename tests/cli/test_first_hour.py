@@ -49,8 +49,8 @@ def test_errors_are_sentences_without_class_names(tmp_path: Path) -> None:
     expected = {
         ("show", str(a_file)): f"lossreport: {a_file}: not a directory",
         ("render", str(missing)): f"lossreport: {missing}: no such directory",
-        ("serve", str(a_file)): f"lossreport: {a_file}: is not a directory",
-        ("watch", str(a_file), "--once"): f"lossreport: {a_file}: is not a directory",
+        ("serve", str(a_file)): f"lossreport: {a_file}: not a directory",
+        ("watch", str(missing), "--once"): f"lossreport: {missing}: no such directory",
     }
     for argv, line in expected.items():
         result = run_cli(*argv)

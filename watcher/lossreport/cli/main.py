@@ -570,6 +570,8 @@ def _watch(args: argparse.Namespace) -> int:
         output=args.output,
         series=_series_filter(args),
     )
+    if isinstance(args.runs_dir, Path):
+        paths.folder(args.runs_dir)
     if args.output is not None:
         paths.output_dir(args.output)
     stop = threading.Event()
@@ -611,7 +613,9 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     runs_dir = args.runs_dir
-    if not isinstance(runs_dir, Path):
+    if isinstance(runs_dir, Path):
+        paths.folder(runs_dir)
+    else:
         rules = runformat.BROWSE_MIRROR_RULES  # the reports too: a server shows them
         mirror = stores.synced_mirror(runs_dir, args.mirror, empty_ok=True, rules=rules)
         stores.Poller(mirror, args.poll_interval, stop).start()
@@ -714,7 +718,8 @@ def _print_single(result: RenderResult) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     """Print what can be read and name what cannot: a diagnostic, so a bad run.json or bad
-    shards are reported, not raised. Exit 1 only when the shards cannot even be listed."""
+    shards are reported, not raised. Exit 1 for a folder that is no run (as every command),
+    or when the shards cannot even be listed."""
     run_dir: Path = args.run
     if not isinstance(run_dir, Path):
         run_dir = stores.synced_mirror(run_dir).root
