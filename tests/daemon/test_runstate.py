@@ -43,14 +43,17 @@ def test_render_reason(state: RunState, marker: RenderedMarker | None, reason: s
     assert render_reason(state, marker, NOW, stale_after=600) == reason
 
 
-def _foreign(beat_age: float) -> RunState:
-    """A TensorBoard run: running until silence finishes it."""
+def _foreign(
+    beat_age: float, rendered: str | None = None
+) -> tuple[RunState, RenderedMarker | None]:
+    """A TensorBoard run (running until silence finishes it), and its marker if `rendered`."""
     beat = NOW - timedelta(seconds=beat_age)
-    return RunState(Path("tb"), "running", beat, "f1", silence_finishes=True, writer="tensorboard")
+    state = RunState(Path("tb"), "running", beat, "f1", silence_finishes=True, writer="tensorboard")
+    return state, None if rendered is None else RenderedMarker("f1", rendered, {})
 
 
 @pytest.mark.parametrize(
-    ("state", "once_foreign", "reason"),
+    ("run", "once_foreign", "reason"),
     [
         # The daemon, and --once-foreign finished: silence for --stale-after finishes it.
         (_foreign(30), None, None),
@@ -59,23 +62,25 @@ def _foreign(beat_age: float) -> RunState:
         # --once (live): what exists now, unless it is being written this very moment.
         (_foreign(30), ONCE_LIVE, "running, never rendered"),
         (_foreign(1), ONCE_LIVE, None),
+        (_foreign(30, rendered="running"), ONCE_LIVE, None),  # unchanged: not again
         (_foreign(700), ONCE_LIVE, "completed, never rendered"),
+        (_foreign(700, rendered="running"), ONCE_LIVE, "completed, was running"),
         # lossreport's own runs say when they end: --once leaves them running.
-        (_state("running", 30), ONCE_LIVE, None),
+        ((_state("running", 30), None), ONCE_LIVE, None),
     ],
 )
 def test_once_renders_quiet_foreign_runs_as_they_are(
-    state: RunState, once_foreign: str | None, reason: str | None
+    run: tuple[RunState, RenderedMarker | None], once_foreign: str | None, reason: str | None
 ) -> None:
-    assert render_reason(state, None, NOW, 600, once_foreign) == reason
+    assert render_reason(*run, NOW, 600, once_foreign) == reason
 
 
 def test_once_says_why_it_leaves_each_run() -> None:
-    assert once_left(_foreign(12), NOW, 600, ONCE_FINISHED) == (
+    assert once_left(_foreign(12)[0], NOW, 600, ONCE_FINISHED) == (
         "written by tensorboard, last write 12 s ago; treated as running until --stale-after "
         "(10m) passes; --once-foreign=live renders it now"
     )
-    assert once_left(_foreign(1), NOW, 600, ONCE_LIVE) == (
+    assert once_left(_foreign(1)[0], NOW, 600, ONCE_LIVE) == (
         "written by tensorboard, last write 1 s ago: being written now; not rendered, run "
         "--once again when it is quiet"
     )
