@@ -51,7 +51,7 @@ from .jobs import render_job, start_worker, warm_up
 from .listing import Listing
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
-from .runstate import RunState, read_state, render_reason
+from .runstate import RunState, once_left, read_state, render_reason
 from .scheduler import Scheduler
 from .sdnotify import Notifier
 
@@ -88,7 +88,8 @@ class Watcher:
         output = options.output.resolve() if options.output is not None else None
         if output is not None and not storage.is_real_dir(output):
             raise RunDirectoryError(output, "is not a directory (--output)")
-        self.homes = Homes(self.runs_dir, output)
+        # On a store, `runs_dir` is the mirror's cache: --output gets every report, not some.
+        self.homes = Homes(self.runs_dir, output, every_run_to_output=remote is not None)
         self.stop = stop or threading.Event()
         self._remote = remote or storage.mirror.NoRemote()
         self._wakeup = threading.Event()
@@ -307,7 +308,11 @@ class Watcher:
         state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
-        status = state.display_status(now_utc, self.options.stale_after)
+        once_foreign = self.options.once_foreign if self.options.once else None
+        status = state.display_status(now_utc, self.options.stale_after, once_foreign)
+        if status is None and once_foreign is not None:  # a one-shot command says why not
+            why = once_left(state, now_utc, self.options.stale_after, once_foreign)
+            logger.info("run=%s not rendered: %s", name, why, extra={"run": name, "event": "left"})
         home = self.homes.home_of(name)
         # Alerts read lossreport's own shards, and log beside them.
         checked = source is sources.NATIVE and home == run_dir
@@ -325,7 +330,7 @@ class Watcher:
             and self._listing.found(name, marker.entry)
         ):
             self._schedule.index_changed(time.monotonic())
-        reason = render_reason(state, marker, now_utc, self.options.stale_after)
+        reason = render_reason(state, marker, now_utc, self.options.stale_after, once_foreign)
         if reason is None and status is not None and self._unmailed(name, state, status, marker):
             reason = f"{status}, rendered by another process but not mailed yet"
         if reason is None and live:
