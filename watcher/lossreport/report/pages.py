@@ -22,6 +22,7 @@ from .. import runformat
 from ..clock import utc_time
 from ..runformat import GRAPHS_DIR
 from ..version import __version__
+from . import theme
 from .outputs import Chart
 
 TEMPLATE = "report.html.j2"
@@ -86,6 +87,8 @@ def _environment() -> jinja2.Environment:
     environment.filters["percent"] = format_percent
     environment.filters["as_json"] = lambda value: json.dumps(value, default=str)
     environment.filters["breakable"] = breakable
+    environment.globals["nan_colour"] = theme.NAN_COLOUR
+    environment.globals["nan_colour_name"] = theme.NAN_COLOUR_NAME
     return environment
 
 
