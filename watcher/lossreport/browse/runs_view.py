@@ -23,7 +23,8 @@ from ..report import pages
 from .answers import Answer
 from .params import Params, one_choice, one_int, one_text, reject_unknown
 
-FILTER_LABELS = [(name, name) for name in EXACT_FILTERS]
+# The catalog's `source` is the tool that wrote the run: lossreport, lightning, mlflow...
+FILTER_LABELS = [(name, "tool" if name == "source" else name) for name in EXACT_FILTERS]
 MAX_TEXT = 200  # a filter value, a search text, a config `name=value`
 MAX_CONFIG_FILTERS = 8
 PER_PAGE, MAX_PER_PAGE = 50, 200
