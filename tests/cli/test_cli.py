@@ -14,7 +14,9 @@ import pytest
 import lossreport
 from lossreport import sources
 from lossreport.cli.main import main
+from tests.support.links import dead_links
 from tests.support.procs import ROOT, run_cli
+from tests.support.server import request, serving
 
 TO = "ml-team@example.com"
 INJECTION = "a@example.com\r\nBcc: victim@example.com"
@@ -114,7 +116,7 @@ def test_show_prints_a_runs_status(runs_dir: Path) -> None:
 
 
 def test_the_demo_trains_three_saes_and_the_daemon_renders_their_reports(
-    runs_dir: Path,
+    runs_dir: Path, tmp_path: Path
 ) -> None:
     result = run_cli("demo", str(runs_dir), "--steps", "300")
     assert result.returncode == 0, result.stderr
@@ -129,6 +131,17 @@ def test_the_demo_trains_three_saes_and_the_daemon_renders_their_reports(
     assert all(path.is_file() for path in reports)
     assert lines[4] == f"Index of all runs: {runs_dir / 'index.html'}"
     assert (runs_dir / "index.html").is_file()
+    # Every link of both indexes answers, through `lossreport serve`
+    static = (runs_dir / "index.html").read_text()
+    with serving(runs_dir, tmp_path / "serve.log") as (_, port):
+        status, _, body = request(port, "/")
+        assert status == 200
+        served = body.decode()
+        assert dead_links(port, "/", served) == {}
+        assert dead_links(port, "/", static) == {}
+    for path in reports:  # the reports are among the links checked
+        link = f'href="{path.parent.parent.name}/loss_graphs/{path.name}"'
+        assert link in static and link in served
 
 
 @pytest.mark.parametrize(

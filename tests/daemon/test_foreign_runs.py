@@ -82,7 +82,7 @@ def test_one_daemon_reports_every_kind_of_run_in_a_mixed_tree(runs_dir: Path) ->
         assert_all_logged(_csv_of(runs_dir / key), values)
         assert f'href="{key}/{runformat.GRAPHS_DIR}/' in index, key
     for source_name in ("tensorboard", "lightning", "hf-trainer", "mlflow"):
-        assert f">{source_name}</small>" in index
+        assert f'<td class="tool">{source_name}</td>' in index
     report = next((runs_dir / "exp1" / "tb" / "run3" / runformat.GRAPHS_DIR).glob("*.html"))
     page = report.read_text()
     assert "TensorBoard event files" in page and "no new data" in page  # the rule it used
