@@ -199,6 +199,7 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "live_every": ("live_every", _duration),
         "workers": ("workers", _int_in(1, MAX_WORKERS)),
         "idle_restart": ("idle_restart", _duration),
+        "stop_wait": ("stop_wait", _duration),
         "output": ("output", lambda value: Path(_of(str)(value))),
         "mirror": ("mirror", lambda value: Path(_of(str)(value))),
         "lease": ("lease", _duration),
