@@ -184,7 +184,13 @@ class Watcher:
         if now - self._last_render < self.options.idle_restart:
             return
         self._last_render = None
-        self._workers.refresh()
+        try:
+            self._workers.refresh()
+        except OSError as exc:  # no process could be started: the next render starts one
+            logger.warning(
+                "cannot start a fresh render worker: %s", exc, extra={"event": "worker_failed"}
+            )
+            return
         logger.info("replaced idle render workers", extra={"event": "workers_refreshed"})
 
     # -- the main loop ------------------------------------------------------------------
@@ -201,7 +207,6 @@ class Watcher:
             self._refresh_idle_workers(now)
             for name in self._schedule.due(now):
                 self._look(name)
-            self._dispatch()
             if self._schedule.health_check(now):  # running runs are due again: they may stall
                 self._check_observer()
             if now >= next_rescan:
@@ -213,6 +218,7 @@ class Watcher:
             if now >= next_presence:
                 self._advertise()
                 next_presence = now + presence.HEARTBEAT_SECS
+            self._dispatch()
             self._write_index_if_due(now)
             deadlines = [self._schedule.sleep_time(now), next_presence - now, next_rescan - now]
             if self._notifier.watchdog_interval:  # systemd restarts a daemon that pings late
@@ -308,14 +314,6 @@ class Watcher:
         state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
-        if self._crashes.set_aside(name, state.fingerprint):
-            logger.debug(
-                "run=%s is set aside: not rendered again until its inputs change",
-                name,
-                extra={"run": name, "event": "set_aside_kept"},
-            )
-            self._schedule.settled(name)
-            return
         status = state.display_status(now_utc, self.options.stale_after)
         home = self.homes.home_of(name)
         # Alerts read lossreport's own shards, and log beside them.
@@ -341,6 +339,14 @@ class Watcher:
             why = "alert raised" if alerted else "live re-render"
             reason, status = f"running, {why}", runformat.RUNNING
         if reason is None or status is None:
+            self._schedule.settled(name)
+            return
+        if self._crashes.set_aside(name, state.fingerprint):
+            logger.debug(
+                "run=%s is set aside: not rendered again until its inputs change",
+                name,
+                extra={"run": name, "event": "set_aside_kept"},
+            )
             self._schedule.settled(name)
             return
         if not self._remote.claim(name):
@@ -647,6 +653,7 @@ class Watcher:
         stopped leaves the old report); queued ones are dropped, found again by the next
         start's scan."""
         self._queued.clear()
+        self._stopping = True  # a worker that dies now (Ctrl-C reached it) charges no run
         waiting = sorted(self._in_flight)
         logger.info(
             "stopping: waiting up to %.0f s for %d renders in progress%s",
@@ -668,7 +675,6 @@ class Watcher:
             )
             self._workers.kill_busy()
             wait(futures, EXIT_WAIT_SECONDS + 1)
-        self._stopping = True
         self._collect_finished()
         self._workers.stop()
 

@@ -110,9 +110,23 @@ class Workers:
     def submit(self, job: Job) -> tuple[Future[Result], int]:
         """Start `job` on an idle worker, or a new one: its answer, and the worker's pid."""
         assert self.free()
-        worker = self._idle.pop() if self._idle else Worker()
+        worker = self._idle_worker() or Worker()
+        try:
+            future = worker.submit(job)
+        except OSError:  # it died meanwhile: the next job starts a new one
+            worker.kill()
+            raise
         self._busy[worker.pid] = worker
-        return worker.submit(job), worker.pid
+        return future, worker.pid
+
+    def _idle_worker(self) -> Worker | None:
+        """A warm worker that waits, if one is still alive (the OOM killer may take idle ones)."""
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive():
+                return worker
+            worker.wait_exit()
+        return None
 
     def done(self, pid: int) -> None:
         """The job on worker `pid` has its answer: the worker takes another, if it lives."""
