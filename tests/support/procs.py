@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# For child processes: this checkout's package first (an editable install of another checkout
+# must not stand in for it), then the repository root (tests.support modules run as scripts).
+PYTHONPATH = os.pathsep.join([str(ROOT / "watcher"), str(ROOT)])
 
 
 def wait_for(
@@ -37,7 +40,7 @@ def start_python(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
     )
 
 
@@ -49,5 +52,5 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         cwd=ROOT,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})},
     )

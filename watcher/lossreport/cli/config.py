@@ -199,6 +199,7 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "workers": ("workers", _int_in(1, MAX_WORKERS)),
         "idle_restart": ("idle_restart", _duration),
         "once_foreign": ("once_foreign", _one_of(ONCE_LIVE, ONCE_FINISHED)),
+        "stop_wait": ("stop_wait", _duration),
         "output": ("output", lambda value: Path(_of(str)(value))),
         "mirror": ("mirror", lambda value: Path(_of(str)(value))),
         "lease": ("lease", _duration),

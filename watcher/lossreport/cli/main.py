@@ -183,6 +183,14 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         f"memory charts took (default {_human(WATCH.idle_restart)})",
     )
     watch.add_argument(
+        "--stop-wait",
+        type=duration,
+        default=settings.get("stop_wait", WATCH.stop_wait),
+        metavar="DURATION",
+        help="on SIGTERM or Ctrl-C, let renders in progress finish for this long, then stop "
+        f"their workers (default {_human(WATCH.stop_wait)})",
+    )
+    watch.add_argument(
         "--once",
         action="store_true",
         help="render (and mail) whatever is pending, then exit (for cron); each run left "
@@ -558,6 +566,7 @@ def _watch(args: argparse.Namespace) -> int:
         live_every=args.live_every,
         workers=args.workers,
         idle_restart=args.idle_restart,
+        stop_wait=args.stop_wait,
         once=args.once,
         once_foreign=args.once_foreign,
         mail=_mail_job(args),

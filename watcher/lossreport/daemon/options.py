@@ -43,6 +43,10 @@ class WatchOptions:
     # fresh warm one ~150 MB. Workers are kept while renders come (fast bursts) and replaced by
     # one fresh warm worker after this long without a render (a small daemon when idle).
     idle_restart: float = 60.0
+    # A stopping daemon (SIGTERM, Ctrl-C) lets the renders in progress finish for this long,
+    # then kills their workers (each render is atomic: a stopped one leaves the old report, and
+    # the next start renders the run again). Under systemd's TimeoutStopSec (60 s in our units).
+    stop_wait: float = 20.0
     debounce: float = 0.25
     once: bool = False
     once_foreign: str = ONCE_LIVE  # with `once`: ONCE_LIVE or ONCE_FINISHED
