@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.optional import REQUIRE_ENV
-from tests.support.procs import ROOT
+from tests.support.procs import PYTHONPATH, ROOT
 
 # What a chromium missing a library does: complain and exit.
 BROKEN = (
@@ -29,7 +29,7 @@ def test_without_a_working_chromium_the_skip_says_how_to_install_debians(
         (bin_dir / "chromium").write_text(chromium)
         (bin_dir / "chromium").chmod(0o755)
     env = {key: value for key, value in os.environ.items() if key != REQUIRE_ENV}
-    env |= {"PATH": str(bin_dir), "PYTHONPATH": str(ROOT)}
+    env |= {"PATH": str(bin_dir), "PYTHONPATH": PYTHONPATH}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
          "tests/browse/test_zoom_browser.py"],

@@ -15,7 +15,7 @@ import lossreport
 from lossreport import sources
 from lossreport.cli.main import main
 from tests.support.links import dead_links
-from tests.support.procs import ROOT, run_cli
+from tests.support.procs import PYTHONPATH, ROOT, run_cli
 from tests.support.server import request, serving
 
 TO = "ml-team@example.com"
@@ -62,7 +62,7 @@ def _with_broken_render(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=ROOT,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
     )
 
 

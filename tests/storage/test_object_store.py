@@ -27,7 +27,7 @@ from lossreport.storage.lease import Leases
 from lossreport.storage.mirror import Mirror
 from tests.support.checks import assert_rows_are_exactly_the_logged_values
 from tests.support.daemon import Daemon, run_once
-from tests.support.procs import ROOT, wait_for
+from tests.support.procs import PYTHONPATH, ROOT, wait_for
 from tests.support.s3 import FaultProxy, MotoServer, boto, client_env, keys
 from tests.support.server import request, serving
 
@@ -67,7 +67,7 @@ def trainer(url: str, run_id: str, endpoint: str, *args: str, **env: str) -> sub
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=client_env(endpoint, PYTHONPATH=str(ROOT), LOSSREPORT_REPORT_ON_CLOSE="0", **env),
+        env=client_env(endpoint, PYTHONPATH=PYTHONPATH, LOSSREPORT_REPORT_ON_CLOSE="0", **env),
     )
 
 
