@@ -84,14 +84,14 @@ def test_the_index_filters_sorts_and_pages_through_100000_runs(
             for row in rows
             if row["model"] == model and row["final"].get("mse_loss") is not None
         )
-        shown = [float(text) for text in _column(page, 9)]
+        shown = [float(text) for text in _column(page, 10)]
         assert shown == sorted(shown)
         assert shown[0] == pytest.approx(finals[0], rel=1e-5)
 
         # The next page continues where the first ended.
         _changed(page, lambda: page.click("#next"))
         assert _shown(page).startswith(f"51\N{EN DASH}100 of {count:,} runs")
-        assert float(_column(page, 9)[0]) >= shown[-1]
+        assert float(_column(page, 10)[0]) >= shown[-1]
         page.go_back()
         page.wait_for_selector("#results[data-state=ready]")
         assert _shown(page).startswith("1\N{EN DASH}50 of")

@@ -20,7 +20,7 @@ import pytest
 from lossreport.catalog import SORT_FIELDS, Catalog, RunQuery
 from lossreport.catalog.query import MAX_OPTIONS, options, search
 from lossreport.catalog.store import SCHEMA_VERSION
-from lossreport.catalog.sweeps import MAX_VARYING, sweep_of, sweeps
+from lossreport.catalog.sweeps import MAX_VARYING, in_sweeps, sweep_of, sweeps
 from lossreport.errors import UnsafePathError
 from lossreport.report import pages
 from lossreport.runformat import CATALOG_DIR, CATALOG_FILE
@@ -262,6 +262,9 @@ def test_sweeps_agree_with_python(filled: Filled) -> None:
     alone = next(name for name, members in _groups(rows).items() if len(members) == 1)
     assert sweep_of(catalog, *alone) is None
     assert sweep_of(catalog, "no such model", "h", "a") is None
+    # What the index links a run to: its sweep, where it has one
+    asked = [*_groups(rows), ("no such model", "h", "a")]
+    assert in_sweeps(catalog, asked * 2) == set(groups)
 
 
 def test_a_small_sweep_by_hand(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -15,7 +14,9 @@ import pytest
 import lossreport
 from lossreport import sources
 from lossreport.cli.main import main
-from tests.support.procs import ROOT, run_cli
+from tests.support.links import dead_links
+from tests.support.procs import PYTHONPATH, ROOT, run_cli
+from tests.support.server import request, serving
 
 TO = "ml-team@example.com"
 INJECTION = "a@example.com\r\nBcc: victim@example.com"
@@ -61,7 +62,7 @@ def _with_broken_render(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=ROOT,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
     )
 
 
@@ -102,7 +103,7 @@ def test_a_path_with_no_runs_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_cli("render", str(tmp_path))
     assert result.returncode == 1
     assert (
-        result.stderr.strip() == f"lossreport: InvalidInputError: {tmp_path}: no runs here "
+        result.stderr.strip() == f"lossreport: {tmp_path}: not a run directory "
         f"({sources.WHAT_IS_A_RUN})"
     )
 
@@ -115,7 +116,7 @@ def test_show_prints_a_runs_status(runs_dir: Path) -> None:
 
 
 def test_the_demo_trains_three_saes_and_the_daemon_renders_their_reports(
-    runs_dir: Path,
+    runs_dir: Path, tmp_path: Path
 ) -> None:
     result = run_cli("demo", str(runs_dir), "--steps", "300")
     assert result.returncode == 0, result.stderr
@@ -130,6 +131,17 @@ def test_the_demo_trains_three_saes_and_the_daemon_renders_their_reports(
     assert all(path.is_file() for path in reports)
     assert lines[4] == f"Index of all runs: {runs_dir / 'index.html'}"
     assert (runs_dir / "index.html").is_file()
+    # Every link of both indexes answers, through `lossreport serve`
+    static = (runs_dir / "index.html").read_text()
+    with serving(runs_dir, tmp_path / "serve.log") as (_, port):
+        status, _, body = request(port, "/")
+        assert status == 200
+        served = body.decode()
+        assert dead_links(port, "/", served) == {}
+        assert dead_links(port, "/", static) == {}
+    for path in reports:  # the reports are among the links checked
+        link = f'href="{path.parent.parent.name}/loss_graphs/{path.name}"'
+        assert link in static and link in served
 
 
 @pytest.mark.parametrize(
@@ -238,9 +250,10 @@ def test_render_of_a_runs_directory_renders_the_rest_and_names_what_failed(
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[-3:-1] == ["Rendered 2 of 3 runs.", "Not rendered (1):"]
-    # Which run, the error's type and message: the message names the file in the way.
-    assert re.fullmatch(rf"  - {re.escape(str(blocked))}: \w+Error: .*loss_graphs.*", lines[-1])
-    assert f"{blocked}: not rendered: {lines[-1].split(': ')[1]}: " in result.stderr
+    # Which run, and the error: a sentence naming the file in the way.
+    in_the_way = f"{blocked / 'loss_graphs'}: is a regular file, not a folder"
+    assert lines[-1].startswith(f"  - {blocked}: {in_the_way}")
+    assert f"{blocked}: not rendered: {in_the_way}" in result.stderr
     assert "Traceback" not in result.stderr
     assert (runs_dir / "a" / "loss_graphs").is_dir() and (runs_dir / "c" / "loss_graphs").is_dir()
 
@@ -323,7 +336,7 @@ def test_email_of_a_folder_that_is_no_run_refuses_and_writes_nothing_there(
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"lossreport: InvalidInputError: {folder}: not a run directory ({sources.WHAT_IS_A_RUN})"
+        f"lossreport: {folder}: not a run directory ({sources.WHAT_IS_A_RUN})"
     )
     assert os.listdir(folder) == ["notes.txt"]
 

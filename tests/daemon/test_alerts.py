@@ -170,4 +170,9 @@ def test_a_webhook_that_fails_twice_gets_the_alert_on_the_third_try_with_its_tok
     assert token not in daemon.log.read_text()
     failures = daemon.events("mail_failed")
     assert len(failures) == 2 and "HTTP 500" in failures[0]["message"]
+    # Named by its run and rule, as a user knows them, not by its file in the outbox.
+    rule = posts[0].body["rule"]
+    assert failures[0]["run"] == "r"
+    assert failures[0]["message"].startswith(f"run=r alert {rule} (webhook post) not sent (")
+    assert "WebhookError" not in failures[0]["message"]
     assert hook.url.split("/hooks")[1] not in daemon.log.read_text()  # the path may be a secret

@@ -3,7 +3,9 @@ TensorBoard log that grows while the daemon runs, and runs in folders it cannot 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -80,10 +82,48 @@ def test_one_daemon_reports_every_kind_of_run_in_a_mixed_tree(runs_dir: Path) ->
         assert_all_logged(_csv_of(runs_dir / key), values)
         assert f'href="{key}/{runformat.GRAPHS_DIR}/' in index, key
     for source_name in ("tensorboard", "lightning", "hf-trainer", "mlflow"):
-        assert f">{source_name}</small>" in index
+        assert f'<td class="tool">{source_name}</td>' in index
     report = next((runs_dir / "exp1" / "tb" / "run3" / runformat.GRAPHS_DIR).glob("*.html"))
     page = report.read_text()
     assert "TensorBoard event files" in page and "no new data" in page  # the rule it used
+
+
+def _left(output: str) -> dict[str, str]:
+    """What `watch --once` said of each run it left unrendered, from its JSON log lines."""
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return {event["run"]: event["message"] for event in events if event.get("event") == "left"}
+
+
+def test_once_renders_fresh_tensorboard_and_lightning_logs_and_says_why_it_waits(
+    runs_dir: Path,
+) -> None:
+    logged = {
+        "tb/sae-ünïcode": tensorboard_run(runs_dir / "tb" / "sae-ünïcode", range(12)),
+        "exp/lightning_logs/version_0": lightning_run(runs_dir / "exp", range(9)),
+    }
+    _age(runs_dir, 30)  # `watch --once` typed half a minute after training ended
+    # As the daemon does: they count as running until silent for --stale-after; each says so.
+    waiting = run_once(runs_dir, "--once-foreign", "finished")
+    assert waiting.returncode == 0, waiting.stderr
+    assert all(read_marker(runs_dir / key) is None for key in logged)
+    left = _left(waiting.stderr)
+    assert sorted(left) == sorted(logged)
+    assert re.fullmatch(
+        r"run=tb/sae-ünïcode not rendered: written by tensorboard, last write 3\d s ago; "
+        r"treated as running until --stale-after \(10m\) passes; --once-foreign=live renders "
+        r"it now",
+        left["tb/sae-ünïcode"],
+    ), left
+    assert "written by lightning" in left["exp/lightning_logs/version_0"]
+    # The default: a one-shot command renders what exists, as running (not completed).
+    result = run_once(runs_dir)
+    assert result.returncode == 0, result.stderr
+    assert _left(result.stderr) == {}
+    for key, values in logged.items():
+        marker = read_marker(runs_dir / key)
+        assert marker is not None and marker.status == "running", key
+        assert_all_logged(_csv_of(runs_dir / key), values)
+    # (Silent for --stale-after, the next --once renders them as completed: test_runstate.py.)
 
 
 def test_a_tensorboard_log_that_grows_is_reported_again(runs_dir: Path, tmp_path: Path) -> None:

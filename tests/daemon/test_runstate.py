@@ -11,8 +11,8 @@ import pytest
 
 import lossreport
 from lossreport.daemon.netfs import filesystem_type, is_network_filesystem
-from lossreport.daemon.options import WatchOptions
-from lossreport.daemon.runstate import RunState, render_reason
+from lossreport.daemon.options import ONCE_FINISHED, ONCE_LIVE, WatchOptions
+from lossreport.daemon.runstate import RunState, once_left, render_reason
 from lossreport.daemon.watch import Watcher, _EventsToRuns
 from lossreport.runformat import RenderedMarker
 
@@ -41,6 +41,53 @@ def _state(status: str | None, beat_age: float = 0.0, fingerprint: str = "f1") -
 )
 def test_render_reason(state: RunState, marker: RenderedMarker | None, reason: str | None) -> None:
     assert render_reason(state, marker, NOW, stale_after=600) == reason
+
+
+def _foreign(
+    beat_age: float, rendered: str | None = None
+) -> tuple[RunState, RenderedMarker | None]:
+    """A TensorBoard run (running until silence finishes it), and its marker if `rendered`."""
+    beat = NOW - timedelta(seconds=beat_age)
+    state = RunState(Path("tb"), "running", beat, "f1", silence_finishes=True, writer="tensorboard")
+    return state, None if rendered is None else RenderedMarker("f1", rendered, {})
+
+
+@pytest.mark.parametrize(
+    ("run", "once_foreign", "reason"),
+    [
+        # The daemon, and --once-foreign finished: silence for --stale-after finishes it.
+        (_foreign(30), None, None),
+        (_foreign(30), ONCE_FINISHED, None),
+        (_foreign(700), ONCE_FINISHED, "completed, never rendered"),
+        # --once (live): what exists now, unless it is being written this very moment.
+        (_foreign(30), ONCE_LIVE, "running, never rendered"),
+        (_foreign(1), ONCE_LIVE, None),
+        (_foreign(30, rendered="running"), ONCE_LIVE, None),  # unchanged: not again
+        (_foreign(700), ONCE_LIVE, "completed, never rendered"),
+        (_foreign(700, rendered="running"), ONCE_LIVE, "completed, was running"),
+        # lossreport's own runs say when they end: --once leaves them running.
+        ((_state("running", 30), None), ONCE_LIVE, None),
+    ],
+)
+def test_once_renders_quiet_foreign_runs_as_they_are(
+    run: tuple[RunState, RenderedMarker | None], once_foreign: str | None, reason: str | None
+) -> None:
+    assert render_reason(*run, NOW, 600, once_foreign) == reason
+
+
+def test_once_says_why_it_leaves_each_run() -> None:
+    assert once_left(_foreign(12)[0], NOW, 600, ONCE_FINISHED) == (
+        "written by tensorboard, last write 12 s ago; treated as running until --stale-after "
+        "(10m) passes; --once-foreign=live renders it now"
+    )
+    assert once_left(_foreign(1)[0], NOW, 600, ONCE_LIVE) == (
+        "written by tensorboard, last write 1 s ago: being written now; not rendered, run "
+        "--once again when it is quiet"
+    )
+    assert once_left(_state("running", 3), NOW, 600, ONCE_LIVE) == (
+        "running, heartbeat 3 s ago; rendered once it completes, fails or is silent for "
+        "--stale-after (10m)"
+    )
 
 
 def test_events_map_to_runs_and_our_own_writes_are_ignored(runs_dir: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import lossreport
 from lossreport import runformat
 from lossreport.runformat import read_marker
-from tests.support.daemon import Daemon, run_once, wait_rendered
+from tests.support.daemon import Daemon, child_workers, run_once, wait_rendered
 from tests.support.procs import start_trainer, wait_for
 
 
@@ -226,20 +226,6 @@ def test_live_every_re_renders_a_running_run(runs_dir: Path, tmp_path: Path) -> 
     assert daemon.events("rendered")[0]["status"] == "running"
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
 def test_a_worker_killed_mid_render_is_replaced_and_the_run_rendered(
     runs_dir: Path, tmp_path: Path
 ) -> None:
@@ -248,10 +234,10 @@ def test_a_worker_killed_mid_render_is_replaced_and_the_run_rendered(
         daemon.wait_for_event("watching")
         run = _finished_run(runs_dir, "victim", steps=3000)
         daemon.wait_for_event("render_started")
-        wait_for(lambda: _children(daemon.process.pid))
-        for pid in _children(daemon.process.pid):
+        wait_for(lambda: child_workers(daemon.process.pid))
+        for pid in child_workers(daemon.process.pid):
             os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
-        daemon.wait_for_event("workers_restarted")
+        daemon.wait_for_event("render_failed")
         wait_rendered(run, "completed", timeout=90)
     finally:
         code, _ = daemon.stop()

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import colorsys
 import math
+import re
 
 import numpy as np
 
-from lossreport.report import charts
+from lossreport.report import charts, theme
 from lossreport.report.downsample import DEFAULT_BUCKETS
 from lossreport.report.history import LossSeries
 from lossreport.report.stats import loss_stats
+from tests.support.procs import ROOT
 
 
 def _spec(values: np.ndarray) -> dict:
@@ -41,6 +44,30 @@ def test_nan_and_inf_steps_are_marked_on_the_chart_and_in_the_legend() -> None:
     assert [row["step"] for row in spec["datasets"]["non_finite"]] == [10, 60]
     assert charts.NON_FINITE_LABEL in spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
     assert "2 NaN/inf steps marked in red" in spec["title"]["subtitle"][0]
+
+
+def hue_name(colour: str) -> str:
+    """The everyday name of a saturated `#rrggbb` colour's hue."""
+    red, green, blue = (int(colour[index : index + 2], 16) / 255 for index in (1, 3, 5))
+    hue, _, saturation = colorsys.rgb_to_hls(red, green, blue)
+    assert saturation > 0.5, f"{colour} is too grey to name"
+    names = [(15, "red"), (45, "orange"), (70, "yellow"), (170, "green"), (260, "blue")]
+    names += [(330, "purple"), (360, "red")]
+    return next(name for bound, name in names if hue * 360 < bound)
+
+
+def test_the_nan_marker_is_the_colour_the_caption_and_the_readme_name() -> None:
+    values = np.linspace(1, 2, 100)
+    values[10] = math.nan
+    spec = _spec(values)
+    (marker,) = [layer for layer in spec["layer"] if layer["data"]["name"] == "non_finite"]
+    scale = marker["encoding"]["color"]["scale"]
+    drawn = scale["range"][scale["domain"].index(charts.NON_FINITE_LABEL)]
+    assert drawn == theme.NAN_COLOUR
+    said = re.search(r"1 NaN/inf step marked in (\w+)", spec["title"]["subtitle"][0])
+    assert said is not None and said[1] == theme.NAN_COLOUR_NAME == hue_name(drawn)
+    readme = (ROOT / "README.md").read_text()
+    assert f"NaN/inf steps in {theme.NAN_COLOUR_NAME} |" in readme
 
 
 def test_a_loss_spanning_orders_of_magnitude_gets_a_log_axis() -> None:

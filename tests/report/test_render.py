@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pytest
 import lossreport
 from lossreport import runformat
 from lossreport.errors import RunBusy
+from lossreport.report import theme
 from lossreport.report.pages import breakable
 from lossreport.report.render import render_lock, render_run
 from tests.support.png import png_size_and_dpi
@@ -152,6 +154,13 @@ def test_long_loss_names_wrap_at_underscores_and_stay_escaped(runs_dir: Path) ->
     page = render_run(_logged_run(runs_dir, steps=200)).report.read_text()
     assert "<td>auxiliary_<wbr>reconstruction_<wbr>loss</td>" in page
     assert breakable("<b>a_b</b>.c") == "&lt;b&gt;a_<wbr>b&lt;/b&gt;.<wbr>c"
+
+
+def test_the_report_names_the_nan_marker_by_its_colour(runs_dir: Path) -> None:
+    page = render_run(_logged_run(runs_dir, steps=20)).report.read_text()
+    said = re.search(r"marked in <span[^>]*color: (#[0-9A-Fa-f]{6})[^>]*>(\w+)</span>", page)
+    assert said is not None, "the anomalies note names no colour"
+    assert (said[1], said[2]) == (theme.NAN_COLOUR, theme.NAN_COLOUR_NAME)
 
 
 def test_a_corrupt_shard_and_a_malformed_run_file_are_reported_not_fatal(

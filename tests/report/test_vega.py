@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import lossreport
 from lossreport.errors import LossReportError
 from lossreport.report import charts, vega
 from lossreport.report.history import LossSeries
 from lossreport.report.stats import loss_stats
+from tests.support.daemon import child_workers
 from tests.support.png import png_size_and_dpi
+from tests.support.procs import start_python, wait_for
 
 BLOCKED_URL_SPEC = {
     "mark": "line",
@@ -49,3 +54,37 @@ def test_a_chart_the_helper_cannot_draw_is_an_error_naming_the_cause() -> None:
         # The helper survives a failed chart and draws the next.
         [(svg, png)] = renderer.render_all(_specs(1))
     assert svg.startswith("<svg") and png.startswith(b"\x89PNG")
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie that nobody reaps (a container's init may not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="`render` starts a helper on 2+ cores")
+def test_a_killed_render_takes_its_chart_helper_with_it(tmp_path: Path) -> None:
+    """The helper waited for work for ever (190 MB), and kept the pipes a trainer's report at
+    close reads to their end: that trainer waited out its 600 s timeout."""
+    with lossreport.start_run(tmp_path, model="gpt2-small", hook="blocks.8.hook_resid_pre") as run:
+        for step in range(3_000):
+            run.log(step, **{f"mse_loss_{k}": 1.0 / (step + 1 + k) for k in range(6)})
+    render = start_python("-m", "lossreport", "render", str(run.path))
+    helpers: list[int] = []
+    try:
+        wait_for(lambda: helpers.extend(child_workers(render.pid)) or helpers, 60)
+        wait_for(  # half way: the report is being written
+            lambda: any(p.name.startswith(".loss_graphs.new-") for p in run.path.iterdir()), 60
+        )
+        assert render.poll() is None, "the render ended before the test could kill it"
+        render.kill()
+        render.wait()
+        wait_for(lambda: _exited(helpers[0]), 10)
+        render.communicate(timeout=10)  # the helper held the pipes open: a trainer waited
+    finally:
+        for pid in helpers:
+            if not _exited(pid):
+                os.kill(pid, signal.SIGKILL)

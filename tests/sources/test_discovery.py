@@ -143,7 +143,7 @@ def test_a_folder_whose_only_inputs_are_a_fifo_or_a_link_says_why_it_is_no_run(
     done = run_cli("render", str(runs_dir))
     assert done.returncode == 1
     assert done.stderr == (
-        f"lossreport: InvalidInputError: {runs_dir}: no runs here ({sources.WHAT_IS_A_RUN}; "
+        f"lossreport: {runs_dir}: not a run directory ({sources.WHAT_IS_A_RUN}; "
         f"{link_reason}; {fifo_reason})\n"
     )
     assert sources.passed_over(runs_dir) == [link_reason, fifo_reason]

@@ -13,7 +13,7 @@ import pytest
 from lossreport.errors import MalformedRunFileError
 from lossreport.sources.lightning import LightningCsvSource
 from tests.support.deadline import fails_if_blocked
-from tests.support.foreign import Logged, assert_same, values_of
+from tests.support.foreign import Logged, assert_same, lightning_run, values_of
 from tests.support.optional import missing
 
 try:
@@ -24,6 +24,7 @@ except ImportError:
     missing("lightning", "pip install -e '.[dev]'")
 
 SOURCE = LightningCsvSource()
+LOGGER_NAME = "two-losses-mlp_ω"
 
 
 def _logger_run(save_dir: Path) -> tuple[Path, Logged]:
@@ -61,8 +62,8 @@ def test_what_the_csv_logger_wrote_is_read_value_for_value(tmp_path: Path) -> No
     assert data.table.column("step").to_pylist() == list(range(12))
 
     record = SOURCE.read_record(run_dir)
-    assert record.run_id == "lightning_logs/version_0"
-    assert record.model == "tiny-mlp" and record.hook == "lightning"
+    assert record.run_id == "version_0"
+    assert record.model == "tiny-mlp" and record.hook == ""  # the hparams name the model
     # hparams.yaml tags the Path as a Python object: read as text, never constructed
     assert record.config == {
         "model_name": "tiny-mlp",
@@ -95,10 +96,11 @@ def test_a_running_run_is_fingerprinted_by_its_files_and_finished_by_silence(
 class _TwoLosses(LightningModule):
     """A two-layer model logging two losses every step and a third every fifth."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: int = 8) -> None:
         super().__init__()
+        self.save_hyperparameters()  # hparams.yaml: `hidden`, no model name
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+            torch.nn.Linear(4, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1)
         )
         self.logged: dict[str, list[float]] = {"mse_loss": [], "l1_loss": [], "slow_loss": []}
 
@@ -120,14 +122,14 @@ class _TwoLosses(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_a_lightning_trainer_fit_is_read_back(tmp_path: Path) -> None:
+def test_a_lightning_trainer_fit_is_read_back_and_named_by_its_logger(tmp_path: Path) -> None:
     torch.manual_seed(0)
     x = torch.randn(64, 4)
     data = torch.utils.data.TensorDataset(x, x.sum(dim=1, keepdim=True))
     model = _TwoLosses()
     trainer = Trainer(
         max_steps=20,
-        logger=CSVLogger(str(tmp_path), name="lightning_logs"),
+        logger=CSVLogger(str(tmp_path), name=LOGGER_NAME),
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -137,7 +139,7 @@ def test_a_lightning_trainer_fit_is_read_back(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few workers, few batches: advice for real runs
         trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=4))
-    run_dir = tmp_path / "lightning_logs" / "version_0"
+    run_dir = tmp_path / LOGGER_NAME / "version_0"
     read = SOURCE.read_losses(run_dir)
     assert read.skipped == []
     # Lightning sorts the header; epoch is its own column, not a series
@@ -155,7 +157,24 @@ def test_a_lightning_trainer_fit_is_read_back(tmp_path: Path) -> None:
         for step in range(20)
     }
     assert found["slow_loss"] == expected
-    assert SOURCE.read_record(run_dir).run_id == "lightning_logs/version_0"
+    # the run is the logger's version, the model its name; Lightning records no hook
+    record = SOURCE.read_record(run_dir)
+    assert (record.run_id, record.model, record.hook) == ("version_0", LOGGER_NAME, "")
+    assert record.config == {"hidden": 8}
+
+
+def test_under_the_default_logger_name_the_model_is_the_folder_above(tmp_path: Path) -> None:
+    """`Trainer(default_root_dir=ROOT)` logs to ROOT/lightning_logs/version_N: every
+    experiment's logger has that name, so ROOT names the model; each version is a run."""
+    root = tmp_path / "gpt2-small-resid-sae"
+    for lr in (1e-3, 3e-4):
+        lightning_run(root, range(3), hparams={"lr": lr})
+    records = [SOURCE.read_record(root / "lightning_logs" / f"version_{n}") for n in (0, 1)]
+    assert [(r.run_id, r.model, r.hook) for r in records] == [
+        ("version_0", "gpt2-small-resid-sae", ""),
+        ("version_1", "gpt2-small-resid-sae", ""),
+    ]
+    assert [r.config["lr"] for r in records] == [1e-3, 3e-4]
 
 
 def _run_dir(tmp_path: Path) -> Path:

@@ -87,7 +87,7 @@ def test_what_the_mlflow_client_wrote_is_read_value_for_value(client: MlflowClie
 
     run = client.get_run(run_id)
     record = SOURCE.read_record(run_dir)
-    assert record.run_id == "sweep-7" and record.model == "gelu-1l" and record.hook == "mlflow"
+    assert record.run_id == "sweep-7" and record.model == "gelu-1l" and record.hook == ""
     assert record.config == {
         "layer/index": "3",
         "lr": "0.001",
@@ -136,9 +136,30 @@ def test_each_mlflow_status_is_read(client: MlflowClient) -> None:
         record = SOURCE.read_record(run_dir)
         assert record.status == status
         assert record.run_id == client.get_run(run_id).info.run_name
+        assert (record.model, record.hook) == ("statuses", "")  # the experiment's name
         assert (record.finished_at is None) == (terminal is None)
         assert record.error == ("killed (MLflow run status KILLED)" if name == "KILLED" else None)
         assert values_of(SOURCE.read_losses(run_dir)) == {"loss": {0: 1.0}}
+
+
+def test_a_run_is_named_by_its_run_name_and_the_model_by_its_experiment(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    experiment = client.create_experiment("gpt2-small SAE sweep ω")
+    run_id = client.create_run(experiment, run_name="lr-3e-4").info.run_id
+    client.log_param(run_id, "lr", 3e-4)
+    client.log_metric(run_id, "loss", 1.0, step=0)
+    client.set_terminated(run_id, "FINISHED")
+    run_dir = _run_dir(client, run_id)
+    record = SOURCE.read_record(run_dir)
+    assert (record.run_id, record.model, record.hook) == ("lr-3e-4", "gpt2-small SAE sweep ω", "")
+    # An experiment meta.yaml that is a link is not followed: the run is still read
+    dummy = tmp_path / "dummy.yaml"
+    dummy.write_text("name: not-this-one\n")
+    (run_dir.parent / "meta.yaml").unlink()
+    (run_dir.parent / "meta.yaml").symlink_to(dummy)
+    record = SOURCE.read_record(run_dir)
+    assert (record.run_id, record.model) == ("lr-3e-4", run_dir.name)
 
 
 def test_a_status_written_by_name_and_old_or_dataset_lines_are_read(

@@ -24,6 +24,7 @@ from lossreport.sources import tfrecord
 from lossreport.sources.longform import LONG_SCHEMA
 from lossreport.sources.tensorboard import TensorBoardSource
 from tests.support.deadline import fails_if_blocked
+from tests.support.foreign import tensorboard_run
 from tests.support.optional import missing
 
 try:
@@ -495,6 +496,19 @@ def test_links_fifos_and_folders_named_like_event_files_are_never_followed(
     assert SOURCE.read_losses(linked).skipped[0].startswith(f"{linked}: cannot be read")
 
 
+def test_a_summary_writers_run_is_named_by_its_folders(tmp_path: Path) -> None:
+    """SummaryWriter(logs/EXPERIMENT/RUN): the run is its folder, the model the experiment's;
+    event files record no hook."""
+    run = tmp_path / "logs" / "gpt2-small sae sweep ω" / "lr-3e-4_l1-5"
+    tensorboard_run(run, range(3))
+    record = SOURCE.read_record(run)
+    assert (record.run_id, record.model, record.hook) == (
+        "lr-3e-4_l1-5",
+        "gpt2-small sae sweep ω",
+        "",
+    )
+
+
 def test_inputs_change_when_a_file_grows_and_say_running_until_silence(tmp_path: Path) -> None:
     run = tmp_path / "run"
     simple_run(run, range(5))
@@ -508,7 +522,8 @@ def test_inputs_change_when_a_file_grows_and_say_running_until_silence(tmp_path:
     write_events(run / f"{EVENTS}1.host", [scalar_event("loss", 9, 1.0, 1.8e9)], mode="ab")
     assert SOURCE.inputs(run).fingerprint != before.fingerprint
     record = SOURCE.read_record(run)
-    assert record.status == "running" and record.hook == "tensorboard" and record.model == "run"
+    assert record.status == "running" and record.run_id == "run"
+    assert record.model == tmp_path.name and record.hook == ""  # the folders name it
 
 
 def test_without_the_extra_a_run_is_listed_and_reported_in_one_line(

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+import lossreport
 from lossreport import runformat
 from lossreport.errors import InvalidInputError
 from lossreport.storage import s3
@@ -26,7 +27,7 @@ from lossreport.storage.lease import Leases
 from lossreport.storage.mirror import Mirror
 from tests.support.checks import assert_rows_are_exactly_the_logged_values
 from tests.support.daemon import Daemon, run_once
-from tests.support.procs import ROOT, wait_for
+from tests.support.procs import PYTHONPATH, ROOT, wait_for
 from tests.support.s3 import FaultProxy, MotoServer, boto, client_env, keys
 from tests.support.server import request, serving
 
@@ -66,7 +67,7 @@ def trainer(url: str, run_id: str, endpoint: str, *args: str, **env: str) -> sub
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=client_env(endpoint, PYTHONPATH=str(ROOT), LOSSREPORT_REPORT_ON_CLOSE="0", **env),
+        env=client_env(endpoint, PYTHONPATH=PYTHONPATH, LOSSREPORT_REPORT_ON_CLOSE="0", **env),
     )
 
 
@@ -326,6 +327,28 @@ def test_two_daemons_on_one_bucket_render_each_run_once(
 
 
 @pytest.mark.usefixtures("in_process")
+@pytest.mark.usefixtures("in_process")
+def test_a_daemon_with_output_writes_every_report_there_and_nothing_to_the_store(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    """The README: `watch s3://... --output DIR` puts the reports under DIR, not in the hidden
+    mirror (writable, so once taken for the runs' own folders) and not on the store."""
+    url = f"s3://{bucket}/runs"
+    with lossreport.start_run(url, model="gpt2-small", hook="blocks.8.hook_resid_pre") as run:
+        for step in range(30):
+            run.log(step, mse_loss=1.0 / (step + 1))
+    key = str(run.path).rsplit("/", 1)[1]  # the run's id, as start_run made it
+    output, mirror = tmp_path / "reports" / "sae", tmp_path / "mirror"  # DIR made, mkdir -p
+    result = run_once(
+        url, "--mirror", str(mirror), "--output", str(output), env=client_env(store[0].url)
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(list((output / key / runformat.GRAPHS_DIR).glob("*.html"))) == 1
+    assert (output / runformat.INDEX_FILE).is_file()
+    assert not (mirror / key / runformat.GRAPHS_DIR).exists()
+    assert [k for k in keys(boto(store[0].url), bucket, "runs/") if "loss_graphs" in k] == []
+
+
 def test_the_store_lets_one_daemon_of_many_take_a_lease(bucket: str) -> None:
     url = s3.StoreUrl(bucket, "runs")
     contenders = [Leases(url, runformat.LEASE_FILE) for _ in range(8)]

@@ -1,4 +1,7 @@
-"""Debian's headless Chromium, driven by Playwright, recording what a page does."""
+"""Debian's headless Chromium, driven by Playwright, recording what a page does.
+
+Without a chromium that starts, the browser tests skip (and fail in CI) saying how to install
+Debian's: Playwright's own advice, `playwright install`, downloads a browser CI does not use."""
 
 from __future__ import annotations
 
@@ -8,18 +11,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Error, Page, sync_playwright
 
 from tests.support.optional import missing
+
+INSTALL = "apt-get install chromium"
+
+
+def _why(exc: Error) -> str:
+    """The browser's own complaint from Playwright's launch log, else its first line."""
+    lines = str(exc).splitlines()
+    said = [line.split("[err]", 1)[1].strip() for line in lines if "[err]" in line]
+    return (said or lines or ["it did not start"])[0][:200]
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     executable = shutil.which("chromium")
     if executable is None:
-        missing("Debian's chromium", "apt-get install chromium")
+        missing("Debian's chromium", INSTALL)
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        except Error as exc:  # a stub (Ubuntu's snap wrapper), missing libraries
+            missing(f"a chromium that starts ({executable}: {_why(exc)})", INSTALL)
         yield launched
         launched.close()
 

@@ -20,12 +20,21 @@ ENV = {**os.environ, "PYTHONPATH": PYTHONPATH}
 
 class Daemon:
     def __init__(
-        self, runs_dir: Path | str, *args: str, log: Path, env: dict[str, str] | None = None
+        self,
+        runs_dir: Path | str,
+        *args: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+        verbose: bool = False,
     ) -> None:
+        """`verbose`: log debug lines too."""
         self.log = log
         self._handle = log.open("w")
+        command = _watch_command(runs_dir, "--workers", "1", *args)
+        if verbose:
+            command.insert(command.index("watch"), "--verbose")
         self.process = subprocess.Popen(
-            _watch_command(runs_dir, "--workers", "1", *args),
+            command,
             cwd=ROOT,
             stdout=self._handle,
             stderr=subprocess.STDOUT,
@@ -46,10 +55,10 @@ class Daemon:
         wait_for(lambda: self.events(kind) or self.process.poll() is not None, timeout)
         assert self.events(kind), self.log.read_text()
 
-    def stop(self, timeout: float = 30) -> tuple[int, float]:
-        """SIGTERM; returns the exit code and the seconds it took to exit."""
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, float]:
+        """SIGTERM (or `signum`); returns the exit code and the seconds it took to exit."""
         started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signum)
         code = self.process.wait(timeout=timeout)
         self._handle.close()
         return code, time.monotonic() - started
@@ -59,6 +68,22 @@ class Daemon:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self._handle.close()
+
+
+def child_workers(pid: int) -> list[int]:
+    """The multiprocessing children of process `pid` (render workers, the chart helper), by
+    their command line; not the resource tracker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
 
 
 def wait_rendered(run_dir: Path, status: str, timeout: float = 60) -> None:

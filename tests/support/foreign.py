@@ -34,14 +34,20 @@ def tensorboard_run(folder: Path, steps: range) -> Logged:
     return logged
 
 
-def lightning_run(save_dir: Path, steps: range) -> Logged:
-    """Lightning's CSVLogger, with a validation loss logged every third step (gaps)."""
+def lightning_run(
+    save_dir: Path,
+    steps: range,
+    name: str = "lightning_logs",
+    hparams: dict[str, Any] | None = None,
+) -> Logged:
+    """Lightning's CSVLogger (`save_dir/name/version_N`), with a validation loss logged every
+    third step (gaps)."""
     try:
         from lightning.pytorch.loggers import CSVLogger
     except ImportError:
         missing("lightning", "pip install -e '.[dev]'")
-    logger = CSVLogger(str(save_dir), name="lightning_logs")
-    logger.log_hyperparams({"model_name": "tiny-mlp", "lr": 0.01})
+    logger = CSVLogger(str(save_dir), name=name)
+    logger.log_hyperparams({"model_name": "tiny-mlp", "lr": 0.01} if hparams is None else hparams)
     logged: Logged = {"train_loss": {}, "val_loss": {}}
     for step in steps:
         metrics = {"train_loss": 2.0 / (step + 1)}
@@ -54,8 +60,15 @@ def lightning_run(save_dir: Path, steps: range) -> Logged:
     return logged
 
 
-def mlflow_run(store: Path, steps: range) -> Logged:
-    """MLflow's client on a file store: a finished run with a `/` in a metric's name."""
+def mlflow_run(
+    store: Path,
+    steps: range,
+    experiment: str = "sae-sweep",
+    run_name: str = "mlflow-run",
+    params: dict[str, Any] | None = None,
+) -> Logged:
+    """MLflow's client on a file store: a finished run with a `/` in a metric's name, in
+    `experiment` (made if new)."""
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
@@ -63,7 +76,8 @@ def mlflow_run(store: Path, steps: range) -> Logged:
     allowed = os.environ.get(MLFLOW_FILE_STORE_ENV)
     os.environ[MLFLOW_FILE_STORE_ENV] = "true"  # MLflow 3 refuses a file store without it
     try:
-        return _mlflow_run(MlflowClient, store, steps)
+        named = {"model_name": "gelu-1l"} if params is None else params
+        return _mlflow_run(MlflowClient, store, steps, experiment, run_name, named)
     finally:
         if allowed is None:
             del os.environ[MLFLOW_FILE_STORE_ENV]
@@ -71,13 +85,22 @@ def mlflow_run(store: Path, steps: range) -> Logged:
             os.environ[MLFLOW_FILE_STORE_ENV] = allowed
 
 
-def _mlflow_run(client_class: Any, store: Path, steps: range) -> Logged:
+def _mlflow_run(
+    client_class: Any,
+    store: Path,
+    steps: range,
+    experiment_name: str,
+    run_name: str,
+    params: dict[str, Any],
+) -> Logged:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # and warns that the file store is deprecated
         client = client_class(tracking_uri=store.as_uri())
-        experiment = client.create_experiment("sae-sweep")
-        run = client.create_run(experiment, run_name="mlflow-run")
-        client.log_param(run.info.run_id, "model_name", "gelu-1l")
+        found = client.get_experiment_by_name(experiment_name)
+        experiment = found.experiment_id if found else client.create_experiment(experiment_name)
+        run = client.create_run(experiment, run_name=run_name)
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
         logged: Logged = {"train/mse": {}, "aux": {}}
         for step in steps:
             for key, value in (("train/mse", 0.1 * step), ("aux", math.sqrt(step))):

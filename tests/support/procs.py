@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# The package from this checkout first: the virtual environment's editable install may point at
-# another checkout (a git worktree shares it), and a subprocess would test that one's code.
+# For child processes: this checkout's package first (an editable install of another checkout
+# must not stand in for it), then the repository root (tests.support modules run as scripts).
 PYTHONPATH = os.pathsep.join([str(ROOT / "watcher"), str(ROOT)])
 
 

@@ -18,14 +18,14 @@ from lossreport import runformat
 from lossreport.runformat import presence
 from lossreport.trainer.closing_report import ENVIRONMENT_VARIABLE
 from tests.support.daemon import Daemon, run_once, wait_rendered
-from tests.support.procs import ROOT, run_cli, wait_for
+from tests.support.procs import PYTHONPATH, ROOT, run_cli, wait_for
 from tests.support.trainer import LATE_LOSS_FROM, expected_losses
 
 LOSSES = ("mse_loss", "l1_loss", "overall_loss", "auxiliary_reconstruction_loss")
 # The trainers here decide as a user's would: no LOSSREPORT_REPORT_ON_CLOSE (conftest sets 0).
 USER_ENV = {
     **{k: v for k, v in os.environ.items() if k != ENVIRONMENT_VARIABLE},
-    "PYTHONPATH": str(ROOT),
+    "PYTHONPATH": PYTHONPATH,
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from lossreport import runformat
-from tests.support.procs import ROOT
+from tests.support.procs import PYTHONPATH, ROOT
 
 
 def _train(runs_dir: Path, *flags: str) -> str:
@@ -20,7 +20,7 @@ def _train(runs_dir: Path, *flags: str) -> str:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

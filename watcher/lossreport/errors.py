@@ -12,6 +12,7 @@ LossReportError                 base: catch this to catch everything lossreport 
 ├── WebhookError                an alert could not be posted to the webhook
 ├── ServeError                  `lossreport serve` cannot listen where it was told to
 ├── DemoError                   `lossreport demo` could not finish (a trainer or the daemon failed)
+├── RenderWorkerDied            a daemon's render worker process died while it rendered a run
 └── RunDirectoryError           a run directory that cannot be written or read (.path)
     ├── MalformedRunFileError   run.json that is not a lossreport.run/1 document
     ├── CorruptShardError       a loss shard that is not readable Parquet
@@ -20,8 +21,9 @@ LossReportError                 base: catch this to catch everything lossreport 
             └── ReadBudgetError  a file that would take its run past its read budget
 
 The ones a library call can raise are exported from `lossreport`; the others (ConfigError,
-MailError, WebhookError, ServeError, DemoError, QueryError) come from the command line's work
-and live here, as does ReadBudgetError: a reader skips and names the file instead.
+MailError, WebhookError, ServeError, DemoError, QueryError, RenderWorkerDied) come from the
+command line's work and live here, as does ReadBudgetError: a reader skips and names the file
+instead.
 """
 
 from __future__ import annotations
@@ -118,6 +120,16 @@ class ServeError(LossReportError):
 
 class DemoError(LossReportError):
     """`lossreport demo` could not finish: an example trainer or the daemon failed."""
+
+
+class RenderWorkerDied(LossReportError):
+    """The render worker process given a run died before it answered (the kernel's OOM killer,
+    an abort in the chart engine); `how` says how it ended, `pid` which process it was."""
+
+    def __init__(self, pid: int, how: str) -> None:
+        super().__init__(f"the render worker (pid {pid}) died: {how}")
+        self.pid = pid
+        self.how = how
 
 
 class MalformedRunFileError(RunDirectoryError):

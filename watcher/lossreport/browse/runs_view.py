@@ -15,15 +15,16 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import runformat
-from ..catalog import Catalog, RunQuery
+from ..catalog import Catalog, Page, RunQuery
 from ..catalog.query import EXACT_FILTERS, is_sort, options, search
-from ..catalog.sweeps import Sweep, sweeps
+from ..catalog.sweeps import Sweep, in_sweeps, sweeps
 from ..errors import QueryError
 from ..report import pages
 from .answers import Answer
 from .params import Params, one_choice, one_int, one_text, reject_unknown
 
-FILTER_LABELS = [(name, name) for name in EXACT_FILTERS]
+# The catalog's `source` is the tool that wrote the run: lossreport, lightning, mlflow...
+FILTER_LABELS = [(name, "tool" if name == "source" else name) for name in EXACT_FILTERS]
 MAX_TEXT = 200  # a filter value, a search text, a config `name=value`
 MAX_CONFIG_FILTERS = 8
 PER_PAGE, MAX_PER_PAGE = 50, 200
@@ -139,7 +140,7 @@ def index_page(catalog: Catalog, kept: bool, params: Params) -> Answer:
     else:
         page = search(catalog, query.runs)
         total = page.total
-        context["runs"] = [_with_links(row, kind, sorted_loss) for row in page.rows]
+        context["runs"] = _with_links(catalog, page, kind, sorted_loss)
         shown = len(page.rows)
     pages_in_all = max(1, math.ceil(total / query.runs.per_page))
     context |= {
@@ -159,11 +160,9 @@ def runs_api(catalog: Catalog, params: Params) -> Answer:
     query = parse_query(params)
     page = search(catalog, query.runs)
     kind, _, loss = query.runs.sort.partition(":")
-    runs = []
-    for row in page.rows:
-        linked = _with_links(row, kind, loss)
+    runs = _with_links(catalog, page, kind, loss)
+    for linked in runs:
         linked["curves"] = json.loads(linked.pop("curves_json"))
-        runs.append(linked)
     return Answer.json(
         {
             "total": page.total,
@@ -208,10 +207,20 @@ def run_links(key: str, report: str) -> dict[str, str]:
     }
 
 
-def _with_links(row: dict[str, Any], kind: str, loss: str) -> dict[str, Any]:
-    linked = {**row, **run_links(row["run_id"], row["report"])}
-    linked["sweep_url"] = sweep_url(row) if row["model"] or row["hook"] else ""
-    if loss:
-        linked["sorted_value"] = row[kind].get(loss)
-    del linked["report"]
-    return linked
+def _with_links(catalog: Catalog, page: Page, kind: str, loss: str) -> list[dict[str, Any]]:
+    """The page's rows with their URLs; `sweep_url` only for a run that has a sweep (a run
+    alone in its model, hook and architecture has none: its link would be a 404)."""
+    swept = in_sweeps(catalog, map(_names, page.rows))
+    rows = []
+    for row in page.rows:
+        linked = {**row, **run_links(row["run_id"], row["report"])}
+        linked["sweep_url"] = sweep_url(row) if _names(row) in swept else ""
+        if loss:
+            linked["sorted_value"] = row[kind].get(loss)
+        del linked["report"]
+        rows.append(linked)
+    return rows
+
+
+def _names(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["model"], row["hook"], row["architecture"]

@@ -7,6 +7,7 @@ the same in all of its runs (or that some of its runs lack). Ranking its runs by
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,9 @@ from .query import RunQuery, where_clause
 from .store import Catalog, sweep_key
 
 MAX_VARYING = 12  # config keys shown per sweep; the rest are named as a count
+MIN_RUNS = 2  # a sweep is this many runs or more: one run alone is no sweep
+Names = tuple[str, str, str]  # model, hook, architecture
+MAX_NAMES_BOUND = 300  # (model, hook, architecture) triples bound in one query
 
 
 @dataclass
@@ -42,7 +46,7 @@ def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
     where, parameters = where_clause(query)
     grouped = (
         f"SELECT model, hook, architecture, COUNT(*) AS runs FROM runs {where}"
-        " GROUP BY model, hook, architecture HAVING COUNT(*) > 1"
+        f" GROUP BY model, hook, architecture HAVING COUNT(*) >= {MIN_RUNS}"
     )
     with catalog.reading() as connection:
         total = connection.execute(f"SELECT COUNT(*) FROM ({grouped})", parameters).fetchone()[0]
@@ -63,11 +67,32 @@ def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Swee
             "SELECT COUNT(*) FROM runs WHERE model = ? AND hook = ? AND architecture = ?",
             (model, hook, architecture),
         ).fetchone()[0]
-    if runs < 2:
+    if runs < MIN_RUNS:
         return None
     group = Sweep(model, hook, architecture, int(runs))
     _find_varying(catalog, group)
     return group
+
+
+def in_sweeps(catalog: Catalog, names: Iterable[Names]) -> set[Names]:
+    """Those of `names` that name a sweep (`MIN_RUNS` runs or more share them): the index
+    links a run to its sweep's page only where there is one. One query per page, each name
+    an index lookup that stops at its sweep's second run, however large the sweep."""
+    wanted = list(dict.fromkeys(names))
+    found: set[Names] = set()
+    with catalog.reading() as connection:
+        for start in range(0, len(wanted), MAX_NAMES_BOUND):
+            chunk = wanted[start : start + MAX_NAMES_BOUND]
+            triples = ", ".join(["(?, ?, ?)"] * len(chunk))
+            rows = connection.execute(
+                f"WITH wanted (model, hook, architecture) AS (VALUES {triples})"
+                " SELECT model, hook, architecture FROM wanted WHERE EXISTS (SELECT 1 FROM runs"
+                " WHERE runs.model = wanted.model AND runs.hook = wanted.hook"
+                " AND runs.architecture = wanted.architecture LIMIT 1 OFFSET ?)",
+                [*(value for triple in chunk for value in triple), MIN_RUNS - 1],
+            )
+            found |= {(model, hook, architecture) for model, hook, architecture in rows}
+    return found
 
 
 def _find_varying(catalog: Catalog, group: Sweep) -> None:

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..alerts.rules import parse_alert_rules
-from ..daemon.options import MAX_WORKERS
+from ..clock import format_duration as format_duration  # parse_duration's inverse
+from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE
 from ..delivery.smtp import SECURITY_CHOICES
 from ..delivery.webhook import check_url
 from ..errors import ConfigError
@@ -70,14 +71,6 @@ def parse_duration(text: str) -> float:
     if seconds > MAX_DURATION_SECONDS:
         raise ValueError(f"{text!r} is too long: at most 365 days")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """`parse_duration`'s inverse for help texts: 300.0 -> "5m", 30.0 -> "30s", 7200.0 -> "2h"."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def parse_address(text: str) -> str:
@@ -183,10 +176,16 @@ def _patterns(value: Any) -> list[str]:
     return [parse_pattern(item) for item in value]
 
 
-def _security(value: Any) -> str:
-    if value not in SECURITY_CHOICES:
-        raise ValueError(f"one of {', '.join(SECURITY_CHOICES)}")
-    return str(value)
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+_security = _one_of(*SECURITY_CHOICES)
 
 
 # section -> key in the file -> (argparse destination, check and convert)
@@ -199,6 +198,8 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "live_every": ("live_every", _duration),
         "workers": ("workers", _int_in(1, MAX_WORKERS)),
         "idle_restart": ("idle_restart", _duration),
+        "once_foreign": ("once_foreign", _one_of(ONCE_LIVE, ONCE_FINISHED)),
+        "stop_wait": ("stop_wait", _duration),
         "output": ("output", lambda value: Path(_of(str)(value))),
         "mirror": ("mirror", lambda value: Path(_of(str)(value))),
         "lease": ("lease", _duration),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import logformat, runformat, sources
 from ..alerts.rules import AlertRules
 from ..clock import utc_time
-from ..daemon.options import MAX_WORKERS, WatchOptions
+from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
 from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url
@@ -30,7 +30,7 @@ from ..storage.budget import budget_bytes
 from ..storage.lease import DEFAULT_LEASE_SECONDS
 from ..storage.mirror import Mirror
 from ..version import __version__
-from . import config, stores
+from . import config, paths, stores
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ LOCK_WAIT_SECONDS = 30.0
 # A stopping daemon on an object store waits this long for its last reports to be uploaded.
 UPLOAD_WAIT_SECONDS = 60.0
 DEMO_MAX_STEPS = 1_000_000  # the example SAEs learn in a few thousand
+CONFIG_DOCS = "docs/configuration.md"
+SERVE_PORT = 8000
 DURATIONS = "DURATION is 300, 30s, 10m or 2h: seconds, from 0.1s to 365 days."
 # Flags default to what the library does unasked, so the two cannot drift apart.
 WATCH = WatchOptions()
@@ -63,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         budget_bytes()  # a bad LOSSREPORT_READ_BUDGET stops the command now, not each read
         return int(args.handler(args))
-    except LossReportError as exc:
-        print(f"lossreport: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except LossReportError as exc:  # a sentence naming what is wrong: no class name
+        print(f"lossreport: {_one_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a one-line error, not a traceback; -v logs the traceback
         logger.debug("the command failed", exc_info=True)
@@ -113,7 +115,8 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="write the reports under DIR instead of into the runs' folders (for runs you "
-        "cannot write to): a run's report goes to DIR/<its path under RUN>/loss_graphs/",
+        "cannot write to): a run's report goes to DIR/<its path under RUN>/loss_graphs/; "
+        "DIR is made if missing",
     )
     _add_series_arguments(render, settings)
     render.set_defaults(handler=_render)
@@ -182,18 +185,36 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         f"memory charts took (default {_human(WATCH.idle_restart)})",
     )
     watch.add_argument(
+        "--stop-wait",
+        type=duration,
+        default=settings.get("stop_wait", WATCH.stop_wait),
+        metavar="DURATION",
+        help="on SIGTERM or Ctrl-C, let renders in progress finish for this long, then stop "
+        f"their workers (default {_human(WATCH.stop_wait)})",
+    )
+    watch.add_argument(
         "--once",
         action="store_true",
-        help="render (and mail) whatever is pending, then exit (for cron)",
+        help="render (and mail) whatever is pending, then exit (for cron); each run left "
+        "unrendered is logged with why",
+    )
+    watch.add_argument(
+        "--once-foreign",
+        choices=[ONCE_LIVE, ONCE_FINISHED],
+        default=settings.get("once_foreign", WATCH.once_foreign),
+        help="with --once, runs of tools that record no end (TensorBoard, Lightning...): "
+        f"{ONCE_LIVE} renders each whose files are not being written now, as running until "
+        f"--stale-after of silence; {ONCE_FINISHED} waits for --stale-after of silence, as "
+        f"the daemon does (default {WATCH.once_foreign})",
     )
     watch.add_argument(
         "--output",
         type=Path,
         default=settings.get("output", WATCH.output),
         metavar="DIR",
-        help="for runs whose folders this user cannot write (another user's logs): write "
-        "their reports under DIR, mirroring the runs tree; the runs index and the mail "
-        "outbox go to DIR too",
+        help="for runs whose folders this user cannot write (another user's logs), and every "
+        "run of an s3:// RUNS_DIR: write their reports under DIR, mirroring the runs tree; the "
+        "runs index and the mail outbox go to DIR too; DIR is made if missing",
     )
     _add_store_arguments(watch, settings)
     watch.add_argument(
@@ -206,7 +227,7 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     )
     _add_series_arguments(watch, settings)
     _add_config_argument(watch)
-    _add_mail_arguments(watch, settings, "--email-to")
+    _add_mail_arguments(watch, settings, "--email-to", "each finished run's summary")
     _add_alert_arguments(watch, settings)
     watch.set_defaults(handler=_watch)
 
@@ -215,7 +236,7 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     )
     email.add_argument("run", type=Path, metavar="RUN", help="a run directory")
     _add_config_argument(email)
-    _add_mail_arguments(email, settings, "--to")
+    _add_mail_arguments(email, settings, "--to", "the run's summary")
     email.set_defaults(handler=_email)
 
     serve = commands.add_parser(
@@ -239,8 +260,8 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--port",
         type=_int_flag(0, config.MAX_PORT),
-        default=settings.get("port", 8000),
-        help="0 to 65535; 0 picks a free port",
+        default=settings.get("port", SERVE_PORT),
+        help=f"0 to 65535; 0 picks a free port (default {SERVE_PORT})",
     )
     _add_store_arguments(serve, settings)
     serve.add_argument(
@@ -257,12 +278,19 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="watch RUNS_DIR, train the three example SAEs into it, print their reports"
     )
-    demo.add_argument("runs_dir", type=Path, nargs="?", default=Path("runs"), metavar="RUNS_DIR")
+    demo.add_argument(
+        "runs_dir",
+        type=Path,
+        nargs="?",
+        default=Path("runs"),
+        metavar="RUNS_DIR",
+        help="where the three example runs and their reports go (default ./runs)",
+    )
     demo.add_argument(
         "--steps",
         type=_int_flag(1, DEMO_MAX_STEPS),
         default=2000,
-        help=f"training steps per SAE, 1 to {DEMO_MAX_STEPS:,}",
+        help=f"training steps per SAE, 1 to {DEMO_MAX_STEPS:,} (default 2000)",
     )
     demo.set_defaults(handler=_demo)
     for command in commands.choices.values():
@@ -297,12 +325,12 @@ def _add_config_argument(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="FILE",
-        help="TOML file of settings; flags given here win (see lossreport.cli.config)",
+        help=f"TOML file of settings; flags given here win (every key: {CONFIG_DOCS})",
     )
 
 
 def _add_mail_arguments(
-    parser: argparse.ArgumentParser, settings: dict[str, Any], recipients_flag: str
+    parser: argparse.ArgumentParser, settings: dict[str, Any], recipients_flag: str, what: str
 ) -> None:
     group = parser.add_argument_group(
         "email",
@@ -315,7 +343,7 @@ def _add_mail_arguments(
         type=_address,
         default=list(settings.get("email_to", [])),
         metavar="ADDR",
-        help="mail each finished run's summary to ADDR, one address each (repeat for more)",
+        help=f"mail {what} to ADDR, one address each (repeat for more)",
     )
     group.add_argument(
         "--email-from",
@@ -324,11 +352,17 @@ def _add_mail_arguments(
         metavar="ADDR",
         help="sender (default lossreport@HOST)",
     )
-    group.add_argument("--smtp-host", default=settings.get("smtp_host", SMTP.host))
+    group.add_argument(
+        "--smtp-host",
+        default=settings.get("smtp_host", SMTP.host),
+        metavar="HOST",
+        help=f"the SMTP server (default {SMTP.host})",
+    )
     group.add_argument(
         "--smtp-port",
         type=_int_flag(1, config.MAX_PORT),
         default=settings.get("smtp_port"),
+        metavar="PORT",
         help="1 to 65535 (default 25, 587 with STARTTLS, 465 with SSL)",
     )
     security = group.add_mutually_exclusive_group()
@@ -338,9 +372,22 @@ def _add_mail_arguments(
         action="store_const",
         const="starttls",
         default=settings.get("smtp_security", SMTP.security),
+        help="upgrade the connection with STARTTLS (default: plain SMTP, for a relay on "
+        "this host or network)",
     )
-    security.add_argument("--smtp-ssl", dest="smtp_security", action="store_const", const="ssl")
-    group.add_argument("--smtp-user", default=settings.get("smtp_user"))
+    security.add_argument(
+        "--smtp-ssl",
+        dest="smtp_security",
+        action="store_const",
+        const="ssl",
+        help="connect over TLS from the start (SMTPS)",
+    )
+    group.add_argument(
+        "--smtp-user",
+        default=settings.get("smtp_user"),
+        metavar="USER",
+        help="log in as USER (default: no login)",
+    )
     group.add_argument(
         "--smtp-password-file",
         type=Path,
@@ -521,7 +568,9 @@ def _watch(args: argparse.Namespace) -> int:
         live_every=args.live_every,
         workers=args.workers,
         idle_restart=args.idle_restart,
+        stop_wait=args.stop_wait,
         once=args.once,
+        once_foreign=args.once_foreign,
         mail=_mail_job(args),
         smtp=_smtp_settings(args),
         mail_retry=args.email_retry,
@@ -532,6 +581,10 @@ def _watch(args: argparse.Namespace) -> int:
         output=args.output,
         series=_series_filter(args),
     )
+    if isinstance(args.runs_dir, Path):
+        paths.folder(args.runs_dir)
+    if args.output is not None:
+        paths.output_dir(args.output)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -555,10 +608,8 @@ def _email(args: argparse.Namespace) -> int:
     job = _mail_job(args)
     if job is None:
         raise InvalidInputError("no recipient: give --to ADDR (or [email] to in --config)")
-    run_dir = args.run.resolve()
-    if sources.find(run_dir) is None:  # else any folder, `.` too, got a report and a lock
-        why = sources.what_is_not_a_run(run_dir)
-        raise InvalidInputError(f"{args.run}: not a run directory ({why})")
+    run_dir, source = paths.run_folder(args.run)  # else `.` too got a report and a lock
+    paths.check_readable(run_dir, source)
     result = render_run(run_dir, wait=LOCK_WAIT_SECONDS)
     message = job.message(result, run_dir.name)
     send(_smtp_settings(args), message)
@@ -573,7 +624,9 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     runs_dir = args.runs_dir
-    if not isinstance(runs_dir, Path):
+    if isinstance(runs_dir, Path):
+        paths.folder(runs_dir)
+    else:
         rules = runformat.BROWSE_MIRROR_RULES  # the reports too: a server shows them
         mirror = stores.synced_mirror(runs_dir, args.mirror, empty_ok=True, rules=rules)
         stores.Poller(mirror, args.poll_interval, stop).start()
@@ -594,12 +647,15 @@ def _render(args: argparse.Namespace) -> int:
             runs.append((run, None if args.output is None else args.output / key))
             if mirror is not None and args.output is None:
                 mirrors[run] = (mirror, key)
+    if args.output is not None:
+        paths.output_dir(args.output)
     series = _series_filter(args)
     # The helper process starts first, so it warms up while the charting modules import.
     with ChartRenderer(helper=(os.cpu_count() or 1) > 1) as renderer:
         from ..report.render import render_run  # heavy imports that only this command needs
 
         def render(run_dir: Path, output: Path | None) -> RenderResult:
+            paths.check_readable(run_dir, sources.source_of(run_dir))
             if output is not None:
                 output.parent.mkdir(parents=True, exist_ok=True)  # DIR is the user's own
             result = render_run(
@@ -637,23 +693,24 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """`Type: message` on one line, for a log line or a summary."""
-    return " ".join(f"{type(exc).__name__}: {exc}".splitlines())
+    """The error on one line, for a log line or a summary: lossreport's own errors are
+    sentences that name what is wrong; anything else (a bug) keeps its type, `Type: message`."""
+    text = str(exc) if isinstance(exc, LossReportError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.splitlines())
 
 
 def _runs_under(path: Path) -> list[tuple[Path, str]]:
     """`path` itself if it is a run folder, else the runs inside it at any depth; each with its
     path under `path` ("." for `path` itself). A link named here is followed (the user chose
     it); links inside are not."""
-    path = path.resolve()
-    if sources.find(path):
-        return [(path, ".")]
-    if not path.is_dir():
-        raise InvalidInputError(f"{path}: not a directory")
-    runs = sources.list_runs(path)
-    if not runs:
-        raise InvalidInputError(f"{path}: no runs here ({sources.what_is_not_a_run(path)})")
-    return [(run, run.relative_to(path).as_posix()) for run in runs]
+    resolved = path.resolve()
+    if sources.find(resolved):
+        return [(resolved, ".")]
+    paths.folder(path)
+    runs = sources.list_runs(resolved)
+    if not runs:  # not a run, and none inside: what `show` and `email` say of a non-run
+        raise paths.not_a_run(path)
+    return [(run, run.relative_to(resolved).as_posix()) for run in runs]
 
 
 def _print_single(result: RenderResult) -> None:
@@ -672,13 +729,12 @@ def _print_single(result: RenderResult) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     """Print what can be read and name what cannot: a diagnostic, so a bad run.json or bad
-    shards are reported, not raised. Exit 1 only when the shards cannot even be listed."""
+    shards are reported, not raised. Exit 1 for a folder that is no run (as every command),
+    or when the shards cannot even be listed."""
     run_dir: Path = args.run
     if not isinstance(run_dir, Path):
         run_dir = stores.synced_mirror(run_dir).root
-    if not run_dir.is_dir():
-        raise InvalidInputError(f"{run_dir}: not a directory")
-    source = sources.source_of(run_dir)
+    run_dir, source = paths.run_folder(run_dir)
     try:
         record = source.read_record(run_dir)
     except Exception as exc:  # whatever is wrong with run.json, the shards are still shown
@@ -694,7 +750,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"run:    {record.run_id} ({status})")
         if inputs.status_rule:
             print(f"status: {inputs.status_rule}")
-        print(f"model:  {record.model}   hook: {record.hook}   architecture: {record.architecture}")
+        architecture = f"   architecture: {record.architecture}" if record.architecture else ""
+        print(f"model:  {record.model}   hook: {record.hook}{architecture}")
         if record.error:
             print(f"error:  {record.error}")
     try:

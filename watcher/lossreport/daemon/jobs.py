@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import multiprocessing.process
-import os
-import threading
+import signal
 from typing import Any
 
 from .. import logformat, storage
 from ..delivery.mailjob import MailJob
 from ..errors import UnsafePathError
+from ..processes import exit_with_parent
 from ..runformat import Homes, read_marker
 from ..sources.series import SeriesFilter
 
@@ -19,24 +17,17 @@ logger = logging.getLogger(__name__)
 
 
 def start_worker(log_level: int, log_style: str) -> None:
-    """A render worker's initializer: log as the daemon does, die with it, then warm up.
+    """A render worker's start: log as the daemon does, die with it, then warm up.
 
     A SIGKILLed daemon cannot stop its workers, and cron's `--once` or a hand-started daemon
-    has no systemd to clean up after it; so each worker waits on its parent's sentinel (the
-    pipe multiprocessing keeps to it) in a thread and exits when the parent is gone.
+    has no systemd to clean up after it; so each worker exits when its parent is gone. Ctrl-C
+    in a terminal reaches the whole process group: the daemon decides what its workers do
+    then (finish, or be stopped at its deadline), so they ignore it.
     """
     logformat.configure(log_level, log_style)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(
-            target=_exit_with, args=(parent,), name="lossreport-parent", daemon=True
-        ).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     warm_up()
-
-
-def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
-    parent.join()
-    os._exit(1)
 
 
 def warm_up() -> None:

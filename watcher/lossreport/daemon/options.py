@@ -22,6 +22,10 @@ MAX_WORKERS = 64  # each render worker holds up to ~300 MB; more than this is a 
 # nothing, so only a look sees it stall), within these bounds: looking at 200 running runs every
 # 2 s cost a daemon 2.3% of a core for nothing; every 30 s (--stale-after 10m) it costs 0.5%.
 MIN_HEALTH_SECONDS, MAX_HEALTH_SECONDS = 1.0, 30.0
+# `--once` and runs whose writer records no end (TensorBoard, Lightning...): "live" renders the
+# ones not being written now as they are; "finished" waits, as the daemon does, for
+# --stale-after of silence (runstate.py).
+ONCE_LIVE, ONCE_FINISHED = "live", "finished"
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,13 @@ class WatchOptions:
     # fresh warm one ~150 MB. Workers are kept while renders come (fast bursts) and replaced by
     # one fresh warm worker after this long without a render (a small daemon when idle).
     idle_restart: float = 60.0
+    # A stopping daemon (SIGTERM, Ctrl-C) lets the renders in progress finish for this long,
+    # then kills their workers (each render is atomic: a stopped one leaves the old report, and
+    # the next start renders the run again). Under systemd's TimeoutStopSec (60 s in our units).
+    stop_wait: float = 20.0
     debounce: float = 0.25
     once: bool = False
+    once_foreign: str = ONCE_LIVE  # with `once`: ONCE_LIVE or ONCE_FINISHED
     mail: MailJob | None = None  # email each finished run (completed, failed, stalled)
     smtp: SmtpSettings | None = None
     mail_retry: float = 30.0  # first retry of a failed send; doubles up to an hour
@@ -61,5 +70,7 @@ class WatchOptions:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.once_foreign not in (ONCE_LIVE, ONCE_FINISHED):
+            raise ValueError(f"once_foreign must be {ONCE_LIVE} or {ONCE_FINISHED}")
         if not self.poll_interval > 0:  # zero would poll in a busy loop
             raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")

@@ -4,6 +4,14 @@ A run's source (sources/) gives a fingerprint of its inputs. After each render t
 stores the fingerprint it rendered in the run's render marker (runformat/marker.py), so a scan
 (at start-up, or every --rescan-every seconds) re-renders only runs whose inputs changed,
 however many there are and however often the daemon restarts.
+
+`watch --once` is a one-shot command: the user asks for reports of what exists. A run whose
+writer records no end (TensorBoard, Lightning, ...: `silence_finishes`) never says it completed,
+so waiting for --stale-after of silence, as the daemon does, would render nothing of fresh logs.
+With `--once-foreign live` (the default) such a run is rendered as it is now, as running (and
+rendered again, as completed, by a later `--once` once it has been silent for --stale-after),
+unless its files were written in the last WRITING_SECONDS: it is being written now, and is
+left for the next `--once`. Every run `--once` leaves is named in a log line saying why.
 """
 
 from __future__ import annotations
@@ -13,7 +21,13 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import runformat, sources
-from ..runformat import STALLED, UNKNOWN, RenderedMarker
+from ..clock import format_duration
+from ..runformat import RUNNING, STALLED, UNKNOWN, RenderedMarker
+from .options import ONCE_FINISHED, ONCE_LIVE
+
+# A run of another tool's whose files changed this recently is being written now: a --once
+# pass leaves it (a half-written CSV or JSON reads as damaged) for the next one.
+WRITING_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -25,33 +39,54 @@ class RunState:
     heartbeat: datetime | None
     fingerprint: str
     silence_finishes: bool = False  # a writer with no end of its own (sources.Inputs)
+    writer: str = sources.NATIVE.name  # the source's name: "tensorboard", "lightning", ...
 
-    def display_status(self, now: datetime, stale_after: float) -> str | None:
+    def display_status(
+        self, now: datetime, stale_after: float, once_foreign: str | None = None
+    ) -> str | None:
         """completed/failed; "stalled" for a silent running run (completed, for a writer that
-        records no end); None while it runs."""
+        records no end); None while it runs. `once_foreign`: `watch --once`'s rule for
+        writers with no end (module docstring); None for the daemon."""
         if self.status in runformat.FINISHED_STATUSES:
             return self.status
         if self.status is None:
             return UNKNOWN
-        if self.heartbeat is not None and (now - self.heartbeat).total_seconds() > stale_after:
+        silent = self.silent_for(now)
+        if silent is not None and silent > stale_after:
             return runformat.COMPLETED if self.silence_finishes else STALLED
+        if once_foreign == ONCE_LIVE and self.silence_finishes:
+            return RUNNING if silent is None or silent > WRITING_SECONDS else None
         return None
+
+    def silent_for(self, now: datetime) -> float | None:
+        """Seconds since the writer last showed it was alive; None if it never did."""
+        return None if self.heartbeat is None else (now - self.heartbeat).total_seconds()
 
 
 def read_state(run_dir: Path, source: sources.Source | None = None) -> RunState:
     """The run's inputs as its source (found unless given) sees them; never raises for a
     broken run: whatever is wrong is for the render to report."""
-    inputs = (source or sources.source_of(run_dir)).inputs(run_dir)
+    source = source or sources.source_of(run_dir)
+    inputs = source.inputs(run_dir)
     return RunState(
-        run_dir, inputs.status, inputs.heartbeat, inputs.fingerprint, inputs.silence_finishes
+        run_dir,
+        inputs.status,
+        inputs.heartbeat,
+        inputs.fingerprint,
+        inputs.silence_finishes,
+        source.name,
     )
 
 
 def render_reason(
-    state: RunState, marker: RenderedMarker | None, now: datetime, stale_after: float
+    state: RunState,
+    marker: RenderedMarker | None,
+    now: datetime,
+    stale_after: float,
+    once_foreign: str | None = None,
 ) -> str | None:
     """Why this run needs a render now, or None. Pure: a function of the two snapshots."""
-    status = state.display_status(now, stale_after)
+    status = state.display_status(now, stale_after, once_foreign)
     if status is None:
         return None
     if marker is None:
@@ -61,3 +96,24 @@ def render_reason(
     if marker.status != status:
         return f"{status}, was {marker.status}"
     return None
+
+
+def once_left(state: RunState, now: datetime, stale_after: float, once_foreign: str) -> str:
+    """Why `watch --once` leaves a run it does not render (display_status None), for the
+    run's log line: what wrote it, when, and what would render it."""
+    silent = state.silent_for(now)
+    if not state.silence_finishes:
+        beat = "" if silent is None else f", heartbeat {silent:.0f} s ago"
+        return (
+            f"running{beat}; rendered once it completes, fails or is silent for --stale-after "
+            f"({format_duration(stale_after)})"
+        )
+    written = f"written by {state.writer}" + (
+        "" if silent is None else f", last write {silent:.0f} s ago"
+    )
+    if once_foreign == ONCE_FINISHED:
+        return (
+            f"{written}; treated as running until --stale-after ({format_duration(stale_after)}) "
+            f"passes; --once-foreign={ONCE_LIVE} renders it now"
+        )
+    return f"{written}: being written now; not rendered, run --once again when it is quiet"

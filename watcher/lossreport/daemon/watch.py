@@ -3,7 +3,8 @@
 One main thread owns all state. The filesystem observer's handler only turns an event into a
 run name on a queue (an exception there would kill watchdog's dispatcher), the schedule of
 when to look at which run is `scheduler.Scheduler`'s (pure, so tested without a daemon), and
-renders happen in a pool of warm worker processes. A full scan at start and every
+renders happen in warm worker processes (workers.py), one run each at a time, so that a worker
+that dies costs only the run it held; runs wait their turn in order. A full scan at start and every
 `rescan_every` seconds reconciles with the markers earlier renders left, which covers lost
 events, inotify overflow, restarts and runs that finished while the daemon was down.
 """
@@ -11,18 +12,16 @@ events, inotify overflow, restarts and runs that finished while the daemon was d
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -39,21 +38,23 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from .. import logformat, runformat, sources, storage
+from .. import runformat, sources, storage
 from ..clock import utc_time
 from ..delivery.alerting import AlertTarget
 from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
-from ..errors import RunBusy, RunDirectoryError
+from ..errors import RenderWorkerDied, RunBusy, RunDirectoryError
 from ..runformat import Homes, RenderedMarker, presence, read_marker
 from .alerting import Alerter
-from .jobs import render_job, start_worker, warm_up
+from .crashes import Crashes
+from .jobs import render_job
 from .listing import Listing
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
-from .runstate import RunState, read_state, render_reason
+from .runstate import RunState, once_left, read_state, render_reason
 from .scheduler import Scheduler
 from .sdnotify import Notifier
+from .workers import EXIT_WAIT_SECONDS, Job, Result, Workers
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,22 @@ WATCHED_EVENTS = [
 INDEX_EVERY_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """A render decided on, waiting for a free worker."""
+
+    job: Job
+    fingerprint: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Render:
+    future: Future[Result]
+    fingerprint: str  # of the inputs it renders
+    worker: int  # the pid of the worker rendering it
+
+
 class Watcher:
     def __init__(
         self,
@@ -88,7 +105,8 @@ class Watcher:
         output = options.output.resolve() if options.output is not None else None
         if output is not None and not storage.is_real_dir(output):
             raise RunDirectoryError(output, "is not a directory (--output)")
-        self.homes = Homes(self.runs_dir, output)
+        # On a store, `runs_dir` is the mirror's cache: --output gets every report, not some.
+        self.homes = Homes(self.runs_dir, output, every_run_to_output=remote is not None)
         self.stop = stop or threading.Event()
         self._remote = remote or storage.mirror.NoRemote()
         self._wakeup = threading.Event()
@@ -99,13 +117,15 @@ class Watcher:
             live_every=options.live_every,
             health_every=options.health_every,
         )
-        self._in_flight: dict[str, Future[tuple[dict[str, Any], bool]]] = {}
+        self._queued: dict[str, _Queued] = {}  # oldest first
+        self._in_flight: dict[str, _Render] = {}
+        self._workers = Workers(options.workers)
+        self._crashes = Crashes()
+        self._stopping = False
         self._listing = Listing(self.homes)
         self._failures = 0
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
-        self._pool: ProcessPoolExecutor | None = None
-        self._broken_pool = False
         self._last_render: float | None = None
         self._advertised = self._presence_failed = False
         self._mailed: dict[str, str] = {}  # run -> the inputs whose email is sent or queued
@@ -129,7 +149,7 @@ class Watcher:
 
     def run(self) -> int:
         """Watch until `stop` is set (or, with `once`, until nothing is pending)."""
-        self._pool = self._new_pool()
+        threading.Thread(target=self._wake_on_stop, name="lossreport-stop", daemon=True).start()
         try:
             if self._sender is not None and not self.options.once:
                 self._sender.start()  # first, what a previous daemon left in the outbox
@@ -139,7 +159,7 @@ class Watcher:
                 "scanned %d runs in %.2fs, %d to render",
                 count,
                 time.monotonic() - started,
-                len(self._in_flight),
+                len(self._in_flight) + len(self._queued),
                 extra={"event": "scan"},
             )
             if self.options.once:
@@ -148,43 +168,30 @@ class Watcher:
             self._advertise()
             self._notifier.notify("READY=1\nSTATUS=watching " + str(self.runs_dir))
             self._loop()
-            logger.info(
-                "stopping: finishing %d renders in progress",
-                len(self._in_flight),
-                extra={"event": "stopping"},
-            )
             return 0
         finally:
             self._notifier.notify("STOPPING=1")
             self._shutdown()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.options.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=start_worker,
-            initargs=logformat.current(),
-        )
-
-    def _restart_pool(self) -> None:
-        """A worker died (killed for memory, a crash in the chart engine): start afresh."""
-        logger.error(
-            "a render worker died; starting new workers", extra={"event": "workers_restarted"}
-        )
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._new_pool()
+    def _wake_on_stop(self) -> None:
+        """The loop sleeps until its next deadline (seconds away): `stop` ends that sleep."""
+        self.stop.wait()
+        self._wakeup.set()
 
     def _refresh_idle_workers(self, now: float) -> None:
         """Give back the memory used workers hold: one fresh warm worker waits instead."""
-        if self._in_flight or self._last_render is None:
+        if self._in_flight or self._queued or self._last_render is None:
             return
-        if now - self._last_render < self.options.idle_restart or self._pool is None:
+        if now - self._last_render < self.options.idle_restart:
             return
         self._last_render = None
-        self._pool.shutdown(wait=False)
-        self._pool = self._new_pool()
-        self._pool.submit(warm_up)  # starts one worker now, so the next render finds it warm
+        try:
+            self._workers.refresh()
+        except OSError as exc:  # no process could be started: the next render starts one
+            logger.warning(
+                "cannot start a fresh render worker: %s", exc, extra={"event": "worker_failed"}
+            )
+            return
         logger.info("replaced idle render workers", extra={"event": "workers_refreshed"})
 
     # -- the main loop ------------------------------------------------------------------
@@ -198,7 +205,6 @@ class Watcher:
             now = time.monotonic()
             self._drain_events(now)
             self._collect_finished()
-            self._restart_pool_if_broken()
             self._refresh_idle_workers(now)
             for name in self._schedule.due(now):
                 self._look(name)
@@ -213,6 +219,7 @@ class Watcher:
             if now >= next_presence:
                 self._advertise()
                 next_presence = now + presence.HEARTBEAT_SECS
+            self._dispatch()
             self._write_index_if_due(now)
             deadlines = [self._schedule.sleep_time(now), next_presence - now, next_rescan - now]
             if self._notifier.watchdog_interval:  # systemd restarts a daemon that pings late
@@ -276,6 +283,7 @@ class Watcher:
         self._schedule.forget(name)
         self._known.discard(name)
         self._mailed.pop(name, None)
+        self._crashes.forget(name)
         if self._alerter is not None:
             self._alerter.forget(name)
         if self._listing.is_listed(name):
@@ -307,7 +315,11 @@ class Watcher:
         state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
-        status = state.display_status(now_utc, self.options.stale_after)
+        once_foreign = self.options.once_foreign if self.options.once else None
+        status = state.display_status(now_utc, self.options.stale_after, once_foreign)
+        if status is None and once_foreign is not None:  # a one-shot command says why not
+            why = once_left(state, now_utc, self.options.stale_after, once_foreign)
+            logger.info("run=%s not rendered: %s", name, why, extra={"run": name, "event": "left"})
         home = self.homes.home_of(name)
         # Alerts read lossreport's own shards, and log beside them.
         checked = source is sources.NATIVE and home == run_dir
@@ -325,7 +337,7 @@ class Watcher:
             and self._listing.found(name, marker.entry)
         ):
             self._schedule.index_changed(time.monotonic())
-        reason = render_reason(state, marker, now_utc, self.options.stale_after)
+        reason = render_reason(state, marker, now_utc, self.options.stale_after, once_foreign)
         if reason is None and status is not None and self._unmailed(name, state, status, marker):
             reason = f"{status}, rendered by another process but not mailed yet"
         if reason is None and live:
@@ -334,7 +346,14 @@ class Watcher:
         if reason is None or status is None:
             self._schedule.settled(name)
             return
-        assert self._pool is not None
+        if self._crashes.set_aside(name, state.fingerprint):
+            logger.debug(
+                "run=%s is set aside: not rendered again until its inputs change",
+                name,
+                extra={"run": name, "event": "set_aside_kept"},
+            )
+            self._schedule.settled(name)
+            return
         if not self._remote.claim(name):
             logger.info(
                 "run=%s is leased by another daemon; checking again later",
@@ -343,12 +362,6 @@ class Watcher:
             )
             self._schedule.render_busy(name, time.monotonic())
             return
-        logger.info(
-            "run=%s rendering (%s)",
-            name,
-            reason,
-            extra={"run": name, "event": "render_started", "reason": reason},
-        )
         job = partial(
             render_job,
             self.homes,
@@ -358,14 +371,33 @@ class Watcher:
             self.options.mail,
             self.options.series,
         )
-        try:
-            future = self._pool.submit(job)
-        except BrokenProcessPool:
-            self._restart_pool()
-            future = self._pool.submit(job)
-        future.add_done_callback(lambda _: self._wakeup.set())
-        self._in_flight[name] = future
+        self._queued[name] = _Queued(job, state.fingerprint, reason)
         self._schedule.render_started(name, time.monotonic())
+
+    def _dispatch(self) -> None:
+        """Start queued renders on free workers, in the order they were decided on."""
+        while self._queued and self._workers.free():
+            name = next(iter(self._queued))
+            queued = self._queued.pop(name)
+            try:
+                future, worker = self._workers.submit(queued.job)
+            except OSError as exc:  # no process could be started (memory, a process limit)
+                self._schedule_retry(name, exc)
+                continue
+            logger.info(
+                "run=%s rendering (%s) in worker %d",
+                name,
+                queued.reason,
+                worker,
+                extra={
+                    "run": name,
+                    "event": "render_started",
+                    "reason": queued.reason,
+                    "worker": worker,
+                },
+            )
+            future.add_done_callback(lambda _: self._wakeup.set())
+            self._in_flight[name] = _Render(future, queued.fingerprint, worker)
 
     def _unmailed(
         self, name: str, state: RunState, status: str, marker: RenderedMarker | None
@@ -403,13 +435,13 @@ class Watcher:
         return alerted
 
     def _collect_finished(self) -> None:
-        self._broken_pool = False
-        for name, future in list(self._in_flight.items()):
-            if not future.done():
+        for name, render in list(self._in_flight.items()):
+            if not render.future.done():
                 continue
             del self._in_flight[name]
+            self._workers.done(render.worker)
             try:
-                entry, fresh = future.result()
+                entry, fresh = render.future.result()
             except RunBusy:
                 logger.info(
                     "run=%s is being rendered by another process; checking again later",
@@ -418,9 +450,8 @@ class Watcher:
                 )
                 self._schedule.render_busy(name, time.monotonic())
                 continue
-            except BrokenProcessPool as exc:
-                self._broken_pool = True
-                self._schedule_retry(name, exc)
+            except RenderWorkerDied as exc:
+                self._worker_died(name, render, exc)
                 continue
             except Exception as exc:  # a render failure must never stop the daemon
                 if sources.find(self.runs_dir / name) is not None:
@@ -430,6 +461,7 @@ class Watcher:
                     self._forget(name)
                 continue
             again = self._schedule.render_finished(name)
+            self._crashes.forget(name)
             if fresh:
                 self._remote.rendered(name, self.homes.home_of(name) / runformat.GRAPHS_DIR)
             self._last_render = time.monotonic()
@@ -454,10 +486,35 @@ class Watcher:
             if again:  # asked for while it was rendered
                 self._consider(name)
 
-    def _restart_pool_if_broken(self) -> None:
-        if self._broken_pool:
-            self._restart_pool()
-            self._broken_pool = False
+    def _worker_died(self, name: str, render: _Render, exc: RenderWorkerDied) -> None:
+        """The worker rendering run `name` died: retried once, then set aside (crashes.py)."""
+        if self._stopping:  # stopped at the stop deadline: the next start renders it
+            logger.warning(
+                "run=%s: render stopped with the daemon (%s)",
+                name,
+                exc.how,
+                extra={"run": name, "event": "render_stopped"},
+            )
+            return
+        if not self._crashes.crashed(name, render.fingerprint):
+            self._schedule_retry(name, exc)
+            return
+        self._failures += 1
+        why = (
+            f"set aside: render worker crashed twice ({exc.how}); "
+            "not retried until its inputs change"
+        )
+        self._listing.failed(name, why)
+        self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
+        logger.error(
+            "run=%s %s (worker pid %d)",
+            name,
+            why,
+            exc.pid,
+            extra={"run": name, "event": "set_aside", "reason": exc.how},
+        )
+        if self._schedule.render_finished(name):  # asked for while it was rendered
+            self._consider(name)
 
     def _schedule_retry(self, name: str, exc: BaseException) -> None:
         self._failures += 1
@@ -569,10 +626,9 @@ class Watcher:
         self._listing.write_page()
 
     def _finish_once(self) -> int:
-        while self._in_flight:  # a run asked for again is submitted when its render ends
-            futures = list(self._in_flight.values())
-            for future in futures:
-                future.exception()  # wait; errors are handled in _collect_finished
+        while self._in_flight or self._queued:  # a run asked for again is queued when it ends
+            self._dispatch()
+            wait([render.future for render in self._in_flight.values()], None, FIRST_COMPLETED)
             self._collect_finished()
         self._write_index_if_due(time.monotonic(), force=True)
         unsent = self._sender.send_due() if self._sender is not None else 0
@@ -591,15 +647,41 @@ class Watcher:
             self._observer.stop()
         if self._sender is not None:
             self._sender.stop()
-        if self._pool is not None:
-            # In-flight renders finish (each is atomic); queued ones are dropped and will be
-            # found by the next start's scan.
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._collect_finished()
+        self._stop_workers()
         self._write_index_if_due(time.monotonic(), force=True)
         self._listing.close()
         if self._observer is not None:
             self._observer.join(timeout=5)
+
+    def _stop_workers(self) -> None:
+        """Renders in progress may finish within `stop_wait` seconds (each is atomic: one
+        stopped leaves the old report); queued ones are dropped, found again by the next
+        start's scan."""
+        self._queued.clear()
+        self._stopping = True  # a worker that dies now (Ctrl-C reached it) charges no run
+        waiting = sorted(self._in_flight)
+        logger.info(
+            "stopping: waiting up to %.0f s for %d renders in progress%s",
+            self.options.stop_wait,
+            len(waiting),
+            "".join(f", run={name}" for name in waiting),
+            extra={"event": "stopping", "runs": waiting},
+        )
+        futures = [render.future for render in self._in_flight.values()]
+        late = wait(futures, self.options.stop_wait).not_done
+        if late:
+            names = sorted(name for name, r in self._in_flight.items() if r.future in late)
+            logger.warning(
+                "stopping: %d renders still running after %.0f s; stopping their workers%s",
+                len(names),
+                self.options.stop_wait,
+                "".join(f", run={name}" for name in names),
+                extra={"event": "stop_deadline", "runs": names},
+            )
+            self._workers.kill_busy()
+            wait(futures, EXIT_WAIT_SECONDS + 1)
+        self._collect_finished()
+        self._workers.stop()
 
 
 def _list_inputs(root: str, path: str | None) -> Iterator[os.DirEntry[str]]:

@@ -31,7 +31,7 @@ from typing import Any
 from .. import runformat, storage
 from ..backoff import Backoff
 from ..clock import utc_now
-from ..errors import MailError, RunBusy, UnsafePathError, WebhookError
+from ..errors import LossReportError, MailError, RunBusy, UnsafePathError, WebhookError
 from ..runformat import OUTBOX_DIR, SENT_FILE, Homes
 from . import smtp, webhook
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY
@@ -159,6 +159,21 @@ class Outbox:
             _record_sent(run_dir, str(key), "", settings.where)
         storage.remove_at(path.name, folder)
         return str(run_name) if sent else None
+
+    def describe(self, path: Path) -> tuple[str | None, str]:
+        """A queued item's run, and what it is for a log line (`run=RUN alert RULE (webhook
+        post)`, `run=RUN mail "SUBJECT"`); its file's name when it cannot be read."""
+        try:
+            data = storage.read_bytes(path, MAX_MESSAGE_BYTES)
+            if path.name.endswith(POST_SUFFIX):
+                document = json.loads(data)
+                run_name, rule = str(document["run"]), str(document["payload"]["rule"])
+                return run_name, f"run={run_name} alert {rule} (webhook post)"
+            message = BytesParser(policy=MAIL_POLICY).parsebytes(data, headersonly=True)
+            run_name = str(message[HEADER_RUN])
+            return run_name, f"run={run_name} mail {str(message['Subject'])!r}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, path.name
 
     def _run_dir(self, path: Path, run_name: str) -> Path:
         """The home of the run an item names, where its record of sent items is kept."""
@@ -288,13 +303,13 @@ class OutboxSender:
                 retry.attempts += 1
                 delay = self._delays.delay(retry.attempts)
                 retry.due = time.monotonic() + delay
+                run_name, what = self.outbox.describe(path)
                 logger.error(
-                    "%s not sent (attempt %d, retry in %.0fs): %s: %s",
-                    path.name,
+                    "%s not sent (attempt %d, retry in %.0fs): %s",
+                    what,
                     retry.attempts,
                     delay,
-                    type(exc).__name__,
-                    exc,
-                    extra={"event": "mail_failed", "attempt": retry.attempts},
+                    exc if isinstance(exc, LossReportError) else f"{type(exc).__name__}: {exc}",
+                    extra={"event": "mail_failed", "attempt": retry.attempts, "run": run_name},
                 )
         return failed

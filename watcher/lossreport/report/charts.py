@@ -85,7 +85,7 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[st
     legend_range = [theme.RAW_COLOUR, theme.SMOOTH_COLOUR, theme.MEAN_COLOUR]
     if non_finite:
         legend_domain.append(NON_FINITE_LABEL)
-        legend_range.append(theme.ALERT_COLOUR)
+        legend_range.append(theme.NAN_COLOUR)
     y_title = f"{chart_text(series.name)}{' (log scale)' if log_axis else ''}"
     y = alt.Y("value:Q", title=y_title, scale=_y_scale(log_axis))
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
@@ -257,7 +257,8 @@ def _stats_line(stats: dict[str, Any], count: int) -> str:
     ]
     if stats["nan_count"] or stats["inf_count"]:
         bad = stats["nan_count"] + stats["inf_count"]
-        parts.append(f"{bad:,} NaN/inf step{'s' if bad != 1 else ''} marked in red")
+        plural = "s" if bad != 1 else ""
+        parts.append(f"{bad:,} NaN/inf step{plural} marked in {theme.NAN_COLOUR_NAME}")
     return "   ·   ".join(parts)
 
 

@@ -38,8 +38,9 @@ _DIGEST_LENGTH = 8
 
 @dataclass(frozen=True)
 class OutputNames:
-    """`{prefix}_{model}_{hook}_{timestamp}.{extension}`, model and hook cleaned, and each part
-    shortened to its start and a hash when the whole would pass MAX_FILE_NAME."""
+    """`{prefix}_{model}_{hook}_{timestamp}.{extension}`, model and hook cleaned (no hook
+    part for a run without one: another tool's), and each part shortened to its start and a
+    hash when the whole would pass MAX_FILE_NAME."""
 
     model: str
     hook: str
@@ -50,7 +51,10 @@ class OutputNames:
         return cls(model, hook, started.strftime(TIMESTAMP_FORMAT))
 
     def _name(self, prefix: str, extension: str, loss_part: str | None = None) -> str:
-        parts = [runformat.clean_name(text) for text in (self.model, self.hook, self.timestamp)]
+        names = (
+            (self.model, self.hook, self.timestamp) if self.hook else (self.model, self.timestamp)
+        )
+        parts = [runformat.clean_name(text) for text in names]
         if loss_part is not None:
             parts.insert(0, loss_part)
         name = "_".join([prefix, *parts]) + f".{extension}"

@@ -22,6 +22,7 @@ from .. import runformat
 from ..clock import utc_time
 from ..runformat import GRAPHS_DIR
 from ..version import __version__
+from . import theme
 from .outputs import Chart
 
 TEMPLATE = "report.html.j2"
@@ -34,6 +35,7 @@ INDEX_FILTERS = [
     ("hook", "hook"),
     ("architecture", "architecture"),
     ("status", "status"),
+    ("source", "tool"),  # the tool that wrote the run: lossreport, lightning, mlflow...
 ]
 # Each has a badge colour of its own (_status.css.j2); anything else is shown as unknown.
 STATUS_CLASSES = runformat.STATUSES | {runformat.STALLED}
@@ -86,7 +88,16 @@ def _environment() -> jinja2.Environment:
     environment.filters["percent"] = format_percent
     environment.filters["as_json"] = lambda value: json.dumps(value, default=str)
     environment.filters["breakable"] = breakable
+    environment.filters["joined_names"] = joined_names
+    environment.globals["nan_colour"] = theme.NAN_COLOUR
+    environment.globals["nan_colour_name"] = theme.NAN_COLOUR_NAME
     return environment
+
+
+def joined_names(names: list[str | None]) -> str:
+    """A run's names (model, hook, architecture) as one title, leaving out those it has not:
+    another tool's run has no hook."""
+    return " · ".join(name for name in names if name)
 
 
 def breakable(text: str) -> markupsafe.Markup:

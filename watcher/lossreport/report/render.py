@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -419,8 +420,12 @@ def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
                 continue
             # someone else's file: carry it over
             storage.move_at(name, final_fd, stage_fd)
-        retired = storage.make_hidden_dir(final_dir.parent, STAGE_PREFIXES[1], parent_fd=run_fd)
-        retired_fd = opened.enter_context(storage.opened_dir(retired, dir_fd=run_fd))
-        storage.move_at(final_dir.name, run_fd, retired_fd)
+        # Renamed, not moved into a new folder: a watcher (the daemon's inotify) that walks a
+        # folder it sees created would find the old report already in it, a folder it watches
+        # under another name (watchdog then warns "Callback with id ... already exists").
+        # The name is random and ours (abandoned ones were removed under this lock): a rename
+        # replaces at most an empty folder of that name, and fails on anything else.
+        retired = f"{STAGE_PREFIXES[1]}{secrets.token_hex(8)}"
+        storage.move_at(final_dir.name, run_fd, run_fd, retired)
         storage.move_at(stage.name, run_fd, run_fd, final_dir.name)
-    storage.remove_tree_at(retired.name, run_fd)
+    storage.remove_tree_at(retired, run_fd)

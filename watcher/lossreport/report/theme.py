@@ -12,7 +12,9 @@ PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 RAW_COLOUR = "#56B4E9"
 SMOOTH_COLOUR = "#0072B2"
 MEAN_COLOUR = "#444444"
-ALERT_COLOUR = "#D55E00"
+# NaN/inf steps: a red no curve uses, named by the word the captions, the report page and the
+# README say (tests check the three agree, and that the colour is a red).
+NAN_COLOUR, NAN_COLOUR_NAME = "#D62728", "red"
 FONT = "DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif"
 TEXT_COLOUR = "#111111"
 

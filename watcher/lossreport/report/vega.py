@@ -20,6 +20,7 @@ from typing import Any
 import vl_convert
 
 from ..errors import ChartRenderError
+from ..processes import exit_with_parent
 
 PPI = 300
 
@@ -38,6 +39,14 @@ def javascript_bundle() -> bytes:
 def warm_up() -> None:
     """Start vl-convert's JavaScript engine (about 0.4 s, once per process)."""
     vl_convert.vegalite_to_svg({"mark": "point"}, allowed_base_urls=[])
+
+
+def _start_helper() -> None:
+    """The helper process's start: end with the process it draws for, then warm up. A killed
+    `lossreport render` would otherwise leave it waiting for work for ever (its own end of the
+    pool's queue keeps that open), holding 190 MB and the pipes a trainer reads to their end."""
+    exit_with_parent()
+    warm_up()
 
 
 def render(spec: dict[str, Any]) -> tuple[str, bytes]:
@@ -75,7 +84,9 @@ class ChartRenderer:
         self._pool: ProcessPoolExecutor | None = None
         if helper:
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=warm_up
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_helper,
             )
             self._pool.submit(int)  # start the helper now (pools start lazily): it warms up
             # while this process imports the charting modules and reads the shards

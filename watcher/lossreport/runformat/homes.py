@@ -2,10 +2,11 @@
 
 A run's home receives `loss_graphs/`, the render lock and marker, the mail record and the
 converted-logs cache. It is the run's own folder, unless the daemon was given `--output DIR`
-and the folder is not writable (another user's logs): then it is `DIR/<the run's path>`, a
-mirror of the runs tree. Once a run has a home in the mirror it keeps it, so its report does
-not move when permissions change. The daemon's own files (the outbox, `index.html`) go to
-`DIR` too, or to the runs directory without `--output`.
+and the folder is not writable (another user's logs), or the runs directory is the local copy
+of an object store's runs (a cache nobody reads: `every_run_to_output`): then it is
+`DIR/<the run's path>`, a mirror of the runs tree. Once a run has a home in the mirror it
+keeps it, so its report does not move when permissions change. The daemon's own files (the
+outbox, `index.html`) go to `DIR` too, or to the runs directory without `--output`.
 
 Runs are named by their *key*, their path under the runs directory (`exp1/tb/run3`).
 """
@@ -25,6 +26,9 @@ from .layout import is_run_name
 class Homes:
     runs_dir: Path
     output: Path | None = None  # --output: the mirror for runs whose folder is not writable
+    # The runs directory is a store's cache (storage.mirror): with `output`, every run's home
+    # is there, as the user asked, not in the cache.
+    every_run_to_output: bool = False
 
     @property
     def state_dir(self) -> Path:
@@ -42,7 +46,11 @@ class Homes:
         if self.output is None:
             return run_dir
         mirrored = self.output / key
-        if storage.is_real_dir(mirrored) or not os.access(run_dir, os.W_OK | os.X_OK):
+        if (
+            self.every_run_to_output
+            or storage.is_real_dir(mirrored)
+            or not os.access(run_dir, os.W_OK | os.X_OK)
+        ):
             return mirrored
         return run_dir
 

@@ -95,8 +95,10 @@ class HfTrainerSource:
 
     def read_record(self, run_dir: Path) -> RunRecord:
         """config.json (beside the state, else in the run folder or its highest checkpoint)
-        as the config, the model named by its `_name_or_path` or `model_type`. Raises
-        MalformedRunFileError for a config.json that cannot be read."""
+        as the config, the model named by its `_name_or_path` or `model_type`; the run by
+        its output folder (the Trainer's default run_name: training_args.bin, which holds
+        the one given, is a pickle and never read). Raises MalformedRunFileError for a
+        config.json that cannot be read."""
         states, _ = _states(run_dir)
         used, steps = _first_readable(states)
         highest = next((state for state in states if state.name != STATE_FILE), None)
@@ -107,7 +109,6 @@ class HfTrainerSource:
         record = longform.record_from(
             run_dir,
             config,
-            source_name=self.name,
             status=status,
             started_at=longform.first_written([state.stat for state in states]),
             heartbeat_at=heartbeat,

@@ -61,9 +61,11 @@ class LightningCsvSource:
         )
 
     def read_record(self, run_dir: Path) -> RunRecord:
-        """hparams.yaml as the config (none when missing or empty); the run is named by its
-        parent folder too (`lightning_logs/version_3`), as version_N alone says little.
-        Raises MalformedRunFileError for an hparams.yaml that cannot be read."""
+        """hparams.yaml as the config (none when missing or empty). The logger writes to
+        `save_dir/NAME/VERSION`: the run is its version (`version_3`), the model the model
+        the hparams name, else the logger's NAME (the folder above a default
+        `lightning_logs`). Raises MalformedRunFileError for an hparams.yaml that cannot be
+        read."""
         metrics, files = _files(run_dir)
         try:
             config: dict[str, Any] = read_yaml_mapping(run_dir / HPARAMS_FILE)
@@ -72,11 +74,10 @@ class LightningCsvSource:
         return longform.record_from(
             run_dir,
             config,
-            source_name=self.name,
             status=RUNNING,
             started_at=longform.first_written(files),
             heartbeat_at=longform.last_written([metrics] if metrics else []),
-            run_id=f"{run_dir.parent.name}/{run_dir.name}",
+            model=longform.group_name(run_dir),
         )
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:

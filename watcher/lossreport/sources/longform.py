@@ -36,6 +36,9 @@ LONG_ROW_BYTES = 4 + 8 + 8 + 8
 # Config keys other tools use for what lossreport calls the model and the hook.
 MODEL_KEYS = ("model_name", "model", "model_name_or_path", "_name_or_path", "base_model")
 HOOK_KEYS = ("hook_name", "hook_point", "hook")
+# Folders that tools name the same for every experiment (Lightning's default logger name): a
+# run's group is named by the folder above them instead.
+UNNAMED_GROUPS = frozenset({"lightning_logs"})
 
 
 def long_table(
@@ -186,25 +189,38 @@ def silence_rule(label: str) -> str:
     )
 
 
+def group_name(run_dir: Path) -> str | None:
+    """The name a folder-per-run tool gives the group a run belongs to: its parent folder's
+    (Lightning's logger name in `NAME/version_0`, a TensorBoard experiment's folder), or the
+    one above it where the parent is named the same for every experiment (`lightning_logs`).
+    None for a run at the top of the file system."""
+    names = [parent.name for parent in run_dir.absolute().parents if parent.name]
+    if len(names) > 1 and names[0] in UNNAMED_GROUPS:
+        return names[1]
+    return names[0] if names else None
+
+
 def record_from(
     run_dir: Path,
     config: Mapping[str, Any],
     *,
-    source_name: str,
     status: str,
     started_at: datetime | None,
     heartbeat_at: datetime | None,
     finished_at: datetime | None = None,
     run_id: str | None = None,
+    model: str | None = None,
     error: str | None = None,
 ) -> RunRecord:
-    """A `RunRecord` for another tool's run: the model and hook from the usual config keys
-    (else the folder's name and the source's), the times from what the files say."""
+    """A `RunRecord` for another tool's run: the model from the usual config keys, else
+    `model` (what the tool names the run's group), else the folder's name; the hook from the
+    usual config keys, else none (empty: the tool that wrote the run is the catalog's
+    `source`, not a hook); the times from what the files say."""
     started = started_at or heartbeat_at or utc_time()
     return RunRecord(
         run_id=run_id or run_dir.name,
-        model=_first_text(config, MODEL_KEYS) or run_dir.name,
-        hook=_first_text(config, HOOK_KEYS) or source_name,
+        model=_first_text(config, MODEL_KEYS) or model or run_dir.name,
+        hook=_first_text(config, HOOK_KEYS) or "",
         architecture=_first_text(config, ("architecture",)),
         config=dict(config),
         status=status,

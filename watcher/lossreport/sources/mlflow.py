@@ -10,7 +10,8 @@ no metrics/, and logged models (`models/m-*/`) are not runs.
 
 MLflow records its runs' status, so a RUNNING run that goes silent is stalled, as a native
 run is. The config is the params (text, as MLflow keeps them) and the source file's name;
-the run's name (the `mlflow.runName` tag) names the run.
+the run's name (the `mlflow.runName` tag) names the run, and the experiment's name (in its
+folder's meta.yaml) the model, unless a param names one.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ class MlflowSource:
         )
 
     def read_record(self, run_dir: Path) -> RunRecord:
-        """meta.yaml's status and times, the params as the config. Raises
-        MalformedRunFileError for a meta.yaml that is missing or cannot be read."""
+        """meta.yaml's status and times, the params as the config, the run and model named
+        as the module docstring says. Raises MalformedRunFileError for a meta.yaml that is
+        missing or cannot be read."""
         meta_path = run_dir / META_FILE
         try:
             meta = _parse_meta(meta_path, read_yaml_mapping(meta_path, MAX_META_BYTES))
@@ -128,12 +130,12 @@ class MlflowSource:
         return longform.record_from(
             run_dir,
             config,
-            source_name=self.name,
             status=meta.status,
             started_at=meta.started_at,
             heartbeat_at=longform.last_written(stats + ([meta_stat] if meta_stat else [])),
             finished_at=meta.finished_at if meta.status != RUNNING else None,
             run_id=_tag(run_dir, RUN_NAME_TAG) or meta.run_name or run_dir.name,
+            model=_experiment_name(run_dir),
             error="killed (MLflow run status KILLED)" if meta.mlflow_status == "KILLED" else None,
         )
 
@@ -327,6 +329,20 @@ def _texts(folder: Path) -> list[tuple[str, str]]:
         except OSError as exc:
             logger.warning("%s: not read (%s)", stat.path, exc)
     return texts
+
+
+def _experiment_name(run_dir: Path) -> str | None:
+    """The name in the meta.yaml of the experiment folder holding the run; None when it is
+    not there or cannot be read (logged: a name is not worth failing a record for)."""
+    path = run_dir.parent / META_FILE
+    try:
+        name = read_yaml_mapping(path, MAX_META_BYTES).get("name")
+    except FileNotFoundError:
+        return None
+    except (OSError, MalformedRunFileError) as exc:
+        logger.warning("%s: experiment name not read (%s)", path, exc)
+        return None
+    return name.strip() if isinstance(name, str) and name.strip() else None
 
 
 def _tag(run_dir: Path, name: str) -> str | None:

@@ -101,14 +101,16 @@ class TensorBoardSource:
         )
 
     def read_record(self, run_dir: Path) -> RunRecord:
+        """Event files record no config: the run is named by its folder, the model by the
+        folder that groups it (`logs/EXPERIMENT/RUN`; Lightning's `NAME/version_3`)."""
         files = longform.regular_files(run_dir, is_event_file_name)
         return longform.record_from(
             run_dir,
             {},
-            source_name=self.name,
             status=RUNNING,
             started_at=longform.first_written(files),
             heartbeat_at=longform.last_written(files),
+            model=longform.group_name(run_dir),
         )
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
