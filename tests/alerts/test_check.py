@@ -89,7 +89,9 @@ def test_the_first_nan_in_a_later_shard_fires_once(run_dir: Path) -> None:
     [alert] = checker.check(run_dir)
     assert (alert.rule, alert.loss, alert.step) == (NON_FINITE, "mse_loss", 4)
     assert alert.value is not None and math.isnan(alert.value)
-    assert "mse_loss" in alert.detail and "step 4" in alert.detail and "nan" in alert.detail
+    assert alert.detail == (
+        "mse_loss is NaN at step 4; its last finite value was 0.7 at step 3 (rule non-finite)."
+    )
     _shard(run_dir, 3, [6], mse_loss=[NAN])
     assert checker.check(run_dir) == []
 
@@ -138,72 +140,129 @@ def test_a_run_logged_through_the_public_api_is_checked(tmp_path: Path) -> None:
 
 # --- divergence ------------------------------------------------------------------------------
 
-# Warm-up of two values (the second would make a best of 0.01), then a best of 1.0 at step 2:
-# the line is 2.0 (factor 2).
-WARMUP = [5.0, 0.01]
-DIVERGING = Divergence(factor=2.0, patience=3, warmup=2)
+# Spans of 10 values: a floor is the 2nd lowest of ten (nine are at or above it), a level the
+# median. A jump is a floor above 4 x the span before's level; an explosion 10 x the lowest level.
+DIVERGING = Divergence(factor=10.0, jump=4.0, patience=10, warmup=0)
 
 
-@pytest.mark.parametrize(("above", "fires"), [(2, False), (3, True)])
-def test_divergence_needs_patience_values_in_a_row_above_the_line(
-    run_dir: Path, above: int, fires: bool
+def _feed(run_dir: Path, rules: AlertRules, values: list[float], shard_rows: int) -> list[Alert]:
+    checker = RunChecker(rules)
+    alerts: list[Alert] = []
+    for seq, first in enumerate(range(0, len(values), shard_rows), start=1):
+        rows = values[first : first + shard_rows]
+        _shard(run_dir, seq, list(range(first, first + len(rows))), mse_loss=rows)
+        alerts += checker.check(run_dir)
+    return alerts
+
+
+@pytest.mark.parametrize("shard_rows", [1, 7, 1000])
+def test_a_jump_that_stays_fires_once_nine_in_the_last_ten_are_above(
+    run_dir: Path, shard_rows: int
 ) -> None:
-    values = [*WARMUP, 1.0, 1.5, *[2.5] * above, 1.9]
-    _shard(run_dir, 1, list(range(len(values))), mse_loss=values)
-    alerts = RunChecker(_only(DIVERGING)).check(run_dir)
-    if not fires:
-        assert alerts == []
-        return
-    [alert] = alerts
-    # The streak's first step and value (4, 2.5); the detail names where it completed (step 6)
-    # and the best, 1.0 at step 2.
-    assert (alert.rule, alert.loss, alert.step, alert.value) == (DIVERGENCE, "mse_loss", 4, 2.5)
-    assert "since step 4" in alert.detail and "at step 6" in alert.detail
-    assert "best, 1 at step 2" in alert.detail
+    values = [1.0] * 30 + [5.0] * 30
+    [alert] = _feed(run_dir, _only(DIVERGING), values, shard_rows)
+    assert (alert.rule, alert.loss, alert.step, alert.value) == (DIVERGENCE, "mse_loss", 38, 5.0)
+    assert alert.detail == (
+        "mse_loss rose 5x in 10 steps, from 1 at step 28 to 5 at step 38, and stayed there: "
+        "9 of its last 10 values are at least 5 (rule divergence)."
+    )
 
 
-def test_a_value_on_the_line_breaks_a_streak_and_nan_does_not(run_dir: Path) -> None:
-    values = [*WARMUP, 1.0, 2.5, 2.5, 2.0, 2.5, NAN, 2.5, None, 2.7]
-    _shard(run_dir, 1, list(range(len(values))), mse_loss=values)
-    [alert] = RunChecker(_only(DIVERGING)).check(run_dir)
-    assert (alert.step, alert.value) == (6, 2.5)
-    assert "with 2.7 at step 10" in alert.detail
+@pytest.mark.parametrize(("dips", "fires"), [(1, True), (2, False)])
+def test_one_value_in_ten_may_dip_below_a_jump(run_dir: Path, dips: int, fires: bool) -> None:
+    jumped = [5.0] * (10 - dips) + [1.0] * dips
+    values = [1.0] * 30 + jumped + [1.0] * 30
+    alerts = _feed(run_dir, _only(DIVERGING), values, 1000)
+    assert [a.step for a in alerts] == ([38] if fires else [])
 
 
-def test_a_streak_and_the_warmup_carry_across_shards(run_dir: Path) -> None:
-    checker = RunChecker(_only(DIVERGING))
-    _shard(run_dir, 1, [0], mse_loss=[5.0])
-    _shard(run_dir, 2, [1, 2, 3, 4], mse_loss=[0.01, 1.0, 2.5, 2.5])
-    assert checker.check(run_dir) == []
-    _shard(run_dir, 3, [5], mse_loss=[2.6])
-    [alert] = checker.check(run_dir)
-    assert (alert.step, alert.value) == (3, 2.5)  # where it began, in the shard before
-    assert "with 2.6 at step 5" in alert.detail
-    assert "best, 1 at step 2" in alert.detail
+@pytest.mark.parametrize(
+    "spiky",
+    [
+        [1.0] * 30 + [100.0] * 8 + [1.0] * 30,  # resampling: a spike that recovers
+        [1e6 if i % 5 == 0 else 1.0 for i in range(100)],  # a bad batch every fifth step
+        [1.0 if i % 2 else 0.01 for i in range(100)],  # half the batches tiny
+    ],
+)
+def test_spikes_and_noise_never_fire(run_dir: Path, spiky: list[float]) -> None:
+    assert _feed(run_dir, _only(DIVERGING), spiky, 1000) == []
 
 
-def test_the_warmup_values_never_set_the_best(run_dir: Path) -> None:
-    """Had 0.01 counted, 1.0 would be far above 2 x best from step 2 on."""
-    values = [*WARMUP, *[1.0] * 10]
-    _shard(run_dir, 1, list(range(len(values))), mse_loss=values)
-    assert RunChecker(_only(DIVERGING)).check(run_dir) == []
+@pytest.mark.parametrize("shard_rows", [1, 13, 1000])
+def test_a_slow_explosion_fires_against_the_lowest_level(run_dir: Path, shard_rows: int) -> None:
+    """1.2x a step from index 20: no span is 4x the one before it, but the floor passes 10 x
+    the lowest level (1, first of the span that ended at step 9) at index 40, where the 2nd
+    lowest of the last ten is 1.2 ** 13 = 10.7."""
+    values = [1.0] * 20 + [1.2 ** (i - 19) for i in range(20, 60)]
+    [alert] = _feed(run_dir, _only(DIVERGING), values, shard_rows)
+    assert alert.step == 40 and alert.value == pytest.approx(1.2**13)
+    assert alert.detail.startswith(
+        "mse_loss rose 10.7x in 31 steps, from 1 at step 9 (its lowest level) to 10.7 at step 40,"
+    )
 
 
-@pytest.mark.parametrize("best", [0.0, -1.0])
-def test_a_loss_whose_best_is_not_positive_never_diverges(run_dir: Path, best: float) -> None:
-    values = [best, *[50.0] * 10]
-    _shard(run_dir, 1, list(range(len(values))), mse_loss=values)
-    rules = _only(Divergence(patience=2, warmup=0))
-    assert RunChecker(rules).check(run_dir) == []
+def test_a_big_shard_and_long_spans_give_what_small_shards_give(run_dir: Path) -> None:
+    """Spans of 2000: a shard of 12,000 values is taken in chunks of 500."""
+    rules = _only(Divergence(patience=2000, warmup=0))
+    values = [1.0 + 0.1 * math.sin(i) for i in range(6000)] + [30.0] * 6000
+    [whole] = _feed(run_dir, rules, values, 12_000)
+    other = run_dir.parent / "other"
+    (other / runformat.LOSSES_DIR).mkdir(parents=True)
+    [pieces] = _feed(other, rules, values, 999)
+    assert whole == pieces and whole.step == 7799
+    assert "1,800 of its last 2,000 values" in whole.detail
+
+
+def test_the_warmup_values_never_count(run_dir: Path) -> None:
+    """Ten values of 0.001 would make a lowest level of 0.001, which 1.0 is 1000x above."""
+    values = [0.001] * 10 + [1.0] * 50
+    assert len(_feed(run_dir, _only(DIVERGING), values, 1000)) == 1
+    other = run_dir.parent / "other"
+    (other / runformat.LOSSES_DIR).mkdir(parents=True)
+    assert (
+        _feed(other, _only(Divergence(factor=10.0, jump=4.0, patience=10, warmup=10)), values, 7)
+        == []
+    )
+
+
+@pytest.mark.parametrize("low", [0.0, -1.0])
+def test_a_loss_whose_level_is_not_positive_never_diverges(run_dir: Path, low: float) -> None:
+    values = [low] * 30 + [50.0] * 30
+    assert _feed(run_dir, _only(DIVERGING), values, 1000) == []
+
+
+def test_nan_and_inf_are_passed_over(run_dir: Path) -> None:
+    values = [1.0] * 30 + [5.0, NAN, 5.0, INF] * 5
+    [alert] = _feed(run_dir, _only(DIVERGING), values, 1000)
+    assert alert.step == 46  # the ninth finite value of the jump
 
 
 def test_divergence_applies_to_the_matching_losses_only(run_dir: Path) -> None:
-    values = [1.0, 5.0, 5.0, 5.0]
-    _shard(run_dir, 1, [0, 1, 2, 3], l1_loss=values, mse_loss=values)
-    rules = _only(Divergence(patience=3, warmup=0, losses=("mse_*",)))
+    values = [1.0] * 20 + [50.0] * 20
+    steps = list(range(len(values)))
+    _shard(run_dir, 1, steps, l1_loss=values, mse_loss=values)
+    rules = _only(Divergence(patience=10, warmup=0, losses=("mse_*",)))
     [alert] = RunChecker(rules).check(run_dir)
     assert alert.loss == "mse_loss"
-    assert RunChecker(_only(Divergence(patience=3, warmup=0, losses=("x",)))).check(run_dir) == []
+    assert RunChecker(_only(Divergence(patience=10, warmup=0, losses=("x",)))).check(run_dir) == []
+
+
+def test_by_default_the_overall_and_reconstruction_losses_are_watched_not_penalties(
+    run_dir: Path,
+) -> None:
+    """A penalty term rising 1000x is not, by itself, a run diverging."""
+    steps = list(range(600))
+    rising = [0.01] * 300 + [10.0] * 300
+    flat = [0.5] * 600
+    _shard(run_dir, 1, steps, l1_loss=rising, l0_loss=rising, mse_loss=flat, overall_loss=flat)
+    _shard(run_dir, 2, steps, rank=None, writer="t2", auxiliary_reconstruction_loss=rising)
+    assert RunChecker(AlertRules()).check(run_dir) == []
+    for loss in ("overall_loss", "mse_loss"):
+        other = run_dir.parent / loss
+        (other / runformat.LOSSES_DIR).mkdir(parents=True)
+        _shard(other, 1, steps, **{loss: rising})
+        [alert] = RunChecker(AlertRules()).check(other)
+        assert (alert.rule, alert.loss) == (DIVERGENCE, loss)
 
 
 # --- threshold and plateau -------------------------------------------------------------------

@@ -19,6 +19,7 @@ non_finite = false
 stalled = true
 [alerts.divergence]
 factor = 3
+jump = 4
 patience = 200
 warmup = 500
 losses = ["overall_loss", "mse_*"]
@@ -44,7 +45,7 @@ def test_a_full_table_is_read_whole() -> None:
     assert rules == AlertRules(
         non_finite=False,
         divergence=Divergence(
-            factor=3.0, patience=200, warmup=500, losses=("overall_loss", "mse_*")
+            factor=3.0, jump=4.0, patience=200, warmup=500, losses=("overall_loss", "mse_*")
         ),
         stalled=True,
         user=(
@@ -91,7 +92,8 @@ ERRORS = {
     ),
     "unknown divergence key": (
         "[alerts.divergence]\npatients = 3",
-        "[alerts.divergence] unknown key 'patients' (known: factor, patience, warmup, losses)",
+        "[alerts.divergence] unknown key 'patients' "
+        "(known: factor, jump, patience, warmup, losses)",
     ),
     "factor too low": (
         "[alerts.divergence]\nfactor = 0.5",
@@ -109,13 +111,21 @@ ERRORS = {
         "[alerts.divergence]\nfactor = true",
         "[alerts.divergence] factor = True: expected a finite number",
     ),
-    "patience of 0": (
-        "[alerts.divergence]\npatience = 0",
-        "[alerts.divergence] patience = 0: expected an integer, 1 or more",
+    "patience of 1": (
+        "[alerts.divergence]\npatience = 1",
+        "[alerts.divergence] patience = 1: expected an integer from 2 to 10000",
+    ),
+    "patience too long": (
+        "[alerts.divergence]\npatience = 10001",
+        "[alerts.divergence] patience = 10001: expected an integer from 2 to 10000",
     ),
     "patience a float": (
         "[alerts.divergence]\npatience = 2.0",
-        "[alerts.divergence] patience = 2.0: expected an integer, 1 or more",
+        "[alerts.divergence] patience = 2.0: expected an integer from 2 to 10000",
+    ),
+    "jump too low": (
+        "[alerts.divergence]\njump = 1",
+        "[alerts.divergence] jump = 1: expected a number above 1",
     ),
     "negative warmup": (
         "[alerts.divergence]\nwarmup = -1",

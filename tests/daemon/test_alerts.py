@@ -5,16 +5,21 @@ step, and arrive once, daemon restarts included."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
+import lossreport
 from lossreport import runformat
 from lossreport.delivery.webhook import TOKEN_ENV
+from tests.support import alert_corpus
 from tests.support.daemon import Daemon
 from tests.support.procs import start_trainer, wait_for
 from tests.support.smtp import SmtpServer
@@ -49,7 +54,8 @@ def test_a_nan_is_alerted_once_while_the_trainer_runs_even_across_a_restart(
     runs_dir: Path, tmp_path: Path, trainers: list[subprocess.Popen[str]]
 ) -> None:
     # A user rule that can only fire late, after the restart: it shows the new daemon checked
-    # the run (and re-read the NaN without raising it again).
+    # the run (and re-read the NaN without raising it again). The trainer is stopped while the
+    # first daemon runs, so a slow machine cannot let it reach step 300 before the restart.
     config = _config(
         tmp_path,
         '[[alerts.rule]]\nname = "l1 late"\nloss = "l1_loss"\nabove = 0.0\nafter_step = 300\n',
@@ -69,10 +75,12 @@ def test_a_nan_is_alerted_once_while_the_trainer_runs_even_across_a_restart(
 
         wait_for(lambda: _alerts_of(hook.delivered(), "non-finite"), timeout=30)
         assert trainer.poll() is None  # while it trains
+        trainer.send_signal(signal.SIGSTOP)
         (alert,) = _alerts_of(hook.delivered(), "non-finite")
         assert (alert["loss"], alert["step"], alert["value"]) == ("mse_loss", NAN_STEP, "nan")
-        assert alert["run"] == "r" and "step 7" in str(alert["text"])
-        assert str(alert["report"]).startswith(str(runs_dir / "r" / "loss_graphs" / "loss_report_"))
+        assert alert["run"] == "r" and "step 7;" in str(alert["text"])
+        assert alert["report"] is None  # no URL to link: the run is named by its key
+        assert str(runs_dir) not in json.dumps(alert)
         wait_for(lambda: any("ALERT" in m.message["Subject"] for m in smtp.received), timeout=30)
         (mailed,) = [m.message for m in smtp.received if "ALERT" in m.message["Subject"]]
         assert "non-finite in mse_loss at step 7" in mailed["Subject"]
@@ -86,6 +94,8 @@ def test_a_nan_is_alerted_once_while_the_trainer_runs_even_across_a_restart(
         daemon = Daemon(
             runs_dir, *args, *mail, "--smtp-port", str(smtp.port), log=tmp_path / "2.log"
         )
+        daemon.wait_for_event("watching")
+        trainer.send_signal(signal.SIGCONT)
         wait_for(lambda: _alerts_of(hook.delivered(), "l1 late"), timeout=60)
         assert trainer.poll() is None
         assert daemon.stop()[0] == 0
@@ -102,14 +112,13 @@ def _report_text(run_dir: Path) -> str:
     return pages[0].read_text() if pages else ""
 
 
-def test_a_divergence_is_alerted_with_the_step_it_began(
+def test_a_jump_is_alerted_by_the_default_rules_in_words(
     runs_dir: Path, tmp_path: Path, trainers: list[subprocess.Popen[str]]
 ) -> None:
-    config = _config(
-        tmp_path,
-        "[alerts]\nnon_finite = false\n"
-        '[alerts.divergence]\nfactor = 2.0\npatience = 20\nwarmup = 20\nlosses = ["mse_loss"]\n',
-    )
+    """The scripted trainer's mse_loss jumps 100x at step 100 and stays. The default rule
+    compares the last 100 finite values with the 100 before them: the first time it can is
+    step 200 (the NaN at step 7 is no value), where it fires."""
+    config = _config(tmp_path, "[alerts]\nnon_finite = false\n")
     with WebhookReceiver() as hook:
         daemon = Daemon(
             runs_dir, "--config", str(config), "--alert-webhook", hook.url, log=tmp_path / "d.log"
@@ -123,7 +132,66 @@ def test_a_divergence_is_alerted_with_the_step_it_began(
         assert trainers[0].poll() is None
         assert daemon.stop()[0] == 0
     (alert,) = hook.delivered()
-    assert (alert["rule"], alert["loss"], alert["step"]) == ("divergence", "mse_loss", 100)
+    assert (alert["rule"], alert["loss"], alert["step"]) == ("divergence", "mse_loss", 200)
+    assert re.fullmatch(
+        r"mse_loss rose [\d.]+x in 100 steps, from [\d.]+ at step 100 to [\d.]+ at step 200, "
+        r"and stayed there: 90 of its last 100 values are at least [\d.]+ \(rule divergence\)\.",
+        str(alert["detail"]),
+    )
+
+
+def test_the_labelled_corpus_raises_no_false_alert_and_catches_every_failure(
+    tmp_path: Path,
+) -> None:
+    """Every healthy and failing curve of tests/support/alert_corpus.py, played to one daemon
+    with the default rules: nothing on a healthy curve, each failure caught from its onset,
+    seconds after the shard that shows it."""
+    played, _log = alert_corpus.run_corpus(tmp_path, alert_corpus.corpus())
+    false = {run.curve.kind: run.false_alerts() for run in played if run.false_alerts()}
+    assert false == {}
+    caught = {run.curve.kind: run.caught() is not None for run in played if run.curve.failure}
+    assert all(caught.values()), caught
+    latencies = {run.curve.kind: run.latency(alert_corpus.STALE_AFTER) for run in played}
+    assert all(s is None or s < 20 for s in latencies.values()), latencies
+
+
+def test_an_alert_escapes_slack_control_sequences_and_links_the_served_report(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """User strings cannot ping a channel or plant a link; the one link is lossreport's, to
+    the report through --email-report-url, and no filesystem path leaves in the post."""
+    with WebhookReceiver() as hook:
+        daemon = Daemon(
+            runs_dir, "--alert-webhook", hook.url, "--email-report-url",
+            "https://reports.example.com/lossreport/", log=tmp_path / "d.log",
+        )  # fmt: skip
+        wait_for(lambda: runformat.live_daemon(runs_dir) is not None, timeout=60)
+        run = lossreport.start_run(
+            runs_dir, model="<!channel> gpt2 & co", hook="<https://evil.example|Open the report>",
+            run_id="résumé-run_20260301-091500_a1b2c3", report_on_close=False,
+        )  # fmt: skip
+        try:
+            for step in range(20):
+                run.log(step, mse_loss=1.0 / (step + 1))
+            run.log(20, mse_loss=math.nan)
+            run.flush()
+            wait_for(lambda: hook.delivered(), timeout=30)
+        finally:
+            run.close()
+        assert daemon.stop()[0] == 0
+    (alert,) = hook.delivered()
+    key = run.path.name
+    report = alert["report"]
+    assert isinstance(report, str)
+    assert report.startswith(f"https://reports.example.com/lossreport/{quote(key)}/loss_graphs/")
+    assert alert["text"] == (
+        f"lossreport alert for run {key} (&lt;!channel&gt; gpt2 &amp; co · "
+        "&lt;https://evil.example|Open the report&gt;): mse_loss is NaN at step 20; its last "
+        "finite value was 0.05 at step 19 (rule non-finite). "
+        f"<{report}|Open the report>"
+    )
+    assert alert["model"] == "<!channel> gpt2 & co"  # the JSON fields stay as they are
+    assert str(runs_dir) not in json.dumps(alert)
 
 
 def test_a_silent_trainer_is_alerted_as_stalled(

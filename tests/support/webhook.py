@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,6 +17,7 @@ class Post:
     headers: dict[str, str]
     body: dict[str, Any]
     answered: int
+    at: float  # time.time() when it arrived
 
 
 class WebhookReceiver:
@@ -30,9 +32,10 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                at = time.time()
                 code = receiver._answer()
                 with receiver._lock:
-                    receiver._posts.append(Post(self.path, dict(self.headers), body, code))
+                    receiver._posts.append(Post(self.path, dict(self.headers), body, code, at))
                 self.send_response(code)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -59,6 +62,10 @@ class WebhookReceiver:
     def delivered(self) -> list[dict[str, Any]]:
         """The bodies of the posts answered with success."""
         return [post.body for post in self.posts if post.answered == 200]
+
+    def timed(self) -> list[tuple[dict[str, Any], float]]:
+        """The bodies of the posts answered with success, each with when it arrived."""
+        return [(post.body, post.at) for post in self.posts if post.answered == 200]
 
     def __enter__(self) -> WebhookReceiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

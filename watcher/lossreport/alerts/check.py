@@ -25,9 +25,13 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from .. import runformat
+from . import words
 from .rules import DIVERGENCE, NON_FINITE, STALLED, AlertRules, Divergence, Plateau, Threshold
 
 logger = logging.getLogger(__name__)
+
+# How many values (spans x their length) the divergence rule orders at once: 8 MB of float64.
+_SPAN_BUDGET = 1_000_000
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -165,34 +169,54 @@ def _detectors_for(loss: str, rules: AlertRules) -> list[_Detector]:
 
 
 class _NonFinite:
-    """The first logged NaN, inf or -inf."""
+    """The first logged NaN, inf or -inf; and the last finite value before it, to say where the
+    loss was."""
 
     def __init__(self, loss: str) -> None:
         self.rule = NON_FINITE
         self.loss = loss
+        self.last: tuple[int, float] | None = None  # the last finite value's step and value
 
     def scan(self, column: _Column) -> tuple[int, Alert] | None:
         bad = ~column.finite if column.logged is None else ~column.finite & column.logged
         rows = np.flatnonzero(bad)
+        finite = column.rows
         if not rows.size:
+            if finite.size:
+                self.last = int(column.finite_steps[-1]), float(column.finite_values[-1])
             return None
         row = int(rows[0])
+        before = int(np.searchsorted(finite, row))  # finite values in rows before it
+        if before:
+            last = before - 1
+            self.last = int(column.finite_steps[last]), float(column.finite_values[last])
         step, value = int(column.steps[row]), float(column.values[row])
-        detail = f"{self.loss} is {value} at step {step} (rule {self.rule})."
+        was = (
+            f"; its last finite value was {words.number(self.last[1])} at step "
+            f"{words.count(self.last[0])}"
+            if self.last is not None
+            else ""
+        )
+        detail = (
+            f"{self.loss} is {words.number(value)} at step {words.count(step)}{was} "
+            f"(rule {self.rule})."
+        )
         return row, Alert(self.rule, self.loss, step, value, detail)
 
 
 class _Diverging:
-    """The divergence rule on one loss: its warm-up left, best, and the streak above the line."""
+    """The divergence rule on one loss (rules.py defines it). It keeps the last 2 x patience - 1
+    finite values (with their steps), enough for the next value to have its two spans, and the
+    lowest level so far with the step its span ended."""
 
     def __init__(self, loss: str, settings: Divergence) -> None:
         self.rule = DIVERGENCE
         self.loss = loss
         self.settings = settings
         self.warmup_left = settings.warmup
-        self.best, self.best_step = math.inf, 0
-        self.streak, self.streak_start = 0, 0  # values in a row above the line, the first's step
-        self.streak_start_value = math.nan  # and its value
+        self.values: FloatArray = np.empty(0)
+        self.steps: IntArray = np.empty(0, dtype=np.int64)
+        self.lowest, self.lowest_step = math.inf, 0
 
     def scan(self, column: _Column) -> tuple[int, Alert] | None:
         values, steps, rows = column.finite_values, column.finite_steps, column.rows
@@ -200,56 +224,79 @@ class _Diverging:
             skip = min(self.warmup_left, len(values))
             self.warmup_left -= skip
             values, steps, rows = values[skip:], steps[skip:], rows[skip:]
-        if not len(values) or self.best <= 0:  # a best of 0 or less only goes lower: never
-            return None
-        before = np.minimum.accumulate(np.concatenate(([self.best], values[:-1])))  # each's best
-        line = before + (self.settings.factor - 1) * np.abs(before)  # inf while there is no best
-        above = (values > line) & (before > 0)
-        index = np.arange(len(values))
-        # Where each streak began: the last value not above the line, before the shard for the
-        # carried streak; so streak[i] counts the values in a row above the line up to i.
-        last_below = np.maximum.accumulate(np.where(above, -1 - self.streak, index))
-        streak = index - last_below
-        fired = np.flatnonzero(streak >= self.settings.patience)
-        if fired.size:
-            at = int(fired[0])
-            start = int(last_below[at]) + 1
-            began = (
-                (int(steps[start]), float(values[start]))
-                if start >= 0
-                else (self.streak_start, self.streak_start_value)
-            )
-            return int(rows[at]), self._alert(at, began, values, steps, before)
-        self.streak = int(streak[-1])
-        if self.streak and last_below[-1] >= -1:
-            first = int(last_below[-1]) + 1
-            self.streak_start, self.streak_start_value = int(steps[first]), float(values[first])
-        lowest = int(np.argmin(values))  # the first of equal lows: the best is where it was set
-        if values[lowest] < self.best:
-            self.best, self.best_step = float(values[lowest]), int(steps[lowest])
+        # Each value costs a sort of two spans: a chunk at a time bounds the memory it takes.
+        chunk = max(1, _SPAN_BUDGET // self.settings.patience)
+        for start in range(0, len(values), chunk):
+            hit = self._take(values[start : start + chunk], steps[start : start + chunk])
+            if hit is not None:
+                at, alert = hit
+                return int(rows[start + at]), alert
         return None
 
+    def _take(self, values: FloatArray, steps: IntArray) -> tuple[int, Alert] | None:
+        """Feed these values: where the rule fires (an index into them) and its alert, if it
+        does."""
+        carried = len(self.values)
+        values = np.concatenate((self.values, values))
+        steps = np.concatenate((self.steps, steps))
+        span = self.settings.patience
+        keep = 2 * span - 1  # never more, so the first new value is at or past this index
+        if len(values) > keep:
+            # Index e ends the span e - span + 1, whose floor is compared with the level of
+            # the span before it, e - 2 span + 1 (ending at e - span). Spans are zero-copy views.
+            ends = np.arange(keep, len(values))
+            spans = np.lib.stride_tricks.sliding_window_view(values, span)
+            floor = _order_statistic(spans[ends - span + 1], span // 10)
+            before = _order_statistic(spans[ends - keep], span // 2)
+            lowest = np.minimum(self.lowest, np.minimum.accumulate(before))
+            jumped = (before > 0) & (floor > self.settings.jump * before)
+            exploded = (lowest > 0) & (floor > self.settings.factor * lowest)
+            fired = np.flatnonzero(jumped | exploded)
+            count = int(fired[0]) + 1 if fired.size else len(ends)
+            self._lower(before[:count], steps[ends[:count] - span])
+            if fired.size:
+                i = int(fired[0])
+                at = int(ends[i])
+                if jumped[i]:
+                    reference, since, from_lowest = float(before[i]), int(steps[at - span]), False
+                else:
+                    reference, since, from_lowest = self.lowest, self.lowest_step, True
+                alert = self._alert(float(floor[i]), int(steps[at]), reference, since, from_lowest)
+                return at - carried, alert
+        self.values, self.steps = values[-keep:], steps[-keep:]
+        return None
+
+    def _lower(self, levels: FloatArray, steps: IntArray) -> None:
+        """Take in the levels of spans that ended at `steps`: the lowest so far, and where."""
+        if len(levels):
+            low = int(np.argmin(levels))
+            if levels[low] < self.lowest:
+                self.lowest, self.lowest_step = float(levels[low]), int(steps[low])
+
     def _alert(
-        self,
-        at: int,
-        began: tuple[int, float],
-        values: FloatArray,
-        steps: IntArray,
-        before: FloatArray,
+        self, floor: float, step: int, reference: float, reference_step: int, from_lowest: bool
     ) -> Alert:
-        """The alert's step and value are where the rise began (`began`); the detail adds
-        where the streak completed and the best it rose from."""
-        improved = np.flatnonzero(values[:at] < before[:at])
-        best_step = int(steps[improved[-1]]) if improved.size else self.best_step
-        best, value, step = float(before[at]), float(values[at]), int(steps[at])
-        start, start_value = began
+        """`reference`: the level it rose from, that of the span that ended at
+        `reference_step`: the span just before, or (`from_lowest`) the lowest so far."""
+        settings = self.settings
+        lowest = " (its lowest level)" if from_lowest else ""
         detail = (
-            f"{self.loss} is diverging since step {start} ({start_value:.6g}): with {value:.6g} "
-            f"at step {step}, {self.settings.patience} logged values in a row are above "
-            f"{self.settings.factor:g} x its best, {best:.6g} at step {best_step} "
-            f"(rule {self.rule})."
+            f"{self.loss} rose {words.number(floor / reference)}x in "
+            f"{words.count(step - reference_step)} steps, from {words.number(reference)} at "
+            f"step {words.count(reference_step)}{lowest} to {words.number(floor)} at step "
+            f"{words.count(step)}, and stayed there: "
+            f"{words.count(settings.patience - settings.patience // 10)} of its last "
+            f"{words.count(settings.patience)} "
+            f"values are at least {words.number(floor)} (rule {self.rule})."
         )
-        return Alert(self.rule, self.loss, start, start_value, detail)
+        return Alert(self.rule, self.loss, step, floor, detail)
+
+
+def _order_statistic(spans: FloatArray, k: int) -> FloatArray:
+    """Each row's k-th smallest value (a copy is partitioned, not sorted)."""
+    rows = np.array(spans)
+    rows.partition(k, axis=1)
+    return rows[:, k]
 
 
 class _Above:
@@ -269,10 +316,10 @@ class _Above:
             return None
         at = int(hits[0])
         step, value = int(column.finite_steps[at]), float(column.finite_values[at])
-        since = f" from step {rule.after_step} on" if rule.after_step else ""
+        since = f" from step {words.count(rule.after_step)} on" if rule.after_step else ""
         detail = (
-            f"{self.loss} is {value:.6g} at step {step}, above {rule.above:g}{since} "
-            f'(rule "{rule.name}").'
+            f"{self.loss} is {words.number(value)} at step {words.count(step)}, above "
+            f'{words.number(rule.above)}{since} (rule "{rule.name}").'
         )
         return int(column.rows[at]), Alert(self.rule, self.loss, step, value, detail)
 
@@ -317,8 +364,9 @@ class _Flat:
     ) -> Alert:
         step, value, best_step = int(steps[at]), float(values[at]), int(best_steps[at])
         detail = (
-            f"{self.loss} has not improved by more than {self.settings.min_delta:g} in "
-            f"{step - best_step} steps: {value:.6g} at step {step}, best {best:.6g} at step "
-            f'{best_step} (rule "{self.rule}").'
+            f"{self.loss} has not improved by more than {words.number(self.settings.min_delta)} "
+            f"in {words.count(step - best_step)} steps: {words.number(value)} at step "
+            f"{words.count(step)}, best {words.number(best)} at step {words.count(best_step)} "
+            f'(rule "{self.rule}").'
         )
         return Alert(self.rule, self.loss, step, value, detail)

@@ -4,16 +4,25 @@ Built-in rules (each fires at most once per run):
 
 - **non-finite**: the first logged value that is NaN, inf or -inf, in any loss. A null is "not
   logged at this step", never a value.
-- **divergence** (on by default): for each loss whose name matches one of `losses` (fnmatch
-  patterns), the first `warmup` finite logged values are passed over: they neither set the best
-  nor count in a streak, as early training often starts low and climbs before it falls. After
-  them, `best` is the lowest finite value so far and the line is
-  `best + (factor - 1) * abs(best)` (`factor` x best for a positive loss). The loss diverges
-  when `patience` finite logged values in a row are above the line; the alert names the first
-  step of that streak, the value that completed it, and best with its step. A loss whose best is
-  0 or less never diverges by this rule: a ratio to zero means nothing. NaN and inf are passed
-  over (the non-finite rule reports them) and do not break a streak; a value at or under the
-  line does.
+- **divergence** (on by default): a watched loss (its name matches one of `losses`, fnmatch
+  patterns) has risen far above where it was and stayed there. A loss's *level* over a span of
+  logged values is their median (a bad batch, a heavy-tailed term or a spike moves it little);
+  its *floor* over the last `patience` values is their 10th percentile (nine in ten are at or
+  above it, so the rise has lasted). After the first `warmup` finite values, which are passed
+  over, the rule fires at the first value where the floor of the last `patience` values is more
+  than `jump` x the level of the `patience` values before them (a persistent jump), or more
+  than `factor` x the lowest level of any `patience` values in a row so far (an explosion,
+  however slow). Only a positive level counts: a ratio to zero or less means nothing. NaN and
+  inf are passed over (the non-finite rule reports them). The alert names the step where it
+  fired, the floor there, and the level it rose from with its step.
+
+  By default it watches the overall and the reconstruction loss (`losses`), which is what a
+  person means by "diverging": a penalty term rising is normal in SAE training (the L1
+  coefficient warms up, JumpReLU's sparsity target relaxes, top-k's auxiliary loss is noisy
+  and starts at 0). `jump` 10 and `factor` 100 sit above what healthy runs show (resampling
+  dead features spikes MSE ~10x for tens of steps, then it recovers; an L1 warm-up lifts
+  MSE and the overall loss a few-fold above their early low); `patience` 100 outlasts a
+  resampling spike and a run of bad batches. docs/alerts.md gives the corpus that checks it.
 - **stalled**: a running run whose trainer stopped writing; the daemon judges it from run.json,
   so here it is only a switch.
 
@@ -31,10 +40,11 @@ User rules, each with its own name:
     stalled = true                    # optional, default true
     divergence = false                # optional: off; or a table:
     [alerts.divergence]
-    factor = 3.0                      # above 1; default 2
-    patience = 200                    # 1 or more; default 100
-    warmup = 500                      # 0 or more; default 100
-    losses = ["overall_loss", "mse_*"]  # default ["*"]
+    factor = 30.0                     # above 1; default 100
+    jump = 5.0                        # above 1; default 10
+    patience = 200                    # 2 to 10000; default 100
+    warmup = 500                      # 0 or more; default 0
+    losses = ["overall_loss", "mse_*"]  # default: DEFAULT_DIVERGENCE_LOSSES
     [[alerts.rule]]
     name = "mse above 0.5 after warm-up"
     loss = "mse_loss"
@@ -64,15 +74,29 @@ BUILT_IN = (NON_FINITE, DIVERGENCE, STALLED)
 _T = TypeVar("_T")
 
 
+# A divergence check orders each new value's two spans of `patience` values: its cost per value.
+MAX_PATIENCE = 10_000
+# The overall loss (as SAELens and most trainers name it) and the reconstruction loss.
+DEFAULT_DIVERGENCE_LOSSES = (
+    "overall_loss",
+    "loss",
+    "total_loss",
+    "train_loss",
+    "mse_loss",
+    "reconstruction_loss",
+)
+
+
 @dataclass(frozen=True)
 class Divergence:
     """The divergence rule's settings (the module docstring defines the rule); the ranges in
     the comments are checked by `parse_alert_rules`."""
 
-    factor: float = 2.0  # above 1
-    patience: int = 100  # 1 or more
-    warmup: int = 100  # 0 or more
-    losses: tuple[str, ...] = ("*",)  # fnmatch patterns of loss names, at least one
+    factor: float = 100.0  # above 1: an explosion, x the lowest level so far
+    jump: float = 10.0  # above 1: a jump, x the level just before
+    patience: int = 100  # 2 to MAX_PATIENCE
+    warmup: int = 0  # 0 or more
+    losses: tuple[str, ...] = DEFAULT_DIVERGENCE_LOSSES  # fnmatch patterns, at least one
 
 
 @dataclass(frozen=True)
@@ -272,12 +296,15 @@ def _min_delta(value: object) -> float:
     return number
 
 
-def _integer(low: int) -> Callable[[object], int]:
+def _integer(low: int, high: int | None = None) -> Callable[[object], int]:
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"an integer, {low} or more")
+            raise ValueError(f"an integer, {low} or more" if high is None else range_)
+        if high is not None and value > high:
+            raise ValueError(range_)
         return value
 
+    range_ = f"an integer from {low} to {high}"
     return check
 
 
@@ -306,7 +333,8 @@ def _patterns(value: object) -> tuple[str, ...]:
 _ALERT_KEYS = ("non_finite", "stalled", "divergence", "rule")
 _DIVERGENCE_KEYS: dict[str, Callable[[object], Any]] = {
     "factor": _factor,
-    "patience": _integer(1),
+    "jump": _factor,
+    "patience": _integer(2, MAX_PATIENCE),
     "warmup": _integer(0),
     "losses": _patterns,
 }

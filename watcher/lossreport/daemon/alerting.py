@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import runformat
+from ..alerts import words
 from ..alerts.check import Alert, RunChecker
 from ..alerts.rules import STALLED, AlertRules
 from ..clock import utc_now
@@ -72,8 +73,8 @@ class Alerter:
         if any(entry["rule"] == STALLED for entry in runformat.read_alert_log(state.run_dir)):
             return False
         detail = (
-            f"The trainer has written nothing for {silent_for:.0f} s (run.json still says "
-            "running): it may have hung or been killed."
+            f"The trainer has written nothing for {words.duration(silent_for)}, though "
+            "run.json still says running: it may have hung or been killed (rule stalled)."
         )
         return self._raise(name, state.run_dir, [Alert(STALLED, None, None, None, detail)])
 

@@ -3,12 +3,15 @@ outbox (sent, retried and recorded as sent like a run's summary mail), each once
 rule. The log line is the daemon's.
 
 Everything here is plain text and JSON: an alert must reach a phone's lock screen and a chat
-channel, and be cheap to build in the daemon's own process.
+channel, and be cheap to build in the daemon's own process. A webhook's `text` follows Slack's
+message formatting (which Mattermost and Teams read too): `&`, `<` and `>` in the run's names and
+the alert's words are escaped, so a run named `<!channel>` pings no one, and the one link is
+lossreport's own. A post never carries a filesystem path: without `--email-report-url` the run
+is named by its key only.
 """
 
 from __future__ import annotations
 
-import math
 import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runformat
+from ..alerts import words
 from ..alerts.check import Alert
 from ..report.outputs import OutputNames
 from .mailjob import MailJob
@@ -37,10 +41,11 @@ class AlertTarget:
 class RaisedAlert:
     """An alert with the run it is about, as delivered and recorded."""
 
-    run_name: str  # the run's folder
+    run_name: str  # the run's key: its folder under the runs directory
     run: runformat.RunRecord
     alert: Alert
-    link: str  # the run's report: through `lossreport serve`, or its file
+    url: str | None  # the run's report through `lossreport serve`, when its URL is known
+    path: str  # the report's file, for the mail when there is no URL
 
     @property
     def key(self) -> str:
@@ -48,23 +53,36 @@ class RaisedAlert:
         return f"alert|{self.run.run_id}|{self.alert.rule}"
 
     def text(self) -> str:
-        """One paragraph: the run, what happened, where to look."""
-        return (
+        """One paragraph in Slack's formatting: the run, what happened, a link to look."""
+        said = (
             f"lossreport alert for run {self.run_name} ({self.run.model} · {self.run.hook}): "
-            f"{self.alert.detail} Report: {self.link}"
+            f"{self.alert.detail}"
         )
+        link = f" <{_link_target(self.url)}|Open the report>" if self.url else ""
+        return slack_escape(said) + link
 
     def payload(self) -> dict[str, Any]:
-        """The webhook's JSON: `text` for chat tools, the rest for anything else."""
+        """The webhook's JSON: `text` for chat tools, the rest (unescaped) for anything else."""
         return {
             "text": self.text(),
             "run": self.run_name,
             "run_id": self.run.run_id,
             "model": self.run.model,
             "hook": self.run.hook,
-            "report": self.link,
+            "report": self.url,
             **self.alert.to_json(),
         }
+
+
+def slack_escape(text: str) -> str:
+    """`&`, `<` and `>` as Slack's message formatting asks: nothing in `text` is markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _link_target(url: str) -> str:
+    """A URL that cannot end the `<url|text>` around it (report_link quotes the run's names;
+    the base is the operator's)."""
+    return url.replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
 
 
 def raised(
@@ -74,11 +92,9 @@ def raised(
     (which the daemon renders live once it raises an alert, under the name the record gives
     it)."""
     names = OutputNames.for_run(run.model, run.hook, runformat.parse_time(run.started_at))
-    if report_url:
-        link = report_link(report_url, run_name, names.report_html)
-    else:
-        link = str(home / runformat.GRAPHS_DIR / names.report_html)
-    return RaisedAlert(run_name, run, alert, link)
+    url = report_link(report_url, run_name, names.report_html) if report_url else None
+    path = str(home / runformat.GRAPHS_DIR / names.report_html)
+    return RaisedAlert(run_name, run, alert, url, path)
 
 
 def queue(outbox: Outbox, raised_alert: RaisedAlert, target: AlertTarget) -> None:
@@ -94,7 +110,7 @@ def queue(outbox: Outbox, raised_alert: RaisedAlert, target: AlertTarget) -> Non
 def _email(raised_alert: RaisedAlert, mail: MailJob) -> EmailMessage:
     alert = raised_alert.alert
     where = f" in {alert.loss}" if alert.loss else ""
-    at = f" at step {alert.step}" if alert.step is not None else ""
+    at = f" at step {words.count(alert.step)}" if alert.step is not None else ""
     message = EmailMessage(policy=MAIL_POLICY)
     message["Subject"] = header_text(
         f"[lossreport] ALERT {raised_alert.run_name}: {alert.rule}{where}{at}"
@@ -105,20 +121,16 @@ def _email(raised_alert: RaisedAlert, mail: MailJob) -> EmailMessage:
     message["Message-ID"] = make_msgid("lossreport.alert", socket.gethostname() or "localhost")
     message[HEADER_RUN] = header_text(raised_alert.run_name)
     message[HEADER_KEY] = header_text(raised_alert.key + "|mail")
-    value = "" if alert.value is None else f"Value: {_value(alert.value)}\n"
+    value = "" if alert.value is None else f"Value: {words.number(alert.value)}\n"
     message.set_content(
         f"{alert.detail}\n\n"
         f"Run: {raised_alert.run_name} (run id {raised_alert.run.run_id})\n"
         f"Model: {raised_alert.run.model}\nHook: {raised_alert.run.hook}\n"
         f"Rule: {alert.rule}\n"
         + (f"Loss: {alert.loss}\n" if alert.loss else "")
-        + (f"Step: {alert.step}\n" if alert.step is not None else "")
+        + (f"Step: {words.count(alert.step)}\n" if alert.step is not None else "")
         + value
-        + f"\nReport (rendered live): {raised_alert.link}\n\n"
+        + f"\nReport (rendered live): {raised_alert.url or raised_alert.path}\n\n"
         "lossreport sends each alert once per run and rule; the run keeps training.\n"
     )
     return message
-
-
-def _value(value: float) -> str:
-    return repr(value) if math.isfinite(value) else str(value)
