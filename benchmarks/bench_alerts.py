@@ -1,7 +1,17 @@
-"""Alerts: what one check of a training run costs when a new shard has landed, how long an
-alert takes to leave, and what a daemon following 200 running runs costs between shards.
+"""Alerts: whether the default rules are right on a labelled corpus, what one check of a
+training run costs when a new shard has landed, how long an alert takes to leave, and what a
+daemon following 200 running runs costs between shards.
 
     python benchmarks/bench_alerts.py [--repeats 7] [--idle-runs 200] [--idle-seconds 60]
+                                      [--only corpus|checks|latency|idle]
+
+0. Precision, recall and latency on the labelled corpus (tests/support/alert_corpus.py, which
+tests/daemon/test_alerts.py asserts on): its healthy and failing SAE curves written shard by
+shard, as trainers do, into one runs directory that a real `lossreport watch` (default rules,
+--alert-webhook to a receiver on loopback) follows. Per kind: precision (alerts that were right
+over alerts raised), recall (failures caught over failures played), false alerts, the latency
+from the shard that holds the alert's step landing to the post arriving (a stall: from the
+heartbeat going stale), median and worst, and the steps from the failure's onset to that step.
 
 1. Cost per check.
 
@@ -46,7 +56,10 @@ from lossreport import runformat
 from lossreport.alerts import AlertRules, Plateau, RunChecker, Threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support's corpus
 from daemon_process import Daemon  # a benchmark helper beside this file
+
+from tests.support import alert_corpus
 
 LOSSES = ("mse_loss", "l1_loss", "auxiliary_reconstruction_loss", "overall_loss")
 SHARD_ROWS = 1000
@@ -98,6 +111,29 @@ def time_new_shard_checks(run_dir: Path, steps: int, repeats: int) -> tuple[list
         list(runformat.iter_shards(run_dir, skip=read))  # what a check lists: names only
         listings.append(time.perf_counter() - start)
     return times, statistics.median(listings)
+
+
+def corpus_section() -> None:
+    curves = alert_corpus.corpus()
+    healthy = sum(curve.failure is None for curve in curves)
+    print(
+        f"labelled corpus: {healthy} healthy and {len(curves) - healthy} failing runs of "
+        f"{alert_corpus.STEPS:,} steps, {alert_corpus.SHARD_ROWS}-row shards, one daemon"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        played, _log = alert_corpus.run_corpus(Path(tmp), curves)
+    scores = alert_corpus.scores(played, alert_corpus.STALE_AFTER)
+    print(alert_corpus.SCORE_HEADER)
+    for score in scores:
+        print(score.line())
+    true = sum(score.true_alerts for score in scores)
+    false = sum(score.false_alerts for score in scores)
+    caught = sum(score.caught for score in scores)
+    failures = sum(score.failures for score in scores)
+    print(
+        f"all: precision {true / max(true + false, 1):.2f} ({false} false alerts), "
+        f"recall {caught / max(failures, 1):.2f} ({caught} of {failures} failures caught)\n"
+    )
 
 
 def new_shard_section(repeats: int) -> None:
@@ -218,10 +254,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--idle-runs", type=int, default=200)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--only", choices=["corpus", "checks", "latency", "idle"])
     args = parser.parse_args()
-    new_shard_section(args.repeats)
-    latency_section(args.repeats)
-    idle_section(args.idle_runs, args.idle_seconds)
+    if args.only in (None, "corpus"):
+        corpus_section()
+    if args.only in (None, "checks"):
+        new_shard_section(args.repeats)
+    if args.only in (None, "latency"):
+        latency_section(args.repeats)
+    if args.only in (None, "idle"):
+        idle_section(args.idle_runs, args.idle_seconds)
 
 
 if __name__ == "__main__":

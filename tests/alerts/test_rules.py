@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from lossreport.alerts import AlertRules, Divergence, Plateau, Threshold, parse_alert_rules
+from lossreport.cli import config
 from lossreport.errors import ConfigError
+from tests.support.procs import ROOT
 
 PATH = Path("/etc/lossreport/watch.toml")
 
@@ -249,3 +251,9 @@ def test_an_alerts_section_that_is_not_a_table() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_alert_rules(["x"], PATH)
     assert str(caught.value) == f"{PATH}: [alerts] must be a table, not ['x']"
+
+
+def test_the_shipped_example_config_states_the_default_rules() -> None:
+    """systemd/lossreport.toml writes the divergence defaults out for people to edit."""
+    settings = config.load(ROOT / "systemd" / "lossreport.toml")
+    assert settings["alert_rules"] == AlertRules()

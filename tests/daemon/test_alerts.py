@@ -140,6 +140,7 @@ def test_a_jump_is_alerted_by_the_default_rules_in_words(
     )
 
 
+@pytest.mark.slow
 def test_the_labelled_corpus_raises_no_false_alert_and_catches_every_failure(
     tmp_path: Path,
 ) -> None:

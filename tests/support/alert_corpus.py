@@ -467,6 +467,11 @@ class Score:
         return self.caught / self.failures if self.failures else 1.0
 
     def line(self) -> str:
+        """A row under SCORE_HEADER; `-` for what the kind cannot have (a healthy kind's
+        recall, a precision with nothing raised)."""
+        raised = self.true_alerts + self.false_alerts
+        precision = f"{self.precision:9.2f}" if raised else f"{'-':>9}"
+        recall = f"{self.recall:6.2f}" if self.failures else f"{'-':>6}"
         seconds = (
             f"{statistics.median(self.latencies):6.2f} {max(self.latencies):6.2f}"
             if self.latencies
@@ -477,10 +482,7 @@ class Score:
             if self.steps_late
             else f"{'-':>7} {'-':>7}"
         )
-        return (
-            f"{self.kind:<14} {self.precision:9.2f} {self.recall:6.2f} "
-            f"{self.false_alerts:5d} {seconds} {steps}"
-        )
+        return f"{self.kind:<14} {precision} {recall} {self.false_alerts:5d} {seconds} {steps}"
 
 
 SCORE_HEADER = (

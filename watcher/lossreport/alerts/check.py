@@ -1,9 +1,11 @@
 """Checking one run against its alert rules while it trains, a new shard at a time.
 
-A `RunChecker` keeps, per loss and rule, a few numbers (a best, a streak, a count), so a
-`check` costs what the shards it has not read yet cost, plus listing `losses/`, not what the
-run holds. Within a shard each rule is numpy over the whole column; only the plateau rule
-loops in Python, and only over the values that are a new lowest.
+A `RunChecker` keeps, per loss and rule, a few numbers (a best, a count, the last finite
+value; the divergence rule its last 2 x patience - 1 values), so a `check` costs what the shards
+it has not read yet cost, plus listing `losses/`, not what the run holds. Within a shard each
+rule is numpy over the whole column (the divergence rule a chunk of at most a million span
+values at a time); only the plateau rule loops in Python, and only over the values that are a
+new lowest.
 
 Shards are known by name and read once (a writer never replaces one). New shards are fed in
 write order; one that appears with a lower number than a shard already read (a second writer
