@@ -21,6 +21,7 @@ from lossreport.alerts import (
     AlertRules,
     Divergence,
     Plateau,
+    Rising,
     RunChecker,
     Threshold,
 )
@@ -245,6 +246,21 @@ def test_divergence_applies_to_the_matching_losses_only(run_dir: Path) -> None:
     [alert] = RunChecker(rules).check(run_dir)
     assert alert.loss == "mse_loss"
     assert RunChecker(_only(Divergence(patience=10, warmup=0, losses=("x",)))).check(run_dir) == []
+
+
+def test_a_loss_can_have_a_divergence_rule_of_its_own(run_dir: Path) -> None:
+    """The auxiliary loss, left out of the built-in rule, held to a 100x jump."""
+    values = [1.0] * 20 + [50.0] * 10 + [500.0] * 20
+    steps = list(range(len(values)))
+    _shard(run_dir, 1, steps, auxiliary_reconstruction_loss=values)
+    own = Rising("aux jumps", "aux*", Divergence(jump=100.0, patience=10, losses=("aux*",)))
+    [alert] = RunChecker(AlertRules(divergence=None, user=(own,))).check(run_dir)
+    assert (alert.rule, alert.loss, alert.step) == (
+        "aux jumps",
+        "auxiliary_reconstruction_loss",
+        38,
+    )
+    assert alert.detail.endswith('(rule "aux jumps").')
 
 
 def test_by_default_the_overall_and_reconstruction_losses_are_watched_not_penalties(

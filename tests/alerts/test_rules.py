@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from lossreport.alerts import AlertRules, Divergence, Plateau, Threshold, parse_alert_rules
+from lossreport.alerts import (
+    AlertRules,
+    Divergence,
+    Plateau,
+    Rising,
+    Threshold,
+    parse_alert_rules,
+)
 from lossreport.cli import config
 from lossreport.errors import ConfigError
 from tests.support.procs import ROOT
@@ -80,7 +87,9 @@ def test_a_partial_divergence_table_keeps_the_other_defaults() -> None:
 
 
 RULE = '[[alerts.rule]]\nname = "x"\nloss = "mse_loss"\n'
-KNOWN_RULE_KEYS = "name, loss, above, after_step, no_improvement_steps, min_delta"
+KNOWN_RULE_KEYS = (
+    "name, loss, above, after_step, no_improvement_steps, min_delta, factor, jump, patience, warmup"
+)
 
 ERRORS = {
     "unknown key": (
@@ -186,13 +195,13 @@ ERRORS = {
     ),
     "both kinds": (
         RULE + "above = 1\nno_improvement_steps = 5",
-        '[alerts] rule 1 ("x"): has both of above (a threshold) and no_improvement_steps '
-        "(a plateau); give exactly one",
+        '[alerts] rule 1 ("x"): has more than one of above (a threshold), no_improvement_steps '
+        "(a plateau) and jump or factor (a divergence); give exactly one",
     ),
     "neither kind": (
         RULE,
-        '[alerts] rule 1 ("x"): has neither of above (a threshold) and no_improvement_steps '
-        "(a plateau); give exactly one",
+        '[alerts] rule 1 ("x"): has none of above (a threshold), no_improvement_steps '
+        "(a plateau) and jump or factor (a divergence); give exactly one",
     ),
     "above not finite": (
         RULE + "above = nan",
@@ -221,6 +230,14 @@ ERRORS = {
     "min_delta on a threshold": (
         RULE + "above = 1\nmin_delta = 0.1",
         '[alerts] rule 1 ("x"): min_delta belongs to a rule with no_improvement_steps',
+    ),
+    "patience on a threshold": (
+        RULE + "above = 1\npatience = 10",
+        '[alerts] rule 1 ("x"): patience belongs to a rule with jump or factor',
+    ),
+    "a divergence rule's jump of 1": (
+        RULE + "jump = 1",
+        '[alerts] rule 1 ("x"): jump = 1: expected a number above 1',
     ),
     "after_step on a plateau": (
         RULE + "no_improvement_steps = 5\nafter_step = 10",
@@ -251,6 +268,21 @@ def test_an_alerts_section_that_is_not_a_table() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_alert_rules(["x"], PATH)
     assert str(caught.value) == f"{PATH}: [alerts] must be a table, not ['x']"
+
+
+def test_a_divergence_rule_of_its_own_holds_one_loss_to_other_thresholds() -> None:
+    rules = _parse(
+        '[alerts]\n[[alerts.rule]]\nname = "aux explodes"\n'
+        'loss = "auxiliary_*"\nfactor = 1000\npatience = 50\n'
+    )
+    assert rules.user == (
+        Rising(
+            "aux explodes",
+            "auxiliary_*",
+            Divergence(factor=1000.0, patience=50, losses=("auxiliary_*",)),
+        ),
+    )
+    assert rules.names() == ["non-finite", "divergence", "stalled", "aux explodes"]
 
 
 def test_the_shipped_example_config_states_the_default_rules() -> None:

@@ -39,7 +39,7 @@ def test_the_shipped_example_config_is_valid() -> None:
         ('[alerts]\nwebhook = "https://u:p@example.com/x"\n', "holds a user or password"),
         (
             '[[alerts.rule]]\nname = "stuck"\nloss = "overall_loss"\n',
-            '[alerts] rule 1 ("stuck"): has neither of above',
+            '[alerts] rule 1 ("stuck"): has none of above',
         ),
         ("[alerts.divergence]\nfactor = 0.5\n", "[alerts.divergence] factor = 0.5: expected"),
         ('[mail]\nto = "a@b"\n', "unknown section [mail]"),

@@ -13,6 +13,7 @@ from .rules import (
     AlertRules,
     Divergence,
     Plateau,
+    Rising,
     Threshold,
     parse_alert_rules,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "AlertRules",
     "Divergence",
     "Plateau",
+    "Rising",
     "RunChecker",
     "Threshold",
     "parse_alert_rules",

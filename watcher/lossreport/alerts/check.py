@@ -163,10 +163,16 @@ def _detectors_for(loss: str, rules: AlertRules) -> list[_Detector]:
         found.append(_NonFinite(loss))
     divergence = rules.divergence
     if divergence is not None and any(fnmatchcase(loss, p) for p in divergence.losses):
-        found.append(_Diverging(loss, divergence))
+        found.append(_Diverging(loss, divergence, DIVERGENCE))
     for rule in rules.user:
-        if fnmatchcase(loss, rule.loss):
-            found.append(_Above(loss, rule) if isinstance(rule, Threshold) else _Flat(loss, rule))
+        if not fnmatchcase(loss, rule.loss):
+            continue
+        if isinstance(rule, Threshold):
+            found.append(_Above(loss, rule))
+        elif isinstance(rule, Plateau):
+            found.append(_Flat(loss, rule))
+        else:
+            found.append(_Diverging(loss, rule.settings, rule.name))
     return found
 
 
@@ -211,8 +217,8 @@ class _Diverging:
     finite values (with their steps), enough for the next value to have its two spans, and the
     lowest level so far with the step its span ended."""
 
-    def __init__(self, loss: str, settings: Divergence) -> None:
-        self.rule = DIVERGENCE
+    def __init__(self, loss: str, settings: Divergence, rule: str) -> None:
+        self.rule = rule
         self.loss = loss
         self.settings = settings
         self.warmup_left = settings.warmup
@@ -289,9 +295,14 @@ class _Diverging:
             f"{words.count(step)}, and stayed there: "
             f"{words.count(settings.patience - settings.patience // 10)} of its last "
             f"{words.count(settings.patience)} "
-            f"values are at least {words.number(floor)} (rule {self.rule})."
+            f"values are at least {words.number(floor)} ({_rule_words(self.rule)})."
         )
         return Alert(self.rule, self.loss, step, floor, detail)
+
+
+def _rule_words(rule: str) -> str:
+    """`rule divergence` for the built-in rule, `rule "aux explodes"` for a user's."""
+    return f"rule {rule}" if rule == DIVERGENCE else f'rule "{rule}"'
 
 
 def _order_statistic(spans: FloatArray, k: int) -> FloatArray:

@@ -34,6 +34,9 @@ User rules, each with its own name:
   below `best - min_delta` (it becomes the new best, at its step); the rule fires at the first
   finite logged value, not itself an improvement, at a step `no_improvement_steps` or more after
   the best's step.
+- **divergence** (`jump` or `factor`, with `patience` and `warmup` if wanted): the divergence
+  rule above with settings of its own, on the losses `loss` matches: one loss can be held to
+  other thresholds than the built-in rule's (leave it out of that rule's `losses`).
 
     [alerts]
     non_finite = true                 # optional, default true
@@ -55,6 +58,10 @@ User rules, each with its own name:
     loss = "overall_loss"
     no_improvement_steps = 5000
     min_delta = 0.001                 # optional, default 0
+    [[alerts.rule]]
+    name = "aux explodes"
+    loss = "auxiliary_reconstruction_loss"
+    factor = 1000.0                   # and/or jump; patience, warmup optional
 """
 
 from __future__ import annotations
@@ -121,6 +128,16 @@ class Plateau:
 
 
 @dataclass(frozen=True)
+class Rising:
+    """A user rule: the divergence rule, with `settings` of its own, on `loss` (an fnmatch
+    pattern; `settings.losses` is that one pattern)."""
+
+    name: str
+    loss: str
+    settings: Divergence
+
+
+@dataclass(frozen=True)
 class AlertRules:
     """Which rules a run is checked against: the built-in ones (all on by default) and the
     config's own, `user`."""
@@ -128,7 +145,7 @@ class AlertRules:
     non_finite: bool = True
     divergence: Divergence | None = Divergence()  # None: off
     stalled: bool = True
-    user: tuple[Threshold | Plateau, ...] = ()
+    user: tuple[Threshold | Plateau | Rising, ...] = ()
 
     def names(self) -> list[str]:
         """Every enabled rule's name: the built-in ones first, then the user's in their order."""
@@ -156,7 +173,7 @@ def parse_alert_rules(section: object, path: Path) -> AlertRules:
     entries = table.get("rule", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: [alerts] rule = {entries!r}: expected [[alerts.rule]] tables")
-    user: list[Threshold | Plateau] = []
+    user: list[Threshold | Plateau | Rising] = []
     for number, entry in enumerate(entries, start=1):
         rule = _user_rule(entry, number, path)
         label = _rule_label(number, rule.name)
@@ -189,7 +206,7 @@ def _divergence(value: object, path: Path) -> Divergence | None:
     )
 
 
-def _user_rule(entry: object, number: int, path: Path) -> Threshold | Plateau:
+def _user_rule(entry: object, number: int, path: Path) -> Threshold | Plateau | Rising:
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: [alerts] rule {number}: expected a table, got {entry!r}")
     label = _rule_label(number, entry.get("name"))
@@ -200,28 +217,37 @@ def _user_rule(entry: object, number: int, path: Path) -> Threshold | Plateau:
             raise ConfigError(f"{path}: {label}: missing {key}")
     name = _value(entry, "name", _name, "", path, where)
     loss = _value(entry, "loss", _pattern, "", path, where)
-    kinds = [key for key in ("above", "no_improvement_steps") if key in entry]
+    kinds = [kind for kind, (markers, _) in _KINDS.items() if any(k in entry for k in markers)]
     if len(kinds) != 1:
-        count = "both" if kinds else "neither"
+        count = "more than one" if kinds else "none"
         raise ConfigError(
-            f"{path}: {label}: has {count} of above (a threshold) and no_improvement_steps "
-            "(a plateau); give exactly one"
+            f"{path}: {label}: has {count} of above (a threshold), no_improvement_steps "
+            "(a plateau) and jump or factor (a divergence); give exactly one"
         )
-    if kinds == ["above"]:
-        _only_with(entry, "min_delta", "no_improvement_steps", path, label)
+    kind = kinds[0]
+    for other, (markers, keys) in _KINDS.items():
+        for key in keys:
+            if other != kind and key in entry and key not in _KINDS[kind][1]:
+                raise ConfigError(
+                    f"{path}: {label}: {key} belongs to a rule with {' or '.join(markers)}"
+                )
+    if kind == "threshold":
         return Threshold(
             name,
             loss,
             above=_value(entry, "above", _finite, 0.0, path, where),
             after_step=_value(entry, "after_step", _integer(0), 0, path, where),
         )
-    _only_with(entry, "after_step", "above", path, label)
-    return Plateau(
-        name,
-        loss,
-        steps=_value(entry, "no_improvement_steps", _integer(1), 1, path, where),
-        min_delta=_value(entry, "min_delta", _min_delta, 0.0, path, where),
-    )
+    if kind == "plateau":
+        return Plateau(
+            name,
+            loss,
+            steps=_value(entry, "no_improvement_steps", _integer(1), 1, path, where),
+            min_delta=_value(entry, "min_delta", _min_delta, 0.0, path, where),
+        )
+    own = _KINDS[kind][1]
+    settings = {k: _checked(entry, k, _DIVERGENCE_KEYS[k], path, where) for k in own if k in entry}
+    return Rising(name, loss, Divergence(**settings, losses=(loss,)))
 
 
 def _rule_label(number: int, name: object) -> str:
@@ -338,4 +364,21 @@ _DIVERGENCE_KEYS: dict[str, Callable[[object], Any]] = {
     "warmup": _integer(0),
     "losses": _patterns,
 }
-_RULE_KEYS = ("name", "loss", "above", "after_step", "no_improvement_steps", "min_delta")
+_RULE_KEYS = (
+    "name",
+    "loss",
+    "above",
+    "after_step",
+    "no_improvement_steps",
+    "min_delta",
+    "factor",
+    "jump",
+    "patience",
+    "warmup",
+)
+# Each kind of user rule: the keys that make a rule that kind (any of them), and its own keys.
+_KINDS = {
+    "threshold": (("above",), ("above", "after_step")),
+    "plateau": (("no_improvement_steps",), ("no_improvement_steps", "min_delta")),
+    "divergence": (("jump", "factor"), ("jump", "factor", "patience", "warmup")),
+}
