@@ -13,8 +13,10 @@ Built-in rules (each fires at most once per run):
   than `jump` x the level of the `patience` values before them (a persistent jump), or more
   than `factor` x the lowest level of any `patience` values in a row so far (an explosion,
   however slow). Only a positive level counts: a ratio to zero or less means nothing. NaN and
-  inf are passed over (the non-finite rule reports them). The alert names the step where it
-  fired, the floor there, and the level it rose from with its step.
+  inf are passed over (the non-finite rule reports them). The rule looks at every
+  `patience // 10`-th value (each look orders two spans), so it fires within a tenth of a span
+  of the first value where this holds. The alert names the step where it fired, the floor
+  there, and the level it rose from with its step.
 
   By default it watches the overall and the reconstruction loss (`losses`), which is what a
   person means by "diverging": a penalty term rising is normal in SAE training (the L1
