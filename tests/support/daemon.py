@@ -13,9 +13,9 @@ from typing import Any
 
 from lossreport.daemon.runstate import read_state
 from lossreport.runformat import read_marker
-from tests.support.procs import ROOT, wait_for
+from tests.support.procs import PYTHONPATH, ROOT, wait_for
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH}
 
 
 class Daemon:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# This checkout's package for every subprocess, even beside one installed from another.
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "watcher")])
 
 
 def wait_for(
@@ -37,7 +39,7 @@ def start_python(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
     )
 
 
@@ -49,5 +51,5 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         cwd=ROOT,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})},
     )

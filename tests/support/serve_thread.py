@@ -8,21 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lossreport.delivery.serve import MAX_CONNECTIONS, REQUEST_TIMEOUT_SECONDS, RunsServer, RunsSite
+from lossreport.delivery.serve import Limits, RunsServer, RunsSite
 from tests.support.server import request
 
 
 @contextmanager
-def server_thread(
-    runs_dir: Path,
-    *,
-    timeout: float = REQUEST_TIMEOUT_SECONDS,
-    max_connections: int = MAX_CONNECTIONS,
-) -> Iterator[int]:
+def server_thread(runs_dir: Path, limits: Limits = Limits()) -> Iterator[int]:
     """Yields the loopback port it listens on; shuts the server down after the block."""
-    server = RunsServer(
-        ("127.0.0.1", 0), RunsSite(runs_dir), timeout=timeout, max_connections=max_connections
-    )
+    server = RunsServer(("127.0.0.1", 0), RunsSite(runs_dir), limits=limits)
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
     thread.start()
     try:
