@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 import lossreport
+from lossreport.browse.catalog_access import REFRESH_SECONDS
 from lossreport.delivery.serve import Limits, serve
 from lossreport.errors import LossReportError
-from lossreport.runformat import MARKER
+from lossreport.runformat import CATALOG_DIR, CATALOG_FILE, MARKER
+from tests.support.catalog import DAMAGES, damage_catalog
 from tests.support.daemon import run_once
-from tests.support.procs import run_cli, wait_for
-from tests.support.serve_thread import closed_unanswered, server_thread, status_or_none
+from tests.support.procs import run_cli
+from tests.support.serve_thread import closed_unanswered, server_thread
 from tests.support.server import request, serving
 
 
@@ -306,6 +308,30 @@ class _SlowReader(threading.Thread):
         finally:
             self.seconds = time.monotonic() - began
             self.sock.close()
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_catalog_damaged_while_served_is_read_around(
+    rendered_runs: Path, tmp_path: Path, damage: str
+) -> None:
+    """The daemon's catalog damaged under a running `serve`: the index, its JSON and a
+    sweep's page come from the runs' markers instead of failing, and that is logged once;
+    the file is left where it is (the daemon sets it aside)."""
+    catalog = rendered_runs / CATALOG_DIR / CATALOG_FILE
+    log = tmp_path / "serve.log"
+    with serving(rendered_runs, log) as (_, port):
+        assert b"alpha" in request(port, "/")[2]
+        damage_catalog(catalog, damage)
+        began = time.monotonic()
+        while time.monotonic() - began < 2.5 * REFRESH_SECONDS:  # past a look at the file
+            for path in ["/", "/.api/runs", "/.sweep?model=m&hook=h", "/.run/alpha"]:
+                status, _, body = request(port, path)
+                assert status == 200 and b"alpha" in body, (path, body[-300:])
+                assert path == "/.run/alpha" or b"beta" in body, path
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    unreadable = [event for event in events if event.get("event") == "catalog_unreadable"]
+    assert len(unreadable) == 1 and str(catalog) in unreadable[0]["message"], unreadable
+    assert catalog.exists() and "Traceback" not in log.read_text()
 
 
 def test_a_busy_port_is_a_one_line_error(runs_dir: Path) -> None:

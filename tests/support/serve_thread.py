@@ -9,13 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lossreport.delivery.serve import Limits, RunsServer, RunsSite
-from tests.support.server import request
 
 
 @contextmanager
-def server_thread(runs_dir: Path, limits: Limits = Limits()) -> Iterator[int]:
+def server_thread(runs_dir: Path, limits: Limits | None = None) -> Iterator[int]:
     """Yields the loopback port it listens on; shuts the server down after the block."""
-    server = RunsServer(("127.0.0.1", 0), RunsSite(runs_dir), limits=limits)
+    server = RunsServer(("127.0.0.1", 0), RunsSite(runs_dir), limits=limits or Limits())
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
     thread.start()
     try:
@@ -33,11 +32,3 @@ def closed_unanswered(sock: socket.socket) -> bool:
         return sock.recv(1024) == b""
     except ConnectionResetError:
         return True
-
-
-def status_or_none(port: int) -> int | None:
-    """The status of `GET /`, or None when the server closed the connection instead."""
-    try:
-        return request(port, "/")[0]
-    except ConnectionError:  # http.client's RemoteDisconnected is one
-        return None
