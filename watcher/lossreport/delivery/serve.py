@@ -16,7 +16,6 @@ DNS-rebinding page) is refused with a 421.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import ipaddress
 import logging
@@ -27,7 +26,6 @@ import socket
 import stat
 import struct
 import sys
-import termios
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -70,6 +68,7 @@ MAX_CONNECTIONS = 64  # at once; a browser opens about 6, so this is many people
 SLOT_WAIT_SECONDS = 10.0  # a connection over the limit waits this long for a slot
 PACE_CHECK_SECONDS = 0.25  # a blocked write looks again at the deadline and the rate this often
 WRITE_CHUNK = 64 * 2**10
+TCP_INFO_BYTES_ACKED = 120  # where Linux's struct tcp_info holds tcpi_bytes_acked, a u64
 
 # Nothing below the runs directory is followed when it is a symlink: a link in a shared tree
 # could show any file of the run (run.json, shards) or of another. O_NONBLOCK: opening a FIFO
@@ -212,14 +211,15 @@ class _DeadlineReader(io.RawIOBase):
 class _PacedWriter(io.BufferedIOBase):
     """An answer's bytes to a socket within `response_seconds` in all, and read by the client
     at `min_rate` bytes a second at least (counted from the start of the answer, after a grace
-    of `rate_grace_seconds`): a client that reads slowly, or not at all, is dropped as soon as
-    it falls behind, not after a timeout on each write."""
+    of `rate_grace_seconds`, in bytes the client acknowledged): a client that reads slowly, or
+    not at all, is dropped as soon as it falls behind, not after a timeout on each write."""
 
     def __init__(self, sock: socket.socket, limits: Limits) -> None:
         self._sock = sock
         self._limits = limits
         self._started: float | None = None
-        self._sent = 0
+        self._sent = 0  # of this answer
+        self._before = 0  # bytes sent on the connection before this answer
 
     def restart(self) -> None:
         """The next answer's deadline starts at its first byte."""
@@ -231,16 +231,17 @@ class _PacedWriter(io.BufferedIOBase):
     def write(self, data: ReadableBuffer) -> int:
         view = memoryview(data).cast("B")
         if self._started is None:
-            self._started, self._sent = time.monotonic(), 0
+            self._started, self._before, self._sent = time.monotonic(), self._before + self._sent, 0
         done = 0
         while done < len(view):
             left = self._check(time.monotonic())
             self._sock.settimeout(min(left, PACE_CHECK_SECONDS))
             try:
-                done += self._sock.send(view[done : done + WRITE_CHUNK])
+                sent = self._sock.send(view[done : done + WRITE_CHUNK])
             except TimeoutError:
                 continue  # checked again: fallen behind, or past the deadline?
-        self._sent += done
+            done += sent
+            self._sent += sent
         return done
 
     def _check(self, now: float) -> float:
@@ -251,9 +252,16 @@ class _PacedWriter(io.BufferedIOBase):
         if elapsed >= limits.response_seconds:
             self._drop(f"the answer was not read in {limits.response_seconds:g}s")
         owed = limits.min_rate * (elapsed - limits.rate_grace_seconds)
-        if owed > 0 and self._sent - _unacknowledged(self._sock) < owed:
+        if owed > 0 and self._read() < owed:
             self._drop(f"the client reads under {limits.min_rate:g} bytes a second")
         return limits.response_seconds - elapsed
+
+    def _read(self) -> int:
+        """Bytes of this answer the client has acknowledged (else: written to the kernel)."""
+        acknowledged = _acknowledged(self._sock)
+        if acknowledged is None:
+            return self._sent
+        return acknowledged - self._before
 
     def _drop(self, reason: str) -> NoReturn:
         """The connection is reset when closed: what the kernel still holds of the answer is
@@ -263,16 +271,19 @@ class _PacedWriter(io.BufferedIOBase):
         raise TimeoutError(reason)
 
 
-def _unacknowledged(sock: socket.socket) -> int:
-    """Bytes written to `sock` that its peer has not acknowledged yet (Linux's SIOCOUTQ): what
-    the kernel holds is not read. 0 where that cannot be asked."""
-    request = getattr(termios, "TIOCOUTQ", None)
-    if request is None:
-        return 0
+def _acknowledged(sock: socket.socket) -> int | None:
+    """Bytes the peer of `sock` has acknowledged on the connection (Linux's TCP_INFO
+    `tcpi_bytes_acked`): what the kernel holds is not read. None where that cannot be asked."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
     try:
-        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0" * 4))[0])
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, 256)
     except OSError:
-        return 0
+        return None
+    if len(info) < TCP_INFO_BYTES_ACKED + 8:  # a kernel before 4.1
+        return None
+    return int(struct.unpack_from("Q", info, TCP_INFO_BYTES_ACKED)[0])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -460,8 +471,9 @@ class RunsServer(ThreadingHTTPServer):
             if not self._full:
                 self._full = True
                 logger.warning(
-                    "%d connections open: closing new ones until one ends",
+                    "%d connections open, none idle: closing new ones that waited %gs for one",
                     self._limits.max_connections,
+                    self._limits.slot_wait_seconds,
                 )
             self.shutdown_request(request)
             return
@@ -528,7 +540,8 @@ def _without_port(host: str) -> str:
 
 
 def _host_name(name: str) -> str:
-    return name.lower().rstrip(".")
+    """As names compare: any case, without the root's dot or an IPv6 address's brackets."""
+    return name.lower().rstrip(".").removeprefix("[").removesuffix("]")
 
 
 def serve(
