@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from .. import runformat, sources
 from ..catalog import Catalog, is_unusable
+from ..catalog.store import JOURNAL_SUFFIX
 from ..report import pages
 from ..runformat import Homes, marker_refusal, read_marker
 
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REFRESH_SECONDS = 2.0  # a burst of requests shares one look at the catalog or the markers
-JOURNAL_SUFFIX = "-journal"  # SQLite's rollback journal, beside the file
 
 # The daemon's file as last found unusable: device, inode, size, modification time, and
 # whether a journal is beside it. Tried again only once one of these changes.
