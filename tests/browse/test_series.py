@@ -3,7 +3,10 @@ the range is narrow, and a run read once and again when it changes."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,9 @@ import lossreport
 from lossreport.browse.run_view import read_run
 from lossreport.browse.series import SeriesCache, window
 from tests.support.long_run import SPIKE_STEP, value_at, write_long_run
+from tests.support.serve_thread import server_thread
+from tests.support.server import request
+from tests.support.trainer_state import write_trainer_output
 
 
 def _brute_force(
@@ -115,6 +121,35 @@ def test_the_cache_holds_at_most_its_bytes(runs_dir: Path) -> None:
         assert cache.columns(run_dir) is not None
     assert cache.nbytes <= cache.max_bytes
     assert run_dirs[0] not in cache and run_dirs[2] in cache  # the least recently used went
+
+
+def test_concurrent_requests_for_a_run_not_read_yet_share_one_read(
+    runs_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run's JSON log read for the charts can take many times its size in memory: the
+    requests that come while it is read wait for that read instead of each making their own."""
+    write_trainer_output(runs_dir / "hf-run", steps=60_000)  # a 10 MB trainer_state.json
+    requests = 4
+    together = threading.Barrier(requests)
+    answers: list[tuple[int, bytes]] = []
+
+    def ask(port: int) -> None:
+        together.wait(timeout=30)
+        status, _, body = request(port, "/.api/series?run=hf-run&loss=loss&width=200")
+        answers.append((status, body))
+
+    series_log = caplog.at_level(logging.DEBUG, logger="lossreport.browse.series")
+    with series_log, server_thread(runs_dir) as port:
+        threads = [threading.Thread(target=ask, args=(port,)) for _ in range(requests)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(answers) == requests and {status for status, _ in answers} == {200}
+    assert len({body for _, body in answers}) == 1
+    assert json.loads(answers[0][1])["steps_in_range"] == 60_000
+    reads = [record for record in caplog.records if record.getMessage().startswith("read ")]
+    assert len(reads) == 1, [record.getMessage() for record in reads]
 
 
 def test_a_folder_that_is_no_run_reads_as_none(runs_dir: Path, tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ def test_the_shipped_example_config_is_valid() -> None:
         ("[watch]\nworkers = 100000\n", "[watch] workers = 100000: expected an integer"),
         ("[serve]\nport = 70000\n", "[serve] port = 70000: expected an integer from 0 to 65535"),
         ("[serve]\nport = -1\n", "[serve] port = -1: expected an integer from 0 to 65535"),
+        ("[serve]\ncache_mb = 0\n", "[serve] cache_mb = 0: expected an integer from 1 to"),
+        ('[serve]\nallow_host = "a.example/x"\n', "'a.example/x' is not a host name"),
+        ('[serve]\nallow_host = ["ok.example", "x y"]\n', "'x y' is not a host name"),
         ("[email]\nsmtp_port = 0\n", "[email] smtp_port = 0: expected an integer from 1 to"),
         (
             '[email]\nto = ["ok@example.com", "a@example.com\\r\\nBcc: victim@example.com"]\n',
@@ -85,9 +88,10 @@ def test_settings_at_their_limits_are_accepted(tmp_path: Path) -> None:
     path.write_text(
         '[watch]\nworkers = 64\npoll_interval = "0.1s"\nstale_after = "8760h"\n'
         '[email]\nto = "Team <ml-team@example.com>"\nfrom = "me@localhost"\nsmtp_port = 65535\n'
-        "[serve]\nport = 0\n"
+        '[serve]\nport = 0\ncache_mb = 1\nallow_host = ["Gpu-Box.Lab.", "[fe80::1]"]\n'
     )
     settings = config.load(path)
+    assert settings["cache_mb"] == 1 and settings["allow_host"] == ["gpu-box.lab", "[fe80::1]"]
     assert settings["workers"] == 64 and settings["port"] == 0 and settings["smtp_port"] == 65535
     assert settings["poll_interval"] == 0.1 and settings["stale_after"] == 365 * 24 * 3600
     assert settings["email_to"] == ["Team <ml-team@example.com>"]

@@ -13,15 +13,18 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import lossreport
 from lossreport import runformat
 from lossreport.catalog import Catalog
 from lossreport.daemon.listing import Listing
 from lossreport.report import pages
 from lossreport.runformat import CATALOG_DIR, CATALOG_FILE, Homes, read_marker
-from tests.support.catalog import synthetic_entries
-from tests.support.daemon import run_once
+from tests.support.catalog import damage_catalog, synthetic_entries
+from tests.support.daemon import Daemon, run_once
 from tests.support.disk import read_only
+from tests.support.procs import wait_for
 
 LRS = (1e-3, 3e-3, 1e-2)
 STEPS = 100
@@ -211,3 +214,38 @@ def test_with_output_on_a_tree_it_cannot_write_the_catalog_is_in_output(
 
 def stat_mode(path: Path) -> int:
     return path.lstat().st_mode & 0o7777
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "truncated"])
+def test_a_catalog_damaged_while_the_daemon_runs_is_set_aside_and_rebuilt(
+    runs_dir: Path, tmp_path: Path, damage: str
+) -> None:
+    """The catalog file damaged under a running daemon: at its next write the daemon sets the
+    file aside (never deleted), makes a new one from the runs' markers and goes on listing
+    renders in it and in index.html, as a restart would have; logged once."""
+    first = _train(runs_dir / "sweep", "lr-0", LRS[0])
+    folder = runs_dir / CATALOG_DIR
+    daemon = Daemon(runs_dir, log=tmp_path / "watch.log")
+    try:
+        wait_for(lambda: _keys_listed(runs_dir) == ["sweep/lr-0"], timeout=120)
+        damage_catalog(folder / CATALOG_FILE, damage)
+        _train(runs_dir / "sweep", "lr-1", LRS[1])  # rendered: its row written
+        wanted = ["sweep/lr-0", "sweep/lr-1"]
+        wait_for(lambda: _keys_listed(runs_dir) == wanted, timeout=120)
+        wait_for(lambda: ">sweep/lr-1</a>" in (runs_dir / runformat.INDEX_FILE).read_text(), 60)
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0, daemon.log.read_text()
+    assert ">sweep/lr-0</a>" in (runs_dir / runformat.INDEX_FILE).read_text()
+    aside = sorted(path.name for path in folder.iterdir() if ".damaged-" in path.name)
+    assert len(aside) == 1 and aside[0].startswith(f"{CATALOG_FILE}.damaged-"), aside
+    assert len(daemon.events("catalog_damaged")) == 1, daemon.log.read_text()
+    assert read_marker(first) is not None
+
+
+def _keys_listed(state_dir: Path) -> list[str] | None:
+    """The runs the catalog lists, or None while it cannot be read."""
+    try:
+        return sorted(_rows(state_dir))
+    except (AssertionError, sqlite3.Error):
+        return None

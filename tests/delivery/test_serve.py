@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import select
@@ -15,12 +16,14 @@ from pathlib import Path
 import pytest
 
 import lossreport
-from lossreport.delivery.serve import serve
+from lossreport.browse.catalog_access import REFRESH_SECONDS
+from lossreport.delivery.serve import Limits, serve
 from lossreport.errors import LossReportError
-from lossreport.runformat import MARKER
+from lossreport.runformat import CATALOG_DIR, CATALOG_FILE, MARKER
+from tests.support.catalog import DAMAGES, damage_catalog
 from tests.support.daemon import run_once
-from tests.support.procs import run_cli, wait_for
-from tests.support.serve_thread import closed_unanswered, server_thread, status_or_none
+from tests.support.procs import run_cli
+from tests.support.serve_thread import closed_unanswered, server_thread
 from tests.support.server import request, serving
 
 
@@ -95,6 +98,50 @@ def test_host_can_be_chosen(rendered_runs: Path, tmp_path: Path) -> None:
         assert host == "127.0.0.2"
 
 
+def test_only_requests_for_this_server_s_own_names_are_answered(
+    rendered_runs: Path, tmp_path: Path
+) -> None:
+    """A page of another site whose name was made to resolve to 127.0.0.1 (DNS rebinding)
+    sends its own name as Host: it must not read the runs."""
+    settings = tmp_path / "serve.toml"
+    settings.write_text('[serve]\nallow_host = ["from-config.example"]\n')
+    args = ("--allow-host", "Reports.Example", "--config", str(settings))
+    with serving(rendered_runs, tmp_path / "serve.log", *args) as (_, port):
+        for host in [
+            f"127.0.0.1:{port}",
+            "127.0.0.1",
+            "localhost",
+            "localhost:9999",  # an SSH tunnel's port
+            "LOCALHOST.",
+            f"[::1]:{port}",
+            "reports.example",
+            "REPORTS.EXAMPLE:443",
+            "from-config.example",
+        ]:
+            assert _status_for_host(port, "/", host)[0] == 200, host
+        for host in ["attacker.example", f"attacker.example:{port}", "localhost.attacker.example",
+                     "127.0.0.1.nip.io", "reports.example.attacker"]:  # fmt: skip
+            for path in ["/", "/.api/runs", "/alpha/"]:
+                status, body = _status_for_host(port, path, host)
+                assert status == 421, (host, path)
+                assert b"alpha" not in body and b"--allow-host" in body
+        twice = ["localhost", "attacker.example"]
+        assert _status_for_host(port, "/", *twice)[0] == 421
+
+
+def _status_for_host(port: int, path: str, *hosts: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        for host in hosts:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def test_an_overlong_or_looping_path_component_is_a_plain_404(
     rendered_runs: Path, tmp_path: Path
 ) -> None:
@@ -165,7 +212,7 @@ def test_the_report_redirect_stays_inside_the_run_asked_for(
 
 
 def test_a_silent_or_trickling_client_is_cut_off_at_the_request_deadline(runs_dir: Path) -> None:
-    with server_thread(runs_dir, timeout=1.0) as port:
+    with server_thread(runs_dir, Limits(request_seconds=1.0)) as port:
         silent = socket.create_connection(("127.0.0.1", port), timeout=10)
         trickling = socket.create_connection(("127.0.0.1", port), timeout=10)
         trickling.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -184,16 +231,107 @@ def test_a_silent_or_trickling_client_is_cut_off_at_the_request_deadline(runs_di
         assert request(port, "/")[0] == 200
 
 
-def test_connections_over_the_limit_are_closed_until_one_ends(runs_dir: Path) -> None:
-    with server_thread(runs_dir, max_connections=2) as port:
-        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
-        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
-        extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        assert closed_unanswered(extra)  # accepted after the two held ones, so over the limit
-        extra.close()
-        for sock in held:
+def test_a_new_connection_takes_the_slot_of_one_waiting_for_a_request(runs_dir: Path) -> None:
+    with server_thread(runs_dir, Limits(max_connections=2)) as port:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        assert request(port, "/")[0] == 200  # over the limit, and answered
+        readable = select.select(idle, [], [], 10)[0]
+        assert len(readable) == 1 and closed_unanswered(readable[0])  # one gave its slot
+        for sock in idle:
             sock.close()
-        wait_for(lambda: status_or_none(port) == 200, timeout=10)
+
+
+def test_slow_readers_are_dropped_and_a_new_client_still_gets_the_page(runs_dir: Path) -> None:
+    """The slots all taken by clients reading a big file slowly (a few KB a second): each is
+    dropped once under the minimum rate, and a client that comes meanwhile waits for a slot
+    instead of being turned away."""
+    graphs = runs_dir / "big-run" / "loss_graphs"
+    graphs.mkdir(parents=True)
+    (graphs / "history.csv").write_bytes(b"step,mse_loss\n" * 600_000)  # 8 MB
+    limits = Limits(max_connections=4, min_rate=256 * 2**10, rate_grace_seconds=0.5)
+    with server_thread(runs_dir, limits) as port:
+        readers = [_SlowReader(port, "/big-run/loss_graphs/history.csv") for _ in range(4)]
+        for reader in readers:
+            reader.started.wait(10)  # each is being answered: every slot is taken
+        started = time.monotonic()
+        status, _, body = request(port, "/")
+        assert status == 200 and b"<html" in body
+        assert time.monotonic() - started < 10
+        for reader in readers:
+            reader.join(10)
+            assert reader.dropped, "a slow reader kept its slot"
+            assert reader.received < 8 * 2**20
+
+
+def test_an_answer_not_read_is_cut_off_at_its_deadline(runs_dir: Path) -> None:
+    graphs = runs_dir / "big-run" / "loss_graphs"
+    graphs.mkdir(parents=True)
+    (graphs / "history.csv").write_bytes(b"step,mse_loss\n" * 600_000)
+    with server_thread(runs_dir, Limits(response_seconds=1.0, min_rate=1)) as port:
+        reader = _SlowReader(port, "/big-run/loss_graphs/history.csv")  # over the rate
+        reader.join(10)
+        assert reader.dropped and reader.seconds < 5
+
+
+class _SlowReader(threading.Thread):
+    """A client with a small receive buffer that asks for `path` and reads about `per_second`
+    bytes a second of the answer, until the server closes the connection (or 30 s)."""
+
+    def __init__(self, port: int, path: str, per_second: int = 4096) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.per_second = per_second
+        self.started = threading.Event()
+        self.received = 0
+        self.dropped = False
+        self.seconds = 0.0
+        self.start()
+
+    def run(self) -> None:
+        began = time.monotonic()
+        try:
+            self.received = len(self.sock.recv(1024))
+            self.started.set()
+            while time.monotonic() - began < 30:
+                chunk = self.sock.recv(self.per_second // 10)
+                if not chunk:
+                    self.dropped = True
+                    break
+                self.received += len(chunk)
+                time.sleep(0.1)  # the pace of a slow reader, not a wait for the server
+        except ConnectionResetError:
+            self.dropped = True
+        finally:
+            self.seconds = time.monotonic() - began
+            self.sock.close()
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_catalog_damaged_while_served_is_read_around(
+    rendered_runs: Path, tmp_path: Path, damage: str
+) -> None:
+    """The daemon's catalog damaged under a running `serve`: the index, its JSON and a
+    sweep's page come from the runs' markers instead of failing, and that is logged once;
+    the file is left where it is (the daemon sets it aside)."""
+    catalog = rendered_runs / CATALOG_DIR / CATALOG_FILE
+    log = tmp_path / "serve.log"
+    with serving(rendered_runs, log) as (_, port):
+        assert b"alpha" in request(port, "/")[2]
+        damage_catalog(catalog, damage)
+        began = time.monotonic()
+        while time.monotonic() - began < 2.5 * REFRESH_SECONDS:  # past a look at the file
+            for path in ["/", "/.api/runs", "/.sweep?model=m&hook=h", "/.run/alpha"]:
+                status, _, body = request(port, path)
+                assert status == 200 and b"alpha" in body, (path, body[-300:])
+                assert path == "/.run/alpha" or b"beta" in body, path
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    unreadable = [event for event in events if event.get("event") == "catalog_unreadable"]
+    assert len(unreadable) == 1 and str(catalog) in unreadable[0]["message"], unreadable
+    assert catalog.exists() and "Traceback" not in log.read_text()
 
 
 def test_a_busy_port_is_a_one_line_error(runs_dir: Path) -> None:

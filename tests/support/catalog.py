@@ -7,12 +7,15 @@ groups. Keys are `sweepNNNNN/run-MMM`, a few `sweepNNNNN/run_MMM%` (LIKE's wildc
 characters). Several models (one HTML, one not ASCII, both rarer), hooks, architectures (some
 runs have none), statuses and sources; a `<script>` and a backslash in some configs; some runs
 without a duration, a step count or a final loss; each run with two or three overview curves of
-60 points, as `report/render.py` keeps them for the index.
+60 points, as `report/render.py` keeps them for the index. And the ways a catalog file gets
+damaged while in use (`damage_catalog`).
 """
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -170,3 +173,34 @@ def fill_catalog(state_dir: Path, count: int, seed: int = 0) -> None:
         catalog.put_many(batch)
     finally:
         catalog.close()
+
+
+DAMAGES = ("overwritten", "truncated", "hot journal")
+# A writer killed in the middle of a transaction big enough to spill to the file: it leaves
+# a hot journal, which only a writer may roll back.
+_KILLED_WRITER = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA cache_size = 1")
+connection.execute("BEGIN")
+connection.executemany(
+    "INSERT INTO config VALUES (?, 'filler', ?, '')",
+    ((f"filler-{i}", "x" * 200) for i in range(5000)),
+)
+os._exit(0)
+"""
+
+
+def damage_catalog(path: Path, how: str) -> None:
+    """Damage the catalog file at `path` in place, as happens to a file on a shared disk:
+    its first bytes overwritten, cut to half its size, or a hot journal left beside it by a
+    writer killed mid-transaction."""
+    if how == "overwritten":
+        with path.open("r+b") as handle:
+            handle.write(b"\xff" * 4096)
+    elif how == "truncated":
+        with path.open("r+b") as handle:
+            handle.truncate(path.stat().st_size // 2)
+    else:
+        subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path)], check=True, timeout=60)
+        assert path.with_name(f"{path.name}-journal").exists()

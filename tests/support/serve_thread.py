@@ -8,21 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lossreport.delivery.serve import MAX_CONNECTIONS, REQUEST_TIMEOUT_SECONDS, RunsServer, RunsSite
-from tests.support.server import request
+from lossreport.delivery.serve import Limits, RunsServer, RunsSite
 
 
 @contextmanager
-def server_thread(
-    runs_dir: Path,
-    *,
-    timeout: float = REQUEST_TIMEOUT_SECONDS,
-    max_connections: int = MAX_CONNECTIONS,
-) -> Iterator[int]:
+def server_thread(runs_dir: Path, limits: Limits | None = None) -> Iterator[int]:
     """Yields the loopback port it listens on; shuts the server down after the block."""
-    server = RunsServer(
-        ("127.0.0.1", 0), RunsSite(runs_dir), timeout=timeout, max_connections=max_connections
-    )
+    server = RunsServer(("127.0.0.1", 0), RunsSite(runs_dir), limits=limits or Limits())
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
     thread.start()
     try:
@@ -40,11 +32,3 @@ def closed_unanswered(sock: socket.socket) -> bool:
         return sock.recv(1024) == b""
     except ConnectionResetError:
         return True
-
-
-def status_or_none(port: int) -> int | None:
-    """The status of `GET /`, or None when the server closed the connection instead."""
-    try:
-        return request(port, "/")[0]
-    except ConnectionError:  # http.client's RemoteDisconnected is one
-        return None

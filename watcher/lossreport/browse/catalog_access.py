@@ -4,6 +4,11 @@ A daemon keeps `STATE/.lossreport-catalog/runs.sqlite` up to date; `serve` only 
 Where no daemon keeps one (reports rendered by hand or by trainers), the rows are read from
 every run's marker into a catalog in memory, again at most every few seconds: fine for a
 small tree, and the page says that a daemon would make it fast.
+
+A daemon's catalog found unusable while served (its bytes overwritten, the file truncated, a
+hot journal a killed daemon left, which a reader cannot roll back) is logged once and left
+alone: `serve` only reads, and the daemon sets a damaged file aside and rebuilds it. Until the
+file changes, the rows come from the markers, as if no daemon kept one.
 """
 
 from __future__ import annotations
@@ -13,15 +18,24 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from .. import runformat, sources
-from ..catalog import Catalog
+from ..catalog import Catalog, is_unusable
+from ..catalog.store import JOURNAL_SUFFIX
 from ..report import pages
-from ..runformat import Homes, read_marker
+from ..runformat import Homes, marker_refusal, read_marker
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REFRESH_SECONDS = 2.0  # a burst of requests shares one look at the catalog or the markers
+
+# The daemon's file as last found unusable: device, inode, size, modification time, and
+# whether a journal is beside it. Tried again only once one of these changes.
+Signature = tuple[int, int, int, int, bool]
 
 
 class CatalogAccess:
@@ -31,6 +45,7 @@ class CatalogAccess:
         self._catalog: Catalog | None = None
         self._kept = False  # a daemon's catalog, not one made here
         self._identity: tuple[int, int] | None = None  # the daemon's file: device, inode
+        self._refused: Signature | None = None
         self._checked = float("-inf")
 
     def current(self) -> tuple[Catalog, bool]:
@@ -42,30 +57,80 @@ class CatalogAccess:
             assert self._catalog is not None
             return self._catalog, self._kept
 
+    def answer(self, query: Callable[[Catalog, bool], T]) -> T:
+        """`query(catalog, kept)` on the current catalog; asked again of the markers' when
+        the daemon's cannot be read (damaged, or a hot journal in the way)."""
+        catalog, kept = self.current()
+        try:
+            return query(catalog, kept)
+        except sqlite3.Error as exc:
+            if not kept or not (is_unusable(exc) or isinstance(exc, sqlite3.ProgrammingError)):
+                raise
+            self._set_unusable(catalog, exc)
+        return query(*self.current())
+
+    def _set_unusable(self, catalog: Catalog, exc: sqlite3.Error) -> None:
+        with self._lock:
+            if catalog is not self._catalog:  # another request did it, or the file changed
+                return
+            self._refused = self._signature()
+            self._log_unusable(exc)
+            catalog.close()
+            self._catalog, self._kept, self._identity = self._from_markers(), False, None
+            self._checked = time.monotonic()
+
     def _refresh(self) -> None:
         identity = self._kept_identity()
         if identity is not None and identity == self._identity and self._catalog is not None:
             return  # the daemon's, open already
         opened = None
-        if identity is not None:
+        if identity is not None and (self._refused is None or self._signature() != self._refused):
             try:
                 opened = Catalog.open_readonly(self.homes.state_dir)
+                if opened is not None:
+                    opened.count()  # a damaged file opens, and fails at its first query
             except (OSError, sqlite3.Error) as exc:
-                logger.error("cannot read the runs catalog: %s; reading the runs instead", exc)
+                if opened is not None:
+                    opened.close()
+                    opened = None
+                self._refused = self._signature()
+                self._log_unusable(exc)
         if self._catalog is not None:
             self._catalog.close()
         if opened is not None:
+            if self._refused is not None:
+                logger.info("reading the runs catalog again", extra={"event": "catalog_read"})
+            self._refused = None
             self._catalog, self._kept, self._identity = opened, True, identity
         else:
             self._catalog, self._kept, self._identity = self._from_markers(), False, None
 
+    def _log_unusable(self, exc: BaseException) -> None:
+        logger.error(
+            "cannot read the runs catalog %s (%s); reading the runs' markers until it changes",
+            self._path(),
+            exc,
+            extra={"event": "catalog_unreadable"},
+        )
+
+    def _path(self) -> Path:
+        return self.homes.state_dir / runformat.CATALOG_DIR / runformat.CATALOG_FILE
+
     def _kept_identity(self) -> tuple[int, int] | None:
-        path = self.homes.state_dir / runformat.CATALOG_DIR / runformat.CATALOG_FILE
+        try:
+            info = os.stat(self._path(), follow_symlinks=False)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def _signature(self) -> Signature | None:
+        path = os.fspath(self._path())
         try:
             info = os.stat(path, follow_symlinks=False)
         except OSError:
             return None
-        return info.st_dev, info.st_ino
+        journal = os.path.lexists(path + JOURNAL_SUFFIX)
+        return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, journal
 
     def _from_markers(self) -> Catalog:
         catalog = Catalog.in_memory()
@@ -77,8 +142,15 @@ class CatalogAccess:
         rows = []
         for run_dir in run_dirs:
             key = self.homes.key_of(run_dir)
-            marker = read_marker(self.homes.home_of(key)) if runformat.is_run_name(key) else None
+            if not runformat.is_run_name(key):
+                continue
+            home = self.homes.home_of(key)
+            marker = read_marker(home)  # its curves bounded; one over the size limit, logged
             if marker is not None:
                 rows.append(pages.index_row(marker.entry, key))
+                continue
+            refusal = marker_refusal(home)
+            if refusal is not None:  # listed, saying why it shows nothing
+                rows.append(pages.index_row({"status": "not rendered", "error": refusal}, key))
         catalog.put_many(rows)
         return catalog

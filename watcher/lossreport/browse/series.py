@@ -4,11 +4,16 @@ a chart of `width` pixel columns can show.
 Each pixel column gets the lowest and the highest value in it, in step order, so a spike in a
 million steps is drawn however far out the chart is; a range of at most two points per
 column comes back whole, every step. A run is read once (its source's `read_losses`) and kept
-as numpy arrays in a cache bounded by bytes; it is read again when its inputs change, looked
-at no more than every few seconds. A run with a file past its read budget (storage.budget) is
-not shown at all (ReadBudgetError, remembered until its inputs change): part of a run's
-curve would pass for all of it. A request on a cached run is a binary search and one
-reduction: milliseconds for a million steps.
+as numpy arrays in a cache bounded by bytes (`serve --cache-mb`), least recently used dropped
+first; it is read again when its inputs change, looked at no more than every few seconds. A
+run with a file past its read budget (storage.budget) is not shown at all (ReadBudgetError,
+remembered until its inputs change): part of a run's curve would pass for all of it. A
+request on a cached run is a binary search and one reduction: milliseconds for a million
+steps.
+
+Reading a run can take seconds and, for a big JSON log, many times its size in memory while
+it lasts: requests for a run being read wait for that read instead of starting their own,
+and at most `MAX_LOADS` runs are read at once.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_BYTES = 512 * 2**20
 RECHECK_SECONDS = 2.0  # a growing run's inputs are looked at no more often than this
+MAX_LOADS = 2  # runs read at once; requests for others wait
 
 
 @dataclass(frozen=True)
@@ -77,49 +83,85 @@ def columns_of(table: pa.Table, fingerprint: str) -> RunColumns:
     return RunColumns(fingerprint, steps, losses)
 
 
+@dataclass
+class _Load:
+    """A run being read: the requests that want it wait for `done`, then take its outcome."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    columns: RunColumns | None = None
+    error: BaseException | None = None
+
+
 class SeriesCache:
     """Loaded runs, least recently used dropped first once over `max_bytes` (a run bigger
-    than that on its own is still kept, alone: its page must work)."""
+    than that on its own is still kept, alone: its page must work). One read of a run at a
+    time, shared by every request that wants it."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
         self._runs: OrderedDict[Path, RunColumns] = OrderedDict()
+        self._loading: dict[Path, _Load] = {}
         self._refused: dict[Path, tuple[str, ReadBudgetError]] = {}  # by inputs' fingerprint
         self._lock = threading.Lock()
+        self._loads = threading.BoundedSemaphore(MAX_LOADS)
 
     def columns(self, run_dir: Path) -> RunColumns | None:
         """The run's columns, read now if not cached or changed; None when no source reads
         it. The caller checks that what was read was the run's (run_view.read_run). Raises
         ReadBudgetError, naming a file and the budget, for a run that cannot be read whole
         within its read budget."""
-        path = run_dir
         with self._lock:
             cached = self._runs.get(run_dir)
             if cached is not None and time.monotonic() - cached.checked < RECHECK_SECONDS:
                 self._runs.move_to_end(run_dir)
                 return cached
-        source = sources.find(path)
+            load = self._loading.get(run_dir)
+            reading = load is None
+            if load is None:
+                load = self._loading[run_dir] = _Load()
+        if not reading:
+            load.done.wait()
+            if load.error is not None:
+                raise load.error
+            return load.columns
+        try:
+            load.columns = self._read(run_dir, cached)
+        except BaseException as exc:
+            load.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._loading[run_dir]
+            load.done.set()
+        return load.columns
+
+    def _read(self, run_dir: Path, cached: RunColumns | None) -> RunColumns | None:
+        source = sources.find(run_dir)
         if source is None:
             return None
-        fingerprint = source.inputs(path).fingerprint
+        fingerprint = source.inputs(run_dir).fingerprint
         if cached is not None and cached.fingerprint == fingerprint:
             cached.checked = time.monotonic()
             return cached
         refused = self._refused.get(run_dir)
         if refused is not None and refused[0] == fingerprint:
             raise refused[1]
-        started = time.monotonic()
-        data = source.read_losses(path)
-        if data.over_budget:
-            more = len(data.over_budget) - 1
-            error = ReadBudgetError(
-                run_dir,
-                f"not shown: {data.over_budget[0]}" + (f" (and {more} more files)" if more else ""),
-            )
-            with self._lock:
-                self._refused[run_dir] = (fingerprint, error)
-            raise error
-        loaded = columns_of(data.table, fingerprint)
+        with self._lock:  # changed: its old columns go now, not after the new are read
+            self._runs.pop(run_dir, None)
+        with self._loads:
+            started = time.monotonic()
+            data = source.read_losses(run_dir)
+            if data.over_budget:
+                more = len(data.over_budget) - 1
+                error = ReadBudgetError(
+                    run_dir,
+                    f"not shown: {data.over_budget[0]}"
+                    + (f" (and {more} more files)" if more else ""),
+                )
+                with self._lock:
+                    self._refused[run_dir] = (fingerprint, error)
+                raise error
+            loaded = columns_of(data.table, fingerprint)
         logger.debug("read %s for charts in %.2fs", run_dir, time.monotonic() - started)
         with self._lock:
             self._runs[run_dir] = loaded

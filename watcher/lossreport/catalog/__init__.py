@@ -7,7 +7,7 @@ groups them into sweeps (sweeps.py), all in SQLite.
 """
 
 from .query import SORT_FIELDS, Page, RunQuery
-from .store import Catalog
+from .store import Catalog, is_damaged, is_unusable
 from .sweeps import Sweep, sweep_of, sweeps
 
 __all__ = [
@@ -16,6 +16,8 @@ __all__ = [
     "Page",
     "RunQuery",
     "Sweep",
+    "is_damaged",
+    "is_unusable",
     "sweep_of",
     "sweeps",
 ]

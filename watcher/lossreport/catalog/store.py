@@ -12,6 +12,7 @@ and does not work on NFS, where runs trees often are. A write is one short trans
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from urllib.parse import quote
 from .. import storage
 from ..clock import utc_time
 from ..errors import UnsafePathError
-from ..runformat import CATALOG_DIR, CATALOG_FILE
+from ..runformat import CATALOG_DIR, CATALOG_FILE, MAX_CURVES_BYTES
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +36,9 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 # What a file that is not (or no longer) a database gives: it is set aside, never deleted.
 DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+# What a reader gets from a hot journal (a writer killed mid-transaction) it may not roll back.
+HOT_JOURNAL = "SQLITE_READONLY_ROLLBACK"
+JOURNAL_SUFFIX = "-journal"
 BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # `runs` holds what queries filter and sort on, narrow so a scan of 100,000 rows stays fast;
 # `details` what a page shows of the few runs it lists (the overview curves are most of it).
@@ -107,6 +111,7 @@ class Catalog:
         self._connection = connection
         self._writable = writable
         self._folder_fd = folder_fd  # keeps /proc/self/fd/N, through which SQLite found it
+        self._identity: tuple[int, int] | None = None  # the daemon's file: device, inode
         self._lock = threading.Lock()
         self._memo: dict[str, tuple[int, Any]] = {}
         self._changes = 0
@@ -125,12 +130,11 @@ class Catalog:
             try:
                 return cls._connected(folder, fd)
             except sqlite3.DatabaseError as exc:
-                if exc.sqlite_errorname not in DAMAGED:  # locked, a full disk: not its fault
+                if not is_damaged(exc):  # locked, a full disk: not its fault
                     raise
-                aside = f"{CATALOG_FILE}.damaged-{utc_time():%Y%m%dT%H%M%SZ}"
+                aside = _set_aside(fd)
                 logger.error("catalog %s is damaged (%s): set aside as %s, started afresh",
                              folder / CATALOG_FILE, exc, aside)  # fmt: skip
-                storage.move_at(CATALOG_FILE, fd, fd, aside)
                 return cls._connected(folder, fd)
         except BaseException:
             os.close(fd)
@@ -142,6 +146,8 @@ class Catalog:
         try:
             catalog = cls(connection, fd)
             catalog._ensure_schema()
+            info = os.stat(CATALOG_FILE, dir_fd=fd, follow_symlinks=False)
+            catalog._identity = (info.st_dev, info.st_ino)
         except BaseException:
             connection.close()
             raise
@@ -190,6 +196,27 @@ class Catalog:
         if self._folder_fd is not None:
             os.close(self._folder_fd)
             self._folder_fd = None
+
+    def set_aside(self) -> str | None:
+        """Close this catalog, found damaged while open (`is_damaged`), and rename its file
+        and any journal aside in their folder: kept to look at, never deleted, and a rename
+        acts on the entry, never through a link. Returns the file's new name, or None when
+        the file there is no longer the one opened (set aside already)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._connection.close()
+        self._writable = False
+        fd, self._folder_fd = self._folder_fd, None
+        if fd is None:
+            return None
+        try:
+            info = os.stat(CATALOG_FILE, dir_fd=fd, follow_symlinks=False)
+            if (info.st_dev, info.st_ino) != self._identity:
+                return None
+            return _set_aside(fd)
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(fd)
 
     def _schema_version(self) -> int:
         return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
@@ -251,7 +278,7 @@ class Catalog:
                         row["problems"],
                         row["anomalies"],
                         *(json.dumps(row[name]) for name in JSON_FIELDS),
-                        row["curves_json"],
+                        _bounded_curves(row["curves_json"]),
                     )
                     for row in rows
                 ],
@@ -372,9 +399,14 @@ class Catalog:
 
 ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE
 MAX_BOUND = 500  # keys bound in one IN (...)
+# A row's curves as stored: `runformat.index_curves`'s, escaped for HTML (room for that).
+# Longer (an older daemon's, or a hand-made file) they are read as none: a page of rows stays
+# small whatever the file holds.
+MAX_CURVES_TEXT = 2 * MAX_CURVES_BYTES
 ROW_COLUMNS = (
     "key, status, status_class, model, hook, architecture, source, steps, started_at, duration,"
-    " rendered_at, report, error, problems, anomalies, alerts, final, minimum, config, curves"
+    " rendered_at, report, error, problems, anomalies, alerts, final, minimum, config,"
+    f" CASE WHEN length(curves) <= {MAX_CURVES_TEXT} THEN curves ELSE '{{}}' END"
 )
 
 
@@ -407,6 +439,39 @@ def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
         "losses": list(final),
         "curves_json": curves,
     }
+
+
+def is_damaged(exc: sqlite3.Error) -> bool:
+    """Whether `exc` says the catalog file is no database, or not ours any more: malformed,
+    overwritten, or emptied (its tables gone; the statements here name no other)."""
+    if getattr(exc, "sqlite_errorname", None) in DAMAGED:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table")
+
+
+def is_unusable(exc: sqlite3.Error) -> bool:
+    """Whether a reader should stop reading the file for now: damaged, or a hot journal in
+    the way, which only a writer (the daemon) can roll back."""
+    return is_damaged(exc) or getattr(exc, "sqlite_errorname", None) == HOT_JOURNAL
+
+
+def _set_aside(fd: int) -> str:
+    """Rename the catalog file (and its journal, which must never be rolled back into a new
+    file of the same name) in the folder `fd` holds; returns its new name, a free one."""
+    base = f"{CATALOG_FILE}.damaged-{utc_time():%Y%m%dT%H%M%SZ}"
+    aside, count = base, 1
+    while storage.lexists(Path(aside), dir_fd=fd) or storage.lexists(
+        Path(aside + JOURNAL_SUFFIX), dir_fd=fd
+    ):
+        aside, count = f"{base}-{count}", count + 1
+    storage.move_at(CATALOG_FILE, fd, fd, aside)
+    if storage.lexists(Path(CATALOG_FILE + JOURNAL_SUFFIX), dir_fd=fd):
+        storage.move_at(CATALOG_FILE + JOURNAL_SUFFIX, fd, fd, aside + JOURNAL_SUFFIX)
+    return aside
+
+
+def _bounded_curves(text: str) -> str:
+    return text if len(text) <= MAX_CURVES_TEXT else "{}"
 
 
 def _delete(connection: sqlite3.Connection, key: str) -> None:

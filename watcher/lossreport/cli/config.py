@@ -9,6 +9,7 @@
     exclude_series = ["*lr*"]
     [serve]                       smtp_password_file = "/etc/lossreport/smtp-password"
     port = 8000
+    allow_host = ["gpu-box.lab"]
                                   [alerts]
                                   webhook = "https://chat.example.com/hooks/lossreport"
                                   webhook_token_file = "/etc/lossreport/webhook-token"
@@ -46,6 +47,7 @@ from ..errors import ConfigError
 MIN_DURATION_SECONDS = 0.1
 MAX_DURATION_SECONDS = 365 * 24 * 3600.0  # as good as never, and within every timer's range
 MAX_PORT = 65535
+MAX_CACHE_MB = 1024 * 1024  # serve's cache_mb: a terabyte
 
 
 def parse_duration(text: str) -> float:
@@ -161,6 +163,22 @@ def _addresses(value: Any) -> list[str]:
     return [_address(item) for item in value]
 
 
+def parse_host_name(text: str) -> str:
+    """A name `serve` may be reached by (`--allow-host`): a DNS name or an address, without
+    port, scheme or spaces; lower-cased."""
+    if not text or len(text) > 253 or not all(char.isalnum() or char in "-._:[]" for char in text):
+        raise ValueError(f"{text!r} is not a host name (letters, digits, - . _ : [ ] only)")
+    return text.lower().rstrip(".")
+
+
+def _host_names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("a host name or a list of them")
+    return [parse_host_name(item) for item in value]
+
+
 def parse_pattern(text: str) -> str:
     """A series pattern (`train/*`): not empty, no control characters."""
     if not text or any(unicodedata.category(char)[0] == "C" for char in text):
@@ -224,6 +242,8 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "port": ("port", _int_in(0, MAX_PORT)),
         "output": ("output", lambda value: Path(_of(str)(value))),
         "mirror": ("mirror", lambda value: Path(_of(str)(value))),
+        "allow_host": ("allow_host", _host_names),
+        "cache_mb": ("cache_mb", _int_in(1, MAX_CACHE_MB)),
     },
     # and the rules, read by alerts/rules.py
     "alerts": {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logformat, runformat, sources
 from ..alerts.rules import AlertRules
+from ..browse.series import CACHE_BYTES
 from ..clock import utc_time
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
 from ..delivery.mailjob import MailJob
@@ -263,6 +264,24 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         default=settings.get("port", SERVE_PORT),
         help=f"0 to 65535; 0 picks a free port (default {SERVE_PORT})",
     )
+    serve.add_argument(
+        "--allow-host",
+        dest="allow_host",
+        action="append",
+        type=_host_name,
+        default=list(settings.get("allow_host", [])),
+        metavar="NAME",
+        help="answer requests for NAME too (a name this machine is reached by), besides "
+        "localhost and the address listened on; repeatable",
+    )
+    serve.add_argument(
+        "--cache-mb",
+        type=_int_flag(1, config.MAX_CACHE_MB),
+        default=settings.get("cache_mb", CACHE_BYTES // 2**20),
+        metavar="MB",
+        help="memory for the runs kept for the zoomable charts, least recently used dropped "
+        f"first (default {CACHE_BYTES // 2**20})",
+    )
     _add_store_arguments(serve, settings)
     serve.add_argument(
         "--poll-interval",
@@ -501,6 +520,13 @@ def _address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected one email address, but {exc}") from None
 
 
+def _host_name(text: str) -> str:
+    try:
+        return config.parse_host_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _int_flag(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer from `low` to `high` (argparse names the flag)."""
 
@@ -631,7 +657,15 @@ def _serve(args: argparse.Namespace) -> int:
         mirror = stores.synced_mirror(runs_dir, args.mirror, empty_ok=True, rules=rules)
         stores.Poller(mirror, args.poll_interval, stop).start()
         runs_dir = mirror.root
-    serve(runs_dir, args.host, args.port, stop, args.output)
+    serve(
+        runs_dir,
+        args.host,
+        args.port,
+        stop,
+        args.output,
+        allowed_hosts=args.allow_host,
+        cache_bytes=args.cache_mb * 2**20,
+    )
     return 0
 
 

@@ -3,7 +3,12 @@
 The daemon holds no run's row in memory: each render's row goes to the catalog, and the
 static page is made from the catalog's newest rows, a bounded number, so neither its size
 nor the daemon's memory grows with the tree. A catalog left by an earlier daemon is kept:
-a run's row is replaced only when its marker says it was rendered since.
+a run's row is replaced only when its marker says it was rendered since. A row's overview
+curves are bounded (`runformat.index_curves`): the marker they come from is the run owner's.
+
+A catalog found damaged while the daemon runs (overwritten, truncated: any query says it is
+no database) is set aside and made again from the runs' markers, as a restart would, logged
+once: the index goes on updating.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .. import runformat, storage
-from ..catalog import Catalog
+from .. import runformat, sources, storage
+from ..catalog import Catalog, is_damaged
 from ..report import pages
-from ..runformat import INDEX_FILE, Homes
+from ..runformat import INDEX_FILE, Homes, index_curves, read_marker
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +34,21 @@ class Listing:
         self.homes = homes
         self._listed: set[str] = set()  # runs whose row this daemon has put or checked
         self._pending: dict[str, dict[str, Any]] = {}  # rows found, not written yet
+        self._rebuilding = False
+        self.catalog = self._opened()
+
+    def _opened(self) -> Catalog:
         try:
-            self.catalog = Catalog.open(homes.state_dir)
+            return Catalog.open(self.homes.state_dir)
         except (OSError, sqlite3.Error) as exc:  # a read-only tree, a planted link, a bad file
             logger.error(
                 "cannot keep the runs catalog in %s (%s); keeping it in memory: `serve` will "
                 "not see it",
-                homes.state_dir / runformat.CATALOG_DIR,
+                self.homes.state_dir / runformat.CATALOG_DIR,
                 exc,
                 extra={"event": "catalog_failed"},
             )
-            self.catalog = Catalog.in_memory()
+            return Catalog.in_memory()
 
     def is_listed(self, key: str) -> bool:
         return key in self._listed
@@ -53,7 +62,7 @@ class Listing:
                 self._listed.add(key)
                 return False
         except sqlite3.Error as exc:
-            return _failed_write(key, exc)
+            return self._failed_write(key, exc)
         self._pending[key] = self.row(key, entry)
         self._listed.add(key)
         if len(self._pending) >= BATCH:
@@ -69,7 +78,8 @@ class Listing:
             self.catalog.put_many(pending.values())
         except sqlite3.Error as exc:
             self._listed.difference_update(pending)  # listed again at their next look
-            _failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
+            # (Found in their markers: a catalog made afresh has them again.)
+            self._failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
 
     def rendered(self, key: str, entry: dict[str, Any]) -> None:
         """List run `key` as just rendered."""
@@ -77,7 +87,7 @@ class Listing:
         try:
             self.catalog.put(self.row(key, entry))
         except sqlite3.Error as exc:
-            _failed_write(key, exc)
+            self._failed_write(key, exc)  # made afresh, it lists the run from its new marker
         else:
             self._listed.add(key)
 
@@ -88,7 +98,7 @@ class Listing:
                 key, error, pages.index_row({"status": "not rendered", "error": error}, key)
             )
         except sqlite3.Error as exc:
-            _failed_write(key, exc)
+            self._failed_write(key, exc)
 
     def forget(self, key: str) -> None:
         self._listed.discard(key)
@@ -96,7 +106,7 @@ class Listing:
         try:
             self.catalog.forget(key)
         except sqlite3.Error as exc:
-            _failed_write(key, exc)
+            self._failed_write(key, exc)
 
     def keep_only(self, keys: list[str]) -> None:
         """After a full scan found `keys`: drop every other run's row."""
@@ -105,15 +115,17 @@ class Listing:
             gone = self.catalog.keep_only(keys)
             self.catalog.optimize()  # a first scan may have listed every run
         except sqlite3.Error as exc:
-            logger.error(
-                "cannot prune the runs catalog: %s", exc, extra={"event": "catalog_failed"}
-            )
+            if not self._recovered(exc):
+                logger.error(
+                    "cannot prune the runs catalog: %s", exc, extra={"event": "catalog_failed"}
+                )
             return
         if gone:
             logger.info("%d runs gone from the catalog", gone, extra={"event": "catalog_pruned"})
 
     def row(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
-        return pages.index_row(entry, key, self._graphs_link(key))
+        bounded = {**entry, "curves": index_curves(entry.get("curves"))}
+        return pages.index_row(bounded, key, self._graphs_link(key))
 
     def _graphs_link(self, key: str) -> str | None:
         """Run `key`'s loss_graphs/ as the index links it, where that is not `KEY/loss_graphs`
@@ -126,24 +138,69 @@ class Listing:
         """index.html, from the newest rows. Failing to write it is logged, not raised."""
         path = self.homes.state_dir / INDEX_FILE
         self.flush()
-        try:
-            rows = self.catalog.recent(pages.INDEX_MAX_RUNS)
-            page = pages.render_index(rows, total=self.catalog.count())
-            storage.atomic_write(path, page.encode())
-        except (OSError, sqlite3.Error) as exc:
-            logger.error("cannot write %s: %s", path, exc, extra={"event": "index_failed"})
+        for _ in range(2):  # again once, from a catalog made afresh
+            try:
+                rows = self.catalog.recent(pages.INDEX_MAX_RUNS)
+                page = pages.render_index(rows, total=self.catalog.count())
+                storage.atomic_write(path, page.encode())
+                return
+            except sqlite3.Error as exc:
+                if not self._recovered(exc):
+                    logger.error("cannot write %s: %s", path, exc, extra={"event": "index_failed"})
+                    return
+            except OSError as exc:
+                logger.error("cannot write %s: %s", path, exc, extra={"event": "index_failed"})
+                return
 
     def close(self) -> None:
         self.flush()
         self.catalog.close()
 
+    def _failed_write(self, key: str, exc: sqlite3.Error) -> bool:
+        """A full disk or a catalog locked too long: the run is listed again at its next look.
+        A damaged catalog: made afresh. True if it was (the caller may try again)."""
+        if self._recovered(exc):
+            return True
+        logger.error(
+            "run=%s: cannot update the runs catalog: %s",
+            key,
+            exc,
+            extra={"run": key, "event": "catalog_failed"},
+        )
+        return False
 
-def _failed_write(key: str, exc: sqlite3.Error) -> bool:
-    """A full disk or a catalog locked too long: the run is listed again at its next look."""
-    logger.error(
-        "run=%s: cannot update the runs catalog: %s",
-        key,
-        exc,
-        extra={"run": key, "event": "catalog_failed"},
-    )
-    return False
+    def _recovered(self, exc: sqlite3.Error) -> bool:
+        """If `exc` says the catalog is damaged: set it aside, open a new one and list every
+        run with a marker in it, as a restart would. True if that was done."""
+        if self._rebuilding or not is_damaged(exc):
+            return False
+        self._rebuilding = True
+        try:
+            aside = self.catalog.set_aside()
+            logger.error(
+                "the runs catalog %s is damaged (%s): %s; rebuilding it from the runs' markers",
+                self.homes.state_dir / runformat.CATALOG_DIR / runformat.CATALOG_FILE,
+                exc,
+                f"set aside as {aside}" if aside else "set aside already",
+                extra={"event": "catalog_damaged"},
+            )
+            self.catalog = self._opened()
+            self._listed.clear()
+            self._rebuild()
+        finally:
+            self._rebuilding = False
+        return True
+
+    def _rebuild(self) -> None:
+        try:
+            run_dirs = sources.list_runs(self.homes.runs_dir)
+        except OSError as exc:  # listed again as the daemon looks at each run
+            logger.error("cannot list %s: %s", self.homes.runs_dir, exc)
+            return
+        for run_dir in run_dirs:
+            key = self.homes.key_of(run_dir)
+            marker = read_marker(self.homes.home_of(key)) if runformat.is_run_name(key) else None
+            if marker is not None and key not in self._pending:
+                self._pending[key] = self.row(key, marker.entry)
+                self._listed.add(key)
+        self.flush()

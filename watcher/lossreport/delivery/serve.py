@@ -7,28 +7,34 @@ otherwise. Two kinds of URL exist. The views of browse/ (the index `/` over the 
 run found below the top). Any other path, a hidden name, `..`, a symlink anywhere below the
 runs directory, or anything but a regular file is a 404; a bad query parameter is a 400;
 nothing is ever listed or written. Loopback is shared by every user of the machine, so each
-connection has a deadline and their number is capped: a stalled client cannot hold a thread for
-long.
+request and each answer has a deadline, an answer must be read at a minimum rate, and the
+connections are capped, an idle one giving its slot to a new one (`RunsServer`): a stalled
+client cannot hold a thread for long. A request whose Host header names another site (a
+DNS-rebinding page) is refused with a 421.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import ipaddress
 import logging
 import mimetypes
 import os
 import shutil
 import socket
 import stat
+import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .. import runformat
@@ -36,13 +42,13 @@ from ..browse import assets, run_view, runs_view, sweep_view
 from ..browse.answers import Answer
 from ..browse.catalog_access import CatalogAccess
 from ..browse.params import Params, reject_unknown
-from ..browse.series import SeriesCache
+from ..browse.series import CACHE_BYTES, SeriesCache
 from ..errors import QueryError, RunDirectoryError, ServeError
 from ..report import pages
 from ..runformat import Homes, read_marker
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +60,15 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 TYPES = {".csv": "text/csv; charset=utf-8", ".json": "application/json"}
-REQUEST_TIMEOUT_SECONDS = 30.0  # for the whole request to arrive, and for each write of the answer
+REQUEST_TIMEOUT_SECONDS = 30.0  # for each whole request to arrive (an idle keep-alive included)
+RESPONSE_DEADLINE_SECONDS = 120.0  # for a whole answer to be read
+MIN_RATE_BYTES = 32 * 2**10  # a second, averaged over an answer so far, once past the grace
+RATE_GRACE_SECONDS = 5.0
 MAX_CONNECTIONS = 64  # at once; a browser opens about 6, so this is many people or an attack
+SLOT_WAIT_SECONDS = 10.0  # a connection over the limit waits this long for a slot
+PACE_CHECK_SECONDS = 0.25  # a blocked write looks again at the deadline and the rate this often
+WRITE_CHUNK = 64 * 2**10
+TCP_INFO_BYTES_ACKED = 120  # where Linux's struct tcp_info holds tcpi_bytes_acked, a u64
 
 # Nothing below the runs directory is followed when it is a symlink: a link in a shared tree
 # could show any file of the run (run.json, shards) or of another. O_NONBLOCK: opening a FIFO
@@ -67,32 +80,36 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
 class RunsSite:
     """What the server may show: the index page and files inside runs' loss_graphs/."""
 
-    def __init__(self, runs_dir: Path, output: Path | None = None) -> None:
+    def __init__(
+        self, runs_dir: Path, output: Path | None = None, cache_bytes: int = CACHE_BYTES
+    ) -> None:
         self.root = runs_dir.resolve()
         # Where each run's report is: its folder, or the daemon's --output mirror.
         self.homes = Homes(self.root, output.resolve() if output is not None else None)
         self.catalogs = CatalogAccess(self.homes)
-        self.series = SeriesCache()
+        self.series = SeriesCache(cache_bytes)
 
     def view(self, parts: list[str], params: Params) -> Answer | None:
         """The answer of a browse/ view for a path of `parts`, or None when none has it.
         Raises QueryError for a bad parameter."""
         route = tuple(parts)
+        answer = self.catalogs.answer
         if route in (("",), (runformat.INDEX_FILE,)):
-            return runs_view.index_page(*self.catalogs.current(), params)
+            return answer(lambda catalog, kept: runs_view.index_page(catalog, kept, params))
         if route == (".api", "runs"):
-            return runs_view.runs_api(self.catalogs.current()[0], params)
+            return answer(lambda catalog, _: runs_view.runs_api(catalog, params))
         if route == (".api", "sweeps"):
-            return runs_view.sweeps_api(self.catalogs.current()[0], params)
+            return answer(lambda catalog, _: runs_view.sweeps_api(catalog, params))
         if route == (".sweep",):
-            return sweep_view.sweep_page(self.catalogs.current()[0], params)
+            return answer(lambda catalog, _: sweep_view.sweep_page(catalog, params))
         if route == (".api", "series"):
             return run_view.series(self.root, self.series, params)
         if len(route) >= 2 and route[0] == ".run":
             reject_unknown(params, ())
             key = "/".join(route[1:])
-            catalog = self.catalogs.current()[0]
-            row = next(iter(catalog.rows([key])), None) if runformat.is_run_name(key) else None
+            row = None
+            if runformat.is_run_name(key):
+                row = answer(lambda catalog, _: next(iter(catalog.rows([key])), None))
             return run_view.run_page(self.root, self.series, key, row, self.report_of(key))
         if route == (".assets", assets.CHART_LIBRARY) and not params:
             return Answer(HTTPStatus.OK, "text/javascript", assets.chart_library())
@@ -154,13 +171,31 @@ def _plain_name(name: str) -> bool:
     return bool(name) and not name.startswith(".") and "/" not in name and "\0" not in name
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may take. Loopback is shared by every user of the machine, and a
+    slot held by a client that does not read is one taken from everyone else."""
+
+    request_seconds: float = REQUEST_TIMEOUT_SECONDS
+    response_seconds: float = RESPONSE_DEADLINE_SECONDS
+    min_rate: float = MIN_RATE_BYTES
+    rate_grace_seconds: float = RATE_GRACE_SECONDS
+    max_connections: int = MAX_CONNECTIONS
+    slot_wait_seconds: float = SLOT_WAIT_SECONDS
+
+
 class _DeadlineReader(io.RawIOBase):
-    """A socket's incoming bytes, up to a deadline for all of them: a per-read timeout alone
-    lets a client that sends a byte now and then hold its connection for ever."""
+    """A socket's incoming bytes, up to a deadline for all of a request: a per-read timeout
+    alone lets a client that sends a byte now and then hold its connection for ever."""
 
     def __init__(self, sock: socket.socket, seconds: float) -> None:
         self._sock = sock
+        self._seconds = seconds
         self._deadline = time.monotonic() + seconds
+
+    def restart(self) -> None:
+        """The next request's deadline starts now."""
+        self._deadline = time.monotonic() + self._seconds
 
     def readable(self) -> bool:
         return True
@@ -169,24 +204,117 @@ class _DeadlineReader(io.RawIOBase):
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request did not arrive in time")
-        timeout = self._sock.gettimeout()
         self._sock.settimeout(remaining)
-        try:
-            return self._sock.recv_into(memoryview(buffer))
-        finally:
-            self._sock.settimeout(timeout)
+        return self._sock.recv_into(memoryview(buffer))
+
+
+class _PacedWriter(io.BufferedIOBase):
+    """An answer's bytes to a socket within `response_seconds` in all, and read by the client
+    at `min_rate` bytes a second at least (counted from the start of the answer, after a grace
+    of `rate_grace_seconds`, in bytes the client acknowledged): a client that reads slowly, or
+    not at all, is dropped as soon as it falls behind, not after a timeout on each write."""
+
+    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+        self._sock = sock
+        self._limits = limits
+        self._started: float | None = None
+        self._sent = 0  # of this answer
+        self._before = 0  # bytes sent on the connection before this answer
+
+    def restart(self) -> None:
+        """The next answer's deadline starts at its first byte."""
+        self._started = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        view = memoryview(data).cast("B")
+        if self._started is None:
+            self._started, self._before, self._sent = time.monotonic(), self._before + self._sent, 0
+        done = 0
+        while done < len(view):
+            left = self._check(time.monotonic())
+            self._sock.settimeout(min(left, PACE_CHECK_SECONDS))
+            try:
+                sent = self._sock.send(view[done : done + WRITE_CHUNK])
+            except TimeoutError:
+                continue  # checked again: fallen behind, or past the deadline?
+            done += sent
+            self._sent += sent
+        return done
+
+    def _check(self, now: float) -> float:
+        """Raises TimeoutError past the deadline or under the rate; else the seconds left."""
+        assert self._started is not None
+        elapsed = now - self._started
+        limits = self._limits
+        if elapsed >= limits.response_seconds:
+            self._drop(f"the answer was not read in {limits.response_seconds:g}s")
+        owed = limits.min_rate * (elapsed - limits.rate_grace_seconds)
+        if owed > 0 and self._read() < owed:
+            self._drop(f"the client reads under {limits.min_rate:g} bytes a second")
+        return limits.response_seconds - elapsed
+
+    def _read(self) -> int:
+        """Bytes of this answer the client has acknowledged (else: written to the kernel)."""
+        acknowledged = _acknowledged(self._sock)
+        if acknowledged is None:
+            return self._sent
+        return acknowledged - self._before
+
+    def _drop(self, reason: str) -> NoReturn:
+        """The connection is reset when closed: what the kernel still holds of the answer is
+        thrown away, not sent at the client's pace."""
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raise TimeoutError(reason)
+
+
+def _acknowledged(sock: socket.socket) -> int | None:
+    """Bytes the peer of `sock` has acknowledged on the connection (Linux's TCP_INFO
+    `tcpi_bytes_acked`): what the kernel holds is not read. None where that cannot be asked."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, 256)
+    except OSError:
+        return None
+    if len(info) < TCP_INFO_BYTES_ACKED + 8:  # a kernel before 4.1
+        return None
+    return int(struct.unpack_from("Q", info, TCP_INFO_BYTES_ACKED)[0])
 
 
 class _Handler(BaseHTTPRequestHandler):
-    site: RunsSite  # set on the subclass made for each server, as is `timeout`
+    site: RunsSite  # set on the subclass made for each server, as are `timeout` and `limits`
+    server: RunsServer
     timeout: ClassVar[float] = REQUEST_TIMEOUT_SECONDS
+    limits: ClassVar[Limits] = Limits()
     server_version = "lossreport"
     sys_version = ""
 
     def setup(self) -> None:
-        super().setup()  # sets the socket timeout, which then bounds each write of the answer
-        self.rfile.close()  # the plain reader it made; the socket stays open
-        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.timeout))
+        super().setup()
+        self.rfile.close()  # the plain reader and writer it made; the socket stays open
+        self.wfile.close()
+        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self._writer = _PacedWriter(self.connection, self.limits)
+        self.rfile = io.BufferedReader(self._reader)
+        self.wfile = self._writer
+
+    def handle_one_request(self) -> None:
+        """Each request has its own deadline to arrive, and each answer its own; waiting for
+        a request, the connection may give its slot to a new one (`RunsServer`)."""
+        self._reader.restart()
+        self._writer.restart()
+        self.server.waiting(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.answering(self.connection)  # the whole request is in
+        return parsed
 
     def do_GET(self) -> None:
         self._respond(send_body=True)
@@ -196,12 +324,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, *, send_body: bool) -> None:
         try:
-            self._route(send_body)
+            if self._host_allowed(send_body):
+                self._route(send_body)
         except (ConnectionError, TimeoutError):  # the browser went away, or stopped reading
             self.close_connection = True
         except Exception:  # a bug or a broken run must not take the connection down silently
             logger.exception("cannot answer %s", self.path)
             self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _host_allowed(self, send_body: bool) -> bool:
+        """Only a Host this server is known by: a page of another site whose name was made
+        to resolve to this address (DNS rebinding) must not read the runs."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) <= 1 and all(self.server.answers_to(host) for host in hosts):
+            return True
+        self._send_answer(
+            Answer.text(
+                HTTPStatus.MISDIRECTED_REQUEST,
+                "this server answers to localhost, its own address and the names given with "
+                "--allow-host only",
+            ),
+            send_body,
+        )
+        self.close_connection = True
+        return False
 
     def _route(self, send_body: bool) -> None:
         url = urlsplit(self.path)
@@ -214,11 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:  # over MAX_QUERY_FIELDS
             answer = Answer.text(HTTPStatus.BAD_REQUEST, "too many query parameters")
         if answer is not None:
-            self.send_response(answer.status)
-            self.send_header("Content-Type", answer.content_type)
-            self._finish_headers(len(answer.body), answer.csp)
-            if send_body:
-                self.wfile.write(answer.body)
+            self._send_answer(answer, send_body)
             return
         if parts[0].startswith("."):  # the views' own; never a run's path
             self.send_error(HTTPStatus.NOT_FOUND)
@@ -237,6 +379,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._finish_headers(0)
                 return
         self.send_error(HTTPStatus.NOT_FOUND)
+
+    def _send_answer(self, answer: Answer, send_body: bool) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self._finish_headers(len(answer.body), answer.csp)
+        if send_body:
+            self.wfile.write(answer.body)
 
     def _send_file(self, handle: BinaryIO, name: str, send_body: bool) -> None:
         content_type = TYPES.get(PurePosixPath(name).suffix) or (
@@ -262,33 +411,69 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class RunsServer(ThreadingHTTPServer):
-    """One thread a connection, at most `max_connections` at once; each request must arrive
-    within `timeout` seconds. A connection over the limit is closed at once, unread: answering
-    it (a 503) would take a thread or a write that a client which never reads could stall,
-    which is what the limit is there to prevent."""
+    """One thread a connection, at most `limits.max_connections` at once. When all are taken,
+    a new connection takes the slot of the one that has waited longest for its next request
+    (a browser's idle keep-alive, or a request that trickles in), else waits up to
+    `slot_wait_seconds` for one to end (the next ones wait in the listen queue), then is
+    closed unread. An answer must be read at the minimum rate, so a slow reader frees its
+    slot within seconds (`_PacedWriter`).
+
+    It answers only requests whose Host is localhost, its own address (any port: an SSH
+    tunnel's differs) or a name in `allowed_hosts`."""
 
     daemon_threads = True
+    request_queue_size = 128  # connections waiting for a slot, beyond: refused by the kernel
 
     def __init__(
         self,
         address: tuple[str, int],
         site: RunsSite,
         *,
-        timeout: float = REQUEST_TIMEOUT_SECONDS,
-        max_connections: int = MAX_CONNECTIONS,
+        limits: Limits = Limits(),
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._max_connections = max_connections
+        self._limits = limits
+        self._slots = threading.Condition()
+        self._open = 0  # connections with a slot; under `_slots`
+        self._waiting: dict[socket.socket, float] = {}  # for a request, since; under `_slots`
+        self._closing = False
         self._full = False  # warned that the limit is reached, until a slot is free again
-        handler = type("Handler", (_Handler,), {"site": site, "timeout": timeout})
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {"site": site, "timeout": limits.request_seconds, "limits": limits},
+        )
         super().__init__(address, handler)
+        bound = str(self.server_address[0])
+        names = {"localhost", _host_name(address[0]), _host_name(bound)}
+        self.allowed_hosts = frozenset(names | {_host_name(name) for name in allowed_hosts})
+
+    def answers_to(self, host: str) -> bool:
+        """Whether a request with this Host header is for this server."""
+        name = _host_name(_without_port(host.strip()))
+        if name in self.allowed_hosts:
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
+
+    def waiting(self, connection: socket.socket) -> None:
+        with self._slots:
+            self._waiting[connection] = time.monotonic()
+
+    def answering(self, connection: socket.socket) -> None:
+        with self._slots:
+            self._waiting.pop(connection, None)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._take_slot():
             if not self._full:
                 self._full = True
                 logger.warning(
-                    "%d connections open: closing new ones until one ends", self._max_connections
+                    "%d connections open, none idle: closing new ones that waited %gs for one",
+                    self._limits.max_connections,
+                    self._limits.slot_wait_seconds,
                 )
             self.shutdown_request(request)
             return
@@ -296,14 +481,48 @@ class RunsServer(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started, so none will free the slot
-            self._slots.release()
+            self._free_slot(request)
             raise
+
+    def _take_slot(self) -> bool:
+        deadline = time.monotonic() + self._limits.slot_wait_seconds
+        with self._slots:
+            while self._open >= self._limits.max_connections:
+                self._free_idle()
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closing:
+                    return False
+                self._slots.wait(min(left, PACE_CHECK_SECONDS))
+            self._open += 1
+            return True
+
+    def _free_idle(self) -> None:
+        """Close the connection that has waited longest for a request (under `_slots`); its
+        thread ends and frees the slot."""
+        if not self._waiting:
+            return
+        oldest = min(self._waiting, key=self._waiting.__getitem__)
+        del self._waiting[oldest]
+        with contextlib.suppress(OSError):
+            oldest.shutdown(socket.SHUT_RDWR)
+
+    def _free_slot(self, request: Any) -> None:
+        with self._slots:
+            self._open -= 1
+            self._waiting.pop(request, None)
+            self._slots.notify()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._free_slot(request)
+
+    def shutdown(self) -> None:
+        with self._slots:
+            self._closing = True
+            self._slots.notify_all()
+        super().shutdown()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that goes away is routine; anything else is a bug, logged (not printed)."""
@@ -313,11 +532,32 @@ class RunsServer(ThreadingHTTPServer):
             logger.exception("error while serving %s", client_address[0])
 
 
+def _without_port(host: str) -> str:
+    if host.startswith("["):  # [::1]:8000
+        return host[1 : host.find("]")] if "]" in host else host
+    name, colon, port = host.rpartition(":")
+    return name if colon and (port.isdigit() or not port) and ":" not in name else host
+
+
+def _host_name(name: str) -> str:
+    """As names compare: any case, without the root's dot or an IPv6 address's brackets."""
+    return name.lower().rstrip(".").removeprefix("[").removesuffix("]")
+
+
 def serve(
-    runs_dir: Path, host: str, port: int, stop: threading.Event, output: Path | None = None
+    runs_dir: Path,
+    host: str,
+    port: int,
+    stop: threading.Event,
+    output: Path | None = None,
+    *,
+    allowed_hosts: Iterable[str] = (),
+    cache_bytes: int = CACHE_BYTES,
 ) -> None:
     """Serve until `stop` is set; `output`: the daemon's --output, where the reports of runs
-    in folders it could not write are. Raises ServeError, one line, when it cannot listen."""
+    in folders it could not write are; `allowed_hosts`: names (besides localhost and its
+    address) a request's Host may give; `cache_bytes`: the runs kept for the charts. Raises
+    ServeError, one line, when it cannot listen."""
     if not runs_dir.is_dir():
         raise RunDirectoryError(runs_dir, "is not a directory")
     # A host from a config file can hold a line break: shown quoted, the message stays one line.
@@ -326,9 +566,9 @@ def serve(
         raise ServeError(f"cannot listen on {address}: the port must be 0 to 65535")
     if output is not None and not output.is_dir():
         raise RunDirectoryError(output, "is not a directory (--output)")
-    site = RunsSite(runs_dir, output)
+    site = RunsSite(runs_dir, output, cache_bytes)
     try:
-        server = RunsServer((host, port), site)
+        server = RunsServer((host, port), site, allowed_hosts=allowed_hosts)
     except (OSError, UnicodeError, TypeError) as exc:  # a host IDNA cannot encode, or with a NUL
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         raise ServeError(f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}") from None

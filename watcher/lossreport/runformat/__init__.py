@@ -59,7 +59,15 @@ from .layout import (
     shard_name,
     watched_parts,
 )
-from .marker import RenderedMarker, read_marker, write_marker
+from .marker import (
+    MAX_CURVE_POINTS,
+    MAX_CURVES_BYTES,
+    RenderedMarker,
+    index_curves,
+    marker_refusal,
+    read_marker,
+    write_marker,
+)
 from .presence import DaemonPresence, live_daemon, remove_presence, write_presence
 from .record import (
     FORMAT,
@@ -99,6 +107,8 @@ __all__ = [
     "LOCK_FILE",
     "LOSSES_DIR",
     "MARKER",
+    "MAX_CURVES_BYTES",
+    "MAX_CURVE_POINTS",
     "MAX_RUN_DEPTH",
     "MAX_RUN_FILE_DEPTH",
     "MIRROR_RULES",
@@ -123,12 +133,14 @@ __all__ = [
     "append_alert_log",
     "clean_name",
     "holds_inputs",
+    "index_curves",
     "is_run_name",
     "is_walked",
     "iter_shards",
     "list_folders",
     "live_daemon",
     "looks_like_run",
+    "marker_refusal",
     "next_shard_seq",
     "parse_shard_name",
     "parse_time",

@@ -1,0 +1,154 @@
+"""Index rows carry each run's overview curves from its render marker, which the run's owner
+can write: what a row holds is bounded when the daemon writes it and when `serve` reads it
+(from the catalog, or from the markers), and a marker over the size limit is refused, logged
+by name, with its run still listed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lossreport
+from lossreport import runformat, storage
+from lossreport.catalog import Catalog
+from lossreport.daemon.listing import Listing
+from lossreport.report import pages
+from lossreport.runformat import (
+    CATALOG_DIR,
+    CATALOG_FILE,
+    GRAPHS_DIR,
+    MARKER,
+    MAX_CURVE_POINTS,
+    MAX_CURVES_BYTES,
+    Homes,
+    index_curves,
+    read_marker,
+)
+from tests.support.catalog import synthetic_entries
+from tests.support.serve_thread import server_thread
+from tests.support.server import request
+
+RUNS = 6
+# A page holds a row per run; each row's curves at most MAX_CURVES_BYTES, escaped for HTML.
+PAGE_BUDGET = 200_000 + RUNS * 2 * MAX_CURVES_BYTES
+
+
+def _flooded_entry(entry: dict[str, Any], size: int, steps: int = 10_000) -> dict[str, Any]:
+    """`entry` with curves of about `size` bytes: as many losses of `steps` points as fit."""
+    points = [[step, 1.0 / (step + 1)] for step in range(steps)]
+    losses = max(1, size // len(json.dumps(points)))
+    return {**entry, "curves": {f"loss_{i:04d}": points for i in range(losses)}}
+
+
+def _trained(runs_dir: Path, run_id: str) -> Path:
+    with lossreport.start_run(
+        runs_dir, model="gpt2-small", hook="blocks.0.hook_resid_pre", run_id=run_id,
+        report_on_close=False,
+    ) as run:  # fmt: skip
+        for step in range(20):
+            run.log(step, mse_loss=1.0 / (step + 1))
+    return run.path
+
+
+def _write_marker(run_dir: Path, entry: dict[str, Any]) -> Path:
+    graphs = run_dir / GRAPHS_DIR
+    graphs.mkdir(exist_ok=True)
+    doc = {"fingerprint": "x", "status": "completed", "entry": entry, "daemon": True}
+    (graphs / MARKER).write_text(json.dumps(doc))
+    return graphs / MARKER
+
+
+def test_curves_are_cut_to_their_points_and_bytes() -> None:
+    entry = next(synthetic_entries(1))[1]
+    long = index_curves(_flooded_entry(entry, 2**20)["curves"])
+    assert long and all(len(points) == MAX_CURVE_POINTS for points in long.values())
+    for points in long.values():
+        assert points[0] == [0, 1.0] and points[-1] == [9999, 1.0 / 10_000]  # both ends kept
+    many = _flooded_entry(entry, 2**20, steps=60)["curves"]  # thousands of losses
+    bounded = index_curves(many)
+    assert 0 < len(bounded) < len(many) and list(bounded) == list(many)[: len(bounded)]
+    assert len(json.dumps(bounded, separators=(",", ":"))) <= MAX_CURVES_BYTES
+    assert index_curves(entry["curves"]) == entry["curves"]  # the renderer's: as they are
+    hostile = {"a": [[1, 2], [1, "x"], [True, 1], [1, float("nan")], [10**400, 1]], "b": "no"}
+    assert index_curves(hostile) == {"a": [[1, 2]]}
+    assert index_curves([1, 2]) == {}
+
+
+def test_a_marker_over_the_limit_is_refused_once_by_name(
+    runs_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = _trained(runs_dir, "oversized-Ω")
+    entry = next(synthetic_entries(1))[1]
+    path = _write_marker(run_dir, _flooded_entry(entry, storage.MAX_MARKER_BYTES + 2**20))
+    assert path.stat().st_size > storage.MAX_MARKER_BYTES
+    with caplog.at_level(logging.WARNING, logger="lossreport.runformat.marker"):
+        assert read_marker(run_dir) is None
+        assert read_marker(run_dir) is None  # asked again (serve does, every few seconds)
+    refused = [record.getMessage() for record in caplog.records]
+    assert len(refused) == 1 and str(path) in refused[0], refused
+
+
+def test_the_daemon_writes_bounded_curves_and_serve_reads_them_bounded(tmp_path: Path) -> None:
+    """The daemon's row from a flooded marker entry, and a row an older daemon left with
+    flooded curves in the file: both come back bounded."""
+    state = tmp_path / "runs"
+    state.mkdir()
+    key, entry = next(synthetic_entries(1))
+    listing = Listing(Homes(state))
+    listing.rendered(key, _flooded_entry(entry, 2**20))
+    listing.close()
+    old_row = pages.index_row(_flooded_entry(entry, 2**20), "older/run")
+    path = state / CATALOG_DIR / CATALOG_FILE
+    with closing(sqlite3.connect(path)) as connection, connection:  # as an older daemon wrote
+        connection.execute("INSERT INTO runs SELECT 'older/run', status, model, hook, "
+                           "architecture, source, steps, started_at, duration, rendered_at, "
+                           "search FROM runs")  # fmt: skip
+        connection.execute("INSERT INTO details SELECT 'older/run', status_class, report, error,"
+                           " problems, anomalies, alerts, final, minimum, config, ? FROM details",
+                           (old_row["curves_json"],))  # fmt: skip
+    catalog = Catalog.open_readonly(state)
+    assert catalog is not None
+    try:
+        rows = {row["run_id"]: row for row in catalog.recent(10)}
+    finally:
+        catalog.close()
+    assert len(rows[key]["curves_json"]) <= 2 * MAX_CURVES_BYTES
+    curves = json.loads(rows[key]["curves_json"])
+    assert curves and all(len(points) == MAX_CURVE_POINTS for points in curves.values())
+    assert rows["older/run"]["curves_json"] == "{}"
+
+
+def test_served_from_markers_a_page_of_flooded_runs_stays_small(
+    runs_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Markers of nearly the size limit each (no daemon: `serve` reads them all), and one over
+    it: the index page and its JSON stay within a few rows' budget, every run listed."""
+    entries = synthetic_entries(RUNS + 1)
+    for index in range(RUNS):
+        _, entry = next(entries)
+        run_dir = _trained(runs_dir, f"flooded-{index}")
+        _write_marker(run_dir, _flooded_entry(entry, storage.MAX_MARKER_BYTES - 2**19))
+    oversized = _write_marker(
+        _trained(runs_dir, "oversized"),
+        _flooded_entry(next(entries)[1], storage.MAX_MARKER_BYTES + 2**19),
+    )
+    with caplog.at_level(logging.WARNING), server_thread(runs_dir) as port:
+        status, _, page = request(port, "/?per_page=200")
+        assert status == 200 and len(page) < PAGE_BUDGET, len(page)
+        status, _, body = request(port, "/.api/runs?per_page=200")
+        assert status == 200 and len(body) < PAGE_BUDGET, len(body)
+    runs = {run["run_id"]: run for run in json.loads(body)["runs"]}
+    assert sorted(runs) == sorted([*(f"flooded-{i}" for i in range(RUNS)), "oversized"])
+    for index in range(RUNS):
+        curves = runs[f"flooded-{index}"]["curves"]
+        assert curves and all(len(points) <= MAX_CURVE_POINTS for points in curves.values())
+    assert runs["oversized"]["curves"] == {} and "over the" in runs["oversized"]["error"]
+    named = [r.getMessage() for r in caplog.records if str(oversized) in r.getMessage()]
+    assert len(named) == 1, named
+    assert runformat.marker_refusal(oversized.parent.parent) is not None
