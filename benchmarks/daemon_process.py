@@ -74,6 +74,41 @@ class Daemon:
                     pids.append(int(entry))
         return pids
 
+    def peaks_mb(self) -> dict[int, float]:
+        """The peak resident memory (VmHWM) of the daemon's descendants, by pid: its render
+        workers and their chart helpers."""
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        family, grew = {self.process.pid}, True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in family} - family
+            family |= more
+            grew = bool(more)
+        peaks = {}
+        for pid in family - {self.process.pid}:
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            found = [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")]
+            if found:
+                peaks[pid] = found[0] / 1024
+        return peaks
+
+    def main_peak_mb(self) -> float:
+        """The peak resident memory (VmHWM) of the daemon's main process."""
+        try:
+            lines = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
+        except OSError:
+            return 0.0
+        return sum(int(line.split()[1]) for line in lines if line.startswith("VmHWM:")) / 1024
+
     def rss_mb(self, workers: bool = True) -> float:
         """Resident memory of the daemon, and of its render workers unless told otherwise."""
         total = 0

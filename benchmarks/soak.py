@@ -43,6 +43,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from daemon_process import CLOCK_TICKS, Daemon
+from soak_hostile import Hostile, plant
 from soak_trainer import LATE_LOSS, LOSSES, losses_at
 
 from lossreport import runformat
@@ -58,6 +59,7 @@ FLUSH_EVERY = 200
 CONCURRENT_TRAINERS = 12  # a cluster's worth at a time, on 2 cores
 STEP_DELAY = "0.002"  # a training step's compute, so the chaos can strike mid-run
 MAX_DAEMON_MAIN_MB = 250.0
+MAX_WORKER_MB = 1500.0  # a render worker or chart helper, hostile runs included
 DAEMON_ARGS = ("--stale-after", "3s", "--rescan-every", "30s")
 FINAL_STATUSES = ("completed", "failed", "stalled", "unknown")  # unknown: a garbled run.json
 RERENDERS_TO_CATCH = 3  # a render missed by the deleter is asked for again this often
@@ -179,6 +181,10 @@ class Figures:
     idle_cpu_main: float = float("nan")  # its main process alone
     idle_wakeups: float = float("nan")  # per second, of the main thread (the main loop)
     peak_daemon_mb: float = 0.0
+    peak_main_mb: float = 0.0  # the daemon's main process, over the whole soak
+    worker_peaks: dict[int, float] = field(default_factory=dict)  # pid -> peak MB
+    hostile: int = 0
+    hostile_reported: int = 0
     daemon_main_mb: float = 0.0
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -262,6 +268,8 @@ def soak(workdir: Path, args: argparse.Namespace, place: Place) -> Figures:
     )
     daemon = place.daemon()
     daemon.wait_for("watching")
+    hostiles = plant(runs_dir) if place.proxy is None else []  # a store's chaos is its own
+    figures.hostile = len(hostiles)
     outages = Outages(place.proxy)
     damages: dict[str, Damage] = {}
     # The chaos is drawn up front (from --seed) so every soak does all of it.
@@ -311,7 +319,7 @@ def soak(workdir: Path, args: argparse.Namespace, place: Place) -> Figures:
             daemon.kill()  # the daemon and its workers, mid-render or not
             daemon = place.daemon()
             figures.daemon_kills += 1
-        figures.peak_daemon_mb = max(figures.peak_daemon_mb, daemon.rss_mb())
+        _track_memory(daemon, figures)
         time.sleep(0.05)
     outages.end()
     if place.proxy is not None:
@@ -323,7 +331,8 @@ def soak(workdir: Path, args: argparse.Namespace, place: Place) -> Figures:
         figures.failures.append(f"the daemon died: {daemon.log.read_text()[-1500:]}")
         daemon = place.daemon()
     kept = [group for group in groups if group[0].run_id not in deletions]
-    _wait_all_rendered(runs_dir, [group[0].run_id for group in kept], daemon, figures)
+    waited = [group[0].run_id for group in kept] + [hostile.run_dir.name for hostile in hostiles]
+    _wait_all_rendered(runs_dir, waited, daemon, figures)
     deleter.thread.join(timeout=300)
     if deleter.thread.is_alive():
         deleter.stop.set()
@@ -333,7 +342,7 @@ def soak(workdir: Path, args: argparse.Namespace, place: Place) -> Figures:
     for deletion in deletions.values():
         if deletion.how is not None:
             figures.deleted[deletion.how] = figures.deleted.get(deletion.how, 0) + 1
-    figures.peak_daemon_mb = max(figures.peak_daemon_mb, daemon.rss_mb())
+    _track_memory(daemon, figures)
     figures.daemon_main_mb = daemon.rss_mb(workers=False)
     if figures.daemon_main_mb > MAX_DAEMON_MAIN_MB:  # the main process never draws a chart
         figures.failures.append(f"the daemon's main process holds {figures.daemon_main_mb:.0f} MB")
@@ -346,7 +355,30 @@ def soak(workdir: Path, args: argparse.Namespace, place: Place) -> Figures:
     for group in kept:
         run_id = group[0].run_id
         _check_run(reports / run_id, group, damages.get(run_id), figures)
+    for hostile in hostiles:
+        _check_hostile(hostile, figures)
+    worst = max(figures.worker_peaks.values(), default=0.0)
+    if worst > MAX_WORKER_MB:
+        figures.failures.append(f"a render worker took {worst:.0f} MB (at most {MAX_WORKER_MB})")
     return figures
+
+
+def _track_memory(daemon: Daemon, figures: Figures) -> None:
+    figures.peak_daemon_mb = max(figures.peak_daemon_mb, daemon.rss_mb())
+    figures.peak_main_mb = max(figures.peak_main_mb, daemon.main_peak_mb())
+    for pid, peak in daemon.peaks_mb().items():
+        figures.worker_peaks[pid] = max(figures.worker_peaks.get(pid, 0.0), peak)
+
+
+def _check_hostile(hostile: Hostile, figures: Figures) -> None:
+    try:
+        problem = hostile.check(hostile.run_dir)
+    except (OSError, ValueError, KeyError) as exc:  # a report missing or not what it says
+        problem = f"{type(exc).__name__}: {exc}"[:300]
+    if problem is None:
+        figures.hostile_reported += 1
+    else:
+        figures.failures.append(f"{hostile.kind}: {problem}")
 
 
 def _download(place: Place, folder: Path) -> Path:
@@ -557,7 +589,7 @@ def _wait_all_rendered(
     waiting = set(run_ids)
     while waiting and time.monotonic() < deadline:
         waiting = {run_id for run_id in waiting if not _rendered(runs_dir / run_id)}
-        figures.peak_daemon_mb = max(figures.peak_daemon_mb, daemon.rss_mb())
+        _track_memory(daemon, figures)
         time.sleep(0.25)
     for run_id in sorted(waiting):
         figures.failures.append(f"{run_id}: no final report after 300 s")
@@ -770,6 +802,7 @@ def print_figures(figures: Figures, workdir: Path) -> None:
     median = statistics.median(latencies) if latencies else float("nan")
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else median
     deleted = sum(figures.deleted.values())
+    peaks = sorted(figures.worker_peaks.values())
     mid_render = figures.deleted.get("mid-render", 0)
     rows = [
         ("runs", figures.runs),
@@ -794,7 +827,19 @@ def print_figures(figures: Figures, workdir: Path) -> None:
         ("runs deleted after a render (mid-render missed)", figures.deleted.get("after render", 0)),
         ("deleted runs left behind (must be 0)", figures.deleted_left_behind),
         ("reports complete", f"{figures.reports_complete} of {figures.runs - deleted}"),
+        (
+            "hostile runs reported, what they hold bounded",
+            f"{figures.hostile_reported} of {figures.hostile}",
+        ),
         ("peak daemon memory (daemon + workers)", f"{figures.peak_daemon_mb:.0f} MB"),
+        ("peak memory of the daemon's main process", f"{figures.peak_main_mb:.0f} MB"),
+        (
+            f"peak memory of each render worker and chart helper ({len(peaks)})",
+            f"median {statistics.median(peaks):.0f} MB, max {max(peaks):.0f} MB "
+            f"(at most {MAX_WORKER_MB:.0f})"
+            if peaks
+            else "none seen",
+        ),
         ("daemon main process at the end", f"{figures.daemon_main_mb:.0f} MB"),
         (
             f"idle daemon CPU after the soak, {IDLE_SECONDS:.0f} s",

@@ -34,6 +34,8 @@ def test_the_quick_soak_loses_nothing_through_kills_corruption_shared_ids_and_de
     assert re.search(r"runs deleted as their trainer ended\s+1\n", out), out
     assert re.search(r"deleted runs left behind \(must be 0\)\s+0\n", out), out
     assert re.search(r"reports complete\s+6 of 6\n", out), out
+    assert re.search(r"hostile runs reported, what they hold bounded\s+4 of 4\n", out), out
+    assert re.search(r"peak memory of each render worker and chart helper \(\d+\)\s+median", out)
     assert re.search(r"idle daemon CPU after the soak, 5 s\s+\d+\.\d% of a core", out), out
     workdir = re.search(r"lossreport soak \((.+)\)\n", out)
     assert workdir is not None and not Path(workdir[1]).exists()  # removed once it passed
