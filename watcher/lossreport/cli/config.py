@@ -236,6 +236,7 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "attach_csv": ("email_attach_csv", _of(bool)),
         "report_url": ("email_report_url", _of(str)),
         "retry": ("email_retry", _duration),
+        "deadline": ("email_deadline", _duration),
     },
     "serve": {
         "host": ("host", _of(str)),
@@ -249,6 +250,7 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "alerts": {
         "webhook": ("alert_webhook", _webhook_url),
         "webhook_token_file": ("alert_webhook_token_file", lambda value: Path(_of(str)(value))),
+        "webhook_deadline": ("alert_webhook_deadline", _duration),
     },
 }
 ALERT_DESTINATION = "alert_rules"

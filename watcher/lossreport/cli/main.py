@@ -22,6 +22,7 @@ from ..clock import utc_time
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
+from ..delivery.webhook import DEADLINE_SECONDS as WEBHOOK_DEADLINE_SECONDS
 from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
@@ -435,6 +436,14 @@ def _add_mail_arguments(
         help="first retry of a failed send; doubles up to 1h, never gives up "
         f"(default {_human(WATCH.mail_retry)})",
     )
+    group.add_argument(
+        "--email-deadline",
+        type=duration,
+        default=settings.get("email_deadline", SMTP.deadline),
+        metavar="DURATION",
+        help="the longest one send may take, however slowly the server answers; then it is "
+        f"retried (default {_human(SMTP.deadline)})",
+    )
 
 
 def _add_series_arguments(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:
@@ -498,6 +507,14 @@ def _add_alert_arguments(parser: argparse.ArgumentParser, settings: dict[str, An
         metavar="FILE",
         help="file whose first line is the webhook's bearer token",
     )
+    group.add_argument(
+        "--alert-webhook-deadline",
+        type=duration,
+        default=settings.get("alert_webhook_deadline", WEBHOOK_DEADLINE_SECONDS),
+        metavar="DURATION",
+        help="the longest one post may take, however slowly the webhook answers; then it is "
+        f"retried (default {_human(WEBHOOK_DEADLINE_SECONDS)})",
+    )
     group.set_defaults(alert_rules=settings.get(config.ALERT_DESTINATION, AlertRules()))
 
 
@@ -547,13 +564,18 @@ def _smtp_settings(args: argparse.Namespace) -> SmtpSettings:
         user=args.smtp_user,
         password_file=args.smtp_password_file,
         password_env=args.smtp_password_env,
+        deadline=args.email_deadline,
     )
 
 
 def _webhook_settings(args: argparse.Namespace) -> WebhookSettings | None:
     if args.alert_webhook is None:
         return None
-    return WebhookSettings(args.alert_webhook, token_file=args.alert_webhook_token_file)
+    return WebhookSettings(
+        args.alert_webhook,
+        token_file=args.alert_webhook_token_file,
+        deadline=args.alert_webhook_deadline,
+    )
 
 
 def _mail_job(args: argparse.Namespace) -> MailJob | None:

@@ -3,12 +3,12 @@ or webhook outage and a daemon restart, and goes out once.
 
 A render worker (or the daemon, for an alert) writes each message, whole, to
 `RUNS/.lossreport/outbox/` (`KEY.eml`, or `KEY.post.json` for a webhook post) before the render
-or alert is recorded as done, so no crash can lose it. The daemon's sender thread hands each
-message to the SMTP server (or the webhook), records its key in the run's
-`.lossreport-mailed.json`, then removes it from the outbox; a message whose key is already
-recorded is never sent again. The one window left is a crash between the server's acceptance
-and that record: the message would be resent (a mail with the same Message-ID, which mail
-clients use to drop duplicates).
+or alert is recorded as done, so no crash can lose it. The daemon's sender threads, one per
+destination, hand each message to the SMTP server (or the webhook) within a total deadline,
+record its key in the run's `.lossreport-mailed.json`, then remove it from the outbox; a
+message whose key is already recorded is never sent again. The one window left is a crash
+between the server's acceptance and that record: the message would be resent (a mail with the
+same Message-ID, which mail clients use to drop duplicates).
 """
 
 from __future__ import annotations
@@ -233,83 +233,120 @@ class _Retry:
 
 
 @dataclass
+class _Lane:
+    """One destination's share of the outbox (its kind of item), sent by a thread of its own:
+    a slow SMTP server delays only mail, a slow webhook only its posts."""
+
+    suffix: str
+    destination: str  # for logs: the SMTP server, or the webhook without its path
+    deadline: float  # the longest one delivery takes
+    retries: dict[Path, _Retry] = field(default_factory=dict)
+    wakeup: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+@dataclass
 class OutboxSender:
-    """Delivers queued messages from a thread of the daemon, retrying failures with backoff
-    (first_retry, doubling, at most an hour) for as long as the daemon runs."""
+    """Delivers queued messages from threads of the daemon, one per destination (the SMTP
+    server, the webhook), retrying failures with backoff (first_retry, doubling, at most an
+    hour) for as long as the daemon runs. Each delivery has a total deadline
+    (smtp.SmtpSettings.deadline, webhook.WebhookSettings.deadline): a destination that
+    trickles its answer fails within it and is retried like one that is down."""
 
     outbox: Outbox
     senders: Senders
     first_retry: float = 30.0
-    _retries: dict[Path, _Retry] = field(default_factory=dict)
-    _wakeup: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
     _delays: Backoff = field(init=False, repr=False)
+    _lanes: tuple[_Lane, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._delays = Backoff(self.first_retry, max(self.first_retry, MAX_RETRY_SECONDS))
+        hook = self.senders.webhook
+        self._lanes = (
+            _Lane(MESSAGE_SUFFIX, f"smtp {self.senders.smtp.where}", self.senders.smtp.deadline),
+            _Lane(
+                POST_SUFFIX,
+                "webhook " + (hook.where if hook else "(none set)"),
+                hook.deadline if hook else 0.0,
+            ),
+        )
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lossreport-mail", daemon=True)
-        self._thread.start()
+        for lane in self._lanes:
+            name = "lossreport-mail" if lane.suffix == MESSAGE_SUFFIX else "lossreport-webhook"
+            lane.thread = threading.Thread(target=self._run, args=(lane,), name=name, daemon=True)
+            lane.thread.start()
 
     def wake(self) -> None:
-        self._wakeup.set()
+        for lane in self._lanes:
+            lane.wakeup.set()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wakeup.set()
-        if self._thread is not None:
-            self._thread.join(timeout=smtp.TIMEOUT_SECONDS + 5)
+        self.wake()
+        for lane in self._lanes:
+            if lane.thread is not None:
+                lane.thread.join(timeout=lane.deadline + 5)
 
-    def _run(self) -> None:
+    def _run(self, lane: _Lane) -> None:
         while not self._stop.is_set():
-            self._wakeup.clear()
+            lane.wakeup.clear()
             try:
-                self.send_due()
+                self._send_due(lane)
             except Exception:  # the outbox folder itself broke: keep the thread, try again
-                logger.exception("the mail sender hit an error; trying again later")
-                self._wakeup.wait(self.first_retry)
-            dues = [retry.due for retry in self._retries.values()]
+                logger.exception("the %s sender hit an error; trying again later", lane.destination)
+                lane.wakeup.wait(self.first_retry)
+            dues = [retry.due for retry in lane.retries.values()]
             wait = max(0.05, min(dues) - time.monotonic()) if dues else None
-            self._wakeup.wait(wait)
+            lane.wakeup.wait(wait)
 
     def send_due(self) -> int:
-        """Try every queued message that is due; returns how many stay queued after failing."""
+        """Try every queued message that is due, one destination after the other (`--once`);
+        returns how many stay queued after failing."""
+        return sum(self._send_due(lane) for lane in self._lanes)
+
+    def _send_due(self, lane: _Lane) -> int:
         failed = 0
-        pending = self.outbox.pending()
-        for gone in self._retries.keys() - set(pending):
-            del self._retries[gone]
+        pending = [path for path in self.outbox.pending() if path.name.endswith(lane.suffix)]
+        for gone in lane.retries.keys() - set(pending):
+            del lane.retries[gone]
         for path in pending:
             if self._stop.is_set():
                 break
-            retry = self._retries.setdefault(path, _Retry())
+            retry = lane.retries.setdefault(path, _Retry())
             if retry.due > time.monotonic():
                 failed += 1
                 continue
             try:
                 run_name = self.outbox.deliver(path, self.senders)
-                self._retries.pop(path, None)
+                lane.retries.pop(path, None)
                 if run_name is not None:
-                    posted = path.name.endswith(POST_SUFFIX)
+                    posted = lane.suffix == POST_SUFFIX
                     logger.info(
                         "run=%s %s",
                         run_name,
                         "alert posted" if posted else "mailed",
                         extra={"run": run_name, "event": "posted" if posted else "mail_sent"},
                     )
-            except Exception as exc:  # the SMTP server, or a broken file: this message waits
+            except Exception as exc:  # the destination, or a broken file: this message waits
                 failed += 1
                 retry.attempts += 1
                 delay = self._delays.delay(retry.attempts)
                 retry.due = time.monotonic() + delay
                 run_name, what = self.outbox.describe(path)
                 logger.error(
-                    "%s not sent (attempt %d, retry in %.0fs): %s",
+                    "%s to %s not sent (attempt %d, retry in %.0fs): %s",
                     what,
+                    lane.destination,
                     retry.attempts,
                     delay,
                     exc if isinstance(exc, LossReportError) else f"{type(exc).__name__}: {exc}",
-                    extra={"event": "mail_failed", "attempt": retry.attempts, "run": run_name},
+                    extra={
+                        "event": "mail_failed",
+                        "attempt": retry.attempts,
+                        "run": run_name,
+                        "destination": lane.destination,
+                    },
                 )
         return failed

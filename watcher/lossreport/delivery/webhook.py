@@ -6,6 +6,10 @@ Secrets never come from the command line, where `ps` and shell history would sho
 bearer token comes from an environment variable or a file, and a webhook URL that itself holds
 a secret (Slack's do) from the environment. The standard library's HTTP client does the work;
 redirects are not followed (a POST re-sent elsewhere could carry the token there).
+
+A post has a total deadline (`deadline`, 30 s by default) besides the timeout of each socket
+operation (`timeout`, 10 s): an endpoint that answers a byte at a time gives up the sender
+then, and the post is retried later like any failed one.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from urllib.parse import urlsplit
 
 from ..errors import WebhookError
 from ..version import __version__
+from .deadline import Deadline
 
 URL_ENV = "LOSSREPORT_ALERT_WEBHOOK_URL"
 TOKEN_ENV = "LOSSREPORT_ALERT_WEBHOOK_TOKEN"
-TIMEOUT_SECONDS = 10.0
+TIMEOUT_SECONDS = 10.0  # each socket operation
+DEADLINE_SECONDS = 30.0  # the whole post: connect, TLS, request, answer
 
 
 def check_url(url: str) -> str:
@@ -55,6 +61,7 @@ class WebhookSettings:
     token_file: Path | None = None
     token_env: str = TOKEN_ENV
     timeout: float = TIMEOUT_SECONDS
+    deadline: float = DEADLINE_SECONDS
 
     @property
     def where(self) -> str:
@@ -82,7 +89,8 @@ class WebhookSettings:
 
 
 def post(settings: WebhookSettings, payload: dict[str, Any]) -> None:
-    """POST `payload` as JSON; raises WebhookError unless the answer is 2xx."""
+    """POST `payload` as JSON within `settings.deadline`; raises WebhookError unless the
+    answer is 2xx."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": f"lossreport/{__version__}",
@@ -93,8 +101,23 @@ def post(settings: WebhookSettings, payload: dict[str, Any]) -> None:
     request = urllib.request.Request(
         settings.url, data=json.dumps(payload).encode(), headers=headers, method="POST"
     )
+    with Deadline(settings.deadline) as deadline:
+        try:
+            _send(deadline, request, settings)
+        except WebhookError:
+            if deadline.expired:
+                raise WebhookError(
+                    f"{settings.where}: no whole answer within the {settings.deadline:g}s deadline"
+                ) from None
+            raise
+
+
+def _send(deadline: Deadline, request: urllib.request.Request, settings: WebhookSettings) -> None:
+    opener = urllib.request.build_opener(
+        _NoRedirect, _PlainHandler(deadline), _TlsHandler(deadline)
+    )
     try:
-        with _OPENER.open(request, timeout=settings.timeout) as answer:
+        with opener.open(request, timeout=settings.timeout) as answer:
             answer.read(64 * 1024)
     except urllib.error.HTTPError as exc:
         raise WebhookError(f"{settings.where} answered HTTP {exc.code}") from None
@@ -118,4 +141,31 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx is then raised as an HTTPError
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+def _connection(kind: type[http.client.HTTPConnection], deadline: Deadline) -> Any:
+    """A factory of `kind` whose socket `deadline` opens (the standard library's own hook)."""
+
+    def make(host: str, **options: Any) -> http.client.HTTPConnection:
+        connection = kind(host, **options)
+        connection._create_connection = deadline.connect  # type: ignore[attr-defined]
+        return connection
+
+    return make
+
+
+class _PlainHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_connection(http.client.HTTPConnection, self._deadline), req)
+
+
+class _TlsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        kind = _connection(http.client.HTTPSConnection, self._deadline)
+        return self.do_open(kind, req)
