@@ -74,7 +74,7 @@ def test_a_trickling_webhook_holds_neither_the_mail_nor_the_sender_past_its_dead
         with lossreport.start_run(runs_dir, model="gpt2", hook="blocks.8.hook_resid_pre",
                                   run_id=f"{name}_2025-06-01_ÿ") as run:  # fmt: skip
             run.log(0, mse_loss=1.0)
-        runs.append(run.path.name)
+        runs.append(Path(run.path).name)
     outbox = Outbox(Homes(runs_dir))
     post_path = outbox.add_post(
         f"alert|{runs[0]}|non_finite|post",

@@ -19,6 +19,7 @@ import socket
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from time import time as _now
@@ -200,6 +201,7 @@ class Run:
             self._flusher.start()
             self._install_sigterm_hook()
             atexit.register(self._close_at_exit)
+            _OPEN_RUNS.add(self)
         self._tracking = writes_shards
 
     @property
@@ -299,6 +301,7 @@ class Run:
         if self._flusher is None:
             return
         atexit.unregister(self._close_at_exit)
+        _OPEN_RUNS.discard(self)
         self._restore_sigterm()
         if self._stop_reason is not None:
             status, error = runformat.FAILED, self._stop_reason
@@ -321,6 +324,15 @@ class Run:
                 raise RunDirectoryError(self.path, f"cannot write run.json ({exc})") from exc
             if self._stop_reason is None:  # stopped by SIGTERM: the job must end now
                 self._render_report()
+
+    def _disown(self) -> None:
+        """In a forked child (a DataLoader worker): the run is the parent's, which writes and
+        closes it. Here `log`, `flush` and `close` do nothing from now on, and neither the
+        inherited atexit handler nor the SIGTERM handler touches run.json or the shards (the
+        flusher thread was not forked; its buffer is a copy of rows the parent writes)."""
+        self._flusher = None
+        self._record = None
+        self._tracking = False
 
     def _render_report(self) -> None:
         """The report at close, if `report_on_close` asks for it here; never raises: training
@@ -458,6 +470,19 @@ class Run:
                 self.close(runformat.FAILED, _describe(uncaught))
         except LossReportError:
             logger.exception("%s: closing at exit", self.path)
+
+
+# The runs this process writes: a forked child disowns them (only their starter closes them).
+_OPEN_RUNS: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
+def _disown_in_child() -> None:
+    for run in list(_OPEN_RUNS):
+        run._disown()
+    _OPEN_RUNS.clear()
+
+
+os.register_at_fork(after_in_child=_disown_in_child)
 
 
 def _describe(exc: BaseException) -> str:
