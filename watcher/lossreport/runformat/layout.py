@@ -60,6 +60,14 @@ INDEX_FILE = "index.html"
 CATALOG_DIR = ".lossreport-catalog"  # the runs catalog (catalog/), readable by `serve` users
 CATALOG_FILE = "runs.sqlite"
 PRESENCE_FILE = ".lossreport-daemon.json"
+# What no run directory may be called: the runs directory's own files (a run folder named
+# index.html would keep the daemon from writing the index) and a run's (a folder named
+# loss_graphs is never scanned; one named run.json or losses makes the runs directory itself
+# look like a run). Compared without case: some filesystems ignore it. Hidden names are
+# lossreport's too (is_walked).
+RESERVED_NAMES = frozenset(
+    {INDEX_FILE, CATALOG_DIR, CATALOG_FILE, RUN_FILE, LOSSES_DIR, GRAPHS_DIR}
+)
 
 # Shard columns
 STEP = "step"
@@ -107,6 +115,14 @@ def is_run_name(name: str) -> bool:
         return False
     parts = name.split("/")
     return len(parts) <= MAX_RUN_DEPTH and all(is_walked(part) for part in parts)
+
+
+def is_reserved(name: str) -> bool:
+    """Whether a run directory may not be called `name` (RESERVED_NAMES, any hidden name)."""
+    return name.startswith(".") or name.casefold() in _RESERVED_FOLDED
+
+
+_RESERVED_FOLDED = frozenset(name.casefold() for name in RESERVED_NAMES)
 
 
 def is_walked(name: str) -> bool:

@@ -85,7 +85,9 @@ def start_run(
             `{model}_{hook}_{UTC time}_{random}`. It is also the directory name when it is one
             already (`[A-Za-z0-9._-]`, at most 100 characters, no leading or trailing `.-_`);
             otherwise the directory is its cleaned form plus a hash of the id
-            (`exp/1` -> `exp_1-3f9a2c1b`), so distinct ids never share a directory.
+            (`exp/1` -> `exp_1-3f9a2c1b`), so distinct ids never share a directory. So is an
+            id that is a name lossreport reserves (`index.html`, `loss_graphs`, `losses`,
+            `run.json`, `runs.sqlite`, in any case): it cannot take their place.
         flush_every, flush_secs: write a shard after this many steps or seconds.
         all_ranks: under torch.distributed, let every rank write (shards carry the rank);
             by default only rank 0 writes and the other ranks' `log` does nothing.
@@ -511,11 +513,13 @@ def _prepare_directory(folder: storage.RunFolder) -> None:
 
 
 def directory_name(run_id: str) -> str:
-    """The run directory's name for `run_id`: the id itself when it is already a clean name,
-    else its cleaned form plus a stable hash of the id, so that ids which clean alike (`exp/1`
-    and `exp_1`, two non-Latin names) never share a directory."""
+    """The run directory's name for `run_id`: the id itself when it is already a clean name
+    that lossreport does not reserve, else its cleaned form plus a stable hash of the id, so
+    that ids which clean alike (`exp/1` and `exp_1`, two non-Latin names) never share a
+    directory, and no run takes the place of the runs index or hides as a report folder
+    (`index.html` -> `index.html-0eb54730`, runformat.RESERVED_NAMES)."""
     cleaned = runformat.clean_name(run_id)
-    if cleaned == run_id:
+    if cleaned == run_id and not runformat.is_reserved(run_id):
         return run_id
     digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_DIGITS]
     stem = cleaned[: _MAX_DIRECTORY_NAME - _HASH_DIGITS - 1].rstrip("._-")
