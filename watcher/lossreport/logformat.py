@@ -1,13 +1,49 @@
-"""Log lines for people (`text`) or for log shippers (`json`, one object a line)."""
+"""Log lines for people (`text`) or for log shippers (`json`, one object a line).
+
+Log lines quote strings from a shared tree (run folder names, run ids), which anyone can make
+hold a newline or a terminal escape: in the text format the message is one line with every
+non-printable character escaped as Python writes it (`\n`, `\x1b`), and a traceback's lines
+are indented, so a line that starts at its first column always starts a record, and none
+carries a raw escape to the terminal. The JSON format escapes them by itself.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from .clock import utc_time
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class TextFormatter(logging.Formatter):
+    """`TIME LEVEL MESSAGE`, one line, then any traceback indented (see the module's doc)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def printable(text: str) -> str:
+    """`text` with each non-printable character (newlines, escapes, Unicode line separators)
+    written as Python's repr writes it; printable text, backslashes included, as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + printable(line) for line in text.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,7 +65,7 @@ def configure(level: int, style: str) -> None:
     if style == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
