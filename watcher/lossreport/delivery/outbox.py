@@ -336,9 +336,8 @@ class OutboxSender:
                 retry.due = time.monotonic() + delay
                 run_name, what = self.outbox.describe(path)
                 logger.error(
-                    "%s to %s not sent (attempt %d, retry in %.0fs): %s",
+                    "%s not sent (attempt %d, retry in %.0fs): %s",  # the error names where
                     what,
-                    lane.destination,
                     retry.attempts,
                     delay,
                     exc if isinstance(exc, LossReportError) else f"{type(exc).__name__}: {exc}",
