@@ -30,6 +30,7 @@ from . import pages, stats
 from .history import LossHistory, from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
 from .pages import flat_config
+from .shown import listed
 from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
@@ -214,23 +215,25 @@ def render_held(
         data = source.read_losses(run_dir, cache=cache)
         problems += data.skipped
         table, left_out = series.apply(data.table)
-        history = from_table(table)
+        history = from_table(table)  # every kept series, for the CSV
+        drawn = series.drawn(history.loss_names)
+        losses = history.select(drawn.losses)  # what is drawn and summarised
         started = runformat.parse_time(record.started_at)
         names = OutputNames.for_run(record.model, record.hook, started)
-        summary = stats.summary_stats(history, record.model, record.hook)
+        summary = stats.summary_stats(losses, record.model, record.hook)
         anomalies = stats.anomalies(summary)
         alerts = runformat.read_alert_log(home)
         if status is None and inputs.silence_finishes:  # no daemon said; the default rule
             status = quiet_status(inputs, utc_time())
         page_fields = _page_fields(record, status, source, inputs)
         page_fields["series_left_out"] = (
-            f"{series.describe()}: {', '.join(left_out)}" if left_out else None
+            f"{series.describe()}: {listed(left_out)}" if left_out else None
         )
         final_dir = home / runformat.GRAPHS_DIR
         stage = _make_stage(home, run_fd)
         try:
             csv_written = helper.submit(write_csv, stage / names.csv, history)
-            drawn = write_charts(stage, history, summary, names, renderer)
+            charts = write_charts(stage, losses, summary, names, renderer)
             document = {
                 "run": {
                     **_run_fields(record, status),
@@ -238,6 +241,7 @@ def render_held(
                     "status_rule": inputs.status_rule,
                 },
                 **summary,
+                "not_drawn": {"losses": drawn.not_drawn, "other_series": drawn.not_losses},
                 "anomalies": anomalies,
                 "alerts": alerts,
                 "skipped": problems,
@@ -250,8 +254,9 @@ def render_held(
             page = pages.render_html(
                 run=page_fields,
                 stats=summary,
-                charts=drawn,
+                charts=charts,
                 combined_chart=names.combined_png,
+                not_drawn=drawn,
                 files=files,
                 problems=problems,
                 anomalies=anomalies,
@@ -267,7 +272,7 @@ def render_held(
             raise
     return RenderResult(
         run_dir=run_dir,
-        charts=[final_dir / chart.path.name for chart in drawn],
+        charts=[final_dir / chart.path.name for chart in charts],
         csv=final_dir / names.csv,
         summary=final_dir / names.summary_json,
         report=final_dir / names.report_html,
@@ -277,9 +282,9 @@ def render_held(
         problems=problems,
         alerts=alerts,
         combined_svg=next(
-            (chart.svg for chart in drawn if chart.path.name == names.combined_png), None
+            (chart.svg for chart in charts if chart.path.name == names.combined_png), None
         ),
-        curves=overview_curves(history),
+        curves=overview_curves(losses),
         fingerprint=fingerprint,
         home=home,
     )
