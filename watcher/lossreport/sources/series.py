@@ -88,7 +88,8 @@ class SeriesFilter:
             raise ValueError(f"max_charts must be from 1 to {MOST_CHARTS}, got {self.max_charts}")
 
     def __bool__(self) -> bool:
-        return bool(self.include or self.exclude)
+        """False for the default filter (`series or SeriesFilter()` keeps any other)."""
+        return bool(self.include or self.exclude) or self.max_charts != MAX_CHARTS
 
     def keeps(self, name: str) -> bool:
         if self.include and not any(fnmatchcase(name, pattern) for pattern in self.include):
