@@ -30,7 +30,7 @@ from . import pages, stats
 from .history import LossHistory, from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
 from .pages import flat_config
-from .shown import listed
+from .shown import MAX_FULL_CHARS, listed, shortened
 from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
@@ -158,16 +158,21 @@ def record_render(home_fd: int, result: RenderResult, *, by_daemon: bool = False
 
 
 def index_entry(result: RenderResult) -> dict[str, Any]:
-    """The run's row in the runs index, as the marker keeps it."""
+    """The run's row in the runs index, as the marker keeps it: names up to MAX_FULL_CHARS,
+    so a marker stays well within what is read back of one (storage.MAX_MARKER_BYTES)."""
+    losses = {
+        shortened(name, MAX_FULL_CHARS): loss for name, loss in result.stats["losses"].items()
+    }
+    architecture = result.run.get("architecture")
     return {
         "run_id": result.run_dir.name,
         "status": result.status,
-        "model": result.stats["model_name"],
-        "hook": result.stats["hook_name"],
-        "architecture": result.run.get("architecture"),
+        "model": shortened(result.stats["model_name"], MAX_FULL_CHARS),
+        "hook": shortened(result.stats["hook_name"], MAX_FULL_CHARS),
+        "architecture": architecture and shortened(str(architecture), MAX_FULL_CHARS),
         "steps": result.stats["total_steps"],
-        "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
-        "minimum": {name: loss["min"] for name, loss in result.stats["losses"].items()},
+        "final": {name: loss["final"] for name, loss in losses.items()},
+        "minimum": {name: loss["min"] for name, loss in losses.items()},
         "started_at": result.run.get("started_at"),
         "duration_seconds": result.run.get("duration_seconds"),
         "config": flat_config(result.run.get("config")),
@@ -309,7 +314,9 @@ def overview_curves(history: LossHistory, points: int = OVERVIEW_POINTS) -> dict
         buckets = np.array_split(np.arange(values.size), min(points, values.size))
         with np.errstate(over="ignore"):
             means = [(int(steps[b[-1]]), float(f"{values[b].mean():.4g}")) for b in buckets]
-        curves[series.name] = [[step, mean] for step, mean in means if np.isfinite(mean)]
+        curves[shortened(series.name, MAX_FULL_CHARS)] = [
+            [step, mean] for step, mean in means if np.isfinite(mean)
+        ]
     return curves
 
 
