@@ -9,20 +9,26 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import lossreport
-from lossreport import runformat, sources
+from lossreport import runformat, sources, storage
 from lossreport.delivery.outbox import Outbox, Senders
 from lossreport.errors import RunBusy, UnsafePathError
 from lossreport.report.render import render_lock, render_run
 from lossreport.runformat import Homes
+from lossreport.sources.series import MAX_CHARTS
 from tests.support.daemon import Daemon, run_once, wait_rendered
 from tests.support.deadline import fails_if_blocked
-from tests.support.procs import wait_for
+from tests.support.memory import peak_memory
+from tests.support.procs import ROOT, wait_for
 
 
 def _finished_run(runs_dir: Path, run_id: str, steps: int = 50) -> Path:
@@ -472,3 +478,93 @@ def _nest(folder: Path, depth: int) -> None:
             fd = inner
     finally:
         os.close(fd)
+
+
+# -- size: every input has a budget ------------------------------------------------------
+# The most one `lossreport render` of any run may hold, its chart helper included (README.md,
+# "Budgets"): a run of 100,000-character names and 300 series peaks near 300 MB.
+MAX_RENDER_BYTES = 2**30
+HUGE = 100_000
+RENDER_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _huge_run(runs_dir: Path) -> Path:
+    """Every user string 100,000 characters and more, 300 series of 2,000-character names
+    (some a spreadsheet formula), a full alert log and a marker too big to read."""
+    long_text = "ñ名" + "m" * HUGE
+    with lossreport.start_run(
+        runs_dir,
+        model=long_text,
+        hook="blocks.0." * (HUGE // 9),
+        architecture="a" * HUGE,
+        config={"k" * HUGE: "v" * 10 * HUGE, "nested": {"x" * HUGE: ["y" * HUGE]}},
+        run_id="huge",
+    ) as run:
+        for step in range(50):
+            run.log(step, mse_loss=1.0 / (step + 1))
+    steps = np.arange(50, 250)
+    columns = {
+        f"{'=' if index % 7 == 0 else ''}feature_{index}_{'x' * 2_000}": np.linspace(1, 0, 200)
+        for index in range(300)
+    }
+    columns["l" * HUGE] = np.linspace(2, 1, 200)
+    columns["learning_rate"] = np.full(200, 3e-4)
+    shard = pa.table({"step": steps, "wall_time": 1.7e9 + steps.astype(float), **columns})
+    pq.write_table(shard, run.path / runformat.LOSSES_DIR / runformat.shard_name(99))
+    alert = {"rule": "r" * HUGE, "loss": "l" * HUGE, "step": 3, "detail": "d" * 10 * HUGE}
+    (run.path / runformat.ALERTS_FILE).write_text(json.dumps({"alerts": [alert] * 3}))
+    (run.path / runformat.GRAPHS_DIR).mkdir()
+    (run.path / runformat.GRAPHS_DIR / runformat.MARKER).write_bytes(b"[" * 5 * 2**20)
+    return run.path
+
+
+def test_a_run_of_huge_names_and_hundreds_of_series_renders_within_its_memory_budget(
+    runs_dir: Path,
+) -> None:
+    run_dir = _huge_run(runs_dir)
+
+    measured = peak_memory(
+        sys.executable, "-m", "lossreport", "render", str(run_dir), env=RENDER_ENV
+    )
+
+    assert measured.returncode == 0, measured.output
+    assert measured.peak_bytes <= MAX_RENDER_BYTES, measured.peak_bytes
+    graphs = run_dir / runformat.GRAPHS_DIR
+    assert len(list(graphs.glob("loss_curves_*.png"))) == MAX_CHARTS + 1
+    assert all(len(path.name) <= 255 for path in graphs.iterdir())
+    (page,) = graphs.glob("loss_report_*.html")
+    assert page.stat().st_size < 4 * 2**20  # 300 charts whole made an 8 MB page
+    assert "290 more losses, not drawn" in page.read_text()
+    summary = json.loads(next(graphs.glob("loss_summary_*.json")).read_text())
+    assert summary["model_name"] == "ñ名" + "m" * HUGE  # whole in the data
+
+
+@pytest.mark.skipif(
+    not hasattr(storage, "ReadBudget"),
+    reason="needs the shard reader's decode budget (issue 25: storage.ReadBudget)",
+)
+def test_a_tiny_shard_that_decodes_to_tens_of_millions_of_rows_stays_within_the_budget(
+    runs_dir: Path,
+) -> None:
+    run_dir = _finished_run(runs_dir, "bomb")
+    rows, chunk = 40_000_000, 1_000_000
+    table = pa.table(
+        {
+            "step": np.zeros(chunk, np.int64),
+            "wall_time": np.full(chunk, 1.7e9),
+            "mse_loss": np.ones(chunk),
+        }
+    )
+    path = run_dir / runformat.LOSSES_DIR / runformat.shard_name(99)
+    with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
+        for _ in range(rows // chunk):
+            writer.write_table(table)
+    assert path.stat().st_size < 2**20  # under a megabyte on disk
+
+    measured = peak_memory(
+        sys.executable, "-m", "lossreport", "render", str(run_dir), env=RENDER_ENV
+    )
+
+    assert measured.returncode in (0, 1), measured.output  # a report, or a one-line error
+    assert "Traceback" not in measured.output
+    assert measured.peak_bytes <= MAX_RENDER_BYTES, measured.peak_bytes

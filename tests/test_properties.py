@@ -3,6 +3,7 @@ error naming the file, never a crash, and writes nothing outside the run directo
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -18,8 +19,12 @@ from hypothesis import strategies as st
 
 from lossreport import runformat
 from lossreport.errors import LossReportError
+from lossreport.report.outputs import FORMULA_STARTS
 from lossreport.report.render import render_run
 from tests.support.deadline import fails_if_blocked
+from tests.support.png import png_size_and_dpi
+
+MAX_PNG_WIDTH = 4_500  # a chart at 300 DPI with its axis and legend (tests/report/test_budgets)
 
 # Names a user might give: odd unicode, path-like, HTML-like, control characters, empty.
 hostile_text = st.one_of(
@@ -38,6 +43,12 @@ hostile_text = st.one_of(
             "C:\\windows\\system32",
             "名前 🧪 ñ",
             "x" * 300,
+            # the size dimension: nothing caps a name where it is written
+            "m" * 100_000,
+            "名前_" * 5_000,
+            "blocks.0.hook_" * 2_000,
+            '=HYPERLINK("http://example.com","x")',
+            "-2+3",
         ]
     ),
 )
@@ -167,6 +178,12 @@ def test_any_run_directory_renders_or_fails_clearly_and_stays_inside(
             for problem in result.problems:
                 assert str(run_dir) in problem
             json.loads(result.summary.read_text())  # strict JSON: no NaN/Infinity tokens
+            assert len(page) < 4 * 2**20  # a name is shown shortened, whole in the data
+            for chart in result.charts:  # each as wide as a chart, whatever its names
+                assert png_size_and_dpi(chart)[0] <= MAX_PNG_WIDTH
+            with result.csv.open(newline="") as handle:
+                header = next(csv.reader(handle))
+            assert not any(name.startswith(FORMULA_STARTS) for name in header)
         after = _snapshot(outer)
         inside = os.path.join("runs", run_name)
         changed_outside = {

@@ -7,6 +7,7 @@
     output = "/srv/reports"       smtp_user = "me"
     series = ["train/*"]
     exclude_series = ["*lr*"]
+    max_charts = 12
     [serve]                       smtp_password_file = "/etc/lossreport/smtp-password"
     port = 8000
     allow_host = ["gpu-box.lab"]
@@ -43,6 +44,7 @@ from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE
 from ..delivery.smtp import SECURITY_CHOICES
 from ..delivery.webhook import check_url
 from ..errors import ConfigError
+from ..sources.series import MOST_CHARTS
 
 MIN_DURATION_SECONDS = 0.1
 MAX_DURATION_SECONDS = 365 * 24 * 3600.0  # as good as never, and within every timer's range
@@ -223,6 +225,7 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "lease": ("lease", _duration),
         "series": ("series", _patterns),
         "exclude_series": ("exclude_series", _patterns),
+        "max_charts": ("max_charts", _int_in(1, MOST_CHARTS)),
     },
     "email": {
         "to": ("email_to", _addresses),

@@ -27,7 +27,7 @@ from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
 from ..sources.base import quiet_status
-from ..sources.series import SeriesFilter
+from ..sources.series import MAX_CHARTS, MOST_CHARTS, SeriesFilter
 from ..storage.budget import budget_bytes
 from ..storage.lease import DEFAULT_LEASE_SECONDS
 from ..storage.mirror import Mirror
@@ -448,7 +448,9 @@ def _add_mail_arguments(
 
 def _add_series_arguments(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:
     group = parser.add_argument_group(
-        "series", "which logged series are reported as losses (default: every scalar series)"
+        "series",
+        "which logged series are reported as losses (default: every scalar series but "
+        "learning rates, epochs, gradient norms and throughput, which stay in the CSV)",
     )
     group.add_argument(
         "--series",
@@ -456,7 +458,8 @@ def _add_series_arguments(parser: argparse.ArgumentParser, settings: dict[str, A
         type=_pattern,
         default=settings.get("series", []),
         metavar="PATTERN",
-        help="report only series matching PATTERN (shell-style: 'train/*'); repeatable",
+        help="report only series matching PATTERN (shell-style: 'train/*'), each as a loss "
+        "('*': every series, learning rates too); repeatable",
     )
     group.add_argument(
         "--exclude-series",
@@ -465,6 +468,14 @@ def _add_series_arguments(parser: argparse.ArgumentParser, settings: dict[str, A
         default=settings.get("exclude_series", []),
         metavar="PATTERN",
         help="leave out series matching PATTERN ('*lr*', 'grad_norm'); repeatable",
+    )
+    group.add_argument(
+        "--max-charts",
+        type=_int_flag(1, MOST_CHARTS),
+        default=settings.get("max_charts", MAX_CHARTS),
+        metavar="N",
+        help=f"draw at most N losses, those that matter first (default {MAX_CHARTS}); the rest "
+        "are in the CSV and named in the report",
     )
 
 
@@ -476,7 +487,7 @@ def _pattern(text: str) -> str:
 
 
 def _series_filter(args: argparse.Namespace) -> SeriesFilter:
-    return SeriesFilter(tuple(args.series), tuple(args.exclude_series))
+    return SeriesFilter(tuple(args.series), tuple(args.exclude_series), args.max_charts)
 
 
 def _add_alert_arguments(parser: argparse.ArgumentParser, settings: dict[str, Any]) -> None:

@@ -60,7 +60,7 @@ class WatchOptions:
     report_url: str | None = None  # where `lossreport serve` shows the runs, for alert links
     # --output: where the reports of runs whose folders are not writable go (runformat.homes)
     output: Path | None = None
-    series: SeriesFilter = field(default_factory=SeriesFilter)  # which series are losses
+    series: SeriesFilter = field(default_factory=SeriesFilter)  # losses, how many drawn
 
     @property
     def health_every(self) -> float:

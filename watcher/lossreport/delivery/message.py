@@ -24,12 +24,14 @@ from .. import storage
 from ..errors import FileTooLargeError
 from ..report import pages, stats, vega
 from ..report.render import RenderResult
+from ..report.shown import listed, shortened
 
 CHART_PPI = 96  # about 1000 px wide, shown at 672 px: sharp on high-density screens, ~250 KB
 CHART_CID = "combined-chart"
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024  # a common mail server limit is 10 to 25 MB
 # gzip shrinks a loss CSV 3-5x: a larger one could not fit even gzipped, so it is not read
 MAX_CSV_TO_PACK_BYTES = 100 * 1024 * 1024
+SUBJECT_NAMES = 3  # losses a subject names (with NaN/inf, diverged); "and N more" after
 HEADER_RUN = "X-Lossreport-Run"
 HEADER_KEY = "X-Lossreport-Key"
 # Lines up to RFC 5322's 998 characters: the email package's folding of long headers that hold
@@ -49,16 +51,20 @@ def message_key(run: dict[str, Any]) -> str:
 
 
 def subject(result: RenderResult) -> str:
-    """Run, status and what went wrong, so the inbox list alone tells which runs need a look."""
+    """Run, status and what went wrong, so the inbox list alone tells which runs need a look.
+    Each name is shortened and at most SUBJECT_NAMES losses named (report/shown.py)."""
     run = result.run
-    text = f"[lossreport] {run['run_id']} {run['status']}: {run['model']} · {run['hook']}"
+    run_id, status, model, hook = (
+        shortened(str(run[key])) for key in ("run_id", "status", "model", "hook")
+    )
+    text = f"[lossreport] {run_id} {status}: {model} · {hook}"
     losses = result.stats["losses"]
     non_finite = [name for name, loss in losses.items() if loss["nan_count"] or loss["inf_count"]]
     diverged = [name for name, loss in losses.items() if stats.diverged(loss)]
     if non_finite:
-        text += f" · NaN/inf in {', '.join(non_finite)}"
+        text += f" · NaN/inf in {listed(non_finite, SUBJECT_NAMES)}"
     if diverged:
-        text += f" · diverged: {', '.join(diverged)}"
+        text += f" · diverged: {listed(diverged, SUBJECT_NAMES)}"
     if result.problems:
         text += f" · {len(result.problems)} inputs skipped"
     return header_text(text)

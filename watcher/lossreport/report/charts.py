@@ -15,6 +15,7 @@ import numpy as np
 from . import theme
 from .downsample import minmax, thin_steps
 from .history import FloatArray, IntArray, LossSeries
+from .shown import distinct_shortened, shortened
 
 WIDTH = 560
 HEIGHT = 240
@@ -22,6 +23,9 @@ COMBINED_BUCKETS = 500
 NON_FINITE_LABEL = "NaN / inf step"
 SMOOTH_POINTS = 600  # the moving average is smooth: this many points draw it exactly enough
 LOG_RANGE_RATIO = 100.0
+# Names are shortened further than shown.py's budget to fit where a chart draws them: a title
+# line as wide as the chart, the y axis's title, a line of the legend (theme's labelLimit).
+TITLE_LINE_CHARS, AXIS_TITLE_CHARS, LEGEND_LABEL_CHARS = 56, 34, 48
 _UNDRAWABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # 0, 500, 20k, 1.5M: short step labels that never read "0M".
 STEP_AXIS = alt.Axis(
@@ -35,8 +39,28 @@ STEP_AXIS = alt.Axis(
 def chart_text(text: str) -> str:
     """User text as the chart engine can draw it. A control character (a newline in a model
     name, a stray byte in a column name) makes vl-convert abort the whole process, so each one
-    becomes U+FFFD."""
+    becomes U+FFFD. Names in it are shortened already (shown.py); titles are still held to the
+    chart's width, so no text can widen a chart."""
     return _UNDRAWABLE.sub("\ufffd", text)
+
+
+def title_lines(what: str, model: str, hook: str) -> list[str]:
+    """A chart's title, `what — model · hook`, on one line where it fits the chart's width and
+    otherwise on two or three, each part shortened to fit a line: no part is cut off by
+    another, and no line by the chart engine (names of narrow letters, the most)."""
+    one = f"{what} — {model} · {hook}"
+    if len(one) <= TITLE_LINE_CHARS:
+        return [one]
+    run = f"{model} · {hook}"
+    if len(run) <= TITLE_LINE_CHARS:
+        return [shortened(what, TITLE_LINE_CHARS), run]
+    return [shortened(text, TITLE_LINE_CHARS) for text in (what, model, hook)]
+
+
+def _title(title: str | list[str], subtitle: str) -> alt.TitleParams:
+    """Held to the chart's width: Vega ends a line of wide letters with an ellipsis."""
+    lines = [title] if isinstance(title, str) else title
+    return alt.TitleParams([chart_text(line) for line in lines], subtitle=[subtitle], limit=WIDTH)
 
 
 def moving_average(values: FloatArray, window: int, at: IntArray) -> FloatArray:
@@ -66,8 +90,9 @@ def smoothing_window(total_steps: int) -> int:
     return max(1, total_steps // 20)
 
 
-def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[str, Any]:
-    """Raw curve, moving average, mean rule, min/max/final marks and NaN/inf ticks."""
+def loss_chart(series: LossSeries, stats: dict[str, Any], title: str | list[str]) -> dict[str, Any]:
+    """Raw curve, moving average, mean rule, min/max/final marks and NaN/inf ticks; `title`: a
+    line or lines (`title_lines`)."""
     finite = np.isfinite(series.values)
     steps, values = series.steps[finite], series.values[finite]
     window = smoothing_window(series.values.size)
@@ -86,8 +111,11 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[st
     if non_finite:
         legend_domain.append(NON_FINITE_LABEL)
         legend_range.append(theme.NAN_COLOUR)
-    y_title = f"{chart_text(series.name)}{' (log scale)' if log_axis else ''}"
-    y = alt.Y("value:Q", title=y_title, scale=_y_scale(log_axis))
+    name = shortened(
+        series.name, AXIS_TITLE_CHARS - len(" (log scale)") if log_axis else AXIS_TITLE_CHARS
+    )
+    y_title = f"{chart_text(name)}{' (log scale)' if log_axis else ''}"
+    y = alt.Y("value:Q", title=y_title, scale=_y_scale(log_axis), axis=alt.Axis(titleLimit=HEIGHT))
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
     colour = alt.Color(
         "series:N",
@@ -125,19 +153,20 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str) -> dict[st
     chart = alt.layer(*layers).properties(
         width=WIDTH,
         height=HEIGHT,
-        title=alt.TitleParams(chart_text(title), subtitle=[_stats_line(stats, series.values.size)]),
+        title=_title(title, _stats_line(stats, series.values.size)),
     )
     return _finish(chart, datasets)
 
 
-def combined_chart(all_series: list[LossSeries], title: str) -> dict[str, Any]:
+def combined_chart(all_series: list[LossSeries], title: str | list[str]) -> dict[str, Any]:
     """Every loss together: a linear panel and a log panel (positive values only)."""
+    labels = distinct_shortened((series.name for series in all_series), LEGEND_LABEL_CHARS)
     records: list[dict[str, Any]] = []
     for series in all_series:
         finite = np.isfinite(series.values)
         steps, values = minmax(series.steps[finite], series.values[finite], COMBINED_BUCKETS)
-        records += _records(steps, values, chart_text(series.name))
-    names = [chart_text(series.name) for series in all_series]
+        records += _records(steps, values, chart_text(labels[series.name]))
+    names = [chart_text(labels[series.name]) for series in all_series]
     colour = alt.Color(
         "series:N",
         title="loss",
@@ -162,11 +191,7 @@ def combined_chart(all_series: list[LossSeries], title: str) -> dict[str, Any]:
         linear.properties(width=WIDTH, height=HEIGHT - 40),
         log.properties(width=WIDTH, height=HEIGHT - 40),
         spacing=18,
-    ).properties(
-        title=alt.TitleParams(
-            chart_text(title), subtitle=["all losses; lower panel on a log axis (positive values)"]
-        )
-    )
+    ).properties(title=_title(title, "all losses; lower panel on a log axis (positive values)"))
     return _finish(chart, {"curves": records})
 
 

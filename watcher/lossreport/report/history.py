@@ -43,6 +43,10 @@ class LossHistory:
     def loss_names(self) -> list[str]:
         return [name for name in self.table.column_names if name != runformat.STEP]
 
+    def select(self, names: list[str]) -> LossHistory:
+        """The history of the losses `names` alone, in that order (the rows stay)."""
+        return LossHistory(self.table.select([runformat.STEP, *names]))
+
     @property
     def total_steps(self) -> int:
         return int(self.table.num_rows)

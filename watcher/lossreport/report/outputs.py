@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 from .. import runformat, storage
 from . import charts
 from .history import LossHistory, LossSeries
+from .shown import shortened
 from .vega import ChartRenderer
 
 REPORT_PREFIXES = ("loss_curves_", "loss_history_", "loss_summary_", "loss_report_")
@@ -33,6 +34,7 @@ COMBINED = "combined"  # the combined chart's part of its file name, where a los
 # would pass, with room for atomic_file's temp name around them.
 MAX_FILE_NAME = 200
 _PART_LIMIT = 50
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet cell a formula
 _DIGEST_LENGTH = 8
 
 
@@ -137,14 +139,16 @@ def write_charts(
     all_series = [s for s in history.series() if s.values.size]
     pngs = names.loss_pngs(series.name for series in all_series)
     planned: list[tuple[Path, str, Callable[[], dict[str, Any]]]] = []
+    model, hook = shortened(names.model), shortened(names.hook)
     for series in all_series:
-        title = f"{series.name} — {names.model} · {names.hook}"
-        spec = partial(charts.loss_chart, series, stats["losses"][series.name], title)
+        lines = charts.title_lines(series.name, names.model, names.hook)
+        spec = partial(charts.loss_chart, series, stats["losses"][series.name], lines)
+        title = f"{shortened(series.name)} — {model} · {hook}"
         planned.append((folder / pngs[series.name], title, spec))
     if _has_finite(all_series):
-        title = f"All losses — {names.model} · {names.hook}"
-        spec = partial(charts.combined_chart, all_series, title)
-        planned.append((folder / names.combined_png, title, spec))
+        lines = charts.title_lines("All losses", names.model, names.hook)
+        spec = partial(charts.combined_chart, all_series, lines)
+        planned.append((folder / names.combined_png, f"All losses — {model} · {hook}", spec))
     # Each spec is built as the renderer takes it, so a helper process draws the first chart
     # while this one builds the next.
     specs = (build() for _, _, build in planned)
@@ -157,14 +161,23 @@ def write_charts(
 
 
 def write_csv(path: Path, history: LossHistory) -> Path:
-    """Every logged row, `step` first; floats in shortest round-trip form, missing as empty."""
+    """Every logged row, `step` first; floats in shortest round-trip form, missing as empty.
+
+    Every cell is a number (an integer step, a float loss: `-0.5` stays a number); the header
+    is the loss names, which a spreadsheet would run as formulas, so each is `inert`."""
     header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow(history.table.column_names)
+    csv.writer(header, lineterminator="\n").writerow(map(inert, history.table.column_names))
     options = pacsv.WriteOptions(include_header=False)  # pyarrow would quote every name
     with storage.atomic_file(path) as handle:
         handle.write(header.getvalue().encode())
         pacsv.write_csv(history.table, handle, write_options=options)
     return path
+
+
+def inert(text: str) -> str:
+    """`text` as a spreadsheet shows it rather than runs it (OWASP's CSV injection advice): a
+    leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'` before it."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
 def write_json(path: Path, document: dict[str, Any]) -> Path:

@@ -21,9 +21,11 @@ import markupsafe
 from .. import runformat
 from ..clock import utc_time
 from ..runformat import GRAPHS_DIR
+from ..sources.series import Drawn
 from ..version import __version__
 from . import theme
 from .outputs import Chart
+from .shown import MAX_FULL_CHARS, listed, shortened
 
 TEMPLATE = "report.html.j2"
 INDEX_TEMPLATE = "index.html.j2"
@@ -89,6 +91,10 @@ def _environment() -> jinja2.Environment:
     environment.filters["as_json"] = lambda value: json.dumps(value, default=str)
     environment.filters["breakable"] = breakable
     environment.filters["joined_names"] = joined_names
+    environment.filters["short"] = lambda text: shortened(str(text))
+    environment.filters["shown"] = shown
+    environment.filters["listed"] = listed
+    environment.filters["shown_full"] = lambda text: shortened(str(text), MAX_FULL_CHARS)
     environment.globals["nan_colour"] = theme.NAN_COLOUR
     environment.globals["nan_colour_name"] = theme.NAN_COLOUR_NAME
     return environment
@@ -98,6 +104,19 @@ def joined_names(names: list[str | None]) -> str:
     """A run's names (model, hook, architecture) as one title, leaving out those it has not:
     another tool's run has no hook."""
     return " · ".join(name for name in names if name)
+
+
+def shown(text: Any, wrap: bool = False) -> markupsafe.Markup:
+    """A user's text, escaped and shortened to MAX_SHOWN_CHARS (shown.py), with up to
+    MAX_FULL_CHARS of it in a tooltip; `wrap`: `breakable`."""
+    text = str(text)
+    short = shortened(text)
+    inner = breakable(short) if wrap else markupsafe.escape(short)
+    if short == text:
+        return inner
+    return markupsafe.Markup('<span title="{}">{}</span>').format(
+        shortened(text, MAX_FULL_CHARS), inner
+    )
 
 
 def breakable(text: str) -> markupsafe.Markup:
@@ -117,10 +136,11 @@ def render_html(
     problems: list[str],
     anomalies: list[str],
     alerts: list[dict[str, Any]] | None = None,
+    not_drawn: Drawn | None = None,
 ) -> str:
     """The report page. `run` holds run.json's fields (and `duration`); `combined_chart` is the
     file name of the all-losses chart among `charts`; `files` maps a label to a file name in
-    the same folder."""
+    the same folder; `not_drawn`: the series kept in the CSV only."""
     images = [
         {
             "title": chart.title,
@@ -141,6 +161,7 @@ def render_html(
         problems=problems,
         anomalies=anomalies,
         alerts=alerts or [],
+        not_drawn=not_drawn or Drawn([]),
         csp=REPORT_CSP,
     )
 

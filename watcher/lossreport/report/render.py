@@ -31,6 +31,7 @@ from . import pages, stats
 from .history import LossHistory, from_table
 from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
 from .pages import flat_config
+from .shown import MAX_FULL_CHARS, listed, shortened
 from .vega import ChartRenderer
 
 logger = logging.getLogger(__name__)
@@ -159,16 +160,21 @@ def record_render(home_fd: int, result: RenderResult, *, by_daemon: bool = False
 
 
 def index_entry(result: RenderResult) -> dict[str, Any]:
-    """The run's row in the runs index, as the marker keeps it."""
+    """The run's row in the runs index, as the marker keeps it: names up to MAX_FULL_CHARS,
+    so a marker stays well within what is read back of one (storage.MAX_MARKER_BYTES)."""
+    losses = {
+        shortened(name, MAX_FULL_CHARS): loss for name, loss in result.stats["losses"].items()
+    }
+    architecture = result.run.get("architecture")
     return {
         "run_id": result.run_dir.name,
         "status": result.status,
-        "model": result.stats["model_name"],
-        "hook": result.stats["hook_name"],
-        "architecture": result.run.get("architecture"),
+        "model": shortened(result.stats["model_name"], MAX_FULL_CHARS),
+        "hook": shortened(result.stats["hook_name"], MAX_FULL_CHARS),
+        "architecture": architecture and shortened(str(architecture), MAX_FULL_CHARS),
         "steps": result.stats["total_steps"],
-        "final": {name: loss["final"] for name, loss in result.stats["losses"].items()},
-        "minimum": {name: loss["min"] for name, loss in result.stats["losses"].items()},
+        "final": {name: loss["final"] for name, loss in losses.items()},
+        "minimum": {name: loss["min"] for name, loss in losses.items()},
         "started_at": result.run.get("started_at"),
         "duration_seconds": result.run.get("duration_seconds"),
         "config": flat_config(result.run.get("config")),
@@ -216,23 +222,25 @@ def render_held(
         data = source.read_losses(run_dir, cache=cache)
         problems += data.skipped
         table, left_out = series.apply(data.table)
-        history = from_table(table)
+        history = from_table(table)  # every kept series, for the CSV
+        drawn = series.drawn(history.loss_names)
+        losses = history.select(drawn.losses)  # what is drawn and summarised
         started = runformat.parse_time(record.started_at)
         names = OutputNames.for_run(record.model, record.hook, started)
-        summary = stats.summary_stats(history, record.model, record.hook)
+        summary = stats.summary_stats(losses, record.model, record.hook)
         anomalies = stats.anomalies(summary)
         alerts = runformat.read_alert_log(home)
         if status is None and inputs.silence_finishes:  # no daemon said; the default rule
             status = quiet_status(inputs, utc_time())
         page_fields = _page_fields(record, status, source, inputs)
         page_fields["series_left_out"] = (
-            f"{series.describe()}: {', '.join(left_out)}" if left_out else None
+            f"{series.describe()}: {listed(left_out)}" if left_out else None
         )
         final_dir = home / runformat.GRAPHS_DIR
         stage = _make_stage(home, run_fd)
         try:
             csv_written = helper.submit(write_csv, stage / names.csv, history)
-            drawn = write_charts(stage, history, summary, names, renderer)
+            charts = write_charts(stage, losses, summary, names, renderer)
             document = {
                 "run": {
                     **_run_fields(record, status),
@@ -240,6 +248,7 @@ def render_held(
                     "status_rule": inputs.status_rule,
                 },
                 **summary,
+                "not_drawn": {"losses": drawn.not_drawn, "other_series": drawn.not_losses},
                 "anomalies": anomalies,
                 "alerts": alerts,
                 "skipped": problems,
@@ -252,8 +261,9 @@ def render_held(
             page = pages.render_html(
                 run=page_fields,
                 stats=summary,
-                charts=drawn,
+                charts=charts,
                 combined_chart=names.combined_png,
+                not_drawn=drawn,
                 files=files,
                 problems=problems,
                 anomalies=anomalies,
@@ -269,7 +279,7 @@ def render_held(
             raise
     return RenderResult(
         run_dir=run_dir,
-        charts=[final_dir / chart.path.name for chart in drawn],
+        charts=[final_dir / chart.path.name for chart in charts],
         csv=final_dir / names.csv,
         summary=final_dir / names.summary_json,
         report=final_dir / names.report_html,
@@ -279,9 +289,9 @@ def render_held(
         problems=problems,
         alerts=alerts,
         combined_svg=next(
-            (chart.svg for chart in drawn if chart.path.name == names.combined_png), None
+            (chart.svg for chart in charts if chart.path.name == names.combined_png), None
         ),
-        curves=overview_curves(history),
+        curves=overview_curves(losses),
         fingerprint=fingerprint,
         home=home,
     )
@@ -306,7 +316,9 @@ def overview_curves(history: LossHistory, points: int = OVERVIEW_POINTS) -> dict
         buckets = np.array_split(np.arange(values.size), min(points, values.size))
         with np.errstate(over="ignore"):
             means = [(int(steps[b[-1]]), float(f"{values[b].mean():.4g}")) for b in buckets]
-        curves[series.name] = [[step, mean] for step, mean in means if np.isfinite(mean)]
+        curves[shortened(series.name, MAX_FULL_CHARS)] = [
+            [step, mean] for step, mean in means if np.isfinite(mean)
+        ]
     return curves
 
 

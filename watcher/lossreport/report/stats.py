@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .history import FloatArray, LossHistory, LossSeries
+from .shown import shortened
 
 
 def loss_stats(series: LossSeries) -> dict[str, Any]:
@@ -109,9 +110,11 @@ LARGE = 1e15  # from here on fixed-point notation is a wall of digits (1e308 has
 
 
 def anomalies(stats: dict[str, Any]) -> list[str]:
-    """Plain-language notes on NaN/inf values and diverged losses, for reports and subjects."""
+    """Plain-language notes on NaN/inf values and diverged losses, for reports and subjects;
+    names shortened (shown.py)."""
     notes = []
-    for name, loss in stats["losses"].items():
+    for whole, loss in stats["losses"].items():
+        name = shortened(whole)
         if loss["nan_count"] or loss["inf_count"]:
             notes.append(f"{name}: {loss['nan_count']} NaN, {loss['inf_count']} inf")
         if diverged(loss):
@@ -136,12 +139,12 @@ def console_summary(stats: dict[str, Any]) -> str:
     """The feature document's "Loss Training Summary" block."""
     lines = [
         "Loss Training Summary:",
-        f"  Model: {stats['model_name']}",
-        f"  Hook: {stats['hook_name']}",
+        f"  Model: {shortened(stats['model_name'])}",
+        f"  Hook: {shortened(stats['hook_name'])}",
         f"  Total Steps: {stats['total_steps']}",
     ]
     for name, loss in stats["losses"].items():
-        lines.append(f"  {name}:")
+        lines.append(f"  {shortened(name)}:")
         if loss["final"] is None:
             lines.append("    no finite values")
         else:
