@@ -56,7 +56,7 @@ def hue_name(colour: str) -> str:
     return next(name for bound, name in names if hue * 360 < bound)
 
 
-def test_the_nan_marker_is_the_colour_the_caption_and_the_readme_name() -> None:
+def test_the_nan_marker_is_the_colour_the_caption_and_the_docs_name() -> None:
     values = np.linspace(1, 2, 100)
     values[10] = math.nan
     spec = _spec(values)
@@ -66,8 +66,8 @@ def test_the_nan_marker_is_the_colour_the_caption_and_the_readme_name() -> None:
     assert drawn == theme.NAN_COLOUR
     said = re.search(r"1 NaN/inf step marked in (\w+)", spec["title"]["subtitle"][0])
     assert said is not None and said[1] == theme.NAN_COLOUR_NAME == hue_name(drawn)
-    readme = (ROOT / "README.md").read_text()
-    assert f"NaN/inf steps in {theme.NAN_COLOUR_NAME} |" in readme
+    files_table = (ROOT / "docs" / "reports.md").read_text()
+    assert f"NaN/inf steps in {theme.NAN_COLOUR_NAME} |" in files_table
 
 
 def test_a_loss_spanning_orders_of_magnitude_gets_a_log_axis() -> None:
