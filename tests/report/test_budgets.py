@@ -20,7 +20,7 @@ from playwright.sync_api import Browser
 import lossreport
 from lossreport import runformat
 from lossreport.cli import config
-from lossreport.delivery.message import subject
+from lossreport.delivery.message import build_message, subject
 from lossreport.errors import ConfigError
 from lossreport.report.render import render_run
 from lossreport.report.shown import MAX_FULL_CHARS, MAX_SHOWN_CHARS, shortened
@@ -89,6 +89,21 @@ def test_long_names_are_shortened_where_shown_and_kept_whole_in_the_data(runs_di
     with result.csv.open(newline="") as handle:
         assert LONG_LOSS in next(csv.reader(handle))
     assert runformat.read_run_file(run_dir).model == MODEL
+
+
+def test_a_mail_shows_a_100_000_character_name_within_the_page_budget(runs_dir: Path) -> None:
+    model = "gpt2-small/" + "é" * 100_000
+    result = render_run(_run_with_foreign_shard(runs_dir, "huge-model", {}, model=model, hook=""))
+
+    message = build_message(
+        result, recipients=["a@example.com"], sender="b@example.com", run_name="r"
+    )
+
+    plain = message.get_body(("plain",))
+    assert plain is not None
+    text = plain.get_content()
+    assert shortened(model, MAX_FULL_CHARS) in text and len(text) < 20 * MAX_FULL_CHARS
+    assert "·" not in str(message["Subject"]).split(":", 1)[1]  # no hook: no dangling separator
 
 
 def test_a_report_with_long_names_reads_in_a_browser(runs_dir: Path, browser: Browser) -> None:

@@ -23,6 +23,7 @@ from .. import runformat
 from ..alerts import words
 from ..alerts.check import Alert
 from ..report.outputs import OutputNames
+from ..report.shown import MAX_FULL_CHARS, shortened
 from .mailjob import MailJob
 from .message import HEADER_KEY, HEADER_RUN, MAIL_POLICY, header_text, report_link
 from .outbox import POST_SUFFIX, Outbox
@@ -54,10 +55,10 @@ class RaisedAlert:
 
     def text(self) -> str:
         """One paragraph in Slack's formatting: the run, what happened, a link to look."""
-        said = (
-            f"lossreport alert for run {self.run_name} ({self.run.model} · {self.run.hook}): "
-            f"{self.alert.detail}"
+        names = shortened(self.run.model) + (
+            f" · {shortened(self.run.hook)}" if self.run.hook else ""
         )
+        said = f"lossreport alert for run {shortened(self.run_name)} ({names}): {self.alert.detail}"
         link = f" <{_link_target(self.url)}|Open the report>" if self.url else ""
         return slack_escape(said) + link
 
@@ -109,11 +110,11 @@ def queue(outbox: Outbox, raised_alert: RaisedAlert, target: AlertTarget) -> Non
 
 def _email(raised_alert: RaisedAlert, mail: MailJob) -> EmailMessage:
     alert = raised_alert.alert
-    where = f" in {alert.loss}" if alert.loss else ""
+    where = f" in {shortened(alert.loss)}" if alert.loss else ""
     at = f" at step {words.count(alert.step)}" if alert.step is not None else ""
     message = EmailMessage(policy=MAIL_POLICY)
     message["Subject"] = header_text(
-        f"[lossreport] ALERT {raised_alert.run_name}: {alert.rule}{where}{at}"
+        f"[lossreport] ALERT {shortened(raised_alert.run_name)}: {alert.rule}{where}{at}"
     )
     message["From"] = mail.sender
     message["To"] = ", ".join(mail.recipients)
@@ -125,7 +126,8 @@ def _email(raised_alert: RaisedAlert, mail: MailJob) -> EmailMessage:
     message.set_content(
         f"{alert.detail}\n\n"
         f"Run: {raised_alert.run_name} (run id {raised_alert.run.run_id})\n"
-        f"Model: {raised_alert.run.model}\nHook: {raised_alert.run.hook}\n"
+        f"Model: {shortened(raised_alert.run.model, MAX_FULL_CHARS)}\n"
+        f"Hook: {shortened(raised_alert.run.hook or '', MAX_FULL_CHARS)}\n"
         f"Rule: {alert.rule}\n"
         + (f"Loss: {alert.loss}\n" if alert.loss else "")
         + (f"Step: {words.count(alert.step)}\n" if alert.step is not None else "")

@@ -24,7 +24,7 @@ from .. import storage
 from ..errors import FileTooLargeError
 from ..report import pages, stats, vega
 from ..report.render import RenderResult
-from ..report.shown import listed, shortened
+from ..report.shown import MAX_FULL_CHARS, listed, shortened
 
 CHART_PPI = 96  # about 1000 px wide, shown at 672 px: sharp on high-density screens, ~250 KB
 CHART_CID = "combined-chart"
@@ -57,7 +57,7 @@ def subject(result: RenderResult) -> str:
     run_id, status, model, hook = (
         shortened(str(run[key])) for key in ("run_id", "status", "model", "hook")
     )
-    text = f"[lossreport] {run_id} {status}: {model} · {hook}"
+    text = f"[lossreport] {run_id} {status}: {model}" + (f" · {hook}" if hook else "")
     losses = result.stats["losses"]
     non_finite = [name for name, loss in losses.items() if loss["nan_count"] or loss["inf_count"]]
     diverged = [name for name, loss in losses.items() if stats.diverged(loss)]
@@ -147,11 +147,15 @@ def _history_attachment(
     return None, f"not attached: {size:.0f} MB even gzipped; it is beside the report"
 
 
+NAMES = ("model", "hook", "run_id")  # shortened like a page's cells: the data files keep them
+
+
 def _plain_text(result: RenderResult, link: str | None, attachment_note: str | None) -> str:
     run = result.run
+    model, hook, run_id = (shortened(str(run[key] or ""), MAX_FULL_CHARS) for key in NAMES)
     lines = [
-        f"{run['model']} · {run['hook']}: {run['status']}",
-        f"run {run['run_id']}"
+        model + (f" · {hook}" if hook else "") + f": {run['status']}",
+        f"run {run_id}"
         + (f" · {run['architecture']} SAE" if run.get("architecture") else "")
         + (f" · {run['duration']}" if run.get("duration") else ""),
         "",
