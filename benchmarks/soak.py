@@ -59,7 +59,7 @@ FLUSH_EVERY = 200
 CONCURRENT_TRAINERS = 12  # a cluster's worth at a time, on 2 cores
 STEP_DELAY = "0.002"  # a training step's compute, so the chaos can strike mid-run
 MAX_DAEMON_MAIN_MB = 250.0
-MAX_WORKER_MB = 1500.0  # a render worker or chart helper, hostile runs included
+MAX_WORKER_MB = 1024.0  # a render worker or chart helper, hostile runs included
 DAEMON_ARGS = ("--stale-after", "3s", "--rescan-every", "30s")
 FINAL_STATUSES = ("completed", "failed", "stalled", "unknown")  # unknown: a garbled run.json
 RERENDERS_TO_CATCH = 3  # a render missed by the deleter is asked for again this often
@@ -350,7 +350,8 @@ def soak(workdir: Path, args: argparse.Namespace, place: Place) -> Figures:
     daemon.stop()
     if daemon.process.returncode != 0:
         figures.failures.append(f"the daemon exited {daemon.process.returncode} on SIGTERM")
-    _check_deleted(runs_dir, deletions, {group[0].run_id for group in kept}, figures)
+    kept_ids = {group[0].run_id for group in kept} | {hostile.run_dir.name for hostile in hostiles}
+    _check_deleted(runs_dir, deletions, kept_ids, figures)
     reports = runs_dir if place.proxy is None else _download(place, workdir / "bucket")
     for group in kept:
         run_id = group[0].run_id
