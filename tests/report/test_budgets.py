@@ -282,3 +282,28 @@ def test_a_page_tooltip_holds_at_most_the_full_budget() -> None:
     (tooltip,) = re.findall(r'title="([^"]*)"', markup)
     assert len(tooltip) == MAX_FULL_CHARS
     assert len(re.sub(r"<[^>]+>", "", markup)) == MAX_SHOWN_CHARS
+
+
+def test_served_pages_show_long_names_within_the_budgets(runs_dir: Path) -> None:
+    from tests.support.serve_thread import server_thread
+    from tests.support.server import request
+
+    keys = []
+    for lr in (1e-4, 3e-4):
+        with lossreport.start_run(runs_dir, model=MODEL, hook=HOOK, config={"lr": lr}) as run:
+            for step in range(50):
+                run.log(step, mse_loss=1.0 / (step + 1) + lr)
+        render_run(run.path)
+        keys.append(run.path.name)
+    with server_thread(runs_dir) as port:
+        status, _, index = request(port, "/")
+        status_run, _, run_page = request(port, f"/.run/{keys[0]}")
+    assert status == status_run == 200
+    for page in (index.decode(), run_page.decode()):
+        cells = re.findall(r"<td>(.*?)</td>", page) + re.findall(
+            r"<option[^>]*>(.*?)</option>", page
+        )
+        names = [re.sub(r"<div.*?</div>|<[^>]+>", "", cell) for cell in cells]  # not the links
+        shown_texts = [html.unescape(name) for name in names]
+        assert [text for text in shown_texts if len(text) > MAX_SHOWN_CHARS] == []
+    assert shortened(MODEL) in html.unescape(index.decode())
