@@ -328,7 +328,6 @@ def test_two_daemons_on_one_bucket_render_each_run_once(
 
 
 @pytest.mark.usefixtures("in_process")
-@pytest.mark.usefixtures("in_process")
 def test_a_daemon_with_output_writes_every_report_there_and_nothing_to_the_store(
     store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
 ) -> None:
@@ -350,6 +349,7 @@ def test_a_daemon_with_output_writes_every_report_there_and_nothing_to_the_store
     assert [k for k in keys(boto(store[0].url), bucket, "runs/") if "loss_graphs" in k] == []
 
 
+@pytest.mark.usefixtures("in_process")
 def test_the_store_lets_one_daemon_of_many_take_a_lease(bucket: str) -> None:
     url = s3.StoreUrl(bucket, "runs")
     contenders = [Leases(url, runformat.LEASE_FILE) for _ in range(8)]
