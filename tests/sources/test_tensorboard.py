@@ -345,6 +345,13 @@ def test_a_read_with_nothing_new_maps_the_last_table_and_reads_no_part(
     assert added.table.num_rows == 48
     assert SOURCE.read_losses(run, cache).table.equals(added.table)
     assert logged_values(added.table)["train/l1_loss"][101] == other["train/l1_loss"][101]
+    # One that others could cut short while it is mapped (SIGBUS) is not mapped.
+    (wide,) = folder.glob("wide-*")
+    wide.chmod(0o664)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert SOURCE.read_losses(run, cache).table.equals(added.table)
+    assert "read-only" in caplog.text
     # A kept table that is no table is passed over: the parts are read.
     (wide,) = folder.glob("wide-*")
     wide.write_bytes(b"garbage" * 100)

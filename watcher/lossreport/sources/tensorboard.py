@@ -340,6 +340,10 @@ class _Cache:
                 info = os.fstat(fd)
                 if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= budget.left:
                     return None
+                if info.st_uid != os.geteuid() or info.st_mode & 0o222:
+                    # A mapped file cut short kills the process that reads it (SIGBUS): only
+                    # a read-only one of this user's own is mapped, which nobody else can cut.
+                    raise ValueError("not a read-only file of this user's")
                 mapped = mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ)
             finally:
                 os.close(fd)
@@ -358,11 +362,10 @@ class _Cache:
 
     def write_wide(self, name: str, table: pa.Table) -> None:
         """One record batch, uncompressed: mapped back without decoding or copying."""
-        with (
-            storage.atomic_file(self.folder / name, replace=False, dir_fd=self.fd) as handle,
-            pa.ipc.new_file(handle, table.schema) as writer,
-        ):
-            writer.write_table(table.combine_chunks())
+        with storage.atomic_file(self.folder / name, replace=False, dir_fd=self.fd) as handle:
+            with pa.ipc.new_file(handle, table.schema) as writer:
+                writer.write_table(table.combine_chunks())
+            os.fchmod(handle.fileno(), 0o444)  # read-only: see read_wide
 
     def write_part(self, name: str, table: pa.Table) -> None:
         with storage.atomic_file(self.folder / name, replace=False, dir_fd=self.fd) as handle:
