@@ -2,7 +2,7 @@
 long run costs the first time and again after a writer appends.
 
     python benchmarks/bench_tensorboard.py [--repeats 5] [--ea-repeats 1] [--steps 100000]
-        [--big-steps 1000000] [--append-steps 1000]
+        [--big-steps 1000000] [--append-steps 1000] [--small-steps 10000] [--skip-tensorboard]
 
 Event files are written here, fast, with TensorBoard's Event protos and TFRecord framing done
 by hand (google_crc32c): what PyTorch's SummaryWriter writes for 4 scalars a step
@@ -18,7 +18,11 @@ by hand (google_crc32c): what PyTorch's SummaryWriter writes for 4 scalars a ste
    (median ms): the new bytes parsed, the converted Parquet read back, the table made wide.
    Beside it, the parse of the new bytes alone, and `longform.to_wide` alone on the rows of
    the first read (what every read of the run pays, cache or not).
-4. A read with nothing new (median ms).
+4. A read with nothing new (median ms): the last read's table, kept in the cache, mapped.
+   Beside it, the same read with that table removed (what it cost before the table was kept:
+   every part read back and made wide, plus writing the table again).
+5. The same read with nothing new on a run of --small-steps steps, and the ratio of the two
+   (flat in run length; target: at most 1.5x).
 
 Needs the tensorboard extra (`pip install -e '.[tensorboard]'`).
 """
@@ -26,6 +30,7 @@ Needs the tensorboard extra (`pip install -e '.[tensorboard]'`).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -46,6 +51,7 @@ from lossreport.sources.tensorboard import TensorBoardSource
 
 TAGS = ("train/mse_loss", "train/l1_loss", "train/auxiliary_reconstruction_loss", "train/loss")
 TARGET_RATIO = 20.0
+TARGET_FLAT = 1.5
 SOURCE = TensorBoardSource()
 
 
@@ -132,7 +138,7 @@ def against_tensorboard(steps: int, repeats: int, ea_repeats: int) -> None:
     print(f"  ratio {ea / mine:.1f}x (target: at least {TARGET_RATIO:.0f}x)")
 
 
-def cached_reads(steps: int, append_steps: int, repeats: int) -> None:
+def cached_reads(steps: int, append_steps: int, repeats: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run, cache = Path(tmp) / "run", Path(tmp) / "cache"
         started = time.perf_counter()
@@ -172,11 +178,45 @@ def cached_reads(steps: int, append_steps: int, repeats: int) -> None:
         )
         print(f"    of which: the new bytes parsed     {statistics.median(parses) * 1e3:8.1f} ms")
         print(f"              to_wide of {steps:,} steps {statistics.median(wides) * 1e3:8.1f} ms")
-        idle = [timed(lambda: SOURCE.read_losses(run, cache))[0] for _ in range(repeats)]
+        idle = statistics.median(_idle_reads(run, cache, repeats))
+        print(f"  read with nothing new                {idle * 1e3:8.1f} ms  (median of {repeats})")
+        before = []
+        logging.getLogger("lossreport").setLevel(logging.ERROR)  # "table gone: parts read"
+        for _ in range(repeats):
+            for wide in (cache / "tensorboard").glob("wide-*"):
+                wide.unlink()
+            before.append(timed(lambda: SOURCE.read_losses(run, cache))[0])
         print(
-            f"  read with nothing new                {statistics.median(idle) * 1e3:8.1f} ms  "
-            f"(median of {repeats})"
+            f"    before (parts read, made wide)     {statistics.median(before) * 1e3:8.1f} ms  "
+            f"({statistics.median(before) / idle:.0f}x)"
         )
+        return idle
+
+
+def _idle_reads(run: Path, cache: Path, repeats: int) -> list[float]:
+    """Reads with nothing new (after one that keeps the table), each returning every row."""
+    rows = SOURCE.read_losses(run, cache).table.num_rows
+    times = []
+    for _ in range(repeats):
+        seconds, data = timed(lambda: SOURCE.read_losses(run, cache))
+        assert data.table.num_rows == rows and data.skipped == [], data.skipped
+        times.append(seconds)
+    return times
+
+
+def flat_reads(small_steps: int, big_steps: int, big_idle: float, repeats: int) -> None:
+    """A read with nothing new at `small_steps` against the one at `big_steps`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run, cache = Path(tmp) / "run", Path(tmp) / "cache"
+        write_run(run, small_steps)
+        small = statistics.median(_idle_reads(run, cache, repeats))
+    ratio = big_idle / small
+    print(f"\nread with nothing new, {small_steps:,} steps {small * 1e3:8.1f} ms")
+    print(f"read with nothing new, {big_steps:,} steps {big_idle * 1e3:8.1f} ms")
+    print(
+        f"  ratio {ratio:.2f}x (target: at most {TARGET_FLAT:.1f}x; before: about 0.6 s per "
+        f"1M steps): {'met' if ratio <= TARGET_FLAT else 'NOT met'}"
+    )
 
 
 def _parse_alone(path: Path, start: int) -> float:
@@ -213,9 +253,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--big-steps", type=int, default=1_000_000)
     parser.add_argument("--append-steps", type=int, default=1000)
+    parser.add_argument("--small-steps", type=int, default=10_000)
+    parser.add_argument("--skip-tensorboard", action="store_true", help="leave out part 1")
     args = parser.parse_args()
-    against_tensorboard(args.steps, args.repeats, args.ea_repeats)
-    cached_reads(args.big_steps, args.append_steps, args.repeats)
+    if not args.skip_tensorboard:
+        against_tensorboard(args.steps, args.repeats, args.ea_repeats)
+    idle = cached_reads(args.big_steps, args.append_steps, args.repeats)
+    flat_reads(args.small_steps, args.big_steps, idle, args.repeats)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,32 @@ def test_polling_mode_renders_a_completed_run(runs_dir: Path, tmp_path: Path) ->
         daemon.stop()
 
 
+def test_an_inotify_overflow_is_rescanned_once_and_misses_no_run(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """The daemon frozen, its inotify queue is overflowed, then a run finishes: its events
+    are past the overflow, lost, and only the rescan the overflow brings finds it (the
+    periodic one is an hour away)."""
+    daemon = Daemon(runs_dir, "--rescan-every", "3600", log=tmp_path / "daemon.log")
+    try:
+        daemon.wait_for_event("watching")
+        assert "InotifyObserver" in daemon.events("watching")[0]["message"]
+        queue_size = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+        daemon.process.send_signal(signal.SIGSTOP)
+        try:
+            for number in range(queue_size // 2 + 100):  # a create and a close-write each
+                (runs_dir / f".noise-{number}").touch()
+            run_dir = _finished_run(
+                runs_dir, "Qwen2.5-7B-Instruct/résumé-sweep", report_on_close=False
+            )
+        finally:
+            daemon.process.send_signal(signal.SIGCONT)
+        wait_rendered(run_dir, "completed", timeout=60)
+        assert len(daemon.events("events_lost")) == 1
+    finally:
+        daemon.stop()
+
+
 def test_systemd_hears_ready_watchdog_pings_and_stopping(runs_dir: Path, tmp_path: Path) -> None:
     address = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:

@@ -313,6 +313,51 @@ def test_an_appended_file_is_read_from_where_the_last_read_ended(tmp_path: Path)
     assert (cache / "tensorboard" / "state.json").stat().st_mtime_ns == state_before
 
 
+def test_a_read_with_nothing_new_maps_the_last_table_and_reads_no_part(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing new: the last read's table, kept whole, is returned without a part being read
+    (each is garbage now: read, it would be named and its file converted again). Anything new
+    (a file grown, a file added) is read, and the kept table never stands in for it."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    logged = simple_run(run, range(40))
+    first = SOURCE.read_losses(run, cache)
+    folder = cache / "tensorboard"
+    for part in folder.glob("*.parquet"):
+        part.write_bytes(b"not parquet")
+    with caplog.at_level("WARNING"):
+        again = SOURCE.read_losses(run, cache)
+    assert again.table.equals(first.table) and again.skipped == []
+    assert caplog.records == []
+    assert logged_values(again.table) == logged
+    shutil.rmtree(folder)  # parts that cannot be read: a fresh cache for the rest
+    SOURCE.read_losses(run, cache)
+    path = run / f"{EVENTS}1.host"
+    more = [
+        scalar_event("train/mse_loss", step, 1.0 / (step + 1), 1.7e9 + step)
+        for step in range(40, 45)
+    ]
+    write_events(path, more, mode="ab")
+    grown = SOURCE.read_losses(run, cache)
+    assert grown.table.num_rows == 45
+    other = simple_run(run, range(100, 103), name="2.host", scale=2.0)
+    added = SOURCE.read_losses(run, cache)
+    assert added.table.num_rows == 48
+    assert SOURCE.read_losses(run, cache).table.equals(added.table)
+    assert logged_values(added.table)["train/l1_loss"][101] == other["train/l1_loss"][101]
+    # One that others could cut short while it is mapped (SIGBUS) is not mapped.
+    (wide,) = folder.glob("wide-*")
+    wide.chmod(0o664)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert SOURCE.read_losses(run, cache).table.equals(added.table)
+    assert "read-only" in caplog.text
+    # A kept table that is no table is passed over: the parts are read.
+    (wide,) = folder.glob("wide-*")
+    wide.write_bytes(b"garbage" * 100)
+    assert SOURCE.read_losses(run, cache).table.equals(added.table)
+
+
 def test_a_truncated_last_record_is_read_once_the_writer_completes_it(tmp_path: Path) -> None:
     run, cache = tmp_path / "run", tmp_path / "cache"
     run.mkdir()
@@ -690,6 +735,8 @@ def test_a_cached_part_that_decodes_past_the_budget_is_never_decoded(
     )
     part = cache / "tensorboard" / name
     pq.write_table(planted, part, compression="zstd")
+    for wide in (cache / "tensorboard").glob("wide-*"):  # else the part is not read at all
+        wide.unlink()
     monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "16M")
     data = SOURCE.read_losses(run, cache)
     assert data.table.num_rows == 0

@@ -25,6 +25,7 @@ from lossreport.errors import InvalidInputError
 from lossreport.storage import s3
 from lossreport.storage.lease import Leases
 from lossreport.storage.mirror import Mirror
+from lossreport.storage.mirrorstate import STATE_FILE
 from tests.support.checks import assert_rows_are_exactly_the_logged_values
 from tests.support.daemon import Daemon, run_once
 from tests.support.procs import PYTHONPATH, ROOT, wait_for
@@ -327,7 +328,6 @@ def test_two_daemons_on_one_bucket_render_each_run_once(
 
 
 @pytest.mark.usefixtures("in_process")
-@pytest.mark.usefixtures("in_process")
 def test_a_daemon_with_output_writes_every_report_there_and_nothing_to_the_store(
     store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
 ) -> None:
@@ -349,6 +349,7 @@ def test_a_daemon_with_output_writes_every_report_there_and_nothing_to_the_store
     assert [k for k in keys(boto(store[0].url), bucket, "runs/") if "loss_graphs" in k] == []
 
 
+@pytest.mark.usefixtures("in_process")
 def test_the_store_lets_one_daemon_of_many_take_a_lease(bucket: str) -> None:
     url = s3.StoreUrl(bucket, "runs")
     contenders = [Leases(url, runformat.LEASE_FILE) for _ in range(8)]
@@ -411,6 +412,7 @@ def test_the_mirror_fetches_only_what_changed_and_never_leaves_its_folder(
     assert not unsent.exists()  # so the run is rendered, and sent, again
     found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert found == [
+        STATE_FILE,  # what it fetched, for its next start
         "r1/loss_graphs/.lossreport-rendered.json",
         "r1/losses/part-000001.parquet",
         "r1/run.json",
@@ -424,6 +426,65 @@ def test_the_mirror_fetches_only_what_changed_and_never_leaves_its_folder(
     client.delete_object(Bucket=bucket, Key="runs/r1/losses/part-000001.parquet")
     assert mirror.sync().removed == 1
     assert not (root / "r1/losses").exists()
+
+
+@pytest.mark.usefixtures("in_process")
+def test_a_restarted_mirror_fetches_only_what_changed_while_it_was_stopped(
+    store: tuple[MotoServer, FaultProxy], bucket: str, tmp_path: Path
+) -> None:
+    server = store[0]
+    client = boto(server.url)
+    url = f"s3://{bucket}/runs"
+    ids = []
+    for model in ("Qwen2.5-7B-Instruct", "модель-gpt2-small"):
+        with lossreport.start_run(url, model=model, hook="blocks.8.hook_resid_pre") as run:
+            for step in range(20):
+                run.log(step, mse_loss=1.0 / (step + 1), l1_loss=40.0 - step)
+        ids.append(str(run.path).rsplit("/", 1)[1])
+    done, other = ids
+    root = tmp_path / "mirror"
+    mirror = Mirror(s3.StoreUrl(bucket, "runs"), root, runformat.MIRROR_RULES)
+    assert mirror.sync().fetched == len(keys(client, bucket, "runs/"))
+    # The daemon renders one run and sends its report back, marker last.
+    report = root / done / runformat.GRAPHS_DIR
+    report.mkdir()
+    (report / "loss_report.html").write_text("<html>")
+    (report / runformat.MARKER).write_text('{"status": "completed"}')
+    assert mirror.rendered(done, report)
+    mirror.sync()
+    assert (report / "loss_report.html").exists()  # sent, not taken for an object gone
+    before = len(server.object_gets(bucket))
+
+    restarted = Mirror(s3.StoreUrl(bucket, "runs"), root, runformat.MIRROR_RULES)
+    assert restarted.sync().fetched == 0
+    assert server.object_gets(bucket)[before:] == []
+
+    # While it is stopped: a run writes a shard and run.json, a shard is deleted, and a file
+    # in the mirror is changed by hand.
+    shards = sorted(keys(client, bucket, f"runs/{other}/losses/"))
+    new_shard = shards[0].replace("part-000001", "part-000099")
+    client.copy_object(Bucket=bucket, Key=new_shard, CopySource=f"{bucket}/{shards[0]}")
+    run_json = f"runs/{other}/{runformat.RUN_FILE}"
+    body = client.get_object(Bucket=bucket, Key=run_json)["Body"].read()
+    client.put_object(Bucket=bucket, Key=run_json, Body=body + b" ")
+    gone = sorted(keys(client, bucket, f"runs/{done}/losses/"))[0]
+    client.delete_object(Bucket=bucket, Key=gone)
+    (root / done / runformat.RUN_FILE).write_text("{}")
+    before = len(server.object_gets(bucket))
+
+    again = Mirror(s3.StoreUrl(bucket, "runs"), root, runformat.MIRROR_RULES)
+    result = again.sync()
+    fetched = sorted(server.object_gets(bucket)[before:])
+    assert fetched == sorted([new_shard, run_json, f"runs/{done}/{runformat.RUN_FILE}"])
+    assert (result.fetched, result.removed) == (3, 1)
+    assert not (root / gone.removeprefix("runs/")).exists()
+    assert (root / done / runformat.RUN_FILE).read_bytes() == client.get_object(
+        Bucket=bucket, Key=f"runs/{done}/{runformat.RUN_FILE}"
+    )["Body"].read()
+    # A state file that cannot be read is started afresh: everything fetched once, no error.
+    (root / STATE_FILE).write_bytes(b"not a database")
+    assert Mirror(s3.StoreUrl(bucket, "runs"), root, runformat.MIRROR_RULES).sync().fetched > 0
+    assert Mirror(s3.StoreUrl(bucket, "runs"), root, runformat.MIRROR_RULES).sync().fetched == 0
 
 
 def test_bad_credentials_are_a_clear_error_and_nothing_is_written(tmp_path: Path) -> None:

@@ -6,12 +6,15 @@ listening (a restart, as its clients see one)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,6 +34,9 @@ SLOW_DOWN = (
     b"\n\n\n\n\n\n\n\n"
 )
 
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours its log lines
+_OBJECT_GET = re.compile(r'"GET /([^/?\s]+)/([^?\s]+) HTTP/')
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -45,6 +51,7 @@ class MotoServer:
     def __init__(self, log: Path, auth_after: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
         assert executable is not None, "moto[server] is a dev dependency"
         env = {**os.environ, **CREDENTIALS}
@@ -66,6 +73,17 @@ class MotoServer:
                 return True
         except OSError:
             return False
+
+    def object_gets(self, bucket: str) -> list[str]:
+        """The keys in `bucket` read so far (GETs of objects, not listings), from the server's
+        request log; a marker request is waited for first, so every earlier request is in it."""
+        marker = f"logged-{uuid.uuid4().hex}"
+        with suppress(Exception):  # botocore's ClientError: no such key, as meant
+            boto(self.url).head_object(Bucket=bucket, Key=marker)
+        wait_for(lambda: marker in self.log.read_text(errors="replace"), timeout=10)
+        text = _COLOURS.sub("", self.log.read_text(errors="replace"))
+        found = _OBJECT_GET.findall(text)
+        return [urllib.parse.unquote(key) for name, key in found if name == bucket]
 
     def stop(self) -> None:
         self.process.terminate()

@@ -6,7 +6,8 @@ when to look at which run is `scheduler.Scheduler`'s (pure, so tested without a 
 renders happen in warm worker processes (workers.py), one run each at a time, so that a worker
 that dies costs only the run it held; runs wait their turn in order. A full scan at start and every
 `rescan_every` seconds reconciles with the markers earlier renders left, which covers lost
-events, inotify overflow, restarts and runs that finished while the daemon was down.
+events, restarts and runs that finished while the daemon was down; an inotify overflow (events
+known to be lost) brings a full scan at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    EventsLostEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -69,7 +71,9 @@ WATCHED_EVENTS = [
     DirCreatedEvent,
     DirMovedEvent,
     DirDeletedEvent,
+    EventsLostEvent,  # inotify's queue overflowed: events were lost, so the tree is scanned
 ]
+LOST = ()  # on the events queue: events were lost (the runs directory's own parts)
 INDEX_EVERY_SECONDS = 1.0
 
 
@@ -126,6 +130,7 @@ class Watcher:
         self._failures = 0
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
+        self._events_lost = 0  # times inotify's queue overflowed
         self._last_render: float | None = None
         self._advertised = self._presence_failed = False
         self._mailed: dict[str, str] = {}  # run -> the inputs whose email is sent or queued
@@ -227,14 +232,34 @@ class Watcher:
             self._wakeup.wait(max(min(deadlines), 0.0))
 
     def _drain_events(self, now: float) -> None:
+        lost = False
         while True:
             try:
                 parts = self._events.get_nowait()
             except queue.Empty:
-                return
+                break
+            if parts == LOST:
+                lost = True
+                continue
             name = self._run_of(parts)
             if name is not None:
                 self._schedule.changed(name, now)
+        if lost:  # after the events that did come: the scan sees the tree as it is now
+            self._rescan_lost()
+
+    def _rescan_lost(self) -> None:
+        """Events were lost (inotify's queue overflowed): a full scan, so no run is missed.
+        Logged once at warning; it comes back whenever writes outrun the queue."""
+        self._events_lost += 1
+        level = logging.WARNING if self._events_lost == 1 else logging.DEBUG
+        logger.log(
+            level,
+            "filesystem events were lost (inotify's queue overflowed); rescanning %s. Logged "
+            "once: raise fs.inotify.max_queued_events if it keeps happening",
+            self.runs_dir,
+            extra={"event": "events_lost"},
+        )
+        self._scan()
 
     def _run_of(self, parts: tuple[str, ...]) -> str | None:
         """The run a changed path (relative to the runs directory) belongs to: the deepest
@@ -708,6 +733,10 @@ class _EventsToRuns(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
             if event.event_type in ("opened", "closed_no_write"):
+                return
+            if isinstance(event, EventsLostEvent):
+                self._events.put(LOST)
+                self._wakeup.set()
                 return
             for raw in (event.src_path, getattr(event, "dest_path", "")):
                 parts = self._parts(os.fsdecode(raw)) if raw else None

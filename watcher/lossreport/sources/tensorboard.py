@@ -11,6 +11,7 @@ state.json                 per event file: its inode, how far it was read, a has
                            bytes, what was wrong in it, its Parquet parts; the tags' plugins
 NNNNNNNN-ID.parquet        the LONG_SCHEMA rows one read found in file ID, NNNNNNNN counting
                            reads, so names sort in the order written
+wide-NNNNNNNN.arrow        the last read's result, the wide table (Arrow IPC, uncompressed)
 ```
 
 The next read parses only the bytes past each file's offset. A file that shrank, has another
@@ -18,6 +19,11 @@ inode or other first bytes was replaced: its rows are dropped and it is read fro
 a file that is gone loses its rows. Parts are written before the state, the state atomically
 and last, so a crash leaves at worst rows that are read again, never wrong ones; a state that
 cannot be read is started afresh.
+
+A read that finds nothing new (every file the one read before, no longer than read) returns
+the last read's wide table, memory-mapped, not parsed: a few milliseconds whatever the run's
+length. It is written after every read that found something, named in the state with the
+parts it was made from, and used only while they are still the state's parts.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import stat
@@ -40,7 +47,7 @@ import pyarrow.parquet as pq
 
 from .. import storage
 from ..errors import ReadBudgetError
-from ..runformat import RUNNING, LossData, RunRecord
+from ..runformat import RUNNING, STEP, LossData, RunRecord
 from . import longform, tfrecord
 from .base import Inputs
 from .longform import SERIES
@@ -63,6 +70,8 @@ _PART_SCHEMA = pa.schema(
     [(SERIES, pa.dictionary(pa.int32(), pa.string())), *list(longform.LONG_SCHEMA)[1:]]
 )
 _PART_NAME = re.compile(r"^(\d{8,})-(\d+)\.parquet$")
+_WIDE_NAME = re.compile(r"^wide-(\d{8,})\.arrow$")
+_WIDE_TYPES = (pa.int64(), pa.float64())  # fixed width only: a mapped table is checked cheaply
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -123,11 +132,11 @@ class TensorBoardSource:
         budget = storage.ReadBudget()
         try:
             with storage.opened_dir(run_dir) as run_fd, _opened_cache(cache) as store:
-                long, skipped = _Read(run_dir, run_fd, codec, store, budget).run()
+                data = _Read(run_dir, run_fd, codec, store, budget).run()
         except OSError as exc:  # the run folder is gone, a link, unreadable
             logger.warning("%s: not read: %s", run_dir, exc)
             return LossData(longform.empty_wide(), [f"{run_dir}: cannot be read ({exc})"])
-        return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
+        return replace(data, over_budget=budget.refused)
 
 
 @dataclass
@@ -155,11 +164,24 @@ class _Entry:
 
 
 @dataclass
+class _Wide:
+    """The last read's result: its file, the parts it was made from, the series it left out."""
+
+    name: str
+    parts: list[str]
+    notes: list[str]
+
+
+@dataclass
 class _State:
     files: dict[str, _Entry] = field(default_factory=dict)
     plugins: dict[str, str] = field(default_factory=dict)  # tag -> plugin, first seen
     next_id: int = 1
     next_part: int = 1
+    wide: _Wide | None = None
+
+    def all_parts(self) -> list[str]:
+        return [part for name in sorted(self.files) for part in self.files[name].parts]
 
     def new_entry(self, inode: int) -> _Entry:
         self.next_id += 1
@@ -172,6 +194,7 @@ class _State:
             "next_part": self.next_part,
             "plugins": self.plugins,
             "files": {name: asdict(entry) for name, entry in self.files.items()},
+            "wide": asdict(self.wide) if self.wide else None,
         }
         return json.dumps(document, indent=1, sort_keys=True).encode()
 
@@ -208,6 +231,16 @@ def _parse_state(document: Any) -> _State:
         state.files[name] = entry
     if len({entry.id for entry in state.files.values()}) != len(state.files):
         raise ValueError("an id used twice")
+    wide = document.get("wide")  # none in a state written before it was kept
+    if wide is not None:
+        state.wide = _Wide(
+            _text(wide["name"]),
+            [_text(part) for part in wide["parts"]],
+            [_text(line) for line in wide["notes"]],
+        )
+        match = _WIDE_NAME.match(state.wide.name)
+        if not match or int(match[1]) >= state.next_part:
+            raise ValueError(f"not a wide table's name: {state.wide.name!r}")
     return state
 
 
@@ -250,14 +283,22 @@ class _Cache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             logger.warning("%s: unreadable (%s); converting the event files again", path, exc)
             state = _State()
-        numbers = [int(match[1]) for name in self.part_names() if (match := _PART_NAME.match(name))]
+        numbers = [
+            int(match[1])
+            for name in self.part_names()
+            if (match := _PART_NAME.match(name) or _WIDE_NAME.match(name))
+        ]
         state.next_part = max([state.next_part, *(number + 1 for number in numbers)])
         return state
 
     def part_names(self) -> list[str]:
         try:
             with os.scandir(self.fd) as entries:
-                return [entry.name for entry in entries if _PART_NAME.match(entry.name)]
+                return [
+                    entry.name
+                    for entry in entries
+                    if _PART_NAME.match(entry.name) or _WIDE_NAME.match(entry.name)
+                ]
         except OSError:
             return []
 
@@ -288,6 +329,44 @@ class _Cache:
             tables.append(table)
         return tables
 
+    def read_wide(self, name: str, budget: storage.ReadBudget) -> pa.Table | None:
+        """The wide table kept as `name`, memory-mapped (its pages are read when used), or
+        None when it cannot be used: unreadable, not a table of steps and numbers, or larger
+        than what is left of `budget` (charged with its size when it fits)."""
+        path = self.folder / name
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= budget.left:
+                    return None
+                if info.st_uid != os.geteuid() or info.st_mode & 0o222:
+                    # A mapped file cut short kills the process that reads it (SIGBUS): only
+                    # a read-only one of this user's own is mapped, which nobody else can cut.
+                    raise ValueError("not a read-only file of this user's")
+                mapped = mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            with pa.ipc.open_file(pa.py_buffer(mapped)) as reader:
+                table = reader.read_all()
+            if table.schema.names[:1] != [STEP] or any(
+                column.type not in _WIDE_TYPES for column in table.columns
+            ):
+                raise ValueError("not a table of steps and numbers")
+            table.validate()  # buffers' sizes against the rows: no read past the file
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            logger.warning("%s: unreadable (%s); reading the parts again", path, exc)
+            return None
+        budget.charge(path, info.st_size)
+        return table
+
+    def write_wide(self, name: str, table: pa.Table) -> None:
+        """One record batch, uncompressed: mapped back without decoding or copying."""
+        with storage.atomic_file(self.folder / name, replace=False, dir_fd=self.fd) as handle:
+            with pa.ipc.new_file(handle, table.schema) as writer:
+                writer.write_table(table.combine_chunks())
+            os.fchmod(handle.fileno(), 0o444)  # read-only: see read_wide
+
     def write_part(self, name: str, table: pa.Table) -> None:
         with storage.atomic_file(self.folder / name, replace=False, dir_fd=self.fd) as handle:
             pq.write_table(table, handle, compression="zstd")
@@ -296,7 +375,8 @@ class _Cache:
         storage.atomic_write(self.folder / STATE_FILE, state.to_json(), dir_fd=self.fd)
 
     def remove_parts_but(self, keep: set[str]) -> None:
-        """Remove the parts no file holds any more (replaced, gone, or left by a crash)."""
+        """Remove the parts no file holds any more (replaced, gone, or left by a crash), and
+        the wide tables but the one kept."""
         for name in self.part_names():
             if name not in keep:
                 with suppress(FileNotFoundError):
@@ -362,9 +442,14 @@ class _Read:
         self.saved = self.state.to_json() if store else b""
         self.plugins = dict(self.state.plugins)
         self.skipped: list[str] = []
+        self.whole = True  # every kept file's rows are in this read's table
 
-    def run(self) -> tuple[pa.Table, list[str]]:
-        files = [found for name in self._names() if (found := self._read(name))]
+    def run(self) -> LossData:
+        names = self._names()
+        unchanged = self._unchanged(names)
+        if unchanged is not None:
+            return unchanged
+        files = [found for name in names if (found := self._read(name))]
         tables: list[pa.Table] = []
         for file in files:
             if file.scan is not None:
@@ -376,9 +461,55 @@ class _Read:
             self.skipped += file.entry.report(self.run_dir / file.name)
         self.state.files = {file.name: file.entry for file in files}
         self.state.plugins = self.plugins
-        self._save()
         long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
-        return long, self.skipped
+        data = longform.wide_data(long, self.skipped)
+        self._keep_wide(data, data.skipped[len(self.skipped) :])
+        self._save()
+        return data
+
+    def _unchanged(self, names: list[str]) -> LossData | None:
+        """The last read's table when nothing is new since: the same event files, each the
+        one read before (inode, first bytes) and no longer than read. None otherwise."""
+        wide = self.state.wide
+        if self.store is None or wide is None or names != sorted(self.state.files):
+            return None
+        if wide.parts != self.state.all_parts():
+            return None
+        for name in names:
+            entry = self.state.files[name]
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=self.run_fd)
+            except OSError:
+                return None
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or not _same_file(fd, info, entry):
+                    return None
+                if not entry.stopped and info.st_size > entry.offset:
+                    return None
+            finally:
+                os.close(fd)
+        table = self.store.read_wide(wide.name, self.budget)
+        if table is None:
+            return None
+        reports = [
+            line for name in names for line in self.state.files[name].report(self.run_dir / name)
+        ]
+        return LossData(table, self.skipped + reports + wide.notes)
+
+    def _keep_wide(self, data: LossData, notes: list[str]) -> None:
+        """Keep the read's table for the reads that find nothing new (before the state)."""
+        self.state.wide = None
+        if self.store is None or not self.whole or not data.table.num_rows:
+            return  # (an empty run is read again at no cost)
+        name = f"wide-{self.state.next_part:08d}.arrow"
+        try:
+            self.store.write_wide(name, data.table)
+        except (OSError, pa.ArrowException) as exc:
+            logger.warning("%s: not kept (%s)", self.store.folder / name, exc)
+            return
+        self.state.next_part += 1
+        self.state.wide = _Wide(name, self.state.all_parts(), notes)
 
     def _names(self) -> list[str]:
         """The regular event files, by name; anything else by such a name is named, unread."""
@@ -416,6 +547,7 @@ class _Read:
                 tables = self._parts(entry)
             except ReadBudgetError as exc:  # kept for a larger budget, unread now
                 self.skipped.append(str(exc))
+                self.whole = False
                 return _File(name, entry, []) if entry else None
             if entry is None or tables is None:
                 entry, tables = self.state.new_entry(info.st_ino), []
@@ -457,6 +589,7 @@ class _Read:
             tables = self._parts(entry)
         except ReadBudgetError as budget_exc:
             self.skipped.append(str(budget_exc))
+            self.whole = False
             tables = []
         return _File(name, entry, tables) if tables is not None else None
 
@@ -480,7 +613,9 @@ class _Read:
         try:
             self.store.save(self.state)
             keep = {part for entry in self.state.files.values() for part in entry.parts}
-            self.store.remove_parts_but(keep)
+            self.store.remove_parts_but(
+                keep | ({self.state.wide.name} if self.state.wide else set())
+            )
         except OSError as exc:
             logger.warning("%s: not kept (%s)", self.store.folder / STATE_FILE, exc)
 

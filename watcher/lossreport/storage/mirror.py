@@ -9,6 +9,10 @@ into place: the daemon's inotify watch sees the move, and the inputs' fingerprin
 times) is the same on every daemon's mirror, so a render marker made by one daemon is valid
 for all. Objects gone from the store are removed from the mirror; nothing else is.
 
+What was fetched is kept in the mirror folder (mirrorstate.py): a restarted daemon lists the
+prefix once and fetches only what changed since it stopped, or what was changed or removed
+in the mirror meanwhile (each kept entry is checked against its local copy at the start).
+
 After a render, the report folder is uploaded beside the run, its render marker last, so a
 reader that sees the marker finds the whole report.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -35,11 +40,12 @@ from .local import (
     remove_at,
     remove_empty_at,
 )
+from .mirrorstate import STATE_FILE, Entry, MirrorState, Stamp
 
 logger = logging.getLogger(__name__)
 
 FETCHERS = 16  # objects downloaded at once
-Stamp = tuple[int, int]  # (size, time of last write in ns): what a listing says of an object
+UNCHECKED: Stamp = (-1, -1)  # a kept entry whose local copy is not what was fetched
 
 
 class Remote(Protocol):
@@ -93,11 +99,14 @@ class Mirror:
         self.url = url
         self.root = root
         self._rules = rules
-        self._seen: dict[str, Stamp] = {}  # object path under the prefix -> what was fetched
+        root.mkdir(parents=True, exist_ok=True)
+        self._state = MirrorState(root)
+        # object path under the prefix -> what was fetched; those since the last save
+        self._seen: dict[str, Entry] = self._checked(self._state.load())
+        self._unsaved: dict[str, Entry | None] = {}
         self._sent: dict[str, Stamp] = {}  # local report file -> its stamp when uploaded
         self._lock = threading.Lock()  # sync (poller thread) against rendered (uploader thread)
         self._synced = False
-        root.mkdir(parents=True, exist_ok=True)
 
     def sync(self) -> SyncResult:
         """One poll: list, fetch what changed, drop what is gone. A failed fetch is retried at
@@ -115,30 +124,33 @@ class Mirror:
                     continue
                 name = item.path[len(prefix) :]
                 parts = tuple(name.split("/"))
-                if not all(_plain(part) for part in parts) or not self._rules.wanted(parts):
+                if not self._wanted(parts):
                     continue
                 present.add(name)
                 stamp = (int(item.size or 0), int(item.mtime_ns or 0))
-                if self._seen.get(name) != stamp:
+                seen = self._seen.get(name)
+                if seen is None or seen.stored != stamp:
                     changed.append((name, stamp))
             # Requests to a store take milliseconds each, mostly waiting: a first start over
             # thousands of runs fetches them side by side.
             with ThreadPoolExecutor(FETCHERS) as pool:
-                errors = list(pool.map(self._fetch, changed))
-            for (name, stamp), error in zip(changed, errors, strict=True):
-                if error is not None:
+                outcomes = list(pool.map(self._fetch, changed))
+            for (name, stamp), fetched in zip(changed, outcomes, strict=True):
+                if isinstance(fetched, OSError):
                     result.failed += 1
-                    logger.warning("%s: not mirrored: %s", self.url.child(name), error)
+                    logger.warning("%s: not mirrored: %s", self.url.child(name), fetched)
                     continue
-                self._seen[name] = stamp
+                self._record(name, Entry(stamp, fetched))
                 result.fetched += 1
             for name in set(self._seen) - present:
-                del self._seen[name]
+                self._record(name, None)
                 self._remove(name)
                 result.removed += 1
             if not self._synced:
                 self._synced = True
                 self._forget_unsent_renders(present)
+            if self._state.save(self._unsaved):
+                self._unsaved.clear()
         result.seconds = time.monotonic() - started
         return result
 
@@ -169,11 +181,45 @@ class Mirror:
                     # Sent by this mirror: the next poll must not fetch it back over the local copy.
                     uploaded = s3.info(target.child(name).path)
                     key = "/".join(filter(None, (run, self._rules.report_dir, name)))
-                    self._seen[key] = (int(uploaded.size or 0), int(uploaded.mtime_ns or 0))
+                    if self._wanted(tuple(key.split("/"))):  # else never listed, nor removed
+                        stored = (int(uploaded.size or 0), int(uploaded.mtime_ns or 0))
+                        self._record(key, Entry(stored, stamp))
                 except OSError as exc:
                     logger.error("%s: report not uploaded: %s", target.child(name), exc)
                     return False  # the marker is never sent without the files before it
         return True
+
+    def _wanted(self, parts: tuple[str, ...]) -> bool:
+        """Whether the object at `parts` is mirrored: the rules' choice, never a name that
+        cannot be a file here nor the mirror's own state file."""
+        if not all(_plain(part) for part in parts) or parts[0].startswith(STATE_FILE):
+            return False
+        return self._rules.wanted(parts)
+
+    def _record(self, name: str, entry: Entry | None) -> None:
+        """What the mirror holds of `name` now (None: nothing), saved at the poll's end."""
+        if entry is None:
+            self._seen.pop(name, None)
+        else:
+            self._seen[name] = entry
+        self._unsaved[name] = entry
+
+    def _checked(self, kept: dict[str, Entry]) -> dict[str, Entry]:
+        """The kept entries these rules mirror, each whose local copy is no longer what was
+        fetched (changed, removed or replaced by something else) marked to be fetched again;
+        one lstat each, no request."""
+        checked: dict[str, Entry] = {}
+        for name, entry in kept.items():
+            parts = tuple(name.split("/"))
+            if not self._wanted(parts):
+                continue  # another command's on this folder (`serve` mirrors reports too)
+            try:
+                info = os.lstat(self.root.joinpath(*parts))
+                local = (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
+            except OSError:
+                local = None
+            checked[name] = entry if local == entry.local else Entry(UNCHECKED, entry.local)
+        return checked
 
     def _forget_unsent_renders(self, present: set[str]) -> None:
         """At the first sync, remove the render markers this mirror holds that the store does
@@ -187,10 +233,10 @@ class Mirror:
                 logger.info("%s: its report never reached the store; rendering it again", name)
                 self._remove(name, prune=False)
 
-    def _fetch(self, change: tuple[str, Stamp]) -> OSError | None:
+    def _fetch(self, change: tuple[str, Stamp]) -> Stamp | OSError:
         """Download one object whole into a temp file given the object's time, moved into
         place (storage's `atomic_file`, in folders made and opened without following a link);
-        the error, if it failed."""
+        the local copy's stamp, or the error if it failed."""
         name, (_, written) = change
         *folders, file_name = name.split("/")
         try:
@@ -200,10 +246,11 @@ class Mirror:
                 atomic_file(Path(file_name), dir_fd=fd) as handle,
             ):
                 handle.write(data)
+                handle.flush()  # else the buffered write lands after the time is set
                 os.utime(handle.fileno(), ns=(written, written))
         except OSError as exc:
             return exc
-        return None
+        return (len(data), written)
 
     def _remove(self, name: str, prune: bool = True) -> None:
         """Remove a fetched file gone from the store and, with `prune`, the folders it leaves
