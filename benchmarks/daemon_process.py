@@ -63,28 +63,13 @@ class Daemon:
 
     def family(self) -> list[int]:
         """The daemon's pid and its children's (the worker processes)."""
-        pids = [self.process.pid]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                    pids.append(int(entry))
-        return pids
+        children = [pid for pid, parent in _parents().items() if parent == self.process.pid]
+        return [self.process.pid, *children]
 
     def peaks_mb(self) -> dict[int, float]:
         """The peak resident memory (VmHWM) of the daemon's descendants, by pid: its render
         workers and their chart helpers."""
-        parents: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        parents = _parents()
         family, grew = {self.process.pid}, True
         while grew:
             more = {pid for pid, parent in parents.items() if parent in family} - family
@@ -137,3 +122,16 @@ class Daemon:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self._handle.close()
+
+
+def _parents() -> dict[int, int]:
+    """Every process's parent, by pid, from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:  # a process that just exited
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents

@@ -685,13 +685,12 @@ class Watcher:
         self._queued.clear()
         self._stopping = True  # a worker that dies now (Ctrl-C reached it) charges no run
         waiting = sorted(self._in_flight)
-        logger.info(
-            "stopping: waiting up to %.0f s for %d renders in progress%s",
-            self.options.stop_wait,
-            len(waiting),
-            "".join(f", run={name}" for name in waiting),
-            extra={"event": "stopping", "runs": waiting},
-        )
+        if waiting:
+            said = f"waiting up to {self.options.stop_wait:.0f} s for {len(waiting)} renders"
+            said += "".join(f", run={name}" for name in waiting)
+        else:
+            said = "no render in progress"
+        logger.info("stopping: %s", said, extra={"event": "stopping", "runs": waiting})
         futures = [render.future for render in self._in_flight.values()]
         late = wait(futures, self.options.stop_wait).not_done
         if late:
