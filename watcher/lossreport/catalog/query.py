@@ -74,6 +74,11 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
     direction = "DESC" if query.descending else "ASC"
     # Only these can be missing; the others keep an index's order usable.
     nulls_last = f"{order_by} IS NULL, " if order_by in NULLABLE else ""
+    if query.text:
+        # A text filter reads every row's text: read the table once and sort what matched.
+        # Walking the sort's index instead (the planner cannot know how few rows match)
+        # looks each row up in the table, 10x slower when the text is rare.
+        order_by = f"+{order_by}"
     with catalog.reading() as connection:
         total = connection.execute(f"SELECT COUNT(*) FROM runs {where}", parameters).fetchone()[0]
         keys = [
