@@ -66,7 +66,7 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
     where, parameters = where_clause(query)
     kind, _, loss = query.sort.partition(":")
     if kind in LOSS_SORTS:
-        source = "runs LEFT JOIN loss_values ON loss_values.key = runs.key AND loss_values.loss = ?"
+        source = "runs LEFT JOIN loss_values ON loss_values.run = runs.id AND loss_values.loss = ?"
         order_by = f"loss_values.{kind}"
         join_parameters: list[Any] = [loss]
     else:
@@ -104,7 +104,7 @@ def where_clause(query: RunQuery) -> tuple[str, list[Any]]:
         clauses.append("runs.search LIKE ? ESCAPE '\\'")
         parameters.append(f"%{_like_escaped(query.text.lower())}%")
     for name, value in query.config:
-        clauses.append("runs.key IN (SELECT key FROM config WHERE name = ? AND value = ?)")
+        clauses.append("runs.id IN (SELECT run FROM config WHERE name = ? AND value = ?)")
         parameters += [name, value]
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), parameters
 
