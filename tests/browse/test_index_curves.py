@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import zlib
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ import lossreport
 from lossreport import runformat, storage
 from lossreport.catalog import Catalog
 from lossreport.daemon.listing import Listing
-from lossreport.report import pages
 from lossreport.runformat import (
     CATALOG_DIR,
     CATALOG_FILE,
@@ -95,23 +95,23 @@ def test_a_marker_over_the_limit_is_refused_once_by_name(
 
 
 def test_the_daemon_writes_bounded_curves_and_serve_reads_them_bounded(tmp_path: Path) -> None:
-    """The daemon's row from a flooded marker entry, and a row an older daemon left with
-    flooded curves in the file: both come back bounded."""
+    """The daemon's row from a flooded marker entry, and a row a hand-made file holds whose
+    curves inflate to 16 MiB: both come back bounded."""
     state = tmp_path / "runs"
     state.mkdir()
     key, entry = next(synthetic_entries(1))
     listing = Listing(Homes(state))
     listing.rendered(key, _flooded_entry(entry, 2**20))
     listing.close()
-    old_row = pages.index_row(_flooded_entry(entry, 2**20), "older/run")
     path = state / CATALOG_DIR / CATALOG_FILE
-    with closing(sqlite3.connect(path)) as connection, connection:  # as an older daemon wrote
-        connection.execute("INSERT INTO runs SELECT 'older/run', status, model, hook, "
+    with closing(sqlite3.connect(path)) as connection, connection:  # a hand-made row
+        connection.execute("INSERT INTO runs SELECT NULL, 'older/run', status, model, hook, "
                            "architecture, source, steps, started_at, duration, rendered_at, "
                            "search FROM runs")  # fmt: skip
-        connection.execute("INSERT INTO details SELECT 'older/run', status_class, report, error,"
-                           " problems, anomalies, alerts, final, minimum, config, ? FROM details",
-                           (old_row["curves_json"],))  # fmt: skip
+        connection.execute("INSERT INTO details SELECT (SELECT id FROM runs WHERE key ="
+                           " 'older/run'), status_class, report, error, problems, anomalies,"
+                           " alerts, final, minimum, config, ? FROM details",
+                           (zlib.compress(b"[" * 2**24),))  # fmt: skip
     catalog = Catalog.open_readonly(state)
     assert catalog is not None
     try:

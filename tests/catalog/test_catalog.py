@@ -330,7 +330,8 @@ def test_rows_are_replaced_failed_forgotten_and_pruned(tmp_path: Path) -> None:
     assert search(catalog, RunQuery(config=(("d_in", "768"),))).total == 2
     with catalog.reading() as connection:
         for table in ("details", "loss_values", "config"):
-            keys = {key for (key,) in connection.execute(f"SELECT key FROM {table}")}
+            found = connection.execute(f"SELECT key FROM {table} JOIN runs ON id = run")
+            keys = {key for (key,) in found}
             assert keys == set(kept), table
     assert catalog.keep_only(kept) == 0
     catalog.close()

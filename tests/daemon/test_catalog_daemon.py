@@ -105,9 +105,9 @@ def test_each_render_lists_its_run_and_a_restart_rewrites_nothing(runs_dir: Path
     _sql(runs_dir, "UPDATE details SET error = 'sentinel'")  # a mark no render would leave
     again = run_once(runs_dir)
     assert again.returncode == 0, again.stderr
-    assert dict(_sql(runs_dir, "SELECT key, error FROM details")) == dict.fromkeys(
-        homes, "sentinel"
-    )  # unchanged runs: no row rewritten on a restart
+    assert dict(
+        _sql(runs_dir, "SELECT key, error FROM details JOIN runs ON id = run")
+    ) == dict.fromkeys(homes, "sentinel")  # unchanged runs: no row rewritten on a restart
 
     with lossreport.start_run(  # resumed, so rendered again: its row replaced
         runs_dir / "sweep", model="m", hook="h", architecture="topk", run_id="lr-0",
@@ -117,12 +117,13 @@ def test_each_render_lists_its_run_and_a_restart_rewrites_nothing(runs_dir: Path
     shutil.rmtree(homes["sweep/lr-2"])  # a run gone: its row goes
     third = run_once(runs_dir)
     assert third.returncode == 0, third.stderr
-    assert dict(_sql(runs_dir, "SELECT key, error FROM details")) == {
+    assert dict(_sql(runs_dir, "SELECT key, error FROM details JOIN runs ON id = run")) == {
         "sweep/lr-0": "",
         "sweep/lr-1": "sentinel",
     }
     for table in ("runs", "loss_values", "config"):
-        keys = {key for (key,) in _sql(runs_dir, f"SELECT key FROM {table}")}
+        joined = "" if table == "runs" else " JOIN runs ON id = run"
+        keys = {key for (key,) in _sql(runs_dir, f"SELECT key FROM {table}{joined}")}
         assert keys == {"sweep/lr-0", "sweep/lr-1"}, table
     renewed = _rows(runs_dir)["sweep/lr-0"]
     marker = read_marker(homes["sweep/lr-0"])
@@ -232,7 +233,8 @@ def test_a_catalog_damaged_while_the_daemon_runs_is_set_aside_and_rebuilt(
         _train(runs_dir / "sweep", "lr-1", LRS[1])  # rendered: its row written
         wanted = ["sweep/lr-0", "sweep/lr-1"]
         wait_for(lambda: _keys_listed(runs_dir) == wanted, timeout=120)
-        wait_for(lambda: ">sweep/lr-1</a>" in (runs_dir / runformat.INDEX_FILE).read_text(), 60)
+        index = runs_dir / runformat.INDEX_FILE  # written within a second of the render
+        wait_for(lambda: index.exists() and ">sweep/lr-1</a>" in index.read_text(), 60)
     finally:
         code, _ = daemon.stop()
     assert code == 0, daemon.log.read_text()

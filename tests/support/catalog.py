@@ -204,3 +204,98 @@ def damage_catalog(path: Path, how: str) -> None:
     else:
         subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path)], check=True, timeout=60)
         assert path.with_name(f"{path.name}-journal").exists()
+
+
+# -- runs shaped as a real cluster's --------------------------------------------------------
+REAL_MODELS = [
+    "gpt2-small",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "google/gemma-2-9b-it-résumé-distilled",
+    "EleutherAI/pythia-1.4b-deduped-ünïcode-Ωmega",
+    "Qwen/Qwen2.5-7B-中文-instruct",
+]
+REAL_ARCHITECTURES = ["standard", "gated", "topk", "jumprelu"]
+# A sweep as it ends: most runs done, some failed or stalled, a few still running.
+REAL_STATUSES = ["completed"] * 14 + ["failed"] * 3 + ["stalled", "running", "unknown"]
+
+
+def realistic_entries(count: int, seed: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`count` (run key, marker entry) pairs shaped as a real cluster's: each run id made by
+    the id function `start_run` uses by default (about 65 characters, a random part), long
+    and non-ASCII model names, six config keys, sweeps of 20 to 60 runs, statuses as a sweep
+    ends, three overview curves of 60 points at 4 significant digits, as the renderer keeps
+    them. Ids are random: the same seed gives the same rows under other names."""
+    from lossreport.trainer.tracker import _agreed_run_id  # the id start_run makes
+
+    rng = random.Random(seed)
+    made = sweep = 0
+    seen: set[str] = set()
+    while made < count:
+        model = REAL_MODELS[sweep % len(REAL_MODELS)]
+        hook = f"blocks.{rng.randrange(32)}.hook_{rng.choice(['resid_post', 'mlp_out'])}"
+        architecture = REAL_ARCHITECTURES[sweep // 5 % len(REAL_ARCHITECTURES)]
+        for index in range(min(rng.randint(20, 60), count - made)):
+            key = _agreed_run_id(model, hook)
+            while key in seen:
+                key = _agreed_run_id(model, hook)
+            seen.add(key)
+            yield key, _real_entry(rng, made, model, hook, architecture, index)
+            made += 1
+        sweep += 1
+
+
+def _real_entry(
+    rng: random.Random, made: int, model: str, hook: str, architecture: str, index: int
+) -> dict[str, Any]:
+    steps = rng.choice([30_000, 48_828, 122_070])
+    bucket = steps // CURVE_POINTS
+    start, floor = rng.uniform(0.5, 3.0), rng.uniform(0.005, 0.05)
+    curves: dict[str, list[list[float]]] = {}
+    for offset, name in enumerate(LOSSES):
+        level = start + offset
+        values = [level / (1 + point / 3) + floor + rng.gauss(0, floor / 20) for point in
+                  range(CURVE_POINTS)]  # fmt: skip
+        curves[name] = [[bucket * (point + 1) - 1, float(f"{value:.4g}")]
+                        for point, value in enumerate(values)]  # fmt: skip
+    day, second = divmod(made, 86400)
+    status = REAL_STATUSES[rng.randrange(len(REAL_STATUSES))]
+    return {
+        "status": status,
+        "model": model,
+        "hook": hook,
+        "architecture": architecture,
+        "steps": steps,
+        "final": {name: points[-1][1] for name, points in curves.items()},
+        "minimum": {name: min(value for _, value in points) for name, points in curves.items()},
+        "started_at": f"2026-{1 + day // 28 % 12:02d}-{1 + day % 28:02d}T00:00:00+00:00",
+        "duration_seconds": round(rng.uniform(600, 86400), 3),
+        "config": {
+            "lr": rng.choice([1e-5, 3e-5, 1e-4, 3e-4]),
+            "l1_coefficient": rng.choice([1, 2, 5, 10, 20]),
+            "d_sae": rng.choice([16384, 32768, 65536]),
+            "context_size": 1024,
+            "seed": index,
+            "train_batch_size_tokens": 4096,
+        },
+        "problems": 0,
+        "anomalies": 1 if status == "failed" else 0,
+        "alerts": ["loss spike at step 2000"] if status == "failed" else [],
+        "report": f"loss_graphs/loss_report_{made}.html",
+        "source": "lossreport",
+        "rendered_at": f"2026-{1 + day // 28 % 12:02d}-{1 + day % 28:02d}"
+        f"T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}+00:00",
+        "curves": curves,
+    }
+
+
+def fill_realistic(catalog: Catalog, count: int, seed: int = 0) -> list[str]:
+    """`count` realistic runs put in `catalog`, `BATCH` a transaction; their keys."""
+    keys, batch = [], []
+    for key, entry in realistic_entries(count, seed):
+        keys.append(key)
+        batch.append(pages.index_row(entry, key))
+        if len(batch) == BATCH:
+            catalog.put_many(batch)
+            batch = []
+    catalog.put_many(batch)
+    return keys

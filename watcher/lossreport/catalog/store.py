@@ -29,11 +29,12 @@ from .. import storage
 from ..clock import utc_time
 from ..errors import UnsafePathError
 from ..runformat import CATALOG_DIR, CATALOG_FILE, MAX_CURVES_BYTES
+from . import curves
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: keyed by the run's path in every table, curves as JSON
 # What a file that is not (or no longer) a database gives: it is set aside, never deleted.
 DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 # What a reader gets from a hot journal (a writer killed mid-transaction) it may not roll back.
@@ -41,10 +42,13 @@ HOT_JOURNAL = "SQLITE_READONLY_ROLLBACK"
 JOURNAL_SUFFIX = "-journal"
 BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # `runs` holds what queries filter and sort on, narrow so a scan of 100,000 rows stays fast;
-# `details` what a page shows of the few runs it lists (the overview curves are most of it).
+# `details` what a page shows of the few runs it lists. Other tables name a run by its number
+# (`runs.id`), never by its path (about 65 characters, as `start_run` makes them), and a sweep
+# by its number in `sweeps`: the file stays small (about 2 KiB a run, 9.4 before).
 SCHEMA = """
 CREATE TABLE runs (
-    key TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
     status TEXT NOT NULL,
     model TEXT NOT NULL,
     hook TEXT NOT NULL,
@@ -55,7 +59,8 @@ CREATE TABLE runs (
     duration REAL,
     rendered_at TEXT NOT NULL,
     search TEXT NOT NULL
-) WITHOUT ROWID;
+);
+CREATE UNIQUE INDEX runs_key ON runs (key);
 CREATE INDEX runs_rendered ON runs (rendered_at);
 CREATE INDEX runs_started ON runs (started_at);
 CREATE INDEX runs_duration ON runs (duration);
@@ -66,7 +71,7 @@ CREATE INDEX runs_architecture ON runs (architecture);
 CREATE INDEX runs_status ON runs (status);
 CREATE INDEX runs_source ON runs (source);
 CREATE TABLE details (
-    key TEXT PRIMARY KEY,
+    run INTEGER PRIMARY KEY,
     status_class TEXT NOT NULL,
     report TEXT NOT NULL,
     error TEXT NOT NULL,
@@ -76,29 +81,44 @@ CREATE TABLE details (
     final TEXT NOT NULL,
     minimum TEXT NOT NULL,
     config TEXT NOT NULL,
-    curves TEXT NOT NULL
-) WITHOUT ROWID;
+    curves BLOB
+);
 CREATE TABLE loss_values (
-    key TEXT NOT NULL,
+    run INTEGER NOT NULL,
     loss TEXT NOT NULL,
     final REAL,
     minimum REAL,
-    PRIMARY KEY (key, loss)
+    PRIMARY KEY (run, loss)
 ) WITHOUT ROWID;
 CREATE INDEX loss_values_final ON loss_values (loss, final);
 CREATE INDEX loss_values_minimum ON loss_values (loss, minimum);
 CREATE TABLE config (
-    key TEXT NOT NULL,
+    run INTEGER NOT NULL,
     name TEXT NOT NULL,
     value TEXT NOT NULL,
-    sweep TEXT NOT NULL,
-    PRIMARY KEY (key, name)
+    sweep INTEGER NOT NULL,
+    PRIMARY KEY (run, name)
 ) WITHOUT ROWID;
 CREATE INDEX config_value ON config (name, value);
 CREATE INDEX config_sweep ON config (sweep, name, value);
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY,
+    model TEXT NOT NULL,
+    hook TEXT NOT NULL,
+    architecture TEXT NOT NULL,
+    UNIQUE (model, hook, architecture)
+);
 """
-TABLES = ("runs", "details", "loss_values", "config")
+TABLES = ("runs", "details", "loss_values", "config", "sweeps")
+CHILDREN = ("details", "loss_values", "config")  # a run's rows beside its `runs` one
 JSON_FIELDS = ("alerts", "final", "minimum", "config")
+UPGRADE_BATCH = 5000  # rows of an older catalog moved a step
+# An older layout's rows, read whole to be put in the new one (version: its SELECT).
+OLD_ROWS = {
+    1: "SELECT runs.key, status, status_class, model, hook, architecture, source, steps,"
+    " started_at, duration, rendered_at, report, error, problems, anomalies, alerts, final,"
+    " minimum, config, curves FROM old_runs AS runs JOIN old_details USING (key)",
+}
 
 
 class Catalog:
@@ -187,7 +207,7 @@ class Catalog:
         return catalog
 
     def close(self) -> None:
-        if self._writable:
+        if self._writable and self._folder_fd is not None:  # one in memory dies with it
             try:
                 self.optimize()
             except sqlite3.Error as exc:
@@ -225,14 +245,37 @@ class Catalog:
         version = self._schema_version()
         if version == SCHEMA_VERSION:
             return
-        with self._connection:
-            if version:  # an older daemon's layout: its rows come back as runs are looked at
+        with self._connection as connection:
+            old = version in OLD_ROWS and _tables(connection) >= {"runs", "details"}
+            if old:  # an older daemon's layout: its rows are moved into this one
+                for name in _indexes(connection):
+                    connection.execute(f'DROP INDEX "{name}"')
+                for table in ("runs", "details"):
+                    connection.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+            elif version:  # one this daemon does not know (a newer one's): made afresh
                 logger.info("catalog schema %d replaced by %d", version, SCHEMA_VERSION)
             for table in TABLES:
-                self._connection.execute(f"DROP TABLE IF EXISTS {table}")
-            self._connection.executescript(
-                f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            )
+                connection.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            if old:
+                self._upgrade(connection, version)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _upgrade(self, connection: sqlite3.Connection, version: int) -> None:
+        """Move every row of schema `version`'s tables (renamed old_*) into this one's, in the
+        same transaction: a daemon killed meanwhile leaves the older catalog as it was."""
+        cursor = connection.execute(OLD_ROWS[version])
+        moved = 0
+        while batch := cursor.fetchmany(UPGRADE_BATCH):
+            rows = [row_of((*found[:-1], _bounded_curves(found[-1]))) for found in batch]
+            _insert(connection, rows)
+            moved += len(rows)
+        connection.execute("DROP TABLE old_runs")
+        connection.execute("DROP TABLE old_details")
+        logger.info("catalog schema %d upgraded to %d, %d runs kept", version, SCHEMA_VERSION,
+                    moved)  # fmt: skip
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -249,56 +292,8 @@ class Catalog:
         """`put` for many rows, in one transaction."""
         rows = list(rows)
         self._changes += 1
-        keys = [(row["run_id"],) for row in rows]
         with self._lock, self._connection as connection:
-            for table in TABLES:
-                connection.executemany(f"DELETE FROM {table} WHERE key = ?", keys)
-            connection.executemany(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        row["run_id"],
-                        *(row[name] for name in ("status", "model", "hook", "architecture")),
-                        row["source"],
-                        row["steps"],
-                        row["started_at"] or None,  # unknown: sorted last, as other gaps
-                        row["duration"],
-                        row["rendered_at"],
-                        _search_text(row),
-                    )
-                    for row in rows
-                ],
-            )
-            connection.executemany(
-                "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        row["run_id"],
-                        *(row[name] for name in ("status_class", "report", "error")),
-                        row["problems"],
-                        row["anomalies"],
-                        *(json.dumps(row[name]) for name in JSON_FIELDS),
-                        _bounded_curves(row["curves_json"]),
-                    )
-                    for row in rows
-                ],
-            )
-            connection.executemany(
-                "INSERT INTO loss_values VALUES (?, ?, ?, ?)",
-                [
-                    (row["run_id"], loss, row["final"].get(loss), row["minimum"].get(loss))
-                    for row in rows
-                    for loss in dict.fromkeys([*row["final"], *row["minimum"]])
-                ],
-            )
-            connection.executemany(
-                "INSERT INTO config VALUES (?, ?, ?, ?)",
-                [
-                    (row["run_id"], name, value, _sweep_of(row))
-                    for row in rows
-                    for name, value in row["config"].items()
-                ],
-            )
+            _insert(connection, rows)
 
     def mark_failed(self, key: str, error: str, fallback: dict[str, Any]) -> None:
         """Record that run `key`'s last render failed with `error`: on its row, or as
@@ -306,7 +301,8 @@ class Catalog:
         self._changes += 1
         with self._lock, self._connection as connection:
             updated = connection.execute(
-                "UPDATE details SET error = ? WHERE key = ?", (error, key)
+                "UPDATE details SET error = ? WHERE run = (SELECT id FROM runs WHERE key = ?)",
+                (error, key),
             ).rowcount
         if not updated:
             self.put(fallback)
@@ -381,32 +377,55 @@ class Catalog:
             for start in range(0, len(keys), MAX_BOUND):
                 chunk = keys[start : start + MAX_BOUND]
                 cursor = connection.execute(
-                    f"SELECT {ROW_COLUMNS} FROM runs JOIN details USING (key)"
+                    f"SELECT {ROW_COLUMNS} FROM runs JOIN details ON details.run = runs.id"
                     f" WHERE key IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 )
-                found |= {row["run_id"]: row for row in map(row_of, cursor)}
+                for *columns, blob in cursor:
+                    row = row_of((*columns, curves.decode(blob)))
+                    found[row["run_id"]] = row
         return [found[key] for key in keys if key in found]
 
     def optimize(self) -> None:
-        """Refresh the statistics SQLite's query planner chooses indexes by, from a sample of
-        each index (tens of milliseconds at 100,000 runs): after a scan's many writes, and at
-        close. Without them a filter on a common value (status=completed) can take 10x longer."""
+        """Make the statistics SQLite's query planner chooses indexes by exact: after a scan's
+        many writes, and at close. A full `ANALYZE` (about a second at 100,000 runs) runs only
+        when the number of runs has moved by more than `REANALYZE_CHANGE` since the last one,
+        so its cost is spread over the runs added; otherwise this is one count. A sampled one
+        (`analysis_limit`) is no cheaper way: it guesses row counts from the tree's shape, off
+        by 2x at 100,000 runs with long keys, and the planner then walks an index and looks
+        each row up (a sort or a text search 3-5x slower)."""
         with self._lock:
-            self._connection.execute(f"PRAGMA analysis_limit = {ANALYSIS_ROWS}")
+            runs = int(self._connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            analysed = _analysed_runs(self._connection)
+            if analysed is not None and abs(runs - analysed) <= analysed * REANALYZE_CHANGE:
+                return
+            self._connection.execute("PRAGMA analysis_limit = 0")
             self._connection.execute("ANALYZE")
+            self._connection.commit()
 
 
-ANALYSIS_ROWS = 1000  # rows sampled per index by ANALYZE
+def _analysed_runs(connection: sqlite3.Connection) -> int | None:
+    """How many runs the last `ANALYZE` counted, or None when there are no statistics."""
+    try:
+        found = connection.execute(
+            "SELECT stat FROM sqlite_stat1 WHERE idx = 'runs_key'"
+        ).fetchone()
+    except sqlite3.OperationalError:  # no sqlite_stat1: never analysed
+        return None
+    return None if found is None else int(str(found[0]).split()[0])
+
+
+REANALYZE_CHANGE = 0.1  # the share of runs added or gone since the last ANALYZE that renews it
 MAX_BOUND = 500  # keys bound in one IN (...)
-# A row's curves as stored: `runformat.index_curves`'s, escaped for HTML (room for that).
-# Longer (an older daemon's, or a hand-made file) they are read as none: a page of rows stays
-# small whatever the file holds.
+# A row's curves as an older daemon stored them: `runformat.index_curves`'s JSON, escaped for
+# HTML (room for that). Longer (a hand-made file) they are read as none, as a packed blob
+# longer than the JSON could be: a page of rows stays small whatever the file holds.
 MAX_CURVES_TEXT = 2 * MAX_CURVES_BYTES
+MAX_CURVES_BLOB = MAX_CURVES_TEXT
 ROW_COLUMNS = (
     "key, status, status_class, model, hook, architecture, source, steps, started_at, duration,"
     " rendered_at, report, error, problems, anomalies, alerts, final, minimum, config,"
-    f" CASE WHEN length(curves) <= {MAX_CURVES_TEXT} THEN curves ELSE '{{}}' END"
+    f" CASE WHEN length(curves) <= {MAX_CURVES_BLOB} THEN curves END"
 )
 
 
@@ -475,18 +494,91 @@ def _bounded_curves(text: str) -> str:
 
 
 def _delete(connection: sqlite3.Connection, key: str) -> None:
-    for table in TABLES:
-        connection.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+    found = connection.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
+    if found is None:
+        return
+    for table in CHILDREN:
+        connection.execute(f"DELETE FROM {table} WHERE run = ?", found)
+    connection.execute("DELETE FROM runs WHERE id = ?", found)
 
 
-def _sweep_of(row: dict[str, Any]) -> str:
-    return sweep_key(row["model"], row["hook"], row["architecture"])
+def _insert(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    """Add or replace `rows` (`pages.index_row`'s shape). A replaced run keeps its number."""
+    sweeps: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        names = (row["model"], row["hook"], row["architecture"])
+        (run,) = connection.execute(
+            "INSERT INTO runs (key, status, model, hook, architecture, source, steps,"
+            " started_at, duration, rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET status = excluded.status, model = excluded.model,"
+            " hook = excluded.hook, architecture = excluded.architecture,"
+            " source = excluded.source, steps = excluded.steps,"
+            " started_at = excluded.started_at, duration = excluded.duration,"
+            " rendered_at = excluded.rendered_at, search = excluded.search RETURNING id",
+            (
+                row["run_id"],
+                row["status"],
+                *names,
+                row["source"],
+                row["steps"],
+                row["started_at"] or None,  # unknown: sorted last, as other gaps
+                row["duration"],
+                row["rendered_at"],
+                _search_text(row),
+            ),
+        ).fetchone()
+        for table in ("loss_values", "config"):
+            connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
+        connection.execute(
+            "INSERT OR REPLACE INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run,
+                *(row[name] for name in ("status_class", "report", "error")),
+                row["problems"],
+                row["anomalies"],
+                *(json.dumps(row[name]) for name in JSON_FIELDS),
+                curves.encode(_bounded_curves(row["curves_json"])),
+            ),
+        )
+        connection.executemany(
+            "INSERT INTO loss_values VALUES (?, ?, ?, ?)",
+            [
+                (run, loss, row["final"].get(loss), row["minimum"].get(loss))
+                for loss in dict.fromkeys([*row["final"], *row["minimum"]])
+            ],
+        )
+        if row["config"]:
+            sweep = sweeps.get(names)
+            if sweep is None:
+                sweep = sweeps[names] = _sweep_id(connection, names)
+            connection.executemany(
+                "INSERT INTO config VALUES (?, ?, ?, ?)",
+                [(run, name, value, sweep) for name, value in row["config"].items()],
+            )
 
 
-def sweep_key(model: str, hook: str, architecture: str) -> str:
-    """The sweep a run belongs to, as one value (kept beside its config values, so a sweep's
-    varying keys are read from one index)."""
-    return "\x1f".join((model, hook, architecture))
+def _sweep_id(connection: sqlite3.Connection, names: tuple[str, str, str]) -> int:
+    """The number of the sweep `names` (model, hook, architecture), given one if new."""
+    connection.execute(
+        "INSERT OR IGNORE INTO sweeps (model, hook, architecture) VALUES (?, ?, ?)", names
+    )
+    (found,) = connection.execute(
+        "SELECT id FROM sweeps WHERE model = ? AND hook = ? AND architecture = ?", names
+    ).fetchone()
+    return int(found)
+
+
+def _tables(connection: sqlite3.Connection) -> set[str]:
+    found = connection.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+    return {name for (name,) in found}
+
+
+def _indexes(connection: sqlite3.Connection) -> list[str]:
+    """The indexes made by CREATE INDEX (not those SQLite makes for a key)."""
+    found = connection.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL"
+    )
+    return [name for (name,) in found]
 
 
 def _search_text(row: dict[str, Any]) -> str:

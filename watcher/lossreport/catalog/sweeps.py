@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .query import RunQuery, where_clause
-from .store import Catalog, sweep_key
+from .store import Catalog
 
 MAX_VARYING = 12  # config keys shown per sweep; the rest are named as a count
 MIN_RUNS = 2  # a sweep is this many runs or more: one run alone is no sweep
@@ -103,9 +103,10 @@ def _find_varying(catalog: Catalog, group: Sweep) -> None:
             (group.model, group.hook, group.architecture),
         ).fetchone()[0]
         found = connection.execute(
-            "SELECT name FROM config WHERE sweep = ?"
+            "SELECT name FROM config WHERE sweep = (SELECT id FROM sweeps"
+            " WHERE model = ? AND hook = ? AND architecture = ?)"
             " GROUP BY name HAVING COUNT(DISTINCT value) > 1 OR COUNT(*) < ? ORDER BY name",
-            (sweep_key(group.model, group.hook, group.architecture), size),
+            (group.model, group.hook, group.architecture, size),
         ).fetchall()
     names = [name for (name,) in found]
     group.varying = names[:MAX_VARYING]
@@ -116,7 +117,7 @@ def losses_of(catalog: Catalog, group: Sweep) -> list[str]:
     """The losses any run of the sweep logged, by name."""
     with catalog.reading() as connection:
         found = connection.execute(
-            "SELECT DISTINCT loss FROM loss_values JOIN runs USING (key)"
+            "SELECT DISTINCT loss FROM loss_values JOIN runs ON runs.id = loss_values.run"
             " WHERE model = ? AND hook = ? AND architecture = ? ORDER BY 1",
             (group.model, group.hook, group.architecture),
         ).fetchall()

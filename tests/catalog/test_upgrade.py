@@ -1,0 +1,151 @@
+"""A catalog a daemon of schema 1 left (every table keyed by the run's path, curves as JSON)
+is upgraded in place when the new daemon opens it: every run kept, none to render again."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lossreport.catalog import Catalog, RunQuery
+from lossreport.catalog.query import search
+from lossreport.catalog.store import SCHEMA_VERSION
+from lossreport.catalog.sweeps import sweeps
+from lossreport.report import pages
+from lossreport.runformat import CATALOG_DIR, CATALOG_FILE
+from tests.support.catalog import realistic_entries, synthetic_entries
+
+# Schema 1 as the daemon before this one made it (catalog/store.py at cfb3565), and its writes.
+SCHEMA_1 = """
+CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, model TEXT NOT NULL,
+    hook TEXT NOT NULL, architecture TEXT NOT NULL, source TEXT NOT NULL, steps INTEGER,
+    started_at TEXT, duration REAL, rendered_at TEXT NOT NULL, search TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX runs_rendered ON runs (rendered_at);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE INDEX runs_duration ON runs (duration);
+CREATE INDEX runs_steps ON runs (steps);
+CREATE INDEX runs_sweep ON runs (model, hook, architecture);
+CREATE INDEX runs_hook ON runs (hook);
+CREATE INDEX runs_architecture ON runs (architecture);
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_source ON runs (source);
+CREATE TABLE details (key TEXT PRIMARY KEY, status_class TEXT NOT NULL, report TEXT NOT NULL,
+    error TEXT NOT NULL, problems INTEGER NOT NULL, anomalies INTEGER NOT NULL,
+    alerts TEXT NOT NULL, final TEXT NOT NULL, minimum TEXT NOT NULL, config TEXT NOT NULL,
+    curves TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE loss_values (key TEXT NOT NULL, loss TEXT NOT NULL, final REAL, minimum REAL,
+    PRIMARY KEY (key, loss)) WITHOUT ROWID;
+CREATE INDEX loss_values_final ON loss_values (loss, final);
+CREATE INDEX loss_values_minimum ON loss_values (loss, minimum);
+CREATE TABLE config (key TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    sweep TEXT NOT NULL, PRIMARY KEY (key, name)) WITHOUT ROWID;
+CREATE INDEX config_value ON config (name, value);
+CREATE INDEX config_sweep ON config (sweep, name, value);
+PRAGMA user_version = 1;
+"""
+
+
+def _write_schema_1(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`rows` as schema 1's `Catalog.put_many` wrote them, and its sampled statistics."""
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(SCHEMA_1)
+        with connection:
+            for row in rows:
+                key, names = row["run_id"], (row["model"], row["hook"], row["architecture"])
+                search_text = "\n".join(
+                    [key, *names, row["source"], *(f"{k}={v}" for k, v in row["config"].items())]
+                ).lower()
+                connection.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, row["status"], *names, row["source"], row["steps"],
+                     row["started_at"] or None, row["duration"], row["rendered_at"],
+                     search_text),
+                )  # fmt: skip
+                connection.execute(
+                    "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, row["status_class"], row["report"], row["error"], row["problems"],
+                     row["anomalies"], *(json.dumps(row[name]) for name in
+                     ("alerts", "final", "minimum", "config")), row["curves_json"]),
+                )  # fmt: skip
+                for loss in dict.fromkeys([*row["final"], *row["minimum"]]):
+                    connection.execute(
+                        "INSERT INTO loss_values VALUES (?, ?, ?, ?)",
+                        (key, loss, row["final"].get(loss), row["minimum"].get(loss)),
+                    )
+                for name, value in row["config"].items():
+                    connection.execute(
+                        "INSERT INTO config VALUES (?, ?, ?, ?)",
+                        (key, name, value, "\x1f".join(names)),
+                    )
+            connection.execute("PRAGMA analysis_limit = 1000")
+            connection.execute("ANALYZE")
+
+
+def _rows() -> list[dict[str, Any]]:
+    made = [pages.index_row(entry, key) for key, entry in synthetic_entries(400)]
+    made += [pages.index_row(entry, key) for key, entry in realistic_entries(200)]
+    made.append(pages.index_row({"status": "not rendered", "error": "bad marker"}, "bad/run"))
+    return made
+
+
+def _without_curves(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in row.items() if name != "curves_json"}
+
+
+def _close(curves_json: str, expected_json: str) -> bool:
+    """Curves as kept: every step, each value within 1/10,000 of its curve's range."""
+    found, expected = json.loads(curves_json), json.loads(expected_json)
+    if list(found) != list(expected):
+        return False
+    for name, points in expected.items():
+        values = [value for _, value in points]
+        span = (max(values) - min(values)) if values else 0
+        got = found[name]
+        if [step for step, _ in got] != [step for step, _ in points]:
+            return False
+        if any(
+            abs(a[1] - b[1]) > span / 10_000 + abs(b[1]) * 1e-3
+            for a, b in zip(got, points, strict=True)
+        ):
+            return False
+    return True
+
+
+def test_a_schema_1_catalog_is_upgraded_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = _rows()
+    folder = tmp_path / CATALOG_DIR
+    folder.mkdir(mode=0o755)
+    _write_schema_1(folder / CATALOG_FILE, rows)
+    assert Catalog.open_readonly(tmp_path) is None  # serve waits for the daemon's upgrade
+
+    catalog = Catalog.open(tmp_path)
+    catalog.close()
+    reader = Catalog.open_readonly(tmp_path)
+    assert reader is not None
+    try:
+        assert reader.count() == len(rows)
+        kept = {row["run_id"]: row for row in reader.rows([row["run_id"] for row in rows])}
+        for row in rows:
+            assert _without_curves(kept[row["run_id"]]) == _without_curves(row), row["run_id"]
+            assert _close(kept[row["run_id"]]["curves_json"], row["curves_json"]), row["run_id"]
+        # what the tables beside the rows answer, made again from them
+        wanted = RunQuery(config=(("lr", "0.001"),), sort="final:mse_loss", per_page=1000)
+        expected = sum(1 for row in rows if row["config"].get("lr") == "0.001")
+        assert search(reader, wanted).total == expected > 0
+        assert sweeps(reader, RunQuery())[0] > 10
+        with reader.reading() as connection:
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            tables = {name for (name,) in connection.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table'")}  # fmt: skip
+    finally:
+        reader.close()
+    assert "sweeps" in tables and not {name for name in tables if name.startswith("old_")}
+    assert [path.name for path in folder.iterdir()] == [CATALOG_FILE]
