@@ -35,11 +35,11 @@ def fill(disk: Path) -> Path:
     """Take every free byte with one file; returns it (unlink it to free the space)."""
     filler = disk / "filler"
     chunk = b"\0" * (1 << 16)
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered file would try the failed write again when closed, and raise.
+    with filler.open("wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC, exc
     while True:  # the last partial chunk may have left a few bytes: take them too
