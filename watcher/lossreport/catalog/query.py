@@ -61,18 +61,14 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
     where, parameters = where_clause(query)
     everything = catalog.remembered("count", catalog.count)
     kind, _, loss = query.sort.partition(":")
-    order_by = SORT_FIELDS.get(query.sort, "")
-    direction = "DESC" if query.descending else "ASC"
-    # Only these can be missing; the others keep an index's order usable.
-    nulls_last = f"{order_by} IS NULL, " if order_by in NULLABLE else ""
-    if query.text:
-        # A text filter reads every row's text: read the table once and sort what matched.
-        # Walking the sort's index instead (the planner cannot know how few rows match)
-        # looks each row up in the table, 10x slower when the text is rare.
-        order_by = f"+{order_by}"
+    offset = (query.page - 1) * query.per_page
+    if query.text and kind not in LOSS_SORTS:
+        with catalog.reading() as connection:
+            found = _by_text(connection, query)
+        if found is not None:
+            return Page(found[0], catalog.rows(found[1]))
     with catalog.reading() as connection:
         total = connection.execute(f"SELECT COUNT(*) FROM runs {where}", parameters).fetchone()[0]
-        offset = (query.page - 1) * query.per_page
         if kind in LOSS_SORTS:
             keys = _by_loss(connection, query, kind, loss)
         else:
@@ -81,15 +77,42 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
                 # page sooner than sorting every match (rows the walk reads: the page's end
                 # over the share that matches; a sort: every match).
                 where = where_clause(query, indexed=False)[0]
+            order_by = _order(query, SORT_FIELDS[query.sort])
             keys = [
                 key
                 for (key,) in connection.execute(
-                    f"SELECT runs.key FROM runs {where}"
-                    f" ORDER BY {nulls_last}{order_by} {direction}, runs.key LIMIT ? OFFSET ?",
+                    f"SELECT runs.key FROM runs {where} ORDER BY {order_by} LIMIT ? OFFSET ?",
                     [*parameters, query.per_page, offset],
                 )
             ]
     return Page(int(total), catalog.rows(keys))
+
+
+def _order(query: RunQuery, column: str, key: str = "runs.key", named: str = "") -> str:
+    """The ORDER BY of `query`'s sort by `column` (`named`, where it is read as that); runs
+    without a value last either way (only NULLABLE columns can lack one: the others keep an
+    index's order usable), ties by key."""
+    nulls_last = f"{named or column} IS NULL, " if column in NULLABLE else ""
+    column = named or column
+    return f"{nulls_last}{column} {'DESC' if query.descending else 'ASC'}, {key}"
+
+
+def _by_text(connection: sqlite3.Connection, query: RunQuery) -> tuple[int, list[str]] | None:
+    """How many runs match a query with a text filter, and its page, in one read of the
+    table: the text is in every row, so no index helps find it, and walking the sort's index
+    instead looks each row up (10x slower when the text is rare; the planner cannot know
+    how rare). None for a page past the end, which has no row to carry the count."""
+    where, parameters = where_clause(query)
+    column = SORT_FIELDS[query.sort]
+    found = connection.execute(
+        f"WITH matched AS MATERIALIZED (SELECT runs.key AS key, {column} AS value FROM runs"
+        f" {where}) SELECT key, (SELECT COUNT(*) FROM matched) FROM matched"
+        f" ORDER BY {_order(query, column, 'key', 'value')} LIMIT ? OFFSET ?",
+        [*parameters, query.per_page, (query.page - 1) * query.per_page],
+    ).fetchall()
+    if found:
+        return int(found[0][1]), [key for key, _ in found]
+    return (0, []) if query.page == 1 else None
 
 
 def _by_loss(connection: sqlite3.Connection, query: RunQuery, kind: str, loss: str) -> list[str]:
