@@ -19,12 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import lossreport
-from lossreport import runformat, sources, storage
+from lossreport import runformat, sources
 from lossreport.delivery.outbox import Outbox, Senders
 from lossreport.errors import RunBusy, UnsafePathError
 from lossreport.report.render import render_lock, render_run
 from lossreport.runformat import Homes
 from lossreport.sources.series import MAX_CHARTS
+from tests.support.bombs import write_constant_shard
 from tests.support.daemon import Daemon, run_once, wait_rendered
 from tests.support.deadline import fails_if_blocked
 from tests.support.memory import peak_memory
@@ -539,26 +540,12 @@ def test_a_run_of_huge_names_and_hundreds_of_series_renders_within_its_memory_bu
     assert summary["model_name"] == "ñ名" + "m" * HUGE  # whole in the data
 
 
-@pytest.mark.skipif(
-    not hasattr(storage, "ReadBudget"),
-    reason="needs the shard reader's decode budget (issue 25: storage.ReadBudget)",
-)
 def test_a_tiny_shard_that_decodes_to_tens_of_millions_of_rows_stays_within_the_budget(
     runs_dir: Path,
 ) -> None:
     run_dir = _finished_run(runs_dir, "bomb")
-    rows, chunk = 40_000_000, 1_000_000
-    table = pa.table(
-        {
-            "step": np.zeros(chunk, np.int64),
-            "wall_time": np.full(chunk, 1.7e9),
-            "mse_loss": np.ones(chunk),
-        }
-    )
     path = run_dir / runformat.LOSSES_DIR / runformat.shard_name(99)
-    with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
-        for _ in range(rows // chunk):
-            writer.write_table(table)
+    write_constant_shard(path, 40_000_000)
     assert path.stat().st_size < 2**20  # under a megabyte on disk
 
     measured = peak_memory(

@@ -20,6 +20,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import NamedTuple
 
+from .local import open_dir, remove_at
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = ".lossreport-mirror.sqlite"
@@ -106,7 +108,10 @@ class MirrorState:
 
     def _discard(self) -> None:
         try:
-            if stat.S_ISREG(os.lstat(self.path).st_mode):
-                os.unlink(self.path)
+            folder = open_dir(self.path.parent)
+            try:
+                remove_at(self.path.name, folder)  # the entry itself, never through a link
+            finally:
+                os.close(folder)
         except OSError:
             pass
