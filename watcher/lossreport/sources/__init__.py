@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import runformat, storage
 from . import hf_trainer, lightning, mlflow, tensorboard
 from .base import Inputs, Source
+from .dvclive import DvcLiveSource
 from .hf_trainer import HfTrainerSource
 from .lightning import LightningCsvSource
 from .mlflow import MlflowSource
@@ -23,7 +24,8 @@ from .tensorboard import TensorBoardSource
 # For error messages: what `find` looks for.
 WHAT_IS_A_RUN = (
     "a run is a folder with run.json or losses/, TensorBoard event files, a Lightning "
-    "metrics.csv, a Hugging Face trainer_state.json, or an MLflow run's meta.yaml and metrics/"
+    "metrics.csv, a Hugging Face trainer_state.json, an MLflow run's meta.yaml and metrics/, "
+    "or a DVCLive folder's plots/metrics/"
 )
 
 NATIVE = NativeSource()
@@ -35,6 +37,7 @@ SOURCES: tuple[Source, ...] = (
     HfTrainerSource(),
     TensorBoardSource(),
     LightningCsvSource(),
+    DvcLiveSource(),
 )
 
 __all__ = [

@@ -156,7 +156,7 @@ def read_metrics_csv(
         if table.num_rows:
             skipped.append(f"{path}: no {STEP_COLUMN} column; {table.num_rows} rows skipped")
         return longform.LONG_SCHEMA.empty_table()
-    steps, has_step = _steps(table.column(header.index(STEP_COLUMN)))
+    steps, has_step = text_steps(table.column(header.index(STEP_COLUMN)))
     if not has_step.all():
         missing = int(has_step.size - has_step.sum())
         skipped.append(f"{path}: {missing} rows skipped: no whole-number {STEP_COLUMN}")
@@ -168,7 +168,7 @@ def read_metrics_csv(
         if name in RESERVED_COLUMNS:
             skipped.append(f"{path}: column {name!r} left out: the report's own column name")
             continue
-        values, logged, bad_cells = _floats(table.column(index))
+        values, logged, bad_cells = text_floats(table.column(index))
         if bad_cells and not logged.any():
             not_numbers.append(name)
             continue
@@ -208,7 +208,7 @@ Floats = npt.NDArray[np.float64]
 Flags = npt.NDArray[np.bool_]
 
 
-def _floats(column: pa.ChunkedArray) -> tuple[Floats, Flags, int]:
+def text_floats(column: pa.ChunkedArray) -> tuple[Floats, Flags, int]:
     """A text column as float64 values, where a value was logged (not empty, a number), and
     how many cells were not numbers."""
     try:
@@ -235,7 +235,7 @@ def _floats_one_by_one(cells: list[str | None]) -> tuple[Floats, Flags, int]:
     return values, logged, bad
 
 
-def _steps(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], Flags]:
+def text_steps(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], Flags]:
     """Each row's step and whether it has one: a whole number (`12`, or `12.0`)."""
     try:
         ints = pc.cast(column, pa.int64()).combine_chunks()
@@ -244,7 +244,7 @@ def _steps(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], Flags]:
     else:
         has_step = ints.is_valid().to_numpy(zero_copy_only=False)
         return pc.fill_null(ints, 0).to_numpy(zero_copy_only=False), has_step
-    values, logged, _ = _floats(column)
+    values, logged, _ = text_floats(column)
     with np.errstate(invalid="ignore"):
         usable = logged & np.isfinite(values) & (values == np.round(values))
         usable &= np.abs(values) < 2.0**63

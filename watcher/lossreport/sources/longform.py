@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import storage
 from ..clock import utc_time
 from ..runformat import RESERVED_COLUMNS, STEP, WALL_TIME, LossData, RunRecord
 
@@ -39,6 +40,7 @@ HOOK_KEYS = ("hook_name", "hook_point", "hook")
 # Folders that tools name the same for every experiment (Lightning's default logger name): a
 # run's group is named by the folder above them instead.
 UNNAMED_GROUPS = frozenset({"lightning_logs"})
+MAX_KEY_DEPTH = 16  # folders in one series' name written as nested folders (MLflow, DVCLive)
 
 
 def long_table(
@@ -156,6 +158,47 @@ def regular_files(folder: Path, wanted: Callable[[str], bool]) -> list[FileStat]
     except OSError:
         return []
     return sorted(found, key=lambda stat: stat.path.name)
+
+
+def walk_files(folder: Path) -> tuple[list[tuple[str, FileStat]], list[str]]:
+    """The regular files under `folder` as (key: the path below it, `/`-separated, stat),
+    sorted by key, and what else was found there (links, FIFOs), named: for tools that store
+    a series named `a/b` as the file `a/b`. Never enters a link (`folder` included); a folder
+    that cannot be listed has nothing."""
+    found: list[tuple[str, FileStat]] = []
+    problems: list[str] = []
+
+    def visit(path: Path, prefix: str, depth: int) -> None:
+        try:
+            with os.scandir(path) as entries:
+                listed = list(entries)
+        except OSError:
+            return
+        for entry in listed:
+            key = f"{prefix}{entry.name}"
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < MAX_KEY_DEPTH:
+                        visit(Path(entry.path), f"{key}/", depth + 1)
+                    else:
+                        problems.append(f"{entry.path}: nested too deeply; not read")
+                    continue
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.is_file(follow_symlinks=False):
+                found.append(
+                    (key, FileStat(Path(entry.path), info.st_size, info.st_mtime_ns, info.st_ino))
+                )
+            else:
+                what = storage.kind_of(Path(entry.path))
+                problems.append(f"{entry.path}: is {what}; not followed or read")
+
+    if storage.is_real_dir(folder):
+        visit(folder, "", 1)
+    elif storage.lexists(folder):
+        problems.append(f"{folder}: is {storage.kind_of(folder)}; not followed or read")
+    return sorted(found, key=lambda item: item[0]), sorted(problems)
 
 
 def stat_file(path: Path) -> FileStat | None:

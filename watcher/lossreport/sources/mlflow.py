@@ -17,7 +17,6 @@ folder's meta.yaml) the model, unless a param names one.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
@@ -49,7 +48,6 @@ SOURCE_TAG = "mlflow.source.name"
 MAX_META_BYTES = 2**20
 MAX_METRIC_BYTES = 2 * 2**30
 MAX_PARAM_BYTES = 64 * 2**10  # MLflow caps a param's value at a few thousand characters
-MAX_KEY_DEPTH = 16  # folders in one metric or param key
 # MLflow's RunStatus: its number and name, and what lossreport calls it.
 STATUSES = {
     1: ("RUNNING", RUNNING),
@@ -99,7 +97,7 @@ class MlflowSource:
         """meta.yaml and the metric files by name, size and time; meta.yaml's status (parsed
         once per version of it); the heartbeat is the latest write of any of them."""
         meta_stat = longform.stat_file(run_dir / META_FILE)
-        metrics, _ = _walk(run_dir / METRICS_DIR)
+        metrics, _ = longform.walk_files(run_dir / METRICS_DIR)
         keys = [meta_stat.key] if meta_stat else []
         keys += [f"{METRICS_DIR}/{key}:{stat.size}:{stat.mtime_ns}" for key, stat in metrics]
         meta = _cached_meta(meta_stat) if meta_stat else None
@@ -124,7 +122,7 @@ class MlflowSource:
         source = _tag(run_dir, SOURCE_TAG)
         if source:
             config[SOURCE_TAG] = source
-        metrics, _ = _walk(run_dir / METRICS_DIR)
+        metrics, _ = longform.walk_files(run_dir / METRICS_DIR)
         stats = [stat for _, stat in metrics]
         meta_stat = longform.stat_file(meta_path)
         return longform.record_from(
@@ -143,7 +141,7 @@ class MlflowSource:
         """Every line of every metric file (nothing is cached), within the run's read budget.
         What cannot be read (a link, a FIFO, a damaged line, a file past the budget) is named
         in `skipped`."""
-        metrics, skipped = _walk(run_dir / METRICS_DIR)
+        metrics, skipped = longform.walk_files(run_dir / METRICS_DIR)
         budget = storage.ReadBudget()
         tables: list[pa.Table] = []
         for key, stat in metrics:
@@ -157,47 +155,6 @@ class MlflowSource:
                 skipped.append(str(exc))
         long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
         return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
-
-
-def _walk(folder: Path) -> tuple[list[tuple[str, longform.FileStat]], list[str]]:
-    """The regular files under `folder` as (key: the path below it, `/`-separated, stat),
-    sorted by key, and what else was found there (links, FIFOs), named. Never enters a link
-    (`folder` included); a folder that cannot be listed has nothing."""
-    found: list[tuple[str, longform.FileStat]] = []
-    problems: list[str] = []
-
-    def visit(path: Path, prefix: str, depth: int) -> None:
-        try:
-            with os.scandir(path) as entries:
-                listed = list(entries)
-        except OSError:
-            return
-        for entry in listed:
-            key = f"{prefix}{entry.name}"
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if depth < MAX_KEY_DEPTH:
-                        visit(Path(entry.path), f"{key}/", depth + 1)
-                    else:
-                        problems.append(f"{entry.path}: nested too deeply; not read")
-                    continue
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if entry.is_file(follow_symlinks=False):
-                stat = longform.FileStat(
-                    Path(entry.path), info.st_size, info.st_mtime_ns, info.st_ino
-                )
-                found.append((key, stat))
-            else:
-                what = storage.kind_of(Path(entry.path))
-                problems.append(f"{entry.path}: is {what}; not followed or read")
-
-    if storage.is_real_dir(folder):
-        visit(folder, "", 1)
-    elif storage.lexists(folder):
-        problems.append(f"{folder}: is {storage.kind_of(folder)}; not followed or read")
-    return sorted(found, key=lambda item: item[0]), sorted(problems)
 
 
 def _read_metric(path: Path, key: str, skipped: list[str], budget: storage.ReadBudget) -> pa.Table:
@@ -319,7 +276,7 @@ def _time_ms(value: Any) -> datetime | None:
 def _texts(folder: Path) -> list[tuple[str, str]]:
     """Each regular file under `folder` (params/, keys with `/` nested) as (key, its text).
     What cannot be read is left out and logged: a param is not worth failing a record for."""
-    found, problems = _walk(folder)
+    found, problems = longform.walk_files(folder)
     for problem in problems:
         logger.warning("%s", problem)
     texts = []

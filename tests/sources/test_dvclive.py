@@ -1,0 +1,144 @@
+"""The DVCLive source: run folders written by DVCLive itself in a subprocess, read back value
+for value while it writes and after `end()`; and metric files as links, FIFOs, damaged or
+unfinished files."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from lossreport import sources
+from lossreport.sources.base import quiet_status
+from lossreport.sources.dvclive import DvcLiveSource
+from tests.support import dvclive_trainer
+from tests.support.deadline import fails_if_blocked
+from tests.support.foreign import Logged, assert_same, values_of
+from tests.support.optional import missing
+
+try:
+    import dvclive  # noqa: F401  (the subprocess imports it; skip here when it is missing)
+except ImportError:
+    missing("dvclive", "pip install -e '.[dev]'")
+
+SOURCE = DvcLiveSource()
+
+
+def test_every_value_dvclive_logged_is_read_with_its_params_as_config(tmp_path: Path) -> None:
+    run_dir = tmp_path / "gpt2-sweep" / "exp-7_ω" / "dvclive"
+    logged = dvclive_trainer.write(run_dir, 9)
+    found = sources.find(run_dir)
+    assert SOURCE.is_run(run_dir) and found is not None and found.name == "dvclive"
+    data = SOURCE.read_losses(run_dir)
+    assert data.skipped == [] and data.over_budget == []
+    assert_same(values_of(data), logged)  # a NaN and an infinity among them
+    assert math.isnan(values_of(data)["train/mse_loss"][3])
+    table = data.table.to_pydict()
+    assert table["step"] == list(range(9))
+    assert all(wall is not None and wall > 1.7e9 for wall in table["wall_time"])  # timestamps
+
+    record = SOURCE.read_record(run_dir)
+    # the default dvclive/ folder is named by the folder above; the params name the model
+    assert (record.run_id, record.model, record.hook) == ("exp-7_ω", "gelu-1l_ω", "")
+    assert record.config == {"model_name": "gelu-1l_ω", "lr": 0.0004, "sae": {"d_sae": 4096}}
+    assert record.status == "running" and record.finished_at is None
+
+
+def test_a_run_being_written_is_read_and_running_and_silence_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """DVCLive writes nothing at end() that next_step() does not (sources/dvclive.py), so the
+    status is the silence rule's; the run is read while DVCLive holds it open."""
+    run_dir = tmp_path / "live" / "dvclive"
+    process = dvclive_trainer.start(run_dir, 6, hold=True)
+    try:
+        logged = dvclive_trainer.logged_by(process)  # six steps done, end() not called yet
+        inputs = SOURCE.inputs(run_dir)
+        assert inputs.status == "running" and inputs.silence_finishes
+        assert inputs.status_rule is not None and "DVCLive logs" in inputs.status_rule
+        assert inputs.heartbeat is not None
+        assert quiet_status(inputs, inputs.heartbeat + timedelta(seconds=5)) == "running"
+        assert_same(values_of(SOURCE.read_losses(run_dir)), logged)
+    finally:
+        _, errors = process.communicate("\n", timeout=60)
+    assert process.returncode == 0, errors
+    ended = SOURCE.inputs(run_dir)
+    assert ended.fingerprint != inputs.fingerprint  # end() rewrote metrics.json
+    assert ended.heartbeat is not None
+    assert quiet_status(ended, ended.heartbeat + timedelta(seconds=601)) == "completed"
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "exp" / "dvclive"
+    (run_dir / "plots" / "metrics").mkdir(parents=True)
+    return run_dir
+
+
+def test_links_and_fifos_are_named_never_followed_and_never_block(tmp_path: Path) -> None:
+    dummy = tmp_path / "dummy"
+    (dummy / "metrics").mkdir(parents=True)
+    (dummy / "metrics" / "loss.tsv").write_text("step\tloss\n0\t1.0\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "plots").symlink_to(dummy)
+    assert not SOURCE.is_run(linked)  # plots/ a link: not entered
+    run_dir = _run_dir(tmp_path)
+    metrics = run_dir / "plots" / "metrics"
+    (metrics / "loss.tsv").write_text("step\tloss\n0\t1.0\n1\t0.5\n")
+    (metrics / "linked.tsv").symlink_to(dummy / "metrics" / "loss.tsv")
+    (metrics / "train").symlink_to(dummy / "metrics")
+    os.mkfifo(metrics / "fifo.tsv")
+    with fails_if_blocked():
+        assert SOURCE.is_run(run_dir)
+        inputs = SOURCE.inputs(run_dir)
+        data = SOURCE.read_losses(run_dir)
+    assert "fifo" not in inputs.fingerprint and "linked" not in inputs.fingerprint
+    assert values_of(data) == {"loss": {0: 1.0, 1: 0.5}}
+    text = "\n".join(data.skipped)
+    assert f"{metrics / 'linked.tsv'}: is a symbolic link" in text
+    assert f"{metrics / 'train'}: is a symbolic link" in text
+    assert f"{metrics / 'fifo.tsv'}: is a FIFO" in text
+
+
+def test_damaged_unfinished_and_foreign_files_are_named_and_the_rest_read(
+    tmp_path: Path,
+) -> None:
+    run_dir = _run_dir(tmp_path)
+    metrics = run_dir / "plots" / "metrics"
+    (metrics / "loss.tsv").write_text(
+        "step\tloss\n0\t1.0\n1\toops\n\t0.7\n2\t0.5\t9\n3\t-inf\n3\t0.25\n4\t0.1"  # last unfinished
+    )
+    (metrics / "not_dvclive.tsv").write_text("epoch\ta\tb\n0\t1\t2\n")
+    (metrics / "empty.tsv").write_text("")
+    (metrics / "notes.txt").write_text("not a metric\n")
+    data = SOURCE.read_losses(run_dir)
+    expected: Logged = {"loss": {0: 1.0, 3: 0.25}}  # step 3 logged twice: the later row
+    assert_same(values_of(data), expected)
+    text = "\n".join(data.skipped)
+    assert "loss.tsv: 1 rows skipped: not as many fields as the header" in text
+    assert "loss.tsv: 1 rows skipped: no whole-number step" in text
+    assert "loss.tsv: 1 values that are not numbers skipped" in text
+    assert "not_dvclive.tsv: not a DVCLive metric file" in text
+    assert "empty.tsv" not in text and "notes.txt" not in text
+
+
+@pytest.mark.parametrize("name", ["step", "wall_time"])
+def test_a_metric_named_as_the_reports_own_column_is_left_out(tmp_path: Path, name: str) -> None:
+    run_dir = _run_dir(tmp_path)
+    (run_dir / "plots" / "metrics" / f"{name}.tsv").write_text(f"step\t{name}\n0\t1.0\n")
+    (run_dir / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n0\t2.0\n")
+    data = SOURCE.read_losses(run_dir)
+    assert values_of(data) == {"loss": {0: 2.0}}
+    assert any(f"metric {name!r} left out" in line for line in data.skipped)
+
+
+def test_runs_are_found_at_any_depth_and_not_below_a_run(tmp_path: Path) -> None:
+    for key in ("a/dvclive", "b/c/d/custom_dir"):
+        (tmp_path / key / "plots" / "metrics" / "inner" / "plots" / "metrics").mkdir(parents=True)
+    found = [path.relative_to(tmp_path).as_posix() for path in sources.list_runs(tmp_path)]
+    assert found == ["a/dvclive", "b/c/d/custom_dir"]
+    record = SOURCE.read_record(tmp_path / "b/c/d/custom_dir")  # no params.yaml: no config
+    assert (record.run_id, record.model, record.config) == ("custom_dir", "d", {})
