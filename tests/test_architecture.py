@@ -48,8 +48,13 @@ ALLOWED: dict[str, set[str]] = {
         "storage",
     },
     "integrations": {"trainer", "runformat", "storage"},
+    "notebook": {"report", "sources", "runformat", "storage"},
     "__main__": {"cli"},
-    "__init__": {"trainer", "report"},  # the public face: these only lazily, on first use
+    "__init__": {
+        "trainer",
+        "report",
+        "notebook",
+    },  # the public face: these only lazily, on first use
 }
 
 

@@ -215,7 +215,7 @@ def render_held(
         inputs = source.inputs(run_dir)
         if fingerprint is None:  # taken before reading: a change meanwhile renders again
             fingerprint = inputs.fingerprint
-        record = _read_record(source, run_dir, problems)
+        record = record_or_stand_in(source, run_dir, problems)
         # The cache is reached through the locked folder's descriptor, never through a path a
         # run's owner could re-point meanwhile.
         cache = storage.fd_path(run_fd, home) / runformat.CACHE_DIR
@@ -322,7 +322,7 @@ def overview_curves(history: LossHistory, points: int = OVERVIEW_POINTS) -> dict
     return curves
 
 
-def _read_record(source: Source, run_dir: Path, problems: list[str]) -> runformat.RunRecord:
+def record_or_stand_in(source: Source, run_dir: Path, problems: list[str]) -> runformat.RunRecord:
     """The run's record, or a stand-in built from the directory when it is missing or
     malformed."""
     try:
