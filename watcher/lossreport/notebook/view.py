@@ -80,7 +80,8 @@ class RunView:
         title = charts.title_lines(loss, self.record.model, self.record.hook)
         spec = charts.loss_chart(series, self.summary["losses"][loss], title)
         raw = spec["layer"][0]
-        raw["params"] = [ZOOM]
+        raw["name"] = "raw"  # the view whose scales the zoom binds
+        spec["params"] = [{**ZOOM, "views": ["raw"]}]
         raw["encoding"]["tooltip"] = TOOLTIP
         return spec
 
