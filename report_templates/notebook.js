@@ -26,6 +26,7 @@ unpackLibrary(packed).then(function () {
   });
   return Promise.all(drawn);
 }).then(function () {
+  root.querySelector(".lr-error").textContent = "";
   root.dataset.state = "drawn";
 }).catch(function (error) {
   root.dataset.state = "failed";

@@ -27,10 +27,6 @@ from ..sources.series import SeriesFilter
 from . import embed
 
 ZOOM = {"name": "zoom", "select": {"type": "interval", "encodings": ["x"]}, "bind": "scales"}
-TOOLTIP = [
-    {"field": "step", "type": "quantitative", "format": ","},
-    {"field": "value", "type": "quantitative", "format": ".6g"},
-]
 
 
 @dataclass(frozen=True)
@@ -82,7 +78,6 @@ class RunView:
         raw = spec["layer"][0]
         raw["name"] = "raw"  # the view whose scales the zoom binds
         spec["params"] = [{**ZOOM, "views": ["raw"]}]
-        raw["encoding"]["tooltip"] = TOOLTIP
         return spec
 
     def _repr_html_(self) -> str:
