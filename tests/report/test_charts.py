@@ -92,3 +92,13 @@ def test_the_combined_chart_has_a_linear_and_a_log_panel_with_a_legend() -> None
     assert "type" not in linear["encoding"]["y"]["scale"]
     assert log["encoding"]["y"]["scale"]["type"] == "log"
     assert linear["encoding"]["color"]["scale"]["domain"] == ["mse_loss", "l1_loss"]
+
+
+def test_a_run_without_a_hook_is_titled_by_its_model_alone() -> None:
+    """Other tools record no hook: no dangling separator where it would go."""
+    assert charts.title_lines("train/loss", "gelu-1l", "") == ["train/loss — gelu-1l"]
+    assert charts.title_lines("mse_loss", "gelu-1l", "blocks.0.hook_mlp_out") == [
+        "mse_loss — gelu-1l · blocks.0.hook_mlp_out"
+    ]
+    long_model = "m" * 60
+    assert charts.title_lines("loss", long_model, "") == ["loss", charts.shortened(long_model, 56)]

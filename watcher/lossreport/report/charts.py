@@ -47,14 +47,16 @@ def chart_text(text: str) -> str:
 def title_lines(what: str, model: str, hook: str) -> list[str]:
     """A chart's title, `what — model · hook`, on one line where it fits the chart's width and
     otherwise on two or three, each part shortened to fit a line: no part is cut off by
-    another, and no line by the chart engine (names of narrow letters, the most)."""
-    one = f"{what} — {model} · {hook}"
+    another, and no line by the chart engine (names of narrow letters, the most). A run
+    without a hook (other tools record none) is named by its model alone."""
+    names = [name for name in (model, hook) if name]
+    run = " · ".join(names)
+    one = f"{what} — {run}" if run else what
     if len(one) <= TITLE_LINE_CHARS:
         return [one]
-    run = f"{model} · {hook}"
     if len(run) <= TITLE_LINE_CHARS:
         return [shortened(what, TITLE_LINE_CHARS), run]
-    return [shortened(text, TITLE_LINE_CHARS) for text in (what, model, hook)]
+    return [shortened(text, TITLE_LINE_CHARS) for text in (what, *names)]
 
 
 def _title(title: str | list[str], subtitle: str) -> alt.TitleParams:
