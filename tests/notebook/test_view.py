@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 import lossreport
 from lossreport.errors import InvalidInputError
 from lossreport.notebook import embed
+from lossreport.notebook.opening import live_run_html
+from lossreport.sources import WHAT_IS_A_RUN
 from tests.support import dvclive_trainer
 from tests.support.foreign import Logged, lightning_run, mlflow_run, tensorboard_run
 from tests.support.trainer_state import write_trainer_output
@@ -164,3 +167,22 @@ def test_open_is_no_name_a_star_import_brings() -> None:
     exec("from lossreport import *", namespace)
     assert "open" not in namespace  # the built-in open stays what it is
     assert callable(lossreport.open)
+
+
+def test_a_run_with_nothing_logged_yet_shows_its_names_and_no_charts(runs_dir: Path) -> None:
+    with lossreport.start_run(runs_dir, model="gelu-1l", hook="hook_z") as run:
+        view = lossreport.open(run.path)
+        html = view._repr_html_()
+    assert view.losses == [] and view.history.empty
+    assert "No losses logged yet." in html and "<script" not in html
+    assert live_run_html(run).count('class="lossreport-run"') == 1  # closed: shown all the same
+
+
+def test_a_live_run_whose_folder_is_gone_says_so(runs_dir: Path) -> None:
+    run = lossreport.start_run(runs_dir, model="gelu-1l", hook="hook_z")
+    run.log(0, mse_loss=1.0)
+    run.close()
+    (Path(run.path) / "run.json").unlink()
+    shutil.rmtree(Path(run.path) / "losses")
+    said = f"<p>{run.path}: not a run directory ({WHAT_IS_A_RUN})</p>"
+    assert live_run_html(run) == said.replace("'", "&#39;")  # escaped

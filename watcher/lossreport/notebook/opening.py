@@ -52,8 +52,16 @@ class LiveRun(Protocol):
 
 def live_run_html(run: LiveRun) -> str:
     """A live run's display: its rows written out, then `open_run`'s view of its folder. A run
-    on an object store is named, not read (open its local mirror instead)."""
+    on an object store is named, not read (open its local mirror instead); one whose folder
+    is gone is named with why."""
     if not isinstance(run.path, Path):
-        return str(markupsafe.Markup("<p>lossreport run at <code>{}</code></p>").format(run.path))
+        return _said(f"lossreport run at {run.path}: open its local mirror to see it")
     run.flush()
-    return open_run(run.path)._repr_html_()
+    try:
+        return open_run(run.path)._repr_html_()
+    except InvalidInputError as exc:
+        return _said(str(exc))
+
+
+def _said(text: str) -> str:
+    return str(markupsafe.Markup("<p>{}</p>").format(text))
