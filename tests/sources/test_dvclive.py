@@ -142,3 +142,19 @@ def test_runs_are_found_at_any_depth_and_not_below_a_run(tmp_path: Path) -> None
     assert found == ["a/dvclive", "b/c/d/custom_dir"]
     record = SOURCE.read_record(tmp_path / "b/c/d/custom_dir")  # no params.yaml: no config
     assert (record.run_id, record.model, record.config) == ("custom_dir", "d", {})
+
+
+def test_a_metric_file_past_the_read_budget_is_named_and_the_others_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a file takes once parsed is charged before it is parsed (a 2 MB file: some 10 MB)."""
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "4M")
+    run_dir = _run_dir(tmp_path)
+    rows = "".join(f"{step}\t{1.0 / (step + 1)}\n" for step in range(100_000))
+    (run_dir / "plots" / "metrics" / "big.tsv").write_text(f"step\tbig\n{rows}")
+    (run_dir / "plots" / "metrics" / "small.tsv").write_text("step\tsmall\n0\t1.0\n")
+    data = SOURCE.read_losses(run_dir)
+    assert values_of(data) == {"small": {0: 1.0}}
+    (refused,) = data.over_budget
+    assert refused.startswith(f"{run_dir / 'plots' / 'metrics' / 'big.tsv'}: would take ")
+    assert refused in data.skipped
