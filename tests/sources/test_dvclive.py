@@ -158,3 +158,21 @@ def test_a_metric_file_past_the_read_budget_is_named_and_the_others_read(
     (refused,) = data.over_budget
     assert refused.startswith(f"{run_dir / 'plots' / 'metrics' / 'big.tsv'}: would take ")
     assert refused in data.skipped
+
+
+def test_each_files_parse_is_given_back_so_many_files_fit_that_each_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three files, each parsed within the budget but not all three at once: the budget holds
+    each file's parse only while it runs, and every file's rows after."""
+    monkeypatch.setenv("LOSSREPORT_READ_BUDGET", "4M")
+    run_dir = _run_dir(tmp_path)
+    logged: Logged = {}
+    for index in range(3):
+        name = f"loss_{index}"
+        logged[name] = {step: (index + 1) / (step + 1) for step in range(20_000)}
+        rows = "".join(f"{step}\t{value!r}\n" for step, value in logged[name].items())
+        (run_dir / "plots" / "metrics" / f"{name}.tsv").write_text(f"step\t{name}\n{rows}")
+    data = SOURCE.read_losses(run_dir)
+    assert data.skipped == [] and data.over_budget == []
+    assert_same(values_of(data), logged)

@@ -140,7 +140,8 @@ def read_metric_tsv(
 ) -> pa.Table:
     """One metric file as long rows of series `name`, in the order of its rows. Raises
     OSError when it cannot be read (storage's errors; ReadBudgetError when it would not fit
-    in `budget` once parsed), MalformedRunFileError when it is not DVCLive's TSV; notes what
+    in `budget` once parsed: the budget holds its long rows after, its parse only while it
+    runs), MalformedRunFileError when it is not DVCLive's TSV; notes what
     it leaves out in `skipped`."""
     data = budget.read_file(path, MAX_TSV_BYTES)
     if not data.endswith(b"\n") and b"\n" in data:
@@ -157,12 +158,22 @@ def read_metric_tsv(
             path, f"not a DVCLive metric file: header {header[:5]!r}, not step and one value"
         )
     rows = data.count(b"\n") - 1
-    budget.charge(
-        path,
-        2 * len(data)
-        + rows * (len(header) * (_TEXT_CELL_BYTES + 8) + longform.LONG_ROW_BYTES + len(name)),
-        "once parsed",
-    )
+    kept = longform.long_rows_bytes(rows, name)  # the long rows returned
+    parsing = 2 * len(data) + rows * len(header) * (_TEXT_CELL_BYTES + 8)  # freed on return
+    budget.charge(path, parsing + kept, "once parsed")
+    try:
+        return _long_rows(path, data, header, values_at[0], name, skipped)
+    except BaseException:
+        budget.release(kept)
+        raise
+    finally:
+        budget.release(parsing)
+
+
+def _long_rows(
+    path: Path, data: bytes, header: list[str], value_at: int, name: str, skipped: list[str]
+) -> pa.Table:
+    """The rows of a metric file (`data`, its header `header`) as long rows of `name`."""
     keys = [f"c{index}" for index in range(len(header))]
     bad_rows: list[str] = []
 
@@ -189,7 +200,7 @@ def read_metric_tsv(
             f"(first: {bad_rows[0][:100]!r})"
         )
     steps, has_step = text_steps(table.column(header.index(STEP_COLUMN)))
-    values, logged, bad_cells = text_floats(table.column(values_at[0]))
+    values, logged, bad_cells = text_floats(table.column(value_at))
     walls = np.full(table.num_rows, np.nan)
     if TIMESTAMP_COLUMN in header:
         millis, has_time, _ = text_floats(table.column(header.index(TIMESTAMP_COLUMN)))

@@ -65,6 +65,12 @@ class ReadBudget:
             return
         raise self._refuse(path, f"would take {size:,} bytes {what}")
 
+    def release(self, size: int) -> None:
+        """Give back `size` bytes of a charge that parsing took and no longer holds (a file's
+        bytes and text cells, once its values are extracted), so that a run of many files is
+        held to the budget at its peak, not the sum of every parse."""
+        self.spent = max(0, self.spent - size)
+
     def read_file(self, path: Path, limit: int) -> bytes:
         """storage.read_bytes, at most `limit` bytes and no more than is left (not charged:
         the caller charges the bytes with what parsing them takes). ReadBudgetError when the
