@@ -8,6 +8,7 @@ series, as `Run.get_loss_history` gives a native run's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 from .. import sources
 from ..clock import utc_time
 from ..report import charts, stats
-from ..report.history import from_table
+from ..report.history import LossHistory, from_table
 from ..report.render import record_or_stand_in
 from ..report.shown import listed
 from ..runformat import WALL_TIME, RunRecord
@@ -57,6 +58,10 @@ class RunView:
         frame: pd.DataFrame = self.table.drop_columns([WALL_TIME]).to_pandas()
         return frame
 
+    @cached_property
+    def _loss_history(self) -> LossHistory:
+        return from_table(self.table)  # once: a chart per loss reads it
+
     def chart(self, loss: str) -> alt.LayerChart:
         """The report's chart of `loss` as an Altair chart, zoomable on steps. Raises KeyError
         naming the run's losses when it has no loss `loss`."""
@@ -64,7 +69,7 @@ class RunView:
 
     def specs(self) -> list[dict[str, Any]]:
         """The Vega-Lite specs the display draws: every loss together, then each loss."""
-        history = from_table(self.table).select(self.losses)
+        history = self._loss_history.select(self.losses)
         title = charts.title_lines("all losses", self.record.model, self.record.hook)
         together = [charts.combined_chart(history.series(), title)] if self.losses else []
         return together + [self._loss_spec(name) for name in self.losses]
@@ -72,7 +77,7 @@ class RunView:
     def _loss_spec(self, loss: str) -> dict[str, Any]:
         if loss not in self.summary["losses"]:
             raise KeyError(f"{self.run_dir}: no loss {loss!r}; its losses: {listed(self.losses)}")
-        (series,) = from_table(self.table).select([loss]).series()
+        (series,) = self._loss_history.select([loss]).series()
         title = charts.title_lines(loss, self.record.model, self.record.hook)
         spec = charts.loss_chart(series, self.summary["losses"][loss], title)
         raw = spec["layer"][0]
