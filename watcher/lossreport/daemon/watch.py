@@ -387,7 +387,7 @@ class Watcher:
             reason, status = f"running, {why}", runformat.RUNNING
         if reason is None or status is None:
             self._schedule.settled(name)
-            if identity is not None and marker is not None and not alerted:
+            if identity is not None and marker is not None and status is not None and not alerted:
                 self._saw_settled(name, state, status, marker, identity)
             return
         if self._crashes.set_aside(name, state.fingerprint):

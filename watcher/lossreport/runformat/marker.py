@@ -145,7 +145,7 @@ def _is_number(value: Any) -> bool:
     if kind is float:
         return math.isfinite(value)
     if kind is int:
-        return -(2**63) < value < 2**63
+        return bool(-(2**63) < value < 2**63)
     if isinstance(value, float):
         return math.isfinite(value)
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63

@@ -49,12 +49,14 @@ def stat_fingerprint(run_dir: str | Path) -> tuple[str, os.stat_result | None]:
     strings, no Path: a daemon's start takes it for every run."""
     entries: list[str] = []
     folder = os.fspath(run_dir)
+    run_file: os.stat_result | None = None
     try:
-        run_file: os.stat_result | None = os.lstat(os.path.join(folder, runformat.RUN_FILE))
+        found = os.lstat(os.path.join(folder, runformat.RUN_FILE))
     except OSError:
-        run_file = None
+        pass
     else:
-        entries.append(f"{runformat.RUN_FILE}:{run_file.st_size}:{run_file.st_mtime_ns}")
+        entries.append(f"{runformat.RUN_FILE}:{found.st_size}:{found.st_mtime_ns}")
+        run_file = found
     try:  # the daemon's alerts: the report shows them
         alerts = os.lstat(os.path.join(folder, runformat.ALERTS_FILE))
     except OSError:
@@ -68,9 +70,9 @@ def stat_fingerprint(run_dir: str | Path) -> tuple[str, os.stat_result | None]:
         mode = None
     if mode is not None and stat.S_ISDIR(mode):
         try:
-            with os.scandir(losses) as found:
+            with os.scandir(losses) as listed:
                 shards = sorted(
-                    (entry for entry in found if runformat.parse_shard_name(entry.name)),
+                    (entry for entry in listed if runformat.parse_shard_name(entry.name)),
                     key=lambda entry: entry.name,
                 )
                 for entry in shards:
