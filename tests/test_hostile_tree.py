@@ -122,6 +122,7 @@ def test_a_linked_run_directory_is_not_a_run(runs_dir: Path, tmp_path: Path) -> 
     real = _finished_run(tmp_path / "other-runs", "theirs")
     (runs_dir / "alias").symlink_to(real)
     assert sources.list_runs(runs_dir) == []
+    assert sources.list_run_keys(runs_dir) == []
     with pytest.raises(lossreport.RunDirectoryError, match="symbolic link"):
         render_run(runs_dir / "alias")
     assert not (real / "loss_graphs").exists()

@@ -38,7 +38,10 @@ def test_runs_are_found_at_any_depth_but_not_in_reports_hidden_folders_or_links(
     dummy = tmp_path / "dummy"
     _native_run(dummy, "behind-a-link")
     (runs_dir / "linked").symlink_to(dummy, target_is_directory=True)
+    (runs_dir / "linked-file").symlink_to(dummy / "behind-a-link" / runformat.RUN_FILE)
     assert sources.list_runs(runs_dir) == [deep, top]
+    # The daemon's faster listing finds the same runs, as keys.
+    assert sources.list_run_keys(runs_dir) == ["team/exp1/sweep/deep", "top"]
 
 
 def test_the_walk_stops_at_the_depth_limit(runs_dir: Path) -> None:
@@ -47,6 +50,7 @@ def test_the_walk_stops_at_the_depth_limit(runs_dir: Path) -> None:
     reachable = _native_run(at_limit, "ok")
     _native_run(below_limit, "too-deep")
     assert sources.list_runs(runs_dir) == [reachable]
+    assert sources.list_run_keys(runs_dir) == [reachable.relative_to(runs_dir).as_posix()]
 
 
 def test_run_keys_are_paths_of_plain_names() -> None:

@@ -109,8 +109,18 @@ CREATE TABLE sweeps (
     UNIQUE (model, hook, architecture)
 );
 """
-TABLES = ("runs", "details", "loss_values", "config", "sweeps")
-CHILDREN = ("details", "loss_values", "config")  # a run's rows beside its `runs` one
+# What the daemon found unchanged at its last look at each run (daemon/seen.py): a restart
+# that finds the same stamp neither reads the run's files nor renders it. Not part of the
+# rows `serve` reads, so added to a catalog of this schema where it is missing.
+SEEN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (
+    run INTEGER PRIMARY KEY,
+    stamp INTEGER NOT NULL,
+    running INTEGER NOT NULL
+)
+"""
+TABLES = ("runs", "details", "loss_values", "config", "sweeps", "seen")
+CHILDREN = ("details", "loss_values", "config", "seen")  # a run's rows beside its `runs` one
 JSON_FIELDS = ("alerts", "final", "minimum", "config")
 UPGRADE_BATCH = 5000  # rows of an older catalog moved a step
 # An older layout's rows, read whole to be put in the new one (version: its SELECT).
@@ -243,8 +253,12 @@ class Catalog:
 
     def _ensure_schema(self) -> None:
         version = self._schema_version()
-        if version == SCHEMA_VERSION:
-            return
+        if version != SCHEMA_VERSION:
+            self._make_schema(version)
+        with self._connection as connection:
+            connection.execute(SEEN_SCHEMA)
+
+    def _make_schema(self, version: int) -> None:
         with self._connection as connection:
             old = version in OLD_ROWS and _tables(connection) >= {"runs", "details"}
             if old:  # an older daemon's layout: its rows are moved into this one
@@ -333,7 +347,34 @@ class Catalog:
             connection.execute("DELETE FROM present")
         return len(gone)
 
+    def put_seen(self, stamps: Iterable[tuple[str, int, bool]]) -> None:
+        """Record (key, stamp, running) for runs that have a row (daemon/seen.py), in one
+        transaction; a key without a row is passed over."""
+        self._changes += 1
+        with self._lock, self._connection as connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO seen SELECT id, ?, ? FROM runs WHERE key = ?",
+                ((stamp, running, key) for key, stamp, running in stamps),
+            )
+
     # -- reading --------------------------------------------------------------------------------
+    def seen(self, key: str) -> tuple[int, bool] | None:
+        """The (stamp, running) `put_seen` recorded for run `key`, or None."""
+        with self.reading() as connection:
+            found = connection.execute(
+                "SELECT stamp, running FROM seen WHERE run = (SELECT id FROM runs WHERE key = ?)",
+                (key,),
+            ).fetchone()
+        return None if found is None else (int(found[0]), bool(found[1]))
+
+    def stamps(self) -> dict[str, tuple[int, bool]]:
+        """Every (stamp, running) `put_seen` recorded, by run key: one query for a scan."""
+        with self.reading() as connection:
+            found = connection.execute(
+                "SELECT key, stamp, running FROM seen JOIN runs ON runs.id = seen.run"
+            )
+            return {key: (stamp, bool(running)) for key, stamp, running in found}
+
     def rendered_at(self, key: str) -> str | None:
         """When the row of run `key` was rendered, or None when it has none."""
         with self.reading() as connection:

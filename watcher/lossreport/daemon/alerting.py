@@ -47,16 +47,22 @@ class Alerter:
     _followed: dict[str, _Followed] = field(default_factory=dict)
     _stalled: set[str] = field(default_factory=set)  # runs whose stall was raised
 
-    def look(self, name: str, state: RunState) -> bool:
+    def look(
+        self, name: str, state: RunState, rendered: Callable[[], str | None] = lambda: None
+    ) -> bool:
         """Check run `name`'s new shards; True if an alert was raised. Only runs seen while
         running are followed (a tree of finished runs is never read for alerts), and a check
-        with unchanged inputs reads nothing."""
+        with unchanged inputs reads nothing. `rendered`: the inputs a daemon's render of the
+        run saw (asked only when the run is first followed): that daemon checked them before
+        it rendered, so a restart over stalled runs does not read every shard again."""
         followed = self._followed.get(name)
         if followed is None:
             if state.status != runformat.RUNNING:
                 return False
             already = {str(entry["rule"]) for entry in runformat.read_alert_log(state.run_dir)}
             followed = self._followed[name] = _Followed(RunChecker(self.rules, already))
+            if rendered() == state.fingerprint:
+                followed.checked = state.fingerprint
         if followed.checked == state.fingerprint:
             return False
         followed.checked = state.fingerprint

@@ -34,6 +34,7 @@ class Listing:
         self.homes = homes
         self._listed: set[str] = set()  # runs whose row this daemon has put or checked
         self._pending: dict[str, dict[str, Any]] = {}  # rows found, not written yet
+        self._seen: dict[str, tuple[int, bool]] = {}  # stamps (seen.py) not written yet
         self._rebuilding = False
         self.catalog = self._opened()
 
@@ -63,27 +64,60 @@ class Listing:
                 return False
         except sqlite3.Error as exc:
             return self._failed_write(key, exc)
-        self._pending[key] = self.row(key, entry)
+        self._pending[key] = self.row(key, entry, bounded=True)
         self._listed.add(key)
         if len(self._pending) >= BATCH:
             self.flush()
         return True
 
-    def flush(self) -> None:
-        """Write the rows `found` is holding."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
+    def seen(self, key: str) -> tuple[int, bool] | None:
+        """The stamp and running flag last recorded for run `key` (daemon/seen.py)."""
         try:
-            self.catalog.put_many(pending.values())
-        except sqlite3.Error as exc:
-            self._listed.difference_update(pending)  # listed again at their next look
-            # (Found in their markers: a catalog made afresh has them again.)
-            self._failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
+            return self._seen.get(key) or self.catalog.seen(key)
+        except sqlite3.Error:
+            return None  # the run gets a full look, which reports the catalog's trouble
+
+    def stamps(self) -> dict[str, tuple[int, bool]]:
+        """Every run's recorded stamp and running flag, by key: what a scan compares with."""
+        self.flush()
+        try:
+            return self.catalog.stamps()
+        except sqlite3.Error:
+            return {}  # each run gets a full look, which reports the catalog's trouble
+
+    def checked(self, key: str) -> None:
+        """Run `key`'s row is the one its marker gives (its stamp says so)."""
+        self._listed.add(key)
+
+    def saw(self, key: str, stamp: int, running: bool) -> None:
+        """Record run `key`'s stamp (seen.py), written with the next batch of rows."""
+        self._seen[key] = (stamp, running)
+        if len(self._seen) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows `found` and the stamps `saw` are holding."""
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            try:
+                self.catalog.put_many(pending.values())
+            except sqlite3.Error as exc:
+                self._listed.difference_update(pending)  # listed again at their next look
+                # (Found in their markers: a catalog made afresh has them again.)
+                self._failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
+                for key in pending:  # their rows are not there: no stamp says they are
+                    self._seen.pop(key, None)
+        if self._seen:
+            seen, self._seen = self._seen, {}
+            try:  # a stamp not written costs its run a full look at the next start
+                self.catalog.put_seen((key, *found) for key, found in seen.items())
+            except sqlite3.Error as exc:
+                self._failed_write(f"{len(seen)} runs, e.g. {next(iter(seen))}", exc)
 
     def rendered(self, key: str, entry: dict[str, Any]) -> None:
         """List run `key` as just rendered."""
         self._pending.pop(key, None)
+        self._seen.pop(key, None)
         try:
             self.catalog.put(self.row(key, entry))
         except sqlite3.Error as exc:
@@ -103,6 +137,7 @@ class Listing:
     def forget(self, key: str) -> None:
         self._listed.discard(key)
         self._pending.pop(key, None)
+        self._seen.pop(key, None)
         try:
             self.catalog.forget(key)
         except sqlite3.Error as exc:
@@ -123,9 +158,12 @@ class Listing:
         if gone:
             logger.info("%d runs gone from the catalog", gone, extra={"event": "catalog_pruned"})
 
-    def row(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
-        bounded = {**entry, "curves": index_curves(entry.get("curves"))}
-        return pages.index_row(bounded, key, self._graphs_link(key))
+    def row(self, key: str, entry: dict[str, Any], bounded: bool = False) -> dict[str, Any]:
+        """Run `key`'s catalog row from `entry`, its curves bounded unless they are already
+        (an entry `read_marker` gave)."""
+        if not bounded:
+            entry = {**entry, "curves": index_curves(entry.get("curves"))}
+        return pages.index_row(entry, key, self._graphs_link(key))
 
     def _graphs_link(self, key: str) -> str | None:
         """Run `key`'s loss_graphs/ as the index links it, where that is not `KEY/loss_graphs`
@@ -201,6 +239,6 @@ class Listing:
             key = self.homes.key_of(run_dir)
             marker = read_marker(self.homes.home_of(key)) if runformat.is_run_name(key) else None
             if marker is not None and key not in self._pending:
-                self._pending[key] = self.row(key, marker.entry)
+                self._pending[key] = self.row(key, marker.entry, bounded=True)
                 self._listed.add(key)
         self.flush()

@@ -47,6 +47,8 @@ from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RenderWorkerDied, RunBusy, RunDirectoryError
 from ..runformat import Homes, RenderedMarker, presence, read_marker
+from ..sources.native import stat_fingerprint
+from . import seen
 from .alerting import Alerter
 from .crashes import Crashes
 from .jobs import render_job
@@ -75,6 +77,8 @@ WATCHED_EVENTS = [
 ]
 LOST = ()  # on the events queue: events were lost (the runs directory's own parts)
 INDEX_EVERY_SECONDS = 1.0
+# A run found rendered in one of these is settled until its inputs or its marker change.
+SETTLED_STATUSES = frozenset({runformat.COMPLETED, runformat.FAILED, runformat.STALLED})
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Watcher:
         if not runs_dir.is_dir():
             raise RunDirectoryError(runs_dir, "is not a directory")
         self.runs_dir = runs_dir.resolve()  # /data/runs -> /lustre/...: links inside are not
+        self._runs_root = os.fspath(self.runs_dir)
         self.options = options
         output = options.output.resolve() if options.output is not None else None
         if output is not None and not storage.is_real_dir(output):
@@ -131,6 +136,7 @@ class Watcher:
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
         self._events_lost = 0  # times inotify's queue overflowed
+        self._read = 0  # full looks at runs (their run.json and marker read): seen.py
         self._last_render: float | None = None
         self._advertised = self._presence_failed = False
         self._mailed: dict[str, str] = {}  # run -> the inputs whose email is sent or queued
@@ -161,11 +167,13 @@ class Watcher:
             started = time.monotonic()
             count = self._scan()
             logger.info(
-                "scanned %d runs in %.2fs, %d to render",
+                "scanned %d runs in %.2fs, %d read (the others unchanged since a look found "
+                "them settled), %d to render",
                 count,
                 time.monotonic() - started,
+                self._read,
                 len(self._in_flight) + len(self._queued),
-                extra={"event": "scan"},
+                extra={"event": "scan", "runs": count, "read": self._read},
             )
             if self.options.once:
                 return self._finish_once()
@@ -282,18 +290,23 @@ class Watcher:
         return keys[known] if known is not None else None
 
     # -- deciding and submitting ----------------------------------------------------------
-    def _run_dirs(self) -> list[Path]:
+    def _run_keys(self) -> list[str]:
         try:
-            return sources.list_runs(self.runs_dir)
+            return sources.list_run_keys(self.runs_dir)
         except OSError as exc:
             logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
             return []
 
     def _scan(self) -> int:
-        keys = [self.homes.key_of(run_dir) for run_dir in self._run_dirs()]
+        keys = self._run_keys()
         self._known.update(keys)
+        stamps = self._listing.stamps()  # one query, not one a run
         for key in keys:
-            self._consider(key)
+            # The scan just found the run's folder, a real one: what _consider_run checks
+            # before it asks whether the run is unchanged.
+            if self._schedule.request(key) and not self._unchanged(key, stamps.get(key)):
+                self._look(key)
+        del stamps
         for name in self._known - set(keys):  # deleted or moved away
             self._forget(name)
         self._listing.keep_only(keys)  # and those an earlier daemon listed
@@ -337,6 +350,9 @@ class Watcher:
         if source is None:
             self._forget(name)
             return
+        if source is sources.NATIVE and self._unchanged(name, self._listing.seen(name)):
+            return
+        self._read += 1
         state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
@@ -348,13 +364,14 @@ class Watcher:
         home = self.homes.home_of(name)
         # Alerts read lossreport's own shards, and log beside them.
         checked = source is sources.NATIVE and home == run_dir
-        alerted = checked and self._alert(name, state, status, now_utc)
+        alerted = checked and self._alert(name, state, status, now_utc, home)
         if alerted:  # the alert log is an input: the render records it
             state = read_state(run_dir, source)
         live = status is None and (alerted or self._schedule.live_due(name, time.monotonic()))
         if status is None and not live and self._listing.is_listed(name):
             self._schedule.settled(name)
             return  # running, and shown already: its marker need not be read again
+        identity = seen.marker_identity(home) if source is sources.NATIVE else None
         marker = read_marker(home)
         if (  # rendered earlier: listed unless the catalog has that render already
             marker is not None
@@ -370,6 +387,8 @@ class Watcher:
             reason, status = f"running, {why}", runformat.RUNNING
         if reason is None or status is None:
             self._schedule.settled(name)
+            if identity is not None and marker is not None and status is not None and not alerted:
+                self._saw_settled(name, state, status, marker, identity)
             return
         if self._crashes.set_aside(name, state.fingerprint):
             logger.debug(
@@ -398,6 +417,50 @@ class Watcher:
         )
         self._queued[name] = _Queued(job, state.fingerprint, reason)
         self._schedule.render_started(name, time.monotonic())
+
+    def _unchanged(self, name: str, recorded: tuple[int, bool] | None) -> bool:
+        """Whether run `name` is as the look that `recorded` its stamp found it (seen.py):
+        then there is nothing to render or list, and nothing of it is read. Paths as plain
+        strings: a start asks this of every run."""
+        if recorded is None or not runformat.is_run_name(name):
+            return False
+        stamp, running = recorded
+        run_dir = os.path.join(self._runs_root, name)
+        home = run_dir if self.homes.output is None else os.fspath(self.homes.home_of(name))
+        identity = seen.marker_identity(home)
+        if identity is None:
+            return False
+        fingerprint, _ = stat_fingerprint(run_dir)
+        if seen.stamp(name, fingerprint, identity, self._settings(running)) != stamp:
+            return False
+        self._schedule.saw(name, running=running)
+        self._schedule.settled(name)
+        self._listing.checked(name)
+        return True
+
+    def _saw_settled(
+        self, name: str, state: RunState, status: str, marker: RenderedMarker, identity: str
+    ) -> None:
+        """A full look found run `name` rendered as it is: record its stamp (seen.py) if the
+        same inputs and marker always mean the same answer (a finished or stalled run of
+        lossreport's own whose mail, if any, its daemon render queued)."""
+        if (
+            status not in SETTLED_STATUSES
+            or marker.status != status
+            or marker.fingerprint != state.fingerprint
+            or (self.options.mail is not None and not marker.by_daemon)
+            or not self._listing.is_listed(name)
+        ):
+            return
+        running = state.status == runformat.RUNNING
+        stamp = seen.stamp(name, state.fingerprint, identity, self._settings(running))
+        self._listing.saw(name, stamp, running)
+
+    def _settings(self, running: bool) -> str:
+        """The settings a settled run's answer depends on: whether runs are mailed, and for a
+        stalled one the alert rules (its stall is raised once, before its render)."""
+        alerts = repr(self.options.alert_rules) if running and self._alerter else ""
+        return f"mail={self.options.mail is not None}|alerts={alerts}"
 
     def _dispatch(self) -> None:
         """Start queued renders on free workers, in the order they were decided on."""
@@ -439,12 +502,14 @@ class Watcher:
         self._mailed[name] = state.fingerprint
         return False
 
-    def _alert(self, name: str, state: RunState, status: str | None, now: datetime) -> bool:
+    def _alert(
+        self, name: str, state: RunState, status: str | None, now: datetime, home: Path
+    ) -> bool:
         """Check the run for alerts (alerting.py); True if one was raised now."""
         if self._alerter is None:
             return False
         try:
-            alerted = self._alerter.look(name, state)
+            alerted = self._alerter.look(name, state, partial(_rendered_by_daemon, home))
             if status == runformat.STALLED and state.heartbeat is not None:
                 silent_for = (now - state.heartbeat).total_seconds()
                 alerted = self._alerter.stalled(name, state, silent_for) or alerted
@@ -706,6 +771,12 @@ class Watcher:
             wait(futures, EXIT_WAIT_SECONDS + 1)
         self._collect_finished()
         self._workers.stop()
+
+
+def _rendered_by_daemon(home: Path) -> str | None:
+    """The inputs the last render of the run at `home` saw, if a daemon made it."""
+    marker = read_marker(home)
+    return marker.fingerprint if marker is not None and marker.by_daemon else None
 
 
 def _list_inputs(root: str, path: str | None) -> Iterator[os.DirEntry[str]]:

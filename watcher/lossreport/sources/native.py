@@ -8,11 +8,12 @@ sizes and modification times make its fingerprint, taken without reading a shard
 from __future__ import annotations
 
 import os
+import stat
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from .. import runformat, storage
+from .. import runformat
 from ..runformat import LossData, RunRecord
 from .base import Inputs
 
@@ -27,41 +28,61 @@ class NativeSource:
 
     def inputs(self, run_dir: Path) -> Inputs:
         """Stat the inputs (never following a link) and read run.json (bounded)."""
-        entries: list[str] = []
+        fingerprint, run_file = stat_fingerprint(run_dir)
         status: str | None = None
         heartbeat: datetime | None = None
-        try:
-            run_file = os.lstat(run_dir / runformat.RUN_FILE)
-        except OSError:
-            pass
-        else:
-            entries.append(f"{runformat.RUN_FILE}:{run_file.st_size}:{run_file.st_mtime_ns}")
+        if run_file is not None:
             key = (run_file.st_ino, run_file.st_size, run_file.st_mtime_ns)
             status, heartbeat = _status_and_heartbeat(run_dir, key)
-        try:  # the daemon's alerts: the report shows them
-            alerts = os.lstat(run_dir / runformat.ALERTS_FILE)
-        except OSError:
-            pass
-        else:
-            entries.append(f"{runformat.ALERTS_FILE}:{alerts.st_size}:{alerts.st_mtime_ns}")
-        losses = run_dir / runformat.LOSSES_DIR
-        if storage.is_real_dir(losses):
-            try:
-                for entry in sorted(os.scandir(losses), key=lambda e: e.name):
-                    if runformat.parse_shard_name(entry.name) is not None:
-                        info = entry.stat(follow_symlinks=False)
-                        entries.append(f"{entry.name}:{info.st_size}:{info.st_mtime_ns}")
-            except OSError:
-                pass
-        elif storage.lexists(losses):
-            entries.append(f"{runformat.LOSSES_DIR}:not-a-folder")
-        return Inputs("|".join(entries), status, heartbeat)
+        return Inputs(fingerprint, status, heartbeat)
 
     def read_record(self, run_dir: Path) -> RunRecord:
         return runformat.read_run_file(run_dir)
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
         return runformat.read_losses(run_dir)  # Parquet already: nothing to convert or keep
+
+
+def stat_fingerprint(run_dir: str | Path) -> tuple[str, os.stat_result | None]:
+    """The fingerprint of the run's inputs (`inputs`), from their names, sizes and modification
+    times alone (lstat, never following a link; nothing read), and run.json's stat. Plain
+    strings, no Path: a daemon's start takes it for every run."""
+    entries: list[str] = []
+    folder = os.fspath(run_dir)
+    run_file: os.stat_result | None = None
+    try:
+        found = os.lstat(os.path.join(folder, runformat.RUN_FILE))
+    except OSError:
+        pass
+    else:
+        entries.append(f"{runformat.RUN_FILE}:{found.st_size}:{found.st_mtime_ns}")
+        run_file = found
+    try:  # the daemon's alerts: the report shows them
+        alerts = os.lstat(os.path.join(folder, runformat.ALERTS_FILE))
+    except OSError:
+        pass
+    else:
+        entries.append(f"{runformat.ALERTS_FILE}:{alerts.st_size}:{alerts.st_mtime_ns}")
+    losses = os.path.join(folder, runformat.LOSSES_DIR)
+    try:
+        mode: int | None = os.lstat(losses).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        try:
+            with os.scandir(losses) as listed:
+                shards = sorted(
+                    (entry for entry in listed if runformat.parse_shard_name(entry.name)),
+                    key=lambda entry: entry.name,
+                )
+                for entry in shards:
+                    info = entry.stat(follow_symlinks=False)
+                    entries.append(f"{entry.name}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            pass
+    elif mode is not None:
+        entries.append(f"{runformat.LOSSES_DIR}:not-a-folder")
+    return "|".join(entries), run_file
 
 
 @lru_cache(maxsize=16384)

@@ -1,0 +1,172 @@
+"""The daemon's start-up over a large tree of runs that are all rendered already.
+
+    python benchmarks/bench_startup.py [--runs 100000] [--fixture DIR] [--repeats 3]
+                                       [--syscalls 1000]
+
+The fixture (tests.support.rendered) is shaped as a real cluster's: run ids
+made by the id function `start_run` uses by default (about 65 characters, a random part), in
+one flat runs directory as `start_run` lays them out; long and non-ASCII model names; six
+config keys; statuses as a sweep ends (completed, failed; stalled runs with an old heartbeat and
+their stall alert; running ones with a fresh heartbeat, never rendered, about 200: those of
+the newest 4,000 runs); each run a run.json, one small shard and the render marker a
+daemon's render leaves (its fingerprint of the inputs, its index row with three 60-point
+overview curves). Written through the project's own runformat helpers (no fsync), not
+rendered: a start never opens the charts. Kept under --fixture (made once, reused while its
+heartbeats are fresh enough), so repeated runs do not build it again.
+
+The real `lossreport watch` (2 workers) then starts over it, timed to its "watching" log line:
+the first start (no catalog: every run is listed in a new one), then restarts with the
+catalog there (median of --repeats). For each: re-renders (must be 0), the peak resident
+memory (VmHWM) of the daemon and its workers, and its own start-up summary. Then the system
+calls of a restart, and of a first start, over --syscalls runs (`strace -f -c`), per run:
+on NFS each is a round trip. Each figure is printed beside the one before issue 27 and the
+target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support's generators
+
+from daemon_process import Daemon
+
+from lossreport import runformat
+from tests.support.rendered import rendered_runs
+
+MAX_RUNNING = 200  # runs training now: the newest runs' "running" statuses, about 1 in 20
+STALE_AFTER_DAYS = 30  # --stale-after: "running" runs stay running while the fixture is reused
+# Before issue 27 (the notes of the browsing work, this 2-core machine, 100,000 runs).
+BEFORE = {"first": "91 s", "restart": "42 s", "rss": "-", "rerenders": "0"}
+TARGET = {"first": "30 s", "restart": "5 s", "rss": "300 MB", "rerenders": "0"}
+FORMAT_VERSION = 3  # of the fixture: a fixture of another version is made again
+
+
+def fixture(root: Path, count: int) -> Path:
+    """The runs directory of `count` rendered runs under `root`, made unless kept there."""
+    runs_dir = root / f"runs-{count}"
+    stamp = root / f"runs-{count}.json"
+    if stamp.exists():
+        made = json.loads(stamp.read_text())
+        fresh = time.time() - made["at"] < (STALE_AFTER_DAYS - 1) * 86400
+        if made["version"] == FORMAT_VERSION and fresh:
+            return runs_dir
+    shutil.rmtree(runs_dir, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rendered_runs(runs_dir, count, running_from=count - MAX_RUNNING * 20)
+    stamp.write_text(json.dumps({"version": FORMAT_VERSION, "at": time.time()}))
+    print(f"made {count:,} rendered runs in {time.perf_counter() - started:.0f} s", flush=True)
+    return runs_dir
+
+
+def drop_state(runs_dir: Path) -> None:
+    """What a daemon keeps in the runs directory (catalog, index): a first start has none."""
+    shutil.rmtree(runs_dir / runformat.CATALOG_DIR, ignore_errors=True)
+    (runs_dir / runformat.INDEX_FILE).unlink(missing_ok=True)
+
+
+def start(runs_dir: Path, log_dir: Path, traced: bool = False) -> dict[str, Any]:
+    """One start of the daemon up to "watching": its time, re-renders, peak memory, summary."""
+    started = time.monotonic()
+    daemon = Daemon(runs_dir, "--stale-after", f"{STALE_AFTER_DAYS * 24}h", log_dir=log_dir)
+    try:
+        ready = daemon.wait_for("watching", timeout=1800)
+        peak = daemon.main_peak_mb() + sum(daemon.peaks_mb().values())
+        scan = daemon.events("scan")
+        figures = {
+            "seconds": ready - started,
+            "rerenders": len(daemon.events("render_started")),
+            "rss": peak,
+            "summary": scan[0]["message"] if scan else "?",
+            "events_lost": len(daemon.events("events_lost")),
+        }
+    finally:
+        if traced:  # SIGTERM to the daemon under strace, which then writes its counts
+            os.kill(daemon.family()[1], signal.SIGTERM)
+            daemon.process.wait(timeout=120)
+        else:
+            daemon.stop()
+    return figures
+
+
+def syscalls(runs_dir: Path, log_dir: Path, count: int) -> tuple[float, float]:
+    """System calls per run of a first start and of a restart over `count` runs."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return float("nan"), float("nan")
+    counts = []
+    for first in (True, False):
+        if first:
+            drop_state(runs_dir)
+        out = log_dir / f"strace-{'first' if first else 'again'}.txt"
+        wrapper = log_dir / "strace-python"
+        wrapper.write_text(f'#!/bin/sh\nexec {strace} -f -c -o {out} {sys.executable} "$@"\n')
+        wrapper.chmod(0o755)
+        original = sys.executable
+        sys.executable = str(wrapper)  # Daemon starts `sys.executable -m lossreport`
+        try:
+            start(runs_dir, log_dir, traced=True)
+        finally:
+            sys.executable = original
+        total = re.search(r"^\S+\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total$", out.read_text(), re.M)
+        counts.append(int(total.group(1)) / count if total else float("nan"))
+    return counts[0], counts[1]
+
+
+def row(label: str, now: str, before: str, target: str) -> None:
+    print(f"  {label:44} {now:>10} {before:>10} {target:>10}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--fixture", type=Path, help="where the fixture is kept (default: tmp)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--syscalls", type=int, default=1000, help="runs; 0: not counted")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        root = args.fixture or Path(name)
+        runs_dir = fixture(root, args.runs)
+        logs = Path(name)
+        drop_state(runs_dir)
+        first = start(runs_dir, logs)
+        again = [start(runs_dir, logs) for _ in range(args.repeats)]
+        print(f"\ndaemon start-up over {args.runs:,} rendered runs (to 'watching', 2 workers)")
+        row("", "now", "before", "target")
+        row("first start (no catalog)", f"{first['seconds']:.1f} s", BEFORE["first"],
+            TARGET["first"])  # fmt: skip
+        restart = statistics.median(figures["seconds"] for figures in again)
+        row(f"restart, median of {len(again)}", f"{restart:.1f} s", BEFORE["restart"],
+            TARGET["restart"])  # fmt: skip
+        rerenders = first["rerenders"] + sum(figures["rerenders"] for figures in again)
+        row("re-renders, all starts", str(rerenders), BEFORE["rerenders"], TARGET["rerenders"])
+        rss = max([first["rss"], *(figures["rss"] for figures in again)])
+        row("peak RSS, daemon + workers, worst start", f"{rss:.0f} MB", BEFORE["rss"],
+            TARGET["rss"])  # fmt: skip
+        print(f"  first start:  {first['summary']}")
+        print(f"  restart:      {again[-1]['summary'] if again else '-'}")
+        lost = first["events_lost"] + sum(figures["events_lost"] for figures in again)
+        print(f"  inotify overflows logged: {lost}")
+        if args.syscalls:
+            small = fixture(root, args.syscalls)
+            per_first, per_again = syscalls(small, logs, args.syscalls)
+            print(f"\nsystem calls per run over {args.syscalls:,} runs (strace -f -c)")
+            row("first start", f"{per_first:.1f}", "-", "-")
+            row("restart", f"{per_again:.1f}", "-", "-")
+
+
+if __name__ == "__main__":
+    main()
