@@ -24,9 +24,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support's names
 
@@ -35,7 +37,9 @@ from daemon_process import Daemon
 
 import lossreport
 from lossreport import runformat, storage
+from lossreport.daemon.jobs import warm_up
 from lossreport.daemon.runstate import read_state
+from lossreport.report import vega
 from lossreport.report.render import render_run
 from lossreport.runformat import RenderedMarker, read_marker, write_marker
 from tests.support.catalog import REAL_MODELS
@@ -266,7 +270,47 @@ def latency_figures(tmp: Path, runs: int, steps: int) -> None:
         )
 
 
+def render_stages(tmp: Path, steps: int, renders: int = 8) -> dict[str, float]:
+    """CPU seconds of one render of a burst's run in a warm process (a worker's), by stage:
+    Vega drawing the SVGs, rasterising them to 300 DPI PNGs, and everything else."""
+    runs_dir = tmp / "stages"
+    made = [sae_run(runs_dir, index, steps) for index in range(4)]
+    for run in made:
+        run.close()
+    warm_up()
+    spent = {"svg": 0.0, "png": 0.0}
+
+    def timed(stage: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] += time.process_time() - started
+
+        return call
+
+    render_run(made[0].path)  # the first chart shapes are compiled here, as in a sweep
+    to_svg, to_png = vega.to_svg, vega.to_png
+    vega.to_svg, vega.to_png = timed("svg", to_svg), timed("png", to_png)
+    try:
+        started = time.process_time()
+        for index in range(renders):
+            render_run(made[index % len(made)].path)
+        total = time.process_time() - started
+    finally:
+        vega.to_svg, vega.to_png = to_svg, to_png
+    stages = {stage: seconds / renders for stage, seconds in spent.items()}
+    return {**stages, "other": total / renders - sum(stages.values()), "total": total / renders}
+
+
 def burst_figures(tmp: Path, runs: int, steps: int, repeats: int) -> None:
+    stages = render_stages(tmp, steps)
+    print(
+        f"one render of such a run in a warm process: {stages['total']:.2f}s CPU: Vega's SVGs "
+        f"{stages['svg']:.2f}s, 300 DPI PNGs {stages['png']:.2f}s, the rest "
+        f"{stages['other']:.2f}s (5 runs/s on 2 cores needs at most 0.40s a run)"
+    )
     print(
         f"burst: {runs} runs of {steps:,} steps (SAE-shaped, 4 losses) completing at once, "
         f"--workers 2; before: {BURST_BEFORE_RUNS_PER_S} runs/s, target: "
