@@ -128,7 +128,7 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str | list[str]
             smooth_label, y_title, log_axis, mean, stats["final"] is not None, bool(non_finite)
         )
     )
-    spec["title"] = _title(title, _stats_line(stats, series.values.size)).to_dict()
+    spec["title"] = _title(title, _stats_line(stats, series.values.size)).to_dict(validate=False)
     return _finish(spec, datasets)
 
 
@@ -190,7 +190,7 @@ def combined_chart(all_series: list[LossSeries], title: str | list[str]) -> dict
     spec = json.loads(_combined_panels(names))
     spec["title"] = _title(
         title, "all losses; lower panel on a log axis (positive values)"
-    ).to_dict()
+    ).to_dict(validate=False)
     return _finish(spec, {"curves": records})
 
 
