@@ -1,13 +1,17 @@
 """The daemon: completion-to-report latency, throughput, start-up over many runs, idle CPU.
 
-    python benchmarks/bench_watch.py [--latency-runs 10] [--burst 200] [--rendered 10000]
+    python benchmarks/bench_watch.py [--latency-runs 10] [--burst-runs 60] [--burst-steps 10000]
+        [--burst-repeats 1] [--rendered 10000] [--only latency burst startup]
 
 Runs the real `lossreport watch` as a subprocess (2 workers) in temporary directories and
 prints, in one run:
   - completion to report on disk (run.json turning `completed` until the report's marker
     records it), median and max over --latency-runs runs, natively and in polling mode, beside
     the render time of the same run in a warm process;
-  - throughput with --burst small runs completing at once;
+  - a burst: --burst-runs runs of --burst-steps steps, shaped as an SAE sweep's (start_run's
+    default ids, long and non-ASCII model names, mse/l1 with warm-up/auxiliary/overall
+    losses), completing at once: runs a second, and each run's completion-to-report latency
+    (median and worst), beside the figure before issue 27 and its target;
   - start-up time (to "watching") and resident memory of the daemon and its workers over
     --rendered runs that are already rendered (nothing must be re-rendered);
   - CPU used while idle, over 10 seconds.
@@ -17,17 +21,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support's names
+
+import numpy as np
 from daemon_process import Daemon
 
 import lossreport
 from lossreport import runformat, storage
+from lossreport.daemon.jobs import warm_up
 from lossreport.daemon.runstate import read_state
+from lossreport.report import vega
 from lossreport.report.render import render_run
 from lossreport.runformat import RenderedMarker, read_marker, write_marker
+from tests.support.catalog import REAL_MODELS
 
 
 def log_run(runs_dir: Path, run_id: str, steps: int) -> lossreport.Run:
@@ -79,20 +94,102 @@ def latency(tmp: Path, runs: int, steps: int, *flags: str) -> list[float]:
     return delays
 
 
-def burst(tmp: Path, count: int) -> float:
-    runs_dir = tmp / "burst"
+BURST_BEFORE_RUNS_PER_S = 2.1  # issue 27: 60 runs of 10,000 steps, --workers 2, this machine
+BURST_TARGET_RUNS_PER_S = 5.0
+BURST_HOOKS = ["blocks.{}.hook_resid_post", "blocks.{}.hook_mlp_out"]
+
+
+def sae_run(runs_dir: Path, index: int, steps: int) -> lossreport.Run:
+    """A run as an SAE sweep logs it: its id from start_run's own default id function (about
+    70 characters), a long or non-ASCII model name, six config keys, and SAE-shaped losses:
+    mse_loss falling fast then flat, l1_loss growing through an L1 warm-up over the first
+    tenth of the steps then easing, an auxiliary reconstruction loss, and overall_loss their
+    sum; noise and a few spikes. Logged step by step, held in memory and written as one shard."""
+    rng = np.random.default_rng(index)
+    model = REAL_MODELS[index % len(REAL_MODELS)]
+    run = lossreport.start_run(
+        runs_dir,
+        model=model,
+        hook=BURST_HOOKS[index % 2].format(index % 12),
+        architecture=["standard", "gated", "topk", "jumprelu"][index % 4],
+        config={
+            "lr": [1e-5, 3e-5, 1e-4, 3e-4][index % 4],
+            "l1_coefficient": [1, 2, 5, 10, 20][index % 5],
+            "d_sae": [16384, 32768, 65536][index % 3],
+            "context_size": 1024,
+            "seed": index,
+            "train_batch_size_tokens": 4096,
+        },
+        flush_every=10**9,
+        flush_secs=3600,
+        report_on_close=False,
+    )
+    t = np.arange(steps) / steps
+    mse = 25 * np.exp(-t * 20) + 0.05 + 0.02 * rng.random(steps)
+    mse[rng.integers(0, steps, 3)] *= 20
+    warm_up = np.minimum(t / 0.1, 1.0)  # the L1 coefficient's warm-up
+    l1 = warm_up * (0.3 * np.exp(-t * 3) + 0.1) + 0.01 * rng.random(steps)
+    aux = 0.03 * mse + 0.005 * rng.random(steps)
+    overall = mse + l1 + aux
+    for step, a, b, c, d in zip(
+        range(steps), mse.tolist(), l1.tolist(), aux.tolist(), overall.tolist(), strict=True
+    ):
+        run.log(step, mse_loss=a, l1_loss=b, auxiliary_reconstruction_loss=c, overall_loss=d)
+    run.flush()
+    return run
+
+
+@dataclass
+class Burst:
+    seconds: float  # from the first completion to the last report
+    delays: list[float]  # each run's, from its completion to its report
+    cpu_seconds: float  # the daemon's and its workers' CPU time meanwhile
+    main_cpu_seconds: float  # the daemon's own (its main process: events, looks, catalog)
+
+
+def burst(tmp: Path, count: int, steps: int) -> Burst:
+    """`count` runs of `steps` steps completing at once (run.json turning `completed`, one
+    after the other as fast as close() goes). A report's time is its daemon's `rendered` log
+    line, written once the worker has put the report and its marker in place: read from the
+    log, so that no polling of markers takes CPU from the daemon."""
+    runs_dir = tmp
     runs_dir.mkdir()
     daemon = Daemon(runs_dir)
     daemon.wait_for("watching")
-    runs = [log_run(runs_dir, f"run-{index}", 200) for index in range(count)]
-    started = time.monotonic()
+    warm = log_run(runs_dir, "warm-up", 100)  # starts both workers, as a daemon in use has
+    warm.close()
+    wait_rendered(warm.path)
+    runs = [sae_run(runs_dir, index, steps) for index in range(count)]
+    time.sleep(3)  # the daemon's looks at the new, running runs are over
+    cpu_before, main_before = daemon.cpu_seconds(), daemon.cpu_seconds(workers=False)
+    completed = {}
     for run in runs:
         run.close()
+        completed[run.path.name] = time.time()
+    deadline = time.monotonic() + 600
+    while len(rendered := _rendered_at(daemon, completed)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count - len(rendered)} runs were not rendered")
+        time.sleep(0.2)
+    cpu = daemon.cpu_seconds() - cpu_before
+    main_cpu = daemon.cpu_seconds(workers=False) - main_before
     for run in runs:
-        wait_rendered(run.path)
-    elapsed = time.monotonic() - started
+        marker = read_marker(run.path)
+        assert marker is not None and marker.status == "completed", run.path
     daemon.stop()
-    return elapsed
+    delays = [rendered[name] - at for name, at in completed.items()]
+    return Burst(max(rendered.values()) - min(completed.values()), delays, cpu, main_cpu)
+
+
+def _rendered_at(daemon: Daemon, runs: dict[str, float]) -> dict[str, float]:
+    """When each of `runs` was reported rendered as completed, in seconds since the epoch."""
+    return {
+        event["run"]: datetime.fromisoformat(event["time"]).timestamp()
+        for event in daemon.events("rendered")
+        if event.get("event") == "rendered"
+        and event["run"] in runs
+        and event["status"] == "completed"
+    }
 
 
 def already_rendered(tmp: Path, count: int) -> Path:
@@ -129,66 +226,136 @@ def already_rendered(tmp: Path, count: int) -> Path:
     return runs_dir
 
 
+SECTIONS = ("latency", "burst", "startup")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--burst-runs", type=int, default=60)
+    parser.add_argument("--burst-steps", type=int, default=10_000)
+    parser.add_argument("--burst-repeats", type=int, default=1)
     parser.add_argument("--rendered", type=int, default=10_000)
+    parser.add_argument("--only", choices=SECTIONS, nargs="+", default=SECTIONS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        probe = log_run(tmp / "probe", "probe", args.steps)
-        probe.close()
+        if "latency" in args.only:
+            latency_figures(tmp, args.latency_runs, args.steps)
+        if "burst" in args.only:
+            burst_figures(tmp, args.burst_runs, args.burst_steps, args.burst_repeats)
+        if "startup" in args.only:
+            startup_figures(tmp, args.rendered)
+
+
+def latency_figures(tmp: Path, runs: int, steps: int) -> None:
+    probe = log_run(tmp / "probe", "probe", steps)
+    probe.close()
+    render_run(probe.path)
+    renders = []
+    for _ in range(3):
+        started = time.monotonic()
         render_run(probe.path)
-        renders = []
-        for _ in range(3):
-            started = time.monotonic()
-            render_run(probe.path)
-            renders.append(time.monotonic() - started)
-        render_s = statistics.median(renders)
-        native = latency(tmp, args.latency_runs, args.steps)
-        polled = latency(tmp, args.latency_runs, args.steps, "--poll", "--poll-interval", "1")
-        print(f"render of one {args.steps:,}-step run in a warm process: {render_s:.2f}s (median)")
-        for label, delays in (("native", native), ("polling 1s", polled)):
-            print(
-                f"completion -> report, {label:10}: median {statistics.median(delays):.2f}s, "
-                f"max {max(delays):.2f}s over {len(delays)} runs "
-                f"(median minus render: {statistics.median(delays) - render_s:+.2f}s)"
-            )
-        elapsed = burst(tmp, args.burst)
+        renders.append(time.monotonic() - started)
+    render_s = statistics.median(renders)
+    native = latency(tmp, runs, steps)
+    polled = latency(tmp, runs, steps, "--poll", "--poll-interval", "1")
+    print(f"render of one {steps:,}-step run in a warm process: {render_s:.2f}s (median)")
+    for label, delays in (("native", native), ("polling 1s", polled)):
         print(
-            f"{args.burst} runs completing at once: all reports in {elapsed:.1f}s "
-            f"({args.burst / elapsed:.1f} runs/s, 2 workers)"
+            f"completion -> report, {label:10}: median {statistics.median(delays):.2f}s, "
+            f"max {max(delays):.2f}s over {len(delays)} runs "
+            f"(median minus render: {statistics.median(delays) - render_s:+.2f}s)"
         )
 
-        runs_dir = already_rendered(tmp, args.rendered)
-        started = time.monotonic()
-        daemon = Daemon(runs_dir, "--idle-restart", "5s")
-        ready = daemon.wait_for("watching")
-        scan = daemon.events("scan")[0]["message"]
+
+def render_stages(tmp: Path, steps: int, renders: int = 8) -> dict[str, float]:
+    """CPU seconds of one render of a burst's run in a warm process (a worker's), by stage:
+    Vega drawing the SVGs, rasterising them to 300 DPI PNGs, and everything else."""
+    runs_dir = tmp / "stages"
+    made = [sae_run(runs_dir, index, steps) for index in range(4)]
+    for run in made:
+        run.close()
+    warm_up()
+    spent = {"svg": 0.0, "png": 0.0}
+
+    def timed(stage: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] += time.process_time() - started
+
+        return call
+
+    render_run(made[0].path)  # the first chart shapes are compiled here, as in a sweep
+    to_svg, to_png = vega.to_svg, vega.to_png
+    vega.to_svg, vega.to_png = timed("svg", to_svg), timed("png", to_png)
+    try:
+        started = time.process_time()
+        for index in range(renders):
+            render_run(made[index % len(made)].path)
+        total = time.process_time() - started
+    finally:
+        vega.to_svg, vega.to_png = to_svg, to_png
+    stages = {stage: seconds / renders for stage, seconds in spent.items()}
+    return {**stages, "other": total / renders - sum(stages.values()), "total": total / renders}
+
+
+def burst_figures(tmp: Path, runs: int, steps: int, repeats: int) -> None:
+    stages = render_stages(tmp, steps)
+    print(
+        f"one render of such a run in a warm process: {stages['total']:.2f}s CPU: Vega's SVGs "
+        f"{stages['svg']:.2f}s, 300 DPI PNGs {stages['png']:.2f}s, the rest "
+        f"{stages['other']:.2f}s (5 runs/s on 2 cores needs at most 0.40s a run)"
+    )
+    print(
+        f"burst: {runs} runs of {steps:,} steps (SAE-shaped, 4 losses) completing at once, "
+        f"--workers 2; before: {BURST_BEFORE_RUNS_PER_S} runs/s, target: "
+        f"{BURST_TARGET_RUNS_PER_S:g} runs/s or more"
+    )
+    bursts = [burst(tmp / f"burst-{repeat}", runs, steps) for repeat in range(repeats)]
+    for each in bursts:
         print(
-            f"start-up over {args.rendered:,} rendered runs: {ready - started:.2f}s to watching "
-            f"({scan})"
+            f"  all reports in {each.seconds:.1f}s: {runs / each.seconds:.2f} runs/s; "
+            f"completion -> report median {statistics.median(each.delays):.2f}s, worst "
+            f"{max(each.delays):.2f}s; CPU {each.cpu_seconds / runs:.2f}s a run, "
+            f"{each.main_cpu_seconds / runs:.3f}s of it the daemon's main process (so at most "
+            f"{2 * runs / each.cpu_seconds:.2f} runs/s on 2 idle cores)"
         )
-        extra = log_run(runs_dir, "one-more", 1000)  # starts the workers
-        extra.close()
-        wait_rendered(extra.path)
-        peak = daemon.rss_mb()
-        daemon.wait_for("workers_refreshed")
-        time.sleep(2)
-        before, clock = daemon.cpu_seconds(), time.monotonic()
-        time.sleep(10)
-        idle = (daemon.cpu_seconds() - before) / (time.monotonic() - clock) * 100
-        print(f"idle CPU over 10s: {idle:.2f}% of one core")
-        print(
-            f"resident memory, daemon and workers: {daemon.rss_mb():.0f} MB when idle "
-            "(after --idle-restart) "
-            f"({len(daemon.family())} processes), {peak:.0f} MB just after a render"
-        )
-        rerenders = len(daemon.events("rendered")) - 1
-        print(f"re-renders of already rendered runs: {rerenders}")
-        daemon.stop()
+    if repeats > 1:
+        rate = statistics.median(runs / each.seconds for each in bursts)
+        cpu = statistics.median(each.cpu_seconds / runs for each in bursts)
+        print(f"  median of {repeats}: {rate:.2f} runs/s, CPU {cpu:.2f}s a run")
+
+
+def startup_figures(tmp: Path, rendered: int) -> None:
+    runs_dir = already_rendered(tmp, rendered)
+    started = time.monotonic()
+    daemon = Daemon(runs_dir, "--idle-restart", "5s")
+    ready = daemon.wait_for("watching")
+    scan = daemon.events("scan")[0]["message"]
+    print(f"start-up over {rendered:,} rendered runs: {ready - started:.2f}s to watching ({scan})")
+    extra = log_run(runs_dir, "one-more", 1000)  # starts the workers
+    extra.close()
+    wait_rendered(extra.path)
+    peak = daemon.rss_mb()
+    daemon.wait_for("workers_refreshed")
+    time.sleep(2)
+    before, clock = daemon.cpu_seconds(), time.monotonic()
+    time.sleep(10)
+    idle = (daemon.cpu_seconds() - before) / (time.monotonic() - clock) * 100
+    print(f"idle CPU over 10s: {idle:.2f}% of one core")
+    print(
+        f"resident memory, daemon and workers: {daemon.rss_mb():.0f} MB when idle "
+        "(after --idle-restart) "
+        f"({len(daemon.family())} processes), {peak:.0f} MB just after a render"
+    )
+    rerenders = len(daemon.events("rendered")) - 1
+    print(f"re-renders of already rendered runs: {rerenders}")
+    daemon.stop()
 
 
 if __name__ == "__main__":

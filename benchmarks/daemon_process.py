@@ -105,9 +105,10 @@ class Daemon:
             total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
         return total / 1024
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self, workers: bool = True) -> float:
+        """CPU time of the daemon, and of its render workers unless told otherwise."""
         total = 0
-        for pid in self.family():
+        for pid in self.family() if workers else [self.process.pid]:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
         return total / CLOCK_TICKS

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import vl_convert
 
 import lossreport
 from lossreport.errors import LossReportError
@@ -54,6 +55,32 @@ def test_a_chart_the_helper_cannot_draw_is_an_error_naming_the_cause() -> None:
         # The helper survives a failed chart and draws the next.
         [(svg, png)] = renderer.render_all(_specs(1))
     assert svg.startswith("<svg") and png.startswith(b"\x89PNG")
+
+
+def _sweep_chart(run: int, name: str, title: list[str]) -> dict:
+    """Run `run` of a sweep: its own curve and title, the loss the other runs log too."""
+    values = np.geomspace(10, 0.1, 3_000) * (run + 1)
+    values[::97] = np.nan  # NaN marks: a fourth layer
+    series = LossSeries(name, np.arange(values.size), values)
+    return charts.loss_chart(series, loss_stats(series), title)
+
+
+def test_a_sweep_compiles_a_chart_shape_once_and_draws_what_a_fresh_compile_draws() -> None:
+    """Vega-Lite's compiler (20 ms a chart) runs once per chart shape, not once per run: the
+    next run's chart of the same loss gets its own title lines and data put into the compiled
+    shape, including text that JSON and Vega expressions escape."""
+    name = "l1_loss 'sparsity' \\ \"ünïcode\" Ωmega"
+    titles = [
+        [f"{name} — Qwen/Qwen2.5-7B-中文-instruct", "blocks.3.hook_resid_post"],
+        [f"{name} — google/gemma-2-9b-it-résumé-distilled", "blocks.4 'x' \"y\""],
+    ]
+    before = vega._compiled_shape.cache_info()
+    for run, title in enumerate(titles):
+        spec = _sweep_chart(run, name, title)
+        assert vega.to_svg(spec) == vl_convert.vegalite_to_svg(spec, allowed_base_urls=[])
+    after = vega._compiled_shape.cache_info()
+    assert after.misses - before.misses <= 1  # the first run's, unless an earlier test's
+    assert after.hits - before.hits >= 1
 
 
 def _exited(pid: int) -> bool:

@@ -6,7 +6,9 @@ costs what a chart of ten thousand does; NaN/inf steps are drawn as marks of the
 
 from __future__ import annotations
 
+import json
 import re
+from functools import lru_cache
 from typing import Any
 
 import altair as alt
@@ -21,6 +23,9 @@ WIDTH = 560
 HEIGHT = 240
 COMBINED_BUCKETS = 500
 NON_FINITE_LABEL = "NaN / inf step"
+RAW_LABEL = "raw"
+# Chart shapes (a loss name, axis kind and set of layers) kept built per process, a few KB each.
+CHART_SHAPES = 256
 SMOOTH_POINTS = 600  # the moving average is smooth: this many points draw it exactly enough
 LOG_RANGE_RATIO = 100.0
 # Names are shortened further than shown.py's budget to fit where a chart draws them: a title
@@ -103,20 +108,43 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str | list[str]
     smooth_values = moving_average(series.values, window, positions)
     raw_steps, raw_values = minmax(steps, values)
     log_axis = _wants_log_axis(values)
-    raw_label, smooth_label = "raw", f"moving average (window {window:,})"
-    records = _records(raw_steps, raw_values, raw_label) + _records(
+    smooth_label = f"moving average (window {window:,})"
+    records = _records(raw_steps, raw_values, RAW_LABEL) + _records(
         smooth_steps, smooth_values, smooth_label
     )
     non_finite = _non_finite_records(series)
-    legend_domain = [raw_label, smooth_label, "mean"]
-    legend_range = [theme.RAW_COLOUR, theme.SMOOTH_COLOUR, theme.MEAN_COLOUR]
-    if non_finite:
-        legend_domain.append(NON_FINITE_LABEL)
-        legend_range.append(theme.NAN_COLOUR)
     name = shortened(
         series.name, AXIS_TITLE_CHARS - len(" (log scale)") if log_axis else AXIS_TITLE_CHARS
     )
     y_title = f"{chart_text(name)}{' (log scale)' if log_axis else ''}"
+    datasets: dict[str, list[dict[str, Any]]] = {"curves": records}
+    mean = stats["mean"] is not None and (not log_axis or stats["mean"] > 0)
+    if mean:
+        datasets["mean"] = [{"value": stats["mean"], "series": "mean"}]
+    if stats["final"] is not None:
+        datasets["extremes"] = _extremes(stats)
+    if non_finite:
+        datasets["non_finite"] = non_finite
+    spec = json.loads(
+        _loss_layers(
+            smooth_label, y_title, log_axis, mean, stats["final"] is not None, bool(non_finite)
+        )
+    )
+    spec["title"] = _title(title, _stats_line(stats, series.values.size)).to_dict(validate=False)
+    return _finish(spec, datasets)
+
+
+@lru_cache(maxsize=CHART_SHAPES)
+def _loss_layers(
+    smooth_label: str, y_title: str, log_axis: bool, mean: bool, extremes: bool, non_finite: bool
+) -> str:
+    """A loss chart's layers as Vega-Lite JSON, without its title and data. Built with Altair
+    once per shape (20 ms): the charts of a sweep's runs share a few shapes."""
+    legend_domain = [RAW_LABEL, smooth_label, "mean"]
+    legend_range = [theme.RAW_COLOUR, theme.SMOOTH_COLOUR, theme.MEAN_COLOUR]
+    if non_finite:
+        legend_domain.append(NON_FINITE_LABEL)
+        legend_range.append(theme.NAN_COLOUR)
     y = alt.Y("value:Q", title=y_title, scale=_y_scale(log_axis), axis=alt.Axis(titleLimit=HEIGHT))
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
     colour = alt.Color(
@@ -129,35 +157,27 @@ def loss_chart(series: LossSeries, stats: dict[str, Any], title: str | list[str]
     layers: list[Any] = [
         base.mark_line(strokeWidth=1.0)
         .encode(x, y, colour)
-        .transform_filter(alt.datum.series == raw_label),
+        .transform_filter(alt.datum.series == RAW_LABEL),
         base.mark_line(strokeWidth=2.4)
         .encode(x, y, colour)
         .transform_filter(alt.datum.series == smooth_label),
     ]
-    datasets: dict[str, list[dict[str, Any]]] = {"curves": records}
-    if stats["mean"] is not None and (not log_axis or stats["mean"] > 0):
-        datasets["mean"] = [{"value": stats["mean"], "series": "mean"}]
+    if mean:
         layers.append(
             alt.Chart(alt.NamedData("mean"))
             .mark_rule(strokeDash=[6, 4], strokeWidth=1.4)
             .encode(y=alt.Y("value:Q"), color=colour)
         )
-    if stats["final"] is not None:
-        datasets["extremes"] = _extremes(stats)
+    if extremes:
         layers += _extreme_marks(log_axis)
     if non_finite:
-        datasets["non_finite"] = non_finite
         layers.append(
             alt.Chart(alt.NamedData("non_finite"))
             .mark_rule(strokeWidth=1.2, strokeDash=[2, 2])
             .encode(x=alt.X("step:Q"), color=colour)
         )
-    chart = alt.layer(*layers).properties(
-        width=WIDTH,
-        height=HEIGHT,
-        title=_title(title, _stats_line(stats, series.values.size)),
-    )
-    return _finish(chart, datasets)
+    chart = alt.layer(*layers).properties(width=WIDTH, height=HEIGHT)
+    return json.dumps(chart.to_dict(validate=False))
 
 
 def combined_chart(all_series: list[LossSeries], title: str | list[str]) -> dict[str, Any]:
@@ -168,12 +188,23 @@ def combined_chart(all_series: list[LossSeries], title: str | list[str]) -> dict
         finite = np.isfinite(series.values)
         steps, values = minmax(series.steps[finite], series.values[finite], COMBINED_BUCKETS)
         records += _records(steps, values, chart_text(labels[series.name]))
-    names = [chart_text(labels[series.name]) for series in all_series]
+    names = tuple(chart_text(labels[series.name]) for series in all_series)
+    spec = json.loads(_combined_panels(names))
+    spec["title"] = _title(
+        title, "all losses; lower panel on a log axis (positive values)"
+    ).to_dict(validate=False)
+    return _finish(spec, {"curves": records})
+
+
+@lru_cache(maxsize=CHART_SHAPES)
+def _combined_panels(names: tuple[str, ...]) -> str:
+    """The combined chart's panels as Vega-Lite JSON, without its title and data: built once
+    per set of loss names, as `_loss_layers`."""
     colour = alt.Color(
         "series:N",
         title="loss",
-        sort=names,
-        scale=alt.Scale(domain=names, range=theme.colours(len(names))),
+        sort=list(names),
+        scale=alt.Scale(domain=list(names), range=theme.colours(len(names))),
     )
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
     base = alt.Chart(alt.NamedData("curves")).mark_line(strokeWidth=1.4)
@@ -193,13 +224,12 @@ def combined_chart(all_series: list[LossSeries], title: str | list[str]) -> dict
         linear.properties(width=WIDTH, height=HEIGHT - 40),
         log.properties(width=WIDTH, height=HEIGHT - 40),
         spacing=18,
-    ).properties(title=_title(title, "all losses; lower panel on a log axis (positive values)"))
-    return _finish(chart, {"curves": records})
+    )
+    return json.dumps(chart.to_dict(validate=False))
 
 
-def _finish(chart: Any, datasets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _finish(spec: dict[str, Any], datasets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """The spec with its data as named datasets: Altair never walks the records."""
-    spec: dict[str, Any] = chart.to_dict(validate=False)
     spec["datasets"] = datasets
     spec["config"] = theme.CONFIG
     return spec
