@@ -19,11 +19,13 @@ from .mlflow import MlflowSource
 from .native import NativeSource
 from .series import SeriesFilter
 from .tensorboard import TensorBoardSource
+from .wandb_runs import WandbSource
 
 # For error messages: what `find` looks for.
 WHAT_IS_A_RUN = (
     "a run is a folder with run.json or losses/, TensorBoard event files, a Lightning "
-    "metrics.csv, a Hugging Face trainer_state.json, or an MLflow run's meta.yaml and metrics/"
+    "metrics.csv, a Hugging Face trainer_state.json, an MLflow run's meta.yaml and metrics/, "
+    "or a W&B run folder's run-ID.wandb"
 )
 
 NATIVE = NativeSource()
@@ -33,6 +35,7 @@ SOURCES: tuple[Source, ...] = (
     NATIVE,
     MlflowSource(),
     HfTrainerSource(),
+    WandbSource(),
     TensorBoardSource(),
     LightningCsvSource(),
 )
@@ -45,6 +48,7 @@ __all__ = [
     "NativeSource",
     "SeriesFilter",
     "Source",
+    "WandbSource",
     "find",
     "list_runs",
     "passed_over",
