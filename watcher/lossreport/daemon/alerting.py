@@ -15,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import runformat
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import runformat, sources, storage
 from ..alerts import words
 from ..alerts.check import Alert, RunChecker
 from ..alerts.rules import STALLED, AlertRules
@@ -28,17 +31,25 @@ from .runstate import RunState
 
 logger = logging.getLogger(__name__)
 
+# Other tools' runs checked while they train: those whose source reads only what is new since
+# its last read (a cache of what it converted), so a check costs what was logged since.
+LIVE_SOURCES = frozenset({sources.WandbSource.name})
+# Under the run's cache folder: the alert checks' own, apart from the renders'.
+ALERTS_CACHE = "alerts"
+
 
 @dataclass
 class _Followed:
     checker: RunChecker
     checked: str = ""  # the inputs' fingerprint at the last check: unchanged, nothing to read
+    last_step: int | None = None  # another tool's run: the last step fed to the checker
 
 
 @dataclass
 class Alerter:
-    """Alerts for lossreport's own runs (another tool's logs are not checked while they
-    train), queued in the outbox of `homes`; `sent` wakes the outbox's sender thread."""
+    """Alerts for lossreport's own runs and those of the tools in LIVE_SOURCES (other tools'
+    logs are not checked while they train), queued in the outbox of `homes`; `sent` wakes the
+    outbox's sender thread."""
 
     homes: Homes
     rules: AlertRules
@@ -60,10 +71,33 @@ class Alerter:
         if followed.checked == state.fingerprint:
             return False
         followed.checked = state.fingerprint
-        alerts = followed.checker.check(state.run_dir)
+        if state.writer == sources.NATIVE.name:
+            alerts = followed.checker.check(state.run_dir)
+        else:
+            alerts = self._check_foreign(name, state, followed)
         if state.status != runformat.RUNNING:  # finished: its report takes over from here
             del self._followed[name]
         return self._raise(name, state.run_dir, alerts)
+
+    def _check_foreign(self, name: str, state: RunState, followed: _Followed) -> list[Alert]:
+        """Feed the checker the steps of another tool's run past those fed before: its losses
+        (series.is_loss_name) as its source reads them, through a cache of the checks' own."""
+        cache_root = self.homes.home_of(name) / runformat.CACHE_DIR
+        storage.make_dir(cache_root)
+        source = sources.source_of(state.run_dir)
+        table = source.read_losses(state.run_dir, cache=cache_root / ALERTS_CACHE).table
+        steps = table.column(runformat.STEP)
+        if followed.last_step is not None:
+            table = table.filter(pc.greater(steps, pa.scalar(followed.last_step, pa.int64())))
+        if not table.num_rows:
+            return []
+        followed.last_step = int(pc.max(table.column(runformat.STEP)).as_py())
+        losses = [
+            column
+            for column in table.column_names
+            if column not in runformat.RESERVED_COLUMNS and sources.is_loss_name(column)
+        ]
+        return followed.checker.check_table(table.select([runformat.STEP, *losses]))
 
     def stalled(self, name: str, state: RunState, silent_for: float) -> bool:
         """A running run whose trainer stopped writing: raised once. True if it was now."""
@@ -86,7 +120,11 @@ class Alerter:
         if not alerts:
             return False
         try:
-            record = runformat.read_run_file(run_dir)
+            source = sources.source_of(run_dir)
+            if source is sources.NATIVE:
+                record = runformat.read_run_file(run_dir)
+            else:
+                record = source.read_record(run_dir)
         except MalformedRunFileError as exc:
             logger.warning("run=%s: alerts raised with run.json unreadable: %s", name, exc)
             record = runformat.RunRecord(name, "unknown-model", "unknown-hook")

@@ -47,7 +47,7 @@ from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RenderWorkerDied, RunBusy, RunDirectoryError
 from ..runformat import Homes, RenderedMarker, presence, read_marker
-from .alerting import Alerter
+from .alerting import LIVE_SOURCES, Alerter
 from .crashes import Crashes
 from .jobs import render_job
 from .listing import Listing
@@ -346,8 +346,9 @@ class Watcher:
             why = once_left(state, now_utc, self.options.stale_after, once_foreign)
             logger.info("run=%s not rendered: %s", name, why, extra={"run": name, "event": "left"})
         home = self.homes.home_of(name)
-        # Alerts read lossreport's own shards, and log beside them.
-        checked = source is sources.NATIVE and home == run_dir
+        # Alerts read lossreport's own shards (and the runs of alerting.LIVE_SOURCES), and
+        # log beside them.
+        checked = (source is sources.NATIVE or source.name in LIVE_SOURCES) and home == run_dir
         alerted = checked and self._alert(name, state, status, now_utc)
         if alerted:  # the alert log is an input: the render records it
             state = read_state(run_dir, source)

@@ -17,7 +17,7 @@ from .hf_trainer import HfTrainerSource
 from .lightning import LightningCsvSource
 from .mlflow import MlflowSource
 from .native import NativeSource
-from .series import SeriesFilter
+from .series import SeriesFilter, is_loss_name
 from .tensorboard import TensorBoardSource
 from .wandb_runs import WandbSource
 
@@ -50,6 +50,7 @@ __all__ = [
     "Source",
     "WandbSource",
     "find",
+    "is_loss_name",
     "list_runs",
     "passed_over",
     "source_of",

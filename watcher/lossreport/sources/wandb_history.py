@@ -24,6 +24,7 @@ from . import longform
 from .wandb_log import HISTORY, METRIC, STATS, UNREAD_KINDS, Codec, kind_of
 
 STEP_KEY, TIME_KEY = "_step", "_timestamp"
+TYPE_PART = "._type"  # the last part of a media value's type item
 MAX_FLAT_DEPTH = 8  # levels of a logged dictionary flattened into names
 MAX_NOTES = 20  # keys named as not read, per run
 MAX_CONFIG_BYTES = 2**20  # a config value's JSON longer than this is left out
@@ -109,9 +110,11 @@ class History:
         step = history.step.num
         wall = math.nan
         numbers: dict[str, float] = {}
-        for item in history.item:
-            key = item.key or ".".join(item.nested_key)
-            text = item.value_json
+        items = [(item.key or ".".join(item.nested_key), item.value_json) for item in history.item]
+        media = {key[: -len(TYPE_PART)]: text for key, text in items if key.endswith(TYPE_PART)}
+        for key, text in items:
+            if media and _within(key, media):
+                continue
             try:
                 number = float(text)
             except ValueError:
@@ -121,6 +124,8 @@ class History:
                 wall = number
             elif key != STEP_KEY:
                 numbers[key] = number
+        for prefix, kind in media.items():
+            self._note(prefix, f"W&B media ({_json(kind)}), not a number")
         add_series, add_step = self._series.append, self._steps.append
         add_wall, add_value = self._walls.append, self._values.append
         steps = self.steps
@@ -156,6 +161,12 @@ class History:
 
     def table(self) -> pa.Table:
         return longform.long_table(self._series, self._steps, self._walls, self._values)
+
+
+def _within(key: str, media: dict[str, str]) -> bool:
+    """Whether `key` is a part of a media value (W&B logs `weights` as `weights._type`,
+    `weights.bins`, ...)."""
+    return any(key == prefix + TYPE_PART or key.startswith(prefix + ".") for prefix in media)
 
 
 def _flatten(
@@ -210,7 +221,9 @@ class Meta:
                     key not in self.summary and len(self.summary) >= MAX_SUMMARY_KEYS
                 ):
                     continue
-                self.summary[key] = _json(item.value_json)
+                value = _json(item.value_json)
+                if not isinstance(value, list | dict) and "._" not in key:  # no media
+                    self.summary[key] = value
         elif which == "exit":
             self.exit_code = record.exit.exit_code
 
