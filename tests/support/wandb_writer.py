@@ -9,6 +9,8 @@ Plans:
   process with the same ID resumes the run);
 - `crash ID`: steps 0..29, then waits to be killed (the test sends SIGKILL; W&B commits a
   step's row when the next step is logged, so step 29 dies with the process);
+- `sae_lens ID OUT`: a real SAELens SAETrainer (LoggingConfig(log_to_wandb=True), a log every
+  step) on synthetic activations; the numbers it gave wandb.log written to OUT as JSON;
 - `live ID GO`: steps 0..4, then waits for the file GO, logs a NaN (and step 6, which commits
   it), waits for GO to go away, then finishes; it writes `GO.nan` with the time the NaN's log
   call began.
@@ -16,6 +18,7 @@ Plans:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -111,6 +114,8 @@ def main(plan: str, run_id: str, *args: str) -> None:
             run.log({"overall_loss": 10.0 / (step + 1)}, step=step)
         print("logged", flush=True)
         time.sleep(600)
+    elif plan == "sae_lens":
+        _train_sae_lens(wandb, run_id, Path(args[0]))
     elif plan == "live":
         go = Path(args[0])
         run = _init(wandb, run_id)
@@ -127,6 +132,48 @@ def main(plan: str, run_id: str, *args: str) -> None:
         run.finish()
     else:
         raise SystemExit(f"unknown plan {plan!r}")
+
+
+def _train_sae_lens(wandb: Any, run_id: str, out: Path) -> None:
+    """A tiny StandardTrainingSAE, as tests/integrations/test_sae_lens.py trains one, with
+    SAELens's own W&B logging; `out` gets {step: {name: number}} as SAELens logged them."""
+    import torch
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    logged: dict[int, dict[str, float]] = {}
+
+    class Recording(SAETrainer):  # type: ignore[misc]
+        def build_train_step_log_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            values: dict[str, Any] = super().build_train_step_log_dict(*args, **kwargs)
+            logged[self.n_training_steps] = {
+                name: float(value)
+                for name, value in values.items()
+                if isinstance(value, int | float) and not isinstance(value, bool)
+            }
+            return values
+
+    def activations() -> Any:
+        generator = torch.Generator().manual_seed(0)
+        directions = torch.nn.functional.normalize(torch.randn(32, 16, generator=generator))
+        while True:
+            active = torch.rand(128, 32, generator=generator) < 0.06
+            yield (active * torch.rand(128, 32, generator=generator)) @ directions
+
+    logging = LoggingConfig(log_to_wandb=True, wandb_log_frequency=1, eval_every_n_wandb_logs=10**6)
+    config = SAETrainerConfig(
+        total_training_samples=128 * 60,
+        train_batch_size_samples=128,
+        lr=1e-3,
+        lr_end=1e-4,
+        logger=logging,
+    )
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=16, d_sae=64, l1_coefficient=1.0))
+    wandb.init(project="sae_lens_training", id=run_id, config={**CONFIG, "d_sae": 64})
+    Recording(config, sae, activations()).fit()
+    wandb.finish()
+    out.write_text(json.dumps(logged))
 
 
 if __name__ == "__main__":
