@@ -83,6 +83,14 @@ def load_codec() -> Codec | None:
 def kind_of(record: bytes) -> int:
     """The number of a record's `record_type` field, read from its wire format past the
     fields that may precede it (W&B's writer puts its `_info` first); 0 when there is none."""
+    if record[:1] == b"\x08":  # the usual start, `num`, then the record's field: no calls
+        pos = 1
+        while pos < len(record) and record[pos] & 0x80:
+            pos += 1
+        if pos + 1 < len(record) and record[pos + 1] < 0x80:
+            number = record[pos + 1] >> 3
+            if number not in _BESIDE:
+                return number
     pos = 0
     for _ in range(_MAX_BESIDE + 1):
         key, pos = _varint(record, pos)
