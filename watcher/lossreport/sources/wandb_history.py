@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from . import longform
@@ -80,10 +81,14 @@ class History:
         self.notes = notes  # key -> why it is not read (media, text), kept across reads
         self.system_records = 0
         self.undecodable = 0
-        self._series: list[str] = []
-        self._steps: list[int] = []
-        self._walls: list[float] = []
+        self._names: list[str] = []  # series, numbered in order of first appearance
+        self._codes: dict[str, int] = {}
+        self._series: list[int] = []  # per row: its series' number
         self._values: list[float] = []
+        # Per run of rows at one step and wall time (a history record's, or one row's):
+        self._run_steps: list[int] = []
+        self._run_walls: list[float] = []
+        self._run_rows: list[int] = []
 
     def feed(self, record: bytes) -> None:
         kind = kind_of(record)
@@ -104,22 +109,20 @@ class History:
             return None
 
     def _history(self, data: bytes) -> None:
+        """One `wandb.log` call's rows: the one per-record loop of a read, kept short."""
         record = self._decode(data)
         if record is None:
             return
         history = record.history
-        step = history.step.num
+        media = _media(history) if TYPE_BYTES in data else {}
         wall = math.nan
         numbers: dict[str, float] = {}
-        items = [(_key(item), item.value_json) for item in history.item]
-        media = (
-            {key[: -len(TYPE_PART)]: text for key, text in items if key.endswith(TYPE_PART)}
-            if TYPE_BYTES in data
-            else {}
-        )
-        for key, text in items:
+        for item in history.item:
+            nested = item.nested_key  # W&B's writer uses one part: taken, not joined
+            key = item.key or (nested[0] if len(nested) == 1 else ".".join(nested))
             if media and _within(key, media):
                 continue
+            text = item.value_json
             try:
                 number = float(text)
             except ValueError:
@@ -131,20 +134,38 @@ class History:
                 numbers[key] = number
         for prefix, kind in media.items():
             self._note(prefix, f"W&B media ({_json(kind)}), not a number")
-        add_series, add_step = self._series.append, self._steps.append
-        add_wall, add_value = self._walls.append, self._values.append
-        steps = self.steps
+        if not numbers:
+            return
+        step = history.step.num
+        if self.steps.names or self.steps.globs:
+            self._by_step_metric(numbers, step, wall)
+            return
+        codes = self._codes
+        self._series.extend([codes[key] if key in codes else self._code(key) for key in numbers])
+        self._values.extend(numbers.values())
+        self._run_steps.append(step)
+        self._run_walls.append(wall)
+        self._run_rows.append(len(numbers))
+
+    def _by_step_metric(self, numbers: dict[str, float], step: int, wall: float) -> None:
+        """Rows one by one, each at its step metric's value where it has one."""
         for key, number in numbers.items():
             at = step
-            metric = steps.of(key) if steps.names or steps.globs else None
+            metric = self.steps.of(key)
             if metric is not None:
                 by = numbers.get(metric)
                 if by is not None and math.isfinite(by) and by == int(by):
                     at = int(by)
-            add_series(key)
-            add_step(at)
-            add_wall(wall)
-            add_value(number)
+            self._series.append(self._codes[key] if key in self._codes else self._code(key))
+            self._values.append(number)
+            self._run_steps.append(at)
+            self._run_walls.append(wall)
+            self._run_rows.append(1)
+
+    def _code(self, key: str) -> int:
+        self._codes[key] = len(self._names)
+        self._names.append(key)
+        return self._codes[key]
 
     def _other(self, key: str, text: str, numbers: dict[str, float]) -> None:
         """A value that is not a JSON number: a dictionary's numbers, or a note."""
@@ -165,7 +186,28 @@ class History:
             self.notes[key] = why
 
     def table(self) -> pa.Table:
-        return longform.long_table(self._series, self._steps, self._walls, self._values)
+        rows = np.array(self._run_rows, np.int64)
+        names = pa.array(self._names, pa.string())
+        codes = pa.array(np.array(self._series, np.int32))
+        return pa.table(
+            [
+                pa.DictionaryArray.from_arrays(codes, names).cast(pa.string()),
+                pa.array(np.repeat(np.array(self._run_steps, np.int64), rows)),
+                pa.array(np.repeat(np.array(self._run_walls, np.float64), rows)),
+                pa.array(np.array(self._values, np.float64)),
+            ],
+            schema=longform.LONG_SCHEMA,
+        )
+
+
+def _media(history: Any) -> dict[str, str]:
+    """The media values of a history record: their keys, and their types' JSON."""
+    found = {}
+    for item in history.item:
+        key = _key(item)
+        if key.endswith(TYPE_PART):
+            found[key[: -len(TYPE_PART)]] = item.value_json
+    return found
 
 
 def _key(item: Any) -> str:
