@@ -18,7 +18,7 @@ import pytest
 
 import lossreport
 from lossreport.errors import MalformedRunFileError
-from lossreport.sources import wandb_log
+from lossreport.sources import wandb_log, what_is_not_a_run
 from lossreport.sources.wandb_runs import CACHE_FOLDER, WandbSource
 from tests.support.daemon import ROOT
 from tests.support.foreign import assert_same, csv_values, values_of
@@ -233,6 +233,9 @@ def test_a_linked_or_fifo_log_is_not_a_run_and_never_blocks(
     run_dir.mkdir(parents=True)
     os.mkfifo(run_dir / "run-abc.wandb")
     assert not SOURCE.is_run(run_dir)
+    assert f"{run_dir / 'run-abc.wandb'}: not a regular file (a FIFO)" in what_is_not_a_run(
+        tmp_path
+    )
     (run_dir / "run-abc.wandb").unlink()
     (run_dir / "run-abc.wandb").symlink_to(_log_of(written.scalars))
     assert not SOURCE.is_run(run_dir)

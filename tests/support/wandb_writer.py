@@ -57,6 +57,22 @@ def wandb_env(root: Path) -> dict[str, str]:
     }
 
 
+def wandb_run(root: Path, run_id: str, first: int, last: int) -> tuple[Path, Logged]:
+    """A finished W&B run under `root/wandb/` (plan `part`), its folder and what it logged."""
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-m", "tests.support.wandb_writer", "part", run_id, str(first), str(last)],
+        cwd=Path(__file__).parents[2],
+        env=wandb_env(root),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (run_dir,) = (root / "wandb").glob(f"offline-run-*-{run_id}")
+    return run_dir, part_logged(first, last)
+
+
 def losses(step: int) -> dict[str, float]:
     return {
         "losses/overall_loss": 3.0 / (step + 1) if step != NAN_STEP else math.nan,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import runformat, storage
-from . import hf_trainer, lightning, mlflow, tensorboard
+from . import hf_trainer, lightning, mlflow, tensorboard, wandb_runs
 from .base import Inputs, Source
 from .hf_trainer import HfTrainerSource
 from .lightning import LightningCsvSource
@@ -111,7 +111,11 @@ def passed_over(path: Path) -> list[str]:
         except OSError:
             return
         for entry in listed:
-            named_as_input = entry.name in INPUT_FILES or tensorboard.is_event_file_name(entry.name)
+            named_as_input = (
+                entry.name in INPUT_FILES
+                or tensorboard.is_event_file_name(entry.name)
+                or wandb_runs.is_log_name(entry.name)
+            )
             if named_as_input and not entry.is_file(follow_symlinks=False):
                 what = storage.kind_of(Path(entry.path))
                 found.append(f"{entry.path}: not a regular file ({what}), skipped")

@@ -60,6 +60,11 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOT_RUNNING_WORDS = "W&B exit record"
 
 
+def is_log_name(name: str) -> bool:
+    """Whether `name` is named as a W&B run's log (`run-ID.wandb`)."""
+    return name.startswith("run-") and name.endswith(".wandb")
+
+
 def log_name(run_dir: Path) -> str | None:
     """`run-ID.wandb`, for a folder named as W&B names its runs' folders; else None."""
     match = RUN_FOLDER.match(run_dir.name)
