@@ -18,8 +18,9 @@ import pytest
 
 import lossreport
 from lossreport.errors import MalformedRunFileError
+from lossreport.runformat import LossData
 from lossreport.sources import wandb_log, what_is_not_a_run
-from lossreport.sources.wandb_runs import CACHE_FOLDER, WandbSource
+from lossreport.sources.wandb_runs import CACHE_FOLDER, Tail, WandbSource
 from tests.support.daemon import ROOT
 from tests.support.foreign import assert_same, csv_values, values_of
 from tests.support.optional import missing
@@ -181,6 +182,7 @@ def test_a_log_being_written_is_read_up_to_its_last_whole_record_then_only_what_
     log = run_dir / _log_of(written.scalars).name
     cache = tmp_path / "cache"
     seen = []
+    tail, followed = Tail(), []  # what the daemon's alerts read: only the new rows each time
     # Grown in pieces that cut fragments and records anywhere (a torn last record waits).
     for end in (3, 7, 100, 5_000, 32_770, 65_536, len(whole) - 3, len(whole)):
         with log.open("ab") as handle:
@@ -188,8 +190,18 @@ def test_a_log_being_written_is_read_up_to_its_last_whole_record_then_only_what_
         data = SOURCE.read_losses(run_dir, cache)
         assert all("W&B media" in line for line in data.skipped), data.skipped
         seen.append(data.table.num_rows)
+        followed.append(SOURCE.read_new(run_dir, tail))
     assert seen == sorted(seen) and seen[0] == 0 and seen[3] < seen[-1] == STEPS
     assert_same(read_values(run_dir, cache), scalars_logged())
+    # Each value once, across the follower's reads (eval/loss lands at earlier steps: its
+    # step metric's values).
+    merged: dict[str, dict[int, float]] = {}
+    for table in followed:
+        for name, by_step in values_of(LossData(table, [])).items():
+            assert not set(merged.get(name, {})) & set(by_step), name
+            merged.setdefault(name, {}).update(by_step)
+    merged.pop("_runtime")
+    assert_same(merged, scalars_logged())
     parts = sorted(p.name for p in (cache / CACHE_FOLDER).iterdir() if p.suffix == ".parquet")
     grew = sum(after > before for before, after in zip([0, *seen], seen, strict=False))
     assert len(parts) == grew  # a part per read that found rows: each parsed only new bytes

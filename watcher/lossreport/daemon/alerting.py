@@ -15,10 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from .. import runformat, sources, storage
+from .. import runformat, sources
 from ..alerts import words
 from ..alerts.check import Alert, RunChecker
 from ..alerts.rules import STALLED, AlertRules
@@ -31,18 +28,16 @@ from .runstate import RunState
 
 logger = logging.getLogger(__name__)
 
-# Other tools' runs checked while they train: those whose source reads only what is new since
-# its last read (a cache of what it converted), so a check costs what was logged since.
+# Other tools' runs checked while they train: those whose source can hand over only what was
+# logged since the last look (`read_new`), so a check costs what was logged since.
 LIVE_SOURCES = frozenset({sources.WandbSource.name})
-# Under the run's cache folder: the alert checks' own, apart from the renders'.
-ALERTS_CACHE = "alerts"
 
 
 @dataclass
 class _Followed:
     checker: RunChecker
     checked: str = ""  # the inputs' fingerprint at the last check: unchanged, nothing to read
-    last_step: int | None = None  # another tool's run: the last step fed to the checker
+    tail: sources.Tail | None = None  # another tool's run: how far its log was read
 
 
 @dataclass
@@ -74,24 +69,19 @@ class Alerter:
         if state.writer == sources.NATIVE.name:
             alerts = followed.checker.check(state.run_dir)
         else:
-            alerts = self._check_foreign(name, state, followed)
+            alerts = self._check_foreign(state, followed)
         if state.status != runformat.RUNNING:  # finished: its report takes over from here
             del self._followed[name]
         return self._raise(name, state.run_dir, alerts)
 
-    def _check_foreign(self, name: str, state: RunState, followed: _Followed) -> list[Alert]:
-        """Feed the checker the steps of another tool's run past those fed before: its losses
-        (series.is_loss_name) as its source reads them, through a cache of the checks' own."""
-        cache_root = self.homes.home_of(name) / runformat.CACHE_DIR
-        storage.make_dir(cache_root)
+    def _check_foreign(self, state: RunState, followed: _Followed) -> list[Alert]:
+        """Feed the checker the rows another tool's run logged since the last look: its
+        losses (series.is_loss_name), as its source reads them."""
         source = sources.source_of(state.run_dir)
-        table = source.read_losses(state.run_dir, cache=cache_root / ALERTS_CACHE).table
-        steps = table.column(runformat.STEP)
-        if followed.last_step is not None:
-            table = table.filter(pc.greater(steps, pa.scalar(followed.last_step, pa.int64())))
-        if not table.num_rows:
+        if not isinstance(source, sources.WandbSource):
             return []
-        followed.last_step = int(pc.max(table.column(runformat.STEP)).as_py())
+        followed.tail = followed.tail or sources.Tail()
+        table = source.read_new(state.run_dir, followed.tail)
         losses = [
             column
             for column in table.column_names

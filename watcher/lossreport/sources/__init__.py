@@ -19,7 +19,7 @@ from .mlflow import MlflowSource
 from .native import NativeSource
 from .series import SeriesFilter, is_loss_name
 from .tensorboard import TensorBoardSource
-from .wandb_runs import WandbSource
+from .wandb_runs import Tail, WandbSource
 
 # For error messages: what `find` looks for.
 WHAT_IS_A_RUN = (
@@ -48,6 +48,7 @@ __all__ = [
     "NativeSource",
     "SeriesFilter",
     "Source",
+    "Tail",
     "WandbSource",
     "find",
     "is_loss_name",

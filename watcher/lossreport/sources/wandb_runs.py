@@ -129,6 +129,45 @@ class WandbSource:
         )
         return replace(record, host=meta.host)
 
+    def read_new(self, run_dir: Path, tail: Tail) -> pa.Table:
+        """The rows (a wide table) of the records written since `tail`, which moves past
+        them: what the daemon's alerts follow while the run trains, at the cost of what was
+        logged since the last look. From the log's start when it was replaced. Empty when
+        the log cannot be read, the extra is missing, or the new bytes do not fit a run's
+        read budget (then passed over: alerts are not worth more)."""
+        codec = wandb_log.load_codec()
+        name = log_name(run_dir)
+        if codec is None or name is None:
+            return longform.empty_wide()
+        path = run_dir / name
+        try:
+            fd = _open_log(path)
+        except OSError:
+            return longform.empty_wide()
+        try:
+            info = os.fstat(fd)
+            if info.st_ino != tail.inode or info.st_size < tail.offset:
+                tail.inode, tail.offset, tail.steps = info.st_ino, 0, StepMetrics()
+            if info.st_size <= tail.offset:
+                return longform.empty_wide()
+            try:
+                unread = (info.st_size - tail.offset) * SCANNED_BYTES_PER_BYTE
+                storage.ReadBudget().charge(path, unread, "once read")
+            except ReadBudgetError as exc:
+                logger.info("alerts pass over new records: %s", exc)
+                tail.offset = info.st_size
+                return longform.empty_wide()
+            history = History(codec, tail.steps, tail.notes)
+            scan = wandb_log.LogScan(path, tail.offset)
+            for record in scan.records(fd, info.st_size):
+                history.feed(record)
+            tail.offset = info.st_size if scan.stopped else scan.end
+        except OSError:
+            return longform.empty_wide()
+        finally:
+            os.close(fd)
+        return longform.wide_data(history.table(), []).table
+
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
         """Every scalar of the log, from `cache` and the records new since (module
         docstring); everything afresh without `cache`. Never raises for a broken run or
@@ -143,6 +182,16 @@ class WandbSource:
             logger.warning("%s: not read: %s", run_dir, exc)
             return LossData(longform.empty_wide(), [f"{run_dir}: cannot be read ({exc})"])
         return replace(data, over_budget=budget.refused)
+
+
+@dataclass
+class Tail:
+    """How far a follower of a run's log (the daemon's alerts) has read it."""
+
+    inode: int = 0
+    offset: int = 0
+    steps: StepMetrics = field(default_factory=StepMetrics)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 def _log_stat(run_dir: Path) -> longform.FileStat | None:
