@@ -22,7 +22,7 @@ from lossreport.runformat import LossData
 from lossreport.sources import wandb_log, what_is_not_a_run
 from lossreport.sources.wandb_runs import CACHE_FOLDER, Tail, WandbSource
 from tests.support.daemon import ROOT
-from tests.support.foreign import assert_same, csv_values, values_of
+from tests.support.foreign import assert_all_logged, assert_same, csv_values, values_of
 from tests.support.optional import missing
 from tests.support.procs import wait_for
 from tests.support.wandb_writer import (
@@ -149,11 +149,14 @@ def test_the_report_csv_holds_every_logged_value(written: Written, tmp_path: Pat
     assert "overall_loss" in drawn and "_runtime" not in drawn and "learning_rate" not in drawn
 
 
-def test_a_resumed_run_is_read_in_both_of_its_folders(written: Written) -> None:
+def test_a_resumed_run_is_read_in_both_of_its_folders(written: Written, tmp_path: Path) -> None:
     first, resumed = written.parts
     assert first.name < resumed.name and all(SOURCE.is_run(path) for path in written.parts)
     assert read_values(first) == part_logged(0, 9)
     assert read_values(resumed) == part_logged(10, 19)
+    for run_dir, logged in ((first, part_logged(0, 9)), (resumed, part_logged(10, 19))):
+        result = lossreport.render_run(run_dir, output=tmp_path / run_dir.name)
+        assert_all_logged(result.csv, logged)
     assert SOURCE.read_record(resumed).config["wandb.id"] == "resume1"
     assert SOURCE.inputs(resumed).status == "completed"
 
