@@ -43,7 +43,7 @@ from daemon_process import Daemon
 import lossreport
 from lossreport.report.render import render_run
 from lossreport.runformat import read_marker
-from lossreport.sources.wandb_runs import WandbSource
+from lossreport.sources.wandb_runs import Tail, WandbSource
 
 TAGS = ("train/mse_loss", "train/l1_loss", "train/aux_loss", "train/overall_loss")
 
@@ -200,21 +200,28 @@ def bench_wandb(work: Path, steps: int, repeats: int) -> None:
             f"read: lossreport {ours:.2f}s, plain protobuf loop {plain:.2f}s "
             f"({plain / ours:.1f}x), best of {repeats}"
         )
-        increments = []
+        increments, follows = [], []
         for _ in range(repeats):
             log.write_bytes(data[:cut])
             source.read_losses(run_dir, Path(name) / "cache")
+            tail = Tail()
+            source.read_new(run_dir, tail)
             with log.open("ab") as handle:
                 handle.write(data[cut:])
             started = time.perf_counter()
             grown = source.read_losses(run_dir, Path(name) / "cache")
             increments.append(time.perf_counter() - started)
             assert grown.table.num_rows == steps + 1000
+            started = time.perf_counter()
+            new = source.read_new(run_dir, tail)
+            follows.append(time.perf_counter() - started)
+            assert new.num_rows == grown.table.num_rows - read.table.num_rows
         plain_all = best_of(repeats, lambda: plain_protobuf_read(log))
         print(
             f"then {steps + 1000 - read.table.num_rows:,} new steps: lossreport "
             f"{min(increments) * 1000:.0f} ms (its cache: only the new records parsed), plain "
-            f"protobuf loop {plain_all:.2f}s (the whole log again)"
+            f"protobuf loop {plain_all:.2f}s (the whole log again); the daemon's alert check "
+            f"of them (read_new: the new rows only) {min(follows) * 1000:.0f} ms"
         )
 
 
