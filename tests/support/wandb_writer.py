@@ -59,7 +59,13 @@ def wandb_env(root: Path) -> dict[str, str]:
 
 def wandb_run(root: Path, run_id: str, first: int, last: int) -> tuple[Path, Logged]:
     """A finished W&B run under `root/wandb/` (plan `part`), its folder and what it logged."""
+    import importlib.util
     import subprocess
+
+    from tests.support.optional import missing
+
+    if importlib.util.find_spec("wandb") is None:
+        missing("wandb", "pip install -e '.[wandb]'")
 
     subprocess.run(
         [sys.executable, "-m", "tests.support.wandb_writer", "part", run_id, str(first), str(last)],
