@@ -17,7 +17,7 @@ import pytest
 from lossreport import runformat
 from lossreport.sources import wandb_log
 from lossreport.sources.wandb_runs import WandbSource
-from tests.support.daemon import ROOT, Daemon, run_once
+from tests.support.daemon import ROOT, Daemon, run_once, wait_rendered
 from tests.support.optional import missing
 from tests.support.procs import wait_for
 from tests.support.wandb_writer import wandb_env
@@ -77,6 +77,37 @@ def test_a_nan_logged_through_wandb_reaches_the_webhook_while_the_run_trains(
             assert daemon.stop()[0] == 0
     log = runformat.read_alert_log(run_dir)
     assert [entry["rule"] for entry in log] == ["non-finite"]
+
+
+def test_a_killed_wandb_process_is_alerted_as_stalled(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.wandb_writer", "crash", "killed1"],
+        cwd=ROOT,
+        env=wandb_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "logged\n"
+        (run_dir,) = root.glob("wandb/offline-run-*-killed1")
+        wait_for(lambda: SOURCE.read_losses(run_dir).table.num_rows == 29, timeout=30)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.communicate()
+    with WebhookReceiver() as hook:
+        daemon = Daemon(
+            root, "--stale-after", "2s", "--alert-webhook", hook.url, log=tmp_path / "d.log"
+        )
+        try:
+            wait_for(lambda: [p for p in hook.delivered() if p["rule"] == "stalled"], 60)
+            wait_rendered(run_dir, "stalled")  # and reported as such
+        finally:
+            assert daemon.stop()[0] == 0
+    (alert,) = [post for post in hook.delivered() if post["rule"] == "stalled"]
+    assert "though its log says running" in str(alert["text"])
 
 
 @pytest.mark.slow

@@ -96,9 +96,10 @@ class Alerter:
         self._stalled.add(name)
         if any(entry["rule"] == STALLED for entry in runformat.read_alert_log(state.run_dir)):
             return False
+        record = "run.json still says" if state.writer == sources.NATIVE.name else "its log says"
         detail = (
             f"The trainer has written nothing for {words.duration(silent_for)}, though "
-            "run.json still says running: it may have hung or been killed (rule stalled)."
+            f"{record} running: it may have hung or been killed (rule stalled)."
         )
         return self._raise(name, state.run_dir, [Alert(STALLED, None, None, None, detail)])
 
