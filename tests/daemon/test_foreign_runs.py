@@ -32,6 +32,7 @@ from tests.support.optional import missing
 from tests.support.procs import run_cli, wait_for
 from tests.support.server import request, serving
 from tests.support.smtp import SmtpServer
+from tests.support.wandb_writer import wandb_run
 
 
 def _native_run(parent: Path, run_id: str, steps: range) -> Logged:
@@ -68,6 +69,8 @@ def test_one_daemon_reports_every_kind_of_run_in_a_mixed_tree(runs_dir: Path) ->
         path for path in (runs_dir / "mlruns").glob("*/*") if (path / "metrics").is_dir()
     ]
     logged[mlflow_dir.relative_to(runs_dir).as_posix()] = mlflow_logged
+    wandb_dir, wandb_logged = wandb_run(runs_dir / "exp2", "mixed1", 0, 14)
+    logged[wandb_dir.relative_to(runs_dir).as_posix()] = wandb_logged
     _age(runs_dir, 3600)  # TensorBoard and Lightning record no end: silence finishes them
 
     result = run_once(runs_dir)
@@ -81,7 +84,7 @@ def test_one_daemon_reports_every_kind_of_run_in_a_mixed_tree(runs_dir: Path) ->
         assert marker is not None and marker.status == "completed", key
         assert_all_logged(_csv_of(runs_dir / key), values)
         assert f'href="{key}/{runformat.GRAPHS_DIR}/' in index, key
-    for source_name in ("tensorboard", "lightning", "hf-trainer", "mlflow"):
+    for source_name in ("tensorboard", "lightning", "hf-trainer", "mlflow", "wandb"):
         assert f'<td class="tool">{source_name}</td>' in index
     report = next((runs_dir / "exp1" / "tb" / "run3" / runformat.GRAPHS_DIR).glob("*.html"))
     page = report.read_text()

@@ -250,6 +250,10 @@ def test_learning_rates_and_the_like_are_in_the_csv_not_in_the_loss_charts(
         ("train/l0", True),  # SAE sparsity
         ("explained_variance", True),
         ("num_input_tokens_seen", False),
+        ("_runtime", False),  # W&B
+        ("system/gpu.0.temp", False),  # W&B's system metrics, if logged as history
+        ("system/loss", True),
+        ("details/current_learning_rate", False),  # SAELens
     ],
 )
 def test_what_is_not_a_loss_is_told_by_its_name(name: str, loss: bool) -> None:

@@ -98,6 +98,13 @@ class RunChecker:
             alerts += self._feed(steps, losses)
         return alerts
 
+    def check_table(self, table: pa.Table) -> list[Alert]:
+        """The alerts new rows of another tool's run raise (`step`, then one number column per
+        loss, as a source's wide table has them), fed once each, in step order."""
+        if self._shard_rules <= self._fired or not table.num_rows:
+            return []
+        return self._feed(*_columns(table))
+
     def _feed(self, steps: IntArray, losses: dict[str, _Values]) -> list[Alert]:
         hits: dict[str, tuple[int, Alert]] = {}  # per rule: its first row in the shard
         for loss, (values, logged) in losses.items():

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from .. import sources, storage
 from ..errors import InvalidInputError
-from ..sources import tfrecord
+from ..sources import tfrecord, wandb_log
 from ..sources.tensorboard import TensorBoardSource
+from ..sources.wandb_runs import WandbSource
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,12 @@ def run_folder(path: Path) -> tuple[Path, sources.Source]:
 
 def check_readable(run_dir: Path, source: sources.Source) -> None:
     """Raise InvalidInputError with the install line when this installation cannot read the
-    run's logs (TensorBoard's without the `tensorboard` extra): an empty report would say
-    nothing was logged."""
+    run's logs (TensorBoard's without the `tensorboard` extra, W&B's without `wandb`): an
+    empty report would say nothing was logged."""
     if isinstance(source, TensorBoardSource) and tfrecord.load_codec() is None:
         raise InvalidInputError(tfrecord.missing_extra(run_dir))
+    if isinstance(source, WandbSource) and wandb_log.load_codec() is None:
+        raise InvalidInputError(wandb_log.missing_extra(run_dir))
 
 
 def output_dir(path: Path) -> Path:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import runformat
+from .. import runformat, sources
 from ..alerts import words
 from ..alerts.check import Alert, RunChecker
 from ..alerts.rules import STALLED, AlertRules
@@ -28,17 +28,23 @@ from .runstate import RunState
 
 logger = logging.getLogger(__name__)
 
+# Other tools' runs checked while they train: those whose source can hand over only what was
+# logged since the last look (`read_new`), so a check costs what was logged since.
+LIVE_SOURCES = frozenset({sources.WandbSource.name})
+
 
 @dataclass
 class _Followed:
     checker: RunChecker
     checked: str = ""  # the inputs' fingerprint at the last check: unchanged, nothing to read
+    tail: sources.Tail | None = None  # another tool's run: how far its log was read
 
 
 @dataclass
 class Alerter:
-    """Alerts for lossreport's own runs (another tool's logs are not checked while they
-    train), queued in the outbox of `homes`; `sent` wakes the outbox's sender thread."""
+    """Alerts for lossreport's own runs and those of the tools in LIVE_SOURCES (other tools'
+    logs are not checked while they train), queued in the outbox of `homes`; `sent` wakes the
+    outbox's sender thread."""
 
     homes: Homes
     rules: AlertRules
@@ -66,10 +72,28 @@ class Alerter:
         if followed.checked == state.fingerprint:
             return False
         followed.checked = state.fingerprint
-        alerts = followed.checker.check(state.run_dir)
+        if state.writer == sources.NATIVE.name:
+            alerts = followed.checker.check(state.run_dir)
+        else:
+            alerts = self._check_foreign(state, followed)
         if state.status != runformat.RUNNING:  # finished: its report takes over from here
             del self._followed[name]
         return self._raise(name, state.run_dir, alerts)
+
+    def _check_foreign(self, state: RunState, followed: _Followed) -> list[Alert]:
+        """Feed the checker the rows another tool's run logged since the last look: its
+        losses (series.is_loss_name), as its source reads them."""
+        source = sources.source_of(state.run_dir)
+        if not isinstance(source, sources.WandbSource):
+            return []
+        followed.tail = followed.tail or sources.Tail()
+        table = source.read_new(state.run_dir, followed.tail)
+        losses = [
+            column
+            for column in table.column_names
+            if column not in runformat.RESERVED_COLUMNS and sources.is_loss_name(column)
+        ]
+        return followed.checker.check_table(table.select([runformat.STEP, *losses]))
 
     def stalled(self, name: str, state: RunState, silent_for: float) -> bool:
         """A running run whose trainer stopped writing: raised once. True if it was now."""
@@ -78,9 +102,10 @@ class Alerter:
         self._stalled.add(name)
         if any(entry["rule"] == STALLED for entry in runformat.read_alert_log(state.run_dir)):
             return False
+        record = "run.json still says" if state.writer == sources.NATIVE.name else "its log says"
         detail = (
             f"The trainer has written nothing for {words.duration(silent_for)}, though "
-            "run.json still says running: it may have hung or been killed (rule stalled)."
+            f"{record} running: it may have hung or been killed (rule stalled)."
         )
         return self._raise(name, state.run_dir, [Alert(STALLED, None, None, None, detail)])
 
@@ -92,7 +117,11 @@ class Alerter:
         if not alerts:
             return False
         try:
-            record = runformat.read_run_file(run_dir)
+            source = sources.source_of(run_dir)
+            if source is sources.NATIVE:
+                record = runformat.read_run_file(run_dir)
+            else:
+                record = source.read_record(run_dir)
         except MalformedRunFileError as exc:
             logger.warning("run=%s: alerts raised with run.json unreadable: %s", name, exc)
             record = runformat.RunRecord(name, "unknown-model", "unknown-hook")

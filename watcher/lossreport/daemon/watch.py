@@ -49,7 +49,7 @@ from ..errors import RenderWorkerDied, RunBusy, RunDirectoryError
 from ..runformat import Homes, RenderedMarker, presence, read_marker
 from ..sources.native import stat_fingerprint
 from . import seen
-from .alerting import Alerter
+from .alerting import LIVE_SOURCES, Alerter
 from .crashes import Crashes
 from .jobs import render_job
 from .listing import Listing
@@ -362,8 +362,9 @@ class Watcher:
             why = once_left(state, now_utc, self.options.stale_after, once_foreign)
             logger.info("run=%s not rendered: %s", name, why, extra={"run": name, "event": "left"})
         home = self.homes.home_of(name)
-        # Alerts read lossreport's own shards, and log beside them.
-        checked = source is sources.NATIVE and home == run_dir
+        # Alerts read lossreport's own shards (and the runs of alerting.LIVE_SOURCES), and
+        # log beside them.
+        checked = (source is sources.NATIVE or source.name in LIVE_SOURCES) and home == run_dir
         alerted = checked and self._alert(name, state, status, now_utc, home)
         if alerted:  # the alert log is an input: the render records it
             state = read_state(run_dir, source)

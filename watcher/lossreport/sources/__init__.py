@@ -11,21 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import runformat, storage
-from . import hf_trainer, lightning, mlflow, tensorboard
+from . import hf_trainer, lightning, mlflow, tensorboard, wandb_runs
 from .base import Inputs, Source
 from .dvclive import DvcLiveSource
 from .hf_trainer import HfTrainerSource
 from .lightning import LightningCsvSource
 from .mlflow import MlflowSource
 from .native import NativeSource
-from .series import SeriesFilter
+from .series import SeriesFilter, is_loss_name
 from .tensorboard import TensorBoardSource
+from .wandb_runs import Tail, WandbSource
 
 # For error messages: what `find` looks for.
 WHAT_IS_A_RUN = (
     "a run is a folder with run.json or losses/, TensorBoard event files, a Lightning "
     "metrics.csv, a Hugging Face trainer_state.json, an MLflow run's meta.yaml and metrics/, "
-    "or a DVCLive folder's plots/metrics/"
+    "a W&B run folder's run-ID.wandb, or a DVCLive folder's plots/metrics/"
 )
 
 NATIVE = NativeSource()
@@ -35,6 +36,7 @@ SOURCES: tuple[Source, ...] = (
     NATIVE,
     MlflowSource(),
     HfTrainerSource(),
+    WandbSource(),
     TensorBoardSource(),
     LightningCsvSource(),
     DvcLiveSource(),
@@ -48,7 +50,10 @@ __all__ = [
     "NativeSource",
     "SeriesFilter",
     "Source",
+    "Tail",
+    "WandbSource",
     "find",
+    "is_loss_name",
     "list_runs",
     "passed_over",
     "source_of",
@@ -142,7 +147,11 @@ def passed_over(path: Path) -> list[str]:
         except OSError:
             return
         for entry in listed:
-            named_as_input = entry.name in INPUT_FILES or tensorboard.is_event_file_name(entry.name)
+            named_as_input = (
+                entry.name in INPUT_FILES
+                or tensorboard.is_event_file_name(entry.name)
+                or wandb_runs.is_log_name(entry.name)
+            )
             if named_as_input and not entry.is_file(follow_symlinks=False):
                 what = storage.kind_of(Path(entry.path))
                 found.append(f"{entry.path}: not a regular file ({what}), skipped")

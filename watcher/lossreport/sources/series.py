@@ -35,6 +35,7 @@ NOT_A_LOSS = re.compile(
     r"|.*grad(ient)?_?norm.*|grad_scale"
     r"|.*per_sec(ond)?|.*throughput.*|(.*_)?(runtime|time|seconds)|(total_)?flos"
     r"|(num_)?(input_)?(tokens|samples)(_seen)?"
+    r"|system"  # W&B's system metrics: system/gpu.0.temp
 )
 # What matters first among losses, by a part of the lower-case name; the first match ranks.
 RANKS = (

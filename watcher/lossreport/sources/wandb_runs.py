@@ -1,0 +1,478 @@
+"""W&B run folders, online (`wandb/run-DATE-ID/`) and offline (`wandb/offline-run-DATE-ID/`):
+their transaction log `run-ID.wandb` (wandb_log.py) is the run, whatever else the folder holds.
+
+Every `wandb.log` scalar is a series (wandb_history.py). W&B records a run's end: an exit
+record with its exit code makes the run completed (0) or failed; a log without one is running,
+and stalled once silent for --stale-after (a process killed before it could write its exit is
+what W&B calls crashed). The run is named by its display name (else its W&B id), its model by
+a model in the config (else the W&B project); the config is `wandb.config`, with the run's W&B
+id, project, entity and group and its summary beside it under `wandb.*`.
+
+The log only grows while the run trains, so a read keeps what it converted in the run's cache
+folder (`cache/wandb/`): `state.json` (the log's inode, a hash of its first bytes, how far it
+was read, what was left out) and the rows each read found as Parquet parts, so that the next
+read parses only the records written since: the daemon's alerts and live renders follow a
+training run at the cost of what it logged since the last look. A log that shrank or was
+replaced is read again from its start; a state that cannot be read is started afresh. Parts
+are written before the state, the state atomically, so a crash leaves at worst rows that are
+read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import storage
+from ..clock import utc_time
+from ..errors import MalformedRunFileError, ReadBudgetError
+from ..runformat import COMPLETED, FAILED, RUNNING, LossData, RunRecord
+from . import longform, wandb_log
+from .base import Inputs
+from .wandb_history import History, Meta, StepMetrics
+
+logger = logging.getLogger(__name__)
+
+RUN_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)$")
+CACHE_FOLDER = "wandb"
+STATE_FILE = "state.json"
+STATE_FORMAT = "lossreport.wandb-cache/1"
+MAX_STATE_BYTES = 4 * 2**20
+MAX_LOG_BYTES = 64 * 2**30  # a bigger log is not read (the read budget refuses it before)
+# What a log's bytes not read yet take once read, at most, per byte (storage.budget): a
+# chunk of them, and the rows they make (a scalar's history item is some 40 bytes of the log,
+# its long row about as much in Python lists while read, then 28 and its name in Arrow).
+SCANNED_BYTES_PER_BYTE = 2
+HEAD_BYTES = 64  # hashed to tell a replaced log from a grown one
+_PART_NAME = re.compile(r"^(\d{8,})\.parquet$")
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NOT_RUNNING_WORDS = "W&B exit record"
+
+
+def is_log_name(name: str) -> bool:
+    """Whether `name` is named as a W&B run's log (`run-ID.wandb`)."""
+    return name.startswith("run-") and name.endswith(".wandb")
+
+
+def log_name(run_dir: Path) -> str | None:
+    """`run-ID.wandb`, for a folder named as W&B names its runs' folders; else None."""
+    match = RUN_FOLDER.match(run_dir.name)
+    return f"run-{match['id']}.wandb" if match else None
+
+
+class WandbSource:
+    name = "wandb"
+    label = "W&B run log"
+    nests_runs = False
+
+    def is_run(self, path: Path) -> bool:
+        """A real folder named `run-DATE-ID` or `offline-run-DATE-ID` holding a regular
+        `run-ID.wandb` (a stat; `latest-run`, a link, is never one)."""
+        name = log_name(path)
+        return name is not None and longform.stat_file(path / name) is not None
+
+    def inputs(self, run_dir: Path) -> Inputs:
+        """The log's name, size and time; its status from an exit record near its end (read
+        once per version of the log); the heartbeat is its last write."""
+        log = _log_stat(run_dir)
+        if log is None:
+            return Inputs("", None, None)
+        exit_code = _tail_exit(log.path, (log.inode, log.size, log.mtime_ns))
+        status, rule = _status(exit_code)
+        return Inputs(log.key, status, longform.last_written([log]), rule)
+
+    def read_record(self, run_dir: Path) -> RunRecord:
+        """The run's name, config, summary and end, from every record of its log but the
+        history (decoded once per version of the log in a process). Raises
+        MalformedRunFileError when the log cannot be read."""
+        log = _log_stat(run_dir)
+        if log is None:
+            raise MalformedRunFileError(run_dir / (log_name(run_dir) or "run-ID.wandb"), "missing")
+        meta = _meta(log.path, (log.inode, log.size, log.mtime_ns))
+        status, _ = _status(meta.exit_code)
+        config: dict[str, Any] = dict(meta.config)
+        config.update(
+            {
+                f"wandb.{name}": value
+                for name, value in (
+                    ("id", meta.run_id),
+                    ("project", meta.project),
+                    ("entity", meta.entity),
+                    ("group", meta.group),
+                    ("summary", meta.summary),
+                )
+                if value
+            }
+        )
+        written = longform.last_written([log])
+        record = longform.record_from(
+            run_dir,
+            config,
+            status=status,
+            started_at=utc_time(meta.started_at) if meta.started_at else None,
+            heartbeat_at=written,
+            finished_at=written if status != RUNNING else None,
+            run_id=meta.name or meta.run_id or None,
+            model=meta.project or None,
+            error=f"exit code {meta.exit_code}" if status == FAILED else None,
+        )
+        return replace(record, host=meta.host)
+
+    def read_new(self, run_dir: Path, tail: Tail) -> pa.Table:
+        """The rows (a wide table) of the records written since `tail`, which moves past
+        them: what the daemon's alerts follow while the run trains, at the cost of what was
+        logged since the last look. From the log's start when it was replaced. Empty when
+        the log cannot be read, the extra is missing, or the new bytes do not fit a run's
+        read budget (then passed over: alerts are not worth more)."""
+        codec = wandb_log.load_codec()
+        name = log_name(run_dir)
+        if codec is None or name is None:
+            return longform.empty_wide()
+        path = run_dir / name
+        try:
+            fd = _open_log(path)
+        except OSError:
+            return longform.empty_wide()
+        try:
+            info = os.fstat(fd)
+            if info.st_ino != tail.inode or info.st_size < tail.offset:
+                tail.inode, tail.offset, tail.steps = info.st_ino, 0, StepMetrics()
+            if info.st_size <= tail.offset:
+                return longform.empty_wide()
+            try:
+                unread = (info.st_size - tail.offset) * SCANNED_BYTES_PER_BYTE
+                storage.ReadBudget().charge(path, unread, "once read")
+            except ReadBudgetError as exc:
+                logger.info("alerts pass over new records: %s", exc)
+                tail.offset = info.st_size
+                return longform.empty_wide()
+            history = History(codec, tail.steps, tail.notes)
+            scan = wandb_log.LogScan(path, tail.offset)
+            for record in scan.records(fd, info.st_size):
+                history.feed(record)
+            tail.offset = info.st_size if scan.stopped else scan.end
+        except OSError:
+            return longform.empty_wide()
+        finally:
+            os.close(fd)
+        return longform.wide_data(history.table(), []).table
+
+    def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
+        """Every scalar of the log, from `cache` and the records new since (module
+        docstring); everything afresh without `cache`. Never raises for a broken run or
+        cache: what could not be read is named in `skipped`."""
+        codec = wandb_log.load_codec()
+        if codec is None:
+            return LossData(longform.empty_wide(), [wandb_log.missing_extra(run_dir)])
+        budget = storage.ReadBudget()
+        try:
+            data = _Read(run_dir, codec, cache, budget).run()
+        except OSError as exc:  # the folder or log is gone, a link, unreadable
+            logger.warning("%s: not read: %s", run_dir, exc)
+            return LossData(longform.empty_wide(), [f"{run_dir}: cannot be read ({exc})"])
+        return replace(data, over_budget=budget.refused)
+
+
+@dataclass
+class Tail:
+    """How far a follower of a run's log (the daemon's alerts) has read it."""
+
+    inode: int = 0
+    offset: int = 0
+    steps: StepMetrics = field(default_factory=StepMetrics)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _log_stat(run_dir: Path) -> longform.FileStat | None:
+    name = log_name(run_dir)
+    return longform.stat_file(run_dir / name) if name else None
+
+
+def _status(exit_code: int | None) -> tuple[str, str]:
+    if exit_code is None:
+        return RUNNING, (
+            "no W&B exit record yet: running; stalled once silent for --stale-after "
+            "(W&B calls a run whose process died crashed)"
+        )
+    if exit_code == 0:
+        return COMPLETED, f"{_NOT_RUNNING_WORDS}: exit code 0"
+    return FAILED, f"{_NOT_RUNNING_WORDS}: exit code {exit_code}"
+
+
+def _open_log(path: Path) -> int:
+    """The log opened read-only, without following a link or blocking; OSError when it is
+    not a regular file or is over MAX_LOG_BYTES."""
+    with storage.opened_dir(path.parent) as folder:
+        fd = os.open(path.name, _READ_FLAGS, dir_fd=folder)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_LOG_BYTES:
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file of at most {MAX_LOG_BYTES:,} bytes")
+    return fd
+
+
+@lru_cache(maxsize=4096)
+def _tail_exit(path: Path, version: tuple[int, int, int]) -> int | None:
+    """The exit code in the last two blocks of the log, or None (none, or unreadable)."""
+    codec = wandb_log.load_codec()
+    if codec is None:
+        return None
+    try:
+        fd = _open_log(path)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        scan = wandb_log.LogScan(path, wandb_log.tail_start(size), tail=True)
+        meta = Meta()
+        for record in scan.records(fd, size):
+            if wandb_log.kind_of(record) not in (wandb_log.HISTORY, wandb_log.SUMMARY):
+                meta.feed(record, codec)
+        return meta.exit_code
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+@lru_cache(maxsize=16)
+def _meta(path: Path, version: tuple[int, int, int]) -> Meta:
+    """Every record of the log but the history, decoded; MalformedRunFileError when the log
+    cannot be read or the wandb extra is missing."""
+    codec = wandb_log.load_codec()
+    if codec is None:
+        raise MalformedRunFileError(path, wandb_log.EXTRA_HINT)
+    try:
+        fd = _open_log(path)
+    except OSError as exc:
+        raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
+    meta = Meta()
+    try:
+        size = os.fstat(fd).st_size
+        scan = wandb_log.LogScan(path, 0)
+        for record in scan.records(fd, size):
+            meta.feed(record, codec)
+    except OSError as exc:
+        raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
+    finally:
+        os.close(fd)
+    if scan.stopped:
+        raise MalformedRunFileError(path, "not a W&B transaction log (its header)")
+    return meta
+
+
+@dataclass
+class _State:
+    """What the cache knows of the log, and of what its reads left out."""
+
+    inode: int = 0
+    offset: int = 0
+    head: str = ""
+    head_len: int = 0
+    stopped: bool = False
+    problems: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    system_records: int = 0
+    undecodable: int = 0
+    steps: dict[str, Any] = field(default_factory=lambda: StepMetrics().to_json())
+    parts: list[str] = field(default_factory=list)
+    next_part: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": STATE_FORMAT, **asdict(self)}, indent=1).encode()
+
+
+def _parse_state(document: Any) -> _State:
+    """A state.json document, checked (KeyError, TypeError, ValueError when it is off)."""
+    if document.pop("format") != STATE_FORMAT:
+        raise ValueError("another format")
+    state = _State(**document)
+    for number in (state.inode, state.offset, state.head_len, state.next_part):
+        if type(number) is not int or number < 0:
+            raise TypeError("not a count")
+    StepMetrics.from_json(state.steps)
+    if not all(isinstance(line, str) for line in state.problems):
+        raise TypeError("problems")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in state.notes.items()):
+        raise TypeError("notes")
+    for part in state.parts:
+        match = _PART_NAME.match(part) if isinstance(part, str) else None
+        if not match or int(match[1]) >= state.next_part:
+            raise ValueError(f"not a part: {part!r}")
+    return state
+
+
+class _Read:
+    """One read of a run's log, with or without a cache folder."""
+
+    def __init__(
+        self, run_dir: Path, codec: wandb_log.Codec, cache: Path | None, budget: storage.ReadBudget
+    ) -> None:
+        self.run_dir = run_dir
+        self.codec = codec
+        self.cache = cache / CACHE_FOLDER if cache else None
+        self.budget = budget
+        self.skipped: list[str] = []
+
+    def run(self) -> LossData:
+        name = log_name(self.run_dir)
+        if name is None:
+            raise FileNotFoundError(f"{self.run_dir}: not a W&B run folder")
+        path = self.run_dir / name
+        fd = _open_log(path)
+        try:
+            info = os.fstat(fd)
+            state = self._load(fd, info)
+            tables = self._parts(state)
+            if tables is None:
+                state, tables = _State(inode=info.st_ino), []
+            new = self._scan(fd, path, info.st_size, state)
+        finally:
+            os.close(fd)
+        if new is not None and new.num_rows:
+            self._keep(state, new)
+            tables.append(new)
+        self._save(state)
+        self.skipped += state.problems + [
+            f"{path}: {key}: {why}; not read" for key, why in state.notes.items()
+        ]
+        if state.system_records:
+            self.skipped.append(
+                f"{path}: {state.system_records:,} records of system metrics (GPU, CPU, "
+                "memory); not read"
+            )
+        if state.undecodable:
+            self.skipped.append(f"{path}: {state.undecodable:,} records not W&B's; skipped")
+        long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
+        return longform.wide_data(long, self.skipped)
+
+    def _load(self, fd: int, info: os.stat_result) -> _State:
+        """The cache's state when it describes this log (the same inode and first bytes, no
+        longer than it is now); a fresh one otherwise."""
+        fresh = _State(inode=info.st_ino)
+        if self.cache is None:
+            return fresh
+        try:
+            storage.make_dir(self.cache.parent)
+            with storage.opened_dir(self.cache.parent) as parent:
+                storage.make_dir(self.cache, dir_fd=parent)
+            with storage.opened_dir(self.cache) as folder, os.scandir(folder) as entries:
+                numbers = [int(m[1]) for e in entries if (m := _PART_NAME.match(e.name))]
+            fresh.next_part = max(numbers, default=0) + 1  # a part's name is never reused
+            raw = storage.read_bytes(self.cache / STATE_FILE, MAX_STATE_BYTES)
+            state = _parse_state(json.loads(raw))
+        except FileNotFoundError:
+            return fresh
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("%s: unreadable (%s); reading the log again", self.cache, exc)
+            if isinstance(exc, OSError):
+                self.cache = None
+            return fresh
+        if state.inode != info.st_ino or state.offset > info.st_size:
+            return fresh
+        if state.head_len and _hash(os.pread(fd, state.head_len, 0)) != state.head:
+            return fresh
+        state.next_part = max(state.next_part, fresh.next_part)
+        return state
+
+    def _parts(self, state: _State) -> list[pa.Table] | None:
+        """The rows of earlier reads, charged to the budget; None when one cannot be read
+        (the log is then read again)."""
+        tables = []
+        for part in state.parts:
+            assert self.cache is not None  # a state with parts came from the cache
+            path = self.cache / part
+            try:
+                data = storage.read_bytes(path, storage.MAX_SHARD_BYTES)
+                with pq.ParquetFile(pa.BufferReader(data)) as reader:
+                    if not reader.schema_arrow.equals(longform.LONG_SCHEMA):
+                        raise ValueError("not long rows")
+                    rows = reader.metadata.num_rows
+                    self.budget.charge(path, len(data) + rows * (longform.LONG_ROW_BYTES + 16))
+                    tables.append(reader.read())
+            except ReadBudgetError as exc:
+                self.skipped.append(str(exc))
+                return []
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                logger.warning("%s: unreadable (%s); reading the log again", path, exc)
+                return None
+        return tables
+
+    def _scan(self, fd: int, path: Path, size: int, state: _State) -> pa.Table | None:
+        """The rows of the records past the state's offset (the state moved past them)."""
+        if state.stopped or size <= state.offset:
+            return None
+        try:
+            unread = (size - state.offset) * SCANNED_BYTES_PER_BYTE
+            self.budget.charge(path, unread, f"once read from byte {state.offset:,}")
+        except ReadBudgetError as exc:
+            self.skipped.append(str(exc))
+            return None
+        steps = StepMetrics.from_json(state.steps)
+        history = History(self.codec, steps, state.notes)
+        scan = wandb_log.LogScan(path, state.offset)
+        for record in scan.records(fd, size):
+            history.feed(record)
+        for problem in scan.problems:
+            logger.warning("%s", problem)
+        if scan.more_problems:
+            scan.problems.append(f"{path}: {scan.more_problems} more damaged fragments")
+        state.problems = (state.problems + scan.problems)[: wandb_log.MAX_PROBLEMS + 1]
+        state.offset, state.stopped = scan.end, scan.stopped
+        state.steps = steps.to_json()
+        state.system_records += history.system_records
+        state.undecodable += history.undecodable
+        head_len = min(HEAD_BYTES, scan.end)
+        if head_len > state.head_len:
+            state.head_len, state.head = head_len, _hash(os.pread(fd, head_len, 0))
+        return history.table()
+
+    def _keep(self, state: _State, new: pa.Table) -> None:
+        """Write a read's rows as the next part (before the state)."""
+        if self.cache is None:
+            return
+        name = f"{state.next_part:08d}.parquet"
+        try:
+            with (
+                storage.opened_dir(self.cache) as folder,
+                storage.atomic_file(self.cache / name, replace=False, dir_fd=folder) as out,
+            ):
+                pq.write_table(new, out, compression="zstd")
+        except (OSError, pa.ArrowException) as exc:
+            logger.warning("%s: not kept (%s)", self.cache / name, exc)
+            self.cache = None  # keep no state that would miss these rows
+            return
+        state.next_part += 1
+        state.parts.append(name)
+
+    def _save(self, state: _State) -> None:
+        if self.cache is None:
+            return
+        try:
+            with storage.opened_dir(self.cache) as folder:
+                storage.atomic_write(self.cache / STATE_FILE, state.to_json(), dir_fd=folder)
+                with os.scandir(folder) as entries:
+                    stale = [
+                        entry.name
+                        for entry in entries
+                        if _PART_NAME.match(entry.name) and entry.name not in state.parts
+                    ]
+                for name in stale:
+                    storage.remove_at(name, folder)
+        except OSError as exc:
+            logger.warning("%s: not kept (%s)", self.cache / STATE_FILE, exc)
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
