@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any
@@ -26,9 +25,10 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from ..errors import CatalogSchemaError, CatalogServerError
+from ..errors import CatalogSchemaError, CatalogServerError, InvalidInputError
 from . import store
 from .dialect import Dialect
+from .urls import CatalogServer, checked_url
 
 logger = logging.getLogger(__name__)
 
@@ -75,35 +75,24 @@ def schema_statements() -> list[str]:
         statements.append(
             f"CREATE INDEX runs_{column}_desc ON runs ({column} DESC NULLS LAST, key)"
         )
-    statements.append(f"CREATE TABLE {META} (version INTEGER NOT NULL, changes BIGINT NOT NULL)")
-    statements.append(f"INSERT INTO {META} VALUES ({store.SCHEMA_VERSION}, 0)")
+    statements.append(
+        f"CREATE TABLE {META} (version INTEGER NOT NULL, changes BIGINT NOT NULL, tree TEXT)"
+    )
+    statements.append(f"INSERT INTO {META} VALUES ({store.SCHEMA_VERSION}, 0, NULL)")
     return statements
 
 
-def safe_conninfo(url: str) -> str:
-    """`url` checked to carry no password (one in a command line is seen by every user of the
-    machine, and kept in shell histories and process listings), with a connect timeout.
-    Raises CatalogServerError naming what is wrong."""
+def conninfo_of(server: CatalogServer) -> str:
+    """libpq's connection string for `server`: its URL (checked to hold no password), a
+    connect timeout unless it names one, and the password read from a file, if any."""
     try:
-        parts = conninfo.conninfo_to_dict(url)
+        parts = conninfo.conninfo_to_dict(checked_url(server.url))
     except psycopg.ProgrammingError as exc:
-        raise CatalogServerError(f"--catalog {redacted(url)}: not a PostgreSQL URL: {exc}") from exc
-    if parts.get("password"):
-        raise CatalogServerError(
-            f"--catalog {redacted(url)}: holds a password; give it in PGPASSWORD, a .pgpass "
-            "file or the config file's catalog_password_file instead"
-        )
+        raise InvalidInputError(f"--catalog {server}: not a PostgreSQL URL: {exc}") from exc
     parts.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    if server.password is not None:
+        parts["password"] = server.password
     return conninfo.make_conninfo("", **parts)
-
-
-def redacted(url: str) -> str:
-    """`url` with any password hidden, to be logged or shown."""
-    return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
-
-
-def is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
 
 
 class PgConnection:
@@ -115,31 +104,53 @@ class PgConnection:
     def __init__(self, info: str, writable: bool) -> None:
         self._info = info
         self._writable = writable
+        self._on_connect: Callable[[], None] = lambda: None  # checks the schema
         self._connection: psycopg.Connection[Any] | None = None
         self._transaction: AbstractContextManager[Any] | None = None
 
-    def _live(self) -> psycopg.Connection[Any]:
+    def connect_with(self, on_connect: Callable[[], None]) -> None:
+        """Call `on_connect` after each new connection (the first, and each after the server
+        went away): the schema may have changed meanwhile."""
+        self._on_connect = on_connect
+
+    def live(self) -> psycopg.Connection[Any]:
+        """The connection, made now if there is none or the server closed it."""
         if self._connection is None or self._connection.closed:
             options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
             if not self._writable:
                 options += " -c default_transaction_read_only=on"
             with _translated():
                 self._connection = psycopg.connect(self._info, autocommit=True, options=options)
+            try:
+                self._on_connect()
+            except BaseException:
+                self.close()
+                raise
         return self._connection
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        """Run `sql`. Outside a transaction, a connection the server dropped since its last
+        use (a restart) is replaced and the statement sent again, once: every statement run
+        so reads, or writes what writing twice leaves the same."""
+        sql = _placeholders(sql)
         with _translated():
-            return self._live().execute(_placeholders(sql), parameters, prepare=False)
+            reused = self._connection is not None and self._transaction is None
+            try:
+                return self.live().execute(sql, parameters, prepare=False)
+            except psycopg.OperationalError:
+                if not reused or self._connection is None or not self._connection.closed:
+                    raise
+            return self.live().execute(sql, parameters, prepare=False)
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
         with _translated():
-            cursor = self._live().cursor()
+            cursor = self.live().cursor()
             cursor.executemany(_placeholders(sql), list(parameters))
             return cursor
 
     def __enter__(self) -> PgConnection:
         with _translated():
-            self._transaction = self._live().transaction()
+            self._transaction = self.live().transaction()
             self._transaction.__enter__()
         return self
 
@@ -156,7 +167,7 @@ class PgConnection:
         with _translated():
             try:
                 if kind is None:
-                    self._live().execute(f"UPDATE {META} SET changes = changes + 1")
+                    self.live().execute(f"UPDATE {META} SET changes = changes + 1")
             except BaseException as failed:
                 transaction.__exit__(type(failed), failed, failed.__traceback__)
                 raise
@@ -166,7 +177,7 @@ class PgConnection:
     def pipelined(self) -> Iterator[None]:
         """Statements sent without waiting for each one's answer (psycopg's pipeline mode):
         a row's eight statements cost one round trip to the server, not eight."""
-        with _translated(), self._live().pipeline():
+        with _translated(), self.live().pipeline():
             yield
 
     def commit(self) -> None:
@@ -197,30 +208,42 @@ class PostgresCatalog(store.Catalog):
 
     dialect = POSTGRESQL
 
+    _connection: PgConnection
+
     @classmethod
-    def connect(cls, url: str, *, writable: bool) -> PostgresCatalog:
-        """The catalog at `url`. A writer makes its schema if the database has none and
-        upgrades an older one; raises CatalogSchemaError for a newer one (and a reader for any
-        other than its own), CatalogServerError when the server cannot be reached."""
-        connection = PgConnection(safe_conninfo(url), writable)
-        catalog = cls(connection, writable=writable)
-        catalog._url = redacted(url)
+    def connect(cls, server: CatalogServer | str, *, writable: bool) -> PostgresCatalog:
+        """The catalog at `server`, connected now and again whenever the server comes back.
+        On each connection a writer makes the schema if the database has none, upgrades an
+        older one and checks the catalog is its runs tree's; CatalogSchemaError for a newer
+        schema or another tree's catalog (and, for a reader, any schema but its own),
+        CatalogServerError while the server cannot be reached."""
+        if isinstance(server, str):
+            server = CatalogServer(server)
+        catalog = cls(PgConnection(conninfo_of(server), writable), server, writable)
         try:
-            if writable:
-                catalog._ensure_schema()
-            else:
-                catalog._check_schema()
+            catalog.reconnect()
         except BaseException:
-            connection.close()
+            catalog.close()
             raise
         return catalog
 
-    _connection: PgConnection
+    @classmethod
+    def unconnected(cls, server: CatalogServer, *, writable: bool) -> PostgresCatalog:
+        """The catalog at `server`, connecting at its first use: for a daemon started while
+        the server is down, which keeps rendering meanwhile."""
+        return cls(PgConnection(conninfo_of(server), writable), server, writable)
 
-    def __init__(self, connection: PgConnection, writable: bool = True) -> None:
+    def __init__(
+        self, connection: PgConnection, server: CatalogServer, writable: bool = True
+    ) -> None:
         super().__init__(connection, None, writable)
-        self._url = ""
-        self._writes = threading.Lock()
+        self.server = server
+        self._url = str(server)
+        connection.connect_with(self._ensure_schema if writable else self._check_schema)
+
+    def reconnect(self) -> None:
+        """Connect now if not connected: raises as `connect` does."""
+        self._connection.live()
 
     def __str__(self) -> str:
         return self._url
@@ -260,14 +283,30 @@ class PostgresCatalog(store.Catalog):
                 for statement in schema_statements():
                     connection.execute(statement)
                 logger.info("runs catalog %s made (schema %d)", self._url, store.SCHEMA_VERSION)
-                return
-            if version > store.SCHEMA_VERSION:
+                version = store.SCHEMA_VERSION
+            elif version > store.SCHEMA_VERSION:
                 self._check_schema()
             for step in range(version, store.SCHEMA_VERSION):
                 for statement in UPGRADES[step]:
                     connection.execute(statement)
                 connection.execute(f"UPDATE {META} SET version = ?", (step + 1,))
                 logger.info("runs catalog %s upgraded to schema %d", self._url, step + 1)
+            self._claim(connection)
+
+    def _claim(self, connection: PgConnection) -> None:
+        """Make the catalog this daemon's runs tree's, or check it is: a daemon prunes the
+        rows of runs its tree no longer has, so two trees' daemons must not share one
+        catalog (yet: see docs/catalog-postgresql.md). Several daemons of one tree may."""
+        tree = self.server.tree
+        if not tree:
+            return
+        connection.execute(f"UPDATE {META} SET tree = ? WHERE tree IS NULL", (tree,))
+        kept = self._value(f"SELECT tree FROM {META}")
+        if kept != tree:
+            raise CatalogSchemaError(
+                f"the runs catalog {self._url} holds the runs of {kept}, not of {tree}: give "
+                "each runs tree a database of its own"
+            )
 
     def _data_version(self) -> int:
         """The count of writes every writer adds to as its transaction ends."""
