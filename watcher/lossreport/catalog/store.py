@@ -472,7 +472,7 @@ def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def is_damaged(exc: sqlite3.Error) -> bool:
+def is_damaged(exc: Exception) -> bool:
     """Whether `exc` says the catalog file is no database, or not ours any more: malformed,
     overwritten, or emptied (its tables gone; the statements here name no other)."""
     if getattr(exc, "sqlite_errorname", None) in DAMAGED:
@@ -480,7 +480,7 @@ def is_damaged(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table")
 
 
-def is_unusable(exc: sqlite3.Error) -> bool:
+def is_unusable(exc: Exception) -> bool:
     """Whether a reader should stop reading the file for now: damaged, or a hot journal in
     the way, which only a writer (the daemon) can roll back."""
     return is_damaged(exc) or getattr(exc, "sqlite_errorname", None) == HOT_JOURNAL

@@ -43,9 +43,9 @@ def checked_url(url: str, flag: str = "--catalog") -> str:
     query = parse_qs(parts.query)
     if parts.password is not None or "password" in query:
         raise InvalidInputError(
-            f"{flag} {redacted(url)}: holds a password, which every user of this machine can "
-            "read in a command line; give it in PGPASSWORD, a .pgpass file or a --config "
-            "file's catalog_password_file instead"
+            f"{flag} {redacted(url)}: holds a password, which others can read in a command "
+            "line, a process listing or a config file; give it in PGPASSWORD, a .pgpass file "
+            "or a --config file's catalog_password_file instead"
         )
     return url
 

@@ -9,38 +9,65 @@ curves are bounded (`runformat.index_curves`): the marker they come from is the 
 A catalog found damaged while the daemon runs (overwritten, truncated: any query says it is
 no database) is set aside and made again from the runs' markers, as a restart would, logged
 once: the index goes on updating.
+
+A team's catalog on a PostgreSQL server (`--catalog`) is never a reason to stop rendering:
+while the server is down (or refuses, its schema newer than this daemon), the rows it could not
+take are kept, at most MAX_UNWRITTEN (beyond that the oldest are left to the next full scan,
+which lists them again from their markers), written when it is back; that it went away, and
+that it came back, are each logged once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from .. import runformat, sources, storage
 from ..catalog import Catalog, is_damaged
+from ..catalog.store import DATABASE_ERRORS
+from ..catalog.urls import CatalogServer
+from ..errors import CatalogSchemaError, CatalogServerError
 from ..report import pages
 from ..runformat import INDEX_FILE, Homes, index_curves, read_marker
 
 logger = logging.getLogger(__name__)
 
 BATCH = 1000  # rows found at start-up written in one transaction
+MAX_UNWRITTEN = 10_000  # rows kept for a catalog server that is down (a few KB each)
+OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 
 class Listing:
-    def __init__(self, homes: Homes) -> None:
+    def __init__(self, homes: Homes, server: CatalogServer | None = None) -> None:
+        """`server`: a team's catalog (raises CatalogSchemaError at once when its schema is
+        newer than this daemon's or it is another tree's); None: SQLite's, in the tree."""
         self.homes = homes
+        self._server = server
         self._listed: set[str] = set()  # runs whose row this daemon has put or checked
         self._pending: dict[str, dict[str, Any]] = {}  # rows found, not written yet
+        self._unwritten: dict[str, dict[str, Any]] = {}  # rows the server could not take
+        self._down = False  # the catalog server is unreachable, and that was logged
         self._rebuilding = False
         self.catalog = self._opened()
 
     def _opened(self) -> Catalog:
+        if self._server is not None:
+            from ..catalog.postgres import PostgresCatalog  # psycopg, only when asked for
+
+            catalog = PostgresCatalog.unconnected(self._server, writable=True)
+            try:
+                catalog.reconnect()
+            except CatalogSchemaError:  # a server that answers, and refuses: waiting is no help
+                catalog.close()
+                raise
+            except CatalogServerError as exc:
+                self._server_down(exc)
+            return catalog
         try:
             return Catalog.open(self.homes.state_dir)
-        except (OSError, sqlite3.Error) as exc:  # a read-only tree, a planted link, a bad file
+        except OPEN_ERRORS as exc:  # a read-only tree, a planted link, a bad file
             logger.error(
                 "cannot keep the runs catalog in %s (%s); keeping it in memory: `serve` will "
                 "not see it",
@@ -61,7 +88,9 @@ class Listing:
             if self.catalog.rendered_at(key) == str(entry.get("rendered_at", "")):
                 self._listed.add(key)
                 return False
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._keep({key: self.row(key, entry)}, exc):
+                return True
             return self._failed_write(key, exc)
         self._pending[key] = self.row(key, entry)
         self._listed.add(key)
@@ -76,7 +105,9 @@ class Listing:
         pending, self._pending = self._pending, {}
         try:
             self.catalog.put_many(pending.values())
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._keep(pending, exc):
+                return
             self._listed.difference_update(pending)  # listed again at their next look
             # (Found in their markers: a catalog made afresh has them again.)
             self._failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
@@ -84,12 +115,18 @@ class Listing:
     def rendered(self, key: str, entry: dict[str, Any]) -> None:
         """List run `key` as just rendered."""
         self._pending.pop(key, None)
+        row = self.row(key, entry)
         try:
-            self.catalog.put(self.row(key, entry))
-        except sqlite3.Error as exc:
+            self.catalog.put(row)
+        except DATABASE_ERRORS as exc:
+            if self._keep({key: row}, exc):
+                return
             self._failed_write(key, exc)  # made afresh, it lists the run from its new marker
         else:
+            self._unwritten.pop(key, None)  # an older row of it, waiting: this one is newer
             self._listed.add(key)
+            if self._down:
+                self.retry()
 
     def failed(self, key: str, error: str) -> None:
         self.flush()  # the error goes on the row, which must be written first
@@ -97,15 +134,22 @@ class Listing:
             self.catalog.mark_failed(
                 key, error, pages.index_row({"status": "not rendered", "error": error}, key)
             )
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._server is not None:  # recorded again at the run's next failed render
+                self._server_down(exc)
+                return
             self._failed_write(key, exc)
 
     def forget(self, key: str) -> None:
         self._listed.discard(key)
         self._pending.pop(key, None)
+        self._unwritten.pop(key, None)
         try:
             self.catalog.forget(key)
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._server is not None:  # its row goes at the next full scan's keep_only
+                self._server_down(exc)
+                return
             self._failed_write(key, exc)
 
     def keep_only(self, keys: list[str]) -> None:
@@ -114,7 +158,10 @@ class Listing:
         try:
             gone = self.catalog.keep_only(keys)
             self.catalog.optimize()  # a first scan may have listed every run
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._server is not None:
+                self._server_down(exc)
+                return
             if not self._recovered(exc):
                 logger.error(
                     "cannot prune the runs catalog: %s", exc, extra={"event": "catalog_failed"}
@@ -144,7 +191,10 @@ class Listing:
                 page = pages.render_index(rows, total=self.catalog.count())
                 storage.atomic_write(path, page.encode())
                 return
-            except sqlite3.Error as exc:
+            except DATABASE_ERRORS as exc:
+                if self._server is not None:  # written again once the server is back
+                    self._server_down(exc)
+                    return
                 if not self._recovered(exc):
                     logger.error("cannot write %s: %s", path, exc, extra={"event": "index_failed"})
                     return
@@ -154,9 +204,71 @@ class Listing:
 
     def close(self) -> None:
         self.flush()
+        self.retry()
+        if self._unwritten:
+            logger.error(
+                "the runs catalog %s did not take %d rows before the daemon stopped: the next "
+                "daemon lists them from their markers",
+                self._server,
+                len(self._unwritten),
+                extra={"event": "catalog_unwritten"},
+            )
         self.catalog.close()
 
-    def _failed_write(self, key: str, exc: sqlite3.Error) -> bool:
+    def retry(self) -> None:
+        """Write the rows a catalog server that was down could not take."""
+        if not self._unwritten:
+            self._server_up(0)
+            return
+        waiting = dict(self._unwritten)
+        try:
+            self.catalog.put_many(waiting.values())
+        except DATABASE_ERRORS as exc:
+            self._server_down(exc)
+            return
+        for key in waiting:
+            if self._unwritten.get(key) is waiting[key]:
+                del self._unwritten[key]
+        self._server_up(len(waiting))
+
+    def _keep(self, rows: dict[str, dict[str, Any]], exc: Exception) -> bool:
+        """Keep `rows` for `retry` if a catalog server could not take them; True if it did.
+        Past MAX_UNWRITTEN the oldest kept are dropped and left to the next full scan."""
+        if self._server is None:
+            return False
+        self._server_down(exc)
+        self._unwritten.update(rows)
+        self._listed.update(rows)
+        while len(self._unwritten) > MAX_UNWRITTEN:
+            oldest = next(iter(self._unwritten))
+            del self._unwritten[oldest]
+            self._listed.discard(oldest)
+        return True
+
+    def _server_down(self, exc: Exception) -> None:
+        if self._down:
+            return
+        self._down = True
+        logger.error(
+            "the runs catalog %s cannot be written (%s); rendering goes on, and the rows are "
+            "written when it can be",
+            self._server,
+            exc,
+            extra={"event": "catalog_unreachable"},
+        )
+
+    def _server_up(self, written: int) -> None:
+        if not self._down:
+            return
+        self._down = False
+        logger.info(
+            "the runs catalog %s is back: %d waiting rows written",
+            self._server,
+            written,
+            extra={"event": "catalog_reachable"},
+        )
+
+    def _failed_write(self, key: str, exc: Exception) -> bool:
         """A full disk or a catalog locked too long: the run is listed again at its next look.
         A damaged catalog: made afresh. True if it was (the caller may try again)."""
         if self._recovered(exc):
@@ -169,7 +281,7 @@ class Listing:
         )
         return False
 
-    def _recovered(self, exc: sqlite3.Error) -> bool:
+    def _recovered(self, exc: Exception) -> bool:
         """If `exc` says the catalog is damaged: set it aside, open a new one and list every
         run with a marker in it, as a restart would. True if that was done."""
         if self._rebuilding or not is_damaged(exc):
