@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from lossreport.catalog import SORT_FIELDS, Catalog, RunQuery
-from lossreport.catalog.postgres import PostgresCatalog
 from lossreport.catalog.query import MAX_OPTIONS, options, search
 from lossreport.catalog.store import SCHEMA_VERSION
 from lossreport.catalog.sweeps import MAX_VARYING, in_sweeps, sweep_of, sweeps
@@ -45,6 +44,8 @@ def filled(
         catalog = Catalog.open_readonly(state)
         assert catalog is not None
     else:
+        from lossreport.catalog.postgres import PostgresCatalog
+
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.url(server.new_database())
         writer = PostgresCatalog.connect(url, writable=True)
@@ -62,6 +63,8 @@ def blank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
     if request.param == "sqlite":
         catalog: Catalog = Catalog.open(tmp_path)
     else:
+        from lossreport.catalog.postgres import PostgresCatalog
+
         catalog = PostgresCatalog.connect(request.getfixturevalue("postgres_url"), writable=True)
     yield catalog
     catalog.close()

@@ -12,6 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.optional import missing
+
+try:
+    import psycopg  # noqa: F401
+except ImportError:
+    missing("psycopg", "pip install 'lossreport[postgresql]'")
+
 from lossreport.catalog import RunQuery
 from lossreport.catalog.postgres import META, PostgresCatalog
 from lossreport.catalog.query import search

@@ -113,6 +113,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("psycopg", "pip install 'lossreport[postgresql]'")
     tools = _tools()
     if tools is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
         missing("PostgreSQL", "apt-get install postgresql")

@@ -30,7 +30,7 @@ from typing import TypeVar
 from .. import runformat, sources
 from ..catalog import Catalog, is_unusable
 from ..catalog.store import DATABASE_ERRORS, JOURNAL_SUFFIX
-from ..catalog.urls import CatalogServer
+from ..catalog.urls import CatalogServer, postgres_catalog
 from ..errors import CatalogServerError
 from ..report import pages
 from ..runformat import Homes, marker_refusal, read_marker
@@ -128,13 +128,11 @@ class CatalogAccess:
     def _refresh_server(self) -> None:
         """Connect to the catalog server, unless connected, or tried less than RETRY_SECONDS
         ago: meanwhile the markers' catalog made at the failure is kept."""
-        from ..catalog.postgres import PostgresCatalog  # psycopg, only when asked for
-
         assert self.server is not None
         if self._kept or time.monotonic() - self._server_tried < RETRY_SECONDS:
             return
         try:
-            opened = PostgresCatalog.connect(self.server, writable=False)
+            opened = postgres_catalog().connect(self.server, writable=False)
         except CatalogServerError as exc:
             self._server_failed(exc)
             return

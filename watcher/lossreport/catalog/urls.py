@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .postgres import PostgresCatalog
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -48,6 +52,19 @@ def checked_url(url: str, flag: str = "--catalog") -> str:
             "or a --config file's catalog_password_file instead"
         )
     return url
+
+
+def postgres_catalog() -> type[PostgresCatalog]:
+    """The PostgreSQL catalog's class, imported only when a --catalog asks for it (psycopg is
+    an optional dependency); InvalidInputError saying how to install it when it is missing."""
+    try:
+        from .postgres import PostgresCatalog
+    except ImportError as exc:
+        raise InvalidInputError(
+            f"--catalog: the PostgreSQL driver cannot be imported ({exc}); install it with "
+            "pip install 'lossreport[postgresql]'"
+        ) from None
+    return PostgresCatalog
 
 
 def redacted(url: str) -> str:

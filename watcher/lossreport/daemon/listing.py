@@ -27,7 +27,7 @@ from typing import Any
 from .. import runformat, sources, storage
 from ..catalog import Catalog, is_damaged
 from ..catalog.store import DATABASE_ERRORS
-from ..catalog.urls import CatalogServer
+from ..catalog.urls import CatalogServer, postgres_catalog
 from ..errors import CatalogSchemaError, CatalogServerError
 from ..report import pages
 from ..runformat import INDEX_FILE, Homes, index_curves, read_marker
@@ -54,9 +54,7 @@ class Listing:
 
     def _opened(self) -> Catalog:
         if self._server is not None:
-            from ..catalog.postgres import PostgresCatalog  # psycopg, only when asked for
-
-            catalog = PostgresCatalog.unconnected(self._server, writable=True)
+            catalog = postgres_catalog().unconnected(self._server, writable=True)
             try:
                 catalog.reconnect()
             except CatalogSchemaError:  # a server that answers, and refuses: waiting is no help
