@@ -214,13 +214,16 @@ class Listing:
         self.catalog.close()
 
     def retry(self) -> None:
-        """Write the rows a catalog server that was down could not take."""
-        if not self._unwritten:
-            self._server_up(0)
+        """Write the rows a catalog server that was down could not take (or, with none
+        waiting, see whether it is back)."""
+        if not self._unwritten and not self._down:
             return
         waiting = dict(self._unwritten)
         try:
-            self.catalog.put_many(waiting.values())
+            if waiting:
+                self.catalog.put_many(waiting.values())
+            else:  # down at a read or a prune: is it back?
+                self.catalog.count()
         except DATABASE_ERRORS as exc:
             self._server_down(exc)
             return
