@@ -236,6 +236,7 @@ def postgres_figures(state: Path, url: str, runs: int, trees: int, repeats: int)
         f"wrote {runs:,} runs to PostgreSQL as daemons do in {time.perf_counter() - started:.1f}s"
     )
     started = time.perf_counter()
+    writer._connection.execute("SET statement_timeout = 0")  # a copy takes minutes
     for tree in range(1, trees):
         prefix = f"tree-{tree:02d}/"
         with writer._connection as connection:
