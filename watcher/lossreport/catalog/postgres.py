@@ -267,6 +267,10 @@ class PostgresCatalog(store.Catalog):
                 f"the runs catalog {self._url} has schema {version}, newer than this "
                 f"lossreport's {store.SCHEMA_VERSION}: upgrade lossreport to use it"
             )
+        if version == 0:
+            raise CatalogSchemaError(
+                f"the runs catalog {self._url} holds no catalog yet: a daemon makes it"
+            )
         if version != store.SCHEMA_VERSION:
             raise CatalogSchemaError(
                 f"the runs catalog {self._url} has schema {version}, not "
