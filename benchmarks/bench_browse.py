@@ -2,6 +2,7 @@
 a daemon's start-up over a large tree, and zooming a million-step run.
 
     python benchmarks/bench_browse.py [--runs 100000] [--startup-runs 20000] [--repeats 5]
+        [--catalog postgresql://USER@HOST/EMPTY_DATABASE [--catalog-trees 10]]
 
 Each figure is a median; each is printed beside the way it was done before this catalog (the
 peer, measured in the same run), as a ratio:
@@ -14,7 +15,11 @@ peer, measured in the same run), as a ratio:
 - daemon start-up over `--startup-runs` rendered runs, the catalog already there, against
   the first start that lists every run in it; and its memory;
 - a zoomed range of a 1M-step run through `/.api/series`, warm, against reading the run
-  again for each request.
+  again for each request;
+- with `--catalog`: the same answers from a PostgreSQL catalog of `--catalog-trees` trees of
+  `--runs` runs each (1,000,000 by default), beside SQLite's at `--runs`. The database must be
+  empty (the password from PGPASSWORD or .pgpass): its first tree is written as daemons write,
+  the others copied from it inside the server, each under its own folder name.
 """
 
 from __future__ import annotations
@@ -102,22 +107,8 @@ def timed_ms(action: Callable[[], object], repeats: int) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
-def catalog_figures(state: Path, runs: int, repeats: int) -> None:
-    """The catalog on runs shaped as a real cluster's (`realistic_entries`: ids made by
-    start_run's own id function, about 65 characters; long and non-ASCII model names; six
-    config keys; sweeps of 20-60 runs ending as sweeps do: 70% completed, 15% failed, some
-    stalled, running or unknown; three 60-point curves a run)."""
-    started = time.perf_counter()
-    catalog = Catalog.open(state)
-    keys = fill_realistic(catalog, runs)
-    catalog.close()  # as the daemon leaves it: statistics made
-    print(f"filled a catalog of {runs:,} realistic runs in {time.perf_counter() - started:.1f}s")
-    size = (state / runformat.CATALOG_DIR / runformat.CATALOG_FILE).stat().st_size
-    heading("catalog size", "now", "before", "target")
-    line("bytes a run", f"{size / runs:,.0f} B", f"{BEFORE_BYTES_PER_RUN:,} B",
-         f"{TARGET_BYTES_PER_RUN:,} B")  # fmt: skip
-    catalog = Catalog.open_readonly(state)
-    assert catalog is not None
+def catalog_answers(catalog: Catalog, key: str) -> dict[str, Callable[[], object]]:
+    """What `serve` asks of a catalog, by label; `key`: a run's."""
     model = REAL_MODELS[1]
     queries = {
         "first page (newest renders)": RunQuery(),
@@ -136,11 +127,33 @@ def catalog_figures(state: Path, runs: int, repeats: int) -> None:
         "page 1,000 of 2,000": RunQuery(page=1000),
         "page 1,000 sorted by final mse_loss": RunQuery(page=1000, sort="final:mse_loss"),
     }
-    heading(f"served answers, {runs:,} runs (ms)", "median/worst", "before", "target")
-    answers = {label: partial(search, catalog, query) for label, query in queries.items()}
+    answers: dict[str, Callable[[], object]] = {
+        label: partial(search, catalog, query) for label, query in queries.items()
+    }
     answers["sweeps, first page"] = partial(sweeps, catalog, RunQuery())
     answers["filter options (distinct values)"] = partial(options, catalog)
-    answers["one run's row by key"] = partial(catalog.rows, [keys[runs // 2]])
+    answers["one run's row by key"] = partial(catalog.rows, [key])
+    return answers
+
+
+def catalog_figures(state: Path, runs: int, repeats: int) -> None:
+    """The catalog on runs shaped as a real cluster's (`realistic_entries`: ids made by
+    start_run's own id function, about 65 characters; long and non-ASCII model names; six
+    config keys; sweeps of 20-60 runs ending as sweeps do: 70% completed, 15% failed, some
+    stalled, running or unknown; three 60-point curves a run)."""
+    started = time.perf_counter()
+    catalog = Catalog.open(state)
+    keys = fill_realistic(catalog, runs)
+    catalog.close()  # as the daemon leaves it: statistics made
+    print(f"filled a catalog of {runs:,} realistic runs in {time.perf_counter() - started:.1f}s")
+    size = (state / runformat.CATALOG_DIR / runformat.CATALOG_FILE).stat().st_size
+    heading("catalog size", "now", "before", "target")
+    line("bytes a run", f"{size / runs:,.0f} B", f"{BEFORE_BYTES_PER_RUN:,} B",
+         f"{TARGET_BYTES_PER_RUN:,} B")  # fmt: skip
+    catalog = Catalog.open_readonly(state)
+    assert catalog is not None
+    heading(f"served answers, {runs:,} runs (ms)", "median/worst", "before", "target")
+    answers = catalog_answers(catalog, keys[runs // 2])
     for label, answer in answers.items():
         median, worst = timed_ms(answer, repeats)
         before = BEFORE_MS.get(label)
@@ -189,6 +202,66 @@ def catalog_figures(state: Path, runs: int, repeats: int) -> None:
         f"{everything / bounded:.0f}x",
     )
     catalog.close()
+
+
+# -- a team's catalog in PostgreSQL -------------------------------------------------------------
+# The first tree's rows copied as another tree's, inside the server: run ids get the tree's
+# folder name in front (as a tree's keys would differ), every other column the same.
+COPY_TREE = [
+    "CREATE TEMP TABLE copied AS SELECT id AS old, NULL::bigint AS new, key FROM runs"
+    " WHERE key NOT LIKE 'tree-%'",
+    "INSERT INTO runs (key, status, model, hook, architecture, source, steps, started_at,"
+    " duration, rendered_at, search) SELECT ? || runs.key, status, model, hook, architecture,"
+    " source, steps, started_at, duration, rendered_at, ? || search FROM runs JOIN copied"
+    " ON id = old",
+    "UPDATE copied SET new = runs.id FROM runs WHERE runs.key = ? || copied.key",
+    "INSERT INTO details SELECT new, status_class, report, error, problems, anomalies, alerts,"
+    " final, minimum, config, curves FROM details JOIN copied ON run = old",
+    "INSERT INTO loss_values SELECT new, loss, final, minimum FROM loss_values"
+    " JOIN copied ON run = old",
+    "INSERT INTO config SELECT new, name, value, sweep FROM config JOIN copied ON run = old",
+    "DROP TABLE copied",
+]
+
+
+def postgres_figures(state: Path, url: str, runs: int, trees: int, repeats: int) -> None:
+    """The same answers from a PostgreSQL catalog of `trees` trees of `runs` runs each,
+    beside SQLite's at `runs` (the catalog `catalog_figures` left in `state`)."""
+    from lossreport.catalog.postgres import PostgresCatalog
+
+    started = time.perf_counter()
+    writer = PostgresCatalog.connect(url, writable=True)
+    keys = fill_realistic(writer, runs)
+    print(
+        f"wrote {runs:,} runs to PostgreSQL as daemons do in {time.perf_counter() - started:.1f}s"
+    )
+    started = time.perf_counter()
+    writer._connection.execute("SET statement_timeout = 0")  # a copy takes minutes
+    for tree in range(1, trees):
+        prefix = f"tree-{tree:02d}/"
+        with writer._connection as connection:
+            for statement in COPY_TREE:
+                connection.execute(statement, [prefix] * statement.count("?"))
+    writer._connection.execute("VACUUM ANALYZE")
+    total = writer.count()
+    print(
+        f"copied {trees - 1} more trees inside the server in {time.perf_counter() - started:.1f}s"
+    )
+    writer.close()
+    sqlite = Catalog.open_readonly(state)
+    assert sqlite is not None
+    server = PostgresCatalog.connect(url, writable=False)
+    heading(f"served answers (ms): PostgreSQL at {total:,} runs, SQLite at {runs:,}",
+            "postgresql", "sqlite", "target")  # fmt: skip
+    theirs = catalog_answers(sqlite, keys[runs // 2])
+    for label, answer in catalog_answers(server, keys[runs // 2]).items():
+        median, worst = timed_ms(answer, repeats)
+        median_sqlite, worst_sqlite = timed_ms(theirs[label], repeats)
+        line(label, f"{median:.0f} / {worst:.0f}", f"{median_sqlite:.0f} / {worst_sqlite:.0f}",
+             f"{TARGET_MEDIAN_MS} / {TARGET_WORST_MS}")  # fmt: skip
+    print(f"    median / worst of {repeats}; over {url.split('@')[-1]}")
+    server.close()
+    sqlite.close()
 
 
 # -- Chromium through serve -----------------------------------------------------------------
@@ -388,12 +461,17 @@ def main() -> None:
         "--shard-rows", type=int, default=1000, help="steps per shard of the 1M-step run"
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["browser", "startup", "zoom"])
+    parser.add_argument("--catalog", metavar="URL", help="an empty PostgreSQL database")
+    parser.add_argument("--catalog-trees", type=int, default=10, help="trees of --runs runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         state = tmp / "catalog"
         state.mkdir()
         catalog_figures(state, args.runs, args.query_repeats)
+        if args.catalog:
+            postgres_figures(state, args.catalog, args.runs, args.catalog_trees,
+                             args.query_repeats)  # fmt: skip
         if "browser" not in args.skip:
             browser_figures(state, args.peer_runs, args.repeats, tmp)
         if "zoom" not in args.skip:

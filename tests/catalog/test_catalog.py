@@ -1,6 +1,7 @@
-"""The runs catalog on real SQLite files: every query checked against the same question asked
-of the generated rows in plain Python, rows replaced, failed, forgotten and pruned, and a
-hostile catalog folder or file refused without hanging or writing through it."""
+"""The runs catalog on real SQLite files and on a real PostgreSQL server (the session's, one
+database a test): every query checked against the same question asked of the generated rows
+in plain Python, rows replaced, failed, forgotten and pruned, on both; and a hostile catalog
+folder or file refused without hanging or writing through it."""
 
 from __future__ import annotations
 
@@ -24,19 +25,48 @@ from lossreport.catalog.sweeps import MAX_VARYING, in_sweeps, sweep_of, sweeps
 from lossreport.errors import UnsafePathError
 from lossreport.report import pages
 from lossreport.runformat import CATALOG_DIR, CATALOG_FILE
-from tests.support.catalog import fill_catalog, synthetic_entries, truth
+from tests.support.catalog import fill, fill_catalog, synthetic_entries, truth
+from tests.support.postgres import PostgresServer
 
 RUNS = 3000
 Filled = tuple[Catalog, list[dict[str, Any]]]
+BACKENDS = ["sqlite", "postgresql"]
 
 
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
-    state = tmp_path_factory.mktemp("state")
-    fill_catalog(state, RUNS)
-    catalog = Catalog.open_readonly(state)
-    assert catalog is not None
+@pytest.fixture(scope="module", params=BACKENDS)
+def filled(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Filled]:
+    """A catalog of RUNS synthetic runs, as `serve` reads it: SQLite's file, or a database."""
+    if request.param == "sqlite":
+        state = tmp_path_factory.mktemp("state")
+        fill_catalog(state, RUNS)
+        catalog = Catalog.open_readonly(state)
+        assert catalog is not None
+    else:
+        from lossreport.catalog.postgres import PostgresCatalog
+
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.url(server.new_database())
+        writer = PostgresCatalog.connect(url, writable=True)
+        fill(writer, RUNS)
+        writer.optimize()
+        writer.close()
+        catalog = PostgresCatalog.connect(url, writable=False)
     yield catalog, truth(RUNS)
+    catalog.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def blank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """An empty catalog a daemon writes: SQLite's file, or a fresh database."""
+    if request.param == "sqlite":
+        catalog: Catalog = Catalog.open(tmp_path)
+    else:
+        from lossreport.catalog.postgres import PostgresCatalog
+
+        catalog = PostgresCatalog.connect(request.getfixturevalue("postgres_url"), writable=True)
+    yield catalog
     catalog.close()
 
 
@@ -267,8 +297,8 @@ def test_sweeps_agree_with_python(filled: Filled) -> None:
     assert in_sweeps(catalog, asked * 2) == set(groups)
 
 
-def test_a_small_sweep_by_hand(tmp_path: Path) -> None:
-    catalog = Catalog.open(tmp_path)
+def test_a_small_sweep_by_hand(blank: Catalog) -> None:
+    catalog = blank
 
     def put(key: str, model: str, config: dict[str, Any]) -> None:
         entry = {"status": "completed", "model": model, "hook": "h", "architecture": "a"}
@@ -287,12 +317,11 @@ def test_a_small_sweep_by_hand(tmp_path: Path) -> None:
         ("r", 2, []),
     ]
     assert sweep_of(catalog, "alone", "h", "a") is None
-    catalog.close()
 
 
 # -- writing ----------------------------------------------------------------------------------
-def test_rows_are_replaced_failed_forgotten_and_pruned(tmp_path: Path) -> None:
-    catalog = Catalog.open(tmp_path)
+def test_rows_are_replaced_failed_forgotten_and_pruned(blank: Catalog) -> None:
+    catalog = blank
     entries = list(synthetic_entries(10))
     catalog.put_many(pages.index_row(entry, key) for key, entry in entries)
     key, entry = entries[0]
@@ -334,37 +363,32 @@ def test_rows_are_replaced_failed_forgotten_and_pruned(tmp_path: Path) -> None:
             keys = {key for (key,) in found}
             assert keys == set(kept), table
     assert catalog.keep_only(kept) == 0
-    catalog.close()
 
 
-def test_ties_are_in_key_order_either_way(tmp_path: Path) -> None:
-    catalog = Catalog.open(tmp_path)
+def test_ties_are_in_key_order_either_way(blank: Catalog) -> None:
+    catalog = blank
     same = {"status": "completed", "rendered_at": "2026-01-01T00:00:00+00:00", "steps": 5}
     catalog.put_many(pages.index_row(same, key) for key in ("b", "c", "a"))
     for sort in ("rendered", "steps"):
         for descending in (True, False):
             rows = search(catalog, RunQuery(sort=sort, descending=descending)).rows
             assert [row["run_id"] for row in rows] == ["a", "b", "c"], (sort, descending)
-    catalog.close()
 
 
-def test_recent_is_newest_first_and_bounded(tmp_path: Path) -> None:
-    fill_catalog(tmp_path, 700)
-    catalog = Catalog.open(tmp_path)
+def test_recent_is_newest_first_and_bounded(blank: Catalog) -> None:
+    catalog = blank
+    fill(catalog, 700)
     rows = truth(700)
     newest = sorted(rows, key=lambda row: (row["rendered_at"], row["run_id"]), reverse=True)
     assert [row["run_id"] for row in catalog.recent(600)] == [r["run_id"] for r in newest[:600]]
     assert [row["run_id"] for row in catalog.recent(3)] == [r["run_id"] for r in newest[:3]]
     assert len(catalog.recent(10_000)) == catalog.count() == 700
-    catalog.close()
 
 
-def test_many_rows_by_key_keep_their_order(tmp_path: Path) -> None:
-    fill_catalog(tmp_path, 1200)
-    catalog = Catalog.open(tmp_path)
+def test_many_rows_by_key_keep_their_order(blank: Catalog) -> None:
+    fill(blank, 1200)
     keys = [row["run_id"] for row in truth(1200)][::-1]  # over MAX_BOUND: several IN (...)
-    assert [row["run_id"] for row in catalog.rows([*keys, "not/there"])] == keys
-    catalog.close()
+    assert [row["run_id"] for row in blank.rows([*keys, "not/there"])] == keys
 
 
 # -- opening ------------------------------------------------------------------------------------
@@ -503,8 +527,7 @@ def test_a_catalog_file_that_is_not_a_file_is_refused(tmp_path: Path, kind: str)
 
 
 # -- bugs found while writing these (issue 16), kept from coming back
-def _by_hand(runs: list[tuple[str, str, dict[str, Any], str | None]]) -> Catalog:
-    catalog = Catalog.in_memory()
+def _by_hand(catalog: Catalog, runs: list[tuple[str, str, dict[str, Any], str | None]]) -> Catalog:
     for key, status, config, started in runs:
         entry: dict[str, Any] = {"status": status, "model": "m", "hook": "h", "architecture": "a"}
         entry |= {"config": config, "started_at": started, "rendered_at": key}
@@ -512,27 +535,29 @@ def _by_hand(runs: list[tuple[str, str, dict[str, Any], str | None]]) -> Catalog
     return catalog
 
 
-def test_a_run_without_a_start_time_sorts_last() -> None:
+def test_a_run_without_a_start_time_sorts_last(blank: Catalog) -> None:
     catalog = _by_hand(
+        blank,
         [
             ("r1", "completed", {}, "2026-01-01"),
             ("r2", "completed", {}, None),
             ("r3", "completed", {}, "2026-01-03"),
-        ]
+        ],
     )
     for descending in (True, False):
         rows = search(catalog, RunQuery(sort="started", descending=descending)).rows
         assert rows[-1]["run_id"] == "r2", descending
 
 
-def test_a_filtered_sweep_still_sees_a_key_some_runs_lack() -> None:
+def test_a_filtered_sweep_still_sees_a_key_some_runs_lack(blank: Catalog) -> None:
     catalog = _by_hand(
+        blank,
         [
             ("r1", "completed", {"w": 1}, None),
             ("r2", "completed", {}, None),  # lacks w: w varies, however one looks
             ("r3", "failed", {"w": 1}, None),
             ("r4", "failed", {"w": 1}, None),
-        ]
+        ],
     )
     assert sweeps(catalog, RunQuery())[1][0].varying == ["w"]
     (group,) = sweeps(catalog, RunQuery(status="completed"))[1]

@@ -164,15 +164,20 @@ def fill_catalog(state_dir: Path, count: int, seed: int = 0) -> None:
     written `BATCH` rows a transaction."""
     catalog = Catalog.open(state_dir)
     try:
-        batch = []
-        for key, entry in synthetic_entries(count, seed):
-            batch.append(pages.index_row(entry, key))
-            if len(batch) == BATCH:
-                catalog.put_many(batch)
-                batch = []
-        catalog.put_many(batch)
+        fill(catalog, count, seed)
     finally:
         catalog.close()
+
+
+def fill(catalog: Catalog, count: int, seed: int = 0) -> None:
+    """`count` synthetic runs put in `catalog` (of either kind), `BATCH` a transaction."""
+    batch = []
+    for key, entry in synthetic_entries(count, seed):
+        batch.append(pages.index_row(entry, key))
+        if len(batch) == BATCH:
+            catalog.put_many(batch)
+            batch = []
+    catalog.put_many(batch)
 
 
 DAMAGES = ("overwritten", "truncated", "hot journal")

@@ -11,6 +11,8 @@ LossReportError                 base: catch this to catch everything lossreport 
 ├── MailError                   a message could not be sent (server, login, settings)
 ├── WebhookError                an alert could not be posted to the webhook
 ├── ServeError                  `lossreport serve` cannot listen where it was told to
+├── CatalogServerError          the catalog's database server failed, refused or is unreachable
+│   └── CatalogSchemaError      its schema is newer than this lossreport's: not written
 ├── DemoError                   `lossreport demo` could not finish (a trainer or the daemon failed)
 ├── RenderWorkerDied            a daemon's render worker process died while it rendered a run
 └── RunDirectoryError           a run directory that cannot be written or read (.path)
@@ -21,9 +23,9 @@ LossReportError                 base: catch this to catch everything lossreport 
             └── ReadBudgetError  a file that would take its run past its read budget
 
 The ones a library call can raise are exported from `lossreport`; the others (ConfigError,
-MailError, WebhookError, ServeError, DemoError, QueryError, RenderWorkerDied) come from the
-command line's work and live here, as does ReadBudgetError: a reader skips and names the file
-instead.
+MailError, WebhookError, ServeError, DemoError, QueryError, RenderWorkerDied, the catalog's
+server errors) come from the command line's work and live here, as does ReadBudgetError: a
+reader skips and names the file instead.
 """
 
 from __future__ import annotations
@@ -116,6 +118,16 @@ class WebhookError(LossReportError):
 
 class ServeError(LossReportError):
     """`lossreport serve` cannot listen on the address it was given."""
+
+
+class CatalogServerError(LossReportError):
+    """The runs catalog's database server (PostgreSQL) failed a statement, refused the
+    connection or cannot be reached; the message is the server's or the driver's."""
+
+
+class CatalogSchemaError(CatalogServerError):
+    """The catalog's schema is newer than this lossreport knows: a daemon does not write to
+    it (it would write rows a newer reader misreads), `serve` does not read it."""
 
 
 class DemoError(LossReportError):

@@ -9,6 +9,11 @@ A daemon's catalog found unusable while served (its bytes overwritten, the file 
 hot journal a killed daemon left, which a reader cannot roll back) is logged once and left
 alone: `serve` only reads, and the daemon sets a damaged file aside and rebuilds it. Until the
 file changes, the rows come from the markers, as if no daemon kept one.
+
+A team's catalog on a PostgreSQL server (`--catalog`) is read instead of the file. While the
+server cannot be reached (or its schema is not this version's) the page says so, the rows
+come from this tree's markers and the report files are served as ever; connecting is tried
+again every RETRY_SECONDS, and that the server went and came back is logged once each.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from typing import TypeVar
 
 from .. import runformat, sources
 from ..catalog import Catalog, is_unusable
-from ..catalog.store import JOURNAL_SUFFIX
+from ..catalog.store import DATABASE_ERRORS, JOURNAL_SUFFIX
+from ..catalog.urls import CatalogServer, postgres_catalog
+from ..errors import CatalogServerError
 from ..report import pages
 from ..runformat import Homes, marker_refusal, read_marker
 
@@ -32,6 +39,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REFRESH_SECONDS = 2.0  # a burst of requests shares one look at the catalog or the markers
+RETRY_SECONDS = 10.0  # a catalog server that could not be reached is tried again this often
 
 # The daemon's file as last found unusable: device, inode, size, modification time, and
 # whether a journal is beside it. Tried again only once one of these changes.
@@ -39,8 +47,11 @@ Signature = tuple[int, int, int, int, bool]
 
 
 class CatalogAccess:
-    def __init__(self, homes: Homes) -> None:
+    def __init__(self, homes: Homes, server: CatalogServer | None = None) -> None:
         self.homes = homes
+        self.server = server
+        self.unreachable: str | None = None  # why the catalog server is not read now
+        self._server_tried = float("-inf")  # when connecting to it last failed
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._kept = False  # a daemon's catalog, not one made here
@@ -63,23 +74,32 @@ class CatalogAccess:
         catalog, kept = self.current()
         try:
             return query(catalog, kept)
-        except sqlite3.Error as exc:
-            if not kept or not (is_unusable(exc) or isinstance(exc, sqlite3.ProgrammingError)):
+        except DATABASE_ERRORS as exc:
+            server = isinstance(exc, CatalogServerError) and self.server is not None
+            if not kept or not (
+                server or is_unusable(exc) or isinstance(exc, sqlite3.ProgrammingError)
+            ):
                 raise
             self._set_unusable(catalog, exc)
         return query(*self.current())
 
-    def _set_unusable(self, catalog: Catalog, exc: sqlite3.Error) -> None:
+    def _set_unusable(self, catalog: Catalog, exc: Exception) -> None:
         with self._lock:
             if catalog is not self._catalog:  # another request did it, or the file changed
                 return
-            self._refused = self._signature()
-            self._log_unusable(exc)
+            if self.server is not None:
+                self._server_failed(exc)
+            else:
+                self._refused = self._signature()
+                self._log_unusable(exc)
             catalog.close()
             self._catalog, self._kept, self._identity = self._from_markers(), False, None
             self._checked = time.monotonic()
 
     def _refresh(self) -> None:
+        if self.server is not None:
+            self._refresh_server()
+            return
         identity = self._kept_identity()
         if identity is not None and identity == self._identity and self._catalog is not None:
             return  # the daemon's, open already
@@ -104,6 +124,41 @@ class CatalogAccess:
             self._catalog, self._kept, self._identity = opened, True, identity
         else:
             self._catalog, self._kept, self._identity = self._from_markers(), False, None
+
+    def _refresh_server(self) -> None:
+        """Connect to the catalog server, unless connected, or tried less than RETRY_SECONDS
+        ago: meanwhile the markers' catalog made at the failure is kept."""
+        assert self.server is not None
+        if self._kept or time.monotonic() - self._server_tried < RETRY_SECONDS:
+            return
+        try:
+            opened = postgres_catalog().connect(self.server, writable=False)
+        except CatalogServerError as exc:
+            self._server_failed(exc)
+            return
+        if self.unreachable is not None:
+            logger.info("reading the runs catalog %s again", self.server,
+                        extra={"event": "catalog_read"})  # fmt: skip
+        if self._catalog is not None:
+            self._catalog.close()
+        self.unreachable = None
+        self._catalog, self._kept = opened, True
+
+    def _server_failed(self, exc: Exception) -> None:
+        """The catalog server went away (or refuses): say so once, read the markers."""
+        if self.unreachable is None:
+            logger.error(
+                "cannot read the runs catalog %s (%s); serving the report files, and the "
+                "runs index from this tree's markers, until it can be read",
+                self.server,
+                exc,
+                extra={"event": "catalog_unreachable"},
+            )
+        self.unreachable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if self._catalog is not None:
+            self._catalog.close()
+        self._catalog, self._kept = self._from_markers(), False
+        self._server_tried = time.monotonic()
 
     def _log_unusable(self, exc: BaseException) -> None:
         logger.error(

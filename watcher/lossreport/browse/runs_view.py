@@ -97,8 +97,11 @@ def parse_query(params: Params) -> IndexQuery:
     return IndexQuery(runs, group, ", ".join(configs))
 
 
-def index_page(catalog: Catalog, kept: bool, params: Params) -> Answer:
-    """`/`: the query form and one page of results."""
+def index_page(
+    catalog: Catalog, kept: bool, params: Params, unreachable: str | None = None
+) -> Answer:
+    """`/`: the query form and one page of results; `unreachable`: why the team's catalog
+    server is not read now (the rows are the markers' meanwhile)."""
     query = parse_query(params)
     found = {**catalog.remembered("options", lambda: options(catalog))}
     chosen: dict[str, Any] = {name: getattr(query.runs, name) or "" for name in EXACT_FILTERS}
@@ -119,6 +122,7 @@ def index_page(catalog: Catalog, kept: bool, params: Params) -> Answer:
     context: dict[str, Any] = {
         "total_runs": catalog.count(),
         "kept": kept,
+        "unreachable": unreachable,
         "filters": FILTER_LABELS,
         "options": found,
         "chosen": chosen,

@@ -1,15 +1,16 @@
 """Filtering, sorting and paging the catalog: what the index page asks of it.
 
-Every value reaches SQLite as a bound parameter; the only text put into the SQL itself comes
-from the fixed names below, chosen by the query's validated fields.
+Every value reaches the database as a bound parameter; the only text put into the SQL itself
+comes from the fixed names below, chosen by the query's validated fields, and from the catalog's
+dialect (dialect.py).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from .dialect import Connection, Dialect
 from .store import Catalog
 
 # Sorts by a column of the run; `final:LOSS` and `minimum:LOSS` sort by a loss's value.
@@ -64,20 +65,22 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
     offset = (query.page - 1) * query.per_page
     if query.text and kind not in LOSS_SORTS:
         with catalog.reading() as connection:
-            found = _by_text(connection, query)
+            found = _by_text(connection, catalog.dialect, query)
         if found is not None:
             return Page(found[0], catalog.rows(found[1]))
     with catalog.reading() as connection:
         total = connection.execute(f"SELECT COUNT(*) FROM runs {where}", parameters).fetchone()[0]
         if kind in LOSS_SORTS:
-            keys = _by_loss(connection, query, kind, loss)
+            keys = _by_loss(connection, catalog.dialect, query, kind, loss)
         else:
-            if where and not query.text and (offset + query.per_page) * everything <= total**2:
+            dialect = catalog.dialect
+            matching = (offset + query.per_page) * everything <= total**2
+            if where and not query.text and dialect.planner_hints and matching:
                 # Most runs match: walking the sort's index, skipping the others, finds the
                 # page sooner than sorting every match (rows the walk reads: the page's end
                 # over the share that matches; a sort: every match).
-                where = where_clause(query, indexed=False)[0]
-            order_by = _order(query, SORT_FIELDS[query.sort])
+                where = where_clause(query, dialect, indexed=False)[0]
+            order_by = _order(dialect, query, SORT_FIELDS[query.sort])
             keys = [
                 key
                 for (key,) in connection.execute(
@@ -88,16 +91,17 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
     return Page(int(total), catalog.rows(keys))
 
 
-def _order(query: RunQuery, column: str, key: str = "runs.key", named: str = "") -> str:
+def _order(
+    dialect: Dialect, query: RunQuery, column: str, key: str = "runs.key", named: str = ""
+) -> str:
     """The ORDER BY of `query`'s sort by `column` (`named`, where it is read as that); runs
-    without a value last either way (only NULLABLE columns can lack one: the others keep an
-    index's order usable), ties by key."""
-    nulls_last = f"{named or column} IS NULL, " if column in NULLABLE else ""
-    column = named or column
-    return f"{nulls_last}{column} {'DESC' if query.descending else 'ASC'}, {key}"
+    without a value last either way (only NULLABLE columns can lack one), ties by key."""
+    return dialect.order(named or column, query.descending, key, column in NULLABLE)
 
 
-def _by_text(connection: sqlite3.Connection, query: RunQuery) -> tuple[int, list[str]] | None:
+def _by_text(
+    connection: Connection, dialect: Dialect, query: RunQuery
+) -> tuple[int, list[str]] | None:
     """How many runs match a query with a text filter, and its page, in one read of the
     table: the text is in every row, so no index helps find it, and walking the sort's index
     instead looks each row up (10x slower when the text is rare; the planner cannot know
@@ -107,7 +111,7 @@ def _by_text(connection: sqlite3.Connection, query: RunQuery) -> tuple[int, list
     found = connection.execute(
         f"WITH matched AS MATERIALIZED (SELECT runs.key AS key, {column} AS value FROM runs"
         f" {where}) SELECT key, (SELECT COUNT(*) FROM matched) FROM matched"
-        f" ORDER BY {_order(query, column, 'key', 'value')} LIMIT ? OFFSET ?",
+        f" ORDER BY {_order(dialect, query, column, 'key', 'value')} LIMIT ? OFFSET ?",
         [*parameters, query.per_page, (query.page - 1) * query.per_page],
     ).fetchall()
     if found:
@@ -115,23 +119,25 @@ def _by_text(connection: sqlite3.Connection, query: RunQuery) -> tuple[int, list
     return (0, []) if query.page == 1 else None
 
 
-def _by_loss(connection: sqlite3.Connection, query: RunQuery, kind: str, loss: str) -> list[str]:
+def _by_loss(
+    connection: Connection, dialect: Dialect, query: RunQuery, kind: str, loss: str
+) -> list[str]:
     """A page of runs sorted by a loss's final or minimum value: those with the value, read in
     order from its index (a page costs a page's rows, not a join of every run and a sort),
     then those without it, by key."""
     where, parameters = where_clause(query)
     value = f"loss_values.{kind}"
     matching = where.replace("WHERE ", "AND ", 1)
-    direction = "DESC" if query.descending else "ASC"
     valued = (
         "FROM loss_values JOIN runs ON runs.id = loss_values.run"
         f" WHERE loss_values.loss = ? AND {value} IS NOT NULL {matching}"
     )
     offset = (query.page - 1) * query.per_page
+    order_by = dialect.order(value, query.descending, "runs.key", nullable=False)
     keys = [
         key
         for (key,) in connection.execute(
-            f"SELECT runs.key {valued} ORDER BY {value} {direction}, runs.key LIMIT ? OFFSET ?",
+            f"SELECT runs.key {valued} ORDER BY {order_by} LIMIT ? OFFSET ?",
             [loss, *parameters, query.per_page, offset],
         )
     ]
@@ -155,12 +161,14 @@ def _by_loss(connection: sqlite3.Connection, query: RunQuery, kind: str, loss: s
     return keys
 
 
-def where_clause(query: RunQuery, indexed: bool = True) -> tuple[str, list[Any]]:
+def where_clause(
+    query: RunQuery, dialect: Dialect | None = None, indexed: bool = True
+) -> tuple[str, list[Any]]:
     """The WHERE clause of `query`'s filters and its parameters. `indexed=False`: the same
-    clause, its columns written so that no index of theirs is used (`+runs.status`)."""
+    clause, its columns written so that no index of theirs is used (`dialect.unindexed`)."""
     clauses: list[str] = []
     parameters: list[Any] = []
-    runs = "runs" if indexed else "+runs"
+    runs = "runs" if indexed or dialect is None else dialect.unindexed("runs")
     for name in EXACT_FILTERS:
         value = getattr(query, name)
         if value is not None:

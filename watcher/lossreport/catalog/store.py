@@ -27,14 +27,18 @@ from urllib.parse import quote
 
 from .. import storage
 from ..clock import utc_time
-from ..errors import UnsafePathError
+from ..errors import CatalogServerError, UnsafePathError
 from ..runformat import CATALOG_DIR, CATALOG_FILE, MAX_CURVES_BYTES
 from . import curves
+from .dialect import SQLITE, Connection, Dialect, Transactional
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2  # 1: keyed by the run's path in every table, curves as JSON
+# What a catalog's database raises: SQLite's errors, or a server's (postgres.py turns psycopg's
+# into CatalogServerError).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, CatalogServerError)
 # What a file that is not (or no longer) a database gives: it is set aside, never deleted.
 DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 # What a reader gets from a hot journal (a writer killed mid-transaction) it may not roll back.
@@ -45,6 +49,7 @@ BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # `details` what a page shows of the few runs it lists. Other tables name a run by its number
 # (`runs.id`), never by its path (about 65 characters, as `start_run` makes them), and a sweep
 # by its number in `sweeps`: the file stays small (about 2 KiB a run, 9.4 before).
+# Written in SQLite's words; postgres.py translates it (and adds PostgreSQL's own indexes).
 SCHEMA = """
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
@@ -133,10 +138,13 @@ OLD_ROWS = {
 
 class Catalog:
     """A connection to the catalog, shared by a server's threads (one at a time: each query
-    takes milliseconds)."""
+    takes milliseconds). This class is SQLite's catalog; postgres.PostgresCatalog a server's,
+    which shares every statement that reads or writes rows."""
+
+    dialect: Dialect = SQLITE
 
     def __init__(
-        self, connection: sqlite3.Connection, folder_fd: int | None = None, writable: bool = True
+        self, connection: Transactional, folder_fd: int | None = None, writable: bool = True
     ) -> None:
         self._connection = connection
         self._writable = writable
@@ -277,7 +285,7 @@ class Catalog:
                 self._upgrade(connection, version)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def _upgrade(self, connection: sqlite3.Connection, version: int) -> None:
+    def _upgrade(self, connection: Connection, version: int) -> None:
         """Move every row of schema `version`'s tables (renamed old_*) into this one's, in the
         same transaction: a daemon killed meanwhile leaves the older catalog as it was."""
         cursor = connection.execute(OLD_ROWS[version])
@@ -292,7 +300,7 @@ class Catalog:
                     moved)  # fmt: skip
 
     @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
+    def reading(self) -> Iterator[Transactional]:
         """The connection, for one query at a time (query.py, sweeps.py)."""
         with self._lock:
             yield self._connection
@@ -334,7 +342,7 @@ class Catalog:
             connection.execute("CREATE TEMP TABLE IF NOT EXISTS present (key TEXT PRIMARY KEY)")
             connection.execute("DELETE FROM present")
             connection.executemany(
-                "INSERT OR IGNORE INTO present VALUES (?)", ((key,) for key in keys)
+                "INSERT INTO present VALUES (?) ON CONFLICT DO NOTHING", [(key,) for key in keys]
             )
             gone = [
                 key
@@ -353,8 +361,10 @@ class Catalog:
         self._changes += 1
         with self._lock, self._connection as connection:
             connection.executemany(
-                "INSERT OR REPLACE INTO seen SELECT id, ?, ? FROM runs WHERE key = ?",
-                ((stamp, running, key) for key, stamp, running in stamps),
+                "INSERT INTO seen (run, stamp, running) SELECT id, ?, ? FROM runs WHERE key = ?"
+                " ON CONFLICT (run) DO UPDATE SET stamp = excluded.stamp,"
+                " running = excluded.running",
+                ((stamp, int(running), key) for key, stamp, running in stamps),
             )
 
     # -- reading --------------------------------------------------------------------------------
@@ -387,14 +397,18 @@ class Catalog:
         """`compute()`, kept until the catalog changes: what every page asks (the filters'
         options) costs one look at SQLite's data version instead of a scan."""
         with self._lock:
-            version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
-            version += self._changes  # this connection's own writes do not change it
+            version = self._data_version()
             kept = self._memo.get(name)
         if kept is not None and kept[0] == version:
             return cast(T, kept[1])
         value = compute()
         self._memo[name] = (version, value)
         return value
+
+    def _data_version(self) -> int:
+        """A number that changes when anyone writes to the catalog."""
+        version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+        return version + self._changes  # this connection's own writes do not change it
 
     def count(self) -> int:
         with self.reading() as connection:
@@ -445,7 +459,7 @@ class Catalog:
             self._connection.commit()
 
 
-def _analysed_runs(connection: sqlite3.Connection) -> int | None:
+def _analysed_runs(connection: Connection) -> int | None:
     """How many runs the last `ANALYZE` counted, or None when there are no statistics."""
     try:
         found = connection.execute(
@@ -501,7 +515,7 @@ def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def is_damaged(exc: sqlite3.Error) -> bool:
+def is_damaged(exc: Exception) -> bool:
     """Whether `exc` says the catalog file is no database, or not ours any more: malformed,
     overwritten, or emptied (its tables gone; the statements here name no other)."""
     if getattr(exc, "sqlite_errorname", None) in DAMAGED:
@@ -509,7 +523,7 @@ def is_damaged(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table")
 
 
-def is_unusable(exc: sqlite3.Error) -> bool:
+def is_unusable(exc: Exception) -> bool:
     """Whether a reader should stop reading the file for now: damaged, or a hot journal in
     the way, which only a writer (the daemon) can roll back."""
     return is_damaged(exc) or getattr(exc, "sqlite_errorname", None) == HOT_JOURNAL
@@ -534,7 +548,7 @@ def _bounded_curves(text: str) -> str:
     return text if len(text) <= MAX_CURVES_TEXT else "{}"
 
 
-def _delete(connection: sqlite3.Connection, key: str) -> None:
+def _delete(connection: Connection, key: str) -> None:
     found = connection.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
     if found is None:
         return
@@ -543,7 +557,7 @@ def _delete(connection: sqlite3.Connection, key: str) -> None:
     connection.execute("DELETE FROM runs WHERE id = ?", found)
 
 
-def _insert(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Add or replace `rows` (`pages.index_row`'s shape). A replaced run keeps its number."""
     sweeps: dict[tuple[str, str, str], int] = {}
     for row in rows:
@@ -568,10 +582,10 @@ def _insert(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
                 _search_text(row),
             ),
         ).fetchone()
-        for table in ("loss_values", "config"):
+        for table in CHILDREN:
             connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
         connection.execute(
-            "INSERT OR REPLACE INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run,
                 *(row[name] for name in ("status_class", "report", "error")),
@@ -598,10 +612,11 @@ def _insert(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
             )
 
 
-def _sweep_id(connection: sqlite3.Connection, names: tuple[str, str, str]) -> int:
+def _sweep_id(connection: Connection, names: tuple[str, str, str]) -> int:
     """The number of the sweep `names` (model, hook, architecture), given one if new."""
     connection.execute(
-        "INSERT OR IGNORE INTO sweeps (model, hook, architecture) VALUES (?, ?, ?)", names
+        "INSERT INTO sweeps (model, hook, architecture) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        names,
     )
     (found,) = connection.execute(
         "SELECT id FROM sweeps WHERE model = ? AND hook = ? AND architecture = ?", names
@@ -609,12 +624,12 @@ def _sweep_id(connection: sqlite3.Connection, names: tuple[str, str, str]) -> in
     return int(found)
 
 
-def _tables(connection: sqlite3.Connection) -> set[str]:
+def _tables(connection: Connection) -> set[str]:
     found = connection.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
     return {name for (name,) in found}
 
 
-def _indexes(connection: sqlite3.Connection) -> list[str]:
+def _indexes(connection: Connection) -> list[str]:
     """The indexes made by CREATE INDEX (not those SQLite makes for a key)."""
     found = connection.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL"

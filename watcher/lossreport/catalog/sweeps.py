@@ -49,7 +49,9 @@ def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
         f" GROUP BY model, hook, architecture HAVING COUNT(*) >= {MIN_RUNS}"
     )
     with catalog.reading() as connection:
-        total = connection.execute(f"SELECT COUNT(*) FROM ({grouped})", parameters).fetchone()[0]
+        total = connection.execute(
+            f"SELECT COUNT(*) FROM ({grouped}) AS grouped", parameters
+        ).fetchone()[0]
         found = connection.execute(
             f"{grouped} ORDER BY runs DESC, model, hook, architecture LIMIT ? OFFSET ?",
             [*parameters, query.per_page, (query.page - 1) * query.per_page],

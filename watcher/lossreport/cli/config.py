@@ -8,6 +8,8 @@
     series = ["train/*"]
     exclude_series = ["*lr*"]
     max_charts = 12
+    catalog = "postgresql://lossreport@db.lab/runs"    # a team's catalog (also in [serve])
+    catalog_password_file = "/etc/lossreport/catalog-password"
     [serve]                       smtp_password_file = "/etc/lossreport/smtp-password"
     port = 8000
     allow_host = ["gpu-box.lab"]
@@ -39,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from ..alerts.rules import parse_alert_rules
+from ..catalog.urls import checked_url
 from ..clock import format_duration as format_duration  # parse_duration's inverse
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE
 from ..delivery.smtp import SECURITY_CHOICES
 from ..delivery.webhook import check_url
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidInputError
 from ..sources.series import MOST_CHARTS
 
 MIN_DURATION_SECONDS = 0.1
@@ -208,6 +211,11 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
 _security = _one_of(*SECURITY_CHOICES)
 
 
+def _catalog(value: Any) -> str:
+    """A postgresql:// URL without a password; a ConfigError's message hides one."""
+    return checked_url(_of(str)(value), "catalog =")
+
+
 # section -> key in the file -> (argparse destination, check and convert)
 KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "watch": {
@@ -226,6 +234,8 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "series": ("series", _patterns),
         "exclude_series": ("exclude_series", _patterns),
         "max_charts": ("max_charts", _int_in(1, MOST_CHARTS)),
+        "catalog": ("catalog", _catalog),
+        "catalog_password_file": ("catalog_password_file", lambda value: Path(_of(str)(value))),
     },
     "email": {
         "to": ("email_to", _addresses),
@@ -248,6 +258,8 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "mirror": ("mirror", lambda value: Path(_of(str)(value))),
         "allow_host": ("allow_host", _host_names),
         "cache_mb": ("cache_mb", _int_in(1, MAX_CACHE_MB)),
+        "catalog": ("catalog", _catalog),
+        "catalog_password_file": ("catalog_password_file", lambda value: Path(_of(str)(value))),
     },
     # and the rules, read by alerts/rules.py
     "alerts": {
@@ -289,6 +301,8 @@ def load(path: Path) -> dict[str, Any]:
             destination, convert = KEYS[section][key]
             try:
                 settings[destination] = convert(value)
+            except InvalidInputError as exc:  # its message, not the value: it may hold a secret
+                raise ConfigError(f"{path}: [{section}] {exc}") from None
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{path}: [{section}] {key} = {value!r}: expected {exc}") from exc
     return settings

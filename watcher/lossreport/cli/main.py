@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import logformat, runformat, sources
 from ..alerts.rules import AlertRules
 from ..browse.series import CACHE_BYTES
+from ..catalog.urls import CatalogServer, checked_url
 from ..clock import utc_time
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
 from ..delivery.mailjob import MailJob
@@ -219,6 +220,7 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         "runs index and the mail outbox go to DIR too; DIR is made if missing",
     )
     _add_store_arguments(watch, settings)
+    _add_catalog_argument(watch, settings, "this daemon writes its runs' rows there")
     watch.add_argument(
         "--lease",
         type=duration,
@@ -284,6 +286,7 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         f"first (default {CACHE_BYTES // 2**20})",
     )
     _add_store_arguments(serve, settings)
+    _add_catalog_argument(serve, settings, "the index lists the runs there")
     serve.add_argument(
         "--poll-interval",
         type=duration,
@@ -338,6 +341,44 @@ def _add_store_arguments(parser: argparse.ArgumentParser, settings: dict[str, An
         help="for an s3:// RUNS_DIR: where its runs' inputs are copied to be read "
         "(default $XDG_CACHE_HOME/lossreport/s3/BUCKET/PREFIX)",
     )
+
+
+def _add_catalog_argument(
+    parser: argparse.ArgumentParser, settings: dict[str, Any], what: str
+) -> None:
+    parser.add_argument(
+        "--catalog",
+        type=_catalog_url,
+        default=settings.get("catalog"),
+        metavar="URL",
+        help=f"a team's runs catalog in PostgreSQL (postgresql://USER@HOST/DATABASE): {what}; "
+        "the password from PGPASSWORD, a .pgpass file or the config's catalog_password_file, "
+        "never in URL (default: SQLite, in the runs directory)",
+    )
+    parser.set_defaults(catalog_password_file=settings.get("catalog_password_file"))
+
+
+def _catalog_url(text: str) -> str:
+    try:
+        return checked_url(text)
+    except InvalidInputError as exc:  # its message hides the password: argparse shows it as is
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--catalog ")) from None
+
+
+def _catalog_server(args: argparse.Namespace, tree: str = "") -> CatalogServer | None:
+    """The --catalog server, with the password from catalog_password_file (its first line)."""
+    if args.catalog is None:
+        return None
+    password = None
+    if args.catalog_password_file is not None:
+        try:
+            password = args.catalog_password_file.read_text().splitlines()[0]
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise InvalidInputError(
+                f"{args.catalog_password_file}: cannot read the catalog's password "
+                f"({getattr(exc, 'strerror', None) or exc or 'empty'})"
+            ) from None
+    return CatalogServer(args.catalog, password, tree)
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -639,6 +680,7 @@ def _watch(args: argparse.Namespace) -> int:
         report_url=args.email_report_url,
         output=args.output,
         series=_series_filter(args),
+        catalog=_catalog_server(args, _tree_name(args.runs_dir)),
     )
     if isinstance(args.runs_dir, Path):
         paths.folder(args.runs_dir)
@@ -658,6 +700,11 @@ def _watch(args: argparse.Namespace) -> int:
         return Watcher(mirror.root, replace(options, poll=False), stop, remote).run()
     finally:
         remote.close(timeout=UPLOAD_WAIT_SECONDS)
+
+
+def _tree_name(runs_dir: Path | str) -> str:
+    """How the catalog names a runs tree: its s3:// URL, or its folder on this host."""
+    return str(runs_dir) if not isinstance(runs_dir, Path) else str(runs_dir.resolve())
 
 
 def _email(args: argparse.Namespace) -> int:
@@ -698,6 +745,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.output,
         allowed_hosts=args.allow_host,
         cache_bytes=args.cache_mb * 2**20,
+        catalog=_catalog_server(args),
     )
     return 0
 

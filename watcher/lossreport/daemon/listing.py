@@ -9,39 +9,64 @@ curves are bounded (`runformat.index_curves`): the marker they come from is the 
 A catalog found damaged while the daemon runs (overwritten, truncated: any query says it is
 no database) is set aside and made again from the runs' markers, as a restart would, logged
 once: the index goes on updating.
+
+A team's catalog on a PostgreSQL server (`--catalog`) is never a reason to stop rendering:
+while the server is down (or refuses, its schema newer than this daemon), the rows it could not
+take are kept, at most MAX_UNWRITTEN (beyond that the oldest are left to the next full scan,
+which lists them again from their markers), written when it is back; that it went away, and
+that it came back, are each logged once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from .. import runformat, sources, storage
 from ..catalog import Catalog, is_damaged
+from ..catalog.store import DATABASE_ERRORS
+from ..catalog.urls import CatalogServer, postgres_catalog
+from ..errors import CatalogSchemaError, CatalogServerError
 from ..report import pages
 from ..runformat import INDEX_FILE, Homes, index_curves, read_marker
 
 logger = logging.getLogger(__name__)
 
 BATCH = 1000  # rows found at start-up written in one transaction
+MAX_UNWRITTEN = 10_000  # rows kept for a catalog server that is down (a few KB each)
+OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 
 class Listing:
-    def __init__(self, homes: Homes) -> None:
+    def __init__(self, homes: Homes, server: CatalogServer | None = None) -> None:
+        """`server`: a team's catalog (raises CatalogSchemaError at once when its schema is
+        newer than this daemon's or it is another tree's); None: SQLite's, in the tree."""
         self.homes = homes
+        self._server = server
         self._listed: set[str] = set()  # runs whose row this daemon has put or checked
         self._pending: dict[str, dict[str, Any]] = {}  # rows found, not written yet
         self._seen: dict[str, tuple[int, bool]] = {}  # stamps (seen.py) not written yet
+        self._unwritten: dict[str, dict[str, Any]] = {}  # rows the server could not take
+        self._down = False  # the catalog server is unreachable, and that was logged
         self._rebuilding = False
         self.catalog = self._opened()
 
     def _opened(self) -> Catalog:
+        if self._server is not None:
+            catalog = postgres_catalog().unconnected(self._server, writable=True)
+            try:
+                catalog.reconnect()
+            except CatalogSchemaError:  # a server that answers, and refuses: waiting is no help
+                catalog.close()
+                raise
+            except CatalogServerError as exc:
+                self._server_down(exc)
+            return catalog
         try:
             return Catalog.open(self.homes.state_dir)
-        except (OSError, sqlite3.Error) as exc:  # a read-only tree, a planted link, a bad file
+        except OPEN_ERRORS as exc:  # a read-only tree, a planted link, a bad file
             logger.error(
                 "cannot keep the runs catalog in %s (%s); keeping it in memory: `serve` will "
                 "not see it",
@@ -62,7 +87,9 @@ class Listing:
             if self.catalog.rendered_at(key) == str(entry.get("rendered_at", "")):
                 self._listed.add(key)
                 return False
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._keep({key: self.row(key, entry, bounded=True)}, exc):
+                return True
             return self._failed_write(key, exc)
         self._pending[key] = self.row(key, entry, bounded=True)
         self._listed.add(key)
@@ -74,7 +101,7 @@ class Listing:
         """The stamp and running flag last recorded for run `key` (daemon/seen.py)."""
         try:
             return self._seen.get(key) or self.catalog.seen(key)
-        except sqlite3.Error:
+        except DATABASE_ERRORS:
             return None  # the run gets a full look, which reports the catalog's trouble
 
     def stamps(self) -> dict[str, tuple[int, bool]]:
@@ -82,7 +109,7 @@ class Listing:
         self.flush()
         try:
             return self.catalog.stamps()
-        except sqlite3.Error:
+        except DATABASE_ERRORS:
             return {}  # each run gets a full look, which reports the catalog's trouble
 
     def checked(self, key: str) -> None:
@@ -101,29 +128,39 @@ class Listing:
             pending, self._pending = self._pending, {}
             try:
                 self.catalog.put_many(pending.values())
-            except sqlite3.Error as exc:
-                self._listed.difference_update(pending)  # listed again at their next look
-                # (Found in their markers: a catalog made afresh has them again.)
-                self._failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
+            except DATABASE_ERRORS as exc:
                 for key in pending:  # their rows are not there: no stamp says they are
                     self._seen.pop(key, None)
+                if not self._keep(pending, exc):
+                    self._listed.difference_update(pending)  # listed again at their next look
+                    # (Found in their markers: a catalog made afresh has them again.)
+                    self._failed_write(f"{len(pending)} runs, e.g. {next(iter(pending))}", exc)
         if self._seen:
             seen, self._seen = self._seen, {}
             try:  # a stamp not written costs its run a full look at the next start
                 self.catalog.put_seen((key, *found) for key, found in seen.items())
-            except sqlite3.Error as exc:
-                self._failed_write(f"{len(seen)} runs, e.g. {next(iter(seen))}", exc)
+            except DATABASE_ERRORS as exc:
+                if self._server is not None:
+                    self._server_down(exc)
+                else:
+                    self._failed_write(f"{len(seen)} runs, e.g. {next(iter(seen))}", exc)
 
     def rendered(self, key: str, entry: dict[str, Any]) -> None:
         """List run `key` as just rendered."""
         self._pending.pop(key, None)
         self._seen.pop(key, None)
+        row = self.row(key, entry)
         try:
-            self.catalog.put(self.row(key, entry))
-        except sqlite3.Error as exc:
+            self.catalog.put(row)
+        except DATABASE_ERRORS as exc:
+            if self._keep({key: row}, exc):
+                return
             self._failed_write(key, exc)  # made afresh, it lists the run from its new marker
         else:
+            self._unwritten.pop(key, None)  # an older row of it, waiting: this one is newer
             self._listed.add(key)
+            if self._down:
+                self.retry()
 
     def failed(self, key: str, error: str) -> None:
         self.flush()  # the error goes on the row, which must be written first
@@ -131,16 +168,23 @@ class Listing:
             self.catalog.mark_failed(
                 key, error, pages.index_row({"status": "not rendered", "error": error}, key)
             )
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._server is not None:  # recorded again at the run's next failed render
+                self._server_down(exc)
+                return
             self._failed_write(key, exc)
 
     def forget(self, key: str) -> None:
         self._listed.discard(key)
         self._pending.pop(key, None)
         self._seen.pop(key, None)
+        self._unwritten.pop(key, None)
         try:
             self.catalog.forget(key)
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._server is not None:  # its row goes at the next full scan's keep_only
+                self._server_down(exc)
+                return
             self._failed_write(key, exc)
 
     def keep_only(self, keys: list[str]) -> None:
@@ -149,7 +193,10 @@ class Listing:
         try:
             gone = self.catalog.keep_only(keys)
             self.catalog.optimize()  # a first scan may have listed every run
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
+            if self._server is not None:
+                self._server_down(exc)
+                return
             if not self._recovered(exc):
                 logger.error(
                     "cannot prune the runs catalog: %s", exc, extra={"event": "catalog_failed"}
@@ -182,7 +229,10 @@ class Listing:
                 page = pages.render_index(rows, total=self.catalog.count())
                 storage.atomic_write(path, page.encode())
                 return
-            except sqlite3.Error as exc:
+            except DATABASE_ERRORS as exc:
+                if self._server is not None:  # written again once the server is back
+                    self._server_down(exc)
+                    return
                 if not self._recovered(exc):
                     logger.error("cannot write %s: %s", path, exc, extra={"event": "index_failed"})
                     return
@@ -192,9 +242,74 @@ class Listing:
 
     def close(self) -> None:
         self.flush()
+        self.retry()
+        if self._unwritten:
+            logger.error(
+                "the runs catalog %s did not take %d rows before the daemon stopped: the next "
+                "daemon lists them from their markers",
+                self._server,
+                len(self._unwritten),
+                extra={"event": "catalog_unwritten"},
+            )
         self.catalog.close()
 
-    def _failed_write(self, key: str, exc: sqlite3.Error) -> bool:
+    def retry(self) -> None:
+        """Write the rows a catalog server that was down could not take (or, with none
+        waiting, see whether it is back)."""
+        if not self._unwritten and not self._down:
+            return
+        waiting = dict(self._unwritten)
+        try:
+            if waiting:
+                self.catalog.put_many(waiting.values())
+            else:  # down at a read or a prune: is it back?
+                self.catalog.count()
+        except DATABASE_ERRORS as exc:
+            self._server_down(exc)
+            return
+        for key in waiting:
+            if self._unwritten.get(key) is waiting[key]:
+                del self._unwritten[key]
+        self._server_up(len(waiting))
+
+    def _keep(self, rows: dict[str, dict[str, Any]], exc: Exception) -> bool:
+        """Keep `rows` for `retry` if a catalog server could not take them; True if it did.
+        Past MAX_UNWRITTEN the oldest kept are dropped and left to the next full scan."""
+        if self._server is None:
+            return False
+        self._server_down(exc)
+        self._unwritten.update(rows)
+        self._listed.update(rows)
+        while len(self._unwritten) > MAX_UNWRITTEN:
+            oldest = next(iter(self._unwritten))
+            del self._unwritten[oldest]
+            self._listed.discard(oldest)
+        return True
+
+    def _server_down(self, exc: Exception) -> None:
+        if self._down:
+            return
+        self._down = True
+        logger.error(
+            "the runs catalog %s cannot be written (%s); rendering goes on, and the rows are "
+            "written when it can be",
+            self._server,
+            exc,
+            extra={"event": "catalog_unreachable"},
+        )
+
+    def _server_up(self, written: int) -> None:
+        if not self._down:
+            return
+        self._down = False
+        logger.info(
+            "the runs catalog %s is back: %d waiting rows written",
+            self._server,
+            written,
+            extra={"event": "catalog_reachable"},
+        )
+
+    def _failed_write(self, key: str, exc: Exception) -> bool:
         """A full disk or a catalog locked too long: the run is listed again at its next look.
         A damaged catalog: made afresh. True if it was (the caller may try again)."""
         if self._recovered(exc):
@@ -207,7 +322,7 @@ class Listing:
         )
         return False
 
-    def _recovered(self, exc: sqlite3.Error) -> bool:
+    def _recovered(self, exc: Exception) -> bool:
         """If `exc` says the catalog is damaged: set it aside, open a new one and list every
         run with a marker in it, as a restart would. True if that was done."""
         if self._rebuilding or not is_damaged(exc):

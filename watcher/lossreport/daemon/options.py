@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..alerts.rules import AlertRules
+from ..catalog.urls import CatalogServer
 from ..sources.base import SILENCE_FINISHES_SECS
 from ..sources.series import SeriesFilter
 
@@ -61,6 +62,7 @@ class WatchOptions:
     # --output: where the reports of runs whose folders are not writable go (runformat.homes)
     output: Path | None = None
     series: SeriesFilter = field(default_factory=SeriesFilter)  # losses, how many drawn
+    catalog: CatalogServer | None = None  # a team's PostgreSQL catalog; None: SQLite's
 
     @property
     def health_every(self) -> float:

@@ -131,7 +131,7 @@ class Watcher:
         self._workers = Workers(options.workers)
         self._crashes = Crashes()
         self._stopping = False
-        self._listing = Listing(self.homes)
+        self._listing = Listing(self.homes, options.catalog)
         self._failures = 0
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
@@ -231,6 +231,7 @@ class Watcher:
                 next_ping = now + self._notifier.watchdog_interval
             if now >= next_presence:
                 self._advertise()
+                self._listing.retry()  # rows a catalog server down could not take
                 next_presence = now + presence.HEARTBEAT_SECS
             self._dispatch()
             self._write_index_if_due(now)

@@ -43,6 +43,7 @@ from ..browse.answers import Answer
 from ..browse.catalog_access import CatalogAccess
 from ..browse.params import Params, reject_unknown
 from ..browse.series import CACHE_BYTES, SeriesCache
+from ..catalog.urls import CatalogServer
 from ..errors import QueryError, RunDirectoryError, ServeError
 from ..report import pages
 from ..runformat import Homes, read_marker
@@ -81,12 +82,16 @@ class RunsSite:
     """What the server may show: the index page and files inside runs' loss_graphs/."""
 
     def __init__(
-        self, runs_dir: Path, output: Path | None = None, cache_bytes: int = CACHE_BYTES
+        self,
+        runs_dir: Path,
+        output: Path | None = None,
+        cache_bytes: int = CACHE_BYTES,
+        catalog: CatalogServer | None = None,
     ) -> None:
         self.root = runs_dir.resolve()
         # Where each run's report is: its folder, or the daemon's --output mirror.
         self.homes = Homes(self.root, output.resolve() if output is not None else None)
-        self.catalogs = CatalogAccess(self.homes)
+        self.catalogs = CatalogAccess(self.homes, catalog)
         self.series = SeriesCache(cache_bytes)
 
     def view(self, parts: list[str], params: Params) -> Answer | None:
@@ -95,7 +100,11 @@ class RunsSite:
         route = tuple(parts)
         answer = self.catalogs.answer
         if route in (("",), (runformat.INDEX_FILE,)):
-            return answer(lambda catalog, kept: runs_view.index_page(catalog, kept, params))
+            return answer(
+                lambda catalog, kept: runs_view.index_page(
+                    catalog, kept, params, self.catalogs.unreachable
+                )
+            )
         if route == (".api", "runs"):
             return answer(lambda catalog, _: runs_view.runs_api(catalog, params))
         if route == (".api", "sweeps"):
@@ -553,6 +562,7 @@ def serve(
     *,
     allowed_hosts: Iterable[str] = (),
     cache_bytes: int = CACHE_BYTES,
+    catalog: CatalogServer | None = None,
 ) -> None:
     """Serve until `stop` is set; `output`: the daemon's --output, where the reports of runs
     in folders it could not write are; `allowed_hosts`: names (besides localhost and its
@@ -566,7 +576,7 @@ def serve(
         raise ServeError(f"cannot listen on {address}: the port must be 0 to 65535")
     if output is not None and not output.is_dir():
         raise RunDirectoryError(output, "is not a directory (--output)")
-    site = RunsSite(runs_dir, output, cache_bytes)
+    site = RunsSite(runs_dir, output, cache_bytes, catalog)
     try:
         server = RunsServer((host, port), site, allowed_hosts=allowed_hosts)
     except (OSError, UnicodeError, TypeError) as exc:  # a host IDNA cannot encode, or with a NUL

@@ -1,0 +1,216 @@
+"""What only a team's catalog on a PostgreSQL server does, on the session's real server: the
+password never from a URL, and taken from libpq's ways or a file; a schema newer than this
+version refused; one runs tree per catalog; the server restarted under a reader and a writer;
+a daemon's rows kept while the server is down and written when it is back, each logged once.
+(The queries themselves: test_catalog.py, over both databases.)"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.optional import missing
+
+try:
+    import psycopg  # noqa: F401
+except ImportError:
+    missing("psycopg", "pip install 'lossreport[postgresql]'")
+
+from lossreport.catalog import RunQuery
+from lossreport.catalog.postgres import META, PostgresCatalog
+from lossreport.catalog.query import search
+from lossreport.catalog.store import SCHEMA_VERSION
+from lossreport.catalog.urls import CatalogServer
+from lossreport.cli.main import main
+from lossreport.daemon.listing import Listing
+from lossreport.errors import CatalogSchemaError, CatalogServerError, InvalidInputError
+from lossreport.report import pages
+from lossreport.runformat import Homes
+from tests.support.catalog import synthetic_entries
+from tests.support.postgres import PASSWORD, PostgresServer
+
+SECRET = "hunter2-Ω"
+
+
+def _row(key: str, rendered_at: str = "2026-01-01T00:00:00+00:00") -> dict[str, object]:
+    entry = {"status": "completed", "model": "m", "hook": "h", "architecture": "a"}
+    return pages.index_row({**entry, "config": {"lr": 1}, "rendered_at": rendered_at}, key)
+
+
+@pytest.fixture
+def server_back(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """The session's server, started again after the test whatever the test did to it."""
+    yield postgres_server
+    if not (postgres_server.data / "postmaster.pid").exists():
+        postgres_server.start()
+
+
+# -- the password --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://lossreport:{SECRET}@db.lab/runs",
+        f"postgresql://lossreport@db.lab/runs?password={SECRET}",
+    ],
+)
+def test_a_password_in_argv_is_refused_and_never_shown(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("watch", "serve"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, str(tmp_path), "--catalog", url])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert "holds a password" in error and "PGPASSWORD" in error, error
+        assert SECRET not in error
+
+
+def test_a_password_in_the_config_url_is_refused_and_never_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "lossreport.toml"
+    config.write_text(f'[watch]\ncatalog = "postgresql://u:{SECRET}@db.lab/runs"\n')
+    assert main(["watch", str(tmp_path), "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "holds a password" in error and str(config) in error and SECRET not in error
+
+
+def test_not_a_postgresql_url_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", str(tmp_path), "--catalog", "sqlite:///x.db"])
+    assert "not a postgresql:// URL" in capsys.readouterr().err
+
+
+def test_the_password_comes_from_the_environment_or_a_file(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's loopback port asks for a password (scram): none fails, PGPASSWORD and
+    a file named in the config each work."""
+    url = postgres_server.tcp_url(postgres_server.new_database())
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-such-pgpass"))
+    with pytest.raises(CatalogServerError, match="password"):
+        PostgresCatalog.connect(url, writable=True)
+    PostgresCatalog.connect(CatalogServer(url, PASSWORD), writable=True).close()
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    catalog = PostgresCatalog.connect(url, writable=False)
+    assert catalog.count() == 0
+    catalog.close()
+    with pytest.raises(InvalidInputError, match="holds a password"):
+        PostgresCatalog.connect(url.replace("lossreport@", f"lossreport:{SECRET}@"), writable=True)
+
+
+# -- the schema ----------------------------------------------------------------------------------
+def test_a_newer_schema_is_refused_by_writers_and_readers(postgres_url: str) -> None:
+    PostgresCatalog.connect(postgres_url, writable=True).close()
+    admin = PostgresCatalog.connect(postgres_url, writable=True)
+    admin._connection.execute(f"UPDATE {META} SET version = ?", (SCHEMA_VERSION + 1,))
+    admin.close()
+    for writable in (True, False):
+        with pytest.raises(CatalogSchemaError, match=f"schema {SCHEMA_VERSION + 1}, newer"):
+            PostgresCatalog.connect(postgres_url, writable=writable)
+
+
+def test_a_daemon_of_a_newer_schema_refuses_to_start(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = PostgresCatalog.connect(postgres_url, writable=True)
+    admin._connection.execute(f"UPDATE {META} SET version = ?", (SCHEMA_VERSION + 1,))
+    admin.close()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    assert main(["watch", str(runs), "--once", "--catalog", postgres_url]) == 1
+    assert "upgrade lossreport" in capsys.readouterr().err
+
+
+def test_schema_is_made_once_by_daemons_starting_together(postgres_url: str) -> None:
+    catalogs = [PostgresCatalog.connect(postgres_url, writable=True) for _ in range(3)]
+    catalogs[0].put(_row("a/1"))
+    assert [catalog.count() for catalog in catalogs] == [1, 1, 1]
+    for catalog in catalogs:
+        catalog.close()
+
+
+def test_a_catalog_belongs_to_one_runs_tree(postgres_url: str) -> None:
+    """A daemon prunes its tree's gone runs (keep_only): another tree's daemon would prune
+    every row of this one."""
+    first = PostgresCatalog.connect(CatalogServer(postgres_url, tree="/srv/a"), writable=True)
+    again = PostgresCatalog.connect(CatalogServer(postgres_url, tree="/srv/a"), writable=True)
+    with pytest.raises(CatalogSchemaError, match="holds the runs of /srv/a, not of /srv/b"):
+        PostgresCatalog.connect(CatalogServer(postgres_url, tree="/srv/b"), writable=True)
+    first.close()
+    again.close()
+
+
+# -- the server going away -------------------------------------------------------------------------
+def test_a_reader_and_a_writer_outlive_a_server_restart(
+    server_back: PostgresServer, postgres_url: str
+) -> None:
+    writer = PostgresCatalog.connect(postgres_url, writable=True)
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    writer.put(_row("a/1"))
+    assert reader.count() == 1
+    server_back.stop()
+    with pytest.raises(CatalogServerError):
+        writer.put(_row("a/2"))
+    with pytest.raises(CatalogServerError):
+        reader.count()
+    server_back.start()
+    writer.put(_row("a/2"))
+    assert reader.count() == 2
+    assert search(reader, RunQuery(text="a/2")).total == 1
+    writer.close()
+    reader.close()
+
+
+def test_a_daemon_keeps_its_rows_while_the_server_is_down(
+    server_back: PostgresServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rows rendered while the server is down are written when it is back: none lost, and
+    the outage logged once, its end once."""
+    caplog.set_level(logging.INFO, logger="lossreport")
+    homes = Homes(tmp_path)
+    listing = Listing(homes, CatalogServer(postgres_url, tree=str(tmp_path)))
+    entries = list(synthetic_entries(40))
+    for key, entry in entries[:10]:
+        listing.rendered(key, entry)
+    server_back.stop()
+    for key, entry in entries[10:30]:
+        listing.rendered(key, entry)
+    for key, entry in entries[30:]:  # found at a scan, batched
+        listing.found(key, entry)
+    listing.flush()
+    listing.write_page()
+    listing.retry()
+    server_back.start()
+    listing.retry()
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    assert sorted(row["run_id"] for row in reader.recent(100)) == sorted(k for k, _ in entries)
+    reader.close()
+    events = [getattr(record, "event", None) for record in caplog.records]
+    assert events.count("catalog_unreachable") == 1 and events.count("catalog_reachable") == 1
+    listing.close()
+
+
+def test_a_daemon_started_while_the_server_is_down_renders_on(
+    server_back: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    PostgresCatalog.connect(postgres_url, writable=True).close()
+    server_back.stop()
+    listing = Listing(Homes(tmp_path), CatalogServer(postgres_url, tree=str(tmp_path)))
+    key, entry = next(iter(synthetic_entries(1)))
+    listing.rendered(key, entry)
+    server_back.start()
+    listing.retry()
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    assert [row["run_id"] for row in reader.recent(5)] == [key]
+    reader.close()
+    listing.close()
