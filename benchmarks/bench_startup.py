@@ -1,7 +1,7 @@
 """The daemon's start-up over a large tree of runs that are all rendered already.
 
     python benchmarks/bench_startup.py [--runs 100000] [--fixture DIR] [--repeats 3]
-                                       [--syscalls 1000]
+                                       [--syscalls 1000] [--restarts-only]
 
 The fixture (tests.support.rendered) is shaped as a real cluster's: run ids
 made by the id function `start_run` uses by default (about 65 characters, a random part), in
@@ -19,8 +19,9 @@ the first start (no catalog: every run is listed in a new one), then restarts wi
 catalog there (median of --repeats). For each: re-renders (must be 0), the peak resident
 memory (VmHWM) of the daemon and its workers, and its own start-up summary. Then the system
 calls of a restart, and of a first start, over --syscalls runs (`strace -f -c`), per run:
-on NFS each is a round trip. Each figure is printed beside the one before issue 27 and the
-target.
+on NFS each is a round trip. With --restarts-only, the catalog a run before left is kept
+(restarts only: a first start at 100,000 runs takes minutes). Each figure is printed beside
+the one before issue 27 and the target.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def start(runs_dir: Path, log_dir: Path, traced: bool = False) -> dict[str, Any]
     try:
         ready = daemon.wait_for("watching", timeout=1800)
         peak = daemon.main_peak_mb() + sum(daemon.peaks_mb().values())
+        watches = inotify_watches(daemon.process.pid)
         scan = daemon.events("scan")
         figures = {
             "seconds": ready - started,
@@ -92,6 +94,7 @@ def start(runs_dir: Path, log_dir: Path, traced: bool = False) -> dict[str, Any]
             "rss": peak,
             "summary": scan[0]["message"] if scan else "?",
             "events_lost": len(daemon.events("events_lost")),
+            "watches": watches,
         }
     finally:
         if traced:  # SIGTERM to the daemon under strace, which then writes its counts
@@ -100,6 +103,19 @@ def start(runs_dir: Path, log_dir: Path, traced: bool = False) -> dict[str, Any]
         else:
             daemon.stop()
     return figures
+
+
+def inotify_watches(pid: int) -> int:
+    """The inotify watches process `pid` holds (the `inotify wd:` lines of its fdinfo)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == "anon_inode:inotify":
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                count += sum(line.startswith("inotify wd:") for line in info.splitlines())
+        except OSError:
+            continue
+    return count
 
 
 def syscalls(runs_dir: Path, log_dir: Path, count: int) -> tuple[float, float]:
@@ -136,17 +152,24 @@ def main() -> None:
     parser.add_argument("--fixture", type=Path, help="where the fixture is kept (default: tmp)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--syscalls", type=int, default=1000, help="runs; 0: not counted")
+    parser.add_argument(
+        "--restarts-only",
+        action="store_true",
+        help="keep the catalog an earlier run left in the fixture: no first start",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         root = args.fixture or Path(name)
         runs_dir = fixture(root, args.runs)
         logs = Path(name)
-        drop_state(runs_dir)
-        first = start(runs_dir, logs)
+        if not args.restarts_only:
+            drop_state(runs_dir)
+        first = start(runs_dir, logs)  # with --restarts-only, one more restart
         again = [start(runs_dir, logs) for _ in range(args.repeats)]
         print(f"\ndaemon start-up over {args.runs:,} rendered runs (to 'watching', 2 workers)")
         row("", "now", "before", "target")
-        row("first start (no catalog)", f"{first['seconds']:.1f} s", BEFORE["first"],
+        first_label = "one more restart" if args.restarts_only else "first start (no catalog)"
+        row(first_label, f"{first['seconds']:.1f} s", BEFORE["first"],
             TARGET["first"])  # fmt: skip
         restart = statistics.median(figures["seconds"] for figures in again)
         row(f"restart, median of {len(again)}", f"{restart:.1f} s", BEFORE["restart"],
@@ -160,6 +183,8 @@ def main() -> None:
         print(f"  restart:      {again[-1]['summary'] if again else '-'}")
         lost = first["events_lost"] + sum(figures["events_lost"] for figures in again)
         print(f"  inotify overflows logged: {lost}")
+        watches = max([first["watches"], *(figures["watches"] for figures in again)])
+        print(f"  inotify watches held at 'watching', most: {watches:,}")
         if args.syscalls:
             small = fixture(root, args.syscalls)
             per_first, per_again = syscalls(small, logs, args.syscalls)

@@ -7,11 +7,13 @@ renders happen in warm worker processes (workers.py), one run each at a time, so
 that dies costs only the run it held; runs wait their turn in order. A full scan at start and every
 `rescan_every` seconds reconciles with the markers earlier renders left, which covers lost
 events, restarts and runs that finished while the daemon was down; an inotify overflow (events
-known to be lost) brings a full scan at once.
+known to be lost) brings a full scan at once. inotify watches only the runs directory and the
+top-level folders that may still change (`_saw_running`): finished runs are the scans'.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -37,7 +39,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserverVFS
 
 from .. import runformat, sources, storage
@@ -135,6 +137,10 @@ class Watcher:
         self._failures = 0
         self._notifier = Notifier()
         self._observer: BaseObserver | None = None
+        self._polling = False  # the observer walks the whole tree itself
+        self._handler = _EventsToRuns(self.runs_dir, self._events, self._wakeup)
+        self._watches: dict[str, ObservedWatch] = {}  # top-level folders followed, by name
+        self._settled: set[str] = set()  # top-level runs left to the scans: _saw_running
         self._events_lost = 0  # times inotify's queue overflowed
         self._read = 0  # full looks at runs (their run.json and marker read): seen.py
         self._last_render: float | None = None
@@ -250,6 +256,8 @@ class Watcher:
             if parts == LOST:
                 lost = True
                 continue
+            if len(parts) == 1 or parts[0] not in self._settled:  # a new folder, say
+                self._follow(parts[0])
             name = self._run_of(parts)
             if name is not None:
                 self._schedule.changed(name, now)
@@ -310,6 +318,8 @@ class Watcher:
         del stamps
         for name in self._known - set(keys):  # deleted or moved away
             self._forget(name)
+        for name in self._settled & self._watches.keys():  # left to the scans from now on
+            self._unfollow(name)
         self._listing.keep_only(keys)  # and those an earlier daemon listed
         return len(keys)
 
@@ -321,6 +331,8 @@ class Watcher:
         """A run that is no longer there (deleted, renamed): drop all we knew of it."""
         self._schedule.forget(name)
         self._known.discard(name)
+        self._settled.discard(name)
+        self._unfollow(name)
         self._mailed.pop(name, None)
         self._crashes.forget(name)
         if self._alerter is not None:
@@ -357,6 +369,7 @@ class Watcher:
         state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
+        self._saw_running(name, state.status == runformat.RUNNING)
         once_foreign = self.options.once_foreign if self.options.once else None
         status = state.display_status(now_utc, self.options.stale_after, once_foreign)
         if status is None and once_foreign is not None:  # a one-shot command says why not
@@ -438,6 +451,7 @@ class Watcher:
         self._schedule.saw(name, running=running)
         self._schedule.settled(name)
         self._listing.checked(name)
+        self._saw_running(name, running=False)  # settled: a stalled run's health looks ask this
         return True
 
     def _saw_settled(
@@ -457,6 +471,7 @@ class Watcher:
         running = state.status == runformat.RUNNING
         stamp = seen.stamp(name, state.fingerprint, identity, self._settings(running))
         self._listing.saw(name, stamp, running)
+        self._saw_running(name, running=False)
 
     def _settings(self, running: bool) -> str:
         """The settings a settled run's answer depends on: whether runs are mailed, and for a
@@ -646,7 +661,7 @@ class Watcher:
         watch limit, a folder nested thousands deep) falls back to depth-limited polling."""
         polling = self._wants_polling()
         try:
-            self._observer = self._started(self._poller() if polling else Observer())
+            self._observer = self._started(self._poller() if polling else Observer(), polling)
         except Exception as exc:
             if polling:
                 raise
@@ -656,7 +671,7 @@ class Watcher:
                 exc,
                 extra={"event": "polling_fallback"},
             )
-            self._observer = self._started(self._poller())
+            self._observer = self._started(self._poller(), True)
         logger.info(
             "watching %s with %s",
             self.runs_dir,
@@ -664,15 +679,69 @@ class Watcher:
             extra={"event": "watching"},
         )
 
-    def _started(self, observer: BaseObserver) -> BaseObserver:
-        handler = _EventsToRuns(self.runs_dir, self._events, self._wakeup)
-        observer.schedule(handler, str(self.runs_dir), recursive=True, event_filter=WATCHED_EVENTS)
+    def _started(self, observer: BaseObserver, polling: bool) -> BaseObserver:
+        """The poller walks the whole tree (it reads only directories); inotify watches the
+        runs directory itself and, below it, only the folders that can still change without
+        a scan noticing soon (`_follow`)."""
+        self._watches.clear()
+        self._polling = polling
+        observer.schedule(
+            self._handler, str(self.runs_dir), recursive=polling, event_filter=WATCHED_EVENTS
+        )
         try:
             observer.start()
+            if not polling:
+                self._observer = observer
+                for folder in runformat.list_folders(self.runs_dir):
+                    if folder.name not in self._settled:
+                        self._follow(folder.name)
         except BaseException:
             observer.stop()
             raise
         return observer
+
+    def _saw_running(self, name: str, running: bool) -> None:
+        """A look found run `name` training (`running`), or finished or settled (stalled and
+        stamped, seen.py): a run at the top of the runs directory is watched only while it
+        trains, or watches would grow with every run ever made. A finished run's changes are
+        found by the scan every `rescan_every`, a stalled one's by its health look."""
+        if "/" in name:  # below a folder that is followed whole
+            return
+        if running:
+            self._settled.discard(name)
+            self._follow(name)
+        else:  # watched until the next scan: a trainer often resumes a run it just closed
+            self._settled.add(name)
+
+    def _follow(self, top: str) -> None:
+        """Watch the folder `top` of the runs directory and all below it (a run's losses/,
+        the runs a folder nests), if inotify watches and it is a real folder. A watch that
+        cannot be added (the watch limit) leaves the folder to the scans."""
+        if self._polling or self._observer is None or top in self._watches:
+            return
+        if not runformat.is_walked(top):
+            return
+        path = self.runs_dir / top
+        if not storage.is_real_dir(path):  # never a link: it could lead out of the tree
+            return
+        try:
+            self._watches[top] = self._observer.schedule(
+                self._handler, str(path), recursive=True, event_filter=WATCHED_EVENTS
+            )
+        except OSError as exc:
+            logger.warning(
+                "cannot watch %s (%s); its changes are found by the scan every %.0f s",
+                path,
+                exc,
+                self.options.rescan_every,
+                extra={"event": "watch_failed"},
+            )
+
+    def _unfollow(self, top: str) -> None:
+        watch = self._watches.pop(top, None)
+        if watch is not None and self._observer is not None:
+            with contextlib.suppress(KeyError, OSError):  # its folder went away, and its watch
+                self._observer.unschedule(watch)
 
     def _poller(self) -> BaseObserver:
         """watchdog's polling observer, walking only what makes a run's inputs (the runs
