@@ -23,6 +23,8 @@ SORT_FIELDS = {
 LOSS_SORTS = ("final", "minimum")
 NULLABLE = ("runs.started_at", "runs.duration", "runs.steps")
 EXACT_FILTERS = ("model", "hook", "architecture", "status", "source")
+SWEEP_NAMES = ("model", "hook", "architecture")  # kept once a sweep, in `sweeps`
+LOSS = "(SELECT id FROM loss_names WHERE name = ?)"  # a loss's number, from its name
 MAX_OPTIONS = 500  # values offered per filter; a filter on another value still works
 
 
@@ -125,7 +127,7 @@ def _by_loss(connection: sqlite3.Connection, query: RunQuery, kind: str, loss: s
     direction = "DESC" if query.descending else "ASC"
     valued = (
         "FROM loss_values JOIN runs ON runs.id = loss_values.run"
-        f" WHERE loss_values.loss = ? AND {value} IS NOT NULL {matching}"
+        f" WHERE loss_values.loss = {LOSS} AND {value} IS NOT NULL {matching}"
     )
     offset = (query.page - 1) * query.per_page
     if matching:
@@ -150,7 +152,8 @@ def _by_loss(connection: sqlite3.Connection, query: RunQuery, kind: str, loss: s
         key
         for (key,) in connection.execute(
             f"SELECT runs.key FROM runs WHERE NOT EXISTS (SELECT 1 FROM loss_values"
-            f" WHERE loss_values.run = runs.id AND loss_values.loss = ? AND {value} IS NOT NULL)"
+            f" WHERE loss_values.run = runs.id AND loss_values.loss = {LOSS}"
+            f" AND {value} IS NOT NULL)"
             f" {matching} ORDER BY runs.key LIMIT ? OFFSET ?",
             [loss, *parameters, query.per_page - len(keys), max(0, offset - with_value)],
         )
@@ -167,7 +170,7 @@ def _valued_page(
     111 ms before), then the runs of the few values those span, joined and ordered."""
     direction, before = ("DESC", ">") if query.descending else ("ASC", "<")
     offset = (query.page - 1) * query.per_page
-    valued = f"FROM loss_values WHERE loss = ? AND {kind} IS NOT NULL"
+    valued = f"FROM loss_values WHERE loss = {LOSS} AND {kind} IS NOT NULL"
     values = [
         value
         for (value,) in connection.execute(
@@ -186,7 +189,7 @@ def _valued_page(
         key
         for (key,) in connection.execute(
             "SELECT runs.key FROM loss_values JOIN runs ON runs.id = loss_values.run"
-            f" WHERE loss_values.loss = ? AND loss_values.{kind} BETWEEN ? AND ?"
+            f" WHERE loss_values.loss = {LOSS} AND loss_values.{kind} BETWEEN ? AND ?"
             f" ORDER BY loss_values.{kind} {direction}, runs.key LIMIT ? OFFSET ?",
             [loss, min(first, last), max(first, last), query.per_page, offset - ahead],
         )
@@ -199,16 +202,29 @@ def where_clause(query: RunQuery, indexed: bool = True) -> tuple[str, list[Any]]
     clauses: list[str] = []
     parameters: list[Any] = []
     runs = "runs" if indexed else "+runs"
+    names = [name for name in SWEEP_NAMES if getattr(query, name) is not None]
+    if names:
+        wanted = " AND ".join(f"{name} = ?" for name in names)
+        clauses.append(f"{runs}.sweep IN (SELECT id FROM sweeps WHERE {wanted})")
+        parameters += [getattr(query, name) for name in names]
     for name in EXACT_FILTERS:
         value = getattr(query, name)
-        if value is not None:
+        if value is not None and name not in SWEEP_NAMES:
             clauses.append(f"{runs}.{name} = ?")
             parameters.append(value)
     if query.text:
-        clauses.append("runs.search LIKE ? ESCAPE '\\'")
-        parameters.append(f"%{_like_escaped(query.text.lower())}%")
+        # ASCII letters in any case (LIKE's way); `search`s hold what needs more (store.py).
+        like = "LIKE ? ESCAPE '\\'"
+        clauses.append(
+            f"(runs.key {like} OR runs.source {like} OR runs.search {like}"
+            f" OR runs.sweep IN (SELECT id FROM sweeps WHERE search {like}))"
+        )
+        parameters += [f"%{_like_escaped(query.text.lower())}%"] * 4
     for name, value in query.config:
-        clauses.append(f"{runs}.id IN (SELECT run FROM config WHERE name = ? AND value = ?)")
+        clauses.append(
+            f"{runs}.id IN (SELECT run FROM config WHERE setting ="
+            " (SELECT id FROM settings WHERE name = ? AND value = ?))"
+        )
         parameters += [name, value]
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), parameters
 
@@ -223,24 +239,25 @@ def options(catalog: Catalog) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     with catalog.reading() as connection:
         for name in EXACT_FILTERS:
-            found[name] = [
-                value
-                for (value,) in connection.execute(
-                    f"SELECT {name} FROM runs WHERE {name} != '' GROUP BY {name}"
-                    f" ORDER BY COUNT(*) DESC, {name} LIMIT ?",
-                    (MAX_OPTIONS,),
-                )
-            ]
+            counted = (
+                f"SELECT {name} FROM (SELECT sweep, COUNT(*) AS runs FROM runs GROUP BY sweep)"
+                f" JOIN sweeps ON sweeps.id = sweep WHERE {name} != '' GROUP BY {name}"
+                f" ORDER BY SUM(runs) DESC, {name} LIMIT ?"
+                if name in SWEEP_NAMES
+                else f"SELECT {name} FROM runs WHERE {name} != '' GROUP BY {name}"
+                f" ORDER BY COUNT(*) DESC, {name} LIMIT ?"
+            )
+            found[name] = [value for (value,) in connection.execute(counted, (MAX_OPTIONS,))]
         found["config"] = [
             name
             for (name,) in connection.execute(
-                "SELECT DISTINCT name FROM config ORDER BY name LIMIT ?", (MAX_OPTIONS,)
+                "SELECT DISTINCT name FROM settings ORDER BY name LIMIT ?", (MAX_OPTIONS,)
             )
         ]
         found["losses"] = [
             loss
             for (loss,) in connection.execute(
-                "SELECT DISTINCT loss FROM loss_values ORDER BY loss LIMIT ?", (MAX_OPTIONS,)
+                "SELECT name FROM loss_names ORDER BY name LIMIT ?", (MAX_OPTIONS,)
             )
         ]
     return found
