@@ -47,7 +47,7 @@ BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # sweep's (`sweeps`), a config's name and value a number in `settings`, a loss's name a
 # number in `loss_names`; other tables name a run by its number (`runs.id`), never by its path
 # (about 65 characters, as `start_run` makes them), and its report by its file's name when it
-# is in the run's loss_graphs/. About 1.4 KiB a realistic run (2.8 in schema 2, 10.5 in 1).
+# is in the run's loss_graphs/. About 1.5 KiB a realistic run (2.8 in schema 2, 10.5 in 1).
 SCHEMA = """
 CREATE TABLE sweeps (
     id INTEGER PRIMARY KEY,
@@ -477,10 +477,10 @@ def _legacy_row(found: tuple[Any, ...]) -> dict[str, Any]:
     (key, status, status_class, model, hook, architecture, source, steps, started_at,
      duration, rendered_at, report, error, problems, anomalies, alerts, final, minimum,
      config, kept) = found  # fmt: skip
-    if isinstance(kept, bytes):
-        curves_json = legacy_curves.decode(kept) if len(kept) <= MAX_CURVES_TEXT else "{}"
+    if not kept or len(kept) > MAX_CURVES_TEXT:  # none, or more than a daemon kept
+        curves_json = "{}"
     else:
-        curves_json = kept if len(kept) <= MAX_CURVES_TEXT else "{}"
+        curves_json = legacy_curves.decode(kept) if isinstance(kept, bytes) else kept
     final = json.loads(final)
     return {
         "run_id": key,
