@@ -95,6 +95,7 @@ BEFORE_MS = {
     "sweeps, first page": 61.3,
 }
 BEFORE_BYTES_PER_RUN = 10_553
+SCHEMA_2_BYTES_PER_RUN = 2_759  # at b20a0ec, before schema 3 kept nothing twice
 
 
 def timed_ms(action: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -150,6 +151,7 @@ def catalog_figures(state: Path, runs: int, repeats: int) -> None:
     heading("catalog size", "now", "before", "target")
     line("bytes a run", f"{size / runs:,.0f} B", f"{BEFORE_BYTES_PER_RUN:,} B",
          f"{TARGET_BYTES_PER_RUN:,} B")  # fmt: skip
+    print(f"    before: at cfb3565 (schema 1); {SCHEMA_2_BYTES_PER_RUN:,} B at b20a0ec (schema 2)")
     catalog = Catalog.open_readonly(state)
     assert catalog is not None
     heading(f"served answers, {runs:,} runs (ms)", "median/worst", "before", "target")
