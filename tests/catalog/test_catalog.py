@@ -597,14 +597,14 @@ def test_a_locked_catalog_is_an_error_not_damage(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == [CATALOG_FILE]
 
 
-def test_the_filters_offer_only_names_some_run_still_has() -> None:
+def test_the_filters_offer_only_names_some_run_still_has(blank: Catalog) -> None:
     """Config pairs and loss names are kept once, numbered: the last run to drop one (renamed
     in a new render, or gone) takes it out of the filters' options."""
     entries = list(synthetic_entries(3))
     rows = [pages.index_row(entry, key) for key, entry in entries]
     odd = {**rows[0], "config": {**rows[0]["config"], "only_here": "1"}}
     odd |= {"final": {**odd["final"], "odd_loss": 0.5}, "minimum": {"odd_loss": 0.4}}
-    catalog = Catalog.in_memory()
+    catalog = blank
     catalog.put_many([odd, *rows[1:]])
     found = options(catalog)
     assert "only_here" in found["config"] and "odd_loss" in found["losses"]
@@ -617,4 +617,3 @@ def test_the_filters_offer_only_names_some_run_still_has() -> None:
     catalog.forget(odd["run_id"])  # gone
     assert options(catalog) == found
     assert search(catalog, RunQuery(sort="final:mse_loss")).total == 2
-    catalog.close()
