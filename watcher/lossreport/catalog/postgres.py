@@ -38,7 +38,9 @@ CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout, where the URL names none
 STATEMENT_TIMEOUT_MS = 30_000  # a statement the server takes longer over is cancelled
 LOCK_KEY = 0x10557E9  # the advisory lock each writing transaction holds: one at a time
 META = "lossreport_catalog"  # one row: the schema's version, and a count of writes
-# A schema step from each older version to the next, run in the schema's transaction.
+# A schema step from each older version to the next, run in the schema's transaction. A
+# version with none (2, the first a server held: schema 3 keeps names once, numbered) is made
+# afresh; its rows come back from the runs' markers as the daemons look at them.
 UPGRADES: dict[int, list[str]] = {}
 SORTED = ("rendered_at", "started_at", "duration", "steps")
 # The columns the text filter looks through (query.where_clause), each with a trigram index.
@@ -293,6 +295,11 @@ class PostgresCatalog(store.Catalog):
         one starting meanwhile finds it done."""
         with self._connection as connection:
             version = self._schema_version()
+            if 0 < version < store.SCHEMA_VERSION and version not in UPGRADES:
+                for table in (*store.TABLES, META):
+                    connection.execute(f"DROP TABLE IF EXISTS {table}")
+                logger.info("runs catalog %s of schema %d made afresh", self._url, version)
+                version = 0
             if version == 0:
                 for statement in schema_statements():
                     connection.execute(statement)
