@@ -147,6 +147,12 @@ OLD_ROWS = {
     1: f"SELECT {LEGACY_COLUMNS} FROM old_runs AS runs JOIN old_details USING (key)",
     2: f"SELECT {LEGACY_COLUMNS} FROM old_runs AS runs JOIN old_details ON run = runs.id",
 }
+# Schema 2's seen stamps (daemon/seen.py), as true of the moved rows as they were: kept under
+# the runs' new numbers, so that the restart after an upgrade still skips the settled runs.
+KEPT_STAMPS = (
+    "INSERT INTO seen SELECT runs.id, stamp, running FROM old_seen"
+    " JOIN old_runs ON old_runs.id = old_seen.run JOIN runs ON runs.key = old_runs.key"
+)
 
 
 class Catalog:
@@ -281,11 +287,13 @@ class Catalog:
 
     def _make_schema(self, version: int) -> None:
         with self._connection as connection:
-            old = version in OLD_ROWS and _tables(connection) >= {"runs", "details"}
+            tables = _tables(connection)
+            old = version in OLD_ROWS and tables >= {"runs", "details"}
             if old:  # an older daemon's layout: its rows are moved into this one
                 for name in _indexes(connection):
                     connection.execute(f'DROP INDEX "{name}"')
-                for table in ("runs", "details"):
+                kept = ("runs", "details", "seen") if version == 2 else ("runs", "details")
+                for table in tables.intersection(kept):
                     connection.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
             elif version:  # one this daemon does not know (a newer one's): made afresh
                 logger.info("catalog schema %d replaced by %d", version, SCHEMA_VERSION)
@@ -318,6 +326,9 @@ class Catalog:
             rows = [_legacy_row(found) for found in batch]
             _insert(connection, rows)
             moved += len(rows)
+        if "old_seen" in _tables(connection):
+            connection.execute(KEPT_STAMPS)
+            connection.execute("DROP TABLE old_seen")
         connection.execute("DROP TABLE old_runs")
         connection.execute("DROP TABLE old_details")
         logger.info("catalog schema %d upgraded to %d, %d runs kept", version, SCHEMA_VERSION,
