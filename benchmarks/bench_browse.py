@@ -95,6 +95,7 @@ BEFORE_MS = {
     "sweeps, first page": 61.3,
 }
 BEFORE_BYTES_PER_RUN = 10_553
+SCHEMA_2_BYTES_PER_RUN = 2_759  # at b20a0ec, before schema 3 kept nothing twice
 
 
 def timed_ms(action: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -150,6 +151,7 @@ def catalog_figures(state: Path, runs: int, repeats: int) -> None:
     heading("catalog size", "now", "before", "target")
     line("bytes a run", f"{size / runs:,.0f} B", f"{BEFORE_BYTES_PER_RUN:,} B",
          f"{TARGET_BYTES_PER_RUN:,} B")  # fmt: skip
+    print(f"    before: at cfb3565 (schema 1); {SCHEMA_2_BYTES_PER_RUN:,} B at b20a0ec (schema 2)")
     catalog = Catalog.open_readonly(state)
     assert catalog is not None
     heading(f"served answers, {runs:,} runs (ms)", "median/worst", "before", "target")
@@ -206,20 +208,20 @@ def catalog_figures(state: Path, runs: int, repeats: int) -> None:
 
 # -- a team's catalog in PostgreSQL -------------------------------------------------------------
 # The first tree's rows copied as another tree's, inside the server: run ids get the tree's
-# folder name in front (as a tree's keys would differ), every other column the same.
+# folder name in front (as a tree's keys would differ), every other column the same (their
+# sweeps, loss names and settings shared, as schema 3 keeps each once).
 COPY_TREE = [
     "CREATE TEMP TABLE copied AS SELECT id AS old, NULL::bigint AS new, key FROM runs"
     " WHERE key NOT LIKE 'tree-%'",
-    "INSERT INTO runs (key, status, model, hook, architecture, source, steps, started_at,"
-    " duration, rendered_at, search) SELECT ? || runs.key, status, model, hook, architecture,"
-    " source, steps, started_at, duration, rendered_at, ? || search FROM runs JOIN copied"
-    " ON id = old",
+    "INSERT INTO runs (key, status, sweep, source, steps, started_at, duration, rendered_at,"
+    " search) SELECT ? || runs.key, status, sweep, source, steps, started_at, duration,"
+    " rendered_at, search FROM runs JOIN copied ON id = old",
     "UPDATE copied SET new = runs.id FROM runs WHERE runs.key = ? || copied.key",
-    "INSERT INTO details SELECT new, status_class, report, error, problems, anomalies, alerts,"
-    " final, minimum, config, curves FROM details JOIN copied ON run = old",
+    "INSERT INTO details SELECT new, status_class, report, error, problems, anomalies, packed"
+    " FROM details JOIN copied ON run = old",
     "INSERT INTO loss_values SELECT new, loss, final, minimum FROM loss_values"
     " JOIN copied ON run = old",
-    "INSERT INTO config SELECT new, name, value, sweep FROM config JOIN copied ON run = old",
+    "INSERT INTO config SELECT new, setting, sweep FROM config JOIN copied ON run = old",
     "DROP TABLE copied",
 ]
 

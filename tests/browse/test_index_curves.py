@@ -105,13 +105,12 @@ def test_the_daemon_writes_bounded_curves_and_serve_reads_them_bounded(tmp_path:
     listing.close()
     path = state / CATALOG_DIR / CATALOG_FILE
     with closing(sqlite3.connect(path)) as connection, connection:  # a hand-made row
-        connection.execute("INSERT INTO runs SELECT NULL, 'older/run', status, model, hook, "
-                           "architecture, source, steps, started_at, duration, rendered_at, "
-                           "search FROM runs")  # fmt: skip
+        connection.execute("INSERT INTO runs SELECT NULL, 'older/run', status, sweep,"
+                           " source, steps, started_at, duration, rendered_at, search"
+                           " FROM runs")  # fmt: skip
         connection.execute("INSERT INTO details SELECT (SELECT id FROM runs WHERE key ="
                            " 'older/run'), status_class, report, error, problems, anomalies,"
-                           " alerts, final, minimum, config, ? FROM details",
-                           (zlib.compress(b"[" * 2**24),))  # fmt: skip
+                           " ? FROM details", (zlib.compress(b"[" * 2**24),))  # fmt: skip
     catalog = Catalog.open_readonly(state)
     assert catalog is not None
     try:

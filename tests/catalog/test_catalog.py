@@ -203,6 +203,23 @@ def test_every_sort_agrees_with_python(filled: Filled, sort: str, descending: bo
     assert (sort in missing) <= any(_value(row, sort) is None for row in rows)
 
 
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+def test_loss_sort_pages_that_start_and_end_among_equal_values(
+    filled: Filled, descending: bool
+) -> None:
+    """Runs share curves, so many share a final value: a page read from the loss's index
+    alone and joined after must cut such a run of ties by key where the full sort would."""
+    catalog, rows = filled
+    query = RunQuery(sort="final:mse_loss", descending=descending, per_page=7)
+    ordered = _ordered(rows, query)
+    values = [_value(row, query.sort) for row in sorted(rows, key=lambda row: row["run_id"])]
+    assert len(set(values)) * 10 < len(values)  # ties everywhere
+    for page in (1, 2, 50, 133, 300, len(ordered) // 7 + 1):
+        assert (
+            _check(catalog, rows, replace(query, page=page)) == ordered[(page - 1) * 7 : page * 7]
+        )
+
+
 def test_sorts_combine_with_filters_and_page_past_the_end(filled: Filled) -> None:
     catalog, rows = filled
     for query in (
@@ -578,3 +595,25 @@ def test_a_locked_catalog_is_an_error_not_damage(tmp_path: Path) -> None:
         holder.execute("ROLLBACK")
         holder.close()
     assert [p.name for p in path.parent.iterdir()] == [CATALOG_FILE]
+
+
+def test_the_filters_offer_only_names_some_run_still_has(blank: Catalog) -> None:
+    """Config pairs and loss names are kept once, numbered: the last run to drop one (renamed
+    in a new render, or gone) takes it out of the filters' options."""
+    entries = list(synthetic_entries(3))
+    rows = [pages.index_row(entry, key) for key, entry in entries]
+    odd = {**rows[0], "config": {**rows[0]["config"], "only_here": "1"}}
+    odd |= {"final": {**odd["final"], "odd_loss": 0.5}, "minimum": {"odd_loss": 0.4}}
+    catalog = blank
+    catalog.put_many([odd, *rows[1:]])
+    found = options(catalog)
+    assert "only_here" in found["config"] and "odd_loss" in found["losses"]
+    assert search(catalog, RunQuery(config=(("only_here", "1"),))).total == 1
+    catalog.put(rows[0])  # rendered again without them
+    found = options(catalog)
+    assert "only_here" not in found["config"] and "odd_loss" not in found["losses"]
+    assert found["config"] == sorted({name for row in rows for name in row["config"]})
+    catalog.put(odd)
+    catalog.forget(odd["run_id"])  # gone
+    assert options(catalog) == found
+    assert search(catalog, RunQuery(sort="final:mse_loss")).total == 2

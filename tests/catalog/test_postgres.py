@@ -116,6 +116,25 @@ def test_a_newer_schema_is_refused_by_writers_and_readers(postgres_url: str) -> 
             PostgresCatalog.connect(postgres_url, writable=writable)
 
 
+def test_an_older_schema_without_an_upgrade_step_is_made_afresh(postgres_url: str) -> None:
+    """Schema 2 (the first a server held) has no step to 3: its tables are made again, empty,
+    and filled from the runs' markers as daemons look at them, instead of the daemon failing
+    to start."""
+    admin = PostgresCatalog.connect(postgres_url, writable=True)
+    admin.put(_row("a/1"))
+    admin._connection.execute(f"UPDATE {META} SET version = ?", (2,))
+    admin.close()
+    with pytest.raises(CatalogSchemaError, match=f"schema 2, not {SCHEMA_VERSION}"):
+        PostgresCatalog.connect(postgres_url, writable=False)
+    writer = PostgresCatalog.connect(postgres_url, writable=True)
+    assert writer.count() == 0
+    writer.put(_row("a/2"))
+    writer.close()
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    assert [row["run_id"] for row in reader.recent(10)] == ["a/2"]
+    reader.close()
+
+
 def test_a_daemon_of_a_newer_schema_refuses_to_start(
     postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

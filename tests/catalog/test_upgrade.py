@@ -1,5 +1,7 @@
 """A catalog a daemon of schema 1 left (every table keyed by the run's path, curves as JSON)
-is upgraded in place when the new daemon opens it: every run kept, none to render again."""
+or of schema 2 (runs numbered, names and JSON in each run's rows, curves in a blob of their
+own) is upgraded in place when the new daemon opens it: every run kept, none to render
+again."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lossreport.catalog import Catalog, RunQuery
+from lossreport.catalog import Catalog, RunQuery, legacy_curves
 from lossreport.catalog.query import search
 from lossreport.catalog.store import SCHEMA_VERSION
 from lossreport.catalog.sweeps import sweeps
@@ -87,10 +89,103 @@ def _write_schema_1(path: Path, rows: list[dict[str, Any]]) -> None:
             connection.execute("ANALYZE")
 
 
+# Schema 2 as the daemon before this one made it (catalog/store.py at b20a0ec), and its writes.
+SCHEMA_2 = """
+CREATE TABLE runs (id INTEGER PRIMARY KEY, key TEXT NOT NULL, status TEXT NOT NULL,
+    model TEXT NOT NULL, hook TEXT NOT NULL, architecture TEXT NOT NULL, source TEXT NOT NULL,
+    steps INTEGER, started_at TEXT, duration REAL, rendered_at TEXT NOT NULL,
+    search TEXT NOT NULL);
+CREATE UNIQUE INDEX runs_key ON runs (key);
+CREATE INDEX runs_rendered ON runs (rendered_at);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE INDEX runs_duration ON runs (duration);
+CREATE INDEX runs_steps ON runs (steps);
+CREATE INDEX runs_sweep ON runs (model, hook, architecture);
+CREATE INDEX runs_hook ON runs (hook);
+CREATE INDEX runs_architecture ON runs (architecture);
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_source ON runs (source);
+CREATE TABLE details (run INTEGER PRIMARY KEY, status_class TEXT NOT NULL,
+    report TEXT NOT NULL, error TEXT NOT NULL, problems INTEGER NOT NULL,
+    anomalies INTEGER NOT NULL, alerts TEXT NOT NULL, final TEXT NOT NULL,
+    minimum TEXT NOT NULL, config TEXT NOT NULL, curves BLOB);
+CREATE TABLE loss_values (run INTEGER NOT NULL, loss TEXT NOT NULL, final REAL, minimum REAL,
+    PRIMARY KEY (run, loss)) WITHOUT ROWID;
+CREATE INDEX loss_values_final ON loss_values (loss, final);
+CREATE INDEX loss_values_minimum ON loss_values (loss, minimum);
+CREATE TABLE config (run INTEGER NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    sweep INTEGER NOT NULL, PRIMARY KEY (run, name)) WITHOUT ROWID;
+CREATE INDEX config_value ON config (name, value);
+CREATE INDEX config_sweep ON config (sweep, name, value);
+CREATE TABLE sweeps (id INTEGER PRIMARY KEY, model TEXT NOT NULL, hook TEXT NOT NULL,
+    architecture TEXT NOT NULL, UNIQUE (model, hook, architecture));
+CREATE TABLE seen (run INTEGER PRIMARY KEY, stamp INTEGER NOT NULL, running INTEGER NOT NULL);
+PRAGMA user_version = 2;
+"""
+
+
+def _write_schema_2(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`rows` as schema 2's `Catalog.put_many` wrote them, their seen stamps (`_stamps`) and
+    its statistics."""
+    stamps = _stamps(rows)
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(SCHEMA_2)
+        with connection:
+            for row in rows:
+                key, names = row["run_id"], (row["model"], row["hook"], row["architecture"])
+                (run,) = connection.execute(
+                    "INSERT INTO runs VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (key, row["status"], *names, row["source"], row["steps"],
+                     row["started_at"] or None, row["duration"], row["rendered_at"],
+                     _search_text(row)),
+                ).fetchone()  # fmt: skip
+                connection.execute(
+                    "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run, row["status_class"], row["report"], row["error"], row["problems"],
+                     row["anomalies"], *(json.dumps(row[name]) for name in
+                     ("alerts", "final", "minimum", "config")),
+                     legacy_curves.encode(row["curves_json"])),
+                )  # fmt: skip
+                for loss in dict.fromkeys([*row["final"], *row["minimum"]]):
+                    connection.execute(
+                        "INSERT INTO loss_values VALUES (?, ?, ?, ?)",
+                        (run, loss, row["final"].get(loss), row["minimum"].get(loss)),
+                    )
+                if row["config"]:
+                    connection.execute("INSERT OR IGNORE INTO sweeps VALUES (NULL, ?, ?, ?)", names)
+                    (sweep,) = connection.execute(
+                        "SELECT id FROM sweeps WHERE model = ? AND hook = ? AND architecture = ?",
+                        names,
+                    ).fetchone()
+                for name, value in row["config"].items():
+                    connection.execute(
+                        "INSERT INTO config VALUES (?, ?, ?, ?)", (run, name, value, sweep)
+                    )
+                if key in stamps:
+                    connection.execute("INSERT INTO seen VALUES (?, ?, ?)", (run, *stamps[key]))
+            connection.execute("ANALYZE")
+
+
+def _search_text(row: dict[str, Any]) -> str:
+    parts = [row["run_id"], row["model"], row["hook"], row["architecture"], row["source"]]
+    return "\n".join(parts + [f"{k}={v}" for k, v in row["config"].items()]).lower()
+
+
+WRITERS = {1: _write_schema_1, 2: _write_schema_2}
+
+
+def _stamps(rows: list[dict[str, Any]]) -> dict[str, tuple[int, bool]]:
+    """Seen stamps (daemon/seen.py) for most of `rows`, signed 64-bit as they are."""
+    return {row["run_id"]: (-(2**62) + 7919 * number, number % 3 == 0)
+            for number, row in enumerate(rows) if number % 5}  # fmt: skip
+
+
 def _rows() -> list[dict[str, Any]]:
     made = [pages.index_row(entry, key) for key, entry in synthetic_entries(400)]
     made += [pages.index_row(entry, key) for key, entry in realistic_entries(200)]
     made.append(pages.index_row({"status": "not rendered", "error": "bad marker"}, "bad/run"))
+    entry = next(realistic_entries(1, seed=5))[1]
+    made.append(pages.index_row(entry, "team/Ωmega-run", "../x"))  # a report kept elsewhere
     return made
 
 
@@ -117,17 +212,18 @@ def _close(curves_json: str, expected_json: str) -> bool:
     return True
 
 
-def test_a_schema_1_catalog_is_upgraded_in_place(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.mark.parametrize("version", sorted(WRITERS))
+def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> None:
     rows = _rows()
     folder = tmp_path / CATALOG_DIR
     folder.mkdir(mode=0o755)
-    _write_schema_1(folder / CATALOG_FILE, rows)
+    WRITERS[version](folder / CATALOG_FILE, rows)
     assert Catalog.open_readonly(tmp_path) is None  # serve waits for the daemon's upgrade
 
+    before = (folder / CATALOG_FILE).stat().st_size
     catalog = Catalog.open(tmp_path)
     catalog.close()
+    assert (folder / CATALOG_FILE).stat().st_size < before / 1.5  # the old pages given back
     reader = Catalog.open_readonly(tmp_path)
     assert reader is not None
     try:
@@ -141,6 +237,10 @@ def test_a_schema_1_catalog_is_upgraded_in_place(
         expected = sum(1 for row in rows if row["config"].get("lr") == "0.001")
         assert search(reader, wanted).total == expected > 0
         assert sweeps(reader, RunQuery())[0] > 10
+        assert search(reader, RunQuery(text="ωMEGA-RUN")).total == 1  # a folded path
+        assert search(reader, RunQuery(model=rows[-1]["model"])).total > 1
+        # a restart after the upgrade still skips the runs it found settled (schema 2's)
+        assert reader.stamps() == (_stamps(rows) if version == 2 else {})
         with reader.reading() as connection:
             assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             tables = {name for (name,) in connection.execute(

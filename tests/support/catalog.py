@@ -189,7 +189,7 @@ connection = sqlite3.connect(sys.argv[1], isolation_level=None)
 connection.execute("PRAGMA cache_size = 1")
 connection.execute("BEGIN")
 connection.executemany(
-    "INSERT INTO config VALUES (?, 'filler', ?, '')",
+    "INSERT INTO settings (name, value) VALUES (?, ?)",
     ((f"filler-{i}", "x" * 200) for i in range(5000)),
 )
 os._exit(0)

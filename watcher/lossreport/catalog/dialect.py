@@ -61,6 +61,9 @@ class Dialect:
     name = "sqlite"
     # SQLite's planner is steered off an index by writing its column `+runs.status`.
     planner_hints = True
+    # What finds text in any case of its ASCII letters (and only theirs: store.py keeps a
+    # lower-cased copy where more needs folding): SQLite's LIKE.
+    like = "LIKE"
 
     def unindexed(self, column: str) -> str:
         return f"+{column}" if self.planner_hints else column

@@ -8,9 +8,11 @@ the schema's version in a table of its own, and a connection that comes back by 
 the server does. Text columns are compared byte by byte (`COLLATE "C"`), as SQLite and Python
 compare them, whatever the database's locale.
 
-Many daemons write at once: a write is one short transaction, its rows taken in key order
-and its sweeps made beforehand, so two writers never wait on each other in a circle; one
-that does (the server found a deadlock) is tried again.
+Many daemons write at once: a write is one short transaction, and the writers' transactions
+take turns (an advisory lock each holds to its end), as SQLite's do. The numbers of sweeps,
+loss names and settings are shared by runs and dropped with the last run that uses one: two
+writers at once could otherwise drop a number the other is writing rows for, or each wait
+for a name the other is adding.
 """
 
 from __future__ import annotations
@@ -34,17 +36,22 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout, where the URL names none
 STATEMENT_TIMEOUT_MS = 30_000  # a statement the server takes longer over is cancelled
-LOCK_KEY = 0x10557E9  # the advisory lock two daemons creating the schema at once share
-WRITE_TRIES = 3  # a write the server broke off to end a deadlock is tried this many times
+LOCK_KEY = 0x10557E9  # the advisory lock each writing transaction holds: one at a time
 META = "lossreport_catalog"  # one row: the schema's version, and a count of writes
-# A schema step from each older version to the next, run in the schema's transaction.
+# A schema step from each older version to the next, run in the schema's transaction. A
+# version with none (2, the first a server held: schema 3 keeps names once, numbered) is made
+# afresh; its rows come back from the runs' markers as the daemons look at them.
 UPGRADES: dict[int, list[str]] = {}
 SORTED = ("rendered_at", "started_at", "duration", "steps")
+# The columns the text filter looks through (query.where_clause), each with a trigram index.
+SEARCHED = (("runs", "key"), ("runs", "source"), ("runs", "search"), ("sweeps", "search"))
 
 
 class PostgresDialect(Dialect):
     name = "postgresql"
     planner_hints = False
+    # PostgreSQL's LIKE minds case; ILIKE over text compared as "C" folds ASCII letters only.
+    like = "ILIKE"
 
     def order(self, column: str, descending: bool, key: str, nullable: bool) -> str:
         """NULLS LAST both ways, in the words the sort indexes below are made with."""
@@ -69,7 +76,10 @@ def schema_statements() -> list[str]:
         text = re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', text)
         statements.append(text)
     statements.append("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    statements.append("CREATE INDEX runs_search ON runs USING gin (search gin_trgm_ops)")
+    for table, column in SEARCHED:
+        statements.append(
+            f"CREATE INDEX {table}_{column}_trigrams ON {table} USING gin ({column} gin_trgm_ops)"
+        )
     for column in SORTED:
         statements.append(f"CREATE INDEX runs_{column}_asc ON runs ({column} ASC NULLS LAST, key)")
         statements.append(
@@ -149,9 +159,12 @@ class PgConnection:
             return cursor
 
     def __enter__(self) -> PgConnection:
+        """Begin a transaction; a writer's waits for the one another writer has open."""
         with _translated():
             self._transaction = self.live().transaction()
             self._transaction.__enter__()
+            if self._writable:
+                self.live().execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         return self
 
     def __exit__(
@@ -278,11 +291,15 @@ class PostgresCatalog(store.Catalog):
             )
 
     def _ensure_schema(self) -> None:
-        """Make or upgrade the schema, one daemon at a time (an advisory lock held for the
-        transaction): another one starting meanwhile finds it done."""
+        """Make or upgrade the schema, one daemon at a time (a writer's transaction): another
+        one starting meanwhile finds it done."""
         with self._connection as connection:
-            connection.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_KEY,))
             version = self._schema_version()
+            if 0 < version < store.SCHEMA_VERSION and version not in UPGRADES:
+                for table in (*store.TABLES, META):
+                    connection.execute(f"DROP TABLE IF EXISTS {table}")
+                logger.info("runs catalog %s of schema %d made afresh", self._url, version)
+                version = 0
             if version == 0:
                 for statement in schema_statements():
                     connection.execute(statement)
@@ -317,27 +334,9 @@ class PostgresCatalog(store.Catalog):
         return int(self._value(f"SELECT changes FROM {META}"))
 
     def put_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        """`put` for many rows, in one transaction: rows in key order, their sweeps made
-        first (each its own statement), so that concurrent writers lock in one order."""
-        ordered = sorted(rows, key=lambda row: str(row["run_id"]))
-        names = sorted({(row["model"], row["hook"], row["architecture"]) for row in ordered
-                        if row["config"]})  # fmt: skip
-        with self._lock:
-            self._connection.executemany(
-                "INSERT INTO sweeps (model, hook, architecture) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                names,
-            )
-        for attempt in range(1, WRITE_TRIES + 1):
-            try:
-                with self._connection.pipelined():
-                    super().put_many(ordered)
-                return
-            except CatalogServerError as exc:
-                if attempt == WRITE_TRIES or not isinstance(
-                    exc.__cause__, psycopg.errors.DeadlockDetected
-                ):
-                    raise
+        """`put` for many rows, in one transaction, its statements pipelined."""
+        with self._connection.pipelined():
+            super().put_many(rows)
 
     def set_aside(self) -> str | None:
         """A server's catalog is never set aside: its errors are the server's."""
@@ -354,4 +353,4 @@ class PostgresCatalog(store.Catalog):
             if analysed >= 0 and abs(runs - analysed) <= analysed * store.REANALYZE_CHANGE:
                 return
             if self._writable:
-                self._connection.execute("ANALYZE runs, details, loss_values, config, sweeps")
+                self._connection.execute(f"ANALYZE {', '.join(store.TABLES)}")

@@ -24,6 +24,8 @@ SORT_FIELDS = {
 LOSS_SORTS = ("final", "minimum")
 NULLABLE = ("runs.started_at", "runs.duration", "runs.steps")
 EXACT_FILTERS = ("model", "hook", "architecture", "status", "source")
+SWEEP_NAMES = ("model", "hook", "architecture")  # kept once a sweep, in `sweeps`
+LOSS = "(SELECT id FROM loss_names WHERE name = ?)"  # a loss's number, from its name
 MAX_OPTIONS = 500  # values offered per filter; a filter on another value still works
 
 
@@ -59,21 +61,21 @@ def is_sort(sort: str) -> bool:
 def search(catalog: Catalog, query: RunQuery) -> Page:
     """The page of rows `query` asks for, and how many runs match in all. Runs without the
     value sorted by come last either way."""
-    where, parameters = where_clause(query)
+    dialect = catalog.dialect
+    where, parameters = where_clause(query, dialect)
     everything = catalog.remembered("count", catalog.count)
     kind, _, loss = query.sort.partition(":")
     offset = (query.page - 1) * query.per_page
     if query.text and kind not in LOSS_SORTS:
         with catalog.reading() as connection:
-            found = _by_text(connection, catalog.dialect, query)
+            found = _by_text(connection, dialect, query)
         if found is not None:
             return Page(found[0], catalog.rows(found[1]))
     with catalog.reading() as connection:
         total = connection.execute(f"SELECT COUNT(*) FROM runs {where}", parameters).fetchone()[0]
         if kind in LOSS_SORTS:
-            keys = _by_loss(connection, catalog.dialect, query, kind, loss)
+            keys = _by_loss(connection, dialect, query, kind, loss)
         else:
-            dialect = catalog.dialect
             matching = (offset + query.per_page) * everything <= total**2
             if where and not query.text and dialect.planner_hints and matching:
                 # Most runs match: walking the sort's index, skipping the others, finds the
@@ -106,7 +108,7 @@ def _by_text(
     table: the text is in every row, so no index helps find it, and walking the sort's index
     instead looks each row up (10x slower when the text is rare; the planner cannot know
     how rare). None for a page past the end, which has no row to carry the count."""
-    where, parameters = where_clause(query)
+    where, parameters = where_clause(query, dialect)
     column = SORT_FIELDS[query.sort]
     found = connection.execute(
         f"WITH matched AS MATERIALIZED (SELECT runs.key AS key, {column} AS value FROM runs"
@@ -125,22 +127,25 @@ def _by_loss(
     """A page of runs sorted by a loss's final or minimum value: those with the value, read in
     order from its index (a page costs a page's rows, not a join of every run and a sort),
     then those without it, by key."""
-    where, parameters = where_clause(query)
+    where, parameters = where_clause(query, dialect)
     value = f"loss_values.{kind}"
     matching = where.replace("WHERE ", "AND ", 1)
     valued = (
         "FROM loss_values JOIN runs ON runs.id = loss_values.run"
-        f" WHERE loss_values.loss = ? AND {value} IS NOT NULL {matching}"
+        f" WHERE loss_values.loss = {LOSS} AND {value} IS NOT NULL {matching}"
     )
     offset = (query.page - 1) * query.per_page
-    order_by = dialect.order(value, query.descending, "runs.key", nullable=False)
-    keys = [
-        key
-        for (key,) in connection.execute(
-            f"SELECT runs.key {valued} ORDER BY {order_by} LIMIT ? OFFSET ?",
-            [loss, *parameters, query.per_page, offset],
-        )
-    ]
+    if matching:
+        order_by = dialect.order(value, query.descending, "runs.key", nullable=False)
+        keys = [
+            key
+            for (key,) in connection.execute(
+                f"SELECT runs.key {valued} ORDER BY {order_by} LIMIT ? OFFSET ?",
+                [loss, *parameters, query.per_page, offset],
+            )
+        ]
+    else:
+        keys = _valued_page(connection, dialect, query, kind, loss)
     if len(keys) == query.per_page:
         return keys
     if keys:
@@ -153,7 +158,8 @@ def _by_loss(
         key
         for (key,) in connection.execute(
             f"SELECT runs.key FROM runs WHERE NOT EXISTS (SELECT 1 FROM loss_values"
-            f" WHERE loss_values.run = runs.id AND loss_values.loss = ? AND {value} IS NOT NULL)"
+            f" WHERE loss_values.run = runs.id AND loss_values.loss = {LOSS}"
+            f" AND {value} IS NOT NULL)"
             f" {matching} ORDER BY runs.key LIMIT ? OFFSET ?",
             [loss, *parameters, query.per_page - len(keys), max(0, offset - with_value)],
         )
@@ -161,24 +167,75 @@ def _by_loss(
     return keys
 
 
-def where_clause(
-    query: RunQuery, dialect: Dialect | None = None, indexed: bool = True
-) -> tuple[str, list[Any]]:
+def _valued_page(
+    connection: Connection, dialect: Dialect, query: RunQuery, kind: str, loss: str
+) -> list[str]:
+    """An unfiltered page of the runs with a value of the loss, in order (ties by key), read
+    as a deferred join: the values at the page's places from the loss's index alone (a far
+    page skips index entries, not runs joined to their rows: page 1,000 of 100,000 runs
+    111 ms before), then the runs of the few values those span, joined and ordered. The
+    values' range is the database's to compare (a NaN, which PostgreSQL keeps, sorts last)."""
+    descending = query.descending
+    direction, before = ("DESC", ">") if descending else ("ASC", "<")
+    offset = (query.page - 1) * query.per_page
+    valued = f"FROM loss_values WHERE loss = {LOSS} AND {kind} IS NOT NULL"
+    values = [
+        value
+        for (value,) in connection.execute(
+            f"SELECT {kind} {valued} ORDER BY {kind} {direction} LIMIT ? OFFSET ?",
+            [loss, query.per_page, offset],
+        )
+    ]
+    if not values:
+        return []
+    first, last = values[0], values[-1]
+    # The runs ahead of the page with the first value (ties) are skipped by key.
+    ahead = connection.execute(
+        f"SELECT COUNT(*) {valued} AND {kind} {before} ?", [loss, first]
+    ).fetchone()[0]
+    order_by = dialect.order(f"loss_values.{kind}", descending, "runs.key", nullable=False)
+    low, high = (last, first) if descending else (first, last)
+    return [
+        key
+        for (key,) in connection.execute(
+            "SELECT runs.key FROM loss_values JOIN runs ON runs.id = loss_values.run"
+            f" WHERE loss_values.loss = {LOSS} AND loss_values.{kind} BETWEEN ? AND ?"
+            f" ORDER BY {order_by} LIMIT ? OFFSET ?",
+            [loss, low, high, query.per_page, offset - ahead],
+        )
+    ]
+
+
+def where_clause(query: RunQuery, dialect: Dialect, indexed: bool = True) -> tuple[str, list[Any]]:
     """The WHERE clause of `query`'s filters and its parameters. `indexed=False`: the same
     clause, its columns written so that no index of theirs is used (`dialect.unindexed`)."""
     clauses: list[str] = []
     parameters: list[Any] = []
-    runs = "runs" if indexed or dialect is None else dialect.unindexed("runs")
+    runs = "runs" if indexed else dialect.unindexed("runs")
+    names = [name for name in SWEEP_NAMES if getattr(query, name) is not None]
+    if names:
+        wanted = " AND ".join(f"{name} = ?" for name in names)
+        clauses.append(f"{runs}.sweep IN (SELECT id FROM sweeps WHERE {wanted})")
+        parameters += [getattr(query, name) for name in names]
     for name in EXACT_FILTERS:
         value = getattr(query, name)
-        if value is not None:
+        if value is not None and name not in SWEEP_NAMES:
             clauses.append(f"{runs}.{name} = ?")
             parameters.append(value)
     if query.text:
-        clauses.append("runs.search LIKE ? ESCAPE '\\'")
-        parameters.append(f"%{_like_escaped(query.text.lower())}%")
+        # ASCII letters in any case (SQLite's LIKE, `dialect.like`); `search`s hold what
+        # needs more (store.py).
+        like = f"{dialect.like} ? ESCAPE '\\'"
+        clauses.append(
+            f"(runs.key {like} OR runs.source {like} OR runs.search {like}"
+            f" OR runs.sweep IN (SELECT id FROM sweeps WHERE search {like}))"
+        )
+        parameters += [f"%{_like_escaped(query.text.lower())}%"] * 4
     for name, value in query.config:
-        clauses.append(f"{runs}.id IN (SELECT run FROM config WHERE name = ? AND value = ?)")
+        clauses.append(
+            f"{runs}.id IN (SELECT run FROM config WHERE setting ="
+            " (SELECT id FROM settings WHERE name = ? AND value = ?))"
+        )
         parameters += [name, value]
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), parameters
 
@@ -193,24 +250,25 @@ def options(catalog: Catalog) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     with catalog.reading() as connection:
         for name in EXACT_FILTERS:
-            found[name] = [
-                value
-                for (value,) in connection.execute(
-                    f"SELECT {name} FROM runs WHERE {name} != '' GROUP BY {name}"
-                    f" ORDER BY COUNT(*) DESC, {name} LIMIT ?",
-                    (MAX_OPTIONS,),
-                )
-            ]
+            counted = (
+                f"SELECT {name} FROM (SELECT sweep, COUNT(*) AS runs FROM runs GROUP BY sweep)"
+                f" AS counted JOIN sweeps ON sweeps.id = sweep WHERE {name} != '' GROUP BY {name}"
+                f" ORDER BY SUM(runs) DESC, {name} LIMIT ?"
+                if name in SWEEP_NAMES
+                else f"SELECT {name} FROM runs WHERE {name} != '' GROUP BY {name}"
+                f" ORDER BY COUNT(*) DESC, {name} LIMIT ?"
+            )
+            found[name] = [value for (value,) in connection.execute(counted, (MAX_OPTIONS,))]
         found["config"] = [
             name
             for (name,) in connection.execute(
-                "SELECT DISTINCT name FROM config ORDER BY name LIMIT ?", (MAX_OPTIONS,)
+                "SELECT DISTINCT name FROM settings ORDER BY name LIMIT ?", (MAX_OPTIONS,)
             )
         ]
         found["losses"] = [
             loss
             for (loss,) in connection.execute(
-                "SELECT DISTINCT loss FROM loss_values ORDER BY loss LIMIT ?", (MAX_OPTIONS,)
+                "SELECT name FROM loss_names ORDER BY name LIMIT ?", (MAX_OPTIONS,)
             )
         ]
     return found

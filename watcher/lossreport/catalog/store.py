@@ -28,14 +28,14 @@ from urllib.parse import quote
 from .. import storage
 from ..clock import utc_time
 from ..errors import CatalogServerError, UnsafePathError
-from ..runformat import CATALOG_DIR, CATALOG_FILE, MAX_CURVES_BYTES
-from . import curves
+from ..runformat import CATALOG_DIR, CATALOG_FILE, GRAPHS_DIR, MAX_CURVES_BYTES
+from . import legacy_curves, packed
 from .dialect import SQLITE, Connection, Dialect, Transactional
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # 1: keyed by the run's path in every table, curves as JSON
+SCHEMA_VERSION = 3  # 2: names and JSON in each run's rows; 1: keyed by the run's path
 # What a catalog's database raises: SQLite's errors, or a server's (postgres.py turns psycopg's
 # into CatalogServerError).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, CatalogServerError)
@@ -46,18 +46,27 @@ HOT_JOURNAL = "SQLITE_READONLY_ROLLBACK"
 JOURNAL_SUFFIX = "-journal"
 BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # `runs` holds what queries filter and sort on, narrow so a scan of 100,000 rows stays fast;
-# `details` what a page shows of the few runs it lists. Other tables name a run by its number
-# (`runs.id`), never by its path (about 65 characters, as `start_run` makes them), and a sweep
-# by its number in `sweeps`: the file stays small (about 2 KiB a run, 9.4 before).
+# `details` what a page shows of the few runs it lists, most of it one packed blob
+# (packed.py). Nothing is written twice: a run's model, hook and architecture are its
+# sweep's (`sweeps`), a config's name and value a number in `settings`, a loss's name a
+# number in `loss_names`; other tables name a run by its number (`runs.id`), never by its path
+# (about 65 characters, as `start_run` makes them), and its report by its file's name when it
+# is in the run's loss_graphs/. About 1.5 KiB a realistic run (2.8 in schema 2, 10.5 in 1).
 # Written in SQLite's words; postgres.py translates it (and adds PostgreSQL's own indexes).
 SCHEMA = """
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY,
+    model TEXT NOT NULL,
+    hook TEXT NOT NULL,
+    architecture TEXT NOT NULL,
+    search TEXT NOT NULL,
+    UNIQUE (model, hook, architecture)
+);
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL,
     status TEXT NOT NULL,
-    model TEXT NOT NULL,
-    hook TEXT NOT NULL,
-    architecture TEXT NOT NULL,
+    sweep INTEGER NOT NULL,
     source TEXT NOT NULL,
     steps INTEGER,
     started_at TEXT,
@@ -70,9 +79,7 @@ CREATE INDEX runs_rendered ON runs (rendered_at);
 CREATE INDEX runs_started ON runs (started_at);
 CREATE INDEX runs_duration ON runs (duration);
 CREATE INDEX runs_steps ON runs (steps);
-CREATE INDEX runs_sweep ON runs (model, hook, architecture);
-CREATE INDEX runs_hook ON runs (hook);
-CREATE INDEX runs_architecture ON runs (architecture);
+CREATE INDEX runs_sweep ON runs (sweep);
 CREATE INDEX runs_status ON runs (status);
 CREATE INDEX runs_source ON runs (source);
 CREATE TABLE details (
@@ -82,37 +89,35 @@ CREATE TABLE details (
     error TEXT NOT NULL,
     problems INTEGER NOT NULL,
     anomalies INTEGER NOT NULL,
-    alerts TEXT NOT NULL,
-    final TEXT NOT NULL,
-    minimum TEXT NOT NULL,
-    config TEXT NOT NULL,
-    curves BLOB
+    packed BLOB
+);
+CREATE TABLE loss_names (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
 );
 CREATE TABLE loss_values (
     run INTEGER NOT NULL,
-    loss TEXT NOT NULL,
+    loss INTEGER NOT NULL,
     final REAL,
     minimum REAL,
     PRIMARY KEY (run, loss)
 ) WITHOUT ROWID;
 CREATE INDEX loss_values_final ON loss_values (loss, final);
 CREATE INDEX loss_values_minimum ON loss_values (loss, minimum);
-CREATE TABLE config (
-    run INTEGER NOT NULL,
+CREATE TABLE settings (
+    id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     value TEXT NOT NULL,
-    sweep INTEGER NOT NULL,
-    PRIMARY KEY (run, name)
-) WITHOUT ROWID;
-CREATE INDEX config_value ON config (name, value);
-CREATE INDEX config_sweep ON config (sweep, name, value);
-CREATE TABLE sweeps (
-    id INTEGER PRIMARY KEY,
-    model TEXT NOT NULL,
-    hook TEXT NOT NULL,
-    architecture TEXT NOT NULL,
-    UNIQUE (model, hook, architecture)
+    UNIQUE (name, value)
 );
+CREATE TABLE config (
+    run INTEGER NOT NULL,
+    setting INTEGER NOT NULL,
+    sweep INTEGER NOT NULL,
+    PRIMARY KEY (run, setting)
+) WITHOUT ROWID;
+CREATE INDEX config_setting ON config (setting);
+CREATE INDEX config_sweep ON config (sweep, setting);
 """
 # What the daemon found unchanged at its last look at each run (daemon/seen.py): a restart
 # that finds the same stamp neither reads the run's files nor renders it. Not part of the
@@ -124,16 +129,30 @@ CREATE TABLE IF NOT EXISTS seen (
     running INTEGER NOT NULL
 )
 """
-TABLES = ("runs", "details", "loss_values", "config", "sweeps", "seen")
-CHILDREN = ("details", "loss_values", "config", "seen")  # a run's rows beside its `runs` one
-JSON_FIELDS = ("alerts", "final", "minimum", "config")
+TABLES = ("runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "seen")
+# A run's rows beside its `runs` one: its details and stamp, and (`_clear`) its losses and
+# config.
+OWN_ROWS = ("details", "seen")
+# Numbered names a run's rows refer to, dropped with the last row that does: (table, the
+# column of a run's table that refers to it), so that the filters offer only names in use.
+NAMED = (("loss_names", "loss_values.loss"), ("settings", "config.setting"))
 UPGRADE_BATCH = 5000  # rows of an older catalog moved a step
 # An older layout's rows, read whole to be put in the new one (version: its SELECT).
+LEGACY_COLUMNS = (
+    "runs.key, status, status_class, model, hook, architecture, source, steps, started_at,"
+    " duration, rendered_at, report, error, problems, anomalies, alerts, final, minimum,"
+    " config, curves"
+)
 OLD_ROWS = {
-    1: "SELECT runs.key, status, status_class, model, hook, architecture, source, steps,"
-    " started_at, duration, rendered_at, report, error, problems, anomalies, alerts, final,"
-    " minimum, config, curves FROM old_runs AS runs JOIN old_details USING (key)",
+    1: f"SELECT {LEGACY_COLUMNS} FROM old_runs AS runs JOIN old_details USING (key)",
+    2: f"SELECT {LEGACY_COLUMNS} FROM old_runs AS runs JOIN old_details ON run = runs.id",
 }
+# Schema 2's seen stamps (daemon/seen.py), as true of the moved rows as they were: kept under
+# the runs' new numbers, so that the restart after an upgrade still skips the settled runs.
+KEPT_STAMPS = (
+    "INSERT INTO seen SELECT runs.id, stamp, running FROM old_seen"
+    " JOIN old_runs ON old_runs.id = old_seen.run JOIN runs ON runs.key = old_runs.key"
+)
 
 
 class Catalog:
@@ -268,23 +287,36 @@ class Catalog:
 
     def _make_schema(self, version: int) -> None:
         with self._connection as connection:
-            old = version in OLD_ROWS and _tables(connection) >= {"runs", "details"}
+            tables = _tables(connection)
+            old = version in OLD_ROWS and tables >= {"runs", "details"}
             if old:  # an older daemon's layout: its rows are moved into this one
                 for name in _indexes(connection):
                     connection.execute(f'DROP INDEX "{name}"')
-                for table in ("runs", "details"):
+                kept = ("runs", "details", "seen") if version == 2 else ("runs", "details")
+                for table in tables.intersection(kept):
                     connection.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
             elif version:  # one this daemon does not know (a newer one's): made afresh
                 logger.info("catalog schema %d replaced by %d", version, SCHEMA_VERSION)
             for table in TABLES:
                 connection.execute(f"DROP TABLE IF EXISTS {table}")
-            for statement in SCHEMA.split(";"):
+            for statement in f"{SCHEMA};{SEEN_SCHEMA}".split(";"):
                 if statement.strip():
                     connection.execute(statement)
             connection.execute(SEEN_SCHEMA)  # an upgrade's writes clear a run's stamp
             if old:
                 self._upgrade(connection, version)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if old:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Give back the pages an upgrade freed (the older layout's: about half the file),
+        which would otherwise stay in it as free pages: a few seconds at 100,000 runs, once.
+        Not done (a full disk: it copies the file), the catalog is as good, only larger."""
+        try:
+            self._connection.execute("VACUUM")
+        except sqlite3.Error as exc:
+            logger.warning("catalog not compacted after its upgrade: %s", exc)
 
     def _upgrade(self, connection: Connection, version: int) -> None:
         """Move every row of schema `version`'s tables (renamed old_*) into this one's, in the
@@ -292,9 +324,12 @@ class Catalog:
         cursor = connection.execute(OLD_ROWS[version])
         moved = 0
         while batch := cursor.fetchmany(UPGRADE_BATCH):
-            rows = [row_of((*found[:-1], _bounded_curves(found[-1]))) for found in batch]
+            rows = [_legacy_row(found) for found in batch]
             _insert(connection, rows)
             moved += len(rows)
+        if "old_seen" in _tables(connection):
+            connection.execute(KEPT_STAMPS)
+            connection.execute("DROP TABLE old_seen")
         connection.execute("DROP TABLE old_runs")
         connection.execute("DROP TABLE old_details")
         logger.info("catalog schema %d upgraded to %d, %d runs kept", version, SCHEMA_VERSION,
@@ -434,11 +469,12 @@ class Catalog:
                 chunk = keys[start : start + MAX_BOUND]
                 cursor = connection.execute(
                     f"SELECT {ROW_COLUMNS} FROM runs JOIN details ON details.run = runs.id"
+                    " JOIN sweeps ON sweeps.id = runs.sweep"
                     f" WHERE key IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 )
-                for *columns, blob in cursor:
-                    row = row_of((*columns, curves.decode(blob)))
+                for columns in cursor:
+                    row = row_of(columns)
                     found[row["run_id"]] = row
         return [found[key] for key in keys if key in found]
 
@@ -475,21 +511,56 @@ REANALYZE_CHANGE = 0.1  # the share of runs added or gone since the last ANALYZE
 MAX_BOUND = 500  # keys bound in one IN (...)
 # A row's curves as an older daemon stored them: `runformat.index_curves`'s JSON, escaped for
 # HTML (room for that). Longer (a hand-made file) they are read as none, as a packed blob
-# longer than the JSON could be: a page of rows stays small whatever the file holds.
+# that could expand past what unpacking reads: a page of rows stays small whatever the file
+# holds.
 MAX_CURVES_TEXT = 2 * MAX_CURVES_BYTES
-MAX_CURVES_BLOB = MAX_CURVES_TEXT
 ROW_COLUMNS = (
     "key, status, status_class, model, hook, architecture, source, steps, started_at, duration,"
-    " rendered_at, report, error, problems, anomalies, alerts, final, minimum, config,"
-    f" CASE WHEN length(curves) <= {MAX_CURVES_BLOB} THEN curves END"
+    " rendered_at, report, error, problems, anomalies,"
+    f" CASE WHEN length(packed) <= {packed.MAX_DECODED} THEN packed END"
 )
 
 
 def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
     """A row as `pages.index_row` made it, from the columns `ROW_COLUMNS` names."""
     (key, status, status_class, model, hook, architecture, source, steps, started_at,
+     duration, rendered_at, report, error, problems, anomalies, blob) = found  # fmt: skip
+    fields, curves_json = packed.unpack(blob)
+    return {
+        "run_id": key,
+        "status": status,
+        "status_class": status_class,
+        "model": model,
+        "hook": hook,
+        "architecture": architecture,
+        "source": source,
+        "steps": steps,
+        "started_at": started_at or "",
+        "duration": duration,
+        "rendered_at": rendered_at,
+        "report": _report_path(key, report),
+        "error": error,
+        "problems": problems,
+        "anomalies": anomalies,
+        "alerts": fields["alerts"],
+        "final": fields["final"],
+        "minimum": fields["minimum"],
+        "config": fields["config"],
+        "losses": list(fields["final"]),
+        "curves_json": curves_json,
+    }
+
+
+def _legacy_row(found: tuple[Any, ...]) -> dict[str, Any]:
+    """A row of schema 1 or 2 (`LEGACY_COLUMNS`) as `pages.index_row` made it: its JSON
+    columns read, its curves as JSON (2: packed by `legacy_curves`)."""
+    (key, status, status_class, model, hook, architecture, source, steps, started_at,
      duration, rendered_at, report, error, problems, anomalies, alerts, final, minimum,
-     config, curves) = found  # fmt: skip
+     config, kept) = found  # fmt: skip
+    if not kept or len(kept) > MAX_CURVES_TEXT:  # none, or more than a daemon kept
+        curves_json = "{}"
+    else:
+        curves_json = legacy_curves.decode(kept) if isinstance(kept, bytes) else kept
     final = json.loads(final)
     return {
         "run_id": key,
@@ -512,8 +583,20 @@ def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
         "minimum": json.loads(minimum),
         "config": json.loads(config),
         "losses": list(final),
-        "curves_json": curves,
+        "curves_json": curves_json,
     }
+
+
+def _report_name(key: str, report: str) -> str:
+    """A row's report as kept: the file's name alone where it is in the run's loss_graphs/
+    (`pages.index_row`'s usual link; the run's path is 65 characters as `start_run` makes it),
+    else the whole link, which always holds a `/`."""
+    name = report.removeprefix(f"{key}/{GRAPHS_DIR}/")
+    return name if name != report and name and "/" not in name else report
+
+
+def _report_path(key: str, kept: str) -> str:
+    return f"{key}/{GRAPHS_DIR}/{kept}" if kept and "/" not in kept else kept
 
 
 def is_damaged(exc: Exception) -> bool:
@@ -545,36 +628,47 @@ def _set_aside(fd: int) -> str:
     return aside
 
 
-def _bounded_curves(text: str) -> str:
-    return text if len(text) <= MAX_CURVES_TEXT else "{}"
-
-
 def _delete(connection: Connection, key: str) -> None:
     found = connection.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
     if found is None:
         return
-    for table in CHILDREN:
+    _clear(connection, found[0])
+    for table in OWN_ROWS:
         connection.execute(f"DELETE FROM {table} WHERE run = ?", found)
     connection.execute("DELETE FROM runs WHERE id = ?", found)
 
 
+def _clear(connection: Connection, run: int) -> None:
+    """Remove run `run`'s losses and config, and the names no other run still uses."""
+    for table, column in NAMED:
+        owner = column.partition(".")[0]
+        used = [number for (number,) in connection.execute(
+            f"SELECT {column} FROM {owner} WHERE run = ?", (run,))]  # fmt: skip
+        connection.execute(f"DELETE FROM {owner} WHERE run = ?", (run,))
+        connection.executemany(
+            f"DELETE FROM {table} WHERE id = ? AND NOT EXISTS"
+            f" (SELECT 1 FROM {owner} WHERE {column} = {table}.id)",
+            ((number,) for number in used),
+        )
+
+
 def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Add or replace `rows` (`pages.index_row`'s shape). A replaced run keeps its number."""
-    sweeps: dict[tuple[str, str, str], int] = {}
+    numbers = _Numbers(connection)
     for row in rows:
-        names = (row["model"], row["hook"], row["architecture"])
+        key = row["run_id"]
+        sweep = numbers.sweep((row["model"], row["hook"], row["architecture"]))
         (run,) = connection.execute(
-            "INSERT INTO runs (key, status, model, hook, architecture, source, steps,"
-            " started_at, duration, rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET status = excluded.status, model = excluded.model,"
-            " hook = excluded.hook, architecture = excluded.architecture,"
+            "INSERT INTO runs (key, status, sweep, source, steps, started_at, duration,"
+            " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET status = excluded.status, sweep = excluded.sweep,"
             " source = excluded.source, steps = excluded.steps,"
             " started_at = excluded.started_at, duration = excluded.duration,"
             " rendered_at = excluded.rendered_at, search = excluded.search RETURNING id",
             (
-                row["run_id"],
+                key,
                 row["status"],
-                *names,
+                sweep,
                 row["source"],
                 row["steps"],
                 row["started_at"] or None,  # unknown: sorted last, as other gaps
@@ -583,46 +677,74 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
                 _search_text(row),
             ),
         ).fetchone()
-        for table in CHILDREN:
+        _clear(connection, run)
+        for table in OWN_ROWS:
             connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
         connection.execute(
-            "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 run,
-                *(row[name] for name in ("status_class", "report", "error")),
+                row["status_class"],
+                _report_name(key, row["report"]),
+                row["error"],
                 row["problems"],
                 row["anomalies"],
-                *(json.dumps(row[name]) for name in JSON_FIELDS),
-                curves.encode(_bounded_curves(row["curves_json"])),
+                packed.pack(row, _bounded_curves(row["curves_json"])),
             ),
         )
         connection.executemany(
             "INSERT INTO loss_values VALUES (?, ?, ?, ?)",
             [
-                (run, loss, row["final"].get(loss), row["minimum"].get(loss))
+                (run, numbers.loss(loss), row["final"].get(loss), row["minimum"].get(loss))
                 for loss in dict.fromkeys([*row["final"], *row["minimum"]])
             ],
         )
-        if row["config"]:
-            sweep = sweeps.get(names)
-            if sweep is None:
-                sweep = sweeps[names] = _sweep_id(connection, names)
-            connection.executemany(
-                "INSERT INTO config VALUES (?, ?, ?, ?)",
-                [(run, name, value, sweep) for name, value in row["config"].items()],
-            )
+        connection.executemany(
+            "INSERT INTO config VALUES (?, ?, ?)",
+            [(run, numbers.setting(setting), sweep) for setting in row["config"].items()],
+        )
 
 
-def _sweep_id(connection: Connection, names: tuple[str, str, str]) -> int:
-    """The number of the sweep `names` (model, hook, architecture), given one if new."""
-    connection.execute(
-        "INSERT INTO sweeps (model, hook, architecture) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        names,
-    )
-    (found,) = connection.execute(
-        "SELECT id FROM sweeps WHERE model = ? AND hook = ? AND architecture = ?", names
-    ).fetchone()
-    return int(found)
+class _Numbers:
+    """The numbers of sweeps, losses and settings, given one where new, remembered for one
+    transaction's rows."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._known: dict[tuple[str, tuple[str, ...]], int] = {}
+
+    def sweep(self, names: tuple[str, str, str]) -> int:
+        search = "\n".join(names).lower()
+        return self._number("sweeps", ("model", "hook", "architecture"), names, search=search)
+
+    def loss(self, name: str) -> int:
+        return self._number("loss_names", ("name",), (name,))
+
+    def setting(self, setting: tuple[str, str]) -> int:
+        return self._number("settings", ("name", "value"), setting)
+
+    def _number(
+        self, table: str, columns: tuple[str, ...], values: tuple[str, ...], **more: str
+    ) -> int:
+        known = self._known.get((table, values))
+        if known is not None:
+            return known
+        names = [*columns, *more]
+        self._connection.execute(
+            f"INSERT INTO {table} ({', '.join(names)})"
+            f" VALUES ({', '.join('?' * len(names))}) ON CONFLICT DO NOTHING",
+            (*values, *more.values()),
+        )
+        (found,) = self._connection.execute(
+            f"SELECT id FROM {table} WHERE {' AND '.join(f'{name} = ?' for name in columns)}",
+            values,
+        ).fetchone()
+        self._known[(table, values)] = int(found)
+        return int(found)
+
+
+def _bounded_curves(text: str) -> str:
+    return text if len(text) <= MAX_CURVES_TEXT else "{}"
 
 
 def _tables(connection: Connection) -> set[str]:
@@ -639,10 +761,21 @@ def _indexes(connection: Connection) -> list[str]:
 
 
 def _search_text(row: dict[str, Any]) -> str:
-    """What a text filter looks through, lower-cased: the run's path, names and config."""
-    parts = [row["run_id"], row["model"], row["hook"], row["architecture"], row["source"]]
-    parts += [f"{name}={value}" for name, value in row["config"].items()]
-    return "\n".join(parts).lower()
+    """What a text filter looks through beside the run's path, its source and its sweep's
+    names (which it reads where they are, LIKE ignoring the case of ASCII letters), lower-cased:
+    the run's config, and the path and source where lower-casing them changes more than ASCII
+    letters (`Ωmega`)."""
+    parts = [text.lower() for text in (row["run_id"], row["source"]) if not _ascii_folds(text)]
+    parts += [f"{name}={value}".lower() for name, value in row["config"].items()]
+    return "\n".join(parts)
+
+
+def _ascii_folds(text: str) -> bool:
+    """Whether LIKE, which ignores the case of ASCII letters only, finds in `text` what
+    Python's lower-casing would."""
+    return text.lower() == "".join(
+        letter.lower() if letter.isascii() else letter for letter in text
+    )
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:

@@ -18,6 +18,7 @@ MAX_VARYING = 12  # config keys shown per sweep; the rest are named as a count
 MIN_RUNS = 2  # a sweep is this many runs or more: one run alone is no sweep
 Names = tuple[str, str, str]  # model, hook, architecture
 MAX_NAMES_BOUND = 300  # (model, hook, architecture) triples bound in one query
+NUMBER = "(SELECT id FROM sweeps WHERE model = ? AND hook = ? AND architecture = ?)"
 
 
 @dataclass
@@ -43,17 +44,19 @@ class Sweep:
 def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
     """The groups of two runs or more among those `query` filters (its sort is ignored:
     largest first), the page it asks for, and how many groups there are in all."""
-    where, parameters = where_clause(query)
+    where, parameters = where_clause(query, catalog.dialect)
     grouped = (
-        f"SELECT model, hook, architecture, COUNT(*) AS runs FROM runs {where}"
-        f" GROUP BY model, hook, architecture HAVING COUNT(*) >= {MIN_RUNS}"
+        f"SELECT sweep, COUNT(*) AS runs FROM runs {where}"
+        f" GROUP BY sweep HAVING COUNT(*) >= {MIN_RUNS}"
     )
     with catalog.reading() as connection:
         total = connection.execute(
             f"SELECT COUNT(*) FROM ({grouped}) AS grouped", parameters
         ).fetchone()[0]
         found = connection.execute(
-            f"{grouped} ORDER BY runs DESC, model, hook, architecture LIMIT ? OFFSET ?",
+            f"SELECT model, hook, architecture, runs FROM ({grouped}) AS grouped"
+            " JOIN sweeps ON sweeps.id = sweep"
+            " ORDER BY runs DESC, model, hook, architecture LIMIT ? OFFSET ?",
             [*parameters, query.per_page, (query.page - 1) * query.per_page],
         ).fetchall()
     groups = [Sweep(model, hook, architecture, runs) for model, hook, architecture, runs in found]
@@ -66,8 +69,7 @@ def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Swee
     """The sweep named by the three, or None when fewer than two runs share them."""
     with catalog.reading() as connection:
         runs = connection.execute(
-            "SELECT COUNT(*) FROM runs WHERE model = ? AND hook = ? AND architecture = ?",
-            (model, hook, architecture),
+            f"SELECT COUNT(*) FROM runs WHERE sweep = {NUMBER}", (model, hook, architecture)
         ).fetchone()[0]
     if runs < MIN_RUNS:
         return None
@@ -88,9 +90,9 @@ def in_sweeps(catalog: Catalog, names: Iterable[Names]) -> set[Names]:
             triples = ", ".join(["(?, ?, ?)"] * len(chunk))
             rows = connection.execute(
                 f"WITH wanted (model, hook, architecture) AS (VALUES {triples})"
-                " SELECT model, hook, architecture FROM wanted WHERE EXISTS (SELECT 1 FROM runs"
-                " WHERE runs.model = wanted.model AND runs.hook = wanted.hook"
-                " AND runs.architecture = wanted.architecture LIMIT 1 OFFSET ?)",
+                " SELECT model, hook, architecture FROM wanted JOIN sweeps"
+                " USING (model, hook, architecture) WHERE EXISTS (SELECT 1 FROM runs"
+                " WHERE runs.sweep = sweeps.id LIMIT 1 OFFSET ?)",
                 [*(value for triple in chunk for value in triple), MIN_RUNS - 1],
             )
             found |= {(model, hook, architecture) for model, hook, architecture in rows}
@@ -99,16 +101,18 @@ def in_sweeps(catalog: Catalog, names: Iterable[Names]) -> set[Names]:
 
 def _find_varying(catalog: Catalog, group: Sweep) -> None:
     """The keys that vary across the whole sweep, whatever filter found it."""
+    sweep = (group.model, group.hook, group.architecture)
     with catalog.reading() as connection:
         size = connection.execute(
-            "SELECT COUNT(*) FROM runs WHERE model = ? AND hook = ? AND architecture = ?",
-            (group.model, group.hook, group.architecture),
+            f"SELECT COUNT(*) FROM runs WHERE sweep = {NUMBER}", sweep
         ).fetchone()[0]
+        # Each setting (a name and a value) its sweep's runs have, counted from the index;
+        # a name varies where it has several values, or fewer runs than the sweep.
         found = connection.execute(
-            "SELECT name FROM config WHERE sweep = (SELECT id FROM sweeps"
-            " WHERE model = ? AND hook = ? AND architecture = ?)"
-            " GROUP BY name HAVING COUNT(DISTINCT value) > 1 OR COUNT(*) < ? ORDER BY name",
-            (group.model, group.hook, group.architecture, size),
+            f"SELECT name FROM (SELECT setting, COUNT(*) AS runs FROM config WHERE sweep ="
+            f" {NUMBER} GROUP BY setting) AS counted JOIN settings ON settings.id = setting"
+            " GROUP BY name HAVING COUNT(*) > 1 OR SUM(runs) < ? ORDER BY name",
+            (*sweep, size),
         ).fetchall()
     names = [name for (name,) in found]
     group.varying = names[:MAX_VARYING]
@@ -119,8 +123,10 @@ def losses_of(catalog: Catalog, group: Sweep) -> list[str]:
     """The losses any run of the sweep logged, by name."""
     with catalog.reading() as connection:
         found = connection.execute(
-            "SELECT DISTINCT loss FROM loss_values JOIN runs ON runs.id = loss_values.run"
-            " WHERE model = ? AND hook = ? AND architecture = ? ORDER BY 1",
+            "SELECT DISTINCT loss_names.name FROM runs"
+            " JOIN loss_values ON loss_values.run = runs.id"
+            f" JOIN loss_names ON loss_names.id = loss_values.loss WHERE runs.sweep = {NUMBER}"
+            " ORDER BY 1",
             (group.model, group.hook, group.architecture),
         ).fetchall()
     return [loss for (loss,) in found]

@@ -1,12 +1,11 @@
-"""A run's overview curves as the catalog keeps them: quantised and compressed, about 450 bytes
-for three curves of 60 points where their JSON is 2.7 KB (most of a row, and of the file).
+"""A run's overview curves as catalog schema 2 kept them (a blob of their own, quantised and
+compressed): read to upgrade such a catalog, and made by tests that build one. Schema 3 keeps
+them with the run's other details (packed.py), laid out to compress better.
 
-The curves only draw the small charts of the runs index: each value is kept to 1/65,535 of its
-curve's range (16 bits, below a pixel of any chart and below the 4 significant digits the
-renderer keeps, where a curve spans less than a decade), then given back rounded to 4
-significant digits. Steps are kept exactly (as 64-bit integers; any step that is not one keeps
-its curve's steps as 64-bit floats). The blob is zlib of a small JSON header (the loss names,
-what each curve holds) and the numbers, delta-coded so that smooth curves compress well.
+Each value was kept to 1/65,535 of its curve's range (16 bits) and is given back rounded to
+4 significant digits; steps exactly (as 64-bit integers, or 64-bit floats for a curve with a
+step that is not one). The blob is zlib of a small JSON header (the loss names, what each curve
+holds) and the numbers, delta-coded.
 """
 
 from __future__ import annotations
