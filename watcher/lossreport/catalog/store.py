@@ -302,7 +302,6 @@ class Catalog:
             for statement in f"{SCHEMA};{SEEN_SCHEMA}".split(";"):
                 if statement.strip():
                     connection.execute(statement)
-            connection.execute(SEEN_SCHEMA)  # an upgrade's writes clear a run's stamp
             if old:
                 self._upgrade(connection, version)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
