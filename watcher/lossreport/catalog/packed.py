@@ -39,7 +39,19 @@ def pack(fields: dict[str, Any], curves_json: str) -> bytes:
     """`fields` (final, minimum, config, alerts as `pages.index_row` has them) and the curves
     (`{loss: [[step, value], ...]}` as JSON, index_row's curves_json), packed."""
     header: dict[str, Any] = {name: fields[name] for name in FIELDS}
-    header["curves"] = shapes = []
+    header["curves"], parts = encode_curves(curves_json, by_place=True)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    packer = zlib.compressobj(9, zdict=WORDS)
+    data = len(head).to_bytes(4, "little") + head + b"".join(parts)
+    return packer.compress(data) + packer.flush()
+
+
+def encode_curves(curves_json: str, by_place: bool) -> tuple[list[list[Any]], list[bytes]]:
+    """Each curve's shape `[name, count, "i" or "f"]` and its numbers: steps (delta-coded
+    integers, or floats), the value range, and the delta-coded levels; stored by place
+    (`_by_place`) for schema 3, as they are for schema 2 (legacy_curves.py)."""
+    arrange = _by_place if by_place else _as_is
+    shapes: list[list[Any]] = []
     parts: list[bytes] = []
     for name, points in json.loads(curves_json).items():
         if not points:
@@ -50,21 +62,18 @@ def pack(fields: dict[str, Any], curves_json: str) -> bytes:
         integral = bool(np.all(steps == np.round(steps)) and np.all(np.abs(steps) < INTEGRAL))
         if integral:
             exact = np.asarray([point[0] for point in points], dtype=np.int64)
-            parts.append(_by_place(np.diff(exact, prepend=np.int64(0)).astype("<i8")))
+            parts.append(arrange(np.diff(exact, prepend=np.int64(0)).astype("<i8")))
         else:
-            parts.append(_by_place(steps.astype("<f8")))
+            parts.append(arrange(steps.astype("<f8")))
         low, high = float(values.min()), float(values.max())
         span = high - low
         flat = not (0 < span < np.inf)  # all one value (or a range past a float's)
         levels = np.zeros(len(values)) if flat else np.round((values - low) / span * LEVELS)
         quantised = levels.astype(np.uint16)
         parts.append(np.array([low, high], dtype="<f8").tobytes())
-        parts.append(_by_place(np.diff(quantised, prepend=np.uint16(0)).astype("<u2")))
+        parts.append(arrange(np.diff(quantised, prepend=np.uint16(0)).astype("<u2")))
         shapes.append([name, len(points), "i" if integral else "f"])
-    head = json.dumps(header, separators=(",", ":")).encode()
-    packer = zlib.compressobj(9, zdict=WORDS)
-    data = len(head).to_bytes(4, "little") + head + b"".join(parts)
-    return packer.compress(data) + packer.flush()
+    return shapes, parts
 
 
 def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:
@@ -84,11 +93,10 @@ def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:
         fields = {name: header[name] for name in FIELDS}
         if not all(isinstance(fields[name], kind) for name, kind in FIELDS.items()):
             return empty, "{}"
-        curves = _curves(header["curves"], memoryview(data)[4 + size :])
+        curves = decode_curves(header["curves"], memoryview(data)[4 + size :], by_place=True)
     except (zlib.error, ValueError, TypeError, IndexError, KeyError):
         return empty, "{}"
-    text = json.dumps(curves, separators=(",", ":"), allow_nan=False)
-    return fields, text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return fields, script_json(curves)
 
 
 def _by_place(numbers: np.ndarray[Any, Any]) -> bytes:
@@ -103,7 +111,23 @@ def _read(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, 
     return np.frombuffer(planes.T.tobytes(), dtype=dtype)
 
 
-def _curves(shapes: Any, data: memoryview) -> dict[str, list[list[Any]]]:
+def script_json(curves: dict[str, list[list[Any]]]) -> str:
+    """`curves` as JSON that is safe inside a <script> block (`pages.script_json`'s rule)."""
+    text = json.dumps(curves, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _as_is(numbers: np.ndarray[Any, Any]) -> bytes:
+    return numbers.tobytes()
+
+
+def _read_as_is(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, Any]:
+    return np.frombuffer(data, dtype=dtype, count=count, offset=at)
+
+
+def decode_curves(shapes: Any, data: memoryview, by_place: bool) -> dict[str, list[list[Any]]]:
+    """The curves `encode_curves` made, as `{loss: [[step, value], ...]}`."""
+    read = _read if by_place else _read_as_is
     curves: dict[str, list[list[Any]]] = {}
     at = 0
     for name, count, kind in shapes:
@@ -112,12 +136,12 @@ def _curves(shapes: Any, data: memoryview) -> dict[str, list[list[Any]]]:
         if count == 0:
             curves[name] = []
             continue
-        raw = _read(data, at, "<i8" if kind == "i" else "<f8", count)
+        raw = read(data, at, "<i8" if kind == "i" else "<f8", count)
         steps: list[Any] = np.cumsum(raw).tolist() if kind == "i" else raw.tolist()
         at += 8 * count
         low, high = np.frombuffer(data, dtype="<f8", count=2, offset=at).tolist()
         at += 16
-        deltas = _read(data, at, "<u2", count)
+        deltas = read(data, at, "<u2", count)
         at += 2 * count
         levels = np.cumsum(deltas, dtype=np.uint16).astype(np.float64)
         values = low + levels / LEVELS * (high - low)
