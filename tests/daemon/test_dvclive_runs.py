@@ -5,7 +5,6 @@ the silence rule (DVCLive records no end)."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from lossreport import runformat
 from lossreport.runformat import read_marker
 from tests.support import dvclive_trainer
 from tests.support.daemon import run_once
-from tests.support.foreign import Logged, csv_values
+from tests.support.foreign import Logged, assert_same, csv_values
 from tests.support.optional import missing
 from tests.support.procs import run_cli
 
@@ -28,13 +27,7 @@ def _assert_every_value(home: Path, logged: Logged) -> None:
     """Every value logged is in the report's CSV at its step (NaN and infinities too), and
     nothing else."""
     (csv_path,) = (home / runformat.GRAPHS_DIR).glob("loss_history_*.csv")
-    found = csv_values(csv_path)
-    assert sorted(found) == sorted(logged)
-    for name, by_step in logged.items():
-        assert sorted(found[name]) == sorted(by_step), name
-        for step, value in by_step.items():
-            got = found[name][step]
-            assert got == value or (math.isnan(got) and math.isnan(value)), (name, step, got)
+    assert_same(csv_values(csv_path), logged)
 
 
 def _age(tree: Path, seconds: float) -> None:
