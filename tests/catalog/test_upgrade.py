@@ -1,7 +1,7 @@
-"""A catalog a daemon of schema 1 left (every table keyed by the run's path, curves as JSON)
-or of schema 2 (runs numbered, names and JSON in each run's rows, curves in a blob of their
-own) is upgraded in place when the new daemon opens it: every run kept, none to render
-again."""
+"""A catalog a daemon of schema 1 left (every table keyed by the run's path, curves as JSON),
+of schema 2 (runs numbered, names and JSON in each run's rows, curves in a blob of their
+own) or of schema 3 (one tree's runs, no place) is upgraded in place when the new daemon
+opens it: every run kept, none to render again."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from lossreport.catalog import Catalog, RunQuery, legacy_curves
+from lossreport.catalog import Catalog, RunQuery, legacy_curves, store
+from lossreport.catalog.places import HERE
 from lossreport.catalog.query import search
 from lossreport.catalog.store import SCHEMA_VERSION
 from lossreport.catalog.sweeps import sweeps
@@ -125,9 +126,9 @@ PRAGMA user_version = 2;
 
 
 def _write_schema_2(path: Path, rows: list[dict[str, Any]]) -> None:
-    """`rows` as schema 2's `Catalog.put_many` wrote them, their seen stamps (`_stamps`) and
+    """`rows` as schema 2's `Catalog.put_many` wrote them, their seen stamps (`stamps_of`) and
     its statistics."""
-    stamps = _stamps(rows)
+    stamps = stamps_of(rows)
     with closing(sqlite3.connect(path)) as connection:
         connection.executescript(SCHEMA_2)
         with connection:
@@ -171,10 +172,42 @@ def _search_text(row: dict[str, Any]) -> str:
     return "\n".join(parts + [f"{k}={v}" for k, v in row["config"].items()]).lower()
 
 
-WRITERS = {1: _write_schema_1, 2: _write_schema_2}
+# Schema 4 less its places: schema 3, which the daemon before this one made (catalog/store.py
+# at 8a3d651), in both databases' words.
+WITHOUT_PLACES = (
+    "DROP INDEX runs_place",
+    "DROP INDEX runs_key",
+    "ALTER TABLE runs DROP COLUMN place",
+    "CREATE UNIQUE INDEX runs_key ON runs (key)",
+    "DROP TABLE places",
+)
 
 
-def _stamps(rows: list[dict[str, Any]]) -> dict[str, tuple[int, bool]]:
+def write_schema_3(connection: Any, rows: list[dict[str, Any]]) -> None:
+    """`rows` and their stamps as schema 3's daemon wrote them, on an empty schema 4
+    `connection` (SQLite's or a PostgreSQL catalog's): schema 3 wrote the same rows, less
+    their place."""
+    with connection:
+        store._insert(connection, rows, HERE)
+        connection.executemany(
+            "INSERT INTO seen SELECT id, ?, ? FROM runs WHERE key = ?",
+            [(stamp, int(running), key) for key, (stamp, running) in stamps_of(rows).items()],
+        )
+        for statement in WITHOUT_PLACES:
+            connection.execute(statement)
+
+
+def _write_schema_3(path: Path, rows: list[dict[str, Any]]) -> None:
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(f"{store.SCHEMA};{store.SEEN_SCHEMA}")
+        write_schema_3(connection, rows)
+        connection.execute("PRAGMA user_version = 3")
+
+
+WRITERS = {1: _write_schema_1, 2: _write_schema_2, 3: _write_schema_3}
+
+
+def stamps_of(rows: list[dict[str, Any]]) -> dict[str, tuple[int, bool]]:
     """Seen stamps (daemon/seen.py) for most of `rows`, signed 64-bit as they are."""
     return {row["run_id"]: (-(2**62) + 7919 * number, number % 3 == 0)
             for number, row in enumerate(rows) if number % 5}  # fmt: skip
@@ -190,7 +223,8 @@ def _rows() -> list[dict[str, Any]]:
 
 
 def _without_curves(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in row.items() if name != "curves_json"}
+    """`row` as `pages.index_row` makes it, less its curves (compared apart: `_close`)."""
+    return {name: value for name, value in row.items() if name not in ("curves_json", "place")}
 
 
 def _close(curves_json: str, expected_json: str) -> bool:
@@ -223,7 +257,8 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
     before = (folder / CATALOG_FILE).stat().st_size
     catalog = Catalog.open(tmp_path)
     catalog.close()
-    assert (folder / CATALOG_FILE).stat().st_size < before / 1.5  # the old pages given back
+    if version < 3:  # moved into new tables: the old pages given back
+        assert (folder / CATALOG_FILE).stat().st_size < before / 1.5
     reader = Catalog.open_readonly(tmp_path)
     assert reader is not None
     try:
@@ -232,6 +267,7 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         for row in rows:
             assert _without_curves(kept[row["run_id"]]) == _without_curves(row), row["run_id"]
             assert _close(kept[row["run_id"]]["curves_json"], row["curves_json"]), row["run_id"]
+            assert kept[row["run_id"]]["place"] == HERE
         # what the tables beside the rows answer, made again from them
         wanted = RunQuery(config=(("lr", "0.001"),), sort="final:mse_loss", per_page=1000)
         expected = sum(1 for row in rows if row["config"].get("lr") == "0.001")
@@ -240,7 +276,7 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         assert search(reader, RunQuery(text="ωMEGA-RUN")).total == 1  # a folded path
         assert search(reader, RunQuery(model=rows[-1]["model"])).total > 1
         # a restart after the upgrade still skips the runs it found settled (schema 2's)
-        assert reader.stamps() == (_stamps(rows) if version == 2 else {})
+        assert reader.stamps() == (stamps_of(rows) if version >= 2 else {})
         with reader.reading() as connection:
             assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             tables = {name for (name,) in connection.execute(

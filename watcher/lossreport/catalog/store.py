@@ -31,11 +31,13 @@ from ..errors import CatalogServerError, UnsafePathError
 from ..runformat import CATALOG_DIR, CATALOG_FILE, GRAPHS_DIR, MAX_CURVES_BYTES
 from . import legacy_curves, packed
 from .dialect import SQLITE, Connection, Dialect, Transactional
+from .places import HERE, Place
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3  # 2: names and JSON in each run's rows; 1: keyed by the run's path
+SCHEMA_VERSION = 4  # 3: one tree's runs; 2: names and JSON in each run's rows; 1: keyed by
+# the run's path
 # What a catalog's database raises: SQLite's errors, or a server's (postgres.py turns psycopg's
 # into CatalogServerError).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, CatalogServerError)
@@ -52,8 +54,20 @@ BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # number in `loss_names`; other tables name a run by its number (`runs.id`), never by its path
 # (about 65 characters, as `start_run` makes them), and its report by its file's name when it
 # is in the run's loss_graphs/. About 1.5 KiB a realistic run (2.8 in schema 2, 10.5 in 1).
+# A run is its path in its *place* (places.py), numbered in `places`: a team's catalog holds
+# many trees', which may share a path; SQLite's holds its own tree's alone.
 # Written in SQLite's words; postgres.py translates it (and adds PostgreSQL's own indexes).
-SCHEMA = """
+PLACES_SCHEMA = """
+CREATE TABLE places (
+    id INTEGER PRIMARY KEY,
+    host TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    output TEXT NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (host, tree, output)
+)"""
+SCHEMA = f"""
+{PLACES_SCHEMA};
 CREATE TABLE sweeps (
     id INTEGER PRIMARY KEY,
     model TEXT NOT NULL,
@@ -65,6 +79,7 @@ CREATE TABLE sweeps (
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL,
+    place INTEGER NOT NULL,
     status TEXT NOT NULL,
     sweep INTEGER NOT NULL,
     source TEXT NOT NULL,
@@ -74,7 +89,8 @@ CREATE TABLE runs (
     rendered_at TEXT NOT NULL,
     search TEXT NOT NULL
 );
-CREATE UNIQUE INDEX runs_key ON runs (key);
+CREATE UNIQUE INDEX runs_key ON runs (key, place);
+CREATE INDEX runs_place ON runs (place);
 CREATE INDEX runs_rendered ON runs (rendered_at);
 CREATE INDEX runs_started ON runs (started_at);
 CREATE INDEX runs_duration ON runs (duration);
@@ -129,7 +145,20 @@ CREATE TABLE IF NOT EXISTS seen (
     running INTEGER NOT NULL
 )
 """
-TABLES = ("runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "seen")
+TABLES = (
+    "runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "seen", "places"
+)  # fmt: skip
+# Schema 3's catalog, made schema 4's in place: its runs given the place of the tree it was
+# kept for (`add_places`). In SQLite's words; postgres.py translates them.
+PLACES_ADDED = 4
+PLACE_STEPS = (
+    "ALTER TABLE runs ADD COLUMN place INTEGER NOT NULL DEFAULT {number}",
+    "DROP INDEX runs_key",
+    "CREATE UNIQUE INDEX runs_key ON runs (key, place)",
+    "CREATE INDEX runs_place ON runs (place)",
+)
+# The number of the place a catalog's daemon writes (or its `serve` links), from its values.
+HERE_ID = "(SELECT id FROM places WHERE host = ? AND tree = ? AND output = ?)"
 # A run's rows beside its `runs` one: its details and stamp, and (`_clear`) its losses and
 # config.
 OWN_ROWS = ("details", "seen")
@@ -163,9 +192,17 @@ class Catalog:
     dialect: Dialect = SQLITE
 
     def __init__(
-        self, connection: Transactional, folder_fd: int | None = None, writable: bool = True
+        self,
+        connection: Transactional,
+        folder_fd: int | None = None,
+        writable: bool = True,
+        place: Place = HERE,
     ) -> None:
+        """`place`: where this catalog's daemon's runs are (the rows it writes and prunes),
+        or its reader's (the reports it can link)."""
         self._connection = connection
+        self.place = place
+        self._here = place.values()
         self._writable = writable
         self._folder_fd = folder_fd  # keeps /proc/self/fd/N, through which SQLite found it
         self._identity: tuple[int, int] | None = None  # the daemon's file: device, inode
@@ -280,7 +317,13 @@ class Catalog:
 
     def _ensure_schema(self) -> None:
         version = self._schema_version()
-        if version != SCHEMA_VERSION:
+        if version == PLACES_ADDED - 1:
+            with self._connection as connection:
+                connection.execute("BEGIN")  # the tables' changes too, not only the rows'
+                add_places(connection, HERE)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            logger.info("catalog schema %d upgraded to %d", version, SCHEMA_VERSION)
+        elif version != SCHEMA_VERSION:
             self._make_schema(version)
         with self._connection as connection:
             connection.execute(SEEN_SCHEMA)
@@ -324,7 +367,7 @@ class Catalog:
         moved = 0
         while batch := cursor.fetchmany(UPGRADE_BATCH):
             rows = [_legacy_row(found) for found in batch]
-            _insert(connection, rows)
+            _insert(connection, rows, HERE)
             moved += len(rows)
         if "old_seen" in _tables(connection):
             connection.execute(KEPT_STAMPS)
@@ -350,7 +393,7 @@ class Catalog:
         rows = list(rows)
         self._changes += 1
         with self._lock, self._connection as connection:
-            _insert(connection, rows)
+            _insert(connection, rows, self.place)
 
     def mark_failed(self, key: str, error: str, fallback: dict[str, Any]) -> None:
         """Record that run `key`'s last render failed with `error`: on its row, or as
@@ -358,8 +401,9 @@ class Catalog:
         self._changes += 1
         with self._lock, self._connection as connection:
             updated = connection.execute(
-                "UPDATE details SET error = ? WHERE run = (SELECT id FROM runs WHERE key = ?)",
-                (error, key),
+                "UPDATE details SET error = ? WHERE run ="
+                f" (SELECT id FROM runs WHERE key = ? AND place = {HERE_ID})",
+                (error, key, *self._here),
             ).rowcount
         if not updated:
             self.put(fallback)
@@ -367,11 +411,11 @@ class Catalog:
     def forget(self, key: str) -> None:
         self._changes += 1
         with self._lock, self._connection as connection:
-            _delete(connection, key)
+            _delete(connection, key, self._here)
 
     def keep_only(self, keys: Iterable[str]) -> int:
-        """Remove the rows of every run not in `keys` (all the runs a full scan found);
-        returns how many went."""
+        """Remove the rows of every run of this catalog's place not in `keys` (all the runs
+        a full scan found); returns how many went. Other places' rows are their daemons'."""
         self._changes += 1
         with self._lock, self._connection as connection:
             connection.execute("CREATE TEMP TABLE IF NOT EXISTS present (key TEXT PRIMARY KEY)")
@@ -382,11 +426,13 @@ class Catalog:
             gone = [
                 key
                 for (key,) in connection.execute(
-                    "SELECT key FROM runs WHERE key NOT IN (SELECT key FROM present)"
+                    f"SELECT key FROM runs WHERE place = {HERE_ID}"
+                    " AND key NOT IN (SELECT key FROM present)",
+                    self._here,
                 )
             ]
             for key in gone:
-                _delete(connection, key)
+                _delete(connection, key, self._here)
             connection.execute("DELETE FROM present")
         return len(gone)
 
@@ -396,10 +442,10 @@ class Catalog:
         self._changes += 1
         with self._lock, self._connection as connection:
             connection.executemany(
-                "INSERT INTO seen (run, stamp, running) SELECT id, ?, ? FROM runs WHERE key = ?"
-                " ON CONFLICT (run) DO UPDATE SET stamp = excluded.stamp,"
-                " running = excluded.running",
-                ((stamp, int(running), key) for key, stamp, running in stamps),
+                "INSERT INTO seen (run, stamp, running) SELECT id, ?, ? FROM runs"
+                f" WHERE key = ? AND place = {HERE_ID} ON CONFLICT (run) DO UPDATE"
+                " SET stamp = excluded.stamp, running = excluded.running",
+                ((stamp, int(running), key, *self._here) for key, stamp, running in stamps),
             )
 
     # -- reading --------------------------------------------------------------------------------
@@ -407,8 +453,9 @@ class Catalog:
         """The (stamp, running) `put_seen` recorded for run `key`, or None."""
         with self.reading() as connection:
             found = connection.execute(
-                "SELECT stamp, running FROM seen WHERE run = (SELECT id FROM runs WHERE key = ?)",
-                (key,),
+                "SELECT stamp, running FROM seen WHERE run ="
+                f" (SELECT id FROM runs WHERE key = ? AND place = {HERE_ID})",
+                (key, *self._here),
             ).fetchone()
         return None if found is None else (int(found[0]), bool(found[1]))
 
@@ -417,6 +464,8 @@ class Catalog:
         with self.reading() as connection:
             found = connection.execute(
                 "SELECT key, stamp, running FROM seen JOIN runs ON runs.id = seen.run"
+                f" WHERE place = {HERE_ID}",
+                self._here,
             )
             return {key: (stamp, bool(running)) for key, stamp, running in found}
 
@@ -424,7 +473,8 @@ class Catalog:
         """When the row of run `key` was rendered, or None when it has none."""
         with self.reading() as connection:
             found = connection.execute(
-                "SELECT rendered_at FROM runs WHERE key = ?", (key,)
+                f"SELECT rendered_at FROM runs WHERE key = ? AND place = {HERE_ID}",
+                (key, *self._here),
             ).fetchone()
         return None if found is None else str(found[0])
 
@@ -445,37 +495,59 @@ class Catalog:
         version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
         return version + self._changes  # this connection's own writes do not change it
 
-    def count(self) -> int:
+    def count(self, here: bool = False) -> int:
+        """How many runs the catalog lists; `here`: of this catalog's place alone."""
         with self.reading() as connection:
-            return int(connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            if here:
+                found = connection.execute(
+                    f"SELECT COUNT(*) FROM runs WHERE place = {HERE_ID}", self._here
+                )
+            else:
+                found = connection.execute("SELECT COUNT(*) FROM runs")
+            return int(found.fetchone()[0])
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The `limit` most recently rendered runs' rows, newest first."""
+    def recent(self, limit: int, here: bool = False) -> list[dict[str, Any]]:
+        """The `limit` most recently rendered runs' rows, newest first; `here`: of this
+        catalog's place alone (its daemon's static index, whose links are its tree's)."""
+        where, parameters = (f"WHERE place = {HERE_ID}", self._here) if here else ("", ())
         with self.reading() as connection:
-            keys = [
-                key
-                for (key,) in connection.execute(
-                    "SELECT key FROM runs ORDER BY rendered_at DESC, key LIMIT ?", (limit,)
+            numbers = [
+                number
+                for (number,) in connection.execute(
+                    f"SELECT id FROM runs {where} ORDER BY rendered_at DESC, key LIMIT ?",
+                    (*parameters, limit),
                 )
             ]
-        return self.rows(keys)
+        return self.numbered(numbers)
 
     def rows(self, keys: list[str]) -> list[dict[str, Any]]:
-        """The rows of the runs `keys`, in that order (a key without a row is left out)."""
-        found: dict[str, dict[str, Any]] = {}
+        """The rows of this catalog's place's runs `keys`, in that order (a key without a row
+        is left out)."""
+        return self._found("runs.key", keys, f" AND runs.place = {HERE_ID}", self._here)
+
+    def numbered(self, numbers: list[int]) -> list[dict[str, Any]]:
+        """The rows of the runs numbered `numbers` (`runs.id`, what queries find), in that
+        order, whatever their place."""
+        return self._found("runs.id", numbers)
+
+    def _found(
+        self, column: str, wanted: list[T], more: str = "", parameters: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        found: dict[Any, dict[str, Any]] = {}
         with self.reading() as connection:
-            for start in range(0, len(keys), MAX_BOUND):
-                chunk = keys[start : start + MAX_BOUND]
+            for start in range(0, len(wanted), MAX_BOUND):
+                chunk = wanted[start : start + MAX_BOUND]
                 cursor = connection.execute(
-                    f"SELECT {ROW_COLUMNS} FROM runs JOIN details ON details.run = runs.id"
+                    f"SELECT {column}, {ROW_COLUMNS} FROM runs"
+                    " JOIN details ON details.run = runs.id"
                     " JOIN sweeps ON sweeps.id = runs.sweep"
-                    f" WHERE key IN ({', '.join('?' * len(chunk))})",
-                    chunk,
+                    " JOIN places ON places.id = runs.place"
+                    f" WHERE {column} IN ({', '.join('?' * len(chunk))}){more}",
+                    [*chunk, *parameters],
                 )
-                for columns in cursor:
-                    row = row_of(columns)
-                    found[row["run_id"]] = row
-        return [found[key] for key in keys if key in found]
+                for value, *columns in cursor:
+                    found[value] = row_of(tuple(columns))
+        return [found[value] for value in wanted if value in found]
 
     def optimize(self) -> None:
         """Make the statistics SQLite's query planner chooses indexes by exact: after a scan's
@@ -516,14 +588,16 @@ MAX_CURVES_TEXT = 2 * MAX_CURVES_BYTES
 ROW_COLUMNS = (
     "key, status, status_class, model, hook, architecture, source, steps, started_at, duration,"
     " rendered_at, report, error, problems, anomalies,"
-    f" CASE WHEN length(packed) <= {packed.MAX_DECODED} THEN packed END"
+    f" CASE WHEN length(packed) <= {packed.MAX_DECODED} THEN packed END,"
+    " places.host, places.tree, places.output"
 )
 
 
 def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
     """A row as `pages.index_row` made it, from the columns `ROW_COLUMNS` names."""
     (key, status, status_class, model, hook, architecture, source, steps, started_at,
-     duration, rendered_at, report, error, problems, anomalies, blob) = found  # fmt: skip
+     duration, rendered_at, report, error, problems, anomalies, blob, host, tree,
+     output) = found  # fmt: skip
     fields, curves_json = packed.unpack(blob)
     return {
         "run_id": key,
@@ -547,6 +621,7 @@ def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
         "config": fields["config"],
         "losses": list(fields["final"]),
         "curves_json": curves_json,
+        "place": Place(host, tree, output),
     }
 
 
@@ -627,8 +702,10 @@ def _set_aside(fd: int) -> str:
     return aside
 
 
-def _delete(connection: Connection, key: str) -> None:
-    found = connection.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
+def _delete(connection: Connection, key: str, here: tuple[str, str, str]) -> None:
+    found = connection.execute(
+        f"SELECT id FROM runs WHERE key = ? AND place = {HERE_ID}", (key, *here)
+    ).fetchone()
     if found is None:
         return
     _clear(connection, found[0])
@@ -651,21 +728,24 @@ def _clear(connection: Connection, run: int) -> None:
         )
 
 
-def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Add or replace `rows` (`pages.index_row`'s shape). A replaced run keeps its number."""
+def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) -> None:
+    """Add or replace `rows` (`pages.index_row`'s shape), runs of `place`. A replaced run
+    keeps its number."""
     numbers = _Numbers(connection)
+    where = numbers.place(place)
     for row in rows:
         key = row["run_id"]
         sweep = numbers.sweep((row["model"], row["hook"], row["architecture"]))
         (run,) = connection.execute(
-            "INSERT INTO runs (key, status, sweep, source, steps, started_at, duration,"
-            " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET status = excluded.status, sweep = excluded.sweep,"
-            " source = excluded.source, steps = excluded.steps,"
+            "INSERT INTO runs (key, place, status, sweep, source, steps, started_at, duration,"
+            " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (key, place) DO UPDATE SET status = excluded.status,"
+            " sweep = excluded.sweep, source = excluded.source, steps = excluded.steps,"
             " started_at = excluded.started_at, duration = excluded.duration,"
             " rendered_at = excluded.rendered_at, search = excluded.search RETURNING id",
             (
                 key,
+                where,
                 row["status"],
                 sweep,
                 row["source"],
@@ -722,6 +802,9 @@ class _Numbers:
     def setting(self, setting: tuple[str, str]) -> int:
         return self._number("settings", ("name", "value"), setting)
 
+    def place(self, place: Place) -> int:
+        return self._number("places", ("host", "tree", "output"), place.values(), name=place.name)
+
     def _number(
         self, table: str, columns: tuple[str, ...], values: tuple[str, ...], **more: str
     ) -> int:
@@ -740,6 +823,15 @@ class _Numbers:
         ).fetchone()
         self._known[(table, values)] = int(found)
         return int(found)
+
+
+def add_places(connection: Connection, place: Place, translate: Callable[[str], str] = str) -> None:
+    """Make schema 3's catalog schema 4's, in its transaction: every run it lists given
+    `place`, the tree's it was kept for. `translate`: a statement in the database's words."""
+    connection.execute(translate(PLACES_SCHEMA))
+    number = _Numbers(connection).place(place)
+    for statement in PLACE_STEPS:
+        connection.execute(translate(statement.format(number=int(number))))
 
 
 def _bounded_curves(text: str) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import logformat, runformat, sources
 from ..alerts.rules import AlertRules
 from ..browse.series import CACHE_BYTES
+from ..catalog.places import place_of
 from ..catalog.urls import CatalogServer, checked_url
 from ..clock import utc_time
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
@@ -365,8 +366,9 @@ def _catalog_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--catalog ")) from None
 
 
-def _catalog_server(args: argparse.Namespace, tree: str = "") -> CatalogServer | None:
-    """The --catalog server, with the password from catalog_password_file (its first line)."""
+def _catalog_server(args: argparse.Namespace) -> CatalogServer | None:
+    """The --catalog server, with the password from catalog_password_file (its first line),
+    and the place of the runs tree (and --output) a daemon writes or a `serve` links."""
     if args.catalog is None:
         return None
     password = None
@@ -378,7 +380,7 @@ def _catalog_server(args: argparse.Namespace, tree: str = "") -> CatalogServer |
                 f"{args.catalog_password_file}: cannot read the catalog's password "
                 f"({getattr(exc, 'strerror', None) or exc or 'empty'})"
             ) from None
-    return CatalogServer(args.catalog, password, tree)
+    return CatalogServer(args.catalog, password, place_of(args.runs_dir, args.output))
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -680,7 +682,7 @@ def _watch(args: argparse.Namespace) -> int:
         report_url=args.email_report_url,
         output=args.output,
         series=_series_filter(args),
-        catalog=_catalog_server(args, _tree_name(args.runs_dir)),
+        catalog=_catalog_server(args),
     )
     if isinstance(args.runs_dir, Path):
         paths.folder(args.runs_dir)
@@ -700,11 +702,6 @@ def _watch(args: argparse.Namespace) -> int:
         return Watcher(mirror.root, replace(options, poll=False), stop, remote).run()
     finally:
         remote.close(timeout=UPLOAD_WAIT_SECONDS)
-
-
-def _tree_name(runs_dir: Path | str) -> str:
-    """How the catalog names a runs tree: its s3:// URL, or its folder on this host."""
-    return str(runs_dir) if not isinstance(runs_dir, Path) else str(runs_dir.resolve())
 
 
 def _email(args: argparse.Namespace) -> int:
