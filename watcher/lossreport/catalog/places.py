@@ -14,7 +14,10 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..errors import InvalidInputError
 from ..runformat import GRAPHS_DIR
+
+MAX_HOST = 253  # a DNS name's longest
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ HERE = Place()
 
 def place_of(runs_dir: Path | str, output: Path | None, host: str | None = None) -> Place:
     """The place of a daemon (or `serve`) on `runs_dir` (a folder or an s3:// URL) with
-    `output`, on `host` (default: this one's name)."""
+    `output`, on `host` (default: this one's name; daemons on several hosts that share a tree
+    over NFS give one name, `--catalog-host`, so that its runs are one place's)."""
     host = socket.gethostname() if host is None else host
     if isinstance(runs_dir, Path):
         tree, local = str(runs_dir.resolve()), True
@@ -60,6 +64,17 @@ def place_of(runs_dir: Path | str, output: Path | None, host: str | None = None)
         tree, local = runs_dir.rstrip("/"), False
     kept = "" if output is None else str(output.resolve())
     return Place(host if local or kept else "", tree, kept)
+
+
+def checked_host(text: str, flag: str = "--catalog-host") -> str:
+    """`text` as a host's name in a place; InvalidInputError naming `flag` if it is empty,
+    too long or holds a space or control character."""
+    if not text or len(text) > MAX_HOST or not text.isprintable() or " " in text:
+        raise InvalidInputError(
+            f"{flag} {text[:MAX_HOST]!r}: must be a host's name, 1 to {MAX_HOST} printable "
+            "characters without spaces"
+        )
+    return text
 
 
 def _is_url(tree: str) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import logformat, runformat, sources
 from ..alerts.rules import AlertRules
 from ..browse.series import CACHE_BYTES
-from ..catalog.places import place_of
+from ..catalog.places import checked_host, place_of
 from ..catalog.urls import CatalogServer, checked_url
 from ..clock import utc_time
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
@@ -356,7 +356,22 @@ def _add_catalog_argument(
         "the password from PGPASSWORD, a .pgpass file or the config's catalog_password_file, "
         "never in URL (default: SQLite, in the runs directory)",
     )
+    parser.add_argument(
+        "--catalog-host",
+        type=_catalog_host,
+        default=settings.get("catalog_host"),
+        metavar="NAME",
+        help="the host the catalog names this runs tree's place by (default: this host's "
+        "name); daemons on several hosts sharing one tree over NFS give one name",
+    )
     parser.set_defaults(catalog_password_file=settings.get("catalog_password_file"))
+
+
+def _catalog_host(text: str) -> str:
+    try:
+        return checked_host(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--catalog-host ")) from None
 
 
 def _catalog_url(text: str) -> str:
@@ -380,7 +395,8 @@ def _catalog_server(args: argparse.Namespace) -> CatalogServer | None:
                 f"{args.catalog_password_file}: cannot read the catalog's password "
                 f"({getattr(exc, 'strerror', None) or exc or 'empty'})"
             ) from None
-    return CatalogServer(args.catalog, password, place_of(args.runs_dir, args.output))
+    place = place_of(args.runs_dir, args.output, args.catalog_host)
+    return CatalogServer(args.catalog, password, place)
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
