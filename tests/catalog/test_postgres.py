@@ -8,11 +8,13 @@ a daemon's rows kept while the server is down and written when it is back, each 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import lossreport
 from tests.support.optional import missing
 
 try:
@@ -210,6 +212,31 @@ def test_many_trees_share_a_catalog_each_daemon_pruning_its_own(postgres_url: st
     finally:
         for daemon in daemons:
             daemon.close()
+
+
+def test_daemons_sharing_a_tree_over_nfs_name_its_host_once(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tree's place holds its host: daemons of one NFS tree on several hosts give it one
+    name (--catalog-host), else each lists every run under its own place."""
+    runs = tmp_path / "runs"
+    with lossreport.start_run(runs / "sweep", model="gpt2-small", hook="blocks.3.hook_resid_pre",
+                              run_id="lr-1", report_on_close=False) as run:  # fmt: skip
+        for step in range(20):
+            run.log(step, mse_loss=1.0 / (step + 1))
+    watch = ["watch", str(runs), "--once", "--catalog", postgres_url]
+    for _ in range(2):  # as from two hosts
+        assert main([*watch, "--catalog-host", "nfs-1"]) == 0
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    try:
+        assert [row["place"] for row in reader.recent(10)] == [Place("nfs-1", str(runs))]
+        assert main(watch) == 0  # this host's own name: another place
+        assert {row["place"].host for row in reader.recent(10)} == {"nfs-1", socket.gethostname()}
+    finally:
+        reader.close()
+    with pytest.raises(SystemExit):
+        main([*watch, "--catalog-host", "two words"])
+    assert "--catalog-host: 'two words': must be a host's name" in capsys.readouterr().err
 
 
 # -- the server going away -------------------------------------------------------------------------
