@@ -31,6 +31,7 @@ from .params import Params, one_choice, one_int, one_text, reject_unknown
 # The catalog's `source` is the tool that wrote the run: lossreport, lightning, mlflow...
 FILTER_LABELS = [(name, "tool" if name == "source" else name) for name in EXACT_FILTERS]
 MAX_TEXT = 200  # a filter value, a search text, a config `name=value`
+MAX_WHERE = 9000  # a place's name: a host, a tree's path and an --output's (PATH_MAX each)
 MAX_CONFIG_FILTERS = 8
 PER_PAGE, MAX_PER_PAGE = 50, 200
 MAX_PAGE = 10**6
@@ -93,7 +94,7 @@ def parse_query(params: Params) -> IndexQuery:
         config.append((name.strip(), value.strip()))
     runs = RunQuery(
         **filters,
-        where=one_text(params, "where", MAX_TEXT) or None,
+        where=one_text(params, "where", MAX_WHERE) or None,
         text=one_text(params, "q", MAX_TEXT) or None,
         config=tuple(config),
         sort=sort,
