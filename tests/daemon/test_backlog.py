@@ -12,10 +12,11 @@ from typing import Any
 import lossreport
 from lossreport import runformat
 from lossreport.catalog import Catalog
-from lossreport.runformat import read_marker
+from lossreport.runformat import OUTBOX_DIR, read_marker
 from tests.support.catalog import REAL_MODELS
 from tests.support.daemon import Daemon, wait_rendered
 from tests.support.procs import wait_for
+from tests.support.smtp import SmtpServer
 
 RUNS = 6
 HOSTILE_MODEL = "Qwen/Qwen2.5-7B-中文-<b>instruct</b>"
@@ -138,35 +139,49 @@ def test_a_burst_gets_every_summary_first_then_every_chart(runs_dir: Path, tmp_p
 def test_a_daemon_stopped_between_the_passes_draws_the_charts_after_it_restarts(
     runs_dir: Path, tmp_path: Path
 ) -> None:
+    """Nothing claims to be final before the charts: no marker (so the restart renders the
+    run) and no mail (mails carry the charts) until the full report."""
     runs = [_sweep_run(runs_dir, index) for index in range(RUNS)]
     for run in runs:  # finished while no daemon was watching: the start finds all waiting
         run.close()
-    daemon = Daemon(runs_dir, log=tmp_path / "first.log")
-    try:
-        wait_for(
-            lambda: len(daemon.events("summarised")) == RUNS or daemon.process.poll() is not None,
-            timeout=60,
-            interval=0.02,
-        )
-    finally:
-        daemon.kill_everything()  # SIGKILL, daemon and workers, between the two passes
-    assert len(daemon.events("summarised")) == RUNS, daemon.log.read_text()
-    waiting = [run for run in runs if read_marker(run.path) is None]
-    assert len(waiting) >= RUNS - 2  # at most the first charts were drawn before the kill
-    rows = _catalog_rows(runs_dir)
-    for run in waiting:
-        report = _report(run.path)
-        assert report is not None and _is_quick(report), run.path
-        row = rows[run.path.name]  # listed with its figures, before its charts
-        assert row["status"] == "completed" and row["report"].endswith(".html")
-        assert row["final"]["mse_loss"] > 0 and row["minimum"]["l1_loss"] > 0, row
-        assert len(json.loads(row["curves_json"])["mse_loss"]) > 10, row
+    with SmtpServer() as smtp:
+        mail = ["--email-to", "team@example.com", "--smtp-host", "127.0.0.1", "--no-alerts"]
+        mail += ["--smtp-port", str(smtp.port)]
+        daemon = Daemon(runs_dir, *mail, log=tmp_path / "first.log")
+        try:
+            wait_for(
+                lambda: (
+                    len(daemon.events("summarised")) == RUNS or daemon.process.poll() is not None
+                ),
+                timeout=60,
+            )
+        finally:
+            daemon.kill_everything()  # SIGKILL, daemon and workers, between the two passes
+        assert len(daemon.events("summarised")) == RUNS, daemon.log.read_text()
+        waiting = [run for run in runs if read_marker(run.path) is None]
+        assert len(waiting) >= RUNS - 2  # at most the first charts were drawn before the kill
+        queued = list((runs_dir / OUTBOX_DIR).glob("*")) if (runs_dir / OUTBOX_DIR).is_dir() else []
+        assert len(smtp.received) + len(queued) <= RUNS - len(waiting)
+        rows = _catalog_rows(runs_dir)
+        for run in waiting:
+            report = _report(run.path)
+            assert report is not None and _is_quick(report), run.path
+            row = rows[run.path.name]  # listed with its figures, before its charts
+            assert row["status"] == "completed" and row["report"].endswith(".html")
+            assert row["final"]["mse_loss"] > 0 and row["minimum"]["l1_loss"] > 0, row
+            assert len(json.loads(row["curves_json"])["mse_loss"]) > 10, row
 
-    restarted = Daemon(runs_dir, log=tmp_path / "second.log")
-    try:
-        for run in runs:
-            wait_rendered(run.path, "completed", timeout=120)
-        wait_for(lambda: all(_is_full(run.path) for run in runs), timeout=30)
-    finally:
-        code, _ = restarted.stop(signal.SIGTERM)
-    assert code == 0
+        restarted = Daemon(runs_dir, *mail, log=tmp_path / "second.log")
+        try:
+            for run in runs:
+                wait_rendered(run.path, "completed", timeout=120)
+            wait_for(lambda: all(_is_full(run.path) for run in runs), timeout=30)
+            wait_for(lambda: len(smtp.received) >= RUNS, timeout=60)
+        finally:
+            code, _ = restarted.stop(signal.SIGTERM)
+        assert code == 0
+        subjects = sorted(received.message["Subject"] for received in smtp.received)
+        assert len(subjects) == RUNS, subjects  # each once
+        for received in smtp.received:
+            parts = [part.get_content_type() for part in received.message.walk()]
+            assert "image/png" in parts  # the charts, which the quick report has not
