@@ -14,7 +14,7 @@ from lossreport import runformat
 from lossreport.catalog import Catalog
 from lossreport.runformat import OUTBOX_DIR, read_marker
 from tests.support.catalog import REAL_MODELS
-from tests.support.daemon import Daemon, wait_rendered
+from tests.support.daemon import Daemon, run_once, wait_rendered
 from tests.support.procs import wait_for
 from tests.support.smtp import SmtpServer
 
@@ -185,3 +185,17 @@ def test_a_daemon_stopped_between_the_passes_draws_the_charts_after_it_restarts(
         for received in smtp.received:
             parts = [part.get_content_type() for part in received.message.walk()]
             assert "image/png" in parts  # the charts, which the quick report has not
+
+
+def test_once_draws_every_chart_after_the_summaries_before_it_exits(runs_dir: Path) -> None:
+    """cron's `--once` over a sweep that finished meanwhile: summaries first, and it exits only
+    once every full report is in place."""
+    runs = [_sweep_run(runs_dir, index) for index in range(RUNS)]
+    for run in runs:
+        run.close()
+    done = run_once(runs_dir, "--no-alerts")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    summarised = [event["run"] for event in events if event.get("event") == "summarised"]
+    assert sorted(summarised) == sorted(run.path.name for run in runs)
+    assert all(_is_full(run.path) for run in runs)
