@@ -332,25 +332,9 @@ def _spelled_out(names: pa.DictionaryArray) -> int:
 
 @contextmanager
 def _opened_cache(cache: Path | None) -> Iterator[_Cache | None]:
-    """`cache/tensorboard/`, made if missing; None without a cache, or when it cannot be
-    made or opened (another user's folder, a link): the run is then read whole."""
-    if cache is None:
-        yield None
-        return
-    folder = cache / CACHE_FOLDER
-    try:
-        storage.make_dir(cache)
-        with storage.opened_dir(cache) as cache_fd:
-            storage.make_dir(folder, dir_fd=cache_fd)
-            fd = storage.open_dir(folder, dir_fd=cache_fd)
-    except OSError as exc:
-        logger.warning("%s: no cache there (%s); reading the event files whole", folder, exc)
-        yield None
-        return
-    try:
-        yield _Cache(folder, fd)
-    finally:
-        os.close(fd)
+    """`cache/tensorboard/` (widecache.opened); None without one: the run is read whole."""
+    with widecache.opened(cache, CACHE_FOLDER) as fd:
+        yield _Cache(cache / CACHE_FOLDER, fd) if cache is not None and fd is not None else None
 
 
 @dataclass
@@ -430,7 +414,7 @@ class _Read:
                     return None
             finally:
                 os.close(fd)
-        table = widecache.read(self.store.folder, self.store.fd, wide.name, self.budget)
+        table = widecache.read_table(self.store.folder, self.store.fd, wide.name, self.budget)
         if table is None:
             return None
         reports = [

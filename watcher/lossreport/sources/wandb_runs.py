@@ -383,7 +383,7 @@ class _Read:
         assert self.cache is not None  # a kept table came from the cache
         try:
             with storage.opened_dir(self.cache) as folder:
-                return widecache.read(self.cache, folder, kept.name, self.budget)
+                return widecache.read_table(self.cache, folder, kept.name, self.budget)
         except OSError as exc:
             logger.warning("%s: unreadable (%s); reading the parts again", self.cache, exc)
             return None

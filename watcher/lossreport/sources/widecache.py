@@ -10,19 +10,24 @@ still the state's parts.
 
 from __future__ import annotations
 
+import json
 import logging
 import mmap
 import os
 import re
 import stat
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from .. import storage
-from ..runformat import STEP
+from ..runformat import STEP, LossData
+from .longform import FileStat
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ def _text(value: Any) -> str:
     return value
 
 
-def read(folder: Path, dir_fd: int, name: str, budget: storage.ReadBudget) -> pa.Table | None:
+def read_table(folder: Path, dir_fd: int, name: str, budget: storage.ReadBudget) -> pa.Table | None:
     """The table kept as `name` in the folder `dir_fd` holds, memory-mapped (its pages are read
     when used), or None when it cannot be used: unreadable, not a table of steps and numbers,
     or larger than what is left of `budget` (charged with its size when it fits)."""
@@ -99,8 +104,115 @@ def read(folder: Path, dir_fd: int, name: str, budget: storage.ReadBudget) -> pa
 
 
 def write(folder: Path, dir_fd: int, name: str, table: pa.Table) -> None:
-    """One record batch, uncompressed: mapped back without decoding or copying."""
+    """One record batch, uncompressed: mapped back without decoding or copying (read_table)."""
     with storage.atomic_file(folder / name, replace=False, dir_fd=dir_fd) as handle:
         with pa.ipc.new_file(handle, table.schema) as writer:
             writer.write_table(table.combine_chunks())
-        os.fchmod(handle.fileno(), 0o444)  # read-only: see read
+        os.fchmod(handle.fileno(), 0o444)  # read-only: see read_table
+
+
+# A source that reads its files whole (no parts: DVCLive, Lightning, MLflow, the Trainer's
+# state) keeps its last read's table the same way, named in `STATE_FILE` beside it with the
+# files it was read from (name, inode, size, time), and maps it back while they are unchanged.
+STATE_FILE = "kept.json"
+STATE_FORMAT = "lossreport.kept-table/1"
+MAX_STATE_BYTES = 4 * 2**20
+# Files written this recently are not trusted to be unchanged while their stat is: a file
+# rewritten within its time stamp's tick, at the same size, would look the same.
+SETTLED_NS = 2 * 10**9
+
+
+def read_whole(
+    cache: Path | None,
+    folder_name: str,
+    files: list[tuple[str, FileStat]],
+    read: Callable[[], LossData],
+    found: list[str] | None = None,
+) -> LossData:
+    """`read()` (the files, read whole), or, when none of `files` (nor what else was `found`
+    in their place: links named, not read) changed since the read that gave it, that read's
+    table, mapped, and its `skipped`. Without `cache`, or when it cannot be used, `read()`.
+    The caller stats the files before reading them, so a change meanwhile is read next time."""
+    lines = [f"{name}:{s.inode}:{s.size}:{s.mtime_ns}" for name, s in files]
+    key = "\n".join([*lines, *(found or [])])
+    with opened(cache, folder_name) as fd:
+        if fd is None or cache is None:
+            return read()
+        folder = cache / folder_name
+        kept = _kept(folder, fd, key)
+        if kept is not None:
+            table = read_table(folder, fd, kept.name, storage.ReadBudget())
+            if table is not None:
+                return LossData(table, list(kept.notes))
+        data = read()
+        newest = max((s.mtime_ns for _, s in files), default=0)
+        if data.table.num_rows and not data.over_budget and newest < time.time_ns() - SETTLED_NS:
+            _keep(folder, fd, key, data)
+        return data
+
+
+@contextmanager
+def opened(cache: Path | None, folder_name: str) -> Iterator[int | None]:
+    """`cache/folder_name/`, made if missing, as a descriptor; None without a cache, or when
+    it cannot be made or opened (another user's folder, a link): the run is then read whole."""
+    if cache is None:
+        yield None
+        return
+    folder = cache / folder_name
+    try:
+        storage.make_dir(cache)
+        with storage.opened_dir(cache) as cache_fd:
+            storage.make_dir(folder, dir_fd=cache_fd)
+            fd = storage.open_dir(folder, dir_fd=cache_fd)
+    except OSError as exc:
+        logger.warning("%s: no cache there (%s); reading the run whole", folder, exc)
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _kept(folder: Path, fd: int, key: str) -> Kept | None:
+    """The kept table's entry when it was read from the files `key` describes."""
+    try:
+        document = json.loads(storage.read_bytes(folder / STATE_FILE, MAX_STATE_BYTES, dir_fd=fd))
+        if document["format"] != STATE_FORMAT:
+            raise ValueError("another format")
+        if document["key"] != key:
+            return None
+        return parse(document["wide"], _next_number(fd))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        logger.warning("%s: unreadable (%s); reading the run again", folder / STATE_FILE, exc)
+        return None
+
+
+def _keep(folder: Path, fd: int, key: str, data: LossData) -> None:
+    """Write the table, then the state naming it, then remove the tables it replaced."""
+    name = name_for(_next_number(fd))
+    try:
+        write(folder, fd, name, data.table)
+        document = {
+            "format": STATE_FORMAT,
+            "key": key,
+            "wide": asdict(Kept(name, [], data.skipped)),
+        }
+        storage.atomic_write(folder / STATE_FILE, json.dumps(document).encode(), dir_fd=fd)
+        for old in _names(fd):
+            if old != name:
+                storage.remove_at(old, fd)
+    except (OSError, pa.ArrowException) as exc:
+        logger.warning("%s: not kept (%s)", folder / name, exc)
+
+
+def _names(fd: int) -> list[str]:
+    with os.scandir(fd) as entries:
+        return [entry.name for entry in entries if NAME.match(entry.name)]
+
+
+def _next_number(fd: int) -> int:
+    """Past every table's number in the folder: a name is never used twice."""
+    return max((int(match[1]) for n in _names(fd) if (match := NAME.match(n))), default=0) + 1
