@@ -29,7 +29,7 @@ parsed into a row. Timed: the first read of the log as it was at `--wandb-steps`
 losses (the Trainer's state: its usual entry a step), kept in `--work` for the next time (the
 1M-step W&B log, 580 MiB, takes the real wandb about ten minutes to write; the others are
 written by hand in their tools' formats, as bench_tensorboard.py and bench_dvclive.py do,
-dated an hour ago). Each run is read once into an empty cache, then 25 reads with nothing new
+dated an hour ago). Each run is read once into an empty cache, then 101 reads with nothing new
 are timed (median): the last read's table, mapped (sources/widecache.py). Beside it, the same
 read as it was before that table was kept (TensorBoard and W&B: the kept table removed first,
 so the cached parts are read back and made wide; the others: no cache, every file parsed;
@@ -231,7 +231,7 @@ def bench_wandb(work: Path, steps: int, repeats: int) -> None:
 
 
 FLAT_TARGET = 1.5
-IDLE_REPEATS = 25  # reads with nothing new take a millisecond: a median of many
+IDLE_REPEATS = 101  # reads with nothing new take a millisecond: a median of many
 KEPT_BY_PARTS = ("tensorboard", "wandb")  # the others keep one table, and no parts
 
 
