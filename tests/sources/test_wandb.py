@@ -276,6 +276,8 @@ def test_a_damaged_fragment_is_named_and_the_rest_of_the_log_read(
     assert len(problems) == 1 and "the rest of its block is skipped" in problems[0]
     steps = read.table.column("step").to_pylist()
     assert 0 in steps and STEPS - 1 in steps and len(steps) < STEPS  # before and after the damage
+    again = SOURCE.read_losses(run_dir, tmp_path / "cache")  # nothing new: still named
+    assert again.skipped == read.skipped and again.table.column("step").to_pylist() == steps
 
 
 def test_a_file_that_is_not_a_wandb_log_is_named(tmp_path: Path) -> None:
