@@ -20,7 +20,7 @@ import lossreport
 from lossreport.errors import MalformedRunFileError
 from lossreport.runformat import LossData
 from lossreport.sources import wandb_log, what_is_not_a_run
-from lossreport.sources.wandb_runs import CACHE_FOLDER, Tail, WandbSource
+from lossreport.sources.wandb_runs import CACHE_FOLDER, HEAD_BYTES, Tail, WandbSource
 from tests.support.daemon import ROOT
 from tests.support.foreign import assert_all_logged, assert_same, csv_values, values_of
 from tests.support.optional import missing
@@ -251,6 +251,34 @@ def test_a_read_with_nothing_new_maps_the_last_table_and_reads_no_part(
     log.unlink()
     log.write_bytes(_log_of(written.parts[0]).read_bytes())  # another run's log
     assert read_values(run_dir, cache) == part_logged(0, 9)
+
+
+def test_the_record_of_a_grown_log_is_read_from_where_the_last_read_ended(
+    written: Written, tmp_path: Path
+) -> None:
+    """A training run's renders read its name, config and end at the cost of what it logged
+    since: the records read before are not read again (here they are garbage meanwhile,
+    behind the same first bytes: read again, the run's name and config would be lost). A
+    replaced log is read from its start."""
+    whole = _log_of(written.scalars).read_bytes()
+    run_dir = tmp_path / "wandb" / written.scalars.name
+    run_dir.mkdir(parents=True)
+    log = run_dir / _log_of(written.scalars).name
+    cut = 2 * wandb_log.BLOCK_BYTES + 1000
+    log.write_bytes(whole[:cut])
+    first = SOURCE.read_record(run_dir)
+    assert (first.run_id, first.model, first.status) == (NAME, CONFIG["model_name"], "running")
+    with log.open("r+b") as handle:
+        handle.seek(HEAD_BYTES)
+        handle.write(b"\xaa" * (wandb_log.BLOCK_BYTES - HEAD_BYTES))
+        handle.seek(0, os.SEEK_END)
+        handle.write(whole[cut:])
+    grown = SOURCE.read_record(run_dir)
+    assert (grown.run_id, grown.model, grown.status) == (NAME, CONFIG["model_name"], "completed")
+    assert grown.config["wandb.summary"]["best_mse"] == 0.04
+    log.unlink()
+    log.write_bytes(_log_of(written.parts[0]).read_bytes())  # another run's log
+    assert SOURCE.read_record(run_dir).config["wandb.id"] == "resume1"
 
 
 def _inside_a_fragment(data: bytearray, block: int) -> int:

@@ -26,12 +26,15 @@ nothing else.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import re
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -105,7 +108,7 @@ class WandbSource:
         log = _log_stat(run_dir)
         if log is None:
             raise MalformedRunFileError(run_dir / (log_name(run_dir) or "run-ID.wandb"), "missing")
-        meta = _meta(log.path, (log.inode, log.size, log.mtime_ns))
+        meta = _meta(log.path)
         status, _ = _status(meta.exit_code)
         config: dict[str, Any] = dict(meta.config)
         config.update(
@@ -252,9 +255,25 @@ def _tail_exit(path: Path, version: tuple[int, int, int]) -> int | None:
         os.close(fd)
 
 
-@lru_cache(maxsize=16)
-def _meta(path: Path, version: tuple[int, int, int]) -> Meta:
-    """Every record of the log but the history, decoded; MalformedRunFileError when the log
+@dataclass
+class _MetaRead:
+    """What a process read of a log's other records: where it ended, and of which log."""
+
+    inode: int
+    head: bytes
+    offset: int
+    meta: Meta
+
+
+_META_LOGS = 16  # logs whose other records a process remembers
+_metas: OrderedDict[Path, _MetaRead] = OrderedDict()
+_metas_lock = threading.Lock()
+
+
+def _meta(path: Path) -> Meta:
+    """Every record of the log but the history, decoded: those past where this process read
+    the same log last (the same inode and first bytes, no shorter), so that a training run's
+    renders follow it at the cost of what it logged since. MalformedRunFileError when the log
     cannot be read or the wandb extra is missing."""
     codec = wandb_log.load_codec()
     if codec is None:
@@ -263,11 +282,20 @@ def _meta(path: Path, version: tuple[int, int, int]) -> Meta:
         fd = _open_log(path)
     except OSError as exc:
         raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
-    meta = Meta()
     try:
-        size = os.fstat(fd).st_size
-        scan = wandb_log.LogScan(path, 0)
-        for record in scan.records(fd, size):
+        info = os.fstat(fd)
+        head = os.pread(fd, HEAD_BYTES, 0)
+        with _metas_lock:
+            known = _metas.get(path)
+        if (
+            known is None
+            or (known.inode, known.head) != (info.st_ino, head[: len(known.head)])
+            or known.offset > info.st_size
+        ):
+            known = _MetaRead(info.st_ino, head, 0, Meta())  # another log: from its start
+        meta = copy.deepcopy(known.meta)  # the kept one stays as read, should this read fail
+        scan = wandb_log.LogScan(path, known.offset)
+        for record in scan.records(fd, info.st_size):
             meta.feed(record, codec)
     except OSError as exc:
         raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
@@ -275,6 +303,11 @@ def _meta(path: Path, version: tuple[int, int, int]) -> Meta:
         os.close(fd)
     if scan.stopped:
         raise MalformedRunFileError(path, "not a W&B transaction log (its header)")
+    with _metas_lock:
+        _metas[path] = _MetaRead(info.st_ino, head, scan.end, meta)
+        _metas.move_to_end(path)
+        while len(_metas) > _META_LOGS:
+            _metas.popitem(last=False)
     return meta
 
 
