@@ -1,11 +1,12 @@
-"""A cached source's last read, kept whole: its wide table, so that a read that finds nothing
-new maps it back in a few milliseconds, whatever the run's length, instead of reading every
-part again and making it wide (tensorboard.py, wandb_runs.py).
+"""A source's last read, kept whole in the run's cache: its wide table, so that a read that
+finds nothing new maps it back in a fraction of a millisecond, whatever the run's length,
+instead of reading every part again and making it wide (tensorboard.py, wandb_runs.py) or
+parsing every file again (`read_whole`: dvclive.py, lightning.py, mlflow.py, hf_trainer.py).
 
 The table is written after a read that found something, as `wide-NNNNNNNN.arrow` (Arrow IPC,
 one record batch, uncompressed, read-only), numbered with the cache's parts; the source's
 state names it (`Kept`) with the parts it was made from, and uses it only while they are
-still the state's parts.
+still the state's parts (or, for `read_whole`, while the files are the ones it was read from).
 """
 
 from __future__ import annotations
@@ -194,17 +195,20 @@ def _keep(folder: Path, fd: int, key: str, data: LossData) -> None:
     """Write the table, then the state naming it, then remove the tables it replaced."""
     name = name_for(_next_number(fd))
     try:
-        write(folder, fd, name, data.table)
         document = {
             "format": STATE_FORMAT,
             "key": key,
             "wide": asdict(Kept(name, [], data.skipped)),
         }
-        storage.atomic_write(folder / STATE_FILE, json.dumps(document).encode(), dir_fd=fd)
+        state = json.dumps(document).encode()
+        if len(state) > MAX_STATE_BYTES:
+            raise ValueError(f"its state would take {len(state):,} bytes")
+        write(folder, fd, name, data.table)
+        storage.atomic_write(folder / STATE_FILE, state, dir_fd=fd)
         for old in _names(fd):
             if old != name:
                 storage.remove_at(old, fd)
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:
         logger.warning("%s: not kept (%s)", folder / name, exc)
 
 
