@@ -239,6 +239,7 @@ def postgres_figures(state: Path, url: str, trees: int, repeats: int) -> None:
     runs = sqlite.count()
     total = pg_catalog.filled(url)
     if total:
+        pg_catalog.upgraded(url)
         print(f"kept the PostgreSQL catalog of {total:,} runs")
     else:
         started = time.perf_counter()

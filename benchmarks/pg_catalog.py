@@ -115,6 +115,7 @@ def fill_trees(state: Path, url: str, trees: int) -> int:
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                 f" (SELECT MAX(id) FROM {table}))"
             )
+        connection.execute(store.COUNTED)  # as a daemon keeps them up, for every tree
         for statement in indexes:
             connection.execute(statement)
         logger.info("indexes made: %.0f s", time.perf_counter() - started)
@@ -122,6 +123,15 @@ def fill_trees(state: Path, url: str, trees: int) -> int:
         found = connection.execute("SELECT COUNT(*) FROM runs").fetchone()
     source.close()
     return int(found[0]) if found else 0
+
+
+def upgraded(url: str) -> None:
+    """The catalog at `url` brought to this lossreport's schema, as a daemon's connection
+    brings it (a catalog kept from a run of an older one), its new tables' statistics made
+    (as autovacuum soon makes them)."""
+    PostgresCatalog.connect(url, writable=True).close()
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM (ANALYZE) run_counts")
 
 
 def _drop_indexes(connection: psycopg.Connection[Any]) -> list[str]:

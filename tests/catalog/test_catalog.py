@@ -617,3 +617,51 @@ def test_the_filters_offer_only_names_some_run_still_has(blank: Catalog) -> None
     catalog.forget(odd["run_id"])  # gone
     assert options(catalog) == found
     assert search(catalog, RunQuery(sort="final:mse_loss")).total == 2
+
+
+def _counts_agree(catalog: Catalog) -> None:
+    """`run_counts` is what counting the runs says, and so are the answers read from it."""
+    with catalog.reading() as connection:
+        kept = connection.execute(
+            "SELECT sweep, status, source, counted FROM run_counts ORDER BY sweep, status, source"
+        ).fetchall()
+        counted = connection.execute(
+            "SELECT sweep, status, source, COUNT(*) FROM runs GROUP BY sweep, status, source"
+            " ORDER BY sweep, status, source"
+        ).fetchall()
+    assert [tuple(row) for row in kept] == [tuple(row) for row in counted]
+    rows = catalog.recent(1000)
+    assert catalog.count() == len(rows)
+    statuses = Counter(row["status"] for row in rows)
+    for status, runs in statuses.items():
+        assert search(catalog, RunQuery(status=status)).total == runs
+    models = Counter(row["model"] for row in rows if row["model"])  # none: not offered
+    for name, counter in (("status", statuses), ("model", models)):
+        offered = sorted(counter, key=lambda value: (-counter[value], value))
+        assert options(catalog)[name] == offered
+
+
+def test_counts_follow_every_write(blank: Catalog) -> None:
+    """Totals, the filters' options and sweeps' sizes are read from counts kept up by each
+    write: a run that changes sweep, status and source, fails, goes or is pruned leaves
+    them what counting the runs says."""
+    catalog = blank
+    rows = [pages.index_row(entry, key) for key, entry in synthetic_entries(60)]
+    catalog.put_many(rows)
+    _counts_agree(catalog)
+    moved = {**rows[0], "status": "running", "model": "moved-model", "source": "mlflow"}
+    catalog.put(moved)
+    catalog.put(moved)  # rendered again, unchanged
+    _counts_agree(catalog)
+    assert sweep_of(catalog, "moved-model", moved["hook"], moved["architecture"]) is None
+    catalog.put({**rows[1], **{name: moved[name] for name in ("model", "status", "source")}})
+    assert sweep_of(catalog, "moved-model", moved["hook"], moved["architecture"]) is not None
+    catalog.mark_failed("new/run", "bad", pages.index_row({"status": "not rendered"}, "new/run"))
+    catalog.forget(rows[2]["run_id"])
+    _counts_agree(catalog)
+    assert catalog.keep_only([row["run_id"] for row in rows[:30]]) == 31  # and new/run
+    _counts_agree(catalog)
+    assert catalog.keep_only([]) == 29
+    _counts_agree(catalog)
+    with catalog.reading() as connection:
+        assert connection.execute("SELECT COUNT(*) FROM run_counts").fetchone()[0] == 0

@@ -29,7 +29,7 @@ from lossreport.daemon.listing import Listing
 from lossreport.errors import CatalogSchemaError, CatalogServerError, InvalidInputError
 from lossreport.report import pages
 from lossreport.runformat import Homes
-from tests.support.catalog import synthetic_entries
+from tests.support.catalog import TO_SCHEMA_3, synthetic_entries
 from tests.support.postgres import PASSWORD, PostgresServer
 
 SECRET = "hunter2-Ω"
@@ -132,6 +132,25 @@ def test_an_older_schema_without_an_upgrade_step_is_made_afresh(postgres_url: st
     writer.close()
     reader = PostgresCatalog.connect(postgres_url, writable=False)
     assert [row["run_id"] for row in reader.recent(10)] == ["a/2"]
+    reader.close()
+
+
+def test_schema_3_is_upgraded_in_place_with_its_rows(postgres_url: str) -> None:
+    """Schema 3 to 4 (the counts by sweep, status and source, the run in the config's index)
+    is a step on the rows as they are: a daemon's connection takes it, nothing is lost."""
+    admin = PostgresCatalog.connect(postgres_url, writable=True)
+    admin.put_many(pages.index_row(entry, key) for key, entry in synthetic_entries(200))
+    failed = search(admin, RunQuery(status="failed")).total
+    for statement in TO_SCHEMA_3:
+        admin._connection.execute(statement)
+    admin._connection.execute(f"UPDATE {META} SET version = ?", (3,))
+    admin.close()
+    with pytest.raises(CatalogSchemaError, match=f"schema 3, not {SCHEMA_VERSION}"):
+        PostgresCatalog.connect(postgres_url, writable=False)
+    PostgresCatalog.connect(postgres_url, writable=True).close()
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    assert reader.count() == 200
+    assert search(reader, RunQuery(status="failed")).total == failed > 0
     reader.close()
 
 

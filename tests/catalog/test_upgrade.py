@@ -19,7 +19,7 @@ from lossreport.catalog.store import SCHEMA_VERSION
 from lossreport.catalog.sweeps import sweeps
 from lossreport.report import pages
 from lossreport.runformat import CATALOG_DIR, CATALOG_FILE
-from tests.support.catalog import realistic_entries, synthetic_entries
+from tests.support.catalog import TO_SCHEMA_3, realistic_entries, synthetic_entries
 
 # Schema 1 as the daemon before this one made it (catalog/store.py at cfb3565), and its writes.
 SCHEMA_1 = """
@@ -249,3 +249,31 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         reader.close()
     assert "sweeps" in tables and not {name for name in tables if name.startswith("old_")}
     assert [path.name for path in folder.iterdir()] == [CATALOG_FILE]
+
+
+def test_a_schema_3_catalog_gains_its_counts_in_place(tmp_path: Path) -> None:
+    """Schema 3 to 4 adds a table and an index to the rows as they are: nothing moved, every
+    count right from the first read."""
+    catalog = Catalog.open(tmp_path)
+    rows = [pages.index_row(entry, key) for key, entry in synthetic_entries(300)]
+    catalog.put_many(rows)
+    expected = search(catalog, RunQuery(status="failed")).total
+    groups = sweeps(catalog, RunQuery())[0]
+    catalog.close()
+    with closing(sqlite3.connect(tmp_path / CATALOG_DIR / CATALOG_FILE)) as connection:
+        for statement in TO_SCHEMA_3:
+            connection.execute(statement)
+        connection.execute("PRAGMA user_version = 3")
+        connection.commit()
+    assert Catalog.open_readonly(tmp_path) is None  # serve waits for the daemon's upgrade
+    Catalog.open(tmp_path).close()
+    reader = Catalog.open_readonly(tmp_path)
+    assert reader is not None
+    try:
+        assert reader.count() == len(rows)
+        assert search(reader, RunQuery(status="failed")).total == expected > 0
+        assert sweeps(reader, RunQuery())[0] == groups > 10
+        with reader.reading() as connection:
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        reader.close()

@@ -180,6 +180,15 @@ def fill(catalog: Catalog, count: int, seed: int = 0) -> None:
     catalog.put_many(batch)
 
 
+# Statements that make a catalog of schema 4 one of schema 3, as an older daemon left it: what
+# 3 lacked (store.STEPS[3]: the counts, the run in the config's index) dropped.
+TO_SCHEMA_3 = [
+    "DROP TABLE run_counts",
+    "DROP INDEX config_setting",
+    "CREATE INDEX config_setting ON config (setting)",
+]
+
+
 DAMAGES = ("overwritten", "truncated", "hot journal")
 # A writer killed in the middle of a transaction big enough to spill to the file: it leaves
 # a hot journal, which only a writer may roll back.

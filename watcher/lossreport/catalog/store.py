@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -35,7 +36,7 @@ from .dialect import SQLITE, Connection, Dialect, Transactional
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3  # 2: names and JSON in each run's rows; 1: keyed by the run's path
+SCHEMA_VERSION = 4  # 3: no counts; 2: names and JSON in each run's rows; 1: keyed by the run's path
 # What a catalog's database raises: SQLite's errors, or a server's (postgres.py turns psycopg's
 # into CatalogServerError).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, CatalogServerError)
@@ -116,9 +117,23 @@ CREATE TABLE config (
     sweep INTEGER NOT NULL,
     PRIMARY KEY (run, setting)
 ) WITHOUT ROWID;
-CREATE INDEX config_setting ON config (setting);
+CREATE INDEX config_setting ON config (setting, run);
 CREATE INDEX config_sweep ON config (sweep, setting);
+CREATE TABLE run_counts (
+    sweep INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    counted INTEGER NOT NULL,
+    PRIMARY KEY (sweep, status, source)
+) WITHOUT ROWID;
 """
+# `run_counts`: how many runs each sweep has of each status and source, kept up as rows are
+# written, so that a count by those filters (every page's total, the filters' options, the
+# sweeps) adds up a few thousand numbers instead of counting a million runs.
+COUNTED = (
+    "INSERT INTO run_counts SELECT sweep, status, source, COUNT(*) FROM runs"
+    " GROUP BY sweep, status, source"
+)
 # What the daemon found unchanged at its last look at each run (daemon/seen.py): a restart
 # that finds the same stamp neither reads the run's files nor renders it. Not part of the
 # rows `serve` reads, so added to a catalog of this schema where it is missing.
@@ -129,7 +144,10 @@ CREATE TABLE IF NOT EXISTS seen (
     running INTEGER NOT NULL
 )
 """
-TABLES = ("runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "seen")
+TABLES = (
+    "runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "run_counts",
+    "seen",
+)  # fmt: skip
 # A run's rows beside its `runs` one: its details and stamp, and (`_clear`) its losses and
 # config.
 OWN_ROWS = ("details", "seen")
@@ -137,6 +155,25 @@ OWN_ROWS = ("details", "seen")
 # column of a run's table that refers to it), so that the filters offer only names in use.
 NAMED = (("loss_names", "loss_values.loss"), ("settings", "config.setting"))
 UPGRADE_BATCH = 5000  # rows of an older catalog moved a step
+
+
+def schema_statement(name: str) -> str:
+    """The statement of `SCHEMA` that makes the table or index `name`."""
+    made = re.compile(rf"\s*CREATE (UNIQUE )?(TABLE|INDEX) {name} ")
+    return next(statement for statement in SCHEMA.split(";") if made.match(statement))
+
+
+# The steps that bring a catalog of an older schema to the next one in place, on either
+# database (postgres.py translates them as it does SCHEMA): cheap, its rows left as they are.
+# Older ones (`OLD_ROWS`) have their rows moved into a new layout.
+STEPS: dict[int, list[str]] = {
+    3: [
+        schema_statement("run_counts"),
+        COUNTED,
+        "DROP INDEX config_setting",
+        schema_statement("config_setting"),
+    ],
+}
 # An older layout's rows, read whole to be put in the new one (version: its SELECT).
 LEGACY_COLUMNS = (
     "runs.key, status, status_class, model, hook, architecture, source, steps, started_at,"
@@ -280,10 +317,21 @@ class Catalog:
 
     def _ensure_schema(self) -> None:
         version = self._schema_version()
-        if version != SCHEMA_VERSION:
+        if version in STEPS:
+            self._step_up(version)
+        elif version != SCHEMA_VERSION:
             self._make_schema(version)
         with self._connection as connection:
             connection.execute(SEEN_SCHEMA)
+
+    def _step_up(self, version: int) -> None:
+        """Bring a catalog of schema `version` to this one by `STEPS`, in one transaction."""
+        with self._connection as connection:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in STEPS[step]:
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        logger.info("catalog schema %d upgraded to %d", version, SCHEMA_VERSION)
 
     def _make_schema(self, version: int) -> None:
         with self._connection as connection:
@@ -447,7 +495,9 @@ class Catalog:
 
     def count(self) -> int:
         with self.reading() as connection:
-            return int(connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            return int(
+                connection.execute("SELECT COALESCE(SUM(counted), 0) FROM run_counts").fetchone()[0]
+            )
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The `limit` most recently rendered runs' rows, newest first."""
@@ -634,7 +684,18 @@ def _delete(connection: Connection, key: str) -> None:
     _clear(connection, found[0])
     for table in OWN_ROWS:
         connection.execute(f"DELETE FROM {table} WHERE run = ?", found)
+    _uncount(connection, key)
     connection.execute("DELETE FROM runs WHERE id = ?", found)
+
+
+# A run's sweep, status and source, as `run_counts` counts it: the run's row as it is now.
+COUNTED_AS = "(sweep, status, source) = (SELECT sweep, status, source FROM runs WHERE key = ?)"
+
+
+def _uncount(connection: Connection, key: str) -> None:
+    """Take run `key`'s row, about to change or go, out of `run_counts`."""
+    connection.execute(f"UPDATE run_counts SET counted = counted - 1 WHERE {COUNTED_AS}", (key,))
+    connection.execute(f"DELETE FROM run_counts WHERE counted = 0 AND {COUNTED_AS}", (key,))
 
 
 def _clear(connection: Connection, run: int) -> None:
@@ -657,6 +718,7 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         key = row["run_id"]
         sweep = numbers.sweep((row["model"], row["hook"], row["architecture"]))
+        _uncount(connection, key)
         (run,) = connection.execute(
             "INSERT INTO runs (key, status, sweep, source, steps, started_at, duration,"
             " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -676,6 +738,11 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
                 _search_text(row),
             ),
         ).fetchone()
+        connection.execute(
+            "INSERT INTO run_counts VALUES (?, ?, ?, 1) ON CONFLICT (sweep, status, source)"
+            " DO UPDATE SET counted = run_counts.counted + 1",
+            (sweep, row["status"], row["source"]),
+        )
         _clear(connection, run)
         for table in OWN_ROWS:
             connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .query import RunQuery, where_clause
+from .query import RunQuery, counted, where_clause
 from .store import Catalog
 
 MAX_VARYING = 12  # config keys shown per sweep; the rest are named as a count
@@ -19,6 +19,7 @@ MIN_RUNS = 2  # a sweep is this many runs or more: one run alone is no sweep
 Names = tuple[str, str, str]  # model, hook, architecture
 MAX_NAMES_BOUND = 300  # (model, hook, architecture) triples bound in one query
 NUMBER = "(SELECT id FROM sweeps WHERE model = ? AND hook = ? AND architecture = ?)"
+SIZE = f"SELECT COALESCE(SUM(counted), 0) FROM run_counts WHERE sweep = {NUMBER}"  # its runs
 
 
 @dataclass
@@ -45,9 +46,12 @@ def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
     """The groups of two runs or more among those `query` filters (its sort is ignored:
     largest first), the page it asks for, and how many groups there are in all."""
     where, parameters = where_clause(query, catalog.dialect)
+    # Counted as the runs are written (`run_counts`), where the filters allow.
+    runs = "SUM(runs.counted)" if counted(query) else "COUNT(*)"
     grouped = (
-        f"SELECT sweep, COUNT(*) AS runs FROM runs {where}"
-        f" GROUP BY sweep HAVING COUNT(*) >= {MIN_RUNS}"
+        f"SELECT runs.sweep AS sweep, {runs} AS runs"
+        f" FROM {'run_counts AS runs' if counted(query) else 'runs'} {where}"
+        f" GROUP BY runs.sweep HAVING {runs} >= {MIN_RUNS}"
     )
     with catalog.reading() as connection:
         total = connection.execute(
@@ -68,9 +72,7 @@ def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
 def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Sweep | None:
     """The sweep named by the three, or None when fewer than two runs share them."""
     with catalog.reading() as connection:
-        runs = connection.execute(
-            f"SELECT COUNT(*) FROM runs WHERE sweep = {NUMBER}", (model, hook, architecture)
-        ).fetchone()[0]
+        runs = connection.execute(SIZE, (model, hook, architecture)).fetchone()[0]
     if runs < MIN_RUNS:
         return None
     group = Sweep(model, hook, architecture, int(runs))
@@ -103,9 +105,7 @@ def _find_varying(catalog: Catalog, group: Sweep) -> None:
     """The keys that vary across the whole sweep, whatever filter found it."""
     sweep = (group.model, group.hook, group.architecture)
     with catalog.reading() as connection:
-        size = connection.execute(
-            f"SELECT COUNT(*) FROM runs WHERE sweep = {NUMBER}", sweep
-        ).fetchone()[0]
+        size = connection.execute(SIZE, sweep).fetchone()[0]
         # Each setting (a name and a value) its sweep's runs have, counted from the index;
         # a name varies where it has several values, or fewer runs than the sweep.
         found = connection.execute(
