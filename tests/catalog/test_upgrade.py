@@ -275,5 +275,7 @@ def test_a_schema_3_catalog_gains_its_counts_in_place(tmp_path: Path) -> None:
         assert sweeps(reader, RunQuery())[0] == groups > 10
         with reader.reading() as connection:
             assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            analysed = connection.execute("SELECT tbl, idx FROM sqlite_stat1").fetchall()
+        assert {"config_setting", "run_counts"} <= {name for row in analysed for name in row}
     finally:
         reader.close()

@@ -331,6 +331,7 @@ class Catalog:
                 for statement in STEPS[step]:
                     connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._analyze()  # the new tables' and indexes' statistics, which the planner needs
         logger.info("catalog schema %d upgraded to %d", version, SCHEMA_VERSION)
 
     def _make_schema(self, version: int) -> None:
@@ -540,9 +541,12 @@ class Catalog:
             analysed = _analysed_runs(self._connection)
             if analysed is not None and abs(runs - analysed) <= analysed * REANALYZE_CHANGE:
                 return
-            self._connection.execute("PRAGMA analysis_limit = 0")
-            self._connection.execute("ANALYZE")
-            self._connection.commit()
+            self._analyze()
+
+    def _analyze(self) -> None:
+        self._connection.execute("PRAGMA analysis_limit = 0")
+        self._connection.execute("ANALYZE")
+        self._connection.commit()
 
 
 def _analysed_runs(connection: Connection) -> int | None:
