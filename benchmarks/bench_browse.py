@@ -42,6 +42,7 @@ from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support's generators
@@ -262,17 +263,96 @@ def postgres_figures(state: Path, url: str, trees: int, repeats: int) -> None:
     sqlite.close()
 
 
+def served_paths(sweep: dict[str, str]) -> dict[str, str]:
+    """What a browser asks `serve` for, by label: the index page and its JSON, each filter,
+    a sort by each loss both ways, far pages, the sweeps and `sweep`'s page (a run's page
+    reads its run's files, which these catalogs' runs have none of)."""
+    model = quote(REAL_MODELS[1])
+    paths = {
+        "index page, first page (newest renders)": "/",
+        "index page, filter: model": f"/?model={model}",
+        "/.api/runs, first page": "/.api/runs",
+        "/.api/runs, filter: model": f"/.api/runs?model={model}",
+        "/.api/runs, filter: status=completed": "/.api/runs?status=completed",
+        "/.api/runs, filter: status=failed": "/.api/runs?status=failed",
+        "/.api/runs, filter: text in path, names, config": "/.api/runs?q=blocks.7.hook",
+        "/.api/runs, filter: text matching no run": "/.api/runs?q=no+such+text",
+        "/.api/runs, filter: config lr=0.0001": "/.api/runs?config=lr%3D0.0001",
+        "/.api/runs, filter: model + config d_sae=65536": (
+            f"/.api/runs?model={model}&config=d_sae%3D65536"
+        ),
+        "/.api/runs, page 1,000": "/.api/runs?page=1000",
+        "/.api/runs, page 1,000 sorted by final mse_loss": (
+            "/.api/runs?page=1000&sort=final:mse_loss"
+        ),
+        "/.api/runs, sort: duration, shortest first": "/.api/runs?sort=duration&order=asc",
+        "/.api/runs, sort: minimum l1_loss + filter model": (
+            f"/.api/runs?sort=minimum:l1_loss&model={model}"
+        ),
+        "/.api/sweeps, first page": "/.api/sweeps",
+        "index page, sweeps": "/?group=sweeps",
+        "a sweep's page": "/.sweep?" + urlencode(sweep),
+    }
+    for loss in ("mse_loss", "l1_loss", "overall_loss"):
+        for kind in ("final", "minimum"):
+            for order in ("asc", "desc"):
+                paths[f"/.api/runs, sort: {kind} {loss} {order}"] = (
+                    f"/.api/runs?sort={kind}:{loss}&order={order}"
+                )
+    return paths
+
+
+def http_figures(state: Path, url: str, repeats: int, tmp: Path) -> None:
+    """Every served answer through `lossreport serve` over HTTP, from the PostgreSQL catalog
+    at `url` and from the SQLite one in `state`: what a browser waits for."""
+    sqlite = Catalog.open_readonly(state)
+    assert sqlite is not None
+    key = middle_key(sqlite)
+    (row,) = sqlite.rows([key])
+    sqlite.close()
+    sweep = {name: row[name] for name in ("model", "hook", "architecture")}
+    paths = served_paths(sweep)
+    with (
+        served(state, tmp / "serve-pg.log", "--catalog", url) as port,
+        served(state, tmp / "serve-sqlite.log") as sqlite_port,
+    ):
+        heading("served over HTTP (ms): PostgreSQL, SQLite", "postgresql", "sqlite", "target")
+        for label, path in paths.items():
+            figures = []
+            for at in (port, sqlite_port):
+                status, _ = fetched(at, path)
+                assert status == 200, (label, path, status)
+                figures.append(timed_ms(partial(fetched, at, path), repeats))
+            target = POSTGRES_FIRST_PAGE_MS if "first page" in label else POSTGRES_TARGET_MS
+            (median, worst), (median_sqlite, worst_sqlite) = figures
+            line(label, f"{median:.0f} / {worst:.0f}", f"{median_sqlite:.0f} / {worst_sqlite:.0f}",
+                 f"{target}")  # fmt: skip
+    print(f"    median / worst of {repeats}, one connection a request; load average"
+          f" {load_average()}")  # fmt: skip
+
+
+def fetched(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # -- Chromium through serve -----------------------------------------------------------------
 @contextmanager
-def served(runs_dir: Path, log: Path) -> Iterator[int]:
+def served(runs_dir: Path, log: Path, *more: str) -> Iterator[int]:
+    """`lossreport serve runs_dir` (with `more` arguments) on a free port: the port."""
     with log.open("w") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "lossreport", "--log-format", "json", "serve", str(runs_dir),
-             "--port", "0"],
+             "--port", "0", *more],
             stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
@@ -483,6 +563,7 @@ def main() -> None:
             if url == "postgresql" and args.keep:
                 url = stack.enter_context(pg_catalog.kept_cluster(args.keep / "postgresql"))
             postgres_figures(state, url, args.catalog_trees, args.query_repeats)
+            http_figures(state, url, args.query_repeats, tmp)
         if "browser" not in args.skip:
             browser_figures(state, args.peer_runs, args.repeats, tmp)
         if "zoom" not in args.skip:

@@ -115,7 +115,8 @@ def fill_trees(state: Path, url: str, trees: int) -> int:
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                 f" (SELECT MAX(id) FROM {table}))"
             )
-        connection.execute(store.COUNTED)  # as a daemon keeps them up, for every tree
+        for statement in store.COUNTED:  # as daemons keep them up, for every tree
+            connection.execute(statement)
         for statement in indexes:
             connection.execute(statement)
         logger.info("indexes made: %.0f s", time.perf_counter() - started)
@@ -131,7 +132,7 @@ def upgraded(url: str) -> None:
     (as autovacuum soon makes them)."""
     PostgresCatalog.connect(url, writable=True).close()
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("VACUUM (ANALYZE) run_counts")
+        connection.execute("VACUUM (ANALYZE) run_counts, setting_counts")
 
 
 def _drop_indexes(connection: psycopg.Connection[Any]) -> list[str]:

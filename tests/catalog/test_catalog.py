@@ -629,7 +629,15 @@ def _counts_agree(catalog: Catalog) -> None:
             "SELECT sweep, status, source, COUNT(*) FROM runs GROUP BY sweep, status, source"
             " ORDER BY sweep, status, source"
         ).fetchall()
+        kept_settings = connection.execute(
+            "SELECT sweep, setting, counted FROM setting_counts ORDER BY sweep, setting"
+        ).fetchall()
+        settings = connection.execute(
+            "SELECT sweep, setting, COUNT(*) FROM config GROUP BY sweep, setting"
+            " ORDER BY sweep, setting"
+        ).fetchall()
     assert [tuple(row) for row in kept] == [tuple(row) for row in counted]
+    assert [tuple(row) for row in kept_settings] == [tuple(row) for row in settings]
     rows = catalog.recent(1000)
     assert catalog.count() == len(rows)
     statuses = Counter(row["status"] for row in rows)
@@ -664,4 +672,5 @@ def test_counts_follow_every_write(blank: Catalog) -> None:
     assert catalog.keep_only([]) == 29
     _counts_agree(catalog)
     with catalog.reading() as connection:
-        assert connection.execute("SELECT COUNT(*) FROM run_counts").fetchone()[0] == 0
+        for table in ("run_counts", "setting_counts"):
+            assert connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0

@@ -181,11 +181,14 @@ def fill(catalog: Catalog, count: int, seed: int = 0) -> None:
 
 
 # Statements that make a catalog of schema 4 one of schema 3, as an older daemon left it: what
-# 3 lacked (store.STEPS[3]: the counts, the run in the config's index) dropped.
+# 3 lacked (store.STEPS[3]: the counts, the run in the config's index) dropped, and the
+# index it had made again.
 TO_SCHEMA_3 = [
     "DROP TABLE run_counts",
+    "DROP TABLE setting_counts",
     "DROP INDEX config_setting",
     "CREATE INDEX config_setting ON config (setting)",
+    "CREATE INDEX config_sweep ON config (sweep, setting)",
 ]
 
 

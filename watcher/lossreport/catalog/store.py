@@ -118,7 +118,12 @@ CREATE TABLE config (
     PRIMARY KEY (run, setting)
 ) WITHOUT ROWID;
 CREATE INDEX config_setting ON config (setting, run);
-CREATE INDEX config_sweep ON config (sweep, setting);
+CREATE TABLE setting_counts (
+    sweep INTEGER NOT NULL,
+    setting INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    PRIMARY KEY (sweep, setting)
+) WITHOUT ROWID;
 CREATE TABLE run_counts (
     sweep INTEGER NOT NULL,
     status TEXT NOT NULL,
@@ -127,12 +132,15 @@ CREATE TABLE run_counts (
     PRIMARY KEY (sweep, status, source)
 ) WITHOUT ROWID;
 """
-# `run_counts`: how many runs each sweep has of each status and source, kept up as rows are
-# written, so that a count by those filters (every page's total, the filters' options, the
-# sweeps) adds up a few thousand numbers instead of counting a million runs.
+# `run_counts`: how many runs each sweep has of each status and source, and
+# `setting_counts` of each config value, kept up as rows are written, so that a count by
+# those filters (every page's total, the filters' options, the sweeps and the config keys
+# that vary in each) adds up a few thousand numbers instead of counting a million runs.
 COUNTED = (
     "INSERT INTO run_counts SELECT sweep, status, source, COUNT(*) FROM runs"
-    " GROUP BY sweep, status, source"
+    " GROUP BY sweep, status, source",
+    "INSERT INTO setting_counts SELECT sweep, setting, COUNT(*) FROM config"
+    " GROUP BY sweep, setting",
 )
 # What the daemon found unchanged at its last look at each run (daemon/seen.py): a restart
 # that finds the same stamp neither reads the run's files nor renders it. Not part of the
@@ -146,7 +154,7 @@ CREATE TABLE IF NOT EXISTS seen (
 """
 TABLES = (
     "runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "run_counts",
-    "seen",
+    "setting_counts", "seen",
 )  # fmt: skip
 # A run's rows beside its `runs` one: its details and stamp, and (`_clear`) its losses and
 # config.
@@ -169,9 +177,11 @@ def schema_statement(name: str) -> str:
 STEPS: dict[int, list[str]] = {
     3: [
         schema_statement("run_counts"),
-        COUNTED,
+        schema_statement("setting_counts"),
+        *COUNTED,
         "DROP INDEX config_setting",
         schema_statement("config_setting"),
+        "DROP INDEX config_sweep",
     ],
 }
 # An older layout's rows, read whole to be put in the new one (version: its SELECT).
@@ -703,7 +713,11 @@ def _uncount(connection: Connection, key: str) -> None:
 
 
 def _clear(connection: Connection, run: int) -> None:
-    """Remove run `run`'s losses and config, and the names no other run still uses."""
+    """Remove run `run`'s losses and config (from `setting_counts` too), and the names no
+    other run still uses."""
+    counted = "(sweep, setting) IN (SELECT sweep, setting FROM config WHERE run = ?)"
+    connection.execute(f"UPDATE setting_counts SET counted = counted - 1 WHERE {counted}", (run,))
+    connection.execute(f"DELETE FROM setting_counts WHERE counted = 0 AND {counted}", (run,))
     for table, column in NAMED:
         owner = column.partition(".")[0]
         used = [number for (number,) in connection.execute(
@@ -772,6 +786,11 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
         connection.executemany(
             "INSERT INTO config VALUES (?, ?, ?)",
             [(run, numbers.setting(setting), sweep) for setting in row["config"].items()],
+        )
+        connection.execute(
+            "INSERT INTO setting_counts SELECT sweep, setting, 1 FROM config WHERE run = ?"
+            " ON CONFLICT (sweep, setting) DO UPDATE SET counted = setting_counts.counted + 1",
+            (run,),
         )
 
 

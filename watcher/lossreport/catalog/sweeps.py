@@ -58,15 +58,17 @@ def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
             f"SELECT COUNT(*) FROM ({grouped}) AS grouped", parameters
         ).fetchone()[0]
         found = connection.execute(
-            f"SELECT model, hook, architecture, runs FROM ({grouped}) AS grouped"
+            f"SELECT id, model, hook, architecture, runs FROM ({grouped}) AS grouped"
             " JOIN sweeps ON sweeps.id = sweep"
             " ORDER BY runs DESC, model, hook, architecture LIMIT ? OFFSET ?",
             [*parameters, query.per_page, (query.page - 1) * query.per_page],
         ).fetchall()
-    groups = [Sweep(model, hook, architecture, runs) for model, hook, architecture, runs in found]
-    for group in groups:
-        _find_varying(catalog, group)
-    return int(total), groups
+    groups = {
+        number: Sweep(model, hook, architecture, runs)
+        for number, model, hook, architecture, runs in found
+    }
+    _find_varying(catalog, groups)
+    return int(total), list(groups.values())
 
 
 def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Sweep | None:
@@ -76,7 +78,9 @@ def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Swee
     if runs < MIN_RUNS:
         return None
     group = Sweep(model, hook, architecture, int(runs))
-    _find_varying(catalog, group)
+    with catalog.reading() as connection:
+        number = connection.execute(f"SELECT {NUMBER}", (model, hook, architecture)).fetchone()[0]
+    _find_varying(catalog, {int(number): group})
     return group
 
 
@@ -101,22 +105,29 @@ def in_sweeps(catalog: Catalog, names: Iterable[Names]) -> set[Names]:
     return found
 
 
-def _find_varying(catalog: Catalog, group: Sweep) -> None:
-    """The keys that vary across the whole sweep, whatever filter found it."""
-    sweep = (group.model, group.hook, group.architecture)
+def _find_varying(catalog: Catalog, groups: dict[int, Sweep]) -> None:
+    """The keys that vary across each whole sweep (by its number), whatever filter found
+    it: one query for a page of sweeps."""
+    if not groups:
+        return
     with catalog.reading() as connection:
-        size = connection.execute(SIZE, sweep).fetchone()[0]
-        # Each setting (a name and a value) its sweep's runs have, counted from the index;
+        # Each setting (a name and a value) a sweep's runs have, as counted when written;
         # a name varies where it has several values, or fewer runs than the sweep.
         found = connection.execute(
-            f"SELECT name FROM (SELECT setting, COUNT(*) AS runs FROM config WHERE sweep ="
-            f" {NUMBER} GROUP BY setting) AS counted JOIN settings ON settings.id = setting"
-            " GROUP BY name HAVING COUNT(*) > 1 OR SUM(runs) < ? ORDER BY name",
-            (*sweep, size),
+            "SELECT counted.sweep, name FROM setting_counts AS counted"
+            " JOIN settings ON settings.id = setting"
+            f" WHERE counted.sweep IN ({', '.join('?' * len(groups))})"
+            " GROUP BY counted.sweep, name HAVING COUNT(*) > 1 OR SUM(counted.counted) <"
+            " (SELECT SUM(runs.counted) FROM run_counts AS runs WHERE runs.sweep = counted.sweep)"
+            " ORDER BY counted.sweep, name",
+            list(groups),
         ).fetchall()
-    names = [name for (name,) in found]
-    group.varying = names[:MAX_VARYING]
-    group.more_varying = max(0, len(names) - MAX_VARYING)
+    names: dict[int, list[str]] = {number: [] for number in groups}
+    for number, name in found:
+        names[number].append(name)
+    for number, group in groups.items():
+        group.varying = names[number][:MAX_VARYING]
+        group.more_varying = max(0, len(names[number]) - MAX_VARYING)
 
 
 def losses_of(catalog: Catalog, group: Sweep) -> list[str]:
