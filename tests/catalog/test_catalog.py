@@ -5,6 +5,7 @@ folder or file refused without hanging or writing through it."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -296,6 +297,7 @@ def test_sweeps_agree_with_python(filled: Filled) -> None:
         assert group.more_varying == max(0, len(varying) - MAX_VARYING)
         again = sweep_of(catalog, group.model, group.hook, group.architecture)
         assert again is not None and again.as_json() == group.as_json()
+        assert json.loads(json.dumps(group.as_json())) == group.as_json()  # as the API sends
     # what the generator promises, so the checks above saw each case
     assert any(group.varying == [] for group in page), "a sweep of repeats"
     assert any("warmup" in group.varying for group in page), "a key only some runs have"

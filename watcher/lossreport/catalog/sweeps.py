@@ -63,8 +63,8 @@ def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
             " ORDER BY runs DESC, model, hook, architecture LIMIT ? OFFSET ?",
             [*parameters, query.per_page, (query.page - 1) * query.per_page],
         ).fetchall()
-    groups = {
-        number: Sweep(model, hook, architecture, runs)
+    groups = {  # PostgreSQL's SUM of integers is a decimal
+        number: Sweep(model, hook, architecture, int(runs))
         for number, model, hook, architecture, runs in found
     }
     _find_varying(catalog, groups)
