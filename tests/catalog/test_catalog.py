@@ -154,6 +154,7 @@ FILTERS = [
     RunQuery(config=(("optimizer.beta1", "0.0"),)),  # a nested key, as flat_config joins it
     RunQuery(config=(("d_sae", "4096"), ("optimizer.beta1", "0.9"))),
     RunQuery(config=(("warmup", "100"),), model="gemma-2b"),
+    RunQuery(config=(("lr", "0.001"),), hook="blocks.0.hook_mlp_out", architecture="gated"),
     RunQuery(config=(("note", '"><script>alert(1)</script>'),)),
     RunQuery(config=(("lr", "1e-3"),)),  # not as the catalog shows it: no match
     RunQuery(config=(("lr", "0.001"),), text="run_", status="completed", source="lossreport"),

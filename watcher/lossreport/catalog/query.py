@@ -7,7 +7,7 @@ dialect (dialect.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .dialect import Connection, Dialect
@@ -73,7 +73,7 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
         if found is not None:
             return Page(found[0], catalog.rows(found[1]))
     with catalog.reading() as connection:
-        total = _total(connection, query, where, parameters)
+        total = _total(connection, dialect, query, where, parameters)
         if kind in LOSS_SORTS:
             keys = _by_loss(connection, dialect, query, kind, loss)
         else:
@@ -100,13 +100,22 @@ def counted(query: RunQuery) -> bool:
     return not query.text and not query.config
 
 
-def _total(connection: Connection, query: RunQuery, where: str, parameters: list[Any]) -> int:
-    """How many runs `where` (`query`'s clause) matches: from `run_counts` where it counts
-    them, from the config's index for one config value alone, else counted."""
+def _total(
+    connection: Connection, dialect: Dialect, query: RunQuery, where: str, parameters: list[Any]
+) -> int:
+    """How many runs `where` (`query`'s clause) matches: from `run_counts` or
+    `setting_counts` where they count them (store.py), else counted."""
     if counted(query):
         sql = f"SELECT COALESCE(SUM(runs.counted), 0) FROM run_counts AS runs {where}"
-    elif len(query.config) == 1 and not any(getattr(query, name) for name in EXACT_FILTERS):
-        sql = f"SELECT COUNT(*) FROM config WHERE setting = {SETTING}"
+    elif len(query.config) == 1 and not (query.text or query.status or query.source):
+        # one config value, in the sweeps named, if any
+        where, parameters = where_clause(replace(query, config=()), dialect)
+        where = f"{where} AND" if where else "WHERE"
+        sql = (
+            "SELECT COALESCE(SUM(runs.counted), 0) FROM setting_counts AS runs"
+            f" {where} runs.setting = {SETTING}"
+        )
+        parameters = [*parameters, *query.config[0]]
     else:
         sql = f"SELECT COUNT(*) FROM runs {where}"
     return int(connection.execute(sql, parameters).fetchone()[0])
