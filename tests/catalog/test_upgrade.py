@@ -20,7 +20,7 @@ from lossreport.catalog.store import SCHEMA_VERSION
 from lossreport.catalog.sweeps import sweeps
 from lossreport.report import pages
 from lossreport.runformat import CATALOG_DIR, CATALOG_FILE
-from tests.support.catalog import realistic_entries, synthetic_entries
+from tests.support.catalog import TO_SCHEMA_4, realistic_entries, synthetic_entries
 
 # Schema 1 as the daemon before this one made it (catalog/store.py at cfb3565), and its writes.
 SCHEMA_1 = """
@@ -173,7 +173,7 @@ def _search_text(row: dict[str, Any]) -> str:
 
 
 # Schema 4 less its places: schema 3, which the daemon before this one made (catalog/store.py
-# at 8a3d651), in both databases' words.
+# at 8a3d651), in both databases' words (after `TO_SCHEMA_4`, schema 5 less its counts).
 WITHOUT_PLACES = (
     "DROP INDEX runs_place",
     "DROP INDEX runs_key",
@@ -184,16 +184,16 @@ WITHOUT_PLACES = (
 
 
 def write_schema_3(connection: Any, rows: list[dict[str, Any]]) -> None:
-    """`rows` and their stamps as schema 3's daemon wrote them, on an empty schema 4
-    `connection` (SQLite's or a PostgreSQL catalog's): schema 3 wrote the same rows, less
-    their place."""
+    """`rows` and their stamps as schema 3's daemon wrote them, on an empty catalog of this
+    schema (`connection`: SQLite's or a PostgreSQL catalog's): schema 3 wrote the same rows,
+    less their place and their counts."""
     with connection:
         store._insert(connection, rows, HERE)
         connection.executemany(
             "INSERT INTO seen SELECT id, ?, ? FROM runs WHERE key = ?",
             [(stamp, int(running), key) for key, (stamp, running) in stamps_of(rows).items()],
         )
-        for statement in WITHOUT_PLACES:
+        for statement in (*TO_SCHEMA_4, *WITHOUT_PLACES):
             connection.execute(statement)
 
 
@@ -285,3 +285,33 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         reader.close()
     assert "sweeps" in tables and not {name for name in tables if name.startswith("old_")}
     assert [path.name for path in folder.iterdir()] == [CATALOG_FILE]
+
+
+def test_a_schema_4_catalog_gains_its_counts_in_place(tmp_path: Path) -> None:
+    """Schema 4 to 5 adds a table and an index to the rows as they are: nothing moved, every
+    count right from the first read."""
+    catalog = Catalog.open(tmp_path)
+    rows = [pages.index_row(entry, key) for key, entry in synthetic_entries(300)]
+    catalog.put_many(rows)
+    expected = search(catalog, RunQuery(status="failed")).total
+    groups = sweeps(catalog, RunQuery())[0]
+    catalog.close()
+    with closing(sqlite3.connect(tmp_path / CATALOG_DIR / CATALOG_FILE)) as connection:
+        for statement in TO_SCHEMA_4:
+            connection.execute(statement)
+        connection.execute("PRAGMA user_version = 4")
+        connection.commit()
+    assert Catalog.open_readonly(tmp_path) is None  # serve waits for the daemon's upgrade
+    Catalog.open(tmp_path).close()
+    reader = Catalog.open_readonly(tmp_path)
+    assert reader is not None
+    try:
+        assert reader.count() == len(rows)
+        assert search(reader, RunQuery(status="failed")).total == expected > 0
+        assert sweeps(reader, RunQuery())[0] == groups > 10
+        with reader.reading() as connection:
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            analysed = connection.execute("SELECT tbl, idx FROM sqlite_stat1").fetchall()
+        assert {"config_setting", "run_counts"} <= {name for row in analysed for name in row}
+    finally:
+        reader.close()

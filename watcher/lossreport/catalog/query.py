@@ -7,7 +7,7 @@ dialect (dialect.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .dialect import Connection, Dialect
@@ -26,6 +26,7 @@ NULLABLE = ("runs.started_at", "runs.duration", "runs.steps")
 EXACT_FILTERS = ("model", "hook", "architecture", "status", "source")
 SWEEP_NAMES = ("model", "hook", "architecture")  # kept once a sweep, in `sweeps`
 LOSS = "(SELECT id FROM loss_names WHERE name = ?)"  # a loss's number, from its name
+SETTING = "(SELECT id FROM settings WHERE name = ? AND value = ?)"  # a config value's number
 MAX_OPTIONS = 500  # values offered per filter; a filter on another value still works
 
 
@@ -73,7 +74,7 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
         if found is not None:
             return Page(found[0], catalog.numbered(found[1]))
     with catalog.reading() as connection:
-        total = connection.execute(f"SELECT COUNT(*) FROM runs {where}", parameters).fetchone()[0]
+        total = _total(connection, dialect, query, where, parameters)
         if kind in LOSS_SORTS:
             numbers = _by_loss(connection, dialect, query, kind, loss)
         else:
@@ -92,6 +93,36 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
                 )
             ]
     return Page(int(total), catalog.numbered(numbers))
+
+
+def counted(query: RunQuery) -> bool:
+    """Whether `query` filters by nothing but sweep names, status and source, which
+    `run_counts` counts by (store.py): its WHERE clause reads the same there. Not by place:
+    a place's runs are counted on its index (`runs_place`)."""
+    return not query.text and not query.config and query.where is None
+
+
+def _total(
+    connection: Connection, dialect: Dialect, query: RunQuery, where: str, parameters: list[Any]
+) -> int:
+    """How many runs `where` (`query`'s clause) matches: from `run_counts` or
+    `setting_counts` where they count them (store.py), else counted."""
+    if counted(query):
+        sql = f"SELECT COALESCE(SUM(runs.counted), 0) FROM run_counts AS runs {where}"
+    elif len(query.config) == 1 and not (
+        query.text or query.status or query.source or query.where is not None
+    ):
+        # one config value, in the sweeps named, if any
+        where, parameters = where_clause(replace(query, config=()), dialect)
+        where = f"{where} AND" if where else "WHERE"
+        sql = (
+            "SELECT COALESCE(SUM(runs.counted), 0) FROM setting_counts AS runs"
+            f" {where} runs.setting = {SETTING}"
+        )
+        parameters = [*parameters, *query.config[0]]
+    else:
+        sql = f"SELECT COUNT(*) FROM runs {where}"
+    return int(connection.execute(sql, parameters).fetchone()[0])
 
 
 def _order(
@@ -137,7 +168,7 @@ def _by_loss(
     )
     offset = (query.page - 1) * query.per_page
     if matching:
-        order_by = dialect.order(value, query.descending, "runs.key", nullable=False)
+        order_by = _by_value(value, query.descending)
         numbers = [
             number
             for (number,) in connection.execute(
@@ -146,7 +177,7 @@ def _by_loss(
             )
         ]
     else:
-        numbers = _valued_page(connection, dialect, query, kind, loss)
+        numbers = _valued_page(connection, query, kind, loss)
     if len(numbers) == query.per_page:
         return numbers
     if numbers:
@@ -168,9 +199,14 @@ def _by_loss(
     return numbers
 
 
-def _valued_page(
-    connection: Connection, dialect: Dialect, query: RunQuery, kind: str, loss: str
-) -> list[int]:
+def _by_value(value: str, descending: bool) -> str:
+    """The ORDER BY of a loss's values where none is NULL, ties by key: in the words of the
+    loss's index read one way or the other, on either database (PostgreSQL's `DESC NULLS
+    LAST` would be neither way of its index, and every value would be sorted)."""
+    return f"{value} {'DESC' if descending else 'ASC'}, runs.key"
+
+
+def _valued_page(connection: Connection, query: RunQuery, kind: str, loss: str) -> list[int]:
     """An unfiltered page of the runs with a value of the loss, in order (ties by key), read
     as a deferred join: the values at the page's places from the loss's index alone (a far
     page skips index entries, not runs joined to their rows: page 1,000 of 100,000 runs
@@ -194,7 +230,7 @@ def _valued_page(
     ahead = connection.execute(
         f"SELECT COUNT(*) {valued} AND {kind} {before} ?", [loss, first]
     ).fetchone()[0]
-    order_by = dialect.order(f"loss_values.{kind}", descending, "runs.key", nullable=False)
+    order_by = _by_value(f"loss_values.{kind}", descending)
     low, high = (last, first) if descending else (first, last)
     return [
         number
@@ -232,14 +268,11 @@ def where_clause(query: RunQuery, dialect: Dialect, indexed: bool = True) -> tup
         like = f"{dialect.like} ? ESCAPE '\\'"
         clauses.append(
             f"(runs.key {like} OR runs.source {like} OR runs.search {like}"
-            f" OR runs.sweep IN (SELECT id FROM sweeps WHERE search {like}))"
+            f" OR {dialect.any_of('runs.sweep', f'SELECT id FROM sweeps WHERE search {like}')})"
         )
         parameters += [f"%{_like_escaped(query.text.lower())}%"] * 4
     for name, value in query.config:
-        clauses.append(
-            f"{runs}.id IN (SELECT run FROM config WHERE setting ="
-            " (SELECT id FROM settings WHERE name = ? AND value = ?))"
-        )
+        clauses.append(f"{runs}.id IN (SELECT run FROM config WHERE setting = {SETTING})")
         parameters += [name, value]
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), parameters
 
@@ -250,19 +283,20 @@ def _like_escaped(text: str) -> str:
 
 def options(catalog: Catalog) -> dict[str, list[str]]:
     """The values each filter offers (the most common first, bounded), the config keys and
-    the loss names."""
+    the loss names. Counted from `run_counts`, which counts the runs by sweep, status and
+    source."""
     found: dict[str, list[str]] = {}
     with catalog.reading() as connection:
         for name in EXACT_FILTERS:
-            counted = (
-                f"SELECT {name} FROM (SELECT sweep, COUNT(*) AS runs FROM runs GROUP BY sweep)"
-                f" AS counted JOIN sweeps ON sweeps.id = sweep WHERE {name} != '' GROUP BY {name}"
-                f" ORDER BY SUM(runs) DESC, {name} LIMIT ?"
+            values = (
+                f"SELECT {name} FROM (SELECT sweep, SUM(counted) AS runs FROM run_counts"
+                f" GROUP BY sweep) AS counted JOIN sweeps ON sweeps.id = sweep"
+                f" WHERE {name} != '' GROUP BY {name} ORDER BY SUM(runs) DESC, {name} LIMIT ?"
                 if name in SWEEP_NAMES
-                else f"SELECT {name} FROM runs WHERE {name} != '' GROUP BY {name}"
-                f" ORDER BY COUNT(*) DESC, {name} LIMIT ?"
+                else f"SELECT {name} FROM run_counts WHERE {name} != '' GROUP BY {name}"
+                f" ORDER BY SUM(counted) DESC, {name} LIMIT ?"
             )
-            found[name] = [value for (value,) in connection.execute(counted, (MAX_OPTIONS,))]
+            found[name] = [value for (value,) in connection.execute(values, (MAX_OPTIONS,))]
         found["config"] = [
             name
             for (name,) in connection.execute(

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -36,8 +37,8 @@ from .places import HERE, Place
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4  # 3: one tree's runs; 2: names and JSON in each run's rows; 1: keyed by
-# the run's path
+SCHEMA_VERSION = 5  # 4: no counts; 3: one tree's runs; 2: names and JSON in each run's rows;
+# 1: keyed by the run's path
 # What a catalog's database raises: SQLite's errors, or a server's (postgres.py turns psycopg's
 # into CatalogServerError).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, CatalogServerError)
@@ -132,9 +133,31 @@ CREATE TABLE config (
     sweep INTEGER NOT NULL,
     PRIMARY KEY (run, setting)
 ) WITHOUT ROWID;
-CREATE INDEX config_setting ON config (setting);
-CREATE INDEX config_sweep ON config (sweep, setting);
+CREATE INDEX config_setting ON config (setting, run);
+CREATE TABLE setting_counts (
+    sweep INTEGER NOT NULL,
+    setting INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    PRIMARY KEY (sweep, setting)
+) WITHOUT ROWID;
+CREATE TABLE run_counts (
+    sweep INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    counted INTEGER NOT NULL,
+    PRIMARY KEY (sweep, status, source)
+) WITHOUT ROWID;
 """
+# `run_counts`: how many runs each sweep has of each status and source, and
+# `setting_counts` of each config value, kept up as rows are written, so that a count by
+# those filters (every page's total, the filters' options, the sweeps and the config keys
+# that vary in each) adds up a few thousand numbers instead of counting a million runs.
+COUNTED = (
+    "INSERT INTO run_counts SELECT sweep, status, source, COUNT(*) FROM runs"
+    " GROUP BY sweep, status, source",
+    "INSERT INTO setting_counts SELECT sweep, setting, COUNT(*) FROM config"
+    " GROUP BY sweep, setting",
+)
 # What the daemon found unchanged at its last look at each run (daemon/seen.py): a restart
 # that finds the same stamp neither reads the run's files nor renders it. Not part of the
 # rows `serve` reads, so added to a catalog of this schema where it is missing.
@@ -146,11 +169,13 @@ CREATE TABLE IF NOT EXISTS seen (
 )
 """
 TABLES = (
-    "runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "seen", "places"
+    "runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "run_counts",
+    "setting_counts", "seen", "places",
 )  # fmt: skip
 # Schema 3's catalog, made schema 4's in place: its runs given the place of the tree it was
 # kept for (`add_places`). In SQLite's words; postgres.py translates them.
 PLACES_ADDED = 4
+UPGRADED_FROM = PLACES_ADDED - 1  # the oldest schema brought up in place by `step_up`
 PLACE_STEPS = (
     "ALTER TABLE runs ADD COLUMN place INTEGER NOT NULL DEFAULT {number}",
     "DROP INDEX runs_key",
@@ -166,6 +191,27 @@ OWN_ROWS = ("details", "seen")
 # column of a run's table that refers to it), so that the filters offer only names in use.
 NAMED = (("loss_names", "loss_values.loss"), ("settings", "config.setting"))
 UPGRADE_BATCH = 5000  # rows of an older catalog moved a step
+
+
+def schema_statement(name: str) -> str:
+    """The statement of `SCHEMA` that makes the table or index `name`."""
+    made = re.compile(rf"\s*CREATE (UNIQUE )?(TABLE|INDEX) {name} ")
+    return next(statement for statement in SCHEMA.split(";") if made.match(statement))
+
+
+# The steps that bring a catalog of an older schema (4 or later) to the next one in place, on either
+# database (postgres.py translates them as it does SCHEMA): cheap, its rows left as they are.
+# Older ones (`OLD_ROWS`) have their rows moved into a new layout.
+STEPS: dict[int, list[str]] = {
+    4: [
+        schema_statement("run_counts"),
+        schema_statement("setting_counts"),
+        *COUNTED,
+        "DROP INDEX config_setting",
+        schema_statement("config_setting"),
+        "DROP INDEX config_sweep",
+    ],
+}
 # An older layout's rows, read whole to be put in the new one (version: its SELECT).
 LEGACY_COLUMNS = (
     "runs.key, status, status_class, model, hook, architecture, source, steps, started_at,"
@@ -317,16 +363,21 @@ class Catalog:
 
     def _ensure_schema(self) -> None:
         version = self._schema_version()
-        if version == PLACES_ADDED - 1:
-            with self._connection as connection:
-                connection.execute("BEGIN")  # the tables' changes too, not only the rows'
-                add_places(connection, HERE)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            logger.info("catalog schema %d upgraded to %d", version, SCHEMA_VERSION)
+        if UPGRADED_FROM <= version < SCHEMA_VERSION:
+            self._step_up(version)
         elif version != SCHEMA_VERSION:
             self._make_schema(version)
         with self._connection as connection:
             connection.execute(SEEN_SCHEMA)
+
+    def _step_up(self, version: int) -> None:
+        """Bring a catalog of schema `version` to this one by `step_up`, in one transaction."""
+        with self._connection as connection:
+            connection.execute("BEGIN")  # the tables' changes too, not only the rows'
+            step_up(connection, version, HERE)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._analyze()  # the new tables' and indexes' statistics, which the planner needs
+        logger.info("catalog schema %d upgraded to %d", version, SCHEMA_VERSION)
 
     def _make_schema(self, version: int) -> None:
         with self._connection as connection:
@@ -503,7 +554,7 @@ class Catalog:
                     f"SELECT COUNT(*) FROM runs WHERE place = {HERE_ID}", self._here
                 )
             else:
-                found = connection.execute("SELECT COUNT(*) FROM runs")
+                found = connection.execute("SELECT COALESCE(SUM(counted), 0) FROM run_counts")
             return int(found.fetchone()[0])
 
     def recent(self, limit: int, here: bool = False) -> list[dict[str, Any]]:
@@ -562,9 +613,12 @@ class Catalog:
             analysed = _analysed_runs(self._connection)
             if analysed is not None and abs(runs - analysed) <= analysed * REANALYZE_CHANGE:
                 return
-            self._connection.execute("PRAGMA analysis_limit = 0")
-            self._connection.execute("ANALYZE")
-            self._connection.commit()
+            self._analyze()
+
+    def _analyze(self) -> None:
+        self._connection.execute("PRAGMA analysis_limit = 0")
+        self._connection.execute("ANALYZE")
+        self._connection.commit()
 
 
 def _analysed_runs(connection: Connection) -> int | None:
@@ -704,18 +758,39 @@ def _set_aside(fd: int) -> str:
 
 def _delete(connection: Connection, key: str, here: tuple[str, str, str]) -> None:
     found = connection.execute(
-        f"SELECT id FROM runs WHERE key = ? AND place = {HERE_ID}", (key, *here)
+        f"SELECT id, place FROM runs WHERE key = ? AND place = {HERE_ID}", (key, *here)
     ).fetchone()
     if found is None:
         return
-    _clear(connection, found[0])
+    run, place = found
+    _clear(connection, run)
     for table in OWN_ROWS:
-        connection.execute(f"DELETE FROM {table} WHERE run = ?", found)
-    connection.execute("DELETE FROM runs WHERE id = ?", found)
+        connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
+    _uncount(connection, key, place)
+    connection.execute("DELETE FROM runs WHERE id = ?", (run,))
+
+
+# A run's sweep, status and source, as `run_counts` counts it: the run's row as it is now.
+COUNTED_AS = (
+    "(sweep, status, source) = (SELECT sweep, status, source FROM runs WHERE key = ? AND place = ?)"
+)
+
+
+def _uncount(connection: Connection, key: str, place: int) -> None:
+    """Take run `key`'s row of place number `place`, about to change or go, out of
+    `run_counts`."""
+    connection.execute(
+        f"UPDATE run_counts SET counted = counted - 1 WHERE {COUNTED_AS}", (key, place)
+    )
+    connection.execute(f"DELETE FROM run_counts WHERE counted = 0 AND {COUNTED_AS}", (key, place))
 
 
 def _clear(connection: Connection, run: int) -> None:
-    """Remove run `run`'s losses and config, and the names no other run still uses."""
+    """Remove run `run`'s losses and config (from `setting_counts` too), and the names no
+    other run still uses."""
+    counted = "(sweep, setting) IN (SELECT sweep, setting FROM config WHERE run = ?)"
+    connection.execute(f"UPDATE setting_counts SET counted = counted - 1 WHERE {counted}", (run,))
+    connection.execute(f"DELETE FROM setting_counts WHERE counted = 0 AND {counted}", (run,))
     for table, column in NAMED:
         owner = column.partition(".")[0]
         used = [number for (number,) in connection.execute(
@@ -736,6 +811,7 @@ def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) ->
     for row in rows:
         key = row["run_id"]
         sweep = numbers.sweep((row["model"], row["hook"], row["architecture"]))
+        _uncount(connection, key, where)
         (run,) = connection.execute(
             "INSERT INTO runs (key, place, status, sweep, source, steps, started_at, duration,"
             " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -756,6 +832,11 @@ def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) ->
                 _search_text(row),
             ),
         ).fetchone()
+        connection.execute(
+            "INSERT INTO run_counts VALUES (?, ?, ?, 1) ON CONFLICT (sweep, status, source)"
+            " DO UPDATE SET counted = run_counts.counted + 1",
+            (sweep, row["status"], row["source"]),
+        )
         _clear(connection, run)
         for table in OWN_ROWS:
             connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
@@ -781,6 +862,11 @@ def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) ->
         connection.executemany(
             "INSERT INTO config VALUES (?, ?, ?)",
             [(run, numbers.setting(setting), sweep) for setting in row["config"].items()],
+        )
+        connection.execute(
+            "INSERT INTO setting_counts SELECT sweep, setting, 1 FROM config WHERE run = ?"
+            " ON CONFLICT (sweep, setting) DO UPDATE SET counted = setting_counts.counted + 1",
+            (run,),
         )
 
 
@@ -823,6 +909,20 @@ class _Numbers:
         ).fetchone()
         self._known[(table, values)] = int(found)
         return int(found)
+
+
+def step_up(
+    connection: Connection, version: int, place: Place, translate: Callable[[str], str] = str
+) -> None:
+    """Bring a catalog of schema `version` (`UPGRADED_FROM` or later) to this one in place, in
+    the caller's transaction: schema 3's runs are given `place` (`add_places`), later steps
+    are `STEPS`. `translate`: a statement in the database's words."""
+    for step in range(version, SCHEMA_VERSION):
+        if step == PLACES_ADDED - 1:
+            add_places(connection, place, translate)
+        else:
+            for statement in STEPS[step]:
+                connection.execute(translate(statement))
 
 
 def add_places(connection: Connection, place: Place, translate: Callable[[str], str] = str) -> None:
