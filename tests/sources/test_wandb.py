@@ -342,7 +342,7 @@ def test_a_new_process_reads_the_record_from_the_cache_and_only_the_new_records(
     assert _record_in_new_process(run_dir, cache) == completed
     assert _record_in_new_process(run_dir, cache) == completed
     log.unlink()
-    log.write_bytes(whole[:cut])  # the same run's log, replaced (another inode): from its start
+    log.write_bytes(whole[:cut])  # replaced, shorter than read: read from its start
     assert _record_in_new_process(run_dir, cache) == running
     log.write_bytes(whole)  # in place (the same inode): it grew
     (cache / CACHE_FOLDER / RECORD_FILE).write_text('{"format": "lossreport.wandb-record/0"}')
