@@ -35,7 +35,10 @@ read as it was before that table was kept (TensorBoard and W&B: the kept table r
 so the cached parts are read back and made wide; the others: no cache, every file parsed;
 median of --repeats, at most 3), and the ratio of the big run's read to the small one's
 against the target (flat in run length: at most 1.5x). LOSSREPORT_READ_BUDGET is raised to 4G,
-unless set, so that 1M-step runs are read whole.
+unless set, so that 1M-step runs are read whole. For W&B, also its record (read_record: name,
+config, end) read by a new process, as a render worker meeting the run does: once into an
+empty cache (as every new process did before the record was kept), then the median of 5
+processes with it kept, each timed inside the process after W&B's modules are imported.
 """
 
 from __future__ import annotations
@@ -344,6 +347,43 @@ def nothing_new(name: str, run_dir: Path, repeats: int, kept: bool) -> float:
     return statistics.median(times)
 
 
+# A new process's read of a W&B run's record (a render worker meeting the run), timed in it,
+# after W&B's protobuf modules are imported (once a process, whatever it reads: timed apart).
+_TIMED_RECORD = """
+import sys, time
+from pathlib import Path
+from lossreport.sources import wandb_log
+from lossreport.sources.wandb_runs import WandbSource
+started = time.perf_counter()
+wandb_log.load_codec()
+imported = time.perf_counter()
+WandbSource().read_record(Path(sys.argv[1]), Path(sys.argv[2]))
+print(time.perf_counter() - imported, imported - started)
+"""
+RECORD_REPEATS = 5  # a process each: its start-up takes a second or two
+
+
+def record_in_new_processes(run_dir: Path, repeats: int) -> tuple[float, float, float]:
+    """The seconds a new process takes to read a W&B run's record: with an empty cache (every
+    process, before the record was kept), then the median of `repeats` with it kept; and the
+    median of its imports."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-c", _TIMED_RECORD, str(run_dir), tmp]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+        imports = []
+
+        def timed() -> float:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            read, imported = (float(word) for word in done.stdout.split())
+            imports.append(imported)
+            return read
+
+        first = timed()
+        kept = statistics.median(timed() for _ in range(repeats))
+        return first, kept, statistics.median(imports)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
@@ -372,6 +412,19 @@ def bench_flat(work: Path, names: list[str], small: int, big: int, repeats: int)
             f"{'met' if ratio <= FLAT_TARGET else 'NOT met'}); before: {_ms(then[small])}, "
             f"{_ms(then[big])} ({then[big] / now[big]:,.0f}x slower at {big:,})"
         )
+        if name == "wandb":
+            record = {
+                steps: record_in_new_processes(run, RECORD_REPEATS) for steps, run in runs.items()
+            }
+            ratio = record[big][1] / record[small][1]
+            print(
+                f"{'  its record':12} in a new process, median of {RECORD_REPEATS}: "
+                f"{small:,} steps {_ms(record[small][1])}, {big:,} steps {_ms(record[big][1])}: "
+                f"{ratio:.2f}x (target: at most {FLAT_TARGET}x, "
+                f"{'met' if ratio <= FLAT_TARGET else 'NOT met'}); before (the log read "
+                f"whole): {_ms(record[small][0])}, {_ms(record[big][0])}; W&B's modules "
+                f"imported first, once a process: {_ms(record[big][2])}"
+            )
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from lossreport import runformat
 from lossreport.sources import wandb_log
-from lossreport.sources.wandb_runs import WandbSource
+from lossreport.sources.wandb_runs import CACHE_FOLDER, RECORD_FILE, WandbSource
 from tests.support.daemon import ROOT, Daemon, run_once, wait_rendered
 from tests.support.optional import missing
 from tests.support.procs import wait_for
@@ -108,6 +108,9 @@ def test_a_killed_wandb_process_is_alerted_as_stalled(tmp_path: Path) -> None:
             assert daemon.stop()[0] == 0
     (alert,) = [post for post in hook.delivered() if post["rule"] == "stalled"]
     assert "though its log says running" in str(alert["text"])
+    # Its name, config and end are kept for the next process (its log is not read again).
+    kept = run_dir / runformat.CACHE_DIR / CACHE_FOLDER / RECORD_FILE
+    assert json.loads(kept.read_bytes())["meta"]["run_id"] == "killed1"
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ process, the log read while written, and the log's damage named."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -20,8 +21,14 @@ import lossreport
 from lossreport.errors import MalformedRunFileError
 from lossreport.runformat import LossData
 from lossreport.sources import wandb_log, what_is_not_a_run
-from lossreport.sources.wandb_runs import CACHE_FOLDER, HEAD_BYTES, Tail, WandbSource
-from tests.support.daemon import ROOT
+from lossreport.sources.wandb_runs import (
+    CACHE_FOLDER,
+    HEAD_BYTES,
+    RECORD_FILE,
+    Tail,
+    WandbSource,
+)
+from tests.support.daemon import ENV, ROOT
 from tests.support.foreign import assert_all_logged, assert_same, csv_values, values_of
 from tests.support.optional import missing
 from tests.support.procs import wait_for
@@ -279,6 +286,67 @@ def test_the_record_of_a_grown_log_is_read_from_where_the_last_read_ended(
     log.unlink()
     log.write_bytes(_log_of(written.parts[0]).read_bytes())  # another run's log
     assert SOURCE.read_record(run_dir).config["wandb.id"] == "resume1"
+
+
+# A new process's read of a run's record, as a render worker's: its name, model, status and
+# the summary's best_mse, as JSON.
+_READ_RECORD = """
+import json, sys
+from pathlib import Path
+from lossreport.sources.wandb_runs import WandbSource
+record = WandbSource().read_record(Path(sys.argv[1]), Path(sys.argv[2]))
+summary = record.config.get("wandb.summary", {})
+print(json.dumps([record.run_id, record.model, record.status, summary.get("best_mse")]))
+"""
+
+
+def _record_in_new_process(run_dir: Path, cache: Path) -> list[object]:
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_RECORD, str(run_dir), str(cache)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found: list[object] = json.loads(done.stdout)
+    return found
+
+
+def test_a_new_process_reads_the_record_from_the_cache_and_only_the_new_records(
+    written: Written, tmp_path: Path
+) -> None:
+    """A render worker meeting a run for the first time (`lossreport render` of a finished
+    run) does not decode its whole log for its name, config and end: what an earlier process
+    read is in the cache. Here the records read before are garbage meanwhile, behind the same
+    first bytes: read again, the run's name and config would be lost. The exit record written
+    since is read (running, then completed); a damaged cache or a replaced log is read again."""
+    whole = _log_of(written.scalars).read_bytes()
+    run_dir = tmp_path / "wandb" / written.scalars.name
+    run_dir.mkdir(parents=True)
+    log, cache = run_dir / _log_of(written.scalars).name, tmp_path / "cache"
+    cut = 2 * wandb_log.BLOCK_BYTES + 1000
+    log.write_bytes(whole[:cut])
+    running = [NAME, CONFIG["model_name"], "running", None]
+    assert _record_in_new_process(run_dir, cache) == running
+    assert (cache / CACHE_FOLDER / RECORD_FILE).is_file()
+    with log.open("r+b") as handle:
+        handle.seek(HEAD_BYTES)
+        handle.write(b"\xaa" * (wandb_log.BLOCK_BYTES - HEAD_BYTES))
+    assert _record_in_new_process(run_dir, cache) == running  # nothing new: nothing decoded
+    with log.open("ab") as handle:
+        handle.write(whole[cut:])
+    completed = [NAME, CONFIG["model_name"], "completed", 0.04]
+    assert _record_in_new_process(run_dir, cache) == completed
+    assert _record_in_new_process(run_dir, cache) == completed
+    log.unlink()
+    log.write_bytes(whole[:cut])  # replaced, shorter than read: read from its start
+    assert _record_in_new_process(run_dir, cache) == running
+    log.write_bytes(whole)  # in place (the same inode): it grew
+    (cache / CACHE_FOLDER / RECORD_FILE).write_text('{"format": "lossreport.wandb-record/0"}')
+    assert _record_in_new_process(run_dir, cache) == completed  # another version's: read again
 
 
 def _inside_a_fragment(data: bytearray, block: int) -> int:

@@ -117,11 +117,10 @@ class Alerter:
         if not alerts:
             return False
         try:
-            source = sources.source_of(run_dir)
-            if source is sources.NATIVE:
+            if sources.source_of(run_dir) is sources.NATIVE:
                 record = runformat.read_run_file(run_dir)
             else:
-                record = source.read_record(run_dir)
+                record = sources.read_record_at_home(self.homes, name)
         except MalformedRunFileError as exc:
             logger.warning("run=%s: alerts raised with run.json unreadable: %s", name, exc)
             record = runformat.RunRecord(name, "unknown-model", "unknown-hook")

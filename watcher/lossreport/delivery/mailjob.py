@@ -54,9 +54,8 @@ class MailJob:
         from .message import message_key
         from .outbox import Outbox
 
-        run_dir = homes.runs_dir / key
         try:
-            record = sources.source_of(run_dir).read_record(run_dir)
+            record = sources.read_record_at_home(homes, key)
         except OSError:  # its render names the problem; a stand-in record is mailed then
             return False
         run = {**dataclasses.asdict(record), "status": status}

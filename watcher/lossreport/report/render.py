@@ -219,10 +219,10 @@ def render_held(
         inputs = source.inputs(run_dir)
         if fingerprint is None:  # taken before reading: a change meanwhile renders again
             fingerprint = inputs.fingerprint
-        record = record_or_stand_in(source, run_dir, problems)
         # The cache is reached through the locked folder's descriptor, never through a path a
         # run's owner could re-point meanwhile.
         cache = storage.fd_path(run_fd, home) / runformat.CACHE_DIR
+        record = record_or_stand_in(source, run_dir, problems, cache)
         data = source.read_losses(run_dir, cache=cache)
         problems += data.skipped
         table, left_out = series.apply(data.table)
@@ -327,11 +327,13 @@ def overview_curves(history: LossHistory, points: int = OVERVIEW_POINTS) -> dict
     return curves
 
 
-def record_or_stand_in(source: Source, run_dir: Path, problems: list[str]) -> runformat.RunRecord:
-    """The run's record, or a stand-in built from the directory when it is missing or
-    malformed."""
+def record_or_stand_in(
+    source: Source, run_dir: Path, problems: list[str], cache: Path | None = None
+) -> runformat.RunRecord:
+    """The run's record (read with the help of `cache`, as `Source.read_record` says), or a
+    stand-in built from the directory when it is missing or malformed."""
     try:
-        return source.read_record(run_dir)
+        return source.read_record(run_dir, cache)
     except MalformedRunFileError as exc:
         logger.warning("rendering with defaults: %s", exc)
         problems.append(str(exc))

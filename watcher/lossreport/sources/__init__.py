@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 from .. import runformat, storage
@@ -56,6 +57,7 @@ __all__ = [
     "is_loss_name",
     "list_runs",
     "passed_over",
+    "read_record_at_home",
     "source_of",
     "what_is_not_a_run",
 ]
@@ -75,6 +77,26 @@ def source_of(run_dir: Path) -> Source:
     """`find`, for a folder that should be a run: one that no source reads (deleted meanwhile,
     say) is read as the native format reads it, which finds nothing and says so."""
     return find(run_dir) or NATIVE
+
+
+def read_record_at_home(homes: runformat.Homes, key: str) -> runformat.RunRecord:
+    """The record of the run at `key`, read with its home's cache (as its renders left it,
+    reached through no link: `Source.read_record`) when the home exists, else without: what
+    the daemon reads outside a render (an alert's, a mail's) costs no more than the render's.
+    Raises as `read_record` does."""
+    run_dir = homes.runs_dir / key
+    source = source_of(run_dir)
+    with ExitStack() as stack:
+        cache = None
+        try:
+            home = homes.home_of(key)
+            root = homes.root_of(home)
+            fd = stack.enter_context(storage.opened_beneath(root, home.relative_to(root).parts))
+            cache = storage.fd_path(fd, home) / runformat.CACHE_DIR
+        except (OSError, ValueError):  # no home yet, or a link on the way: no cache
+            pass
+        record = source.read_record(run_dir, cache)
+    return record
 
 
 def list_runs(runs_dir: Path) -> list[Path]:

@@ -66,9 +66,12 @@ class Source(Protocol):
         """The run's inputs now. Never raises for a broken run: that is the render's to report."""
         ...
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         """The run's metadata. Raises MalformedRunFileError (named, with why) when it cannot be
-        read; the renderer then renders with defaults and names the problem."""
+        read; the renderer then renders with defaults and names the problem.
+
+        `cache`: as for `read_losses` (the same folder): a source whose record takes a long
+        log to find (W&B) keeps it there, so that a new process reads only the new bytes."""
         ...
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:

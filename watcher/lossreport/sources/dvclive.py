@@ -72,7 +72,7 @@ class DvcLiveSource:
             silence_finishes=True,
         )
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         """params.yaml as the config (none when missing). The run is its folder, or the
         folder above a default `dvclive/`; the model the config's, else the folder above
         the run. Raises MalformedRunFileError for a params.yaml that cannot be read."""

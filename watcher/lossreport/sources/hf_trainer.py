@@ -94,7 +94,7 @@ class HfTrainerSource:
             silence_finishes=status == RUNNING,
         )
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         """config.json (beside the state, else in the run folder or its highest checkpoint)
         as the config, the model named by its `_name_or_path` or `model_type`; the run by
         its output folder (the Trainer's default run_name: training_args.bin, which holds

@@ -61,7 +61,7 @@ class LightningCsvSource:
             silence_finishes=True,
         )
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         """hparams.yaml as the config (none when missing or empty). The logger writes to
         `save_dir/NAME/VERSION`: the run is its version (`version_3`), the model the model
         the hparams name, else the logger's NAME (the folder above a default

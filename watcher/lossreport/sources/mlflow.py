@@ -110,7 +110,7 @@ class MlflowSource:
             f"MLflow run status {meta.mlflow_status}" if meta else None,
         )
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         """meta.yaml's status and times, the params as the config, the run and model named
         as the module docstring says. Raises MalformedRunFileError for a meta.yaml that is
         missing or cannot be read."""

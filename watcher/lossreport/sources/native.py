@@ -36,7 +36,7 @@ class NativeSource:
             status, heartbeat = _status_and_heartbeat(run_dir, key)
         return Inputs(fingerprint, status, heartbeat)
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         return runformat.read_run_file(run_dir)
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:

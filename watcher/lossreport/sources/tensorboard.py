@@ -106,7 +106,7 @@ class TensorBoardSource:
             silence_finishes=True,
         )
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         """Event files record no config: the run is named by its folder, the model by the
         folder that groups it (`logs/EXPERIMENT/RUN`; Lightning's `NAME/version_3`)."""
         files = longform.regular_files(run_dir, is_event_file_name)

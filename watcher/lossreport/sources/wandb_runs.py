@@ -22,6 +22,12 @@ maps the last read's wide table, kept beside the parts (widecache.py, as TensorB
 source does), instead of reading every part again: a few milliseconds whatever the run's
 length. A log ending in a record still being written has its last bytes scanned again, and
 nothing else.
+
+The run's name, config, summary and end (read_record) are kept the same way, in
+`record.json` beside the state: what the records but the history said, and how far into
+which log (its inode and first bytes), so that a new process (a render worker, `lossreport
+render` of a finished run) decodes only the records written since, not the whole log. One
+that does not describe the log, or cannot be read, is not used: the log is read from its start.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ CACHE_FOLDER = "wandb"
 STATE_FILE = "state.json"
 STATE_FORMAT = "lossreport.wandb-cache/1"
 MAX_STATE_BYTES = 4 * 2**20
+RECORD_FILE = "record.json"  # what read_record found, and how far (beside state.json)
+RECORD_FORMAT = "lossreport.wandb-record/1"
 MAX_LOG_BYTES = 64 * 2**30  # a bigger log is not read (the read budget refuses it before)
 # What a log's bytes not read yet take once read, at most, per byte (storage.budget): a
 # chunk of them, and the rows they make (a scalar's history item is some 40 bytes of the log,
@@ -101,14 +109,15 @@ class WandbSource:
         status, rule = _status(exit_code)
         return Inputs(log.key, status, longform.last_written([log]), rule)
 
-    def read_record(self, run_dir: Path) -> RunRecord:
+    def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
         """The run's name, config, summary and end, from every record of its log but the
-        history (decoded once per version of the log in a process). Raises
-        MalformedRunFileError when the log cannot be read."""
+        history: those past where this process, or the read that left `cache` (module
+        docstring), read the same log last. Raises MalformedRunFileError when the log cannot
+        be read."""
         log = _log_stat(run_dir)
         if log is None:
             raise MalformedRunFileError(run_dir / (log_name(run_dir) or "run-ID.wandb"), "missing")
-        meta = _meta(log.path)
+        meta = _meta(log.path, cache)
         status, _ = _status(meta.exit_code)
         config: dict[str, Any] = dict(meta.config)
         config.update(
@@ -257,12 +266,23 @@ def _tail_exit(path: Path, version: tuple[int, int, int]) -> int | None:
 
 @dataclass
 class _MetaRead:
-    """What a process read of a log's other records: where it ended, and of which log."""
+    """What a read of a log's other records found: where it ended, and of which log (its
+    inode and first bytes, up to HEAD_BYTES)."""
 
     inode: int
     head: bytes
     offset: int
     meta: Meta
+
+    def describes(self, inode: int, head: bytes, size: int) -> bool:
+        """Whether it was read of the log that has `inode`, starts with `head`, and is
+        `size` bytes long now (no shorter than it was read)."""
+        return (
+            self.inode == inode
+            and head[: len(self.head)] == self.head
+            and len(head) >= len(self.head)
+            and self.offset <= size
+        )
 
 
 _META_LOGS = 16  # logs whose other records a process remembers
@@ -270,45 +290,110 @@ _metas: OrderedDict[Path, _MetaRead] = OrderedDict()
 _metas_lock = threading.Lock()
 
 
-def _meta(path: Path) -> Meta:
-    """Every record of the log but the history, decoded: those past where this process read
-    the same log last (the same inode and first bytes, no shorter), so that a training run's
-    renders follow it at the cost of what it logged since. MalformedRunFileError when the log
-    cannot be read or the wandb extra is missing."""
+def _meta(path: Path, cache: Path | None) -> Meta:
+    """Every record of the log but the history, decoded: those past where this process or
+    the read that wrote `cache`'s RECORD_FILE read the same log last (the same inode and first
+    bytes, no shorter), so that a training run's renders follow it at the cost of what it
+    logged since, and a new process does not read a finished run's log again.
+    MalformedRunFileError when the log cannot be read or the wandb extra is missing."""
     codec = wandb_log.load_codec()
     if codec is None:
         raise MalformedRunFileError(path, wandb_log.EXTRA_HINT)
-    try:
-        fd = _open_log(path)
-    except OSError as exc:
-        raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
-    try:
-        info = os.fstat(fd)
-        head = os.pread(fd, HEAD_BYTES, 0)
+    with widecache.opened(cache, CACHE_FOLDER) as folder:
+        try:
+            fd = _open_log(path)
+        except OSError as exc:
+            raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
+        try:
+            info = os.fstat(fd)
+            head = os.pread(fd, HEAD_BYTES, 0)
+            kept = _load_record(path, cache, folder)
+            if kept is not None and not kept.describes(info.st_ino, head, info.st_size):
+                kept = None
+            with _metas_lock:
+                known = _metas.get(path)
+            if known is None or not known.describes(info.st_ino, head, info.st_size):
+                known = _MetaRead(info.st_ino, head, 0, Meta())  # another log: from its start
+            if kept is not None and kept.offset > known.offset:
+                known = kept
+            meta = copy.deepcopy(known.meta)  # the kept one stays as read, should this fail
+            scan = wandb_log.LogScan(path, known.offset)
+            for record in scan.records(fd, info.st_size):
+                meta.feed(record, codec)
+        except OSError as exc:
+            raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
+        finally:
+            os.close(fd)
+        if scan.stopped:
+            raise MalformedRunFileError(path, "not a W&B transaction log (its header)")
+        read = _MetaRead(info.st_ino, head, scan.end, meta)
         with _metas_lock:
-            known = _metas.get(path)
-        if (
-            known is None
-            or (known.inode, known.head) != (info.st_ino, head[: len(known.head)])
-            or known.offset > info.st_size
-        ):
-            known = _MetaRead(info.st_ino, head, 0, Meta())  # another log: from its start
-        meta = copy.deepcopy(known.meta)  # the kept one stays as read, should this read fail
-        scan = wandb_log.LogScan(path, known.offset)
-        for record in scan.records(fd, info.st_size):
-            meta.feed(record, codec)
-    except OSError as exc:
-        raise MalformedRunFileError(path, f"cannot be read ({exc})") from exc
-    finally:
-        os.close(fd)
-    if scan.stopped:
-        raise MalformedRunFileError(path, "not a W&B transaction log (its header)")
-    with _metas_lock:
-        _metas[path] = _MetaRead(info.st_ino, head, scan.end, meta)
-        _metas.move_to_end(path)
-        while len(_metas) > _META_LOGS:
-            _metas.popitem(last=False)
+            _metas[path] = read
+            _metas.move_to_end(path)
+            while len(_metas) > _META_LOGS:
+                _metas.popitem(last=False)
+        if scan.end > (kept.offset if kept else 0):
+            _keep_record(cache, folder, read)
     return meta
+
+
+def _load_record(path: Path, cache: Path | None, folder: int | None) -> _MetaRead | None:
+    """The read RECORD_FILE describes, checked; None without one, or when it cannot be read
+    or is not one (another version's, damaged: the log is then read again)."""
+    if cache is None or folder is None:
+        return None
+    where = cache / CACHE_FOLDER / RECORD_FILE
+    try:
+        document = json.loads(storage.read_bytes(where, MAX_STATE_BYTES, dir_fd=folder))
+        if document["format"] != RECORD_FORMAT:
+            raise ValueError("another format")
+        inode, offset, head = document["inode"], document["offset"], document["head"]
+        if any(type(n) is not int or n < 0 for n in (inode, offset)):
+            raise TypeError("not a count")
+        return _MetaRead(inode, bytes.fromhex(head), offset, _parse_meta(document["meta"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        logger.warning("%s: unreadable (%s); reading %s again", where, exc, path)
+        return None
+
+
+def _parse_meta(document: Any) -> Meta:
+    """A Meta as `_keep_record` wrote it, its fields' types checked (TypeError)."""
+    meta = Meta(**document)
+    texts = (meta.run_id, meta.project, meta.entity, meta.name, meta.group, meta.host)
+    if not all(isinstance(text, str) for text in texts):
+        raise TypeError("not a name")
+    if not (meta.started_at is None or type(meta.started_at) in (int, float)):
+        raise TypeError("not a time")
+    if not (meta.exit_code is None or type(meta.exit_code) is int):
+        raise TypeError("not an exit code")
+    if type(meta.resumed) is not bool:
+        raise TypeError("not a flag")
+    if not (isinstance(meta.config, dict) and isinstance(meta.summary, dict)):
+        raise TypeError("not a mapping")
+    return meta
+
+
+def _keep_record(cache: Path | None, folder: int | None, read: _MetaRead) -> None:
+    """Write what the read found to RECORD_FILE (atomically), for the next process."""
+    if cache is None or folder is None:
+        return
+    where = cache / CACHE_FOLDER / RECORD_FILE
+    try:
+        document = {
+            "format": RECORD_FORMAT,
+            "inode": read.inode,
+            "head": read.head.hex(),
+            "offset": read.offset,
+            "meta": asdict(read.meta),
+        }
+        data = json.dumps(document, allow_nan=False).encode()
+        if len(data) > MAX_STATE_BYTES:
+            raise ValueError(f"it would take {len(data):,} bytes")
+        storage.atomic_write(where, data, dir_fd=folder)
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("%s: not kept (%s)", where, exc)
 
 
 @dataclass
