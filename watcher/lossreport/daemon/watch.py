@@ -49,7 +49,6 @@ from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RenderWorkerDied, RunBusy, RunDirectoryError
 from ..runformat import Homes, RenderedMarker, presence, read_marker
-from ..sources.native import stat_fingerprint
 from . import seen
 from .alerting import LIVE_SOURCES, Alerter
 from .crashes import Crashes
@@ -366,6 +365,8 @@ class Watcher:
         if source is sources.NATIVE and self._unchanged(name, self._listing.seen(name)):
             return
         self._read += 1
+        # Taken before anything is read: a change after this gives the run another stamp.
+        folders = seen.folder_identity(os.fspath(run_dir)) if source is sources.NATIVE else None
         state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
@@ -402,8 +403,15 @@ class Watcher:
             reason, status = f"running, {why}", runformat.RUNNING
         if reason is None or status is None:
             self._schedule.settled(name)
-            if identity is not None and marker is not None and status is not None and not alerted:
-                self._saw_settled(name, state, status, marker, identity)
+            if (
+                folders is not None
+                and identity is not None
+                and marker is not None
+                and status is not None
+                and not alerted
+                and not seen.is_racy(folders[1])  # changed just now: looked at fully again
+            ):
+                self._saw_settled(name, state, status, marker, folders[0], identity)
             return
         if self._crashes.set_aside(name, state.fingerprint):
             logger.debug(
@@ -443,10 +451,10 @@ class Watcher:
         run_dir = os.path.join(self._runs_root, name)
         home = run_dir if self.homes.output is None else os.fspath(self.homes.home_of(name))
         identity = seen.marker_identity(home)
-        if identity is None:
+        folders = seen.folder_identity(run_dir) if identity is not None else None
+        if identity is None or folders is None:
             return False
-        fingerprint, _ = stat_fingerprint(run_dir)
-        if seen.stamp(name, fingerprint, identity, self._settings(running)) != stamp:
+        if seen.stamp(name, folders[0], identity, self._settings(running)) != stamp:
             return False
         self._schedule.saw(name, running=running)
         self._schedule.settled(name)
@@ -455,7 +463,13 @@ class Watcher:
         return True
 
     def _saw_settled(
-        self, name: str, state: RunState, status: str, marker: RenderedMarker, identity: str
+        self,
+        name: str,
+        state: RunState,
+        status: str,
+        marker: RenderedMarker,
+        folders: str,
+        identity: str,
     ) -> None:
         """A full look found run `name` rendered as it is: record its stamp (seen.py) if the
         same inputs and marker always mean the same answer (a finished or stalled run of
@@ -469,7 +483,7 @@ class Watcher:
         ):
             return
         running = state.status == runformat.RUNNING
-        stamp = seen.stamp(name, state.fingerprint, identity, self._settings(running))
+        stamp = seen.stamp(name, folders, identity, self._settings(running))
         self._listing.saw(name, stamp, running)
         self._saw_running(name, running=False)
 
