@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from lossreport import runformat
+from lossreport.catalog.store import QUERY_INDEXES
 from lossreport.daemon import seen
 from lossreport.runformat import read_marker
 from tests.support.daemon import Daemon, wait_rendered
@@ -57,6 +59,10 @@ def test_a_restart_reads_no_settled_run_and_renders_only_what_changed(
     daemon.stop()
     assert _scan(daemon)["read"] == RUNS  # the first start reads every run once
     assert not daemon.events("render_started")
+    catalog = sqlite3.connect(runs_dir / runformat.CATALOG_DIR / runformat.CATALOG_FILE)
+    indexes = {name for (name,) in catalog.execute("SELECT name FROM sqlite_schema")}
+    catalog.close()
+    assert indexes >= QUERY_INDEXES.keys()  # left out while it filled, made at its end
 
     again = _start(runs_dir, tmp_path / "again.log")
     again.stop()

@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -298,23 +298,37 @@ class Watcher:
         return keys[known] if known is not None else None
 
     # -- deciding and submitting ----------------------------------------------------------
-    def _run_keys(self) -> list[str]:
+    def _run_keys(self, known: Callable[[str], bool]) -> list[str]:
         try:
-            return sources.list_run_keys(self.runs_dir)
+            return sources.list_run_keys(self.runs_dir, known)
         except OSError as exc:
             logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
             return []
 
     def _scan(self) -> int:
-        keys = self._run_keys()
-        self._known.update(keys)
         stamps = self._listing.stamps()  # one query, not one a run
+        asked: set[str] = set()
+        unchanged: set[str] = set()
+
+        def settled(key: str) -> bool:
+            """Whether the run in folder `key` is as its stamp says, asked as the listing
+            finds it (a real folder: what _consider_run checks first): then it is lossreport's
+            own run, and the listing need not look for its run.json again."""
+            asked.add(key)
+            if self._schedule.request(key) and self._unchanged(key, stamps.get(key)):
+                unchanged.add(key)
+                return True
+            return False
+
+        keys = self._run_keys(settled)
+        self._known.update(keys)
         for key in keys:
-            # The scan just found the run's folder, a real one: what _consider_run checks
-            # before it asks whether the run is unchanged.
-            if self._schedule.request(key) and not self._unchanged(key, stamps.get(key)):
+            if key in unchanged or not self._schedule.request(key):
+                continue
+            if key in asked or not self._unchanged(key, stamps.get(key)):
                 self._look(key)
-        del stamps
+        for kept in (stamps, asked, unchanged):  # 100,000 keys: not held while pruning
+            kept.clear()
         for name in self._known - set(keys):  # deleted or moved away
             self._forget(name)
         for name in self._settled & self._watches.keys():  # left to the scans from now on
