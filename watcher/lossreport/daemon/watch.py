@@ -423,9 +423,10 @@ class Watcher:
                 and marker is not None
                 and status is not None
                 and not alerted
-                and not seen.is_racy(folders[1])  # changed just now: looked at fully again
             ):
-                self._saw_settled(name, state, status, marker, folders[0], identity)
+                # Changed just now: settled, but looked at fully again (seen.RACY_NS).
+                stamp = None if seen.is_racy(folders[1]) else (folders[0], identity)
+                self._saw_settled(name, state, status, marker, stamp)
             return
         if self._crashes.set_aside(name, state.fingerprint):
             logger.debug(
@@ -482,12 +483,13 @@ class Watcher:
         state: RunState,
         status: str,
         marker: RenderedMarker,
-        folders: str,
-        identity: str,
+        seen_now: tuple[str, str] | None,
     ) -> None:
-        """A full look found run `name` rendered as it is: record its stamp (seen.py) if the
-        same inputs and marker always mean the same answer (a finished or stalled run of
-        lossreport's own whose mail, if any, its daemon render queued)."""
+        """A full look found run `name` rendered as it is: if the same inputs and marker
+        always mean the same answer (a finished or stalled run of lossreport's own whose mail,
+        if any, its daemon render queued), it is left to the scans and its stamp (seen.py),
+        `seen_now` (its folders' and marker's identity; None: they changed too recently to
+        trust), is recorded."""
         if (
             status not in SETTLED_STATUSES
             or marker.status != status
@@ -497,8 +499,9 @@ class Watcher:
         ):
             return
         running = state.status == runformat.RUNNING
-        stamp = seen.stamp(name, folders, identity, self._settings(running))
-        self._listing.saw(name, stamp, running)
+        if seen_now is not None:
+            stamp = seen.stamp(name, *seen_now, self._settings(running))
+            self._listing.saw(name, stamp, running)
         self._saw_running(name, running=False)
 
     def _settings(self, running: bool) -> str:
