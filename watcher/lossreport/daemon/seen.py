@@ -31,6 +31,7 @@ from ..runformat import GRAPHS_DIR, LOSSES_DIR, MARKER, RUN_FILE
 # A folder changed this recently may change again without its change time moving (coarse
 # filesystem clocks tick every few milliseconds; NFS servers' clocks drift by some more).
 RACY_NS = 2_000_000_000
+_MARKER_PATH = f"{GRAPHS_DIR}/{MARKER}"
 
 
 def marker_identity(home: str | Path) -> str | None:
@@ -38,7 +39,7 @@ def marker_identity(home: str | Path) -> str | None:
     or None when there is none. Taken before the marker is read: a marker replaced after
     this has another identity, so its stamp never matches one recorded from older text."""
     try:
-        info = os.lstat(os.path.join(home, GRAPHS_DIR, MARKER))
+        info = os.lstat(f"{home}/{_MARKER_PATH}")
     except OSError:
         return None
     return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
@@ -58,7 +59,7 @@ def folder_identity(run_dir: str) -> tuple[str, int] | None:
     newest = folder.st_ctime_ns
     for name in (LOSSES_DIR, RUN_FILE):
         try:
-            info = os.lstat(os.path.join(run_dir, name))
+            info = os.lstat(f"{run_dir}/{name}")  # plain strings: a start asks every run
         except OSError:
             parts.append("-")
             continue

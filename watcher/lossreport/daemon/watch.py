@@ -463,7 +463,7 @@ class Watcher:
         if recorded is None or not runformat.is_run_name(name):
             return False
         stamp, running = recorded
-        run_dir = os.path.join(self._runs_root, name)
+        run_dir = f"{self._runs_root}/{name}"
         home = run_dir if self.homes.output is None else os.fspath(self.homes.home_of(name))
         identity = seen.marker_identity(home)
         folders = seen.folder_identity(run_dir) if identity is not None else None
@@ -723,9 +723,9 @@ class Watcher:
             observer.start()
             if not polling:
                 self._observer = observer
-                for folder in runformat.list_folders(self.runs_dir):
-                    if folder.name not in self._settled:
-                        self._follow(folder.name)
+                for name in runformat.list_folder_names(self.runs_dir):
+                    if name not in self._settled:
+                        self._follow(name)
         except BaseException:
             observer.stop()
             raise
