@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import struct
 import zlib
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -62,14 +62,12 @@ def encode_curves(curves_json: str, by_place: bool) -> tuple[list[list[Any]], li
         if not points:
             shapes.append([name, 0, "i"])
             continue
-        steps = [float(point[0]) for point in points]
-        values = [float(point[1]) for point in points]
-        if len(steps) != len(points) or any(len(point) != 2 for point in points):
-            raise ValueError("a curve's point is not a [step, value] pair")
-        integral = all(step.is_integer() and abs(step) < INTEGRAL for step in steps)
+        steps = [float(step) for step, _ in points]  # a point that is no pair: ValueError
+        values = [float(value) for _, value in points]
+        integral = all(map(float.is_integer, steps)) and max(map(abs, steps)) < INTEGRAL
         if integral:
-            exact = [int(point[0]) for point in points]
-            deltas = [exact[0], *(now - before for before, now in pairwise(exact))]
+            exact = [int(step) for step, _ in points]
+            deltas = [exact[0], *map(operator.sub, exact[1:], exact)]
             parts.append(arrange(struct.pack(f"<{len(deltas)}q", *deltas), 8))
         else:
             parts.append(arrange(struct.pack(f"<{len(steps)}d", *steps), 8))
@@ -79,7 +77,7 @@ def encode_curves(curves_json: str, by_place: bool) -> tuple[list[list[Any]], li
             levels = [round((value - low) / span * LEVELS) for value in values]
         else:  # all one value (or a range past a float's)
             levels = [0] * len(values)
-        ups = [levels[0], *((now - before) % 65_536 for before, now in pairwise(levels))]
+        ups = [levels[0], *(up % 65_536 for up in map(operator.sub, levels[1:], levels))]
         parts.append(struct.pack("<2d", low, high))
         parts.append(arrange(struct.pack(f"<{len(ups)}H", *ups), 2))
         shapes.append([name, len(points), "i" if integral else "f"])
