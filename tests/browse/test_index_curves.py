@@ -105,7 +105,7 @@ def test_the_daemon_writes_bounded_curves_and_serve_reads_them_bounded(tmp_path:
     listing.close()
     path = state / CATALOG_DIR / CATALOG_FILE
     with closing(sqlite3.connect(path)) as connection, connection:  # a hand-made row
-        connection.execute("INSERT INTO runs SELECT NULL, 'older/run', status, sweep,"
+        connection.execute("INSERT INTO runs SELECT NULL, 'older/run', place, status, sweep,"
                            " source, steps, started_at, duration, rendered_at, search"
                            " FROM runs")  # fmt: skip
         connection.execute("INSERT INTO details SELECT (SELECT id FROM runs WHERE key ="

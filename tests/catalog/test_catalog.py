@@ -5,6 +5,7 @@ folder or file refused without hanging or writing through it."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -153,6 +154,7 @@ FILTERS = [
     RunQuery(config=(("optimizer.beta1", "0.0"),)),  # a nested key, as flat_config joins it
     RunQuery(config=(("d_sae", "4096"), ("optimizer.beta1", "0.9"))),
     RunQuery(config=(("warmup", "100"),), model="gemma-2b"),
+    RunQuery(config=(("lr", "0.001"),), hook="blocks.0.hook_mlp_out", architecture="gated"),
     RunQuery(config=(("note", '"><script>alert(1)</script>'),)),
     RunQuery(config=(("lr", "1e-3"),)),  # not as the catalog shows it: no match
     RunQuery(config=(("lr", "0.001"),), text="run_", status="completed", source="lossreport"),
@@ -296,6 +298,7 @@ def test_sweeps_agree_with_python(filled: Filled) -> None:
         assert group.more_varying == max(0, len(varying) - MAX_VARYING)
         again = sweep_of(catalog, group.model, group.hook, group.architecture)
         assert again is not None and again.as_json() == group.as_json()
+        assert json.loads(json.dumps(group.as_json())) == group.as_json()  # as the API sends
     # what the generator promises, so the checks above saw each case
     assert any(group.varying == [] for group in page), "a sweep of repeats"
     assert any("warmup" in group.varying for group in page), "a key only some runs have"
@@ -647,3 +650,60 @@ def test_the_filters_offer_only_names_some_run_still_has(blank: Catalog) -> None
     catalog.forget(odd["run_id"])  # gone
     assert options(catalog) == found
     assert search(catalog, RunQuery(sort="final:mse_loss")).total == 2
+
+
+def _counts_agree(catalog: Catalog) -> None:
+    """`run_counts` is what counting the runs says, and so are the answers read from it."""
+    with catalog.reading() as connection:
+        kept = connection.execute(
+            "SELECT sweep, status, source, counted FROM run_counts ORDER BY sweep, status, source"
+        ).fetchall()
+        counted = connection.execute(
+            "SELECT sweep, status, source, COUNT(*) FROM runs GROUP BY sweep, status, source"
+            " ORDER BY sweep, status, source"
+        ).fetchall()
+        kept_settings = connection.execute(
+            "SELECT sweep, setting, counted FROM setting_counts ORDER BY sweep, setting"
+        ).fetchall()
+        settings = connection.execute(
+            "SELECT sweep, setting, COUNT(*) FROM config GROUP BY sweep, setting"
+            " ORDER BY sweep, setting"
+        ).fetchall()
+    assert [tuple(row) for row in kept] == [tuple(row) for row in counted]
+    assert [tuple(row) for row in kept_settings] == [tuple(row) for row in settings]
+    rows = catalog.recent(1000)
+    assert catalog.count() == len(rows)
+    statuses = Counter(row["status"] for row in rows)
+    for status, runs in statuses.items():
+        assert search(catalog, RunQuery(status=status)).total == runs
+    models = Counter(row["model"] for row in rows if row["model"])  # none: not offered
+    for name, counter in (("status", statuses), ("model", models)):
+        offered = sorted(counter, key=lambda value: (-counter[value], value))
+        assert options(catalog)[name] == offered
+
+
+def test_counts_follow_every_write(blank: Catalog) -> None:
+    """Totals, the filters' options and sweeps' sizes are read from counts kept up by each
+    write: a run that changes sweep, status and source, fails, goes or is pruned leaves
+    them what counting the runs says."""
+    catalog = blank
+    rows = [pages.index_row(entry, key) for key, entry in synthetic_entries(60)]
+    catalog.put_many(rows)
+    _counts_agree(catalog)
+    moved = {**rows[0], "status": "running", "model": "moved-model", "source": "mlflow"}
+    catalog.put(moved)
+    catalog.put(moved)  # rendered again, unchanged
+    _counts_agree(catalog)
+    assert sweep_of(catalog, "moved-model", moved["hook"], moved["architecture"]) is None
+    catalog.put({**rows[1], **{name: moved[name] for name in ("model", "status", "source")}})
+    assert sweep_of(catalog, "moved-model", moved["hook"], moved["architecture"]) is not None
+    catalog.mark_failed("new/run", "bad", pages.index_row({"status": "not rendered"}, "new/run"))
+    catalog.forget(rows[2]["run_id"])
+    _counts_agree(catalog)
+    assert catalog.keep_only([row["run_id"] for row in rows[:30]]) == 31  # and new/run
+    _counts_agree(catalog)
+    assert catalog.keep_only([]) == 29
+    _counts_agree(catalog)
+    with catalog.reading() as connection:
+        for table in ("run_counts", "setting_counts"):
+            assert connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0

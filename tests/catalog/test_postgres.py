@@ -1,17 +1,20 @@
 """What only a team's catalog on a PostgreSQL server does, on the session's real server: the
 password never from a URL, and taken from libpq's ways or a file; a schema newer than this
-version refused; one runs tree per catalog; the server restarted under a reader and a writer;
+version refused, an older one upgraded; many trees' runs in one catalog, each daemon pruning
+its own; the server restarted under a reader and a writer;
 a daemon's rows kept while the server is down and written when it is back, each logged once.
 (The queries themselves: test_catalog.py, over both databases.)"""
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import lossreport
 from tests.support.optional import missing
 
 try:
@@ -20,8 +23,9 @@ except ImportError:
     missing("psycopg", "pip install 'lossreport[postgresql]'")
 
 from lossreport.catalog import RunQuery
-from lossreport.catalog.postgres import META, PostgresCatalog
-from lossreport.catalog.query import search
+from lossreport.catalog.places import Place
+from lossreport.catalog.postgres import META, POSTGRESQL, PostgresCatalog
+from lossreport.catalog.query import options, search, where_clause
 from lossreport.catalog.store import SCHEMA_VERSION
 from lossreport.catalog.urls import CatalogServer
 from lossreport.cli.main import main
@@ -29,7 +33,8 @@ from lossreport.daemon.listing import Listing
 from lossreport.errors import CatalogSchemaError, CatalogServerError, InvalidInputError
 from lossreport.report import pages
 from lossreport.runformat import Homes
-from tests.support.catalog import synthetic_entries
+from tests.catalog.test_upgrade import stamps_of, write_schema_3
+from tests.support.catalog import TO_SCHEMA_4, fill, synthetic_entries
 from tests.support.postgres import PASSWORD, PostgresServer
 
 SECRET = "hunter2-Ω"
@@ -135,6 +140,40 @@ def test_an_older_schema_without_an_upgrade_step_is_made_afresh(postgres_url: st
     reader.close()
 
 
+def test_schema_4_is_upgraded_in_place_with_its_rows(postgres_url: str) -> None:
+    """Schema 4 to 5 (the counts by sweep, status and source, the run in the config's index)
+    is a step on the rows as they are: a daemon's connection takes it, nothing is lost."""
+    admin = PostgresCatalog.connect(postgres_url, writable=True)
+    admin.put_many(pages.index_row(entry, key) for key, entry in synthetic_entries(200))
+    failed = search(admin, RunQuery(status="failed")).total
+    for statement in TO_SCHEMA_4:
+        admin._connection.execute(statement)
+    admin._connection.execute(f"UPDATE {META} SET version = ?", (4,))
+    admin.close()
+    with pytest.raises(CatalogSchemaError, match=f"schema 4, not {SCHEMA_VERSION}"):
+        PostgresCatalog.connect(postgres_url, writable=False)
+    PostgresCatalog.connect(postgres_url, writable=True).close()
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    assert reader.count() == 200
+    assert search(reader, RunQuery(status="failed")).total == failed > 0
+    reader.close()
+
+
+def test_the_text_filter_finds_its_sweeps_once_not_per_run(postgres_url: str) -> None:
+    """The text filter's sweeps (their names hold the text) are found once, before the runs
+    (an InitPlan), so that every arm of its OR can be read from an index and the arms'
+    bitmaps joined: asked per run (`IN`, a hashed SubPlan) the OR needs every run read, 2.4 s
+    at 1,000,000 runs. The plan's shape, not its choice among indexes, which a catalog of
+    a test's size does not show."""
+    writer = PostgresCatalog.connect(postgres_url, writable=True)
+    fill(writer, 300)
+    where, parameters = where_clause(RunQuery(text="blocks.7.hook"), POSTGRESQL)
+    found = writer._connection.execute(f"EXPLAIN SELECT COUNT(*) FROM runs {where}", parameters)
+    plan = "\n".join(line for (line,) in found)
+    writer.close()
+    assert "InitPlan" in plan and "SubPlan" not in plan, plan
+
+
 def test_a_daemon_of_a_newer_schema_refuses_to_start(
     postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -155,15 +194,83 @@ def test_schema_is_made_once_by_daemons_starting_together(postgres_url: str) -> 
         catalog.close()
 
 
-def test_a_catalog_belongs_to_one_runs_tree(postgres_url: str) -> None:
-    """A daemon prunes its tree's gone runs (keep_only): another tree's daemon would prune
-    every row of this one."""
-    first = PostgresCatalog.connect(CatalogServer(postgres_url, tree="/srv/a"), writable=True)
-    again = PostgresCatalog.connect(CatalogServer(postgres_url, tree="/srv/a"), writable=True)
-    with pytest.raises(CatalogSchemaError, match="holds the runs of /srv/a, not of /srv/b"):
-        PostgresCatalog.connect(CatalogServer(postgres_url, tree="/srv/b"), writable=True)
-    first.close()
-    again.close()
+def test_an_older_schema_is_upgraded_in_place_its_runs_its_trees(postgres_url: str) -> None:
+    """Schema 3 held one tree's runs (its `tree`): each is given that tree's place, none lost,
+    and the tree's daemon goes on with them (its stamps, its pruning)."""
+    tree = Place("login-1", "/srv/runs")
+    admin = PostgresCatalog.connect(postgres_url, writable=True)
+    rows = [pages.index_row(entry, key) for key, entry in synthetic_entries(30)]
+    write_schema_3(admin._connection, rows)
+    admin._connection.execute(f"ALTER TABLE {META} ADD COLUMN tree TEXT")
+    admin._connection.execute(f"UPDATE {META} SET version = 3, tree = ?", (tree.tree,))
+    admin.close()
+
+    daemon = PostgresCatalog.connect(CatalogServer(postgres_url, place=tree), writable=True)
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    try:
+        assert reader.count() == len(rows)
+        assert {row["place"] for row in reader.recent(100)} == {tree}
+        assert daemon.stamps() == stamps_of(rows)
+        assert daemon.keep_only([row["run_id"] for row in rows[1:]]) == 1
+        assert search(reader, RunQuery(where="login-1:/srv/runs")).total == len(rows) - 1
+    finally:
+        daemon.close()
+        reader.close()
+
+
+def test_many_trees_share_a_catalog_each_daemon_pruning_its_own(postgres_url: str) -> None:
+    """Two trees' daemons and a bucket's: one path in two trees is two runs, and a daemon's
+    prune (keep_only) and forget leave the others' rows alone."""
+    places = [Place("gpu-a", "/scratch/runs"), Place("gpu-b", "/scratch/runs"),
+              Place("", "s3://team-bucket/runs")]  # fmt: skip
+    daemons = [PostgresCatalog.connect(CatalogServer(postgres_url, place=place), writable=True)
+               for place in places]  # fmt: skip
+    try:
+        for number, daemon in enumerate(daemons):
+            daemon.put_many([_row("sweep/shared"), _row(f"sweep/only-{number}")])
+            daemon.put_seen([("sweep/shared", number, False)])
+        assert daemons[0].count() == 6
+        assert [daemon.seen("sweep/shared") for daemon in daemons] == [(0, False), (1, False),
+                                                                       (2, False)]  # fmt: skip
+        daemons[0].mark_failed("sweep/shared", "boom", _row("sweep/shared"))
+        assert [d.rows(["sweep/shared"])[0]["error"] for d in daemons] == ["boom", "", ""]
+        assert daemons[0].keep_only(["sweep/shared"]) == 1
+        daemons[1].forget("sweep/shared")
+        assert daemons[2].count() == 4
+        assert {row["run_id"] for row in daemons[2].recent(10, here=True)} == {
+            "sweep/shared", "sweep/only-2"}  # fmt: skip
+        page = search(daemons[2], RunQuery(where="gpu-b:/scratch/runs"))
+        assert [(row["run_id"], row["place"]) for row in page.rows] == [
+            ("sweep/only-1", places[1])]  # fmt: skip
+        assert options(daemons[2])["where"] == sorted(place.name for place in places)
+    finally:
+        for daemon in daemons:
+            daemon.close()
+
+
+def test_daemons_sharing_a_tree_over_nfs_name_its_host_once(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tree's place holds its host: daemons of one NFS tree on several hosts give it one
+    name (--catalog-host), else each lists every run under its own place."""
+    runs = tmp_path / "runs"
+    with lossreport.start_run(runs / "sweep", model="gpt2-small", hook="blocks.3.hook_resid_pre",
+                              run_id="lr-1", report_on_close=False) as run:  # fmt: skip
+        for step in range(20):
+            run.log(step, mse_loss=1.0 / (step + 1))
+    watch = ["watch", str(runs), "--once", "--catalog", postgres_url]
+    for _ in range(2):  # as from two hosts
+        assert main([*watch, "--catalog-host", "nfs-1"]) == 0
+    reader = PostgresCatalog.connect(postgres_url, writable=False)
+    try:
+        assert [row["place"] for row in reader.recent(10)] == [Place("nfs-1", str(runs))]
+        assert main(watch) == 0  # this host's own name: another place
+        assert {row["place"].host for row in reader.recent(10)} == {"nfs-1", socket.gethostname()}
+    finally:
+        reader.close()
+    with pytest.raises(SystemExit):
+        main([*watch, "--catalog-host", "two words"])
+    assert "--catalog-host: 'two words': must be a host's name" in capsys.readouterr().err
 
 
 # -- the server going away -------------------------------------------------------------------------
@@ -197,7 +304,7 @@ def test_a_daemon_keeps_its_rows_while_the_server_is_down(
     the outage logged once, its end once."""
     caplog.set_level(logging.INFO, logger="lossreport")
     homes = Homes(tmp_path)
-    listing = Listing(homes, CatalogServer(postgres_url, tree=str(tmp_path)))
+    listing = Listing(homes, CatalogServer(postgres_url, place=Place("host", str(tmp_path))))
     entries = list(synthetic_entries(40))
     for key, entry in entries[:10]:
         listing.rendered(key, entry)
@@ -224,7 +331,8 @@ def test_a_daemon_started_while_the_server_is_down_renders_on(
 ) -> None:
     PostgresCatalog.connect(postgres_url, writable=True).close()
     server_back.stop()
-    listing = Listing(Homes(tmp_path), CatalogServer(postgres_url, tree=str(tmp_path)))
+    here = Place("host", str(tmp_path))
+    listing = Listing(Homes(tmp_path), CatalogServer(postgres_url, place=here))
     key, entry = next(iter(synthetic_entries(1)))
     listing.rendered(key, entry)
     server_back.start()

@@ -1,7 +1,7 @@
-"""A catalog a daemon of schema 1 left (every table keyed by the run's path, curves as JSON)
-or of schema 2 (runs numbered, names and JSON in each run's rows, curves in a blob of their
-own) is upgraded in place when the new daemon opens it: every run kept, none to render
-again."""
+"""A catalog a daemon of schema 1 left (every table keyed by the run's path, curves as JSON),
+of schema 2 (runs numbered, names and JSON in each run's rows, curves in a blob of their
+own) or of schema 3 (one tree's runs, no place) is upgraded in place when the new daemon
+opens it: every run kept, none to render again."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from lossreport.catalog import Catalog, RunQuery, legacy_curves
+from lossreport.catalog import Catalog, RunQuery, legacy_curves, store
+from lossreport.catalog.places import HERE
 from lossreport.catalog.query import search
 from lossreport.catalog.store import SCHEMA_VERSION
 from lossreport.catalog.sweeps import sweeps
 from lossreport.report import pages
 from lossreport.runformat import CATALOG_DIR, CATALOG_FILE
-from tests.support.catalog import realistic_entries, synthetic_entries
+from tests.support.catalog import TO_SCHEMA_4, realistic_entries, synthetic_entries
 
 # Schema 1 as the daemon before this one made it (catalog/store.py at cfb3565), and its writes.
 SCHEMA_1 = """
@@ -125,9 +126,9 @@ PRAGMA user_version = 2;
 
 
 def _write_schema_2(path: Path, rows: list[dict[str, Any]]) -> None:
-    """`rows` as schema 2's `Catalog.put_many` wrote them, their seen stamps (`_stamps`) and
+    """`rows` as schema 2's `Catalog.put_many` wrote them, their seen stamps (`stamps_of`) and
     its statistics."""
-    stamps = _stamps(rows)
+    stamps = stamps_of(rows)
     with closing(sqlite3.connect(path)) as connection:
         connection.executescript(SCHEMA_2)
         with connection:
@@ -171,10 +172,42 @@ def _search_text(row: dict[str, Any]) -> str:
     return "\n".join(parts + [f"{k}={v}" for k, v in row["config"].items()]).lower()
 
 
-WRITERS = {1: _write_schema_1, 2: _write_schema_2}
+# Schema 4 less its places: schema 3, which the daemon before this one made (catalog/store.py
+# at 8a3d651), in both databases' words (after `TO_SCHEMA_4`, schema 5 less its counts).
+WITHOUT_PLACES = (
+    "DROP INDEX runs_place",
+    "DROP INDEX runs_key",
+    "ALTER TABLE runs DROP COLUMN place",
+    "CREATE UNIQUE INDEX runs_key ON runs (key)",
+    "DROP TABLE places",
+)
 
 
-def _stamps(rows: list[dict[str, Any]]) -> dict[str, tuple[int, bool]]:
+def write_schema_3(connection: Any, rows: list[dict[str, Any]]) -> None:
+    """`rows` and their stamps as schema 3's daemon wrote them, on an empty catalog of this
+    schema (`connection`: SQLite's or a PostgreSQL catalog's): schema 3 wrote the same rows,
+    less their place and their counts."""
+    with connection:
+        store._insert(connection, rows, HERE)
+        connection.executemany(
+            "INSERT INTO seen SELECT id, ?, ? FROM runs WHERE key = ?",
+            [(stamp, int(running), key) for key, (stamp, running) in stamps_of(rows).items()],
+        )
+        for statement in (*TO_SCHEMA_4, *WITHOUT_PLACES):
+            connection.execute(statement)
+
+
+def _write_schema_3(path: Path, rows: list[dict[str, Any]]) -> None:
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(f"{store.SCHEMA};{store.SEEN_SCHEMA}")
+        write_schema_3(connection, rows)
+        connection.execute("PRAGMA user_version = 3")
+
+
+WRITERS = {1: _write_schema_1, 2: _write_schema_2, 3: _write_schema_3}
+
+
+def stamps_of(rows: list[dict[str, Any]]) -> dict[str, tuple[int, bool]]:
     """Seen stamps (daemon/seen.py) for most of `rows`, signed 64-bit as they are."""
     return {row["run_id"]: (-(2**62) + 7919 * number, number % 3 == 0)
             for number, row in enumerate(rows) if number % 5}  # fmt: skip
@@ -190,7 +223,8 @@ def _rows() -> list[dict[str, Any]]:
 
 
 def _without_curves(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in row.items() if name != "curves_json"}
+    """`row` as `pages.index_row` makes it, less its curves (compared apart: `_close`)."""
+    return {name: value for name, value in row.items() if name not in ("curves_json", "place")}
 
 
 def _close(curves_json: str, expected_json: str) -> bool:
@@ -223,7 +257,8 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
     before = (folder / CATALOG_FILE).stat().st_size
     catalog = Catalog.open(tmp_path)
     catalog.close()
-    assert (folder / CATALOG_FILE).stat().st_size < before / 1.5  # the old pages given back
+    if version < 3:  # moved into new tables: the old pages given back
+        assert (folder / CATALOG_FILE).stat().st_size < before / 1.5
     reader = Catalog.open_readonly(tmp_path)
     assert reader is not None
     try:
@@ -232,6 +267,7 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         for row in rows:
             assert _without_curves(kept[row["run_id"]]) == _without_curves(row), row["run_id"]
             assert _close(kept[row["run_id"]]["curves_json"], row["curves_json"]), row["run_id"]
+            assert kept[row["run_id"]]["place"] == HERE
         # what the tables beside the rows answer, made again from them
         wanted = RunQuery(config=(("lr", "0.001"),), sort="final:mse_loss", per_page=1000)
         expected = sum(1 for row in rows if row["config"].get("lr") == "0.001")
@@ -240,7 +276,7 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         assert search(reader, RunQuery(text="ωMEGA-RUN")).total == 1  # a folded path
         assert search(reader, RunQuery(model=rows[-1]["model"])).total > 1
         # a restart after the upgrade still skips the runs it found settled (schema 2's)
-        assert reader.stamps() == (_stamps(rows) if version == 2 else {})
+        assert reader.stamps() == (stamps_of(rows) if version >= 2 else {})
         with reader.reading() as connection:
             assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             tables = {name for (name,) in connection.execute(
@@ -249,3 +285,33 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         reader.close()
     assert "sweeps" in tables and not {name for name in tables if name.startswith("old_")}
     assert [path.name for path in folder.iterdir()] == [CATALOG_FILE]
+
+
+def test_a_schema_4_catalog_gains_its_counts_in_place(tmp_path: Path) -> None:
+    """Schema 4 to 5 adds a table and an index to the rows as they are: nothing moved, every
+    count right from the first read."""
+    catalog = Catalog.open(tmp_path)
+    rows = [pages.index_row(entry, key) for key, entry in synthetic_entries(300)]
+    catalog.put_many(rows)
+    expected = search(catalog, RunQuery(status="failed")).total
+    groups = sweeps(catalog, RunQuery())[0]
+    catalog.close()
+    with closing(sqlite3.connect(tmp_path / CATALOG_DIR / CATALOG_FILE)) as connection:
+        for statement in TO_SCHEMA_4:
+            connection.execute(statement)
+        connection.execute("PRAGMA user_version = 4")
+        connection.commit()
+    assert Catalog.open_readonly(tmp_path) is None  # serve waits for the daemon's upgrade
+    Catalog.open(tmp_path).close()
+    reader = Catalog.open_readonly(tmp_path)
+    assert reader is not None
+    try:
+        assert reader.count() == len(rows)
+        assert search(reader, RunQuery(status="failed")).total == expected > 0
+        assert sweeps(reader, RunQuery())[0] == groups > 10
+        with reader.reading() as connection:
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            analysed = connection.execute("SELECT tbl, idx FROM sqlite_stat1").fetchall()
+        assert {"config_setting", "run_counts"} <= {name for row in analysed for name in row}
+    finally:
+        reader.close()

@@ -1,54 +1,76 @@
-"""A team's catalog in PostgreSQL as real daemons and a real `serve` use it: two daemons
-following one tree (as on two hosts sharing it over NFS) and a server, all on the session's
-server; that server stopped while runs finish and started again; a daemon SIGKILLed while
-it writes. Every run reported once and listed once, no row lost, none torn."""
+"""A team's catalog in PostgreSQL as real daemons and real `serve`s use it: three daemons,
+on two runs trees and a bucket on the S3 test server, and two servers (one on each tree), all
+on the session's server; that server stopped for 30 s while runs finish everywhere, and
+started again; a daemon SIGKILLed while it writes, and started again. Every run reported
+once and listed once, in both servers, with its place; no row lost, none torn."""
 
 from __future__ import annotations
 
 import json
+import socket
+import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import lossreport
+from lossreport import runformat
 from lossreport.catalog.postgres import PostgresCatalog
 from lossreport.errors import CatalogSchemaError
 from lossreport.runformat import GRAPHS_DIR, read_marker
+from lossreport.storage import s3
 from tests.support.daemon import Daemon
 from tests.support.postgres import PostgresServer
 from tests.support.procs import wait_for
+from tests.support.s3 import boto, client_env, keys, s3_server
 from tests.support.server import request, serving
 
 STEPS = 60
+OUTAGE_S = 30  # how long the issue's acceptance keeps the database down
+BUCKET = "team-runs"
 
 
-def _train(runs_dir: Path, name: str, lr: float) -> Path:
+def _train(where: Path | str, name: str, lr: float) -> None:
+    """A finished run `sweep/NAME` in a tree (a folder) or a bucket (an s3:// URL)."""
+    parent = where / "sweep" if isinstance(where, Path) else f"{where}/sweep"
     with lossreport.start_run(
-        runs_dir / "sweep", model="gpt2-small", hook="blocks.3.hook_resid_pre",
-        architecture="topk", run_id=name, config={"lr": lr}, report_on_close=False,
+        parent, model="gpt2-small", hook="blocks.3.hook_resid_pre", architecture="topk",
+        run_id=name, config={"lr": lr}, report_on_close=False,
     ) as run:  # fmt: skip
         for step in range(STEPS):
             run.log(step, mse_loss=lr * 100 / (step + 1), l1_loss=0.5)
-    return run.path
 
 
-def _catalog_keys(url: str) -> list[str]:
-    """The runs the catalog lists; none before a daemon made it."""
+def _listed(url: str) -> list[tuple[str, str]]:
+    """(place, run) of every row the catalog holds; none before a daemon made it."""
     try:
         catalog = PostgresCatalog.connect(url, writable=False)
     except CatalogSchemaError:
         return []
     try:
-        return [row["run_id"] for row in catalog.recent(1000)]
+        return sorted((row["place"].name, row["run_id"]) for row in catalog.recent(1000))
     finally:
         catalog.close()
 
 
-def _api_runs(port: int) -> dict[str, Any]:
-    status, _, body = request(port, "/.api/runs?per_page=100")
+def _served(port: int) -> list[dict[str, Any]]:
+    status, _, body = request(port, "/.api/runs?per_page=200")
     assert status == 200, body[:500]
-    return dict(json.loads(body))
+    return list(json.loads(body)["runs"])
+
+
+def _served_places(port: int) -> list[tuple[str, str]]:
+    return sorted((run["where"], run["run_id"]) for run in _served(port))
+
+
+def _reported(where: Path | str, names: list[str]) -> bool:
+    """Whether every run `sweep/NAME` has its report and render marker."""
+    if isinstance(where, Path):
+        return all(read_marker(where / "sweep" / name) is not None for name in names)
+    found = keys(boto(s3.endpoint()), BUCKET, "runs/sweep/")
+    return all(f"runs/sweep/{name}/{GRAPHS_DIR}/{runformat.MARKER}" in found for name in names)
 
 
 def _untorn(url: str) -> None:
@@ -70,57 +92,95 @@ def _untorn(url: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_daemons_and_a_server_share_one_catalog_through_an_outage(
-    runs_dir: Path, tmp_path: Path, postgres_server: PostgresServer
+def test_three_daemons_and_two_servers_share_one_catalog_through_an_outage(
+    tmp_path: Path, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = postgres_server.url(postgres_server.new_database())
-    before = {f"sweep/lr-{i}": _train(runs_dir, f"lr-{i}", lr) for i, lr in enumerate([1e-3, 3e-3])}
-    daemons = [
-        Daemon(runs_dir, "--catalog", url, log=tmp_path / f"daemon-{i}.log") for i in range(2)
-    ]
-    try:
-        with serving(runs_dir, tmp_path / "serve.log", "--catalog", url) as (_, port):
-            wait_for(lambda: sorted(_catalog_keys(url)) == sorted(before), timeout=120)
-            assert [run["run_id"] for run in _api_runs(port)["runs"]].count("sweep/lr-0") == 1
+    trees = [tmp_path / "cluster-a" / "runs", tmp_path / "cluster-ß" / "runs"]
+    for tree in trees:
+        tree.mkdir(parents=True)
+    bucket = f"s3://{BUCKET}/runs"
+    host = socket.gethostname()
+    places: dict[Path | str, str] = {trees[0]: f"{host}:{trees[0]}", trees[1]: f"{host}:{trees[1]}",
+                                     bucket: bucket}  # fmt: skip
+    runs: dict[Path | str, list[str]] = {where: [] for where in places}
 
-            postgres_server.stop()  # runs finish while the catalog is down
-            try:
-                during = {f"sweep/lr-{i}": _train(runs_dir, f"lr-{i}", 1e-2) for i in (2, 3)}
-                for home in during.values():
-                    wait_for(lambda home=home: read_marker(home) is not None, timeout=120)
-                # serve still serves the reports, and lists the runs from their markers
-                answer = _api_runs(port)
-                assert sorted(run["run_id"] for run in answer["runs"]) == sorted(before | during)
-                report = next((during["sweep/lr-2"] / GRAPHS_DIR).glob("*.html"))
-                status, _, _ = request(port, f"/sweep/lr-2/{GRAPHS_DIR}/{report.name}")
-                assert status == 200
-            finally:
-                postgres_server.start()
-            everything = sorted(before | during)
-            wait_for(lambda: sorted(_catalog_keys(url)) == everything, timeout=90)
-            wait_for(lambda: sorted(r["run_id"] for r in _api_runs(port)["runs"]) == everything,
-                     timeout=30)  # fmt: skip
-            assert sum(bool(d.events("catalog_unreachable")) for d in daemons) >= 1
-            wait_for(lambda: any(d.events("catalog_reachable") for d in daemons), timeout=30)
-            served = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()
-                      if line.startswith("{")]  # fmt: skip
-            kinds = [event.get("event") for event in served]
-            assert kinds.count("catalog_unreachable") == 1, kinds
-            for daemon in daemons:
-                assert len(daemon.events("catalog_unreachable")) <= 1
-                assert daemon.process.poll() is None, daemon.log.read_text()
+    def train(number: int, lr: float, where: list[Path | str]) -> None:
+        for place in where:  # one path in every place: a run of each
+            _train(place, f"lr-{number}", lr)
+            runs[place].append(f"lr-{number}")
 
-            # A daemon killed however far it got with a write: no torn row.
-            after = {f"sweep/lr-{i}": _train(runs_dir, f"lr-{i}", 1e-4) for i in (4, 5)}
-            wait_for(lambda: len(_catalog_keys(url)) > len(everything), timeout=120)
-            daemons[0].kill_everything()  # the daemon and its workers, at once
-            daemons[0].process.wait(timeout=10)
-            wait_for(lambda: sorted(_catalog_keys(url)) == sorted([*everything, *after]),
-                     timeout=120)  # fmt: skip
-            _untorn(url)
-            keys = _catalog_keys(url)
-            assert len(keys) == len(set(keys))
-    finally:
+    def expected() -> list[tuple[str, str]]:
+        return sorted((places[where], f"sweep/{name}") for where in runs for name in runs[where])
+
+    with s3_server(tmp_path) as (store, _), ExitStack() as stack:
+        for name, value in client_env(store.url).items():
+            if name.startswith("AWS_"):
+                monkeypatch.setenv(name, value)
+        s3.filesystem.cache_clear()
+        boto(store.url).create_bucket(Bucket=BUCKET)
+        train(0, 1e-3, list(places))
+
+        catalog = ("--catalog", url)
+        daemons = [Daemon(tree, *catalog, log=tmp_path / f"daemon-{n}.log")
+                   for n, tree in enumerate(trees)]  # fmt: skip
+        daemons.append(Daemon(bucket, "--mirror", str(tmp_path / "mirror"), "--poll-interval",
+                              "0.3", *catalog, log=tmp_path / "daemon-s3.log",
+                              env=client_env(store.url)))  # fmt: skip
+        stack.callback(lambda: [d.kill_everything() for d in daemons if d.process.poll() is None])
+        ports = [stack.enter_context(serving(tree, tmp_path / f"serve-{n}.log", *catalog))[1]
+                 for n, tree in enumerate(trees)]  # fmt: skip
+
+        # Every run listed once, with its place, by both servers; each links its own tree's
+        # reports and names the others'.
+        wait_for(lambda: _listed(url) == expected(), timeout=120)
+        for port, own in zip(ports, trees, strict=True):
+            wait_for(lambda port=port: _served_places(port) == expected(), timeout=30)
+            for run in _served(port):
+                if run["where"] == places[own]:
+                    assert run["report_at"] == ""
+                    assert request(port, f"/{run['report_url']}")[0] == 200
+                else:
+                    assert run["report_url"] == run["run_url"] == ""
+                    assert run["report_at"].startswith(f"{run['where']}/{run['run_id']}/")
+
+        # The database down for OUTAGE_S while runs finish in every place: each reported, each
+        # server still serving its tree's reports.
+        postgres_server.stop()
+        down = time.monotonic()
+        try:
+            train(1, 3e-3, list(places))
+            for where, names in runs.items():
+                wait_for(lambda where=where, names=names: _reported(where, names), timeout=90)
+            for port, own in zip(ports, trees, strict=True):
+                wait_for(lambda port=port, own=own: len(_served(port)) == len(runs[own]), 30)
+                report = next((own / "sweep" / "lr-1" / GRAPHS_DIR).glob("*.html"))
+                assert request(port, f"/sweep/lr-1/{GRAPHS_DIR}/{report.name}")[0] == 200
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down)))  # the outage's length
+        finally:
+            postgres_server.start()
+        wait_for(lambda: _listed(url) == expected(), timeout=60)  # no row lost
+        for port in ports:
+            wait_for(lambda port=port: _served_places(port) == expected(), timeout=30)
         for daemon in daemons:
-            if daemon.process.poll() is None:
-                daemon.kill_everything()
+            assert len(daemon.events("catalog_unreachable")) == 1, daemon.log.read_text()
+            assert daemon.events("catalog_reachable"), daemon.log.read_text()
+            assert daemon.process.poll() is None, daemon.log.read_text()
+
+        # A daemon killed however far it got with a write: no torn row; started again, it
+        # lists what its tree has.
+        train(2, 1e-4, [trees[0]])
+        train(3, 3e-4, [trees[0]])
+        wait_for(lambda: len(_listed(url)) > len(expected()) - 2, timeout=120)
+        daemons[0].kill_everything()
+        _untorn(url)
+        daemons.append(Daemon(trees[0], *catalog, log=tmp_path / "daemon-again.log"))
+        wait_for(lambda: _listed(url) == expected(), timeout=120)
+        _untorn(url)
+        for port in ports:
+            wait_for(lambda port=port: _served_places(port) == expected(), timeout=30)
+    # Each run reported once: by one daemon of its place (the killed one's runs but those it
+    # may have been rendering as it was killed, by it alone).
+    rendered = [(d.log.name, e["run"]) for d in daemons for e in d.events("rendered")]
+    assert len(rendered) == len(set(rendered)), rendered
+    assert {e["run"] for e in daemons[-1].events("rendered")} <= {"sweep/lr-2", "sweep/lr-3"}

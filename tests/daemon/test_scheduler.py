@@ -9,6 +9,7 @@ from lossreport.daemon.scheduler import (
     HEALTH_EVERY_SECONDS,
     MIN_SLEEP_SECONDS,
     RENDER_BACKOFF,
+    RenderQueue,
     Scheduler,
 )
 
@@ -208,3 +209,60 @@ def test_the_index_is_written_once_per_batch_of_changes() -> None:
     assert schedule.index_write_due(10.0, force=True) is False  # nothing changed since
     schedule.index_changed(11.0)  # a run dropped: at once
     assert schedule.index_write_due(11.0) is True
+
+
+def _drain(queue: RenderQueue[str]) -> list[tuple[str, bool]]:
+    """Each render as one free worker takes it, a quick one queued again for its charts as it
+    ends: (run, quick) in the order they start."""
+    started = []
+    while queue:
+        name, item, quick = queue.take(1)
+        started.append((name, quick))
+        if quick:
+            queue.summarised(name, item)
+    return started
+
+
+def test_a_backlog_gets_every_summary_first_then_every_chart_in_order() -> None:
+    queue: RenderQueue[str] = RenderQueue()
+    for name in "abcd":
+        queue.add(name, f"job-{name}", summary_first=True)
+    assert _drain(queue) == [
+        ("a", True), ("b", True), ("c", True), ("d", True),
+        ("a", False), ("b", False), ("c", False), ("d", False),
+    ]  # fmt: skip
+
+
+def test_no_backlog_renders_in_full_at_once_as_before() -> None:
+    queue: RenderQueue[str] = RenderQueue()
+    queue.add("a", "job-a", summary_first=True)
+    assert queue.take(1) == ("a", "job-a", False)
+    for name in "bc":
+        queue.add(name, f"job-{name}", summary_first=True)
+    assert queue.take(2)[2] is False and queue.take(1)[2] is False  # as many waiting as free
+    assert not queue
+
+
+def test_a_run_that_finished_during_the_charts_is_summarised_before_them() -> None:
+    queue: RenderQueue[str] = RenderQueue()
+    for name in "ab":
+        queue.add(name, name, summary_first=True)
+    for _ in range(2):
+        name, item, quick = queue.take(1)
+        assert quick
+        queue.summarised(name, item)
+    queue.add("late", "late", summary_first=True)
+    assert queue.take(1) == ("late", "late", True)
+    queue.summarised("late", "late")
+    assert [queue.take(1)[0] for _ in range(3)] == ["a", "b", "late"]
+
+
+def test_running_runs_are_never_summarised_first() -> None:
+    """A live re-render of a training run is rendered in full in its turn: summaries are for
+    finished runs."""
+    queue: RenderQueue[str] = RenderQueue()
+    queue.add("live", "live", summary_first=False)
+    queue.add("done", "done", summary_first=True)
+    assert queue.take(1) == ("done", "done", True)
+    queue.summarised("done", "done")
+    assert [queue.take(1)[:1] for _ in range(2)] == [("live",), ("done",)]

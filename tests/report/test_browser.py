@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lossreport
 from lossreport import runformat
+from lossreport.report.render import render_held, render_lock
 from tests.support.browser import broken_images, watched_page
 from tests.support.daemon import run_once
 from tests.support.server import serving
@@ -132,3 +133,30 @@ def test_the_mailed_html_shows_its_chart_and_fetches_nothing(browser, runs_dir: 
     assert watched.errors == [] and watched.dialogs == []
     assert [url for url in watched.requests if not url.startswith(("data:", "about:"))] == []
     watched.page.close()
+
+
+def test_the_quick_report_says_its_charts_are_coming_and_runs_no_injected_code(
+    browser, runs_dir: Path
+) -> None:
+    """The page a backlog writes first (daemon/scheduler.py's RenderQueue): the summary and the
+    run's details, a note that the charts are being drawn, nothing a run's names could run."""
+    with lossreport.start_run(
+        runs_dir, model=XSS_MODEL + " 中文", hook=XSS_HOOK, architecture="topk",
+        config={"note": "<b>bold?</b>"},
+    ) as run:  # fmt: skip
+        for step in range(300):
+            run.log(step, mse_loss=1 / (1 + step / 40), l1_loss=0.2 + step / 3000)
+    with render_lock(run.path, wait=0) as run_fd:
+        result = render_held(run.path, run_fd, draw=False)
+    watched = watched_page(browser, viewport={"width": 1100, "height": 900})
+    page = watched.page
+    page.goto(result.report.as_uri())
+    note = page.get_by_role("status")
+    assert note.is_visible() and note.inner_text().startswith("The charts are being drawn.")
+    assert page.locator("h1").inner_text().startswith(XSS_MODEL + " 中文")
+    assert page.get_by_role("cell", name="mse_loss", exact=True).is_visible()
+    assert page.locator("img").count() == 0 and page.locator("b").count() == 0
+    assert page.locator("script").count() == 0
+    assert watched.errors == [] and watched.dialogs == []
+    assert [url for url in watched.requests if not url.startswith(("file://", "data:"))] == []
+    page.close()

@@ -6,7 +6,9 @@ import csv
 import json
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -16,7 +18,9 @@ from lossreport import runformat
 from lossreport.errors import RunBusy
 from lossreport.report import theme
 from lossreport.report.pages import breakable
-from lossreport.report.render import render_lock, render_run
+from lossreport.report.render import render_held, render_lock, render_run
+from lossreport.report.vega import ChartRenderer
+from lossreport.runformat import read_marker
 from tests.support.png import png_size_and_dpi
 from tests.support.trainer import expected_losses
 
@@ -261,3 +265,34 @@ def test_control_characters_in_names_are_drawn_not_fatal(runs_dir: Path) -> None
     result = render_run(run.path)
     assert len(result.charts) == 3  # mse_loss, the odd loss, combined
     assert "odd\x04loss" in result.csv.read_text()  # the data keep the name as it was
+
+
+class _NoCharts(ChartRenderer):
+    """A renderer that fails if asked to draw: the quick report must never ask."""
+
+    def render_all(self, specs: Iterable[dict[str, Any]]) -> list[tuple[str, bytes]]:
+        raise AssertionError("the quick report drew a chart")
+
+
+def test_the_quick_report_is_everything_but_the_charts_and_no_render_of_record(
+    runs_dir: Path,
+) -> None:
+    model = "Qwen/Qwen2.5-7B-中文-<b>instruct</b>"
+    run_dir = _logged_run(runs_dir, model=model)
+    with render_lock(run_dir, wait=0) as run_fd:
+        result = render_held(run_dir, run_fd, renderer=_NoCharts(), draw=False)
+    graphs = run_dir / runformat.GRAPHS_DIR
+    names = sorted(path.name for path in graphs.iterdir() if path.name != runformat.LOCK_FILE)
+    assert [name.split("_")[1] for name in names] == ["history", "report", "summary"], names
+    assert result.charts == [] and result.combined_svg is None
+    assert read_marker(run_dir) is None  # the full render records the report, not this one
+    assert json.loads(result.summary.read_text())["losses"]["mse_loss"]["final"] is not None
+    page = result.report.read_text()
+    assert "The charts are being drawn." in page
+    assert '<meta http-equiv="refresh"' in page
+    assert "<img" not in page
+    assert "中文-&lt;b&gt;instruct&lt;/b&gt;" in page and "<b>instruct" not in page
+    full = render_run(run_dir)  # the full report replaces it whole
+    page = full.report.read_text()
+    assert "being drawn" not in page and "refresh" not in page
+    assert len(full.charts) == 5 and all(chart.exists() for chart in full.charts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -176,3 +177,41 @@ def test_each_files_parse_is_given_back_so_many_files_fit_that_each_fit(
     data = SOURCE.read_losses(run_dir)
     assert data.skipped == [] and data.over_budget == []
     assert_same(values_of(data), logged)
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """New bytes, as many, in the same file, its time put back: what only a read can see."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_read_with_nothing_new_maps_the_last_table_and_a_change_is_read(
+    tmp_path: Path,
+) -> None:
+    """While no metric file changed (name, inode, size, time), a read with a cache maps the
+    last read's table and opens no metric file: one rewritten meanwhile at the same size and
+    time still gives the values kept. A file that grew is read; one written in the last two
+    seconds is read every time (rewritten within its time's tick, it would look the same)."""
+    run_dir = tmp_path / "exp" / "dvclive"
+    logged = dvclive_trainer.write(run_dir, 9)
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    for path in run_dir.rglob("*"):
+        os.utime(path, ns=(an_hour_ago, an_hour_ago))
+    cache = tmp_path / "cache"
+    first = SOURCE.read_losses(run_dir, cache)
+    mse = run_dir / "plots" / "metrics" / "train" / "mse_loss.tsv"
+    _rewrite_in_place(mse, mse.read_bytes().replace(b"0.", b"9."))
+    again = SOURCE.read_losses(run_dir, cache)
+    assert again.skipped == first.skipped == []
+    assert repr(again.table.to_pydict()) == repr(first.table.to_pydict())
+    assert_same(values_of(again), logged)
+
+    with mse.open("ab") as handle:  # grown, and written just now
+        handle.write(b"9\t0.25\n")
+    grown = SOURCE.read_losses(run_dir, cache)
+    assert values_of(grown)["train/mse_loss"][9] == 0.25
+    assert values_of(grown)["train/mse_loss"][1] == pytest.approx(9 + logged["train/mse_loss"][1])
+    _rewrite_in_place(mse, mse.read_bytes().replace(b"0.25", b"0.75"))
+    assert values_of(SOURCE.read_losses(run_dir, cache))["train/mse_loss"][9] == 0.75

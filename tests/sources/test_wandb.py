@@ -20,7 +20,7 @@ import lossreport
 from lossreport.errors import MalformedRunFileError
 from lossreport.runformat import LossData
 from lossreport.sources import wandb_log, what_is_not_a_run
-from lossreport.sources.wandb_runs import CACHE_FOLDER, Tail, WandbSource
+from lossreport.sources.wandb_runs import CACHE_FOLDER, HEAD_BYTES, Tail, WandbSource
 from tests.support.daemon import ROOT
 from tests.support.foreign import assert_all_logged, assert_same, csv_values, values_of
 from tests.support.optional import missing
@@ -214,12 +214,88 @@ def test_a_log_being_written_is_read_up_to_its_last_whole_record_then_only_what_
     assert SOURCE.read_losses(run_dir, cache).table.num_rows == seen[3]
 
 
+def test_a_read_with_nothing_new_maps_the_last_table_and_reads_no_part(
+    written: Written, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing new (the log ends in a record still being written): the last read's table,
+    kept whole, is returned without a part being read (each is garbage meanwhile: read, it
+    would be named and the log read again) or the state written. What is appended after is
+    read, only it; a replaced log is read from its start, never answered by the kept table."""
+    whole = _log_of(written.scalars).read_bytes()
+    run_dir = tmp_path / "wandb" / written.scalars.name
+    run_dir.mkdir(parents=True)
+    log = run_dir / _log_of(written.scalars).name
+    cut = 2 * wandb_log.BLOCK_BYTES + 1000  # inside a record: it waits
+    log.write_bytes(whole[:cut])
+    cache = tmp_path / "cache"
+    first = SOURCE.read_losses(run_dir, cache)
+    assert 0 < first.table.num_rows < STEPS
+    folder = cache / CACHE_FOLDER
+    state = (folder / "state.json").stat()
+    parts = {part: part.read_bytes() for part in folder.glob("*.parquet")}
+    for part in parts:
+        part.write_bytes(b"not parquet")
+    with caplog.at_level("WARNING"):
+        again = SOURCE.read_losses(run_dir, cache)
+    assert caplog.records == []
+    assert again.table.schema == first.table.schema and again.skipped == first.skipped
+    assert repr(again.table.to_pydict()) == repr(first.table.to_pydict())  # NaN where NaN was
+    assert (folder / "state.json").stat().st_mtime_ns == state.st_mtime_ns
+    for part, data in parts.items():
+        part.write_bytes(data)
+    with log.open("ab") as handle:
+        handle.write(whole[cut:])
+    assert_same(read_values(run_dir, cache), scalars_logged())
+    assert len(list(folder.glob("*.parquet"))) == len(parts) + 1  # the new records only
+    assert SOURCE.read_losses(run_dir, cache).table.num_rows == STEPS  # nothing new again
+    log.unlink()
+    log.write_bytes(_log_of(written.parts[0]).read_bytes())  # another run's log
+    assert read_values(run_dir, cache) == part_logged(0, 9)
+
+
+def test_the_record_of_a_grown_log_is_read_from_where_the_last_read_ended(
+    written: Written, tmp_path: Path
+) -> None:
+    """A training run's renders read its name, config and end at the cost of what it logged
+    since: the records read before are not read again (here they are garbage meanwhile,
+    behind the same first bytes: read again, the run's name and config would be lost). A
+    replaced log is read from its start."""
+    whole = _log_of(written.scalars).read_bytes()
+    run_dir = tmp_path / "wandb" / written.scalars.name
+    run_dir.mkdir(parents=True)
+    log = run_dir / _log_of(written.scalars).name
+    cut = 2 * wandb_log.BLOCK_BYTES + 1000
+    log.write_bytes(whole[:cut])
+    first = SOURCE.read_record(run_dir)
+    assert (first.run_id, first.model, first.status) == (NAME, CONFIG["model_name"], "running")
+    with log.open("r+b") as handle:
+        handle.seek(HEAD_BYTES)
+        handle.write(b"\xaa" * (wandb_log.BLOCK_BYTES - HEAD_BYTES))
+        handle.seek(0, os.SEEK_END)
+        handle.write(whole[cut:])
+    grown = SOURCE.read_record(run_dir)
+    assert (grown.run_id, grown.model, grown.status) == (NAME, CONFIG["model_name"], "completed")
+    assert grown.config["wandb.summary"]["best_mse"] == 0.04
+    log.unlink()
+    log.write_bytes(_log_of(written.parts[0]).read_bytes())  # another run's log
+    assert SOURCE.read_record(run_dir).config["wandb.id"] == "resume1"
+
+
+def _inside_a_fragment(data: bytearray, block: int) -> int:
+    """A byte of the data of the first fragment of 8 bytes or more in the block at `block`
+    (a fixed offset may fall on a fragment's header, whose damage reads otherwise)."""
+    at = block
+    while (length := int.from_bytes(data[at + 4 : at + 6], "little")) < 8:
+        at += wandb_log.FRAGMENT_HEADER_BYTES + length
+    return at + wandb_log.FRAGMENT_HEADER_BYTES + length // 2
+
+
 def test_a_damaged_fragment_is_named_and_the_rest_of_the_log_read(
     written: Written, tmp_path: Path
 ) -> None:
     data = bytearray(_log_of(written.scalars).read_bytes())
     assert len(data) > 2 * wandb_log.BLOCK_BYTES
-    data[wandb_log.BLOCK_BYTES + 100] ^= 0xFF  # inside the second block
+    data[_inside_a_fragment(data, wandb_log.BLOCK_BYTES)] ^= 0xFF  # of the second block
     run_dir = tmp_path / "wandb" / written.scalars.name
     run_dir.mkdir(parents=True)
     (run_dir / _log_of(written.scalars).name).write_bytes(bytes(data))
@@ -228,6 +304,8 @@ def test_a_damaged_fragment_is_named_and_the_rest_of_the_log_read(
     assert len(problems) == 1 and "the rest of its block is skipped" in problems[0]
     steps = read.table.column("step").to_pylist()
     assert 0 in steps and STEPS - 1 in steps and len(steps) < STEPS  # before and after the damage
+    again = SOURCE.read_losses(run_dir, tmp_path / "cache")  # nothing new: still named
+    assert again.skipped == read.skipped and again.table.column("step").to_pylist() == steps
 
 
 def test_a_file_that_is_not_a_wandb_log_is_named(tmp_path: Path) -> None:

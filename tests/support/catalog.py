@@ -180,6 +180,18 @@ def fill(catalog: Catalog, count: int, seed: int = 0) -> None:
     catalog.put_many(batch)
 
 
+# Statements that make a catalog of schema 5 one of schema 4, as an older daemon left it: what
+# 4 lacked (store.STEPS[4]: the counts, the run in the config's index) dropped, and the
+# index it had made again.
+TO_SCHEMA_4 = [
+    "DROP TABLE run_counts",
+    "DROP TABLE setting_counts",
+    "DROP INDEX config_setting",
+    "CREATE INDEX config_setting ON config (setting)",
+    "CREATE INDEX config_sweep ON config (sweep, setting)",
+]
+
+
 DAMAGES = ("overwritten", "truncated", "hot journal")
 # A writer killed in the middle of a transaction big enough to spill to the file: it leaves
 # a hot journal, which only a writer may roll back.

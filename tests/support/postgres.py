@@ -31,7 +31,7 @@ PASSWORD = "tests-only-Ωpassword"  # asked on the loopback port only
 START_TIMEOUT_S = 60
 
 
-def _tools() -> Path | None:
+def tools_found() -> Path | None:
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent
@@ -71,8 +71,10 @@ class PostgresServer:
             timeout=START_TIMEOUT_S + 10,
         )
 
-    def start(self) -> None:
+    def start(self, *settings: str) -> None:
+        """Start the server; `settings`: more `name=value` for it (a benchmark's memory)."""
         options = f"-k {self.folder} -c listen_addresses=127.0.0.1 -p {self.port} -c fsync=off"
+        options += "".join(f" -c {setting}" for setting in settings)
         log = self.folder / "server.log"
         self._ctl("-l", str(log), "-o", options, "-w", "-t", str(START_TIMEOUT_S), "start")
 
@@ -105,7 +107,7 @@ class PostgresServer:
         return name
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -117,41 +119,13 @@ def postgres_server() -> Iterator[PostgresServer]:
         import psycopg  # noqa: F401
     except ImportError:
         missing("psycopg", "pip install 'lossreport[postgresql]'")
-    tools = _tools()
+    tools = tools_found()
     if tools is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
         missing("PostgreSQL", "apt-get install postgresql")
     assert tools is not None
     folder = Path(tempfile.mkdtemp(prefix="lossreport-pg-"))
-    server = PostgresServer(folder, tools, _free_port())
     try:
-        if os.geteuid() == 0:
-            shutil.chown(folder, USER)
-        os.chmod(folder, 0o700)
-        password = folder / "password"
-        password.write_text(PASSWORD)
-        if os.geteuid() == 0:
-            shutil.chown(password, USER)
-        subprocess.run(
-            server._as_owner(
-                tools / "initdb",
-                "-D",
-                server.data,
-                "-U",
-                ROLE,
-                "--pwfile",
-                password,
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        password.unlink()
+        server = new_cluster(folder, tools)
         server.start()
         try:
             yield server
@@ -159,6 +133,42 @@ def postgres_server() -> Iterator[PostgresServer]:
             server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def new_cluster(folder: Path, tools: Path, port: int | None = None) -> PostgresServer:
+    """A cluster made with `initdb` in `folder` (empty, or made now), not started: the
+    tests' server, or a benchmark's kept between runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    server = PostgresServer(folder, tools, port or free_port())
+    if os.geteuid() == 0:
+        shutil.chown(folder, USER)
+    os.chmod(folder, 0o700)
+    password = folder / "password"
+    password.write_text(PASSWORD)
+    if os.geteuid() == 0:
+        shutil.chown(password, USER)
+    subprocess.run(
+        server._as_owner(
+            tools / "initdb",
+            "-D",
+            server.data,
+            "-U",
+            ROLE,
+            "--pwfile",
+            password,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    password.unlink()
+    return server
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ Plans:
   step) on synthetic activations; the numbers it gave wandb.log written to OUT as JSON;
 - `live ID GO`: steps 0..4, then waits for the file GO, logs a NaN (and step 6, which commits
   it), waits for GO to go away, then finishes; it writes `GO.nan` with the time the NaN's log
-  call began.
+  call began;
+- `steps ID COUNT`: a finished run of steps 0..COUNT-1, each the four losses of `losses`
+  (what the benchmarks read: some 600 bytes of log a step).
 """
 
 from __future__ import annotations
@@ -151,6 +153,11 @@ def main(plan: str, run_id: str, *args: str) -> None:
         go.with_suffix(".nan").write_text(repr(logged_at))
         while go.exists():
             time.sleep(0.01)
+        run.finish()
+    elif plan == "steps":
+        run = _init(wandb, run_id)
+        for step in range(int(args[0])):
+            run.log(losses(step), step=step)
         run.finish()
     else:
         raise SystemExit(f"unknown plan {plan!r}")

@@ -3,6 +3,10 @@
 Both take the same query parameters, each checked before any reaches the catalog: a bad one
 is a 400 that names it. The page shows one page of runs (or of sweeps) rendered here, so the
 first page costs one query; its script asks for the page again as the form changes.
+
+A team's catalog lists the runs of many places (catalog/places.py): a run of this server's
+own place is linked, another's report is named (its host and path, or its bucket's URL), and
+the `where` filter and column appear only when the catalog holds more than one place.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from urllib.parse import quote, urlencode
 
 from .. import runformat
 from ..catalog import Catalog, Page, RunQuery
+from ..catalog.places import HERE, Place
 from ..catalog.query import EXACT_FILTERS, is_sort, options, search
 from ..catalog.sweeps import Sweep, in_sweeps, sweeps
 from ..errors import QueryError
@@ -26,11 +31,12 @@ from .params import Params, one_choice, one_int, one_text, reject_unknown
 # The catalog's `source` is the tool that wrote the run: lossreport, lightning, mlflow...
 FILTER_LABELS = [(name, "tool" if name == "source" else name) for name in EXACT_FILTERS]
 MAX_TEXT = 200  # a filter value, a search text, a config `name=value`
+MAX_WHERE = 9000  # a place's name: a host, a tree's path and an --output's (PATH_MAX each)
 MAX_CONFIG_FILTERS = 8
 PER_PAGE, MAX_PER_PAGE = 50, 200
 MAX_PAGE = 10**6
 GROUPS = ("runs", "sweeps")
-PARAMETERS = {*EXACT_FILTERS, "q", "config", "sort", "order", "page", "per_page", "group"}
+PARAMETERS = {*EXACT_FILTERS, "where", "q", "config", "sort", "order", "page", "per_page", "group"}
 SORT_LABELS = {
     "rendered": "last rendered",
     "started": "start time",
@@ -53,6 +59,8 @@ class IndexQuery:
         for name in EXACT_FILTERS:
             if getattr(self.runs, name) is not None:
                 pairs.append((name, getattr(self.runs, name)))
+        if self.runs.where is not None:
+            pairs.append(("where", self.runs.where))
         if self.runs.text:
             pairs.append(("q", self.runs.text))
         pairs += [("config", f"{name}={value}") for name, value in self.runs.config]
@@ -86,6 +94,7 @@ def parse_query(params: Params) -> IndexQuery:
         config.append((name.strip(), value.strip()))
     runs = RunQuery(
         **filters,
+        where=one_text(params, "where", MAX_WHERE) or None,
         text=one_text(params, "q", MAX_TEXT) or None,
         config=tuple(config),
         sort=sort,
@@ -105,7 +114,8 @@ def index_page(
     query = parse_query(params)
     found = {**catalog.remembered("options", lambda: options(catalog))}
     chosen: dict[str, Any] = {name: getattr(query.runs, name) or "" for name in EXACT_FILTERS}
-    for name in EXACT_FILTERS:  # a value no longer offered stays selectable
+    chosen["where"] = query.runs.where or ""
+    for name in [*EXACT_FILTERS, "where"]:  # a value no longer offered stays selectable
         if chosen[name] and chosen[name] not in found[name]:
             found[name] = [chosen[name], *found[name]]
     chosen |= {
@@ -124,6 +134,7 @@ def index_page(
         "kept": kept,
         "unreachable": unreachable,
         "filters": FILTER_LABELS,
+        "places": found["where"] if len(found["where"]) > 1 else [],
         "options": found,
         "chosen": chosen,
         "sorts": sorts,
@@ -200,14 +211,22 @@ def sweep_url(names: dict[str, Any]) -> str:
     return "/.sweep?" + urlencode({key: names[key] for key in ("model", "hook", "architecture")})
 
 
-def run_links(key: str, report: str) -> dict[str, str]:
-    """A run's URLs on this server, from its key and its report's file name only: a row's
-    stored link may be relative to another folder (--output), or hand-edited."""
-    name = PurePosixPath(report).name
+def run_links(row: dict[str, Any], here: Place) -> dict[str, str]:
+    """A catalog row's URLs on this server, the server of the place `here`, from its key and
+    its report's file name only: a row's stored link may be relative to another folder
+    (--output), or hand-edited. A run of another place has none: its files are not this
+    server's, so its report is named (`report_at`) instead."""
+    key, place = row["run_id"], row["place"]
+    name = PurePosixPath(row["report"]).name
     plain = bool(name) and not name.startswith(".")
+    if place not in (here, HERE):
+        report_at = place.report_at(key, name) if plain else ""
+        return {"report_url": "", "run_url": "", "report_at": report_at, "where": place.name}
     return {
         "report_url": f"{quote(key)}/{runformat.GRAPHS_DIR}/{quote(name)}" if plain else "",
         "run_url": f"/.run/{quote(key)}",
+        "report_at": "",
+        "where": place.name,
     }
 
 
@@ -217,11 +236,11 @@ def _with_links(catalog: Catalog, page: Page, kind: str, loss: str) -> list[dict
     swept = in_sweeps(catalog, map(_names, page.rows))
     rows = []
     for row in page.rows:
-        linked = {**row, **run_links(row["run_id"], row["report"])}
+        linked = {**row, **run_links(row, catalog.place)}
         linked["sweep_url"] = sweep_url(row) if _names(row) in swept else ""
         if loss:
             linked["sorted_value"] = row[kind].get(loss)
-        del linked["report"]
+        del linked["report"], linked["place"]
         rows.append(linked)
     return rows
 

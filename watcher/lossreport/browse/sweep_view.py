@@ -45,9 +45,7 @@ def sweep_page(catalog: Catalog, params: Params) -> Answer:
     )
     runs: list[dict[str, Any]] = []
     for row in search(catalog, query).rows:
-        runs.append(
-            {**row, **run_links(row["run_id"], row["report"]), "ranked": row[kind].get(loss)}
-        )
+        runs.append({**row, **run_links(row, catalog.place), "ranked": row[kind].get(loss)})
     ranks = [(f"{which}:{name}", f"{which} {name}") for name in losses for which in LOSS_SORTS]
     script = pages.template_script(*SCRIPT)
     html = pages.render_page(

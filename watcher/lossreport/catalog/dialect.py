@@ -68,6 +68,12 @@ class Dialect:
     def unindexed(self, column: str) -> str:
         return f"+{column}" if self.planner_hints else column
 
+    def any_of(self, column: str, subquery: str) -> str:
+        """`column` is one of the values `subquery` selects: a condition that can be one arm
+        of an OR that an index answers (PostgreSQL's `= ANY (ARRAY(...))`; its `IN` there
+        makes a hashed subplan that every row of the table is checked against)."""
+        return f"{column} IN ({subquery})"
+
     def order(self, column: str, descending: bool, key: str, nullable: bool) -> str:
         """ORDER BY `column`, rows without a value last either way, ties by `key`. SQLite
         sorts NULL first ascending; `column IS NULL` first puts them last, and keeps the

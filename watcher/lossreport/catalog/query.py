@@ -7,7 +7,7 @@ dialect (dialect.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .dialect import Connection, Dialect
@@ -26,6 +26,7 @@ NULLABLE = ("runs.started_at", "runs.duration", "runs.steps")
 EXACT_FILTERS = ("model", "hook", "architecture", "status", "source")
 SWEEP_NAMES = ("model", "hook", "architecture")  # kept once a sweep, in `sweeps`
 LOSS = "(SELECT id FROM loss_names WHERE name = ?)"  # a loss's number, from its name
+SETTING = "(SELECT id FROM settings WHERE name = ? AND value = ?)"  # a config value's number
 MAX_OPTIONS = 500  # values offered per filter; a filter on another value still works
 
 
@@ -39,6 +40,7 @@ class RunQuery:
     architecture: str | None = None
     status: str | None = None
     source: str | None = None
+    where: str | None = None  # the name of the runs' place (places.py)
     text: str | None = None  # in the run's path, names or config, any case
     config: tuple[tuple[str, str], ...] = ()  # (name, value as the catalog shows it)
     sort: str = "rendered"  # a SORT_FIELDS key, or `final:LOSS` / `minimum:LOSS`
@@ -70,11 +72,11 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
         with catalog.reading() as connection:
             found = _by_text(connection, dialect, query)
         if found is not None:
-            return Page(found[0], catalog.rows(found[1]))
+            return Page(found[0], catalog.numbered(found[1]))
     with catalog.reading() as connection:
-        total = connection.execute(f"SELECT COUNT(*) FROM runs {where}", parameters).fetchone()[0]
+        total = _total(connection, dialect, query, where, parameters)
         if kind in LOSS_SORTS:
-            keys = _by_loss(connection, dialect, query, kind, loss)
+            numbers = _by_loss(connection, dialect, query, kind, loss)
         else:
             matching = (offset + query.per_page) * everything <= total**2
             if where and not query.text and dialect.planner_hints and matching:
@@ -83,14 +85,44 @@ def search(catalog: Catalog, query: RunQuery) -> Page:
                 # over the share that matches; a sort: every match).
                 where = where_clause(query, dialect, indexed=False)[0]
             order_by = _order(dialect, query, SORT_FIELDS[query.sort])
-            keys = [
-                key
-                for (key,) in connection.execute(
-                    f"SELECT runs.key FROM runs {where} ORDER BY {order_by} LIMIT ? OFFSET ?",
+            numbers = [
+                number
+                for (number,) in connection.execute(
+                    f"SELECT runs.id FROM runs {where} ORDER BY {order_by} LIMIT ? OFFSET ?",
                     [*parameters, query.per_page, offset],
                 )
             ]
-    return Page(int(total), catalog.rows(keys))
+    return Page(int(total), catalog.numbered(numbers))
+
+
+def counted(query: RunQuery) -> bool:
+    """Whether `query` filters by nothing but sweep names, status and source, which
+    `run_counts` counts by (store.py): its WHERE clause reads the same there. Not by place:
+    a place's runs are counted on its index (`runs_place`)."""
+    return not query.text and not query.config and query.where is None
+
+
+def _total(
+    connection: Connection, dialect: Dialect, query: RunQuery, where: str, parameters: list[Any]
+) -> int:
+    """How many runs `where` (`query`'s clause) matches: from `run_counts` or
+    `setting_counts` where they count them (store.py), else counted."""
+    if counted(query):
+        sql = f"SELECT COALESCE(SUM(runs.counted), 0) FROM run_counts AS runs {where}"
+    elif len(query.config) == 1 and not (
+        query.text or query.status or query.source or query.where is not None
+    ):
+        # one config value, in the sweeps named, if any
+        where, parameters = where_clause(replace(query, config=()), dialect)
+        where = f"{where} AND" if where else "WHERE"
+        sql = (
+            "SELECT COALESCE(SUM(runs.counted), 0) FROM setting_counts AS runs"
+            f" {where} runs.setting = {SETTING}"
+        )
+        parameters = [*parameters, *query.config[0]]
+    else:
+        sql = f"SELECT COUNT(*) FROM runs {where}"
+    return int(connection.execute(sql, parameters).fetchone()[0])
 
 
 def _order(
@@ -103,7 +135,7 @@ def _order(
 
 def _by_text(
     connection: Connection, dialect: Dialect, query: RunQuery
-) -> tuple[int, list[str]] | None:
+) -> tuple[int, list[int]] | None:
     """How many runs match a query with a text filter, and its page, in one read of the
     table: the text is in every row, so no index helps find it, and walking the sort's index
     instead looks each row up (10x slower when the text is rare; the planner cannot know
@@ -111,19 +143,19 @@ def _by_text(
     where, parameters = where_clause(query, dialect)
     column = SORT_FIELDS[query.sort]
     found = connection.execute(
-        f"WITH matched AS MATERIALIZED (SELECT runs.key AS key, {column} AS value FROM runs"
-        f" {where}) SELECT key, (SELECT COUNT(*) FROM matched) FROM matched"
+        f"WITH matched AS MATERIALIZED (SELECT runs.id AS id, runs.key AS key, {column} AS value"
+        f" FROM runs {where}) SELECT id, (SELECT COUNT(*) FROM matched) FROM matched"
         f" ORDER BY {_order(dialect, query, column, 'key', 'value')} LIMIT ? OFFSET ?",
         [*parameters, query.per_page, (query.page - 1) * query.per_page],
     ).fetchall()
     if found:
-        return int(found[0][1]), [key for key, _ in found]
+        return int(found[0][1]), [number for number, _ in found]
     return (0, []) if query.page == 1 else None
 
 
 def _by_loss(
     connection: Connection, dialect: Dialect, query: RunQuery, kind: str, loss: str
-) -> list[str]:
+) -> list[int]:
     """A page of runs sorted by a loss's final or minimum value: those with the value, read in
     order from its index (a page costs a page's rows, not a join of every run and a sort),
     then those without it, by key."""
@@ -136,40 +168,45 @@ def _by_loss(
     )
     offset = (query.page - 1) * query.per_page
     if matching:
-        order_by = dialect.order(value, query.descending, "runs.key", nullable=False)
-        keys = [
-            key
-            for (key,) in connection.execute(
-                f"SELECT runs.key {valued} ORDER BY {order_by} LIMIT ? OFFSET ?",
+        order_by = _by_value(value, query.descending)
+        numbers = [
+            number
+            for (number,) in connection.execute(
+                f"SELECT runs.id {valued} ORDER BY {order_by} LIMIT ? OFFSET ?",
                 [loss, *parameters, query.per_page, offset],
             )
         ]
     else:
-        keys = _valued_page(connection, dialect, query, kind, loss)
-    if len(keys) == query.per_page:
-        return keys
-    if keys:
-        with_value = offset + len(keys)
+        numbers = _valued_page(connection, query, kind, loss)
+    if len(numbers) == query.per_page:
+        return numbers
+    if numbers:
+        with_value = offset + len(numbers)
     else:
         with_value = connection.execute(
             f"SELECT COUNT(*) {valued}", [loss, *parameters]
         ).fetchone()[0]
-    keys += [
-        key
-        for (key,) in connection.execute(
-            f"SELECT runs.key FROM runs WHERE NOT EXISTS (SELECT 1 FROM loss_values"
+    numbers += [
+        number
+        for (number,) in connection.execute(
+            f"SELECT runs.id FROM runs WHERE NOT EXISTS (SELECT 1 FROM loss_values"
             f" WHERE loss_values.run = runs.id AND loss_values.loss = {LOSS}"
             f" AND {value} IS NOT NULL)"
             f" {matching} ORDER BY runs.key LIMIT ? OFFSET ?",
-            [loss, *parameters, query.per_page - len(keys), max(0, offset - with_value)],
+            [loss, *parameters, query.per_page - len(numbers), max(0, offset - with_value)],
         )
     ]
-    return keys
+    return numbers
 
 
-def _valued_page(
-    connection: Connection, dialect: Dialect, query: RunQuery, kind: str, loss: str
-) -> list[str]:
+def _by_value(value: str, descending: bool) -> str:
+    """The ORDER BY of a loss's values where none is NULL, ties by key: in the words of the
+    loss's index read one way or the other, on either database (PostgreSQL's `DESC NULLS
+    LAST` would be neither way of its index, and every value would be sorted)."""
+    return f"{value} {'DESC' if descending else 'ASC'}, runs.key"
+
+
+def _valued_page(connection: Connection, query: RunQuery, kind: str, loss: str) -> list[int]:
     """An unfiltered page of the runs with a value of the loss, in order (ties by key), read
     as a deferred join: the values at the page's places from the loss's index alone (a far
     page skips index entries, not runs joined to their rows: page 1,000 of 100,000 runs
@@ -193,12 +230,12 @@ def _valued_page(
     ahead = connection.execute(
         f"SELECT COUNT(*) {valued} AND {kind} {before} ?", [loss, first]
     ).fetchone()[0]
-    order_by = dialect.order(f"loss_values.{kind}", descending, "runs.key", nullable=False)
+    order_by = _by_value(f"loss_values.{kind}", descending)
     low, high = (last, first) if descending else (first, last)
     return [
-        key
-        for (key,) in connection.execute(
-            "SELECT runs.key FROM loss_values JOIN runs ON runs.id = loss_values.run"
+        number
+        for (number,) in connection.execute(
+            "SELECT runs.id FROM loss_values JOIN runs ON runs.id = loss_values.run"
             f" WHERE loss_values.loss = {LOSS} AND loss_values.{kind} BETWEEN ? AND ?"
             f" ORDER BY {order_by} LIMIT ? OFFSET ?",
             [loss, low, high, query.per_page, offset - ahead],
@@ -222,20 +259,20 @@ def where_clause(query: RunQuery, dialect: Dialect, indexed: bool = True) -> tup
         if value is not None and name not in SWEEP_NAMES:
             clauses.append(f"{runs}.{name} = ?")
             parameters.append(value)
+    if query.where is not None:
+        clauses.append(f"{runs}.place IN (SELECT id FROM places WHERE name = ?)")
+        parameters.append(query.where)
     if query.text:
         # ASCII letters in any case (SQLite's LIKE, `dialect.like`); `search`s hold what
         # needs more (store.py).
         like = f"{dialect.like} ? ESCAPE '\\'"
         clauses.append(
             f"(runs.key {like} OR runs.source {like} OR runs.search {like}"
-            f" OR runs.sweep IN (SELECT id FROM sweeps WHERE search {like}))"
+            f" OR {dialect.any_of('runs.sweep', f'SELECT id FROM sweeps WHERE search {like}')})"
         )
         parameters += [f"%{_like_escaped(query.text.lower())}%"] * 4
     for name, value in query.config:
-        clauses.append(
-            f"{runs}.id IN (SELECT run FROM config WHERE setting ="
-            " (SELECT id FROM settings WHERE name = ? AND value = ?))"
-        )
+        clauses.append(f"{runs}.id IN (SELECT run FROM config WHERE setting = {SETTING})")
         parameters += [name, value]
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), parameters
 
@@ -246,23 +283,33 @@ def _like_escaped(text: str) -> str:
 
 def options(catalog: Catalog) -> dict[str, list[str]]:
     """The values each filter offers (the most common first, bounded), the config keys and
-    the loss names."""
+    the loss names. Counted from `run_counts`, which counts the runs by sweep, status and
+    source."""
     found: dict[str, list[str]] = {}
     with catalog.reading() as connection:
         for name in EXACT_FILTERS:
-            counted = (
-                f"SELECT {name} FROM (SELECT sweep, COUNT(*) AS runs FROM runs GROUP BY sweep)"
-                f" AS counted JOIN sweeps ON sweeps.id = sweep WHERE {name} != '' GROUP BY {name}"
-                f" ORDER BY SUM(runs) DESC, {name} LIMIT ?"
+            values = (
+                f"SELECT {name} FROM (SELECT sweep, SUM(counted) AS runs FROM run_counts"
+                f" GROUP BY sweep) AS counted JOIN sweeps ON sweeps.id = sweep"
+                f" WHERE {name} != '' GROUP BY {name} ORDER BY SUM(runs) DESC, {name} LIMIT ?"
                 if name in SWEEP_NAMES
-                else f"SELECT {name} FROM runs WHERE {name} != '' GROUP BY {name}"
-                f" ORDER BY COUNT(*) DESC, {name} LIMIT ?"
+                else f"SELECT {name} FROM run_counts WHERE {name} != '' GROUP BY {name}"
+                f" ORDER BY SUM(counted) DESC, {name} LIMIT ?"
             )
-            found[name] = [value for (value,) in connection.execute(counted, (MAX_OPTIONS,))]
+            found[name] = [value for (value,) in connection.execute(values, (MAX_OPTIONS,))]
         found["config"] = [
             name
             for (name,) in connection.execute(
                 "SELECT DISTINCT name FROM settings ORDER BY name LIMIT ?", (MAX_OPTIONS,)
+            )
+        ]
+        found["where"] = [
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM places WHERE EXISTS"
+                " (SELECT 1 FROM runs WHERE runs.place = places.id)"
+                " GROUP BY name ORDER BY name LIMIT ?",
+                (MAX_OPTIONS,),
             )
         ]
         found["losses"] = [

@@ -32,11 +32,13 @@ from ..errors import CatalogServerError, UnsafePathError
 from ..runformat import CATALOG_DIR, CATALOG_FILE, GRAPHS_DIR, MAX_CURVES_BYTES
 from . import legacy_curves, packed
 from .dialect import SQLITE, Connection, Dialect, Transactional
+from .places import HERE, Place
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3  # 2: names and JSON in each run's rows; 1: keyed by the run's path
+SCHEMA_VERSION = 5  # 4: no counts; 3: one tree's runs; 2: names and JSON in each run's rows;
+# 1: keyed by the run's path
 # What a catalog's database raises: SQLite's errors, or a server's (postgres.py turns psycopg's
 # into CatalogServerError).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, CatalogServerError)
@@ -53,8 +55,20 @@ BUSY_TIMEOUT_MS = 5000  # a reader waits this long for the daemon's write to end
 # number in `loss_names`; other tables name a run by its number (`runs.id`), never by its path
 # (about 65 characters, as `start_run` makes them), and its report by its file's name when it
 # is in the run's loss_graphs/. About 1.5 KiB a realistic run (2.8 in schema 2, 10.5 in 1).
+# A run is its path in its *place* (places.py), numbered in `places`: a team's catalog holds
+# many trees', which may share a path; SQLite's holds its own tree's alone.
 # Written in SQLite's words; postgres.py translates it (and adds PostgreSQL's own indexes).
-SCHEMA = """
+PLACES_SCHEMA = """
+CREATE TABLE places (
+    id INTEGER PRIMARY KEY,
+    host TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    output TEXT NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (host, tree, output)
+)"""
+SCHEMA = f"""
+{PLACES_SCHEMA};
 CREATE TABLE sweeps (
     id INTEGER PRIMARY KEY,
     model TEXT NOT NULL,
@@ -66,6 +80,7 @@ CREATE TABLE sweeps (
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL,
+    place INTEGER NOT NULL,
     status TEXT NOT NULL,
     sweep INTEGER NOT NULL,
     source TEXT NOT NULL,
@@ -75,7 +90,8 @@ CREATE TABLE runs (
     rendered_at TEXT NOT NULL,
     search TEXT NOT NULL
 );
-CREATE UNIQUE INDEX runs_key ON runs (key);
+CREATE UNIQUE INDEX runs_key ON runs (key, place);
+CREATE INDEX runs_place ON runs (place);
 CREATE INDEX runs_rendered ON runs (rendered_at);
 CREATE INDEX runs_started ON runs (started_at);
 CREATE INDEX runs_duration ON runs (duration);
@@ -117,9 +133,31 @@ CREATE TABLE config (
     sweep INTEGER NOT NULL,
     PRIMARY KEY (run, setting)
 ) WITHOUT ROWID;
-CREATE INDEX config_setting ON config (setting);
-CREATE INDEX config_sweep ON config (sweep, setting);
+CREATE INDEX config_setting ON config (setting, run);
+CREATE TABLE setting_counts (
+    sweep INTEGER NOT NULL,
+    setting INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    PRIMARY KEY (sweep, setting)
+) WITHOUT ROWID;
+CREATE TABLE run_counts (
+    sweep INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    counted INTEGER NOT NULL,
+    PRIMARY KEY (sweep, status, source)
+) WITHOUT ROWID;
 """
+# `run_counts`: how many runs each sweep has of each status and source, and
+# `setting_counts` of each config value, kept up as rows are written, so that a count by
+# those filters (every page's total, the filters' options, the sweeps and the config keys
+# that vary in each) adds up a few thousand numbers instead of counting a million runs.
+COUNTED = (
+    "INSERT INTO run_counts SELECT sweep, status, source, COUNT(*) FROM runs"
+    " GROUP BY sweep, status, source",
+    "INSERT INTO setting_counts SELECT sweep, setting, COUNT(*) FROM config"
+    " GROUP BY sweep, setting",
+)
 # What the daemon found unchanged at its last look at each run (daemon/seen.py): a restart
 # that finds the same stamp neither reads the run's files nor renders it. Not part of the
 # rows `serve` reads, so added to a catalog of this schema where it is missing.
@@ -130,17 +168,33 @@ CREATE TABLE IF NOT EXISTS seen (
     running INTEGER NOT NULL
 )
 """
+TABLES = (
+    "runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "run_counts",
+    "setting_counts", "seen", "places",
+)  # fmt: skip
+# Schema 3's catalog, made schema 4's in place: its runs given the place of the tree it was
+# kept for (`add_places`). In SQLite's words; postgres.py translates them.
+PLACES_ADDED = 4
+UPGRADED_FROM = PLACES_ADDED - 1  # the oldest schema brought up in place by `step_up`
+PLACE_STEPS = (
+    "ALTER TABLE runs ADD COLUMN place INTEGER NOT NULL DEFAULT {number}",
+    "DROP INDEX runs_key",
+    "CREATE UNIQUE INDEX runs_key ON runs (key, place)",
+    "CREATE INDEX runs_place ON runs (place)",
+)
+# The number of the place a catalog's daemon writes (or its `serve` links), from its values.
+HERE_ID = "(SELECT id FROM places WHERE host = ? AND tree = ? AND output = ?)"
 # Indexes only queries use (no write's conflict or delete needs them): a catalog filled from
 # empty, at a daemon's first start, is written without them and they are made at its end, one
 # sort each (`begin_fill`, `end_fill`). Kept, each of 100,000 rows went to a random place in
-# each, and every batch rewrote (and journaled) more of their pages as they grew: 4 GB written
-# for 100,000 runs, the first start's time growing as the square of the runs.
+# each, and every batch rewrote (and journaled) more of their pages as they grew: 1.6 GB
+# written for 100,000 runs, the first start's time growing as the square of the runs.
 QUERY_INDEXES = {
     name: statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1)
     for statement, name in re.findall(r"^(CREATE INDEX (\w+) ON .*?\));$", SCHEMA, re.M)
-    if name != "config_setting"  # a replaced run's settings are deleted by it
+    # kept: a replaced run's settings are deleted by the one, a place's runs pruned by the other
+    if name not in ("config_setting", "runs_place")
 }
-TABLES = ("runs", "details", "loss_values", "config", "sweeps", "loss_names", "settings", "seen")
 # A run's rows beside its `runs` one: its details and stamp, and (`_clear`) its losses and
 # config.
 OWN_ROWS = ("details", "seen")
@@ -148,6 +202,27 @@ OWN_ROWS = ("details", "seen")
 # column of a run's table that refers to it), so that the filters offer only names in use.
 NAMED = (("loss_names", "loss_values.loss"), ("settings", "config.setting"))
 UPGRADE_BATCH = 5000  # rows of an older catalog moved a step
+
+
+def schema_statement(name: str) -> str:
+    """The statement of `SCHEMA` that makes the table or index `name`."""
+    made = re.compile(rf"\s*CREATE (UNIQUE )?(TABLE|INDEX) {name} ")
+    return next(statement for statement in SCHEMA.split(";") if made.match(statement))
+
+
+# The steps that bring a catalog of an older schema (4 or later) to the next one in place, on either
+# database (postgres.py translates them as it does SCHEMA): cheap, its rows left as they are.
+# Older ones (`OLD_ROWS`) have their rows moved into a new layout.
+STEPS: dict[int, list[str]] = {
+    4: [
+        schema_statement("run_counts"),
+        schema_statement("setting_counts"),
+        *COUNTED,
+        "DROP INDEX config_setting",
+        schema_statement("config_setting"),
+        "DROP INDEX config_sweep",
+    ],
+}
 # An older layout's rows, read whole to be put in the new one (version: its SELECT).
 LEGACY_COLUMNS = (
     "runs.key, status, status_class, model, hook, architecture, source, steps, started_at,"
@@ -174,9 +249,17 @@ class Catalog:
     dialect: Dialect = SQLITE
 
     def __init__(
-        self, connection: Transactional, folder_fd: int | None = None, writable: bool = True
+        self,
+        connection: Transactional,
+        folder_fd: int | None = None,
+        writable: bool = True,
+        place: Place = HERE,
     ) -> None:
+        """`place`: where this catalog's daemon's runs are (the rows it writes and prunes),
+        or its reader's (the reports it can link)."""
         self._connection = connection
+        self.place = place
+        self._here = place.values()
         self._writable = writable
         self._folder_fd = folder_fd  # keeps /proc/self/fd/N, through which SQLite found it
         self._identity: tuple[int, int] | None = None  # the daemon's file: device, inode
@@ -291,11 +374,22 @@ class Catalog:
 
     def _ensure_schema(self) -> None:
         version = self._schema_version()
-        if version != SCHEMA_VERSION:
+        if UPGRADED_FROM <= version < SCHEMA_VERSION:
+            self._step_up(version)
+        elif version != SCHEMA_VERSION:
             self._make_schema(version)
         with self._connection as connection:
             connection.execute(SEEN_SCHEMA)
         self.end_fill()  # a daemon stopped during a first fill left them out
+
+    def _step_up(self, version: int) -> None:
+        """Bring a catalog of schema `version` to this one by `step_up`, in one transaction."""
+        with self._connection as connection:
+            connection.execute("BEGIN")  # the tables' changes too, not only the rows'
+            step_up(connection, version, HERE)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._analyze()  # the new tables' and indexes' statistics, which the planner needs
+        logger.info("catalog schema %d upgraded to %d", version, SCHEMA_VERSION)
 
     def _make_schema(self, version: int) -> None:
         with self._connection as connection:
@@ -336,7 +430,7 @@ class Catalog:
         moved = 0
         while batch := cursor.fetchmany(UPGRADE_BATCH):
             rows = [_legacy_row(found) for found in batch]
-            _insert(connection, rows)
+            _insert(connection, rows, HERE)
             moved += len(rows)
         if "old_seen" in _tables(connection):
             connection.execute(KEPT_STAMPS)
@@ -362,7 +456,7 @@ class Catalog:
         rows = list(rows)
         self._changes += 1
         with self._lock, self._connection as connection:
-            _insert(connection, rows)
+            _insert(connection, rows, self.place)
 
     def mark_failed(self, key: str, error: str, fallback: dict[str, Any]) -> None:
         """Record that run `key`'s last render failed with `error`: on its row, or as
@@ -370,8 +464,9 @@ class Catalog:
         self._changes += 1
         with self._lock, self._connection as connection:
             updated = connection.execute(
-                "UPDATE details SET error = ? WHERE run = (SELECT id FROM runs WHERE key = ?)",
-                (error, key),
+                "UPDATE details SET error = ? WHERE run ="
+                f" (SELECT id FROM runs WHERE key = ? AND place = {HERE_ID})",
+                (error, key, *self._here),
             ).rowcount
         if not updated:
             self.put(fallback)
@@ -379,11 +474,11 @@ class Catalog:
     def forget(self, key: str) -> None:
         self._changes += 1
         with self._lock, self._connection as connection:
-            _delete(connection, key)
+            _delete(connection, key, self._here)
 
     def keep_only(self, keys: Iterable[str]) -> int:
-        """Remove the rows of every run not in `keys` (all the runs a full scan found);
-        returns how many went."""
+        """Remove the rows of every run of this catalog's place not in `keys` (all the runs
+        a full scan found); returns how many went. Other places' rows are their daemons'."""
         self._changes += 1
         with self._lock, self._connection as connection:
             connection.execute("CREATE TEMP TABLE IF NOT EXISTS present (key TEXT PRIMARY KEY)")
@@ -394,11 +489,13 @@ class Catalog:
             gone = [
                 key
                 for (key,) in connection.execute(
-                    "SELECT key FROM runs WHERE key NOT IN (SELECT key FROM present)"
+                    f"SELECT key FROM runs WHERE place = {HERE_ID}"
+                    " AND key NOT IN (SELECT key FROM present)",
+                    self._here,
                 )
             ]
             for key in gone:
-                _delete(connection, key)
+                _delete(connection, key, self._here)
             connection.execute("DELETE FROM present")
         return len(gone)
 
@@ -426,10 +523,10 @@ class Catalog:
         self._changes += 1
         with self._lock, self._connection as connection:
             connection.executemany(
-                "INSERT INTO seen (run, stamp, running) SELECT id, ?, ? FROM runs WHERE key = ?"
-                " ON CONFLICT (run) DO UPDATE SET stamp = excluded.stamp,"
-                " running = excluded.running",
-                ((stamp, int(running), key) for key, stamp, running in stamps),
+                "INSERT INTO seen (run, stamp, running) SELECT id, ?, ? FROM runs"
+                f" WHERE key = ? AND place = {HERE_ID} ON CONFLICT (run) DO UPDATE"
+                " SET stamp = excluded.stamp, running = excluded.running",
+                ((stamp, int(running), key, *self._here) for key, stamp, running in stamps),
             )
 
     # -- reading --------------------------------------------------------------------------------
@@ -437,8 +534,9 @@ class Catalog:
         """The (stamp, running) `put_seen` recorded for run `key`, or None."""
         with self.reading() as connection:
             found = connection.execute(
-                "SELECT stamp, running FROM seen WHERE run = (SELECT id FROM runs WHERE key = ?)",
-                (key,),
+                "SELECT stamp, running FROM seen WHERE run ="
+                f" (SELECT id FROM runs WHERE key = ? AND place = {HERE_ID})",
+                (key, *self._here),
             ).fetchone()
         return None if found is None else (int(found[0]), bool(found[1]))
 
@@ -447,6 +545,8 @@ class Catalog:
         with self.reading() as connection:
             found = connection.execute(
                 "SELECT key, stamp, running FROM seen JOIN runs ON runs.id = seen.run"
+                f" WHERE place = {HERE_ID}",
+                self._here,
             )
             return {key: (stamp, bool(running)) for key, stamp, running in found}
 
@@ -454,7 +554,8 @@ class Catalog:
         """When the row of run `key` was rendered, or None when it has none."""
         with self.reading() as connection:
             found = connection.execute(
-                "SELECT rendered_at FROM runs WHERE key = ?", (key,)
+                f"SELECT rendered_at FROM runs WHERE key = ? AND place = {HERE_ID}",
+                (key, *self._here),
             ).fetchone()
         return None if found is None else str(found[0])
 
@@ -475,37 +576,59 @@ class Catalog:
         version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
         return version + self._changes  # this connection's own writes do not change it
 
-    def count(self) -> int:
+    def count(self, here: bool = False) -> int:
+        """How many runs the catalog lists; `here`: of this catalog's place alone."""
         with self.reading() as connection:
-            return int(connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            if here:
+                found = connection.execute(
+                    f"SELECT COUNT(*) FROM runs WHERE place = {HERE_ID}", self._here
+                )
+            else:
+                found = connection.execute("SELECT COALESCE(SUM(counted), 0) FROM run_counts")
+            return int(found.fetchone()[0])
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The `limit` most recently rendered runs' rows, newest first."""
+    def recent(self, limit: int, here: bool = False) -> list[dict[str, Any]]:
+        """The `limit` most recently rendered runs' rows, newest first; `here`: of this
+        catalog's place alone (its daemon's static index, whose links are its tree's)."""
+        where, parameters = (f"WHERE place = {HERE_ID}", self._here) if here else ("", ())
         with self.reading() as connection:
-            keys = [
-                key
-                for (key,) in connection.execute(
-                    "SELECT key FROM runs ORDER BY rendered_at DESC, key LIMIT ?", (limit,)
+            numbers = [
+                number
+                for (number,) in connection.execute(
+                    f"SELECT id FROM runs {where} ORDER BY rendered_at DESC, key LIMIT ?",
+                    (*parameters, limit),
                 )
             ]
-        return self.rows(keys)
+        return self.numbered(numbers)
 
     def rows(self, keys: list[str]) -> list[dict[str, Any]]:
-        """The rows of the runs `keys`, in that order (a key without a row is left out)."""
-        found: dict[str, dict[str, Any]] = {}
+        """The rows of this catalog's place's runs `keys`, in that order (a key without a row
+        is left out)."""
+        return self._found("runs.key", keys, f" AND runs.place = {HERE_ID}", self._here)
+
+    def numbered(self, numbers: list[int]) -> list[dict[str, Any]]:
+        """The rows of the runs numbered `numbers` (`runs.id`, what queries find), in that
+        order, whatever their place."""
+        return self._found("runs.id", numbers)
+
+    def _found(
+        self, column: str, wanted: list[T], more: str = "", parameters: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        found: dict[Any, dict[str, Any]] = {}
         with self.reading() as connection:
-            for start in range(0, len(keys), MAX_BOUND):
-                chunk = keys[start : start + MAX_BOUND]
+            for start in range(0, len(wanted), MAX_BOUND):
+                chunk = wanted[start : start + MAX_BOUND]
                 cursor = connection.execute(
-                    f"SELECT {ROW_COLUMNS} FROM runs JOIN details ON details.run = runs.id"
+                    f"SELECT {column}, {ROW_COLUMNS} FROM runs"
+                    " JOIN details ON details.run = runs.id"
                     " JOIN sweeps ON sweeps.id = runs.sweep"
-                    f" WHERE key IN ({', '.join('?' * len(chunk))})",
-                    chunk,
+                    " JOIN places ON places.id = runs.place"
+                    f" WHERE {column} IN ({', '.join('?' * len(chunk))}){more}",
+                    [*chunk, *parameters],
                 )
-                for columns in cursor:
-                    row = row_of(columns)
-                    found[row["run_id"]] = row
-        return [found[key] for key in keys if key in found]
+                for value, *columns in cursor:
+                    found[value] = row_of(tuple(columns))
+        return [found[value] for value in wanted if value in found]
 
     def optimize(self) -> None:
         """Make the statistics SQLite's query planner chooses indexes by exact: after a scan's
@@ -520,9 +643,12 @@ class Catalog:
             analysed = _analysed_runs(self._connection)
             if analysed is not None and abs(runs - analysed) <= analysed * REANALYZE_CHANGE:
                 return
-            self._connection.execute("PRAGMA analysis_limit = 0")
-            self._connection.execute("ANALYZE")
-            self._connection.commit()
+            self._analyze()
+
+    def _analyze(self) -> None:
+        self._connection.execute("PRAGMA analysis_limit = 0")
+        self._connection.execute("ANALYZE")
+        self._connection.commit()
 
 
 def _analysed_runs(connection: Connection) -> int | None:
@@ -546,14 +672,16 @@ MAX_CURVES_TEXT = 2 * MAX_CURVES_BYTES
 ROW_COLUMNS = (
     "key, status, status_class, model, hook, architecture, source, steps, started_at, duration,"
     " rendered_at, report, error, problems, anomalies,"
-    f" CASE WHEN length(packed) <= {packed.MAX_DECODED} THEN packed END"
+    f" CASE WHEN length(packed) <= {packed.MAX_DECODED} THEN packed END,"
+    " places.host, places.tree, places.output"
 )
 
 
 def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
     """A row as `pages.index_row` made it, from the columns `ROW_COLUMNS` names."""
     (key, status, status_class, model, hook, architecture, source, steps, started_at,
-     duration, rendered_at, report, error, problems, anomalies, blob) = found  # fmt: skip
+     duration, rendered_at, report, error, problems, anomalies, blob, host, tree,
+     output) = found  # fmt: skip
     fields, curves_json = packed.unpack(blob)
     return {
         "run_id": key,
@@ -577,6 +705,7 @@ def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
         "config": fields["config"],
         "losses": list(fields["final"]),
         "curves_json": curves_json,
+        "place": Place(host, tree, output),
     }
 
 
@@ -657,18 +786,41 @@ def _set_aside(fd: int) -> str:
     return aside
 
 
-def _delete(connection: Connection, key: str) -> None:
-    found = connection.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
+def _delete(connection: Connection, key: str, here: tuple[str, str, str]) -> None:
+    found = connection.execute(
+        f"SELECT id, place FROM runs WHERE key = ? AND place = {HERE_ID}", (key, *here)
+    ).fetchone()
     if found is None:
         return
-    _clear(connection, found[0])
+    run, place = found
+    _clear(connection, run)
     for table in OWN_ROWS:
-        connection.execute(f"DELETE FROM {table} WHERE run = ?", found)
-    connection.execute("DELETE FROM runs WHERE id = ?", found)
+        connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
+    _uncount(connection, key, place)
+    connection.execute("DELETE FROM runs WHERE id = ?", (run,))
+
+
+# A run's sweep, status and source, as `run_counts` counts it: the run's row as it is now.
+COUNTED_AS = (
+    "(sweep, status, source) = (SELECT sweep, status, source FROM runs WHERE key = ? AND place = ?)"
+)
+
+
+def _uncount(connection: Connection, key: str, place: int) -> None:
+    """Take run `key`'s row of place number `place`, about to change or go, out of
+    `run_counts`."""
+    connection.execute(
+        f"UPDATE run_counts SET counted = counted - 1 WHERE {COUNTED_AS}", (key, place)
+    )
+    connection.execute(f"DELETE FROM run_counts WHERE counted = 0 AND {COUNTED_AS}", (key, place))
 
 
 def _clear(connection: Connection, run: int) -> None:
-    """Remove run `run`'s losses and config, and the names no other run still uses."""
+    """Remove run `run`'s losses and config (from `setting_counts` too), and the names no
+    other run still uses."""
+    counted = "(sweep, setting) IN (SELECT sweep, setting FROM config WHERE run = ?)"
+    connection.execute(f"UPDATE setting_counts SET counted = counted - 1 WHERE {counted}", (run,))
+    connection.execute(f"DELETE FROM setting_counts WHERE counted = 0 AND {counted}", (run,))
     for table, column in NAMED:
         owner = column.partition(".")[0]
         used = [number for (number,) in connection.execute(
@@ -681,21 +833,25 @@ def _clear(connection: Connection, run: int) -> None:
         )
 
 
-def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Add or replace `rows` (`pages.index_row`'s shape). A replaced run keeps its number."""
+def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) -> None:
+    """Add or replace `rows` (`pages.index_row`'s shape), runs of `place`. A replaced run
+    keeps its number."""
     numbers = _Numbers(connection)
+    where = numbers.place(place)
     for row in rows:
         key = row["run_id"]
         sweep = numbers.sweep((row["model"], row["hook"], row["architecture"]))
+        _uncount(connection, key, where)
         (run,) = connection.execute(
-            "INSERT INTO runs (key, status, sweep, source, steps, started_at, duration,"
-            " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET status = excluded.status, sweep = excluded.sweep,"
-            " source = excluded.source, steps = excluded.steps,"
+            "INSERT INTO runs (key, place, status, sweep, source, steps, started_at, duration,"
+            " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (key, place) DO UPDATE SET status = excluded.status,"
+            " sweep = excluded.sweep, source = excluded.source, steps = excluded.steps,"
             " started_at = excluded.started_at, duration = excluded.duration,"
             " rendered_at = excluded.rendered_at, search = excluded.search RETURNING id",
             (
                 key,
+                where,
                 row["status"],
                 sweep,
                 row["source"],
@@ -706,6 +862,11 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
                 _search_text(row),
             ),
         ).fetchone()
+        connection.execute(
+            "INSERT INTO run_counts VALUES (?, ?, ?, 1) ON CONFLICT (sweep, status, source)"
+            " DO UPDATE SET counted = run_counts.counted + 1",
+            (sweep, row["status"], row["source"]),
+        )
         _clear(connection, run)
         for table in OWN_ROWS:
             connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
@@ -732,6 +893,11 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
             "INSERT INTO config VALUES (?, ?, ?)",
             [(run, numbers.setting(setting), sweep) for setting in row["config"].items()],
         )
+        connection.execute(
+            "INSERT INTO setting_counts SELECT sweep, setting, 1 FROM config WHERE run = ?"
+            " ON CONFLICT (sweep, setting) DO UPDATE SET counted = setting_counts.counted + 1",
+            (run,),
+        )
 
 
 class _Numbers:
@@ -752,6 +918,9 @@ class _Numbers:
     def setting(self, setting: tuple[str, str]) -> int:
         return self._number("settings", ("name", "value"), setting)
 
+    def place(self, place: Place) -> int:
+        return self._number("places", ("host", "tree", "output"), place.values(), name=place.name)
+
     def _number(
         self, table: str, columns: tuple[str, ...], values: tuple[str, ...], **more: str
     ) -> int:
@@ -770,6 +939,29 @@ class _Numbers:
         ).fetchone()
         self._known[(table, values)] = int(found)
         return int(found)
+
+
+def step_up(
+    connection: Connection, version: int, place: Place, translate: Callable[[str], str] = str
+) -> None:
+    """Bring a catalog of schema `version` (`UPGRADED_FROM` or later) to this one in place, in
+    the caller's transaction: schema 3's runs are given `place` (`add_places`), later steps
+    are `STEPS`. `translate`: a statement in the database's words."""
+    for step in range(version, SCHEMA_VERSION):
+        if step == PLACES_ADDED - 1:
+            add_places(connection, place, translate)
+        else:
+            for statement in STEPS[step]:
+                connection.execute(translate(statement))
+
+
+def add_places(connection: Connection, place: Place, translate: Callable[[str], str] = str) -> None:
+    """Make schema 3's catalog schema 4's, in its transaction: every run it lists given
+    `place`, the tree's it was kept for. `translate`: a statement in the database's words."""
+    connection.execute(translate(PLACES_SCHEMA))
+    number = _Numbers(connection).place(place)
+    for statement in PLACE_STEPS:
+        connection.execute(translate(statement.format(number=int(number))))
 
 
 def _bounded_curves(text: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .query import RunQuery, where_clause
+from .query import RunQuery, counted, where_clause
 from .store import Catalog
 
 MAX_VARYING = 12  # config keys shown per sweep; the rest are named as a count
@@ -19,6 +19,7 @@ MIN_RUNS = 2  # a sweep is this many runs or more: one run alone is no sweep
 Names = tuple[str, str, str]  # model, hook, architecture
 MAX_NAMES_BOUND = 300  # (model, hook, architecture) triples bound in one query
 NUMBER = "(SELECT id FROM sweeps WHERE model = ? AND hook = ? AND architecture = ?)"
+SIZE = f"SELECT COALESCE(SUM(counted), 0) FROM run_counts WHERE sweep = {NUMBER}"  # its runs
 
 
 @dataclass
@@ -45,36 +46,41 @@ def sweeps(catalog: Catalog, query: RunQuery) -> tuple[int, list[Sweep]]:
     """The groups of two runs or more among those `query` filters (its sort is ignored:
     largest first), the page it asks for, and how many groups there are in all."""
     where, parameters = where_clause(query, catalog.dialect)
+    # Counted as the runs are written (`run_counts`), where the filters allow.
+    runs = "SUM(runs.counted)" if counted(query) else "COUNT(*)"
     grouped = (
-        f"SELECT sweep, COUNT(*) AS runs FROM runs {where}"
-        f" GROUP BY sweep HAVING COUNT(*) >= {MIN_RUNS}"
+        f"SELECT runs.sweep AS sweep, {runs} AS runs"
+        f" FROM {'run_counts AS runs' if counted(query) else 'runs'} {where}"
+        f" GROUP BY runs.sweep HAVING {runs} >= {MIN_RUNS}"
     )
     with catalog.reading() as connection:
         total = connection.execute(
             f"SELECT COUNT(*) FROM ({grouped}) AS grouped", parameters
         ).fetchone()[0]
         found = connection.execute(
-            f"SELECT model, hook, architecture, runs FROM ({grouped}) AS grouped"
+            f"SELECT id, model, hook, architecture, runs FROM ({grouped}) AS grouped"
             " JOIN sweeps ON sweeps.id = sweep"
             " ORDER BY runs DESC, model, hook, architecture LIMIT ? OFFSET ?",
             [*parameters, query.per_page, (query.page - 1) * query.per_page],
         ).fetchall()
-    groups = [Sweep(model, hook, architecture, runs) for model, hook, architecture, runs in found]
-    for group in groups:
-        _find_varying(catalog, group)
-    return int(total), groups
+    groups = {  # PostgreSQL's SUM of integers is a decimal
+        number: Sweep(model, hook, architecture, int(runs))
+        for number, model, hook, architecture, runs in found
+    }
+    _find_varying(catalog, groups)
+    return int(total), list(groups.values())
 
 
 def sweep_of(catalog: Catalog, model: str, hook: str, architecture: str) -> Sweep | None:
     """The sweep named by the three, or None when fewer than two runs share them."""
     with catalog.reading() as connection:
-        runs = connection.execute(
-            f"SELECT COUNT(*) FROM runs WHERE sweep = {NUMBER}", (model, hook, architecture)
-        ).fetchone()[0]
+        runs = connection.execute(SIZE, (model, hook, architecture)).fetchone()[0]
     if runs < MIN_RUNS:
         return None
     group = Sweep(model, hook, architecture, int(runs))
-    _find_varying(catalog, group)
+    with catalog.reading() as connection:
+        number = connection.execute(f"SELECT {NUMBER}", (model, hook, architecture)).fetchone()[0]
+    _find_varying(catalog, {int(number): group})
     return group
 
 
@@ -99,24 +105,29 @@ def in_sweeps(catalog: Catalog, names: Iterable[Names]) -> set[Names]:
     return found
 
 
-def _find_varying(catalog: Catalog, group: Sweep) -> None:
-    """The keys that vary across the whole sweep, whatever filter found it."""
-    sweep = (group.model, group.hook, group.architecture)
+def _find_varying(catalog: Catalog, groups: dict[int, Sweep]) -> None:
+    """The keys that vary across each whole sweep (by its number), whatever filter found
+    it: one query for a page of sweeps."""
+    if not groups:
+        return
     with catalog.reading() as connection:
-        size = connection.execute(
-            f"SELECT COUNT(*) FROM runs WHERE sweep = {NUMBER}", sweep
-        ).fetchone()[0]
-        # Each setting (a name and a value) its sweep's runs have, counted from the index;
+        # Each setting (a name and a value) a sweep's runs have, as counted when written;
         # a name varies where it has several values, or fewer runs than the sweep.
         found = connection.execute(
-            f"SELECT name FROM (SELECT setting, COUNT(*) AS runs FROM config WHERE sweep ="
-            f" {NUMBER} GROUP BY setting) AS counted JOIN settings ON settings.id = setting"
-            " GROUP BY name HAVING COUNT(*) > 1 OR SUM(runs) < ? ORDER BY name",
-            (*sweep, size),
+            "SELECT counted.sweep, name FROM setting_counts AS counted"
+            " JOIN settings ON settings.id = setting"
+            f" WHERE counted.sweep IN ({', '.join('?' * len(groups))})"
+            " GROUP BY counted.sweep, name HAVING COUNT(*) > 1 OR SUM(counted.counted) <"
+            " (SELECT SUM(runs.counted) FROM run_counts AS runs WHERE runs.sweep = counted.sweep)"
+            " ORDER BY counted.sweep, name",
+            list(groups),
         ).fetchall()
-    names = [name for (name,) in found]
-    group.varying = names[:MAX_VARYING]
-    group.more_varying = max(0, len(names) - MAX_VARYING)
+    names: dict[int, list[str]] = {number: [] for number in groups}
+    for number, name in found:
+        names[number].append(name)
+    for number, group in groups.items():
+        group.varying = names[number][:MAX_VARYING]
+        group.more_varying = max(0, len(names[number]) - MAX_VARYING)
 
 
 def losses_of(catalog: Catalog, group: Sweep) -> list[str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import InvalidInputError
+from .places import HERE, Place
 
 if TYPE_CHECKING:
     from .postgres import PostgresCatalog
@@ -24,12 +25,12 @@ SCHEMES = ("postgresql", "postgres")
 @dataclass(frozen=True)
 class CatalogServer:
     """Where a team's catalog is: the URL (no password in it), the password if one was read
-    from a file named in --config (kept out of repr, so out of logs), and the runs tree (a
-    folder or an s3:// URL) whose rows a daemon writes there (empty for a reader)."""
+    from a file named in --config (kept out of repr, so out of logs), and the place whose rows
+    a daemon writes there, or whose reports a `serve` can link (places.py)."""
 
     url: str
     password: str | None = field(default=None, repr=False)
-    tree: str = ""
+    place: Place = HERE
 
     def __str__(self) -> str:
         return redacted(self.url)

@@ -10,6 +10,7 @@
     max_charts = 12
     catalog = "postgresql://lossreport@db.lab/runs"    # a team's catalog (also in [serve])
     catalog_password_file = "/etc/lossreport/catalog-password"
+    catalog_host = "nfs-1"        # this tree's host in the catalog (default: this host's name)
     [serve]                       smtp_password_file = "/etc/lossreport/smtp-password"
     port = 8000
     allow_host = ["gpu-box.lab"]
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..alerts.rules import parse_alert_rules
+from ..catalog.places import checked_host
 from ..catalog.urls import checked_url
 from ..clock import format_duration as format_duration  # parse_duration's inverse
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE
@@ -236,6 +238,10 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "max_charts": ("max_charts", _int_in(1, MOST_CHARTS)),
         "catalog": ("catalog", _catalog),
         "catalog_password_file": ("catalog_password_file", lambda value: Path(_of(str)(value))),
+        "catalog_host": (
+            "catalog_host",
+            lambda value: checked_host(_of(str)(value), "catalog_host ="),
+        ),
     },
     "email": {
         "to": ("email_to", _addresses),
@@ -260,6 +266,10 @@ KEYS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "cache_mb": ("cache_mb", _int_in(1, MAX_CACHE_MB)),
         "catalog": ("catalog", _catalog),
         "catalog_password_file": ("catalog_password_file", lambda value: Path(_of(str)(value))),
+        "catalog_host": (
+            "catalog_host",
+            lambda value: checked_host(_of(str)(value), "catalog_host ="),
+        ),
     },
     # and the rules, read by alerts/rules.py
     "alerts": {

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import logformat, runformat, sources
 from ..alerts.rules import AlertRules
 from ..browse.series import CACHE_BYTES
+from ..catalog.places import checked_host, place_of
 from ..catalog.urls import CatalogServer, checked_url
 from ..clock import utc_time
 from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
@@ -355,7 +356,22 @@ def _add_catalog_argument(
         "the password from PGPASSWORD, a .pgpass file or the config's catalog_password_file, "
         "never in URL (default: SQLite, in the runs directory)",
     )
+    parser.add_argument(
+        "--catalog-host",
+        type=_catalog_host,
+        default=settings.get("catalog_host"),
+        metavar="NAME",
+        help="the host the catalog names this runs tree's place by (default: this host's "
+        "name); daemons on several hosts sharing one tree over NFS give one name",
+    )
     parser.set_defaults(catalog_password_file=settings.get("catalog_password_file"))
+
+
+def _catalog_host(text: str) -> str:
+    try:
+        return checked_host(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--catalog-host ")) from None
 
 
 def _catalog_url(text: str) -> str:
@@ -365,8 +381,9 @@ def _catalog_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--catalog ")) from None
 
 
-def _catalog_server(args: argparse.Namespace, tree: str = "") -> CatalogServer | None:
-    """The --catalog server, with the password from catalog_password_file (its first line)."""
+def _catalog_server(args: argparse.Namespace) -> CatalogServer | None:
+    """The --catalog server, with the password from catalog_password_file (its first line),
+    and the place of the runs tree (and --output) a daemon writes or a `serve` links."""
     if args.catalog is None:
         return None
     password = None
@@ -378,7 +395,8 @@ def _catalog_server(args: argparse.Namespace, tree: str = "") -> CatalogServer |
                 f"{args.catalog_password_file}: cannot read the catalog's password "
                 f"({getattr(exc, 'strerror', None) or exc or 'empty'})"
             ) from None
-    return CatalogServer(args.catalog, password, tree)
+    place = place_of(args.runs_dir, args.output, args.catalog_host)
+    return CatalogServer(args.catalog, password, place)
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -680,7 +698,7 @@ def _watch(args: argparse.Namespace) -> int:
         report_url=args.email_report_url,
         output=args.output,
         series=_series_filter(args),
-        catalog=_catalog_server(args, _tree_name(args.runs_dir)),
+        catalog=_catalog_server(args),
     )
     if isinstance(args.runs_dir, Path):
         paths.folder(args.runs_dir)
@@ -700,11 +718,6 @@ def _watch(args: argparse.Namespace) -> int:
         return Watcher(mirror.root, replace(options, poll=False), stop, remote).run()
     finally:
         remote.close(timeout=UPLOAD_WAIT_SECONDS)
-
-
-def _tree_name(runs_dir: Path | str) -> str:
-    """How the catalog names a runs tree: its s3:// URL, or its folder on this host."""
-    return str(runs_dir) if not isinstance(runs_dir, Path) else str(runs_dir.resolve())
 
 
 def _email(args: argparse.Namespace) -> int:

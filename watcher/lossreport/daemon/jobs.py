@@ -50,17 +50,23 @@ def render_job(
     fingerprint: str,
     mail: MailJob | None = None,
     series: SeriesFilter | None = None,
+    *,
+    quick: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """Render run `key` into its home as `status`, the status the daemon derived from inputs
     `fingerprint`, and record both in its marker; with `mail`, queue the email of a finished
     run first, so a crash after the render cannot lose it. `series`: which series to report.
 
+    `quick`: only the quick report a backlog gets first (no charts), which records nothing and
+    queues no mail: the marker and the mail wait for the full render that replaces it, so a
+    daemon stopped in between draws the charts after it restarts.
+
     Returns the run's runs-index entry, and False if another process (a daemon, the trainer at
-    its close, `lossreport render`) had rendered these very inputs already. Raises RunBusy
-    when another process holds the run.
+    its close, `lossreport render`) had rendered these very inputs already (a quick job then
+    leaves the full report as it is). Raises RunBusy when another process holds the run.
     """
     # Imported here, so the daemon's own process never loads the charts.
-    from ..report.render import record_render, render_held, render_lock
+    from ..report.render import index_entry, record_render, render_held, render_lock
 
     run_dir, home, parts = homes.runs_dir / key, homes.make_home(key), key.split("/")
 
@@ -75,7 +81,11 @@ def render_job(
     ):
         done = read_marker(home)
         rendered = done is not None and (done.fingerprint, done.status) == (fingerprint, status)
-        if done is not None and rendered and (mail is None or not mail.unsent(homes, key, status)):
+        if (
+            done is not None
+            and rendered
+            and (quick or mail is None or not mail.unsent(homes, key, status))
+        ):
             return done.entry, False
         result = render_held(
             run_dir,
@@ -85,7 +95,10 @@ def render_job(
             fingerprint=fingerprint,
             series=series or SeriesFilter(),
             verify=verify,
+            draw=not quick,
         )
+        if quick:
+            return index_entry(result), True
         if mail is not None:
             mail.queue(result, homes, key)
         return record_render(home_fd, result, by_daemon=True), True

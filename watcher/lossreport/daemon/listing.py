@@ -42,8 +42,9 @@ OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 class Listing:
     def __init__(self, homes: Homes, server: CatalogServer | None = None) -> None:
-        """`server`: a team's catalog (raises CatalogSchemaError at once when its schema is
-        newer than this daemon's or it is another tree's); None: SQLite's, in the tree."""
+        """`server`: a team's catalog, where this daemon writes and prunes only its own
+        place's rows (raises CatalogSchemaError at once when its schema is newer than this
+        daemon's); None: SQLite's, in the tree."""
         self.homes = homes
         self._server = server
         self._listed: set[str] = set()  # runs whose row this daemon has put or checked
@@ -232,8 +233,8 @@ class Listing:
         self.flush()
         for _ in range(2):  # again once, from a catalog made afresh
             try:
-                rows = self.catalog.recent(pages.INDEX_MAX_RUNS)
-                page = pages.render_index(rows, total=self.catalog.count())
+                rows = self.catalog.recent(pages.INDEX_MAX_RUNS, here=True)
+                page = pages.render_index(rows, total=self.catalog.count(here=True))
                 storage.atomic_write(path, page.encode())
                 return
             except DATABASE_ERRORS as exc:

@@ -4,12 +4,14 @@
 index) and tells the scheduler what happened; the scheduler keeps run names and deadlines only.
 Times are monotonic seconds passed in by the caller, never read from a clock, so every rule
 (debounce, retry backoff, busy retries, live re-renders, stall checks) is tested without a
-process or a sleep.
+process or a sleep. `RenderQueue` is the order in which decided renders reach the workers,
+and which of them give a backlog its quick report first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ..backoff import Backoff
 
@@ -17,6 +19,7 @@ MIN_SLEEP_SECONDS = 0.01  # a deadline already passed must not make the loop spi
 HEALTH_EVERY_SECONDS = 2.0
 BUSY_RETRY_SECONDS = 5.0
 RENDER_BACKOFF = Backoff(5.0, 600.0)
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -179,3 +182,43 @@ class Scheduler:
         ]
         deadlines += [at for at in (self._next_health, self._index_due) if at is not None]
         return max(MIN_SLEEP_SECONDS, min(deadlines, default=now + self.health_every) - now)
+
+
+class RenderQueue(Generic[Item]):
+    """Renders decided on, waiting for a free worker: summary first, pictures after, under a
+    backlog.
+
+    A full render costs about twenty quick reports (the charts are nearly all of its CPU), so
+    when more runs wait than workers are free, each waiting finished run gets its quick report
+    first (everything but the charts), oldest first, and then its full render, in the order the
+    quick ones ended. With no backlog the oldest run is rendered in full at once, as always.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, Item] = {}  # oldest first
+        self._owing: dict[str, None] = {}  # those of them owed a quick report, oldest first
+
+    def add(self, name: str, item: Item, *, summary_first: bool) -> None:
+        """Queue run `name`; `summary_first`: it is finished, so a backlog summarises it first."""
+        self._waiting[name] = item
+        if summary_first:
+            self._owing[name] = None
+
+    def take(self, free: int) -> tuple[str, Item, bool]:
+        """The render a free worker starts now, of the `free` there are: the run, its item, and
+        whether only its quick report (it comes back with `summarised`)."""
+        quick = len(self._waiting) > free and bool(self._owing)
+        name = next(iter(self._owing if quick else self._waiting))
+        self._owing.pop(name, None)
+        return name, self._waiting.pop(name), quick
+
+    def summarised(self, name: str, item: Item) -> None:
+        """Run `name` has its quick report: its full render waits behind the runs queued."""
+        self._waiting[name] = item
+
+    def clear(self) -> None:
+        self._waiting.clear()
+        self._owing.clear()
+
+    def __len__(self) -> int:
+        return len(self._waiting)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -57,9 +58,9 @@ from .listing import Listing
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
 from .runstate import RunState, once_left, read_state, render_reason
-from .scheduler import Scheduler
+from .scheduler import RenderQueue, Scheduler
 from .sdnotify import Notifier
-from .workers import EXIT_WAIT_SECONDS, Job, Result, Workers
+from .workers import EXIT_WAIT_SECONDS, Result, Workers
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ SETTLED_STATUSES = frozenset({runformat.COMPLETED, runformat.FAILED, runformat.S
 class _Queued:
     """A render decided on, waiting for a free worker."""
 
-    job: Job
+    job: Callable[..., Result]  # render_job with its arguments; quick=True for the quick report
     fingerprint: str
     reason: str
 
@@ -94,8 +95,9 @@ class _Queued:
 @dataclass(frozen=True)
 class _Render:
     future: Future[Result]
-    fingerprint: str  # of the inputs it renders
+    queued: _Queued  # what it does, queued again for the charts after a quick report
     worker: int  # the pid of the worker rendering it
+    quick: bool  # the quick report only (scheduler.RenderQueue)
 
 
 class Watcher:
@@ -127,7 +129,7 @@ class Watcher:
             live_every=options.live_every,
             health_every=options.health_every,
         )
-        self._queued: dict[str, _Queued] = {}  # oldest first
+        self._queued: RenderQueue[_Queued] = RenderQueue()
         self._in_flight: dict[str, _Render] = {}
         self._workers = Workers(options.workers)
         self._crashes = Crashes()
@@ -453,7 +455,9 @@ class Watcher:
             self.options.mail,
             self.options.series,
         )
-        self._queued[name] = _Queued(job, state.fingerprint, reason)
+        self._queued.add(
+            name, _Queued(job, state.fingerprint, reason), summary_first=status in SETTLED_STATUSES
+        )
         self._schedule.render_started(name, time.monotonic())
 
     def _unchanged(self, name: str, recorded: tuple[int, bool] | None) -> bool:
@@ -511,18 +515,22 @@ class Watcher:
         return f"mail={self.options.mail is not None}|alerts={alerts}"
 
     def _dispatch(self) -> None:
-        """Start queued renders on free workers, in the order they were decided on."""
+        """Start queued renders on free workers, in the order they were decided on; under a
+        backlog, each finished run's quick report first (scheduler.RenderQueue)."""
         while self._queued and self._workers.free():
-            name = next(iter(self._queued))
-            queued = self._queued.pop(name)
+            name, queued, quick = self._queued.take(self._workers.free_count())
             try:
-                future, worker = self._workers.submit(queued.job)
+                future, worker = self._workers.submit(
+                    partial(queued.job, quick=True) if quick else queued.job
+                )
             except OSError as exc:  # no process could be started (memory, a process limit)
                 self._schedule_retry(name, exc)
                 continue
+            what = "summarising, the charts after" if quick else "rendering"
             logger.info(
-                "run=%s rendering (%s) in worker %d",
+                "run=%s %s (%s) in worker %d",
                 name,
+                what,
                 queued.reason,
                 worker,
                 extra={
@@ -530,10 +538,11 @@ class Watcher:
                     "event": "render_started",
                     "reason": queued.reason,
                     "worker": worker,
+                    "quick": quick,
                 },
             )
             future.add_done_callback(lambda _: self._wakeup.set())
-            self._in_flight[name] = _Render(future, queued.fingerprint, worker)
+            self._in_flight[name] = _Render(future, queued, worker, quick)
 
     def _unmailed(
         self, name: str, state: RunState, status: str, marker: RenderedMarker | None
@@ -598,6 +607,9 @@ class Watcher:
                     self._schedule.render_finished(name)
                     self._forget(name)
                 continue
+            if render.quick:
+                self._summarised(name, render.queued, entry, fresh)
+                continue
             again = self._schedule.render_finished(name)
             self._crashes.forget(name)
             if fresh:
@@ -624,6 +636,25 @@ class Watcher:
             if again:  # asked for while it was rendered
                 self._consider(name)
 
+    def _summarised(self, name: str, queued: _Queued, entry: dict[str, Any], fresh: bool) -> None:
+        """Run `name` has its quick report (or, `fresh` False, had its full one already): it is
+        listed with its figures, and its full render waits its turn. Its marker, its mail and
+        its stamp (seen.py) wait for that render: nothing here says the report is final."""
+        self._queued.summarised(name, queued)
+        if not fresh:
+            return
+        self._last_render = time.monotonic()
+        self._remote.rendered(name, self.homes.home_of(name) / runformat.GRAPHS_DIR)
+        self._listing.rendered(name, entry)
+        self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
+        logger.info(
+            "run=%s summarised %s (%s); its charts follow",
+            name,
+            entry["report"],
+            entry["status"],
+            extra={"run": name, "event": "summarised", "status": entry["status"]},
+        )
+
     def _worker_died(self, name: str, render: _Render, exc: RenderWorkerDied) -> None:
         """The worker rendering run `name` died: retried once, then set aside (crashes.py)."""
         if self._stopping:  # stopped at the stop deadline: the next start renders it
@@ -634,7 +665,7 @@ class Watcher:
                 extra={"run": name, "event": "render_stopped"},
             )
             return
-        if not self._crashes.crashed(name, render.fingerprint):
+        if not self._crashes.crashed(name, render.queued.fingerprint):
             self._schedule_retry(name, exc)
             return
         self._failures += 1

@@ -107,6 +107,10 @@ class Workers:
         """Whether a job given now starts at once."""
         return len(self._busy) < self.count
 
+    def free_count(self) -> int:
+        """How many jobs given now start at once."""
+        return max(self.count - len(self._busy), 0)
+
     def submit(self, job: Job) -> tuple[Future[Result], int]:
         """Start `job` on an idle worker, or a new one: its answer, and the worker's pid."""
         assert self.free()

@@ -46,6 +46,7 @@ INDEX_MAX_RUNS = 500  # the static index shows this many, newest first: `serve` 
 # A run's config as the catalog keeps it: enough to find and compare a sweep's runs.
 MAX_CONFIG_KEYS, MAX_CONFIG_NAME, MAX_CONFIG_VALUE, MAX_CONFIG_DEPTH = 200, 120, 200, 8
 MISSING = "\u2013"  # an en dash marks a statistic that does not exist
+PENDING_RELOAD_SECONDS = 15  # a quick report reloads itself, so its reader sees the charts come
 
 
 # Pages say what they may load in a CSP meta tag, so it holds wherever a page is opened (from
@@ -137,10 +138,13 @@ def render_html(
     anomalies: list[str],
     alerts: list[dict[str, Any]] | None = None,
     not_drawn: Drawn | None = None,
+    charts_pending: bool = False,
 ) -> str:
     """The report page. `run` holds run.json's fields (and `duration`); `combined_chart` is the
     file name of the all-losses chart among `charts`; `files` maps a label to a file name in
-    the same folder; `not_drawn`: the series kept in the CSV only."""
+    the same folder; `not_drawn`: the series kept in the CSV only; `charts_pending`: the quick
+    report, which says its charts are being drawn and reloads itself until the full report
+    has replaced it."""
     images = [
         {
             "title": chart.title,
@@ -162,6 +166,8 @@ def render_html(
         anomalies=anomalies,
         alerts=alerts or [],
         not_drawn=not_drawn or Drawn([]),
+        charts_pending=charts_pending,
+        reload_seconds=PENDING_RELOAD_SECONDS,
         csp=REPORT_CSP,
     )
 

@@ -198,6 +198,7 @@ def render_held(
     fingerprint: str | None = None,
     series: SeriesFilter = NO_FILTER,
     verify: Callable[[], None] | None = None,
+    draw: bool = True,
 ) -> RenderResult:
     """`render_run` for a caller that holds `render_lock(home)` (which gave `run_fd`, a
     descriptor of the home: by default `run_dir`) already: the daemon keeps it from checking
@@ -206,7 +207,10 @@ def render_held(
 
     `fingerprint`: the inputs from which the caller derived `status`, recorded with it; by
     default the inputs as found here, before they are read. `verify`: raises if what was read
-    by path may not have been the run's (called before the report is put in place)."""
+    by path may not have been the run's (called before the report is put in place).
+    `draw=False`: the quick report a daemon with a backlog writes first (everything but the
+    charts, its page saying they are being drawn; no chart engine runs), which a full render
+    replaces: not to be recorded in the marker."""
     home = home or run_dir
     # A helper thread writes the CSV (pyarrow, without the GIL) while the charts are drawn.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossreport-csv") as helper:
@@ -240,7 +244,7 @@ def render_held(
         stage = _make_stage(home, run_fd)
         try:
             csv_written = helper.submit(write_csv, stage / names.csv, history)
-            charts = write_charts(stage, losses, summary, names, renderer)
+            charts = write_charts(stage, losses, summary, names, renderer) if draw else []
             document = {
                 "run": {
                     **_run_fields(record, status),
@@ -268,6 +272,7 @@ def render_held(
                 problems=problems,
                 anomalies=anomalies,
                 alerts=alerts,
+                charts_pending=not draw,
             )
             storage.atomic_write(stage / names.report_html, page.encode())
             csv_written.result()

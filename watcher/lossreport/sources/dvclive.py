@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 from .. import storage
 from ..errors import MalformedRunFileError
 from ..runformat import RESERVED_COLUMNS, RUNNING, LossData, RunRecord
-from . import longform
+from . import longform, widecache
 from .base import Inputs
 from .lightning import text_floats, text_steps
 from .yamlfile import read_yaml_mapping
@@ -42,6 +42,7 @@ METRICS_DIR = "metrics"  # under plots/
 SUFFIX = ".tsv"
 SUMMARY_FILE = "metrics.json"
 PARAMS_FILE = "params.yaml"
+CACHE_FOLDER = "dvclive"  # the last read's table (widecache.read_whole)
 DEFAULT_DIR = "dvclive"  # Live()'s default folder: the run is named by the folder above it
 STEP_COLUMN, TIMESTAMP_COLUMN = "step", "timestamp"
 MAX_TSV_BYTES = 2 * 2**30
@@ -92,26 +93,34 @@ class DvcLiveSource:
         )
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
-        """Every row of every metric file (nothing is cached: a file is short beside a
-        TensorBoard log, and read whole), within the run's read budget. What cannot be read
-        (a link, a FIFO, a damaged row, a file past the budget) is named in `skipped`."""
+        """Every row of every metric file, read whole, within the run's read budget; while no
+        file changed, the last read's table, kept in `cache` (widecache.read_whole). What
+        cannot be read (a link, a FIFO, a damaged row, a file past the budget) is named in
+        `skipped`."""
         metrics, skipped = longform.walk_files(run_dir / PLOTS_DIR / METRICS_DIR)
-        budget = storage.ReadBudget()
-        tables: list[pa.Table] = []
-        for key, stat in metrics:
-            if not key.endswith(SUFFIX):
-                continue
-            name = key.removesuffix(SUFFIX)
-            if name in RESERVED_COLUMNS:
-                skipped.append(f"{stat.path}: metric {name!r} left out: the report's own column")
-                continue
-            try:
-                tables.append(read_metric_tsv(stat.path, name, skipped, budget))
-            except (OSError, MalformedRunFileError) as exc:
-                logger.warning("%s", exc)
-                skipped.append(str(exc))
-        long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
-        return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
+        return widecache.read_whole(
+            cache, CACHE_FOLDER, metrics, lambda: _read(metrics, list(skipped)), skipped
+        )
+
+
+def _read(metrics: list[tuple[str, longform.FileStat]], skipped: list[str]) -> LossData:
+    """The metric files, read whole."""
+    budget = storage.ReadBudget()
+    tables: list[pa.Table] = []
+    for key, stat in metrics:
+        if not key.endswith(SUFFIX):
+            continue
+        name = key.removesuffix(SUFFIX)
+        if name in RESERVED_COLUMNS:
+            skipped.append(f"{stat.path}: metric {name!r} left out: the report's own column")
+            continue
+        try:
+            tables.append(read_metric_tsv(stat.path, name, skipped, budget))
+        except (OSError, MalformedRunFileError) as exc:
+            logger.warning("%s", exc)
+            skipped.append(str(exc))
+    long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
+    return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
 
 
 def _files(run_dir: Path) -> list[tuple[str, longform.FileStat]]:

@@ -31,7 +31,7 @@ import pyarrow as pa
 from .. import storage
 from ..errors import MalformedRunFileError, ReadBudgetError, UnsafePathError
 from ..runformat import COMPLETED, RESERVED_COLUMNS, RUNNING, LossData, RunRecord
-from . import longform
+from . import longform, widecache
 from .base import Inputs
 from .yamlfile import json_safe
 
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.json"
+CACHE_FOLDER = "hf-trainer"  # the last read's table (widecache.read_whole)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 NOT_SERIES = frozenset({"step", "epoch"})
 MAX_STATE_BYTES = 256 * 2**20
@@ -125,26 +126,35 @@ class HfTrainerSource:
         return record
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
-        """Every number of the state's log_history (nothing is cached: the Trainer rewrites
-        the file whole), within the run's read budget. A state that cannot be read (or not
+        """Every number of the state's log_history, read whole (the Trainer rewrites the file
+        whole), within the run's read budget; while no state changed, the last read's
+        table, kept in `cache` (widecache.read_whole). A state that cannot be read (or not
         within the budget) is named and the next one read."""
         states, skipped = _states(run_dir)
-        budget = storage.ReadBudget()
-        for state in states:
-            path = run_dir / state.name
-            try:
-                document = _read_state(path, budget)
-            except (OSError, MalformedRunFileError) as exc:
-                logger.warning("%s", exc)
-                skipped.append(str(exc))
-                continue
-            if state is not states[0]:
-                skipped.append(f"{path}: read instead, as the newer state could not be")
-            data = longform.wide_data(_long_rows(path, document, skipped), skipped)
-            return replace(data, over_budget=budget.refused)
-        if not states:
-            skipped.append(f"{run_dir}: no {STATE_FILE} to read")
-        return LossData(longform.empty_wide(), skipped, budget.refused)
+        files = [(state.name, state.stat) for state in states]
+        return widecache.read_whole(
+            cache, CACHE_FOLDER, files, lambda: _read(run_dir, states, list(skipped)), skipped
+        )
+
+
+def _read(run_dir: Path, states: list[_State], skipped: list[str]) -> LossData:
+    """The first of `states` that can be read, whole."""
+    budget = storage.ReadBudget()
+    for state in states:
+        path = run_dir / state.name
+        try:
+            document = _read_state(path, budget)
+        except (OSError, MalformedRunFileError) as exc:
+            logger.warning("%s", exc)
+            skipped.append(str(exc))
+            continue
+        if state is not states[0]:
+            skipped.append(f"{path}: read instead, as the newer state could not be")
+        data = longform.wide_data(_long_rows(path, document, skipped), skipped)
+        return replace(data, over_budget=budget.refused)
+    if not states:
+        skipped.append(f"{run_dir}: no {STATE_FILE} to read")
+    return LossData(longform.empty_wide(), skipped, budget.refused)
 
 
 def _states(run_dir: Path) -> tuple[list[_State], list[str]]:

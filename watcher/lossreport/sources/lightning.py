@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 from .. import storage
 from ..errors import MalformedRunFileError
 from ..runformat import RESERVED_COLUMNS, RUNNING, LossData, RunRecord
-from . import longform
+from . import longform, widecache
 from .base import Inputs
 from .yamlfile import read_yaml_mapping
 
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
+CACHE_FOLDER = "lightning"  # the last read's table (widecache.read_whole)
 STEP_COLUMN = "step"
 NOT_SERIES = frozenset({STEP_COLUMN, "epoch"})
 MAX_CSV_BYTES = 2 * 2**30
@@ -81,18 +82,26 @@ class LightningCsvSource:
         )
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
-        """Every logged value of metrics.csv (nothing is cached: the file is rewritten whole
-        by the logger). A file that cannot be read is named in `skipped`, as are the rows
-        and columns left out."""
-        path = run_dir / METRICS_FILE
-        skipped: list[str] = []
-        budget = storage.ReadBudget()
-        try:
-            long = read_metrics_csv(path, skipped, budget)
-        except (OSError, MalformedRunFileError) as exc:
-            logger.warning("%s", exc)
-            return LossData(longform.empty_wide(), [str(exc)], budget.refused)
-        return longform.wide_data(long, skipped)
+        """Every logged value of metrics.csv, read whole (the logger rewrites it whole); while
+        it is unchanged, the last read's table, kept in `cache` (widecache.read_whole). A
+        file that cannot be read is named in `skipped`, as are the rows and columns left
+        out."""
+        metrics = longform.stat_file(run_dir / METRICS_FILE)
+        files = [(METRICS_FILE, metrics)] if metrics else []
+        return widecache.read_whole(cache, CACHE_FOLDER, files, lambda: _read(run_dir))
+
+
+def _read(run_dir: Path) -> LossData:
+    """metrics.csv, read whole."""
+    path = run_dir / METRICS_FILE
+    skipped: list[str] = []
+    budget = storage.ReadBudget()
+    try:
+        long = read_metrics_csv(path, skipped, budget)
+    except (OSError, MalformedRunFileError) as exc:
+        logger.warning("%s", exc)
+        return LossData(longform.empty_wide(), [str(exc)], budget.refused)
+    return longform.wide_data(long, skipped)
 
 
 def _files(run_dir: Path) -> tuple[longform.FileStat | None, list[longform.FileStat]]:

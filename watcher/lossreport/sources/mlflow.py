@@ -31,7 +31,7 @@ from .. import storage
 from ..clock import utc_time
 from ..errors import MalformedRunFileError
 from ..runformat import COMPLETED, FAILED, RESERVED_COLUMNS, RUNNING, LossData, RunRecord
-from . import longform
+from . import longform, widecache
 from .base import Inputs
 from .yamlfile import read_yaml_mapping
 
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 META_FILE = "meta.yaml"
 METRICS_DIR = "metrics"
+CACHE_FOLDER = "mlflow"  # the last read's table (widecache.read_whole)
 PARAMS_DIR = "params"
 TAGS_DIR = "tags"
 MODELS_DIR = "models"  # logged models, in the experiment's folder: not runs
@@ -138,23 +139,31 @@ class MlflowSource:
         )
 
     def read_losses(self, run_dir: Path, cache: Path | None = None) -> LossData:
-        """Every line of every metric file (nothing is cached), within the run's read budget.
-        What cannot be read (a link, a FIFO, a damaged line, a file past the budget) is named
-        in `skipped`."""
+        """Every line of every metric file, read whole, within the run's read budget; while
+        no file changed, the last read's table, kept in `cache` (widecache.read_whole). What
+        cannot be read (a link, a FIFO, a damaged line, a file past the budget) is named in
+        `skipped`."""
         metrics, skipped = longform.walk_files(run_dir / METRICS_DIR)
-        budget = storage.ReadBudget()
-        tables: list[pa.Table] = []
-        for key, stat in metrics:
-            if key in RESERVED_COLUMNS:
-                skipped.append(f"{stat.path}: metric {key!r} left out: the report's own column")
-                continue
-            try:
-                tables.append(_read_metric(stat.path, key, skipped, budget))
-            except OSError as exc:
-                logger.warning("%s", exc)
-                skipped.append(str(exc))
-        long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
-        return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
+        return widecache.read_whole(
+            cache, CACHE_FOLDER, metrics, lambda: _read(metrics, list(skipped)), skipped
+        )
+
+
+def _read(metrics: list[tuple[str, longform.FileStat]], skipped: list[str]) -> LossData:
+    """The metric files, read whole."""
+    budget = storage.ReadBudget()
+    tables: list[pa.Table] = []
+    for key, stat in metrics:
+        if key in RESERVED_COLUMNS:
+            skipped.append(f"{stat.path}: metric {key!r} left out: the report's own column")
+            continue
+        try:
+            tables.append(_read_metric(stat.path, key, skipped, budget))
+        except OSError as exc:
+            logger.warning("%s", exc)
+            skipped.append(str(exc))
+    long = pa.concat_tables(tables) if tables else longform.LONG_SCHEMA.empty_table()
+    return replace(longform.wide_data(long, skipped), over_budget=budget.refused)
 
 
 def _read_metric(path: Path, key: str, skipped: list[str], budget: storage.ReadBudget) -> pa.Table:

@@ -22,8 +22,8 @@ cannot be read is started afresh.
 
 A read that finds nothing new (every file the one read before, no longer than read) returns
 the last read's wide table, memory-mapped, not parsed: a few milliseconds whatever the run's
-length. It is written after every read that found something, named in the state with the
-parts it was made from, and used only while they are still the state's parts.
+length (widecache.py). It is written after every read that found something, named in the
+state with the parts it was made from, and used only while they are still the state's parts.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import os
 import re
 import stat
@@ -47,8 +46,8 @@ import pyarrow.parquet as pq
 
 from .. import storage
 from ..errors import ReadBudgetError
-from ..runformat import RUNNING, STEP, LossData, RunRecord
-from . import longform, tfrecord
+from ..runformat import RUNNING, LossData, RunRecord
+from . import longform, tfrecord, widecache
 from .base import Inputs
 from .longform import SERIES
 
@@ -70,8 +69,6 @@ _PART_SCHEMA = pa.schema(
     [(SERIES, pa.dictionary(pa.int32(), pa.string())), *list(longform.LONG_SCHEMA)[1:]]
 )
 _PART_NAME = re.compile(r"^(\d{8,})-(\d+)\.parquet$")
-_WIDE_NAME = re.compile(r"^wide-(\d{8,})\.arrow$")
-_WIDE_TYPES = (pa.int64(), pa.float64())  # fixed width only: a mapped table is checked cheaply
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -164,21 +161,12 @@ class _Entry:
 
 
 @dataclass
-class _Wide:
-    """The last read's result: its file, the parts it was made from, the series it left out."""
-
-    name: str
-    parts: list[str]
-    notes: list[str]
-
-
-@dataclass
 class _State:
     files: dict[str, _Entry] = field(default_factory=dict)
     plugins: dict[str, str] = field(default_factory=dict)  # tag -> plugin, first seen
     next_id: int = 1
     next_part: int = 1
-    wide: _Wide | None = None
+    wide: widecache.Kept | None = None
 
     def all_parts(self) -> list[str]:
         return [part for name in sorted(self.files) for part in self.files[name].parts]
@@ -231,16 +219,7 @@ def _parse_state(document: Any) -> _State:
         state.files[name] = entry
     if len({entry.id for entry in state.files.values()}) != len(state.files):
         raise ValueError("an id used twice")
-    wide = document.get("wide")  # none in a state written before it was kept
-    if wide is not None:
-        state.wide = _Wide(
-            _text(wide["name"]),
-            [_text(part) for part in wide["parts"]],
-            [_text(line) for line in wide["notes"]],
-        )
-        match = _WIDE_NAME.match(state.wide.name)
-        if not match or int(match[1]) >= state.next_part:
-            raise ValueError(f"not a wide table's name: {state.wide.name!r}")
+    state.wide = widecache.parse(document.get("wide"), state.next_part)
     return state
 
 
@@ -286,7 +265,7 @@ class _Cache:
         numbers = [
             int(match[1])
             for name in self.part_names()
-            if (match := _PART_NAME.match(name) or _WIDE_NAME.match(name))
+            if (match := _PART_NAME.match(name) or widecache.NAME.match(name))
         ]
         state.next_part = max([state.next_part, *(number + 1 for number in numbers)])
         return state
@@ -297,7 +276,7 @@ class _Cache:
                 return [
                     entry.name
                     for entry in entries
-                    if _PART_NAME.match(entry.name) or _WIDE_NAME.match(entry.name)
+                    if _PART_NAME.match(entry.name) or widecache.NAME.match(entry.name)
                 ]
         except OSError:
             return []
@@ -329,44 +308,6 @@ class _Cache:
             tables.append(table)
         return tables
 
-    def read_wide(self, name: str, budget: storage.ReadBudget) -> pa.Table | None:
-        """The wide table kept as `name`, memory-mapped (its pages are read when used), or
-        None when it cannot be used: unreadable, not a table of steps and numbers, or larger
-        than what is left of `budget` (charged with its size when it fits)."""
-        path = self.folder / name
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
-            try:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= budget.left:
-                    return None
-                if info.st_uid != os.geteuid() or info.st_mode & 0o222:
-                    # A mapped file cut short kills the process that reads it (SIGBUS): only
-                    # a read-only one of this user's own is mapped, which nobody else can cut.
-                    raise ValueError("not a read-only file of this user's")
-                mapped = mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ)
-            finally:
-                os.close(fd)
-            with pa.ipc.open_file(pa.py_buffer(mapped)) as reader:
-                table = reader.read_all()
-            if table.schema.names[:1] != [STEP] or any(
-                column.type not in _WIDE_TYPES for column in table.columns
-            ):
-                raise ValueError("not a table of steps and numbers")
-            table.validate()  # buffers' sizes against the rows: no read past the file
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            logger.warning("%s: unreadable (%s); reading the parts again", path, exc)
-            return None
-        budget.charge(path, info.st_size)
-        return table
-
-    def write_wide(self, name: str, table: pa.Table) -> None:
-        """One record batch, uncompressed: mapped back without decoding or copying."""
-        with storage.atomic_file(self.folder / name, replace=False, dir_fd=self.fd) as handle:
-            with pa.ipc.new_file(handle, table.schema) as writer:
-                writer.write_table(table.combine_chunks())
-            os.fchmod(handle.fileno(), 0o444)  # read-only: see read_wide
-
     def write_part(self, name: str, table: pa.Table) -> None:
         with storage.atomic_file(self.folder / name, replace=False, dir_fd=self.fd) as handle:
             pq.write_table(table, handle, compression="zstd")
@@ -391,25 +332,9 @@ def _spelled_out(names: pa.DictionaryArray) -> int:
 
 @contextmanager
 def _opened_cache(cache: Path | None) -> Iterator[_Cache | None]:
-    """`cache/tensorboard/`, made if missing; None without a cache, or when it cannot be
-    made or opened (another user's folder, a link): the run is then read whole."""
-    if cache is None:
-        yield None
-        return
-    folder = cache / CACHE_FOLDER
-    try:
-        storage.make_dir(cache)
-        with storage.opened_dir(cache) as cache_fd:
-            storage.make_dir(folder, dir_fd=cache_fd)
-            fd = storage.open_dir(folder, dir_fd=cache_fd)
-    except OSError as exc:
-        logger.warning("%s: no cache there (%s); reading the event files whole", folder, exc)
-        yield None
-        return
-    try:
-        yield _Cache(folder, fd)
-    finally:
-        os.close(fd)
+    """`cache/tensorboard/` (widecache.opened); None without one: the run is read whole."""
+    with widecache.opened(cache, CACHE_FOLDER) as fd:
+        yield _Cache(cache / CACHE_FOLDER, fd) if cache is not None and fd is not None else None
 
 
 @dataclass
@@ -489,7 +414,7 @@ class _Read:
                     return None
             finally:
                 os.close(fd)
-        table = self.store.read_wide(wide.name, self.budget)
+        table = widecache.read_table(self.store.folder, self.store.fd, wide.name, self.budget)
         if table is None:
             return None
         reports = [
@@ -502,14 +427,14 @@ class _Read:
         self.state.wide = None
         if self.store is None or not self.whole or not data.table.num_rows:
             return  # (an empty run is read again at no cost)
-        name = f"wide-{self.state.next_part:08d}.arrow"
+        name = widecache.name_for(self.state.next_part)
         try:
-            self.store.write_wide(name, data.table)
+            widecache.write(self.store.folder, self.store.fd, name, data.table)
         except (OSError, pa.ArrowException) as exc:
             logger.warning("%s: not kept (%s)", self.store.folder / name, exc)
             return
         self.state.next_part += 1
-        self.state.wide = _Wide(name, self.state.all_parts(), notes)
+        self.state.wide = widecache.Kept(name, self.state.all_parts(), notes)
 
     def _names(self) -> list[str]:
         """The regular event files, by name; anything else by such a name is named, unread."""
