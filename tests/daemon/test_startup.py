@@ -87,7 +87,8 @@ def test_a_restart_reads_no_settled_run_and_renders_only_what_changed(
         wait_rendered(unmarked, "completed")
     finally:
         third.stop()
-    rendered = sorted(event["run"] for event in third.events("render_started"))
+    # (The never-rendered one may get its summary first under a backlog: two renders.)
+    rendered = sorted({event["run"] for event in third.events("render_started")})
     assert rendered == sorted([grown.name, unmarked.name])
     assert read_marker(grown).entry["steps"] == 150  # type: ignore[union-attr]
 
@@ -126,7 +127,7 @@ def test_a_restart_looks_again_at_runs_changed_without_a_new_name_size_or_time(
     finally:
         again.stop()
     assert _scan(again)["read"] == 2, _scan(again)["message"]
-    assert [event["run"] for event in again.events("render_started")] == [edited.name]
+    assert {event["run"] for event in again.events("render_started")} == {edited.name}
 
 
 def _inotify_watches(pid: int) -> int:
