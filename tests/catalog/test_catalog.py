@@ -21,7 +21,7 @@ import pytest
 
 from lossreport.catalog import SORT_FIELDS, Catalog, RunQuery
 from lossreport.catalog.query import MAX_OPTIONS, options, search
-from lossreport.catalog.store import SCHEMA_VERSION
+from lossreport.catalog.store import QUERY_INDEXES, SCHEMA_VERSION
 from lossreport.catalog.sweeps import MAX_VARYING, in_sweeps, sweep_of, sweeps
 from lossreport.errors import UnsafePathError
 from lossreport.report import pages
@@ -432,6 +432,36 @@ def test_an_older_schema_is_replaced(tmp_path: Path) -> None:
     assert search(reader, RunQuery(config=(("a", "1"),))).total == 1
     with reader.reading() as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    reader.close()
+
+
+def _indexes(state: Path) -> set[str]:
+    connection = sqlite3.connect(state / CATALOG_DIR / CATALOG_FILE)
+    try:
+        found = connection.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")
+        return {name for (name,) in found}
+    finally:
+        connection.close()
+
+
+def test_a_catalog_left_in_its_first_fill_gets_its_query_indexes_back(tmp_path: Path) -> None:
+    """A daemon's first start fills an empty catalog without the indexes only queries use
+    (QUERY_INDEXES) and makes them at its scan's end; one killed in between leaves a catalog
+    without them, which gets them back when it is next opened. A catalog with rows keeps
+    them."""
+    catalog = Catalog.open(tmp_path)
+    assert catalog.begin_fill()
+    fill(catalog, 50)
+    catalog.close()  # killed before end_fill
+    assert not _indexes(tmp_path) & QUERY_INDEXES.keys()
+    catalog = Catalog.open(tmp_path)
+    assert _indexes(tmp_path) >= QUERY_INDEXES.keys()
+    assert not catalog.begin_fill()  # rows there: a rescan keeps every index
+    catalog.close()
+    assert _indexes(tmp_path) >= QUERY_INDEXES.keys()
+    reader = Catalog.open_readonly(tmp_path)
+    assert reader is not None
+    assert search(reader, RunQuery()).total == 50
     reader.close()
 
 

@@ -1,16 +1,21 @@
 """A restarted daemon over a tree it rendered before: it reads none of the settled runs again
 (seen.py's stamps in the catalog) and renders nothing, but a run that changed while it was
-down, or whose marker was removed, gets its full look and its render."""
+down (a shard added or put back under its name, run.json edited in place), or whose marker
+was removed, gets its full look and its render."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from lossreport import runformat
+from lossreport.catalog.store import QUERY_INDEXES
+from lossreport.daemon import seen
 from lossreport.runformat import read_marker
 from tests.support.daemon import Daemon, wait_rendered
 from tests.support.procs import start_trainer, wait_for
@@ -19,6 +24,15 @@ from tests.support.rendered import rendered_runs
 RUNS = 200
 FEW_WATCHES = 10  # the runs directory's, and those of the few runs that train
 STALE_AFTER = "720h"  # the fixture's stalled runs stay stalled, none is left running
+
+
+def _settled_runs(runs_dir: Path, count: int) -> list[str]:
+    """`rendered_runs`, once their folders are too old for a change to hide in the same tick
+    of the filesystem's clock (seen.RACY_NS): a first start then stamps every one."""
+    keys = rendered_runs(runs_dir, count)
+    newest = max(os.lstat(runs_dir / key).st_ctime_ns for key in keys)
+    wait_for(lambda: not seen.is_racy(newest))
+    return keys
 
 
 def _start(runs_dir: Path, log: Path) -> Daemon:
@@ -40,11 +54,15 @@ def _status(run_dir: Path) -> str | None:
 def test_a_restart_reads_no_settled_run_and_renders_only_what_changed(
     runs_dir: Path, tmp_path: Path
 ) -> None:
-    keys = rendered_runs(runs_dir, RUNS)  # completed, failed and stalled: all rendered
+    keys = _settled_runs(runs_dir, RUNS)  # completed, failed and stalled: all rendered
     daemon = _start(runs_dir, tmp_path / "first.log")
     daemon.stop()
     assert _scan(daemon)["read"] == RUNS  # the first start reads every run once
     assert not daemon.events("render_started")
+    catalog = sqlite3.connect(runs_dir / runformat.CATALOG_DIR / runformat.CATALOG_FILE)
+    indexes = {name for (name,) in catalog.execute("SELECT name FROM sqlite_schema")}
+    catalog.close()
+    assert indexes >= QUERY_INDEXES.keys()  # left out while it filled, made at its end
 
     again = _start(runs_dir, tmp_path / "again.log")
     again.stop()
@@ -69,9 +87,47 @@ def test_a_restart_reads_no_settled_run_and_renders_only_what_changed(
         wait_rendered(unmarked, "completed")
     finally:
         third.stop()
-    rendered = sorted(event["run"] for event in third.events("render_started"))
+    # (The never-rendered one may get its summary first under a backlog: two renders.)
+    rendered = sorted({event["run"] for event in third.events("render_started")})
     assert rendered == sorted([grown.name, unmarked.name])
     assert read_marker(grown).entry["steps"] == 150  # type: ignore[union-attr]
+
+
+def test_a_restart_looks_again_at_runs_changed_without_a_new_name_size_or_time(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """A shard put back under its name with its size and time (`rsync -a`, `cp -p` and a
+    rename), and a run.json edited in place with its time set back (`touch -r`): neither
+    changes a file's name, size or modification time, which is all a stamp of the files saw,
+    so a restart took both runs as settled. The folders' change times (seen.py) see both: the
+    replaced shard's run gets a full look (its inputs read the same: no render), the edited
+    run.json's run its render as the status it now says."""
+    keys = _settled_runs(runs_dir, 20)
+    _start(runs_dir, tmp_path / "first.log").stop()
+    completed = [key for key in keys if _status(runs_dir / key) == runformat.COMPLETED]
+    resynced, edited = runs_dir / completed[0], runs_dir / completed[1]
+
+    (shard,) = (resynced / runformat.LOSSES_DIR).glob("part-*.parquet")
+    copy = shard.with_name(".part-000000.parquet.tmp")
+    shutil.copy2(shard, copy)  # the same bytes and modification time, another inode
+    os.replace(copy, shard)
+
+    run_file = edited / runformat.RUN_FILE
+    before = os.lstat(run_file)
+    text = run_file.read_text(encoding="utf-8")
+    failed = text.replace('"status": "completed"', '"status": "failed"   ')
+    assert failed != text and len(failed) == len(text)
+    with run_file.open("r+", encoding="utf-8") as handle:  # in place, the same size
+        handle.write(failed)
+    os.utime(run_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    again = _start(runs_dir, tmp_path / "again.log")
+    try:
+        wait_rendered(edited, runformat.FAILED)
+    finally:
+        again.stop()
+    assert _scan(again)["read"] == 2, _scan(again)["message"]
+    assert {event["run"] for event in again.events("render_started")} == {edited.name}
 
 
 def _inotify_watches(pid: int) -> int:

@@ -17,6 +17,9 @@ small deltas are zeros that compress to nothing.
 from __future__ import annotations
 
 import json
+import math
+import operator
+import struct
 import zlib
 from typing import Any
 
@@ -49,31 +52,46 @@ def pack(fields: dict[str, Any], curves_json: str) -> bytes:
 def encode_curves(curves_json: str, by_place: bool) -> tuple[list[list[Any]], list[bytes]]:
     """Each curve's shape `[name, count, "i" or "f"]` and its numbers: steps (delta-coded
     integers, or floats), the value range, and the delta-coded levels; stored by place
-    (`_by_place`) for schema 3, as they are for schema 2 (legacy_curves.py)."""
-    arrange = _by_place if by_place else _as_is
+    (`_places`) for schema 3, as they are for schema 2 (legacy_curves.py). In plain Python:
+    a curve has at most a few hundred points, where each numpy call costs more than the
+    arithmetic (a daemon's first start packs 100,000 runs' curves)."""
+    arrange = _places if by_place else _as_given
     shapes: list[list[Any]] = []
     parts: list[bytes] = []
     for name, points in json.loads(curves_json).items():
         if not points:
             shapes.append([name, 0, "i"])
             continue
-        pairs = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        steps, values = pairs[:, 0], pairs[:, 1]
-        integral = bool(np.all(steps == np.round(steps)) and np.all(np.abs(steps) < INTEGRAL))
+        steps = [float(step) for step, _ in points]  # a point that is no pair: ValueError
+        values = [float(value) for _, value in points]
+        integral = all(map(float.is_integer, steps)) and max(map(abs, steps)) < INTEGRAL
         if integral:
-            exact = np.asarray([point[0] for point in points], dtype=np.int64)
-            parts.append(arrange(np.diff(exact, prepend=np.int64(0)).astype("<i8")))
+            exact = [int(step) for step, _ in points]
+            deltas = [exact[0], *map(operator.sub, exact[1:], exact)]
+            parts.append(arrange(struct.pack(f"<{len(deltas)}q", *deltas), 8))
         else:
-            parts.append(arrange(steps.astype("<f8")))
-        low, high = float(values.min()), float(values.max())
+            parts.append(arrange(struct.pack(f"<{len(steps)}d", *steps), 8))
+        low, high = min(values), max(values)
         span = high - low
-        flat = not (0 < span < np.inf)  # all one value (or a range past a float's)
-        levels = np.zeros(len(values)) if flat else np.round((values - low) / span * LEVELS)
-        quantised = levels.astype(np.uint16)
-        parts.append(np.array([low, high], dtype="<f8").tobytes())
-        parts.append(arrange(np.diff(quantised, prepend=np.uint16(0)).astype("<u2")))
+        if 0 < span < math.inf:
+            levels = [round((value - low) / span * LEVELS) for value in values]
+        else:  # all one value (or a range past a float's)
+            levels = [0] * len(values)
+        ups = [levels[0], *(up % 65_536 for up in map(operator.sub, levels[1:], levels))]
+        parts.append(struct.pack("<2d", low, high))
+        parts.append(arrange(struct.pack(f"<{len(ups)}H", *ups), 2))
         shapes.append([name, len(points), "i" if integral else "f"])
     return shapes, parts
+
+
+def _places(data: bytes, size: int) -> bytes:
+    """`data`, numbers of `size` bytes each, by place: every number's first byte, then every
+    second..."""
+    return b"".join(data[place::size] for place in range(size))
+
+
+def _as_given(data: bytes, size: int) -> bytes:
+    return data
 
 
 def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:
@@ -99,11 +117,6 @@ def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:
     return fields, script_json(curves)
 
 
-def _by_place(numbers: np.ndarray[Any, Any]) -> bytes:
-    """The bytes of `numbers` by place: every number's first byte, then every second..."""
-    return np.frombuffer(numbers.tobytes(), np.uint8).reshape(-1, numbers.itemsize).T.tobytes()
-
-
 def _read(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, Any]:
     """`count` numbers of `dtype` stored by place at `at` (`_by_place`)."""
     size = np.dtype(dtype).itemsize
@@ -115,10 +128,6 @@ def script_json(curves: dict[str, list[list[Any]]]) -> str:
     """`curves` as JSON that is safe inside a <script> block (`pages.script_json`'s rule)."""
     text = json.dumps(curves, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _as_is(numbers: np.ndarray[Any, Any]) -> bytes:
-    return numbers.tobytes()
 
 
 def _read_as_is(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, Any]:

@@ -19,6 +19,7 @@ that it came back, are each logged once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -106,9 +107,13 @@ class Listing:
             return None  # the run gets a full look, which reports the catalog's trouble
 
     def stamps(self) -> dict[str, tuple[int, bool]]:
-        """Every run's recorded stamp and running flag, by key: what a scan compares with."""
+        """Every run's recorded stamp and running flag, by key: what a scan compares with.
+        Asked as a scan starts: SQLite's catalog, empty (a first start), is filled without
+        its query indexes until the scan's `keep_only` (store.QUERY_INDEXES)."""
         self.flush()
         try:
+            if self._server is None:
+                self.catalog.begin_fill()
             return self.catalog.stamps()
         except DATABASE_ERRORS:
             return {}  # each run gets a full look, which reports the catalog's trouble
@@ -193,6 +198,8 @@ class Listing:
         self.flush()
         try:
             gone = self.catalog.keep_only(keys)
+            if self._server is None:
+                self.catalog.end_fill()
             self.catalog.optimize()  # a first scan may have listed every run
         except DATABASE_ERRORS as exc:
             if self._server is not None:
@@ -244,6 +251,9 @@ class Listing:
     def close(self) -> None:
         self.flush()
         self.retry()
+        if self._server is None:  # stopped during a first scan's fill
+            with contextlib.suppress(*DATABASE_ERRORS):
+                self.catalog.end_fill()
         if self._unwritten:
             logger.error(
                 "the runs catalog %s did not take %d rows before the daemon stopped: the next "

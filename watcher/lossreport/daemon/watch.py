@@ -50,7 +50,6 @@ from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RenderWorkerDied, RunBusy, RunDirectoryError
 from ..runformat import Homes, RenderedMarker, presence, read_marker
-from ..sources.native import stat_fingerprint
 from . import seen
 from .alerting import LIVE_SOURCES, Alerter
 from .crashes import Crashes
@@ -301,23 +300,37 @@ class Watcher:
         return keys[known] if known is not None else None
 
     # -- deciding and submitting ----------------------------------------------------------
-    def _run_keys(self) -> list[str]:
+    def _run_keys(self, known: Callable[[str], bool]) -> list[str]:
         try:
-            return sources.list_run_keys(self.runs_dir)
+            return sources.list_run_keys(self.runs_dir, known)
         except OSError as exc:
             logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
             return []
 
     def _scan(self) -> int:
-        keys = self._run_keys()
-        self._known.update(keys)
         stamps = self._listing.stamps()  # one query, not one a run
+        asked: set[str] = set()
+        unchanged: set[str] = set()
+
+        def settled(key: str) -> bool:
+            """Whether the run in folder `key` is as its stamp says, asked as the listing
+            finds it (a real folder: what _consider_run checks first): then it is lossreport's
+            own run, and the listing need not look for its run.json again."""
+            asked.add(key)
+            if self._schedule.request(key) and self._unchanged(key, stamps.get(key)):
+                unchanged.add(key)
+                return True
+            return False
+
+        keys = self._run_keys(settled)
+        self._known.update(keys)
         for key in keys:
-            # The scan just found the run's folder, a real one: what _consider_run checks
-            # before it asks whether the run is unchanged.
-            if self._schedule.request(key) and not self._unchanged(key, stamps.get(key)):
+            if key in unchanged or not self._schedule.request(key):
+                continue
+            if key in asked or not self._unchanged(key, stamps.get(key)):
                 self._look(key)
-        del stamps
+        for kept in (stamps, asked, unchanged):  # 100,000 keys: not held while pruning
+            kept.clear()
         for name in self._known - set(keys):  # deleted or moved away
             self._forget(name)
         for name in self._settled & self._watches.keys():  # left to the scans from now on
@@ -368,6 +381,8 @@ class Watcher:
         if source is sources.NATIVE and self._unchanged(name, self._listing.seen(name)):
             return
         self._read += 1
+        # Taken before anything is read: a change after this gives the run another stamp.
+        folders = seen.folder_identity(os.fspath(run_dir)) if source is sources.NATIVE else None
         state = read_state(run_dir, source)
         now_utc = utc_time()
         self._schedule.saw(name, running=state.status == runformat.RUNNING)
@@ -404,8 +419,16 @@ class Watcher:
             reason, status = f"running, {why}", runformat.RUNNING
         if reason is None or status is None:
             self._schedule.settled(name)
-            if identity is not None and marker is not None and status is not None and not alerted:
-                self._saw_settled(name, state, status, marker, identity)
+            if (
+                folders is not None
+                and identity is not None
+                and marker is not None
+                and status is not None
+                and not alerted
+            ):
+                # Changed just now: settled, but looked at fully again (seen.RACY_NS).
+                stamp = None if seen.is_racy(folders[1]) else (folders[0], identity)
+                self._saw_settled(name, state, status, marker, stamp)
             return
         if self._crashes.set_aside(name, state.fingerprint):
             logger.debug(
@@ -444,13 +467,13 @@ class Watcher:
         if recorded is None or not runformat.is_run_name(name):
             return False
         stamp, running = recorded
-        run_dir = os.path.join(self._runs_root, name)
+        run_dir = f"{self._runs_root}/{name}"
         home = run_dir if self.homes.output is None else os.fspath(self.homes.home_of(name))
         identity = seen.marker_identity(home)
-        if identity is None:
+        folders = seen.folder_identity(run_dir) if identity is not None else None
+        if identity is None or folders is None:
             return False
-        fingerprint, _ = stat_fingerprint(run_dir)
-        if seen.stamp(name, fingerprint, identity, self._settings(running)) != stamp:
+        if seen.stamp(name, folders[0], identity, self._settings(running)) != stamp:
             return False
         self._schedule.saw(name, running=running)
         self._schedule.settled(name)
@@ -459,11 +482,18 @@ class Watcher:
         return True
 
     def _saw_settled(
-        self, name: str, state: RunState, status: str, marker: RenderedMarker, identity: str
+        self,
+        name: str,
+        state: RunState,
+        status: str,
+        marker: RenderedMarker,
+        seen_now: tuple[str, str] | None,
     ) -> None:
-        """A full look found run `name` rendered as it is: record its stamp (seen.py) if the
-        same inputs and marker always mean the same answer (a finished or stalled run of
-        lossreport's own whose mail, if any, its daemon render queued)."""
+        """A full look found run `name` rendered as it is: if the same inputs and marker
+        always mean the same answer (a finished or stalled run of lossreport's own whose mail,
+        if any, its daemon render queued), it is left to the scans and its stamp (seen.py),
+        `seen_now` (its folders' and marker's identity; None: they changed too recently to
+        trust), is recorded."""
         if (
             status not in SETTLED_STATUSES
             or marker.status != status
@@ -473,8 +503,9 @@ class Watcher:
         ):
             return
         running = state.status == runformat.RUNNING
-        stamp = seen.stamp(name, state.fingerprint, identity, self._settings(running))
-        self._listing.saw(name, stamp, running)
+        if seen_now is not None:
+            stamp = seen.stamp(name, *seen_now, self._settings(running))
+            self._listing.saw(name, stamp, running)
         self._saw_running(name, running=False)
 
     def _settings(self, running: bool) -> str:
@@ -723,9 +754,9 @@ class Watcher:
             observer.start()
             if not polling:
                 self._observer = observer
-                for folder in runformat.list_folders(self.runs_dir):
-                    if folder.name not in self._settled:
-                        self._follow(folder.name)
+                for name in runformat.list_folder_names(self.runs_dir):
+                    if name not in self._settled:
+                        self._follow(name)
         except BaseException:
             observer.stop()
             raise

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -108,11 +108,12 @@ def list_runs(runs_dir: Path) -> list[Path]:
     return sorted(_walk(runs_dir, runformat.list_folders(runs_dir), 1))
 
 
-def list_run_keys(runs_dir: Path) -> list[str]:
+def list_run_keys(runs_dir: Path, known: Callable[[str], bool] | None = None) -> list[str]:
     """`list_runs`, as keys (each run's path under `runs_dir`, `/`-separated), sorted as
     strings. The same runs, found faster: a folder at the top is lossreport's own run when
-    it holds run.json or losses (one lstat, no Path made), the walk of `list_runs` for any
-    other folder. A daemon's start lists 100,000 runs."""
+    it holds run.json or losses (one lstat, no Path made), or when `known(name)` says it is
+    one still (the daemon's seen stamp, seen.py: its run.json's lstat was just taken), the
+    walk of `list_runs` for any other folder. A daemon's start lists 100,000 runs."""
     root = os.fspath(runs_dir)
     keys: list[str] = []
     with os.scandir(root) as entries:
@@ -122,7 +123,9 @@ def list_run_keys(runs_dir: Path) -> list[str]:
             if runformat.is_walked(entry.name) and entry.is_dir(follow_symlinks=False)
         ]
     for entry in folders:
-        if _holds_any(entry.path, (runformat.RUN_FILE, runformat.LOSSES_DIR)):
+        if (known is not None and known(entry.name)) or _holds_any(
+            entry.path, (runformat.RUN_FILE, runformat.LOSSES_DIR)
+        ):
             keys.append(entry.name)  # NATIVE, first of SOURCES: its runs nest none
             continue
         for run_dir in _walk(runs_dir, [Path(entry.path)], 1):
