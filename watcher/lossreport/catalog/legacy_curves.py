@@ -36,7 +36,6 @@ def decode(blob: bytes | None) -> str:
             return "{}"
         size = int.from_bytes(data[:4], "little")
         header = json.loads(data[4 : 4 + size])
-        curves = packed.decode_curves(header, memoryview(data)[4 + size :], by_place=False)
+        return packed.decode_curves(header, memoryview(data)[4 + size :], by_place=False)
     except (zlib.error, ValueError, TypeError, IndexError):
         return "{}"
-    return packed.script_json(curves)

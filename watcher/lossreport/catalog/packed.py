@@ -17,13 +17,18 @@ small deltas are zeros that compress to nothing.
 from __future__ import annotations
 
 import json
+import math
 import zlib
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
 LEVELS = 65_535  # a value's place in its curve's range, 16 bits
 MAX_DECODED = 1 << 20  # bytes a blob may expand to: a hand-made one cannot fill memory
+# A point as JSON: its step as it is, its value to 4 significant digits (the renderer's);
+# repeated, a curve's points in one formatting call.
+POINT = "[%s,%.4g],"
 INTEGRAL = 2**53  # steps below this are exact as floats, so checked as integers
 FIELDS = {"final": dict, "minimum": dict, "config": dict, "alerts": list}  # and their type
 # Words nearly every run's blob holds, given to zlib as a dictionary to refer back to: the
@@ -96,7 +101,7 @@ def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:
         curves = decode_curves(header["curves"], memoryview(data)[4 + size :], by_place=True)
     except (zlib.error, ValueError, TypeError, IndexError, KeyError):
         return empty, "{}"
-    return fields, script_json(curves)
+    return fields, curves
 
 
 def _by_place(numbers: np.ndarray[Any, Any]) -> bytes:
@@ -111,9 +116,9 @@ def _read(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, 
     return np.frombuffer(planes.T.tobytes(), dtype=dtype)
 
 
-def script_json(curves: dict[str, list[list[Any]]]) -> str:
-    """`curves` as JSON that is safe inside a <script> block (`pages.script_json`'s rule)."""
-    text = json.dumps(curves, separators=(",", ":"), allow_nan=False)
+def script_json(value: Any) -> str:
+    """`value` as JSON that is safe inside a <script> block (`pages.script_json`'s rule)."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -125,27 +130,34 @@ def _read_as_is(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray
     return np.frombuffer(data, dtype=dtype, count=count, offset=at)
 
 
-def decode_curves(shapes: Any, data: memoryview, by_place: bool) -> dict[str, list[list[Any]]]:
-    """The curves `encode_curves` made, as `{loss: [[step, value], ...]}`."""
+def decode_curves(shapes: Any, data: memoryview, by_place: bool) -> str:
+    """The curves `encode_curves` made as `{loss: [[step, value], ...]}` JSON, safe inside a
+    <script> block (`script_json`'s rule), each value to 4 significant digits. The text is
+    written from the arrays in one formatting call a curve (`POINT`), not through lists of
+    Python floats dumped as JSON: a sweep's page unpacks 500 runs' curves, and that took
+    four times as long."""
     read = _read if by_place else _read_as_is
-    curves: dict[str, list[list[Any]]] = {}
+    curves: dict[str, str] = {}
     at = 0
     for name, count, kind in shapes:
         if not isinstance(name, str) or not isinstance(count, int) or count < 0:
             raise ValueError("not a curve")
         if count == 0:
-            curves[name] = []
+            curves[name] = "[]"
             continue
         raw = read(data, at, "<i8" if kind == "i" else "<f8", count)
-        steps: list[Any] = np.cumsum(raw).tolist() if kind == "i" else raw.tolist()
+        steps = np.cumsum(raw) if kind == "i" else raw
         at += 8 * count
         low, high = np.frombuffer(data, dtype="<f8", count=2, offset=at).tolist()
         at += 16
         deltas = read(data, at, "<u2", count)
         at += 2 * count
-        levels = np.cumsum(deltas, dtype=np.uint16).astype(np.float64)
-        values = low + levels / LEVELS * (high - low)
-        curves[name] = [
-            [step, float(f"{value:.4g}")] for step, value in zip(steps, values, strict=True)
-        ]
-    return curves
+        if not math.isfinite(high - low):
+            raise ValueError("not a finite range")
+        values = low + np.cumsum(deltas, dtype=np.uint16) / LEVELS * (high - low)
+        points = chain.from_iterable(zip(steps.tolist(), values.tolist(), strict=True))
+        text = (POINT * count % tuple(points))[:-1]
+        if "n" in text:  # "inf" or "nan" (no number has an n): not JSON, a blob not ours
+            raise ValueError("not a finite curve")
+        curves[name] = f"[{text}]"
+    return "{" + ",".join(f"{script_json(name)}:{text}" for name, text in curves.items()) + "}"
