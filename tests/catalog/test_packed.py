@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from lossreport.catalog import legacy_curves, packed
+from lossreport.catalog import curve_json, legacy_curves, packed
 
 FIELDS = {
     "final": {"mse_loss": 0.25},
@@ -32,7 +32,7 @@ def _close_to(found: dict[str, list[list[float]]]) -> None:
     for name, points in CURVES.items():
         assert len(found[name]) == len(points), name
         values = [value for _, value in points]
-        level = (max(values, default=0) - min(values, default=0)) / packed.LEVELS
+        level = (max(values, default=0) - min(values, default=0)) / curve_json.LEVELS
         for (step, value), (kept_step, kept) in zip(points, found[name], strict=True):
             assert kept_step == step and type(kept_step) is type(step), name
             assert float(f"{kept:.4g}") == kept, (name, kept)  # 4 significant digits
@@ -58,7 +58,7 @@ def test_a_blob_with_an_infinite_range_gives_no_curves() -> None:
         numbers = (
             packed._by_place(np.array([0, 10], dtype="<i8"))
             + np.array([low, high], dtype="<f8").tobytes()
-            + packed._by_place(np.array([0, packed.LEVELS], dtype="<u2"))
+            + packed._by_place(np.array([0, curve_json.LEVELS], dtype="<u2"))
         )
         compressor = zlib.compressobj(9, zdict=packed.WORDS)
         data = len(head).to_bytes(4, "little") + head + numbers

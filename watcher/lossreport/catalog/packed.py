@@ -17,18 +17,15 @@ small deltas are zeros that compress to nothing.
 from __future__ import annotations
 
 import json
-import math
 import zlib
-from itertools import chain
 from typing import Any
 
 import numpy as np
 
-LEVELS = 65_535  # a value's place in its curve's range, 16 bits
+from . import curve_json
+from .curve_json import LEVELS
+
 MAX_DECODED = 1 << 20  # bytes a blob may expand to: a hand-made one cannot fill memory
-# A point as JSON: its step as it is, its value to 4 significant digits (the renderer's);
-# repeated, a curve's points in one formatting call.
-POINT = "[%s,%.4g],"
 INTEGRAL = 2**53  # steps below this are exact as floats, so checked as integers
 FIELDS = {"final": dict, "minimum": dict, "config": dict, "alerts": list}  # and their type
 # Words nearly every run's blob holds, given to zlib as a dictionary to refer back to: the
@@ -85,23 +82,42 @@ def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:
     """The fields and the curves as JSON, safe inside a <script> block as
     `pages.script_json` writes them; empty ones (`{}`, `[]`) for a blob that is none of ours
     or expands past `MAX_DECODED`."""
-    empty: dict[str, Any] = {name: kind() for name, kind in FIELDS.items()}
+    return unpack_many([blob])[0]
+
+
+def unpack_many(blobs: list[bytes | None]) -> list[tuple[dict[str, Any], str]]:
+    """`unpack` of each of `blobs`, their curves decoded together (curve_json.py): a page of
+    runs costs a numpy pass, not a dozen numpy calls a curve."""
+    opened = [_opened(blob) for blob in blobs]
+    texts = iter(curve_json.curves_json([found[1] for found in opened if found], by_place=True))
+    unpacked: list[tuple[dict[str, Any], str]] = []
+    for found in opened:
+        text = next(texts) if found else None
+        if found is None or text is None:
+            unpacked.append(({name: kind() for name, kind in FIELDS.items()}, "{}"))
+        else:
+            unpacked.append((found[0], text))
+    return unpacked
+
+
+def _opened(blob: bytes | None) -> tuple[dict[str, Any], tuple[Any, memoryview]] | None:
+    """A blob's fields, and its curves' shapes and numbers; None for one that is none of ours
+    or expands past `MAX_DECODED`."""
     if not blob:
-        return empty, "{}"
+        return None
     try:
         unpacker = zlib.decompressobj(zdict=WORDS)
         data = unpacker.decompress(blob, MAX_DECODED)
         if unpacker.unconsumed_tail:
-            return empty, "{}"
+            return None
         size = int.from_bytes(data[:4], "little")
         header = json.loads(data[4 : 4 + size])
         fields = {name: header[name] for name in FIELDS}
         if not all(isinstance(fields[name], kind) for name, kind in FIELDS.items()):
-            return empty, "{}"
-        curves = decode_curves(header["curves"], memoryview(data)[4 + size :], by_place=True)
+            return None
+        return fields, (header["curves"], memoryview(data)[4 + size :])
     except (zlib.error, ValueError, TypeError, IndexError, KeyError):
-        return empty, "{}"
-    return fields, curves
+        return None
 
 
 def _by_place(numbers: np.ndarray[Any, Any]) -> bytes:
@@ -109,55 +125,5 @@ def _by_place(numbers: np.ndarray[Any, Any]) -> bytes:
     return np.frombuffer(numbers.tobytes(), np.uint8).reshape(-1, numbers.itemsize).T.tobytes()
 
 
-def _read(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, Any]:
-    """`count` numbers of `dtype` stored by place at `at` (`_by_place`)."""
-    size = np.dtype(dtype).itemsize
-    planes = np.frombuffer(data, np.uint8, count=count * size, offset=at).reshape(size, count)
-    return np.frombuffer(planes.T.tobytes(), dtype=dtype)
-
-
-def script_json(value: Any) -> str:
-    """`value` as JSON that is safe inside a <script> block (`pages.script_json`'s rule)."""
-    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 def _as_is(numbers: np.ndarray[Any, Any]) -> bytes:
     return numbers.tobytes()
-
-
-def _read_as_is(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, Any]:
-    return np.frombuffer(data, dtype=dtype, count=count, offset=at)
-
-
-def decode_curves(shapes: Any, data: memoryview, by_place: bool) -> str:
-    """The curves `encode_curves` made as `{loss: [[step, value], ...]}` JSON, safe inside a
-    <script> block (`script_json`'s rule), each value to 4 significant digits. The text is
-    written from the arrays in one formatting call a curve (`POINT`), not through lists of
-    Python floats dumped as JSON: a sweep's page unpacks 500 runs' curves, and that took
-    four times as long."""
-    read = _read if by_place else _read_as_is
-    curves: dict[str, str] = {}
-    at = 0
-    for name, count, kind in shapes:
-        if not isinstance(name, str) or not isinstance(count, int) or count < 0:
-            raise ValueError("not a curve")
-        if count == 0:
-            curves[name] = "[]"
-            continue
-        raw = read(data, at, "<i8" if kind == "i" else "<f8", count)
-        steps = np.cumsum(raw) if kind == "i" else raw
-        at += 8 * count
-        low, high = np.frombuffer(data, dtype="<f8", count=2, offset=at).tolist()
-        at += 16
-        deltas = read(data, at, "<u2", count)
-        at += 2 * count
-        if not math.isfinite(high - low):
-            raise ValueError("not a finite range")
-        values = low + np.cumsum(deltas, dtype=np.uint16) / LEVELS * (high - low)
-        points = chain.from_iterable(zip(steps.tolist(), values.tolist(), strict=True))
-        text = (POINT * count % tuple(points))[:-1]
-        if "n" in text:  # "inf" or "nan" (no number has an n): not JSON, a blob not ours
-            raise ValueError("not a finite curve")
-        curves[name] = f"[{text}]"
-    return "{" + ",".join(f"{script_json(name)}:{text}" for name, text in curves.items()) + "}"
