@@ -50,18 +50,40 @@ def test_curves_of_schema_2_come_back_the_same() -> None:
     _close_to(json.loads(legacy_curves.decode(legacy_curves.encode(json.dumps(CURVES)))))
 
 
+def _by_hand(low: float, high: float, shapes: object = (("mse_loss", 2, "i"),)) -> bytes:
+    """A blob as no daemon writes one: a curve of two points over the range `low` to `high`."""
+    head = json.dumps({**FIELDS, "curves": shapes}).encode()
+    numbers = (
+        packed._by_place(np.array([0, 10], dtype="<i8"))
+        + np.array([low, high], dtype="<f8").tobytes()
+        + packed._by_place(np.array([0, curve_json.LEVELS], dtype="<u2"))
+    )
+    compressor = zlib.compressobj(9, zdict=packed.WORDS)
+    data = len(head).to_bytes(4, "little") + head + numbers
+    return compressor.compress(data) + compressor.flush()
+
+
 def test_a_blob_with_an_infinite_range_gives_no_curves() -> None:
-    """Made by hand (no daemon writes one): the values are `inf` or NaN, which JSON has not."""
+    """The values would be `inf` or NaN, which JSON has not."""
     for low, high in ((0.0, math.inf), (-math.inf, 1.0), (math.nan, 1.0), (-1e308, 1e308)):
-        shapes = [["mse_loss", 2, "i"]]
-        head = json.dumps({**FIELDS, "curves": shapes}).encode()
-        numbers = (
-            packed._by_place(np.array([0, 10], dtype="<i8"))
-            + np.array([low, high], dtype="<f8").tobytes()
-            + packed._by_place(np.array([0, curve_json.LEVELS], dtype="<u2"))
-        )
-        compressor = zlib.compressobj(9, zdict=packed.WORDS)
-        data = len(head).to_bytes(4, "little") + head + numbers
-        blob = compressor.compress(data) + compressor.flush()
-        fields, curves_json = packed.unpack(blob)
+        fields, curves_json = packed.unpack(_by_hand(low, high))
         assert (fields["config"], curves_json) == ({}, "{}"), (low, high)
+
+
+def test_a_bad_blob_among_a_page_spoils_only_its_own_row() -> None:
+    """A page's blobs are decoded together (`unpack_many`): each bad one is its row's alone."""
+    good = packed.pack(FIELDS, json.dumps(CURVES))
+    bad = [
+        _by_hand(0.0, math.inf),
+        _by_hand(0.0, 1.0, shapes=[["mse_loss", 200, "i"]]),  # its numbers end too soon
+        _by_hand(0.0, 1.0, shapes=[["mse_loss", -1, "i"]]),
+        b"not zlib",
+        None,
+    ]
+    page = [good, *bad, _by_hand(0.0, 1.0), good]
+    unpacked = packed.unpack_many(page)
+    assert [curves for _, curves in unpacked[1:6]] == ["{}"] * 5
+    assert json.loads(unpacked[6][1]) == {"mse_loss": [[0, 0.0], [10, 1.0]]}
+    for fields, curves_json in (unpacked[0], unpacked[-1]):
+        assert fields == FIELDS
+        _close_to(json.loads(curves_json))
