@@ -56,6 +56,7 @@ from playwright.sync_api import Page, sync_playwright
 from lossreport import runformat, sources, storage
 from lossreport.browse.series import window
 from lossreport.catalog import Catalog, RunQuery
+from lossreport.catalog.places import HERE
 from lossreport.catalog.query import options, search
 from lossreport.catalog.sweeps import sweeps
 from lossreport.report import pages
@@ -86,6 +87,7 @@ TARGET_MEDIAN_MS, TARGET_WORST_MS = 100, 200  # issue 27: every served answer at
 # Issue 29: every answer at 1,000,000 runs in PostgreSQL, median; the first page's.
 POSTGRES_TARGET_MS, POSTGRES_FIRST_PAGE_MS = 200, 100
 FIRST_PAGE = "first page (newest renders)"
+WHERE = "filter: where (one tree of ten)"
 TARGET_BYTES_PER_RUN = 1536
 # Before issue 27 (the catalog at cfb3565: schema 1, sampled statistics), on this fixture at
 # 100,000 runs on this 2-core machine, median of 5 in-process: the figures printed as "before".
@@ -116,8 +118,9 @@ def timed_ms(action: Callable[[], object], repeats: int) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
-def catalog_answers(catalog: Catalog, key: str) -> dict[str, Callable[[], object]]:
-    """What `serve` asks of a catalog, by label; `key`: a run's."""
+def catalog_answers(catalog: Catalog, key: str, where: str) -> dict[str, Callable[[], object]]:
+    """What `serve` asks of a catalog, by label; `key`: a run's, `where`: a place's name (one
+    tree of a PostgreSQL catalog's ten; SQLite's one place, all of its runs)."""
     model = REAL_MODELS[1]
     queries = {
         FIRST_PAGE: RunQuery(),
@@ -126,6 +129,8 @@ def catalog_answers(catalog: Catalog, key: str) -> dict[str, Callable[[], object
         "filter: text in path, names, config": RunQuery(text="blocks.7.hook"),
         "filter: text matching no run": RunQuery(text="no such text"),
         "filter: config lr=0.0001": RunQuery(config=(("lr", "0.0001"),)),
+        WHERE: RunQuery(where=where),
+        "sort: final mse_loss + filter where": RunQuery(sort="final:mse_loss", where=where),
         "sort: final mse_loss, lowest first": RunQuery(sort="final:mse_loss", descending=False),
         "sort: minimum l1_loss": RunQuery(sort="minimum:l1_loss"),
         "sort: minimum l1_loss + filter model": RunQuery(sort="minimum:l1_loss", model=model),
@@ -168,7 +173,7 @@ def catalog_figures(state: Path, runs: int, repeats: int) -> None:
     catalog = Catalog.open_readonly(state)
     assert catalog is not None
     heading(f"served answers, {runs:,} runs (ms)", "median/worst", "before", "target")
-    answers = catalog_answers(catalog, key)
+    answers = catalog_answers(catalog, key, HERE.name)
     for label, answer in answers.items():
         median, worst = timed_ms(answer, repeats)
         before = BEFORE_MS.get(label)
@@ -251,8 +256,9 @@ def postgres_figures(state: Path, url: str, trees: int, repeats: int) -> None:
     key = middle_key(sqlite)
     heading(f"served answers (ms): PostgreSQL at {total:,} runs, SQLite at {runs:,}",
             "postgresql", "sqlite", "target")  # fmt: skip
-    theirs = catalog_answers(sqlite, key)
-    for label, answer in catalog_answers(server, key).items():
+    theirs = catalog_answers(sqlite, key, HERE.name)
+    where = pg_catalog.tree_place(trees // 2).name
+    for label, answer in catalog_answers(server, key, where).items():
         median, worst = timed_ms(answer, repeats)
         median_sqlite, worst_sqlite = timed_ms(theirs[label], repeats)
         target = POSTGRES_FIRST_PAGE_MS if label == FIRST_PAGE else POSTGRES_TARGET_MS
@@ -263,11 +269,13 @@ def postgres_figures(state: Path, url: str, trees: int, repeats: int) -> None:
     sqlite.close()
 
 
-def served_paths(sweep: dict[str, str]) -> dict[str, str]:
-    """What a browser asks `serve` for, by label: the index page and its JSON, each filter,
-    a sort by each loss both ways, far pages, the sweeps and `sweep`'s page (a run's page
-    reads its run's files, which these catalogs' runs have none of)."""
+def served_paths(sweep: dict[str, str], where: str) -> dict[str, str]:
+    """What a browser asks `serve` for, by label: the index page and its JSON, each filter
+    (`where`: a place's name), a sort by each loss both ways, far pages, the sweeps and
+    `sweep`'s page (a run's page reads its run's files, which these catalogs' runs have none
+    of)."""
     model = quote(REAL_MODELS[1])
+    place = urlencode({"where": where})
     paths = {
         "index page, first page (newest renders)": "/",
         "index page, filter: model": f"/?model={model}",
@@ -280,6 +288,10 @@ def served_paths(sweep: dict[str, str]) -> dict[str, str]:
         "/.api/runs, filter: config lr=0.0001": "/.api/runs?config=lr%3D0.0001",
         "/.api/runs, filter: model + config d_sae=65536": (
             f"/.api/runs?model={model}&config=d_sae%3D65536"
+        ),
+        f"/.api/runs, {WHERE}": f"/.api/runs?{place}",
+        "/.api/runs, sort: final mse_loss + filter where": (
+            f"/.api/runs?sort=final:mse_loss&{place}"
         ),
         "/.api/runs, page 1,000": "/.api/runs?page=1000",
         "/.api/runs, page 1,000 sorted by final mse_loss": (
@@ -302,7 +314,7 @@ def served_paths(sweep: dict[str, str]) -> dict[str, str]:
     return paths
 
 
-def http_figures(state: Path, url: str, repeats: int, tmp: Path) -> None:
+def http_figures(state: Path, url: str, trees: int, repeats: int, tmp: Path) -> None:
     """Every served answer through `lossreport serve` over HTTP, from the PostgreSQL catalog
     at `url` and from the SQLite one in `state`: what a browser waits for."""
     sqlite = Catalog.open_readonly(state)
@@ -311,7 +323,9 @@ def http_figures(state: Path, url: str, repeats: int, tmp: Path) -> None:
     (row,) = sqlite.rows([key])
     sqlite.close()
     sweep = {name: row[name] for name in ("model", "hook", "architecture")}
-    paths = served_paths(sweep)
+    paths = served_paths(sweep, pg_catalog.tree_place(trees // 2).name)
+    # SQLite's one place: a `where` of none, all of its runs
+    sqlite_paths = served_paths(sweep, HERE.name)
     with (
         served(state, tmp / "serve-pg.log", "--catalog", url) as port,
         served(state, tmp / "serve-sqlite.log") as sqlite_port,
@@ -319,10 +333,10 @@ def http_figures(state: Path, url: str, repeats: int, tmp: Path) -> None:
         heading("served over HTTP (ms): PostgreSQL, SQLite", "postgresql", "sqlite", "target")
         for label, path in paths.items():
             figures = []
-            for at in (port, sqlite_port):
-                status, _ = fetched(at, path)
-                assert status == 200, (label, path, status)
-                figures.append(timed_ms(partial(fetched, at, path), repeats))
+            for at, asked in ((port, path), (sqlite_port, sqlite_paths[label])):
+                status, _ = fetched(at, asked)
+                assert status == 200, (label, asked, status)
+                figures.append(timed_ms(partial(fetched, at, asked), repeats))
             target = POSTGRES_FIRST_PAGE_MS if "first page" in label else POSTGRES_TARGET_MS
             (median, worst), (median_sqlite, worst_sqlite) = figures
             line(label, f"{median:.0f} / {worst:.0f}", f"{median_sqlite:.0f} / {worst_sqlite:.0f}",
@@ -563,7 +577,7 @@ def main() -> None:
             if url == "postgresql" and args.keep:
                 url = stack.enter_context(pg_catalog.kept_cluster(args.keep / "postgresql"))
             postgres_figures(state, url, args.catalog_trees, args.query_repeats)
-            http_figures(state, url, args.query_repeats, tmp)
+            http_figures(state, url, args.catalog_trees, args.query_repeats, tmp)
         if "browser" not in args.skip:
             browser_figures(state, args.peer_runs, args.repeats, tmp)
         if "zoom" not in args.skip:

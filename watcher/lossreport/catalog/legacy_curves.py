@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import zlib
 
-from . import packed
+from . import curve_json, packed
 from .packed import MAX_DECODED
 
 
@@ -36,7 +36,7 @@ def decode(blob: bytes | None) -> str:
             return "{}"
         size = int.from_bytes(data[:4], "little")
         header = json.loads(data[4 : 4 + size])
-        curves = packed.decode_curves(header, memoryview(data)[4 + size :], by_place=False)
     except (zlib.error, ValueError, TypeError, IndexError):
         return "{}"
-    return packed.script_json(curves)
+    (text,) = curve_json.curves_json([(header, memoryview(data)[4 + size :])], by_place=False)
+    return "{}" if text is None else text

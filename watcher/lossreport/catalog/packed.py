@@ -23,9 +23,9 @@ import struct
 import zlib
 from typing import Any
 
-import numpy as np
+from . import curve_json
+from .curve_json import LEVELS
 
-LEVELS = 65_535  # a value's place in its curve's range, 16 bits
 MAX_DECODED = 1 << 20  # bytes a blob may expand to: a hand-made one cannot fill memory
 INTEGRAL = 2**53  # steps below this are exact as floats, so checked as integers
 FIELDS = {"final": dict, "minimum": dict, "config": dict, "alerts": list}  # and their type
@@ -98,63 +98,39 @@ def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:
     """The fields and the curves as JSON, safe inside a <script> block as
     `pages.script_json` writes them; empty ones (`{}`, `[]`) for a blob that is none of ours
     or expands past `MAX_DECODED`."""
-    empty: dict[str, Any] = {name: kind() for name, kind in FIELDS.items()}
+    return unpack_many([blob])[0]
+
+
+def unpack_many(blobs: list[bytes | None]) -> list[tuple[dict[str, Any], str]]:
+    """`unpack` of each of `blobs`, their curves decoded together (curve_json.py): a page of
+    runs costs a numpy pass, not a dozen numpy calls a curve."""
+    opened = [_opened(blob) for blob in blobs]
+    texts = iter(curve_json.curves_json([found[1] for found in opened if found], by_place=True))
+    unpacked: list[tuple[dict[str, Any], str]] = []
+    for found in opened:
+        text = next(texts) if found else None
+        if found is None or text is None:
+            unpacked.append(({name: kind() for name, kind in FIELDS.items()}, "{}"))
+        else:
+            unpacked.append((found[0], text))
+    return unpacked
+
+
+def _opened(blob: bytes | None) -> tuple[dict[str, Any], tuple[Any, memoryview]] | None:
+    """A blob's fields, and its curves' shapes and numbers; None for one that is none of ours
+    or expands past `MAX_DECODED`."""
     if not blob:
-        return empty, "{}"
+        return None
     try:
         unpacker = zlib.decompressobj(zdict=WORDS)
         data = unpacker.decompress(blob, MAX_DECODED)
         if unpacker.unconsumed_tail:
-            return empty, "{}"
+            return None
         size = int.from_bytes(data[:4], "little")
         header = json.loads(data[4 : 4 + size])
         fields = {name: header[name] for name in FIELDS}
         if not all(isinstance(fields[name], kind) for name, kind in FIELDS.items()):
-            return empty, "{}"
-        curves = decode_curves(header["curves"], memoryview(data)[4 + size :], by_place=True)
+            return None
+        return fields, (header["curves"], memoryview(data)[4 + size :])
     except (zlib.error, ValueError, TypeError, IndexError, KeyError):
-        return empty, "{}"
-    return fields, script_json(curves)
-
-
-def _read(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, Any]:
-    """`count` numbers of `dtype` stored by place at `at` (`_by_place`)."""
-    size = np.dtype(dtype).itemsize
-    planes = np.frombuffer(data, np.uint8, count=count * size, offset=at).reshape(size, count)
-    return np.frombuffer(planes.T.tobytes(), dtype=dtype)
-
-
-def script_json(curves: dict[str, list[list[Any]]]) -> str:
-    """`curves` as JSON that is safe inside a <script> block (`pages.script_json`'s rule)."""
-    text = json.dumps(curves, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _read_as_is(data: memoryview, at: int, dtype: str, count: int) -> np.ndarray[Any, Any]:
-    return np.frombuffer(data, dtype=dtype, count=count, offset=at)
-
-
-def decode_curves(shapes: Any, data: memoryview, by_place: bool) -> dict[str, list[list[Any]]]:
-    """The curves `encode_curves` made, as `{loss: [[step, value], ...]}`."""
-    read = _read if by_place else _read_as_is
-    curves: dict[str, list[list[Any]]] = {}
-    at = 0
-    for name, count, kind in shapes:
-        if not isinstance(name, str) or not isinstance(count, int) or count < 0:
-            raise ValueError("not a curve")
-        if count == 0:
-            curves[name] = []
-            continue
-        raw = read(data, at, "<i8" if kind == "i" else "<f8", count)
-        steps: list[Any] = np.cumsum(raw).tolist() if kind == "i" else raw.tolist()
-        at += 8 * count
-        low, high = np.frombuffer(data, dtype="<f8", count=2, offset=at).tolist()
-        at += 16
-        deltas = read(data, at, "<u2", count)
-        at += 2 * count
-        levels = np.cumsum(deltas, dtype=np.uint16).astype(np.float64)
-        values = low + levels / LEVELS * (high - low)
-        curves[name] = [
-            [step, float(f"{value:.4g}")] for step, value in zip(steps, values, strict=True)
-        ]
-    return curves
+        return None

@@ -614,7 +614,7 @@ class Catalog:
     def _found(
         self, column: str, wanted: list[T], more: str = "", parameters: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]:
-        found: dict[Any, dict[str, Any]] = {}
+        found: dict[Any, tuple[Any, ...]] = {}
         with self.reading() as connection:
             for start in range(0, len(wanted), MAX_BOUND):
                 chunk = wanted[start : start + MAX_BOUND]
@@ -627,8 +627,11 @@ class Catalog:
                     [*chunk, *parameters],
                 )
                 for value, *columns in cursor:
-                    found[value] = row_of(tuple(columns))
-        return [found[value] for value in wanted if value in found]
+                    found[value] = tuple(columns)
+        kept = [found[value] for value in wanted if value in found]
+        # the page's blobs unpacked together: their curves in one numpy pass (curve_json.py)
+        unpacked = packed.unpack_many([columns[BLOB] for columns in kept])
+        return [row_of(columns, *both) for columns, both in zip(kept, unpacked, strict=True)]
 
     def optimize(self) -> None:
         """Make the statistics SQLite's query planner chooses indexes by exact: after a scan's
@@ -675,14 +678,15 @@ ROW_COLUMNS = (
     f" CASE WHEN length(packed) <= {packed.MAX_DECODED} THEN packed END,"
     " places.host, places.tree, places.output"
 )
+BLOB = 15  # the packed blob's place among ROW_COLUMNS
 
 
-def row_of(found: tuple[Any, ...]) -> dict[str, Any]:
-    """A row as `pages.index_row` made it, from the columns `ROW_COLUMNS` names."""
+def row_of(found: tuple[Any, ...], fields: dict[str, Any], curves_json: str) -> dict[str, Any]:
+    """A row as `pages.index_row` made it, from the columns `ROW_COLUMNS` names and its blob
+    (the column at `BLOB`) unpacked (`packed.unpack_many`)."""
     (key, status, status_class, model, hook, architecture, source, steps, started_at,
-     duration, rendered_at, report, error, problems, anomalies, blob, host, tree,
+     duration, rendered_at, report, error, problems, anomalies, _, host, tree,
      output) = found  # fmt: skip
-    fields, curves_json = packed.unpack(blob)
     return {
         "run_id": key,
         "status": status,
