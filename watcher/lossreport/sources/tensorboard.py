@@ -192,7 +192,10 @@ def _parse_state(document: Any) -> _State:
     if document["format"] != STATE_FORMAT:
         raise ValueError("another format")
     state = _State(
-        plugins={_text(tag): _text(plugin) for tag, plugin in document["plugins"].items()},
+        plugins={
+            widecache.text(tag): widecache.text(plugin)
+            for tag, plugin in document["plugins"].items()
+        },
         next_id=_count(document["next_id"]),
         next_part=_count(document["next_part"]),
     )
@@ -203,12 +206,12 @@ def _parse_state(document: Any) -> _State:
             id=_count(raw["id"]),
             inode=_count(raw["inode"]),
             offset=_count(raw["offset"]),
-            head=_text(raw["head"]),
+            head=widecache.text(raw["head"]),
             head_len=_count(raw["head_len"]),
             stopped=_flag(raw["stopped"]),
-            problems=[_text(line) for line in raw["problems"]],
+            problems=[widecache.text(line) for line in raw["problems"]],
             more_problems=_count(raw["more_problems"]),
-            parts=[_text(part) for part in raw["parts"]],
+            parts=[widecache.text(part) for part in raw["parts"]],
         )
         for part in entry.parts:
             match = _PART_NAME.match(part)
@@ -232,12 +235,6 @@ def _count(value: Any) -> int:
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"not true or false: {value!r}")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"not a string: {value!r}")
     return value
 
 

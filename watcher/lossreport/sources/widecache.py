@@ -56,9 +56,9 @@ def parse(document: Any, next_number: int) -> Kept | None:
     if document is None:
         return None
     kept = Kept(
-        _text(document["name"]),
-        [_text(part) for part in document["parts"]],
-        [_text(line) for line in document["notes"]],
+        text(document["name"]),
+        [text(part) for part in document["parts"]],
+        [text(line) for line in document["notes"]],
     )
     match = NAME.match(kept.name)
     if not match or int(match[1]) >= next_number:
@@ -66,7 +66,8 @@ def parse(document: Any, next_number: int) -> Kept | None:
     return kept
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """`value`, a string read from a cache's state file; TypeError if it is not one."""
     if not isinstance(value, str):
         raise TypeError(f"not a string: {value!r}")
     return value
