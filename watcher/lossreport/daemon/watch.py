@@ -639,12 +639,14 @@ class Watcher:
     def _summarised(self, name: str, queued: _Queued, entry: dict[str, Any], fresh: bool) -> None:
         """Run `name` has its quick report (or, `fresh` False, had its full one already): it is
         listed with its figures, and its full render waits its turn. Its marker, its mail and
-        its stamp (seen.py) wait for that render: nothing here says the report is final."""
+        its stamp (seen.py) wait for that render: nothing here says the report is final. Nor
+        is it sent to an object store: the store gets the full report alone, marker last, so
+        the mirror never holds a report folder without its marker (which a later poll took
+        for a run never rendered, and rendered again)."""
         self._queued.summarised(name, queued)
         if not fresh:
             return
         self._last_render = time.monotonic()
-        self._remote.rendered(name, self.homes.home_of(name) / runformat.GRAPHS_DIR)
         self._listing.rendered(name, entry)
         self._schedule.index_changed(time.monotonic(), INDEX_EVERY_SECONDS)
         logger.info(
