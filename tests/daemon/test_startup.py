@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lossreport import runformat
+from lossreport import runformat, storage
 from lossreport.catalog.store import QUERY_INDEXES
-from lossreport.daemon import seen
 from lossreport.runformat import read_marker
 from tests.support.daemon import Daemon, wait_rendered
 from tests.support.procs import start_trainer, wait_for
@@ -28,10 +27,10 @@ STALE_AFTER = "720h"  # the fixture's stalled runs stay stalled, none is left ru
 
 def _settled_runs(runs_dir: Path, count: int) -> list[str]:
     """`rendered_runs`, once their folders are too old for a change to hide in the same tick
-    of the filesystem's clock (seen.RACY_NS): a first start then stamps every one."""
+    of the filesystem's clock (storage.RACY_NS): a first start then stamps every one."""
     keys = rendered_runs(runs_dir, count)
     newest = max(os.lstat(runs_dir / key).st_ctime_ns for key in keys)
-    wait_for(lambda: not seen.is_racy(newest))
+    wait_for(lambda: not storage.changed_too_recently(newest))
     return keys
 
 

@@ -53,6 +53,7 @@ class Listing:
         self._unwritten: dict[str, dict[str, Any]] = {}  # rows the server could not take
         self._down = False  # the catalog server is unreachable, and that was logged
         self._rebuilding = False
+        self._filling_empty = False  # a first start: no run has a row but those it listed
         self.catalog = self._opened()
 
     def _opened(self) -> Catalog:
@@ -86,7 +87,9 @@ class Listing:
         render already. True if its row changes. Rows are written in batches (`flush`): a
         first start lists every run of the tree."""
         try:
-            if self.catalog.rendered_at(key) == str(entry.get("rendered_at", "")):
+            if not self._filling_empty and self.catalog.rendered_at(key) == str(
+                entry.get("rendered_at", "")
+            ):
                 self._listed.add(key)
                 return False
         except DATABASE_ERRORS as exc:
@@ -113,7 +116,7 @@ class Listing:
         self.flush()
         try:
             if self._server is None:
-                self.catalog.begin_fill()
+                self._filling_empty = self.catalog.begin_fill()
             return self.catalog.stamps()
         except DATABASE_ERRORS:
             return {}  # each run gets a full look, which reports the catalog's trouble
@@ -196,6 +199,7 @@ class Listing:
     def keep_only(self, keys: list[str]) -> None:
         """After a full scan found `keys`: drop every other run's row."""
         self.flush()
+        self._filling_empty = False
         try:
             gone = self.catalog.keep_only(keys)
             if self._server is None:

@@ -15,7 +15,7 @@ The folders stand for the files in them: every input of lossreport's own run is 
 rename or added by a rename or a link (docs/run-directory-format.md), and each of those sets
 the folder's change time (ctime, which no user can set back). run.json, the one file a person
 may edit by hand, in place, is stamped by its own identity too. A folder changed within
-`RACY_NS` of a look is not stamped: a second change within the filesystem clock's tick could
+`storage.RACY_NS` of a look is not stamped: a second change within the filesystem clock's tick could
 leave its change time as it was (git's "racily clean" entries).
 """
 
@@ -23,14 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 from ..runformat import GRAPHS_DIR, LOSSES_DIR, MARKER, RUN_FILE
 
-# A folder changed this recently may change again without its change time moving (coarse
-# filesystem clocks tick every few milliseconds; NFS servers' clocks drift by some more).
-RACY_NS = 2_000_000_000
 _MARKER_PATH = f"{GRAPHS_DIR}/{MARKER}"
 
 
@@ -49,8 +45,8 @@ def folder_identity(run_dir: str) -> tuple[str, int] | None:
     """The identity of the run's inputs from three lstats, without listing a folder: the run
     folder's and its losses folder's inode and modification and change times, and run.json's
     inode, size and times (module docstring); and the newest change time among them, for
-    `is_racy`. None when the run folder is gone. Taken before a look reads anything: a
-    change after it gives another identity."""
+    `storage.changed_too_recently`. None when the run folder is gone. Taken before a look
+    reads anything: a change after it gives another identity."""
     try:
         folder = os.lstat(run_dir)
     except OSError:
@@ -66,12 +62,6 @@ def folder_identity(run_dir: str) -> tuple[str, int] | None:
         parts.append(_identity(info))
         newest = max(newest, info.st_ctime_ns)
     return "|".join(parts), newest
-
-
-def is_racy(changed_ns: int) -> bool:
-    """Whether something changed at `changed_ns` (a `folder_identity` change time) too close
-    to now, on either side, for its stamp to be trusted (module docstring)."""
-    return abs(time.time_ns() - changed_ns) < RACY_NS
 
 
 def stamp(key: str, folders: str, marker: str, settings: str) -> int:

@@ -328,7 +328,7 @@ class Watcher:
             if key in unchanged or not self._schedule.request(key):
                 continue
             if key in asked or not self._unchanged(key, stamps.get(key)):
-                self._look(key)
+                self._look(key, stamp_checked=True)
         for kept in (stamps, asked, unchanged):  # 100,000 keys: not held while pruning
             kept.clear()
         for name in self._known - set(keys):  # deleted or moved away
@@ -362,15 +362,16 @@ class Watcher:
         if self._schedule.request(name):
             self._look(name)
 
-    def _look(self, name: str) -> None:
+    def _look(self, name: str, stamp_checked: bool = False) -> None:
         """Decide whether run `name` needs a render and submit it. Whatever goes wrong with one
-        run (a hostile run.json, a vanished folder) stays with that run."""
+        run (a hostile run.json, a vanished folder) stays with that run. `stamp_checked`: a
+        scan found just now that its stamp does not hold (it need not be asked again)."""
         try:
-            self._consider_run(name)
+            self._consider_run(name, stamp_checked)
         except Exception as exc:
             self._schedule_retry(name, exc)
 
-    def _consider_run(self, name: str) -> None:
+    def _consider_run(self, name: str, stamp_checked: bool) -> None:
         run_dir = self.runs_dir / name
         # A run's key is a path: a folder on it may have been swapped for a link since.
         plain = storage.is_plain_path(self.runs_dir, name.split("/"))
@@ -378,7 +379,11 @@ class Watcher:
         if source is None:
             self._forget(name)
             return
-        if source is sources.NATIVE and self._unchanged(name, self._listing.seen(name)):
+        if (
+            source is sources.NATIVE
+            and not stamp_checked
+            and self._unchanged(name, self._listing.seen(name))
+        ):
             return
         self._read += 1
         # Taken before anything is read: a change after this gives the run another stamp.
@@ -426,8 +431,9 @@ class Watcher:
                 and status is not None
                 and not alerted
             ):
-                # Changed just now: settled, but looked at fully again (seen.RACY_NS).
-                stamp = None if seen.is_racy(folders[1]) else (folders[0], identity)
+                # Changed just now: settled, but looked at fully again (storage.RACY_NS).
+                racy = storage.changed_too_recently(folders[1])
+                stamp = None if racy else (folders[0], identity)
                 self._saw_settled(name, state, status, marker, stamp)
             return
         if self._crashes.set_aside(name, state.fingerprint):

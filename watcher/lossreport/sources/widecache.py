@@ -17,7 +17,6 @@ import mmap
 import os
 import re
 import stat
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -119,9 +118,6 @@ def write(folder: Path, dir_fd: int, name: str, table: pa.Table) -> None:
 STATE_FILE = "kept.json"
 STATE_FORMAT = "lossreport.kept-table/1"
 MAX_STATE_BYTES = 4 * 2**20
-# Files written this recently are not trusted to be unchanged while their stat is: a file
-# rewritten within its time stamp's tick, at the same size, would look the same.
-SETTLED_NS = 2 * 10**9
 
 
 def read_whole(
@@ -147,8 +143,11 @@ def read_whole(
             if table is not None:
                 return LossData(table, list(kept.notes))
         data = read()
+        # A file written within its time stamp's tick could be rewritten, at the same size,
+        # and look the same: it is not trusted to be unchanged (storage.RACY_NS).
         newest = max((s.mtime_ns for _, s in files), default=0)
-        if data.table.num_rows and not data.over_budget and newest < time.time_ns() - SETTLED_NS:
+        settled = not storage.changed_too_recently(newest)
+        if data.table.num_rows and not data.over_budget and settled:
             _keep(folder, fd, key, data)
         return data
 

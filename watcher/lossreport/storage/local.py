@@ -31,9 +31,19 @@ MAX_MARKER_BYTES = 4 * 2**20  # render markers: an index row and small curves (o
 MAX_SHARD_BYTES = 2 * 2**30  # one Parquet shard
 
 LOCK_POLL_SECONDS = 0.2  # flock has no timeout: a bounded wait polls
+# A file or folder changed this recently may change again without its time stamps moving
+# (coarse filesystem clocks tick every few milliseconds; NFS servers' clocks drift by some
+# more): its stat is not trusted to say it is unchanged (git's "racily clean" entries).
+RACY_NS = 2_000_000_000
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def changed_too_recently(changed_ns: int) -> bool:
+    """Whether something changed at `changed_ns` (a stat's time) too close to now, on either
+    side, for its stat to be trusted to say it is unchanged since (`RACY_NS`)."""
+    return abs(time.time_ns() - changed_ns) < RACY_NS
 
 
 def _kind(mode: int) -> str:
