@@ -1,7 +1,7 @@
 """The daemon's start-up over a large tree of runs that are all rendered already.
 
     python benchmarks/bench_startup.py [--runs 100000] [--fixture DIR] [--repeats 3]
-                                       [--syscalls 1000] [--restarts-only]
+                                       [--syscalls 1000] [--restarts-only] [--cold]
 
 The fixture (tests.support.rendered) is shaped as a real cluster's: run ids
 made by the id function `start_run` uses by default (about 65 characters, a random part), in
@@ -20,9 +20,11 @@ catalog there (median of --repeats). For each: re-renders (must be 0), the peak 
 memory (VmHWM) of the daemon and its workers, and its own start-up summary. Then the system
 calls of a restart, and of a first start, over --syscalls runs (`strace -f -c`), per run:
 on NFS each is a round trip. With --restarts-only, the catalog a run before left is kept
-(restarts only). Each figure is printed beside the one before (for 10,000 and 100,000 runs:
-before the first start's fill without query indexes and the four-lstat stamps; else before
-issue 27) and the target.
+(restarts only). With --cold (root only), the kernel's page, inode and directory caches are
+dropped before the first start, as after a reboot or on a tree nobody read lately: each of its
+files is then a disk read (on NFS, a round trip). Each figure is printed beside the one before
+(for 10,000 and 100,000 runs: before the first start's fill without query indexes and the
+four-lstat stamps; else before issue 27) and the target.
 """
 
 from __future__ import annotations
@@ -166,6 +168,11 @@ def main() -> None:
         action="store_true",
         help="keep the catalog an earlier run left in the fixture: no first start",
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the kernel's caches before the first start (root only)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         root = args.fixture or Path(name)
@@ -173,12 +180,16 @@ def main() -> None:
         logs = Path(name)
         if not args.restarts_only:
             drop_state(runs_dir)
+        if args.cold:
+            os.sync()
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
         first = start(runs_dir, logs)  # with --restarts-only, one more restart
         again = [start(runs_dir, logs) for _ in range(args.repeats)]
         before = BEFORE.get(args.runs, BEFORE_ISSUE)
         print(f"\ndaemon start-up over {args.runs:,} rendered runs (to 'watching', 2 workers)")
         row("", "now", "before", "target")
         first_label = "one more restart" if args.restarts_only else "first start (no catalog)"
+        first_label += ", cold cache" if args.cold else ""
         kind = "restart" if args.restarts_only else "first"
         row(first_label, f"{first['seconds']:.1f} s", before[kind], TARGET[kind])
         restart = statistics.median(figures["seconds"] for figures in again)

@@ -839,13 +839,17 @@ def _clear(connection: Connection, run: int) -> None:
 
 def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) -> None:
     """Add or replace `rows` (`pages.index_row`'s shape), runs of `place`. A replaced run
-    keeps its number."""
+    keeps its number; a new one has nothing to clear (a first start adds 100,000 such)."""
     numbers = _Numbers(connection)
     where = numbers.place(place)
     for row in rows:
         key = row["run_id"]
         sweep = numbers.sweep((row["model"], row["hook"], row["architecture"]))
-        _uncount(connection, key, where)
+        replaced = connection.execute(
+            "SELECT 1 FROM runs WHERE key = ? AND place = ?", (key, where)
+        ).fetchone()
+        if replaced:
+            _uncount(connection, key, where)
         (run,) = connection.execute(
             "INSERT INTO runs (key, place, status, sweep, source, steps, started_at, duration,"
             " rendered_at, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -871,9 +875,10 @@ def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) ->
             " DO UPDATE SET counted = run_counts.counted + 1",
             (sweep, row["status"], row["source"]),
         )
-        _clear(connection, run)
-        for table in OWN_ROWS:
-            connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
+        if replaced:
+            _clear(connection, run)
+            for table in OWN_ROWS:
+                connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
         connection.execute(
             "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?)",
             (

@@ -50,7 +50,7 @@ from ..delivery.outbox import Outbox, OutboxSender, Senders
 from ..delivery.smtp import SmtpSettings
 from ..errors import RenderWorkerDied, RunBusy, RunDirectoryError
 from ..runformat import Homes, RenderedMarker, presence, read_marker
-from . import seen
+from . import prefetch, seen
 from .alerting import LIVE_SOURCES, Alerter
 from .crashes import Crashes
 from .jobs import render_job
@@ -324,8 +324,9 @@ class Watcher:
 
         keys = self._run_keys(settled)
         self._known.update(keys)
-        for key in keys:
-            if key in unchanged or not self._schedule.request(key):
+        looked = [key for key in keys if key not in unchanged]
+        for key in prefetch.ahead(self._runs_root, looked):
+            if not self._schedule.request(key):
                 continue
             if key in asked or not self._unchanged(key, stamps.get(key)):
                 self._look(key, stamp_checked=True)

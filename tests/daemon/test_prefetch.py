@@ -1,0 +1,119 @@
+"""The first start's prefetcher (daemon/prefetch.py), a real process: it reads the files a look
+at a run reads before the look gets there, and in a hostile tree it reads nothing through a
+link and never waits on a FIFO."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from watchdog.events import FileOpenedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from lossreport import runformat
+from lossreport.daemon import prefetch
+from tests.support.procs import wait_for
+from tests.support.rendered import rendered_runs
+
+MARKER = f"{runformat.GRAPHS_DIR}/{runformat.MARKER}"
+
+
+class _Opened(FileSystemEventHandler):
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileOpenedEvent):
+            self.paths.append(os.fsdecode(event.src_path))
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> Iterator[tuple[_Opened, Path, Path]]:
+    """A real runs tree and a folder elsewhere (what its links point at), each watched for
+    every file opened in it, from after they were made."""
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    rendered_runs(runs, 3, running_from=3)
+    for folder in ("graphs", "losses", "run"):
+        (elsewhere / folder).mkdir(parents=True)
+        (elsewhere / folder / runformat.RUN_FILE).write_text("{}")
+    (elsewhere / "graphs" / runformat.MARKER).write_text("{}")
+    handler = _Opened()
+    observer = Observer()
+    observer.schedule(handler, str(runs), recursive=True)
+    observer.schedule(handler, str(elsewhere), recursive=True)
+    observer.start()
+    try:
+        yield handler, runs, elsewhere
+    finally:
+        observer.stop()
+        observer.join()
+
+
+def _hostile_runs(runs: Path, elsewhere: Path) -> list[str]:
+    """Runs whose folders, files or subfolders are links to `elsewhere`, or FIFOs: more of
+    the latter than the prefetcher has threads, so a blocking open would stop it."""
+    names = []
+    for number in range(prefetch.THREADS + 2):
+        run = runs / f"fifo-run-{number}"
+        (run / runformat.GRAPHS_DIR).mkdir(parents=True)
+        os.mkfifo(run / runformat.RUN_FILE)
+        os.mkfifo(run / MARKER)
+        names.append(run.name)
+    linked = {
+        "linked-graphs": (runformat.GRAPHS_DIR, elsewhere / "graphs"),
+        "linked-losses": (runformat.LOSSES_DIR, elsewhere / "losses"),
+        "linked-run-file": (runformat.RUN_FILE, elsewhere / "run" / runformat.RUN_FILE),
+    }
+    for name, (inside, target) in linked.items():
+        (runs / name).mkdir()
+        (runs / name / inside).symlink_to(target)
+        names.append(name)
+    (runs / "linked-run").symlink_to(elsewhere / "run")
+    return [*names, "linked-run"]
+
+
+def test_the_prefetcher_reads_each_run_and_nothing_through_a_link_or_from_a_fifo(
+    opened: tuple[_Opened, Path, Path],
+) -> None:
+    handler, runs, elsewhere = opened
+    real = sorted(path.name for path in runs.iterdir())
+    names = [*_hostile_runs(runs, elsewhere), *real]
+    arguments, environment = prefetch.command(str(runs))
+    fed = b"".join(os.fsencode(name) + b"\0" for name in names)
+    # It exits once stdin ends and every read is done: a FIFO opened to wait would hold it.
+    subprocess.run(arguments, env=environment, input=fed, timeout=60, check=True)
+    for name in real:
+        for path in (runs / name / runformat.RUN_FILE, runs / name / MARKER):
+            wait_for(lambda path=path: str(path) in handler.paths)
+    assert not [path for path in handler.paths if path.startswith(str(elsewhere))]
+
+
+def test_a_scan_tells_the_prefetcher_of_each_run_before_its_look(
+    opened: tuple[_Opened, Path, Path],
+) -> None:
+    """`ahead` over a first start's many looks: each real run is read by the time its key is
+    given, the runs ahead of it being missing (fast to find so)."""
+    handler, runs, _ = opened
+    real = sorted(path.name for path in runs.iterdir())
+    missing = [f"gone-{number:05d}" for number in range(prefetch.MIN_RUNS)]
+    keys = [*missing[:600], real[0], *missing[600:], *real[1:]]
+    given = []
+    for key in prefetch.ahead(str(runs), keys):
+        if key in real:
+            path = runs / key / runformat.RUN_FILE
+            wait_for(lambda path=path: str(path) in handler.paths)
+        given.append(key)
+    assert given == keys
+
+
+def test_few_looks_start_no_prefetcher(tmp_path: Path) -> None:
+    """A restart (its stamps hold) looks at few runs: not worth a process."""
+    keys = [f"run-{number}" for number in range(prefetch.MIN_RUNS - 1)]
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    before = children.read_text().split()
+    for key in prefetch.ahead(str(tmp_path), keys):
+        if key == keys[0]:
+            assert children.read_text().split() == before
