@@ -91,29 +91,33 @@ def test_the_prefetcher_reads_each_run_and_nothing_through_a_link_or_from_a_fifo
     assert not [path for path in handler.paths if path.startswith(str(elsewhere))]
 
 
-def test_a_scan_tells_the_prefetcher_of_each_run_before_its_look(
+def test_a_scan_tells_the_prefetcher_of_each_run_before_it_gets_there(
     opened: tuple[_Opened, Path, Path],
 ) -> None:
-    """`ahead` over a first start's many looks: each real run is read by the time its key is
-    given, the runs ahead of it being missing (fast to find so)."""
+    """The scan's runs in order, the real ones past the first batch told (the runs before
+    them are missing, fast to find so): each is read by the time the scan reaches it."""
     handler, runs, _ = opened
     real = sorted(path.name for path in runs.iterdir())
-    missing = [f"gone-{number:05d}" for number in range(prefetch.MIN_RUNS)]
-    keys = [*missing[:600], real[0], *missing[600:], *real[1:]]
-    given = []
-    for key in prefetch.ahead(str(runs), keys):
-        if key in real:
-            path = runs / key / runformat.RUN_FILE
-            wait_for(lambda path=path: str(path) in handler.paths)
-        given.append(key)
-    assert given == keys
+    names = sorted([*real, *(f"0-gone-{number:05d}" for number in range(prefetch.MIN_RUNS))])
+    feeder = prefetch.Feeder.over(str(runs), names)
+    assert feeder is not None
+    try:
+        for name in names:
+            feeder.reached(name)
+            if name in real:
+                path = runs / name / runformat.RUN_FILE
+                wait_for(lambda path=path: str(path) in handler.paths)
+    finally:
+        feeder.close()
 
 
-def test_few_looks_start_no_prefetcher(tmp_path: Path) -> None:
-    """A restart (its stamps hold) looks at few runs: not worth a process."""
-    keys = [f"run-{number}" for number in range(prefetch.MIN_RUNS - 1)]
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-    before = children.read_text().split()
-    for key in prefetch.ahead(str(tmp_path), keys):
-        if key == keys[0]:
-            assert children.read_text().split() == before
+def test_a_first_start_reads_ahead_and_a_restart_or_a_small_tree_does_not(tmp_path: Path) -> None:
+    """A restart's stamps spare most runs their looks; a few looks are not worth a process."""
+    for number in range(prefetch.MIN_RUNS):
+        (tmp_path / f"run-{number}").mkdir()
+    feeder = prefetch.Feeder.over_tree(str(tmp_path), known=0)
+    assert feeder is not None
+    feeder.close()
+    assert prefetch.Feeder.over_tree(str(tmp_path), known=prefetch.MIN_RUNS - 1) is None
+    few = [f"run-{number}" for number in range(prefetch.MIN_RUNS - 1)]
+    assert prefetch.Feeder.over(str(tmp_path), few) is None

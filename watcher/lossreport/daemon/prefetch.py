@@ -19,13 +19,13 @@ the look's to find and report. Only top-level runs (lossreport's own) are read a
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 MIN_RUNS = 1000  # looks worth a process (a restart looks at few: its stamps hold)
@@ -43,28 +43,57 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def ahead(root: str, keys: list[str]) -> Iterator[str]:
-    """`keys` (runs of the tree at `root`), in order, each given once the prefetcher has been
-    told of the runs up to `AHEAD` after it. Fewer than `MIN_RUNS`, or no process to be had:
-    `keys` as they are."""
-    feed = _start(root) if len(keys) >= MIN_RUNS else None
-    if feed is None:
-        yield from keys
-        return
-    told = 0
-    try:
-        for number, key in enumerate(keys):
-            if number >= told - AHEAD // 2:  # told in batches of half the window
-                batch = [name for name in keys[told : number + AHEAD] if "/" not in name]
-                told = number + AHEAD
-                _tell(feed, batch)
-            yield key
-    finally:
+class Feeder:
+    """A prefetcher process for a scan that reaches the runs `names` (sorted) in their order,
+    told of each run up to `AHEAD` before the scan `reached` it."""
+
+    def __init__(self, root: str, names: list[str]) -> None:
+        self._names = names
+        self._told = 0
+        self._process = _start(root)
+
+    @classmethod
+    def over_tree(cls, root: str, known: int) -> Feeder | None:
+        """A feeder for a scan of the whole tree at `root`, where it reads its top-level
+        folders in order, if at least `MIN_RUNS` of them are more than the `known` runs (whose
+        stamps spare them the looks: a restart)."""
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            return None
+        return cls.over(root, names) if len(names) - known >= MIN_RUNS else None
+
+    @classmethod
+    def over(cls, root: str, names: list[str]) -> Feeder | None:
+        """A feeder for `names`, if they are at least `MIN_RUNS`, and a process can be had."""
+        if len(names) < MIN_RUNS:
+            return None
+        feeder = cls(root, names)
+        return feeder if feeder._process is not None else None
+
+    def reached(self, name: str) -> None:
+        """The scan is at run `name`: tell the prefetcher of the runs up to `AHEAD` after it,
+        in batches of half that."""
+        number = bisect.bisect_left(self._names, name)
+        if number < self._told - AHEAD // 2:
+            return
+        start = max(self._told, number)
+        self._told = number + AHEAD
+        batch = [name for name in self._names[start : self._told] if "/" not in name]
+        if self._process is not None and self._process.stdin is not None and batch:
+            with contextlib.suppress(OSError, ValueError):  # full (it is behind) or gone
+                os.write(self._process.stdin.fileno(), b"".join(_fed(name) for name in batch))
+
+    def close(self) -> None:
+        """Its work is done or no longer wanted (on a hung server it may be stuck): killed."""
+        if self._process is None:
+            return
         with contextlib.suppress(OSError):
-            if feed.stdin is not None:
-                feed.stdin.close()
-        feed.kill()  # its work is done or no longer wanted; on a hung server it may be stuck
-        feed.wait()
+            if self._process.stdin is not None:
+                self._process.stdin.close()
+        self._process.kill()
+        self._process.wait()
+        self._process = None
 
 
 def command(root: str) -> tuple[list[str], dict[str, str]]:
@@ -93,13 +122,9 @@ def _start(root: str) -> subprocess.Popen[bytes] | None:
     return feed
 
 
-def _tell(feed: subprocess.Popen[bytes], names: list[str]) -> None:
-    """Hand `names` to the prefetcher, NUL-separated (a folder's name holds no NUL), or drop
-    them when it is behind (its pipe is full) or gone."""
-    if feed.stdin is None or not names:
-        return
-    with contextlib.suppress(OSError, ValueError):
-        os.write(feed.stdin.fileno(), b"".join(os.fsencode(name) + b"\0" for name in names))
+def _fed(name: str) -> bytes:
+    """A folder's name as the prefetcher reads it: NUL-ended (a name holds no NUL)."""
+    return os.fsencode(name) + b"\0"
 
 
 def main() -> None:

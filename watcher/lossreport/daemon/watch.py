@@ -311,25 +311,37 @@ class Watcher:
         stamps = self._listing.stamps()  # one query, not one a run
         asked: set[str] = set()
         unchanged: set[str] = set()
+        # Many runs without a stamp (a first start): their files are read ahead from the
+        # listing on, which reads each run's run.json (prefetch.py).
+        feeder = prefetch.Feeder.over_tree(self._runs_root, known=len(stamps))
 
         def settled(key: str) -> bool:
             """Whether the run in folder `key` is as its stamp says, asked as the listing
             finds it (a real folder: what _consider_run checks first): then it is lossreport's
             own run, and the listing need not look for its run.json again."""
             asked.add(key)
+            if feeder is not None:
+                feeder.reached(key)
             if self._schedule.request(key) and self._unchanged(key, stamps.get(key)):
                 unchanged.add(key)
                 return True
             return False
 
-        keys = self._run_keys(settled)
-        self._known.update(keys)
-        looked = [key for key in keys if key not in unchanged]
-        for key in prefetch.ahead(self._runs_root, looked):
-            if not self._schedule.request(key):
-                continue
-            if key in asked or not self._unchanged(key, stamps.get(key)):
-                self._look(key, stamp_checked=True)
+        try:
+            keys = self._run_keys(settled)
+            self._known.update(keys)
+            looked = [key for key in keys if key not in unchanged]
+            feeder = feeder or prefetch.Feeder.over(self._runs_root, looked)
+            for key in looked:
+                if feeder is not None:
+                    feeder.reached(key)
+                if not self._schedule.request(key):
+                    continue
+                if key in asked or not self._unchanged(key, stamps.get(key)):
+                    self._look(key, stamp_checked=True)
+        finally:
+            if feeder is not None:
+                feeder.close()
         for kept in (stamps, asked, unchanged):  # 100,000 keys: not held while pruning
             kept.clear()
         for name in self._known - set(keys):  # deleted or moved away

@@ -122,7 +122,7 @@ def list_run_keys(runs_dir: Path, known: Callable[[str], bool] | None = None) ->
             for entry in entries
             if runformat.is_walked(entry.name) and entry.is_dir(follow_symlinks=False)
         ]
-    for entry in folders:
+    for entry in sorted(folders, key=lambda entry: entry.name):  # as a reader ahead goes
         if (known is not None and known(entry.name)) or _holds_any(
             entry.path, (runformat.RUN_FILE, runformat.LOSSES_DIR)
         ):
