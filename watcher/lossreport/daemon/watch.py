@@ -384,7 +384,7 @@ class Watcher:
         except Exception as exc:
             self._schedule_retry(name, exc)
 
-    def _consider_run(self, name: str, stamp_checked: bool) -> None:
+    def _consider_run(self, name: str, stamp_checked: bool = False) -> None:
         run_dir = self.runs_dir / name
         # A run's key is a path: a folder on it may have been swapped for a link since.
         plain = storage.is_plain_path(self.runs_dir, name.split("/"))
