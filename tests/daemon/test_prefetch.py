@@ -111,13 +111,41 @@ def test_a_scan_tells_the_prefetcher_of_each_run_before_it_gets_there(
         feeder.close()
 
 
-def test_a_first_start_reads_ahead_and_a_restart_or_a_small_tree_does_not(tmp_path: Path) -> None:
-    """A restart's stamps spare most runs their looks; a few looks are not worth a process."""
-    for number in range(prefetch.MIN_RUNS):
+def _children() -> list[str]:
+    return Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+
+
+def test_a_first_start_reads_ahead_and_a_small_tree_does_not(tmp_path: Path) -> None:
+    for number in range(prefetch.MIN_RUNS - 1):
         (tmp_path / f"run-{number}").mkdir()
+    assert prefetch.Feeder.over_tree(str(tmp_path), known=0) is None  # not worth a process
+    (tmp_path / "one-more").mkdir()
+    before = _children()
     feeder = prefetch.Feeder.over_tree(str(tmp_path), known=0)
-    assert feeder is not None
-    feeder.close()
-    assert prefetch.Feeder.over_tree(str(tmp_path), known=prefetch.MIN_RUNS - 1) is None
-    few = [f"run-{number}" for number in range(prefetch.MIN_RUNS - 1)]
-    assert prefetch.Feeder.over(str(tmp_path), few) is None
+    assert feeder is not None and feeder.reads
+    try:
+        assert len(_children()) == len(before) + 1
+    finally:
+        feeder.close()
+    assert _children() == before
+
+
+def test_a_restart_takes_lstats_ahead_only_once_its_scan_is_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most runs stamped: a scan of lstats, which on a warm cache outruns any prefetcher, so
+    one is started only when the scan is slower than SLOW_RUN_SECONDS a run (cold, NFS)."""
+    names = [f"run-{number:05d}" for number in range(2 * prefetch.SAMPLE + 2)]
+    for name in names:
+        (tmp_path / name).mkdir()
+    before = _children()
+    for slowest, started in ((prefetch.SLOW_RUN_SECONDS, False), (0.0, True)):
+        monkeypatch.setattr(prefetch, "SLOW_RUN_SECONDS", slowest)  # 0: any pace is slow
+        feeder = prefetch.Feeder.over_tree(str(tmp_path), known=len(names))
+        assert feeder is not None and not feeder.reads
+        try:
+            for name in names:
+                feeder.reached(name)
+            assert (len(_children()) > len(before)) is started, slowest
+        finally:
+            feeder.close()

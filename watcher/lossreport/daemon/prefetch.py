@@ -13,6 +13,11 @@ folder names as the scan reaches them (its listing, then its looks), at most `AH
 write it cannot take at once is dropped (it is behind), so a prefetcher stuck on a hung server
 never holds up the scan.
 
+A restart, whose stamps spare most runs their looks, takes 4 lstats a run (seen.py): 35 us on
+a warm cache, where a prefetcher would only take a core from the workers starting, but 330 us
+on a cold one (33 s over 100,000 runs). So a scan of lstats starts a prefetcher taking the
+same lstats only once it goes slower than `SLOW_RUN_SECONDS` a run.
+
 It reads as a look does: every name opened relative to its folder's descriptor (no link
 followed anywhere below the runs directory), without blocking, regular files only, at most
 `MOST_BYTES` each; nothing it reads is kept, and whatever it meets (a FIFO, a missing file) is
@@ -23,14 +28,23 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import os
 import signal
 import stat
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-MIN_RUNS = 1000  # looks worth a process (a restart looks at few: its stamps hold)
+logger = logging.getLogger(__name__)
+
+MIN_RUNS = 1000  # runs worth a process
+# A restart's lstats of a run whose stamp holds take about 35 us on a warm cache; a scan slower
+# than this a run is waiting for its disk or server, and only then starts a process to take
+# them ahead (on a warm cache it would only take a core from the workers starting).
+SLOW_RUN_SECONDS = 150e-6
+SAMPLE = 2048  # runs a scan's pace is measured over: a collection of garbage (0.1 s) is no disk
 AHEAD = 512  # runs read ahead of the look
 THREADS = 8  # reads waited for at once, in the prefetcher: a disk's queue, an NFS client's
 MOST_BYTES = 4 * 2**20  # a file read ahead (storage.MAX_MARKER_BYTES: run.json, a marker)
@@ -41,42 +55,51 @@ READS = (
     ("losses", None),
     ("loss_graphs", ".lossreport-rendered.json"),
 )
+# What a scan asks of a run whose stamp holds (seen.py): lstats, of the folder itself too.
+STATS = (("", "losses"), ("", "run.json"), ("loss_graphs", ".lossreport-rendered.json"))
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Feeder:
     """A prefetcher process for a scan that reaches the runs `names` (sorted) in their order,
-    told of each run up to `AHEAD` before the scan `reached` it."""
+    told of each run up to `AHEAD` before the scan `reached` it. `reads`: it reads what a look
+    reads; else it takes the lstats a stamp's check takes (a restart's)."""
 
-    def __init__(self, root: str, names: list[str]) -> None:
+    def __init__(self, root: str, names: list[str], reads: bool) -> None:
         self._names = names
         self._told = 0
-        self._process = _start(root)
+        self._root = root
+        self.reads = reads
+        self._process = _start(root, reads) if reads else None
+        # Where and when the pace of a scan of lstats was last measured; None once started.
+        self._paced: tuple[int, float] | None = None if reads else (0, time.monotonic())
 
     @classmethod
     def over_tree(cls, root: str, known: int) -> Feeder | None:
         """A feeder for a scan of the whole tree at `root`, where it reads its top-level
-        folders in order, if at least `MIN_RUNS` of them are more than the `known` runs (whose
-        stamps spare them the looks: a restart)."""
+        folders in order, if they are at least `MIN_RUNS`: one that reads if as many have
+        no stamp among the `known` (a first start), else one that takes lstats (a restart)."""
         try:
             names = sorted(os.listdir(root))
         except OSError:
             return None
-        return cls.over(root, names) if len(names) - known >= MIN_RUNS else None
+        return cls.over(root, names, reads=len(names) - known >= MIN_RUNS)
 
     @classmethod
-    def over(cls, root: str, names: list[str]) -> Feeder | None:
+    def over(cls, root: str, names: list[str], reads: bool = True) -> Feeder | None:
         """A feeder for `names`, if they are at least `MIN_RUNS`, and a process can be had."""
         if len(names) < MIN_RUNS:
             return None
-        feeder = cls(root, names)
-        return feeder if feeder._process is not None else None
+        feeder = cls(root, names, reads)
+        return None if reads and feeder._process is None else feeder
 
     def reached(self, name: str) -> None:
         """The scan is at run `name`: tell the prefetcher of the runs up to `AHEAD` after it,
         in batches of half that."""
         number = bisect.bisect_left(self._names, name)
+        if self._process is None and not self._waiting(number):
+            return
         if number < self._told - AHEAD // 2:
             return
         start = max(self._told, number)
@@ -85,6 +108,22 @@ class Feeder:
         if self._process is not None and self._process.stdin is not None and batch:
             with contextlib.suppress(OSError, ValueError):  # full (it is behind) or gone
                 os.write(self._process.stdin.fileno(), b"".join(_fed(name) for name in batch))
+
+    def _waiting(self, number: int) -> bool:
+        """Whether a scan of lstats, at the `number`-th run, goes slower than
+        `SLOW_RUN_SECONDS` a run over its last `SAMPLE` runs: then the process is started."""
+        if self._paced is None:
+            return False
+        since, then = self._paced
+        if number - since < SAMPLE:
+            return False
+        now = time.monotonic()
+        if (now - then) / (number - since) <= SLOW_RUN_SECONDS:
+            self._paced = (number, now)  # measured again later: the cache may run cold
+            return False
+        self._paced = None
+        self._process = _start(self._root, self.reads)
+        return self._process is not None
 
     def close(self) -> None:
         """Its work is done or no longer wanted (on a hung server it may be stuck): killed."""
@@ -98,17 +137,18 @@ class Feeder:
         self._process = None
 
 
-def command(root: str) -> tuple[list[str], dict[str, str]]:
+def command(root: str, reads: bool = True) -> tuple[list[str], dict[str, str]]:
     """The prefetcher's command line and environment: this very package's code, whatever
     else the path has (a test's checkout, an editable install of another)."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    arguments = [sys.executable, "-c", f"from {__name__} import main; main()", root]
+    what = "read" if reads else "stat"
+    arguments = [sys.executable, "-c", f"from {__name__} import main; main()", root, what]
     return arguments, {**os.environ, "PYTHONPATH": path}
 
 
-def _start(root: str) -> subprocess.Popen[bytes] | None:
-    arguments, environment = command(root)
+def _start(root: str, reads: bool) -> subprocess.Popen[bytes] | None:
+    arguments, environment = command(root, reads)
     try:
         feed = subprocess.Popen(
             arguments,
@@ -117,8 +157,12 @@ def _start(root: str) -> subprocess.Popen[bytes] | None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    except OSError:
+    except OSError as exc:
+        logger.debug("not reading ahead of the scan: %s", exc)
         return None
+    logger.debug(
+        "reading ahead of the scan (%s): process %d", "read" if reads else "stat", feed.pid
+    )
     if feed.stdin is not None:
         os.set_blocking(feed.stdin.fileno(), False)
     return feed
@@ -130,16 +174,18 @@ def _fed(name: str) -> bytes:
 
 
 def main() -> None:
-    """The prefetcher: read each run named on stdin under the runs directory named first on
-    the command line, until stdin ends (or it is killed: Ctrl-C is the daemon's)."""
+    """The prefetcher: read (the command line's second word `read`), or lstat (`stat`), each
+    run named on stdin under the runs directory named first, until stdin ends (or it is
+    killed: Ctrl-C is the daemon's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reads = sys.argv[2] == "read"
     with contextlib.suppress(OSError):
         root = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         with ThreadPoolExecutor(THREADS) as pool:
             rest = b""
             while chunk := os.read(sys.stdin.fileno(), 65536):
                 *names, rest = (rest + chunk).split(b"\0")
-                pool.map(_read_run, [root] * len(names), names)
+                pool.map(_read_run if reads else _stat_run, [root] * len(names), names)
 
 
 def _read_run(root: int, name: bytes) -> None:
@@ -148,6 +194,23 @@ def _read_run(root: int, name: bytes) -> None:
         try:
             for folder, file in READS:
                 _read(run, folder, file)
+        finally:
+            os.close(run)
+
+
+def _stat_run(root: int, name: bytes) -> None:
+    with contextlib.suppress(OSError):
+        os.stat(name, dir_fd=root, follow_symlinks=False)
+        run = os.open(name, _DIR_FLAGS, dir_fd=root)
+        try:
+            for folder, file in STATS:
+                with contextlib.suppress(OSError):
+                    inside = os.open(folder, _DIR_FLAGS, dir_fd=run) if folder else run
+                    try:
+                        os.stat(file, dir_fd=inside, follow_symlinks=False)
+                    finally:
+                        if inside != run:
+                            os.close(inside)
         finally:
             os.close(run)
 

@@ -311,8 +311,8 @@ class Watcher:
         stamps = self._listing.stamps()  # one query, not one a run
         asked: set[str] = set()
         unchanged: set[str] = set()
-        # Many runs without a stamp (a first start): their files are read ahead from the
-        # listing on, which reads each run's run.json (prefetch.py).
+        # A large tree's runs are read ahead from the listing on, whose lstats are a restart's
+        # every cost; read whole where many have no stamp (a first start), see prefetch.py.
         feeder = prefetch.Feeder.over_tree(self._runs_root, known=len(stamps))
 
         def settled(key: str) -> bool:
@@ -331,7 +331,10 @@ class Watcher:
             keys = self._run_keys(settled)
             self._known.update(keys)
             looked = [key for key in keys if key not in unchanged]
-            feeder = feeder or prefetch.Feeder.over(self._runs_root, looked)
+            if len(looked) >= prefetch.MIN_RUNS and (feeder is None or not feeder.reads):
+                if feeder is not None:  # many runs changed since their stamps: read them
+                    feeder.close()
+                feeder = prefetch.Feeder.over(self._runs_root, looked)
             for key in looked:
                 if feeder is not None:
                     feeder.reached(key)
