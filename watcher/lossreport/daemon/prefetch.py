@@ -69,6 +69,7 @@ class Feeder:
     def __init__(self, root: str, names: list[str], reads: bool) -> None:
         self._names = names
         self._told = 0
+        self._reached = 0  # runs the scan reached
         self._root = root
         self.reads = reads
         self._process = _start(root, reads) if reads else None
@@ -97,9 +98,10 @@ class Feeder:
     def reached(self, name: str) -> None:
         """The scan is at run `name`: tell the prefetcher of the runs up to `AHEAD` after it,
         in batches of half that."""
-        number = bisect.bisect_left(self._names, name)
-        if self._process is None and not self._waiting(number):
+        self._reached += 1
+        if self._process is None and not self._waiting():
             return
+        number = bisect.bisect_left(self._names, name)
         if number < self._told - AHEAD // 2:
             return
         start = max(self._told, number)
@@ -109,17 +111,17 @@ class Feeder:
             with contextlib.suppress(OSError, ValueError):  # full (it is behind) or gone
                 os.write(self._process.stdin.fileno(), b"".join(_fed(name) for name in batch))
 
-    def _waiting(self, number: int) -> bool:
-        """Whether a scan of lstats, at the `number`-th run, goes slower than
-        `SLOW_RUN_SECONDS` a run over its last `SAMPLE` runs: then the process is started."""
+    def _waiting(self) -> bool:
+        """Whether a scan of lstats goes slower than `SLOW_RUN_SECONDS` a run over the last
+        `SAMPLE` runs it reached: then the process is started."""
         if self._paced is None:
             return False
         since, then = self._paced
-        if number - since < SAMPLE:
+        if self._reached - since < SAMPLE:
             return False
         now = time.monotonic()
-        if (now - then) / (number - since) <= SLOW_RUN_SECONDS:
-            self._paced = (number, now)  # measured again later: the cache may run cold
+        if (now - then) / (self._reached - since) <= SLOW_RUN_SECONDS:
+            self._paced = (self._reached, now)  # measured again later: the cache may run cold
             return False
         self._paced = None
         self._process = _start(self._root, self.reads)
