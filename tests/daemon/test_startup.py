@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from lossreport import runformat, storage
 from lossreport.catalog.store import QUERY_INDEXES
+from lossreport.daemon import prefetch
 from lossreport.runformat import read_marker
 from tests.support.daemon import Daemon, wait_rendered
 from tests.support.procs import start_trainer, wait_for
@@ -90,6 +91,29 @@ def test_a_restart_reads_no_settled_run_and_renders_only_what_changed(
     rendered = sorted({event["run"] for event in third.events("render_started")})
     assert rendered == sorted([grown.name, unmarked.name])
     assert read_marker(grown).entry["steps"] == 150  # type: ignore[union-attr]
+
+
+def test_a_first_start_over_a_large_tree_reads_ahead_and_lists_every_run_once(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """prefetch.MIN_RUNS runs, none with a stamp: the scan reads ahead in a process of its
+    own (prefetch.py), gone by "watching"; every run is read once and listed, none rendered
+    again, as without it."""
+    _settled_runs(runs_dir, prefetch.MIN_RUNS)
+    daemon = Daemon(runs_dir, "--stale-after", STALE_AFTER, log=tmp_path / "d.log", verbose=True)
+    try:
+        daemon.wait_for_event("watching")
+        (started,) = daemon.events("prefetching")
+        assert started["reads"] is True
+        assert not Path(f"/proc/{started['pid']}").exists()  # killed and reaped
+    finally:
+        daemon.stop()
+    assert _scan(daemon)["read"] == prefetch.MIN_RUNS
+    assert not daemon.events("render_started")
+    catalog = sqlite3.connect(runs_dir / runformat.CATALOG_DIR / runformat.CATALOG_FILE)
+    (listed,) = catalog.execute("SELECT count(*) FROM runs").fetchone()
+    catalog.close()
+    assert listed == prefetch.MIN_RUNS
 
 
 def test_a_restart_looks_again_at_runs_changed_without_a_new_name_size_or_time(

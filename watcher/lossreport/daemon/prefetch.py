@@ -163,7 +163,10 @@ def _start(root: str, reads: bool) -> subprocess.Popen[bytes] | None:
         logger.debug("not reading ahead of the scan: %s", exc)
         return None
     logger.debug(
-        "reading ahead of the scan (%s): process %d", "read" if reads else "stat", feed.pid
+        "reading ahead of the scan (%s): process %d",
+        "read" if reads else "stat",
+        feed.pid,
+        extra={"event": "prefetching", "pid": feed.pid, "reads": reads},
     )
     if feed.stdin is not None:
         os.set_blocking(feed.stdin.fileno(), False)
