@@ -108,7 +108,9 @@ class Feeder:
         self._told = number + AHEAD
         batch = [name for name in self._names[start : self._told] if "/" not in name]
         if self._process is not None and self._process.stdin is not None and batch:
-            with contextlib.suppress(OSError, ValueError):  # full (it is behind) or gone
+            # Full (it is behind) or gone: dropped. A name a full pipe cuts short only reads
+            # as a run not found.
+            with contextlib.suppress(OSError, ValueError):
                 os.write(self._process.stdin.fileno(), b"".join(_fed(name) for name in batch))
 
     def _waiting(self) -> bool:
@@ -135,7 +137,9 @@ class Feeder:
             if self._process.stdin is not None:
                 self._process.stdin.close()
         self._process.kill()
-        self._process.wait()
+        # One stuck on a hung server dies when its read returns; Python reaps it later.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=1)
         self._process = None
 
 
