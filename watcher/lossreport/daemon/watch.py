@@ -336,7 +336,7 @@ class Watcher:
                     feeder.close()
                 feeder = prefetch.Feeder.over(self._runs_root, looked)
             for key in looked:
-                if feeder is not None:
+                if feeder is not None and feeder.reads:  # lstats: the listing took them
                     feeder.reached(key)
                 if not self._schedule.request(key):
                     continue
