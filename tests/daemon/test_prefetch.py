@@ -14,7 +14,7 @@ from watchdog.events import FileOpenedEvent, FileSystemEvent, FileSystemEventHan
 from watchdog.observers import Observer
 
 from lossreport import runformat
-from lossreport.daemon import prefetch
+from lossreport.daemon import prefetch, prefetcher
 from tests.support.procs import wait_for
 from tests.support.rendered import rendered_runs
 
@@ -56,7 +56,7 @@ def _hostile_runs(runs: Path, elsewhere: Path) -> list[str]:
     """Runs whose folders, files or subfolders are links to `elsewhere`, or FIFOs: more of
     the latter than the prefetcher has threads, so a blocking open would stop it."""
     names = []
-    for number in range(prefetch.THREADS + 2):
+    for number in range(prefetcher.THREADS + 2):
         run = runs / f"fifo-run-{number}"
         (run / runformat.GRAPHS_DIR).mkdir(parents=True)
         os.mkfifo(run / runformat.RUN_FILE)

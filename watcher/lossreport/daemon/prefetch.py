@@ -18,24 +18,27 @@ a warm cache, where a prefetcher would only take a core from the workers startin
 on a cold one (33 s over 100,000 runs). So a scan of lstats starts a prefetcher taking the
 same lstats only once it goes slower than `SLOW_RUN_SECONDS` a run.
 
-It reads as a look does: every name opened relative to its folder's descriptor (no link
-followed anywhere below the runs directory), without blocking, regular files only, at most
-`MOST_BYTES` each; nothing it reads is kept, and whatever it meets (a FIFO, a missing file) is
-the look's to find and report. Only top-level runs (lossreport's own) are read ahead.
+It reads as a look does (prefetcher.py, the process): every name opened relative to its
+folder's descriptor (no link followed anywhere below the runs directory), without blocking,
+regular files only, at most `storage.MAX_MARKER_BYTES` each; nothing it reads is kept, and
+whatever it meets (a FIFO, a missing file) is the look's to find and report. Only top-level
+runs (lossreport's own) are read ahead.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import json
 import logging
 import os
-import signal
-import stat
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+
+from .. import storage
+from ..runformat import ALERTS_FILE, GRAPHS_DIR, LOSSES_DIR, MARKER, RUN_FILE
+from . import prefetcher
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +49,15 @@ MIN_RUNS = 1000  # runs worth a process
 SLOW_RUN_SECONDS = 150e-6
 SAMPLE = 2048  # runs a scan's pace is measured over: a collection of garbage (0.1 s) is no disk
 AHEAD = 512  # runs read ahead of the look
-THREADS = 8  # reads waited for at once, in the prefetcher: a disk's queue, an NFS client's
-MOST_BYTES = 4 * 2**20  # a file read ahead (storage.MAX_MARKER_BYTES: run.json, a marker)
 # What a look at lossreport's own run reads: (folder or "", file or None for its listing).
 READS = (
-    ("", "run.json"),
-    ("", ".lossreport-alerts.json"),
-    ("losses", None),
-    ("loss_graphs", ".lossreport-rendered.json"),
+    ("", RUN_FILE),
+    ("", ALERTS_FILE),
+    (LOSSES_DIR, None),
+    (GRAPHS_DIR, MARKER),
 )
 # What a scan asks of a run whose stamp holds (seen.py): lstats, of the folder itself too.
-STATS = (("", "losses"), ("", "run.json"), ("loss_graphs", ".lossreport-rendered.json"))
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+STATS = (("", LOSSES_DIR), ("", RUN_FILE), (GRAPHS_DIR, MARKER))
 
 
 class Feeder:
@@ -144,12 +143,18 @@ class Feeder:
 
 
 def command(root: str, reads: bool = True) -> tuple[list[str], dict[str, str]]:
-    """The prefetcher's command line and environment: this very package's code, whatever
-    else the path has (a test's checkout, an editable install of another)."""
+    """The prefetcher's command line (prefetcher.py, told what to read or lstat) and its
+    environment: this very package's code, whatever else the path has (a test's checkout, an
+    editable install of another)."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    what = "read" if reads else "stat"
-    arguments = [sys.executable, "-c", f"from {__name__} import main; main()", root, what]
+    told = {
+        "what": "read" if reads else "stat",
+        "paths": READS if reads else STATS,
+        "most_bytes": storage.MAX_MARKER_BYTES,
+    }
+    entry = f"from {prefetcher.__name__} import main; main()"
+    arguments = [sys.executable, "-c", entry, root, json.dumps(told)]
     return arguments, {**os.environ, "PYTHONPATH": path}
 
 
@@ -180,67 +185,3 @@ def _start(root: str, reads: bool) -> subprocess.Popen[bytes] | None:
 def _fed(name: str) -> bytes:
     """A folder's name as the prefetcher reads it: NUL-ended (a name holds no NUL)."""
     return os.fsencode(name) + b"\0"
-
-
-def main() -> None:
-    """The prefetcher: read (the command line's second word `read`), or lstat (`stat`), each
-    run named on stdin under the runs directory named first, until stdin ends (or it is
-    killed: Ctrl-C is the daemon's)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    reads = sys.argv[2] == "read"
-    with contextlib.suppress(OSError):
-        root = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        with ThreadPoolExecutor(THREADS) as pool:
-            rest = b""
-            while chunk := os.read(sys.stdin.fileno(), 65536):
-                *names, rest = (rest + chunk).split(b"\0")
-                pool.map(_read_run if reads else _stat_run, [root] * len(names), names)
-
-
-def _read_run(root: int, name: bytes) -> None:
-    with contextlib.suppress(OSError):
-        run = os.open(name, _DIR_FLAGS, dir_fd=root)
-        try:
-            for folder, file in READS:
-                _read(run, folder, file)
-        finally:
-            os.close(run)
-
-
-def _stat_run(root: int, name: bytes) -> None:
-    with contextlib.suppress(OSError):
-        os.stat(name, dir_fd=root, follow_symlinks=False)
-        run = os.open(name, _DIR_FLAGS, dir_fd=root)
-        try:
-            for folder, file in STATS:
-                with contextlib.suppress(OSError):
-                    inside = os.open(folder, _DIR_FLAGS, dir_fd=run) if folder else run
-                    try:
-                        os.stat(file, dir_fd=inside, follow_symlinks=False)
-                    finally:
-                        if inside != run:
-                            os.close(inside)
-        finally:
-            os.close(run)
-
-
-def _read(run: int, folder: str, file: str | None) -> None:
-    """Read `file` in `folder` of the run (its listing and entries' lstats if None)."""
-    with contextlib.suppress(OSError):
-        inside = os.open(folder, _DIR_FLAGS, dir_fd=run) if folder else run
-        try:
-            if file is None:
-                with os.scandir(inside) as entries:
-                    for entry in entries:
-                        entry.stat(follow_symlinks=False)
-                return
-            fd = os.open(file, _FILE_FLAGS, dir_fd=inside)
-            try:
-                found = os.fstat(fd)
-                if stat.S_ISREG(found.st_mode) and found.st_size <= MOST_BYTES:
-                    os.read(fd, found.st_size)
-            finally:
-                os.close(fd)
-        finally:
-            if inside != run:
-                os.close(inside)
