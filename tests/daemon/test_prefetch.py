@@ -118,10 +118,11 @@ def _children() -> list[str]:
 def test_a_first_start_reads_ahead_and_a_small_tree_does_not(tmp_path: Path) -> None:
     for number in range(prefetch.MIN_RUNS - 1):
         (tmp_path / f"run-{number}").mkdir()
-    assert prefetch.Feeder.over_tree(str(tmp_path), known=0) is None  # not worth a process
+    folders = runformat.list_folder_names(tmp_path)
+    assert prefetch.Feeder.for_scan(str(tmp_path), folders, known=0) is None  # not worth it
     (tmp_path / "one-more").mkdir()
     before = _children()
-    feeder = prefetch.Feeder.over_tree(str(tmp_path), known=0)
+    feeder = prefetch.Feeder.for_scan(str(tmp_path), [*folders, "one-more"], known=0)
     assert feeder is not None and feeder.reads
     try:
         assert len(_children()) == len(before) + 1
@@ -141,7 +142,7 @@ def test_a_restart_takes_lstats_ahead_only_once_its_scan_is_waiting(
     before = _children()
     for slowest, started in ((prefetch.SLOW_RUN_SECONDS, False), (0.0, True)):
         monkeypatch.setattr(prefetch, "SLOW_RUN_SECONDS", slowest)  # 0: any pace is slow
-        feeder = prefetch.Feeder.over_tree(str(tmp_path), known=len(names))
+        feeder = prefetch.Feeder.for_scan(str(tmp_path), names, known=len(names))
         assert feeder is not None and not feeder.reads
         try:
             for name in names:

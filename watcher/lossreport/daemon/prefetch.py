@@ -76,15 +76,12 @@ class Feeder:
         self._paced: tuple[int, float] | None = None if reads else (0, time.monotonic())
 
     @classmethod
-    def over_tree(cls, root: str, known: int) -> Feeder | None:
-        """A feeder for a scan of the whole tree at `root`, where it reads its top-level
-        folders in order, if they are at least `MIN_RUNS`: one that reads if as many have
+    def for_scan(cls, root: str, folders: list[str], known: int) -> Feeder | None:
+        """A feeder for a scan of the whole tree at `root`, which takes its top-level
+        `folders` in order, if they are at least `MIN_RUNS`: one that reads if as many have
         no stamp among the `known` (a first start), else one that takes lstats (a restart)."""
-        try:
-            names = sorted(os.listdir(root))
-        except OSError:
-            return None
-        return cls.over(root, names, reads=len(names) - known >= MIN_RUNS)
+        reads = len(folders) - known >= MIN_RUNS
+        return cls.over(root, sorted(folders), reads)
 
     @classmethod
     def over(cls, root: str, names: list[str], reads: bool = True) -> Feeder | None:

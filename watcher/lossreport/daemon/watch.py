@@ -300,20 +300,35 @@ class Watcher:
         return keys[known] if known is not None else None
 
     # -- deciding and submitting ----------------------------------------------------------
-    def _run_keys(self, known: Callable[[str], bool]) -> list[str]:
-        try:
-            return sources.list_run_keys(self.runs_dir, known)
-        except OSError as exc:
-            logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
+    def _run_keys(self, known: Callable[[str], bool], folders: list[str] | None) -> list[str]:
+        if folders is None:  # the runs directory could not be listed (_top_folders said so)
             return []
+        try:
+            return sources.list_run_keys(self.runs_dir, known, folders)
+        except OSError as exc:
+            self._scan_failed(exc)
+            return []
+
+    def _top_folders(self) -> list[str] | None:
+        """The runs directory's folders, listed once a scan, for its reader ahead and its
+        listing; None when it cannot be listed."""
+        try:
+            return sorted(runformat.list_folder_names(self.runs_dir))
+        except OSError as exc:
+            self._scan_failed(exc)
+            return None
+
+    def _scan_failed(self, exc: OSError) -> None:
+        logger.error("cannot list %s: %s", self.runs_dir, exc, extra={"event": "scan_failed"})
 
     def _scan(self) -> int:
         stamps = self._listing.stamps()  # one query, not one a run
         asked: set[str] = set()
         unchanged: set[str] = set()
+        folders = self._top_folders()
         # A large tree's runs are read ahead from the listing on, whose lstats are a restart's
         # every cost; read whole where many have no stamp (a first start), see prefetch.py.
-        feeder = prefetch.Feeder.over_tree(self._runs_root, known=len(stamps))
+        feeder = prefetch.Feeder.for_scan(self._runs_root, folders or [], known=len(stamps))
 
         def settled(key: str) -> bool:
             """Whether the run in folder `key` is as its stamp says, asked as the listing
@@ -328,7 +343,7 @@ class Watcher:
             return False
 
         try:
-            keys = self._run_keys(settled)
+            keys = self._run_keys(settled, folders)
             self._known.update(keys)
             looked = [key for key in keys if key not in unchanged]
             if len(looked) >= prefetch.MIN_RUNS and (feeder is None or not feeder.reads):

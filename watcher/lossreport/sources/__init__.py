@@ -108,27 +108,29 @@ def list_runs(runs_dir: Path) -> list[Path]:
     return sorted(_walk(runs_dir, runformat.list_folders(runs_dir), 1))
 
 
-def list_run_keys(runs_dir: Path, known: Callable[[str], bool] | None = None) -> list[str]:
+def list_run_keys(
+    runs_dir: Path,
+    known: Callable[[str], bool] | None = None,
+    folders: list[str] | None = None,
+) -> list[str]:
     """`list_runs`, as keys (each run's path under `runs_dir`, `/`-separated), sorted as
     strings. The same runs, found faster: a folder at the top is lossreport's own run when
     it holds run.json or losses (one lstat, no Path made), or when `known(name)` says it is
     one still (the daemon's seen stamp, seen.py: its run.json's lstat was just taken), the
-    walk of `list_runs` for any other folder. A daemon's start lists 100,000 runs."""
+    walk of `list_runs` for any other folder. Top folders are taken in order, as a reader
+    ahead goes (daemon/prefetch.py). `folders`: their names, where the caller listed them
+    (`runformat.list_folder_names`). A daemon's start lists 100,000 runs."""
     root = os.fspath(runs_dir)
     keys: list[str] = []
-    with os.scandir(root) as entries:
-        folders = [
-            entry
-            for entry in entries
-            if runformat.is_walked(entry.name) and entry.is_dir(follow_symlinks=False)
-        ]
-    for entry in sorted(folders, key=lambda entry: entry.name):  # as a reader ahead goes
-        if (known is not None and known(entry.name)) or _holds_any(
-            entry.path, (runformat.RUN_FILE, runformat.LOSSES_DIR)
+    names = runformat.list_folder_names(runs_dir) if folders is None else folders
+    for name in sorted(names):
+        path = f"{root}/{name}"
+        if (known is not None and known(name)) or _holds_any(
+            path, (runformat.RUN_FILE, runformat.LOSSES_DIR)
         ):
-            keys.append(entry.name)  # NATIVE, first of SOURCES: its runs nest none
+            keys.append(name)  # NATIVE, first of SOURCES: its runs nest none
             continue
-        for run_dir in _walk(runs_dir, [Path(entry.path)], 1):
+        for run_dir in _walk(runs_dir, [Path(path)], 1):
             keys.append(run_dir.relative_to(runs_dir).as_posix())
     return sorted(keys)
 
