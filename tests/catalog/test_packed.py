@@ -40,14 +40,14 @@ def _close_to(found: dict[str, list[list[float]]]) -> None:
 
 
 def test_curves_come_back_exact_in_steps_and_to_four_digits() -> None:
-    fields, curves_json = packed.unpack(packed.pack(FIELDS, json.dumps(CURVES)))
+    fields, curves_json = packed.unpack(packed.pack(FIELDS, CURVES))
     assert fields == FIELDS
     assert not {"<", ">", "&"} & set(curves_json)  # a loss's name cannot close the <script>
     _close_to(json.loads(curves_json))
 
 
 def test_curves_of_schema_2_come_back_the_same() -> None:
-    _close_to(json.loads(legacy_curves.decode(legacy_curves.encode(json.dumps(CURVES)))))
+    _close_to(json.loads(legacy_curves.decode(legacy_curves.encode(CURVES))))
 
 
 def _by_hand(low: float, high: float, shapes: object = (("mse_loss", 2, "i"),)) -> bytes:
@@ -72,7 +72,7 @@ def test_a_blob_with_an_infinite_range_gives_no_curves() -> None:
 
 def test_a_bad_blob_among_a_page_spoils_only_its_own_row() -> None:
     """A page's blobs are decoded together (`unpack_many`): each bad one is its row's alone."""
-    good = packed.pack(FIELDS, json.dumps(CURVES))
+    good = packed.pack(FIELDS, CURVES)
     bad = [
         _by_hand(0.0, math.inf),
         _by_hand(0.0, 1.0, shapes=[["mse_loss", 200, "i"]]),  # its numbers end too soon

@@ -58,7 +58,7 @@ def _rows(count: int) -> Iterator[dict[str, Any]]:
                 "seed": str(made % 40),
                 "train_batch_size_tokens": "4096",
             },
-            "curves_json": "{}",
+            "curves": {},
         }
 
 

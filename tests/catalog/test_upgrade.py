@@ -74,7 +74,7 @@ def _write_schema_1(path: Path, rows: list[dict[str, Any]]) -> None:
                     "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (key, row["status_class"], row["report"], row["error"], row["problems"],
                      row["anomalies"], *(json.dumps(row[name]) for name in
-                     ("alerts", "final", "minimum", "config")), row["curves_json"]),
+                     ("alerts", "final", "minimum", "config")), pages.script_json(row["curves"])),
                 )  # fmt: skip
                 for loss in dict.fromkeys([*row["final"], *row["minimum"]]):
                     connection.execute(
@@ -145,7 +145,7 @@ def _write_schema_2(path: Path, rows: list[dict[str, Any]]) -> None:
                     (run, row["status_class"], row["report"], row["error"], row["problems"],
                      row["anomalies"], *(json.dumps(row[name]) for name in
                      ("alerts", "final", "minimum", "config")),
-                     legacy_curves.encode(row["curves_json"])),
+                     legacy_curves.encode(row["curves"])),
                 )  # fmt: skip
                 for loss in dict.fromkeys([*row["final"], *row["minimum"]]):
                     connection.execute(
@@ -224,12 +224,14 @@ def _rows() -> list[dict[str, Any]]:
 
 def _without_curves(row: dict[str, Any]) -> dict[str, Any]:
     """`row` as `pages.index_row` makes it, less its curves (compared apart: `_close`)."""
-    return {name: value for name, value in row.items() if name not in ("curves_json", "place")}
+    return {
+        name: value for name, value in row.items() if name not in ("curves", "curves_json", "place")
+    }
 
 
-def _close(curves_json: str, expected_json: str) -> bool:
+def _close(curves_json: str, expected: dict[str, list[list[float]]]) -> bool:
     """Curves as kept: every step, each value within 1/10,000 of its curve's range."""
-    found, expected = json.loads(curves_json), json.loads(expected_json)
+    found = json.loads(curves_json)
     if list(found) != list(expected):
         return False
     for name, points in expected.items():
@@ -266,7 +268,7 @@ def test_an_older_catalog_is_upgraded_in_place(tmp_path: Path, version: int) -> 
         kept = {row["run_id"]: row for row in reader.rows([row["run_id"] for row in rows])}
         for row in rows:
             assert _without_curves(kept[row["run_id"]]) == _without_curves(row), row["run_id"]
-            assert _close(kept[row["run_id"]]["curves_json"], row["curves_json"]), row["run_id"]
+            assert _close(kept[row["run_id"]]["curves_json"], row["curves"]), row["run_id"]
             assert kept[row["run_id"]]["place"] == HERE
         # what the tables beside the rows answer, made again from them
         wanted = RunQuery(config=(("lr", "0.001"),), sort="final:mse_loss", per_page=1000)

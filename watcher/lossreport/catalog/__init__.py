@@ -7,7 +7,7 @@ groups them into sweeps (sweeps.py), all in SQLite.
 """
 
 from .query import SORT_FIELDS, Page, RunQuery
-from .store import Catalog, is_damaged, is_unusable
+from .store import Catalog, is_damaged, is_unusable, packed_row
 from .sweeps import Sweep, sweep_of, sweeps
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Sweep",
     "is_damaged",
     "is_unusable",
+    "packed_row",
     "sweep_of",
     "sweeps",
 ]

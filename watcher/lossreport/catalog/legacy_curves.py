@@ -17,9 +17,9 @@ from . import curve_json, packed
 from .packed import MAX_DECODED
 
 
-def encode(curves_json: str) -> bytes:
-    """`{loss: [[step, value], ...]}` as JSON (`pages.index_row`'s curves_json), packed."""
-    shapes, parts = packed.encode_curves(curves_json, by_place=False)
+def encode(curves: packed.Curves) -> bytes:
+    """`{loss: [[step, value], ...]}` (`pages.index_row`'s curves), packed."""
+    shapes, parts = packed.encode_curves(curves, by_place=False)
     head = json.dumps(shapes, separators=(",", ":")).encode()
     return zlib.compress(len(head).to_bytes(4, "little") + head + b"".join(parts), 9)
 

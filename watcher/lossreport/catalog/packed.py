@@ -21,6 +21,7 @@ import math
 import operator
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import curve_json
@@ -38,18 +39,21 @@ WORDS = (
 )
 
 
-def pack(fields: dict[str, Any], curves_json: str) -> bytes:
+Curves = Mapping[str, Sequence[Sequence[float]]]  # {loss: [[step, value], ...]}
+
+
+def pack(fields: dict[str, Any], curves: Curves) -> bytes:
     """`fields` (final, minimum, config, alerts as `pages.index_row` has them) and the curves
-    (`{loss: [[step, value], ...]}` as JSON, index_row's curves_json), packed."""
+    (`{loss: [[step, value], ...]}` as `runformat.index_curves` gives them), packed."""
     header: dict[str, Any] = {name: fields[name] for name in FIELDS}
-    header["curves"], parts = encode_curves(curves_json, by_place=True)
+    header["curves"], parts = encode_curves(curves, by_place=True)
     head = json.dumps(header, separators=(",", ":")).encode()
     packer = zlib.compressobj(9, zdict=WORDS)
     data = len(head).to_bytes(4, "little") + head + b"".join(parts)
     return packer.compress(data) + packer.flush()
 
 
-def encode_curves(curves_json: str, by_place: bool) -> tuple[list[list[Any]], list[bytes]]:
+def encode_curves(curves: Curves, by_place: bool) -> tuple[list[list[Any]], list[bytes]]:
     """Each curve's shape `[name, count, "i" or "f"]` and its numbers: steps (delta-coded
     integers, or floats), the value range, and the delta-coded levels; stored by place
     (`_places`) for schema 3, as they are for schema 2 (legacy_curves.py). In plain Python:
@@ -58,16 +62,14 @@ def encode_curves(curves_json: str, by_place: bool) -> tuple[list[list[Any]], li
     arrange = _places if by_place else _as_given
     shapes: list[list[Any]] = []
     parts: list[bytes] = []
-    for name, points in json.loads(curves_json).items():
+    for name, points in curves.items():
         if not points:
             shapes.append([name, 0, "i"])
             continue
-        steps = [float(step) for step, _ in points]  # a point that is no pair: ValueError
+        steps, integral = _steps(points)  # a point that is no pair: ValueError
         values = [float(value) for _, value in points]
-        integral = all(map(float.is_integer, steps)) and max(map(abs, steps)) < INTEGRAL
         if integral:
-            exact = [int(step) for step, _ in points]
-            deltas = [exact[0], *map(operator.sub, exact[1:], exact)]
+            deltas = [steps[0], *map(operator.sub, steps[1:], steps)]
             parts.append(arrange(struct.pack(f"<{len(deltas)}q", *deltas), 8))
         else:
             parts.append(arrange(struct.pack(f"<{len(steps)}d", *steps), 8))
@@ -82,6 +84,19 @@ def encode_curves(curves_json: str, by_place: bool) -> tuple[list[list[Any]], li
         parts.append(arrange(struct.pack(f"<{len(ups)}H", *ups), 2))
         shapes.append([name, len(points), "i" if integral else "f"])
     return shapes, parts
+
+
+def _steps(points: Sequence[Sequence[float]]) -> tuple[list[Any], bool]:
+    """A curve's steps, and whether they are integral: exact integers then (below
+    `INTEGRAL`, as floats of that size are), else floats. Integers as JSON gives them are
+    taken as they are, without a conversion a step."""
+    steps = [step for step, _ in points]
+    if all(type(step) is int for step in steps) and -INTEGRAL < min(steps) <= max(steps) < INTEGRAL:
+        return steps, True
+    floats = [float(step) for step in steps]
+    if all(map(float.is_integer, floats)) and max(map(abs, floats)) < INTEGRAL:
+        return [int(step) for step in floats], True
+    return floats, False
 
 
 def _places(data: bytes, size: int) -> bytes:

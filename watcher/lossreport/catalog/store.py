@@ -29,7 +29,7 @@ from urllib.parse import quote
 from .. import storage
 from ..clock import utc_time
 from ..errors import CatalogServerError, UnsafePathError
-from ..runformat import CATALOG_DIR, CATALOG_FILE, GRAPHS_DIR, MAX_CURVES_BYTES
+from ..runformat import CATALOG_DIR, CATALOG_FILE, GRAPHS_DIR, MAX_CURVES_BYTES, index_curves
 from . import legacy_curves, packed
 from .dialect import SQLITE, Connection, Dialect, Transactional
 from .places import HERE, Place
@@ -715,7 +715,7 @@ def row_of(found: tuple[Any, ...], fields: dict[str, Any], curves_json: str) -> 
 
 def _legacy_row(found: tuple[Any, ...]) -> dict[str, Any]:
     """A row of schema 1 or 2 (`LEGACY_COLUMNS`) as `pages.index_row` made it: its JSON
-    columns read, its curves as JSON (2: packed by `legacy_curves`)."""
+    columns read, its curves from JSON (2: packed by `legacy_curves`), bounded again."""
     (key, status, status_class, model, hook, architecture, source, steps, started_at,
      duration, rendered_at, report, error, problems, anomalies, alerts, final, minimum,
      config, kept) = found  # fmt: skip
@@ -723,6 +723,10 @@ def _legacy_row(found: tuple[Any, ...]) -> dict[str, Any]:
         curves_json = "{}"
     else:
         curves_json = legacy_curves.decode(kept) if isinstance(kept, bytes) else kept
+    try:
+        curves = index_curves(json.loads(curves_json))
+    except ValueError:  # a hand-edited schema 1 file: the run is kept, without its curves
+        curves = {}
     final = json.loads(final)
     return {
         "run_id": key,
@@ -745,7 +749,7 @@ def _legacy_row(found: tuple[Any, ...]) -> dict[str, Any]:
         "minimum": json.loads(minimum),
         "config": json.loads(config),
         "losses": list(final),
-        "curves_json": curves_json,
+        "curves": curves,
     }
 
 
@@ -837,6 +841,15 @@ def _clear(connection: Connection, run: int) -> None:
         )
 
 
+def packed_row(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` (`pages.index_row`'s shape) with its curves packed with its details, as `put`
+    writes them: a tenth of the memory, for rows held before they are written (a daemon's
+    batch, and the rows it keeps for a catalog server that is down)."""
+    held = {name: value for name, value in row.items() if name != "curves"}
+    held["packed"] = packed.pack(row, row["curves"])
+    return held
+
+
 def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) -> None:
     """Add or replace `rows` (`pages.index_row`'s shape), runs of `place`. A replaced run
     keeps its number; a new one has nothing to clear (a first start adds 100,000 such)."""
@@ -888,7 +901,7 @@ def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) ->
                 row["error"],
                 row["problems"],
                 row["anomalies"],
-                packed.pack(row, _bounded_curves(row["curves_json"])),
+                row["packed"] if "packed" in row else packed.pack(row, row["curves"]),
             ),
         )
         connection.executemany(
@@ -971,10 +984,6 @@ def add_places(connection: Connection, place: Place, translate: Callable[[str], 
     number = _Numbers(connection).place(place)
     for statement in PLACE_STEPS:
         connection.execute(translate(statement.format(number=int(number))))
-
-
-def _bounded_curves(text: str) -> str:
-    return text if len(text) <= MAX_CURVES_TEXT else "{}"
 
 
 def _tables(connection: Connection) -> set[str]:

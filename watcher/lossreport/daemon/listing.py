@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runformat, sources, storage
-from ..catalog import Catalog, is_damaged
+from ..catalog import Catalog, is_damaged, packed_row
 from ..catalog.store import DATABASE_ERRORS
 from ..catalog.urls import CatalogServer, postgres_catalog
 from ..errors import CatalogSchemaError, CatalogServerError
@@ -36,7 +36,7 @@ from ..runformat import INDEX_FILE, Homes, index_curves, read_marker
 logger = logging.getLogger(__name__)
 
 BATCH = 1000  # rows found at start-up written in one transaction
-MAX_UNWRITTEN = 10_000  # rows kept for a catalog server that is down (a few KB each)
+MAX_UNWRITTEN = 10_000  # rows kept for a catalog server that is down (about 1 KB each)
 OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 
@@ -219,10 +219,11 @@ class Listing:
 
     def row(self, key: str, entry: dict[str, Any], bounded: bool = False) -> dict[str, Any]:
         """Run `key`'s catalog row from `entry`, its curves bounded unless they are already
-        (an entry `read_marker` gave)."""
+        (an entry `read_marker` gave), and packed: the row is held until its batch is written,
+        or while a catalog server is down."""
         if not bounded:
             entry = {**entry, "curves": index_curves(entry.get("curves"))}
-        return pages.index_row(entry, key, self._graphs_link(key))
+        return packed_row(pages.index_row(entry, key, self._graphs_link(key)))
 
     def _graphs_link(self, key: str) -> str | None:
         """Run `key`'s loss_graphs/ as the index links it, where that is not `KEY/loss_graphs`

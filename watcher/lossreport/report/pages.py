@@ -199,8 +199,8 @@ def index_row(
     an older version (or a hand edit) left in it: known fields only, each of the type the page
     expects. The name and the report link come from the folder, never from the marker, so a
     renamed run shows its new name and a marker cannot point the page elsewhere. The overview
-    curves are kept as one compact JSON string (HTML-safe), not as thousands of Python objects:
-    the daemon holds a row for every run it has seen.
+    curves are the entry's as they are: bounded already (`runformat.index_curves`), and packed
+    by the catalog straight from them.
 
     `graphs_link`: the run's loss_graphs/ relative to the page, where that is not
     `RUN/loss_graphs` (a report kept in the --output mirror, seen from an index elsewhere)."""
@@ -247,7 +247,7 @@ def index_row(
         "error": text("error"),
         "rendered_at": text("rendered_at"),
         "losses": [str(name) for name in curves],
-        "curves_json": script_json(curves),
+        "curves": curves,
     }
 
 
