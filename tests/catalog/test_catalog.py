@@ -669,8 +669,13 @@ def _counts_agree(catalog: Catalog) -> None:
             "SELECT sweep, setting, COUNT(*) FROM config GROUP BY sweep, setting"
             " ORDER BY sweep, setting"
         ).fetchall()
+        dangling = connection.execute(
+            "SELECT (SELECT COUNT(*) FROM config WHERE setting NOT IN (SELECT id FROM settings))"
+            " + (SELECT COUNT(*) FROM loss_values WHERE loss NOT IN (SELECT id FROM loss_names))"
+        ).fetchone()[0]
     assert [tuple(row) for row in kept] == [tuple(row) for row in counted]
     assert [tuple(row) for row in kept_settings] == [tuple(row) for row in settings]
+    assert dangling == 0  # no run's config or loss names one that was dropped
     rows = catalog.recent(1000)
     assert catalog.count() == len(rows)
     statuses = Counter(row["status"] for row in rows)
@@ -700,6 +705,17 @@ def test_counts_follow_every_write(blank: Catalog) -> None:
     catalog.mark_failed("new/run", "bad", pages.index_row({"status": "not rendered"}, "new/run"))
     catalog.forget(rows[2]["run_id"])
     _counts_agree(catalog)
+    # One batch: a new run takes a setting only a run later in the batch had, which that run
+    # (replaced) drops; a run twice; each gathered before the replaced run is cleared.
+    only_here = {**rows[3], "config": {**rows[3]["config"], "only_here": "1"}}
+    catalog.put(only_here)
+    taker = {**rows[4], "run_id": "new/taker", "config": {"only_here": "1"}}
+    twice = {**rows[5], "run_id": "new/twice"}
+    catalog.put_many([taker, twice, rows[3], {**twice, "status": "failed"}, rows[6]])
+    _counts_agree(catalog)
+    assert search(catalog, RunQuery(config=(("only_here", "1"),))).total == 1
+    catalog.forget("new/taker")
+    catalog.forget("new/twice")
     assert catalog.keep_only([row["run_id"] for row in rows[:30]]) == 31  # and new/run
     _counts_agree(catalog)
     assert catalog.keep_only([]) == 29

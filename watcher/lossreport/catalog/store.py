@@ -20,6 +20,7 @@ import re
 import sqlite3
 import stat
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -851,17 +852,21 @@ def packed_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) -> None:
-    """Add or replace `rows` (`pages.index_row`'s shape), runs of `place`. A replaced run
-    keeps its number; a new one has nothing to clear (a first start adds 100,000 such)."""
+    """Add or replace `rows` (`pages.index_row`'s shape, or `packed_row`'s), runs of `place`.
+    A replaced run keeps its number; a new one has nothing to clear (a first start adds
+    100,000 such). Each run's own statement gives its number; what hangs off it is written
+    for many runs at once (`_Details`)."""
     numbers = _Numbers(connection)
     where = numbers.place(place)
+    details = _Details(numbers)
     for row in rows:
         key = row["run_id"]
         sweep = numbers.sweep((row["model"], row["hook"], row["architecture"]))
         replaced = connection.execute(
             "SELECT 1 FROM runs WHERE key = ? AND place = ?", (key, where)
         ).fetchone()
-        if replaced:
+        if replaced:  # its old rows are taken out as they are now: the batch's written first
+            details.write(connection)
             _uncount(connection, key, where)
         (run,) = connection.execute(
             "INSERT INTO runs (key, place, status, sweep, source, steps, started_at, duration,"
@@ -883,43 +888,63 @@ def _insert(connection: Connection, rows: list[dict[str, Any]], place: Place) ->
                 _search_text(row),
             ),
         ).fetchone()
-        connection.execute(
-            "INSERT INTO run_counts VALUES (?, ?, ?, 1) ON CONFLICT (sweep, status, source)"
-            " DO UPDATE SET counted = run_counts.counted + 1",
-            (sweep, row["status"], row["source"]),
-        )
         if replaced:
             _clear(connection, run)
             for table in OWN_ROWS:
                 connection.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
-        connection.execute(
-            "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                run,
-                row["status_class"],
-                _report_name(key, row["report"]),
-                row["error"],
-                row["problems"],
-                row["anomalies"],
-                row["packed"] if "packed" in row else packed.pack(row, row["curves"]),
-            ),
+        details.add(run, sweep, row)
+    details.write(connection)
+
+
+class _Details:
+    """What hangs off runs' rows (their details, losses, config, and the counts of each),
+    gathered for one `executemany` a table. Written before any run is cleared: a name a
+    gathered row uses is then seen in use, and kept."""
+
+    def __init__(self, numbers: _Numbers) -> None:
+        self._numbers = numbers
+        self._details: list[tuple[Any, ...]] = []
+        self._losses: list[tuple[Any, ...]] = []
+        self._config: list[tuple[int, int, int]] = []
+        self._runs = Counter[tuple[int, str, str]]()
+        self._settings = Counter[tuple[int, int]]()
+
+    def add(self, run: int, sweep: int, row: dict[str, Any]) -> None:
+        self._details.append((
+            run,
+            row["status_class"],
+            _report_name(row["run_id"], row["report"]),
+            row["error"],
+            row["problems"],
+            row["anomalies"],
+            row["packed"] if "packed" in row else packed.pack(row, row["curves"]),
+        ))  # fmt: skip
+        self._losses += (
+            (run, self._numbers.loss(loss), row["final"].get(loss), row["minimum"].get(loss))
+            for loss in dict.fromkeys([*row["final"], *row["minimum"]])
+        )
+        for setting in row["config"].items():
+            number = self._numbers.setting(setting)
+            self._config.append((run, number, sweep))
+            self._settings[(sweep, number)] += 1
+        self._runs[(sweep, row["status"], row["source"])] += 1
+
+    def write(self, connection: Connection) -> None:
+        connection.executemany("INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?)", self._details)
+        connection.executemany("INSERT INTO loss_values VALUES (?, ?, ?, ?)", self._losses)
+        connection.executemany("INSERT INTO config VALUES (?, ?, ?)", self._config)
+        connection.executemany(
+            "INSERT INTO run_counts VALUES (?, ?, ?, ?) ON CONFLICT (sweep, status, source)"
+            " DO UPDATE SET counted = run_counts.counted + excluded.counted",
+            [(*counted, count) for counted, count in self._runs.items()],
         )
         connection.executemany(
-            "INSERT INTO loss_values VALUES (?, ?, ?, ?)",
-            [
-                (run, numbers.loss(loss), row["final"].get(loss), row["minimum"].get(loss))
-                for loss in dict.fromkeys([*row["final"], *row["minimum"]])
-            ],
+            "INSERT INTO setting_counts VALUES (?, ?, ?) ON CONFLICT (sweep, setting)"
+            " DO UPDATE SET counted = setting_counts.counted + excluded.counted",
+            [(*counted, count) for counted, count in self._settings.items()],
         )
-        connection.executemany(
-            "INSERT INTO config VALUES (?, ?, ?)",
-            [(run, numbers.setting(setting), sweep) for setting in row["config"].items()],
-        )
-        connection.execute(
-            "INSERT INTO setting_counts SELECT sweep, setting, 1 FROM config WHERE run = ?"
-            " ON CONFLICT (sweep, setting) DO UPDATE SET counted = setting_counts.counted + 1",
-            (run,),
-        )
+        for gathered in (self._details, self._losses, self._config, self._runs, self._settings):
+            gathered.clear()
 
 
 class _Numbers:
