@@ -844,8 +844,8 @@ def _clear(connection: Connection, run: int) -> None:
 
 def packed_row(row: dict[str, Any]) -> dict[str, Any]:
     """`row` (`pages.index_row`'s shape) with its curves packed with its details, as `put`
-    writes them: a tenth of the memory, for rows held before they are written (a daemon's
-    batch, and the rows it keeps for a catalog server that is down)."""
+    writes them: 3.4 KB a realistic row against 30 KB with its curves' lists, for rows held
+    before they are written (a daemon's batch, the rows it keeps while a server is down)."""
     held = {name: value for name, value in row.items() if name != "curves"}
     held["packed"] = packed.pack(row, row["curves"])
     return held
