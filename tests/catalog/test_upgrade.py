@@ -317,3 +317,28 @@ def test_a_schema_4_catalog_gains_its_counts_in_place(tmp_path: Path) -> None:
         assert {"config_setting", "run_counts"} <= {name for row in analysed for name in row}
     finally:
         reader.close()
+
+
+def test_a_hand_edited_schema_1_catalog_keeps_its_runs_without_bad_curves(tmp_path: Path) -> None:
+    """Schema 1 kept each run's curves as JSON text, which a person could edit: a text that is
+    no JSON, or points that are none, cost that run its curves (or those points), not the
+    upgrade."""
+    rows = _rows()[:3]
+    folder = tmp_path / CATALOG_DIR
+    folder.mkdir(mode=0o755)
+    _write_schema_1(folder / CATALOG_FILE, rows)
+    hand_made = {rows[0]["run_id"]: "{not json", rows[1]["run_id"]: '{"mse_loss": [[1, "x"], 7]}'}
+    with closing(sqlite3.connect(folder / CATALOG_FILE)) as connection, connection:
+        for key, text in hand_made.items():
+            connection.execute("UPDATE details SET curves = ? WHERE key = ?", (text, key))
+    Catalog.open(tmp_path).close()
+    reader = Catalog.open_readonly(tmp_path)
+    assert reader is not None
+    try:
+        kept = {row["run_id"]: row for row in reader.rows([row["run_id"] for row in rows])}
+    finally:
+        reader.close()
+    assert kept.keys() == {row["run_id"] for row in rows}
+    assert kept[rows[0]["run_id"]]["curves_json"] == "{}"
+    assert json.loads(kept[rows[1]["run_id"]]["curves_json"]) == {"mse_loss": []}
+    assert _close(kept[rows[2]["run_id"]]["curves_json"], rows[2]["curves"])
