@@ -95,7 +95,7 @@ class Feeder:
         """The scan is at run `name`: tell the prefetcher of the runs up to `AHEAD` after it,
         in batches of half that."""
         self._reached += 1
-        if self._process is None and not self._waiting():
+        if self._process is None and not self._started_if_slow():
             return
         number = bisect.bisect_left(self._names, name)
         if number < self._told - AHEAD // 2:
@@ -109,9 +109,9 @@ class Feeder:
             with contextlib.suppress(OSError, ValueError):
                 os.write(self._process.stdin.fileno(), b"".join(_fed(name) for name in batch))
 
-    def _waiting(self) -> bool:
-        """Whether a scan of lstats goes slower than `SLOW_RUN_SECONDS` a run over the last
-        `SAMPLE` runs it reached: then the process is started."""
+    def _started_if_slow(self) -> bool:
+        """Start the process if a scan of lstats goes slower than `SLOW_RUN_SECONDS` a run
+        over the last `SAMPLE` runs it reached; True if it was started now."""
         if self._paced is None:
             return False
         since, then = self._paced
