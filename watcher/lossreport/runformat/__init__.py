@@ -80,6 +80,7 @@ from .record import (
     RunRecord,
     parse_time,
     read_run_file,
+    read_run_file_stated,
     write_run_file,
 )
 from .shards import (
@@ -154,6 +155,7 @@ __all__ = [
     "read_losses",
     "read_marker",
     "read_run_file",
+    "read_run_file_stated",
     "read_shard",
     "remove_presence",
     "set_aside_shards",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from .. import storage
@@ -59,9 +62,29 @@ def write_run_file(run_dir: storage.RunLocation, record: RunRecord) -> None:
 def read_run_file(run_dir: storage.RunLocation) -> RunRecord:
     """Read and check run.json; raises MalformedRunFileError naming what is wrong."""
     folder = storage.folder_at(run_dir)
-    path = folder.where(RUN_FILE)
+    return _checked_record(
+        folder.where(RUN_FILE), lambda: folder.read(RUN_FILE, storage.MAX_RUN_FILE_BYTES)
+    )
+
+
+def read_run_file_stated(run_dir: Path) -> tuple[RunRecord, os.stat_result]:
+    """`read_run_file` of a run folder on a filesystem, and the stat of the run.json read
+    (storage.read_stated): a reader that stated it before can tell whether it read that
+    version, or one that replaced it since."""
+    path = run_dir / RUN_FILE
+    stated: list[os.stat_result] = []
+
+    def read() -> bytes:
+        data, found = storage.read_stated(path, storage.MAX_RUN_FILE_BYTES)
+        stated.append(found)
+        return data
+
+    return _checked_record(path, read), stated[0]
+
+
+def _checked_record(path: Path | str, read: Callable[[], bytes]) -> RunRecord:
     try:
-        doc = json.loads(folder.read(RUN_FILE, storage.MAX_RUN_FILE_BYTES))
+        doc = json.loads(read())
     except FileNotFoundError:
         raise MalformedRunFileError(path, RUN_FILE_MISSING) from None
     except UnsafePathError as exc:

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import os
 import stat
+from collections import OrderedDict
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 
 from .. import runformat
 from ..runformat import LossData, RunRecord
 from .base import Inputs
+
+# A run.json replaced at every look of it: the last look's version and status are taken as
+# they are (at worst, one render too many, as when a run changes during its render).
+_LOOKS = 5
+# run.json readings kept, by folder and version: about 400 bytes each, 6.5 MB in all.
+_PARSED_MAX = 16384
+_PARSED: OrderedDict[tuple[Path, tuple[int, int, int]], tuple[str | None, datetime | None]] = (
+    OrderedDict()
+)
 
 
 class NativeSource:
@@ -27,13 +36,18 @@ class NativeSource:
         return runformat.looks_like_run(path)
 
     def inputs(self, run_dir: Path) -> Inputs:
-        """Stat the inputs (never following a link) and read run.json (bounded)."""
-        fingerprint, run_file = stat_fingerprint(run_dir)
-        status: str | None = None
-        heartbeat: datetime | None = None
-        if run_file is not None:
-            key = (run_file.st_ino, run_file.st_size, run_file.st_mtime_ns)
-            status, heartbeat = _status_and_heartbeat(run_dir, key)
+        """Stat the inputs (never following a link) and read run.json (bounded): the version
+        read is the one whose stat is in the fingerprint. A trainer that replaced it in
+        between (its last write says completed) gave the old version's fingerprint with the
+        new status; the render recorded that fingerprint, and the next look rendered the
+        finished run again."""
+        for _ in range(_LOOKS):
+            fingerprint, run_file = stat_fingerprint(run_dir)
+            if run_file is None:
+                return Inputs(fingerprint, None, None)
+            status, heartbeat, stated = _status_and_heartbeat(run_dir, _version(run_file))
+            if stated:
+                break
         return Inputs(fingerprint, status, heartbeat)
 
     def read_record(self, run_dir: Path, cache: Path | None = None) -> RunRecord:
@@ -85,15 +99,28 @@ def stat_fingerprint(run_dir: str | Path) -> tuple[str, os.stat_result | None]:
     return "|".join(entries), run_file
 
 
-@lru_cache(maxsize=16384)
+def _version(found: os.stat_result) -> tuple[int, int, int]:
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
 def _status_and_heartbeat(
-    run_dir: Path, key: tuple[int, int, int]
-) -> tuple[str | None, datetime | None]:
-    """run.json's status and heartbeat, parsed once per version of the file (`key`: inode,
-    size, mtime): a daemon looks at every running run every few seconds, and a run.json can
-    be megabytes."""
+    run_dir: Path, version: tuple[int, int, int]
+) -> tuple[str | None, datetime | None, bool]:
+    """run.json's status and heartbeat, parsed once per version of the file (inode, size,
+    mtime): a daemon looks at every running run every few seconds, and a run.json can be
+    megabytes. The third value says whether what was read is `version`, not a file that
+    replaced it since it was stated (that one's reading is kept for the next look)."""
+    known = _PARSED.get((run_dir, version))
+    if known is not None:
+        return *known, True
+    read: tuple[str | None, datetime | None]
     try:
-        record = runformat.read_run_file(run_dir)
-        return record.status, runformat.parse_time(record.heartbeat_at)
+        record, found = runformat.read_run_file_stated(run_dir)
+        read = record.status, runformat.parse_time(record.heartbeat_at)
+        read_version = _version(found)
     except (OSError, ValueError):  # RunDirectoryError (a malformed run.json) is an OSError
-        return None, None
+        read, read_version = (None, None), version
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.popitem(last=False)  # the oldest
+    _PARSED[run_dir, read_version] = read
+    return *read, read_version == version

@@ -87,12 +87,20 @@ def read_bytes(path: Path, limit: int, *, dir_fd: int | None = None) -> bytes:
     device or folder (a FIFO is opened without blocking and never read), FileTooLargeError past
     `limit` (checked again while reading: the file may be growing).
     """
+    return read_stated(path, limit, dir_fd=dir_fd)[0]
+
+
+def read_stated(
+    path: Path, limit: int, *, dir_fd: int | None = None
+) -> tuple[bytes, os.stat_result]:
+    """`read_bytes`, and the stat of the file read, taken once it was read: whatever is at
+    `path` by then, a caller that stated `path` before can tell whether it read that file."""
     try:
         fd = os.open(_at(path, dir_fd), _READ_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         raise _refusal(path, exc, dir_fd) from exc
     try:
-        return read_descriptor(fd, path, limit)
+        return read_descriptor(fd, path, limit), os.fstat(fd)
     finally:
         os.close(fd)
 
