@@ -505,6 +505,7 @@ def test_bad_credentials_are_a_clear_error_and_nothing_is_written(tmp_path: Path
         )
         assert watch.returncode != 0
         assert "s3://guarded/runs" in watch.stderr and "access denied" in watch.stderr
+        assert "trying again" not in watch.stderr  # a refusal is final: said at once
         assert keys(client, "guarded") == {}
         right = {"AWS_ACCESS_KEY_ID": admin["key"], "AWS_SECRET_ACCESS_KEY": admin["secret"]}
         process = trainer(url, "r1", server.url, "--steps", "10", **right)

@@ -142,10 +142,12 @@ def unreachable(exc: BaseException) -> bool:
     """Whether `exc` says the store could not be reached or answered with an error of its own
     (a 5xx, a timeout, a refused connection), rather than refusing: bad credentials, no bucket,
     no such object, a malformed document."""
-    if not isinstance(exc, OSError) or isinstance(exc, MalformedRunFileError):
+    if not isinstance(exc, OSError):
         return False
-    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-    return not isinstance(cause, PermissionError | FileNotFoundError | MalformedRunFileError)
+    refusals = PermissionError | FileNotFoundError | MalformedRunFileError
+    # The refusal may be `exc` (access denied, raised from the SDK's error) or its cause (a
+    # RunDirectoryError raised from it): either way, asking again gets the same answer.
+    return not (isinstance(exc, refusals) or isinstance(exc.__cause__, refusals))
 
 
 def patiently(action: Callable[[], T], where: str) -> T:
