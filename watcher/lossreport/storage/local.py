@@ -93,20 +93,24 @@ def read_bytes(path: Path, limit: int, *, dir_fd: int | None = None) -> bytes:
 def read_stated(
     path: Path, limit: int, *, dir_fd: int | None = None
 ) -> tuple[bytes, os.stat_result]:
-    """`read_bytes`, and the stat of the file read, taken once it was read: whatever is at
-    `path` by then, a caller that stated `path` before can tell whether it read that file."""
+    """`read_bytes`, and the stat of the file opened (no call more): whatever is at `path`
+    by then, a caller that stated `path` before can tell whether it read that file."""
     try:
         fd = os.open(_at(path, dir_fd), _READ_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         raise _refusal(path, exc, dir_fd) from exc
     try:
-        return read_descriptor(fd, path, limit), os.fstat(fd)
+        return _read_open(fd, path, limit)
     finally:
         os.close(fd)
 
 
 def read_descriptor(fd: int, path: Path, limit: int) -> bytes:
     """`read_bytes` for a file opened already (`path` names it in errors); it stays open."""
+    return _read_open(fd, path, limit)[0]
+
+
+def _read_open(fd: int, path: Path, limit: int) -> tuple[bytes, os.stat_result]:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise UnsafePathError(path, f"is {_kind(info.st_mode)}, not a regular file; not read")
@@ -122,7 +126,7 @@ def read_descriptor(fd: int, path: Path, limit: int) -> bytes:
             data += handle.read(limit + 1 - len(data))
     if len(data) > limit:
         raise FileTooLargeError(path, f"grew past the {limit:,} byte limit while read")
-    return data
+    return data, info
 
 
 def lexists(path: Path, *, dir_fd: int | None = None) -> bool:
