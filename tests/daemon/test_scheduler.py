@@ -9,6 +9,7 @@ from lossreport.daemon.scheduler import (
     HEALTH_EVERY_SECONDS,
     MIN_SLEEP_SECONDS,
     RENDER_BACKOFF,
+    TAIL_EVERY_SECONDS,
     RenderQueue,
     Scheduler,
 )
@@ -125,6 +126,23 @@ def test_running_runs_are_looked_at_again_every_health_period() -> None:
     schedule.saw("running", running=False)  # it completed
     assert schedule.health_check(104.0) is True
     assert schedule.due(104.0) == []
+
+
+def test_a_run_whose_log_grows_in_place_is_looked_at_every_tail_period_while_it_runs() -> None:
+    """A W&B run appends to its .wandb file: no watched event says so, and the stall check
+    comes every 30 s at the default --stale-after; its NaN must not wait for that."""
+    schedule = _scheduler(health_every=30.0)
+    schedule.saw("wandb/offline-run-1", running=True, appending=True)
+    schedule.saw("trainer-run", running=True)  # its shards land by rename: events say so
+    schedule.tail_check(100.0)  # the first call starts the period
+    assert schedule.sleep_time(100.0) == pytest.approx(TAIL_EVERY_SECONDS)
+    schedule.tail_check(100.0 + TAIL_EVERY_SECONDS)
+    assert schedule.due(100.0 + TAIL_EVERY_SECONDS) == ["wandb/offline-run-1"]
+    schedule.saw("wandb/offline-run-1", running=False)  # it finished
+    schedule.tail_check(100.0 + 2 * TAIL_EVERY_SECONDS)
+    assert schedule.due(100.0 + 2 * TAIL_EVERY_SECONDS) == []
+    schedule.health_check(100.0)
+    assert schedule.sleep_time(110.0) == pytest.approx(20.0)  # no tail deadline left
 
 
 def test_a_stall_check_of_a_run_being_rendered_waits_for_the_render() -> None:

@@ -17,6 +17,9 @@ from ..backoff import Backoff
 
 MIN_SLEEP_SECONDS = 0.01  # a deadline already passed must not make the loop spin
 HEALTH_EVERY_SECONDS = 2.0
+# A running run whose writer appends to its log in place (W&B's .wandb file): no watched event
+# says that it grew, so it is looked at this often (a look with nothing new reads nothing).
+TAIL_EVERY_SECONDS = 2.0
 BUSY_RETRY_SECONDS = 5.0
 RENDER_BACKOFF = Backoff(5.0, 600.0)
 Item = TypeVar("Item")
@@ -46,19 +49,23 @@ class Scheduler:
         backoff: Backoff = RENDER_BACKOFF,
         busy_retry: float = BUSY_RETRY_SECONDS,
         health_every: float = HEALTH_EVERY_SECONDS,
+        tail_every: float = TAIL_EVERY_SECONDS,
     ) -> None:
         self.debounce = debounce
         self.live_every = live_every
         self.backoff = backoff
         self.busy_retry = busy_retry
         self.health_every = health_every
+        self.tail_every = tail_every
         self._dirty: dict[str, float] = {}  # run -> when to look at it
         self._in_flight: set[str] = set()
         self._again: set[str] = set()  # asked for while rendered: look when the render ends
         self._retries: dict[str, _Retry] = {}
         self._running: set[str] = set()
+        self._appending: set[str] = set()  # running runs whose log grows in place
         self._last_started: dict[str, float] = {}  # run -> when its last render began
         self._next_health: float | None = None
+        self._next_tail: float | None = None
         self._index_due: float | None = None
 
     # -- what happened ----------------------------------------------------------------------
@@ -66,12 +73,17 @@ class Scheduler:
         """A filesystem event for run `name`: look at it once its writes have settled."""
         self._dirty.setdefault(name, now + self.debounce)
 
-    def saw(self, name: str, *, running: bool) -> None:
-        """A look found run `name` running (checked again for stalls) or not."""
+    def saw(self, name: str, *, running: bool, appending: bool = False) -> None:
+        """A look found run `name` running (checked again for stalls) or not; `appending`:
+        its writer appends to its log in place (looked at every `tail_every` seconds)."""
         if running:
             self._running.add(name)
         else:
             self._running.discard(name)
+        if running and appending:
+            self._appending.add(name)
+        else:
+            self._appending.discard(name)
 
     def settled(self, name: str) -> None:
         """A look found nothing to render: an earlier failure of `name` is over."""
@@ -111,6 +123,7 @@ class Scheduler:
         render in flight still ends with its own notification."""
         self._retries.pop(name, None)
         self._running.discard(name)
+        self._appending.discard(name)
         self._last_started.pop(name, None)
         self._again.discard(name)
 
@@ -165,6 +178,17 @@ class Scheduler:
         self._next_health = now + self.health_every
         return True
 
+    def tail_check(self, now: float) -> None:
+        """Every `tail_every` seconds, each running run whose log grows in place is due."""
+        if not self._appending:
+            self._next_tail = None
+        elif self._next_tail is None:
+            self._next_tail = now + self.tail_every
+        elif now >= self._next_tail:
+            for name in self._appending:
+                self._dirty.setdefault(name, now)
+            self._next_tail = now + self.tail_every
+
     def index_write_due(self, now: float, *, force: bool = False) -> bool:
         """Whether to write the runs index now (`force`: whenever it changed, as on exit)."""
         if self._index_due is None or (now < self._index_due and not force):
@@ -180,7 +204,9 @@ class Scheduler:
             *self._dirty.values(),
             *(r.due for name, r in self._retries.items() if name not in self._in_flight),
         ]
-        deadlines += [at for at in (self._next_health, self._index_due) if at is not None]
+        deadlines += [
+            at for at in (self._next_health, self._next_tail, self._index_due) if at is not None
+        ]
         return max(MIN_SLEEP_SECONDS, min(deadlines, default=now + self.health_every) - now)
 
 

@@ -235,6 +235,7 @@ class Watcher:
                 self._look(name)
             if self._schedule.health_check(now):  # running runs are due again: they may stall
                 self._check_observer()
+            self._schedule.tail_check(now)
             if now >= next_rescan:
                 self._scan()
                 next_rescan = now + self.options.rescan_every
@@ -426,7 +427,11 @@ class Watcher:
         folders = seen.folder_identity(os.fspath(run_dir)) if source is sources.NATIVE else None
         state = read_state(run_dir, source)
         now_utc = utc_time()
-        self._schedule.saw(name, running=state.status == runformat.RUNNING)
+        self._schedule.saw(
+            name,
+            running=state.status == runformat.RUNNING,
+            appending=source.name in LIVE_SOURCES,  # checked as they train, grown in place
+        )
         self._saw_running(name, state.status == runformat.RUNNING)
         once_foreign = self.options.once_foreign if self.options.once else None
         status = state.display_status(now_utc, self.options.stale_after, once_foreign)
