@@ -427,14 +427,15 @@ class Watcher:
         folders = seen.folder_identity(os.fspath(run_dir)) if source is sources.NATIVE else None
         state = read_state(run_dir, source)
         now_utc = utc_time()
+        once_foreign = self.options.once_foreign if self.options.once else None
+        status = state.display_status(now_utc, self.options.stale_after, once_foreign)
         self._schedule.saw(
             name,
             running=state.status == runformat.RUNNING,
-            appending=source.name in LIVE_SOURCES,  # checked as they train, grown in place
+            # checked as they train, their logs grown in place; not once silent (a dead writer)
+            appending=status is None and source.name in LIVE_SOURCES,
         )
         self._saw_running(name, state.status == runformat.RUNNING)
-        once_foreign = self.options.once_foreign if self.options.once else None
-        status = state.display_status(now_utc, self.options.stale_after, once_foreign)
         if status is None and once_foreign is not None:  # a one-shot command says why not
             why = once_left(state, now_utc, self.options.stale_after, once_foreign)
             logger.info("run=%s not rendered: %s", name, why, extra={"run": name, "event": "left"})
