@@ -36,7 +36,8 @@ class Scheduler:
 
     A run is looked at `debounce` seconds after its first event (a burst of writes makes one
     look), every `health_every` seconds while it runs (a SIGKILLed trainer writes nothing, so
-    only a look sees it stall), when a failed look or render is retried, and again when a render
+    only a look sees it stall), every `tail_every` seconds while it trains if its log grows in
+    place (no event says so), when a failed look or render is retried, and again when a render
     that an event arrived during ends. Never while it is being rendered, and not for events
     while a failure waits for its retry.
     """
