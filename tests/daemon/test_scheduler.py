@@ -9,6 +9,7 @@ from lossreport.daemon.scheduler import (
     HEALTH_EVERY_SECONDS,
     MIN_SLEEP_SECONDS,
     RENDER_BACKOFF,
+    STEADY_SECONDS,
     TAIL_EVERY_SECONDS,
     RenderQueue,
     Scheduler,
@@ -143,6 +144,25 @@ def test_a_run_whose_log_grows_in_place_is_looked_at_every_tail_period_while_it_
     assert schedule.due(100.0 + 2 * TAIL_EVERY_SECONDS) == []
     schedule.health_check(100.0)
     assert schedule.sleep_time(110.0) == pytest.approx(20.0)  # no tail deadline left
+
+
+def test_changed_inputs_are_rendered_once_they_stay_as_they_are_for_the_steady_period() -> None:
+    """`rm -rf` of a rendered run goes file by file: each look sees other inputs, so the run
+    is never rendered half gone; inputs that stop changing are rendered STEADY_SECONDS on."""
+    schedule = _scheduler()
+    assert schedule.steady("r", "shards 1-300", 10.0) is False
+    assert schedule.sleep_time(10.0) == pytest.approx(STEADY_SECONDS)
+    assert schedule.steady("r", "shards 1-200", 11.0) is False  # a scan meanwhile: still going
+    assert schedule.due(10.0 + STEADY_SECONDS) == ["r"]  # as asked first
+    assert schedule.steady("r", "shards 1-200", 10.0 + STEADY_SECONDS) is False
+    assert schedule.due(11.0 + STEADY_SECONDS - 0.01) == []  # then when they would be steady
+    assert schedule.due(11.0 + STEADY_SECONDS) == ["r"]
+    assert schedule.steady("r", "shards 1-200", 11.0 + STEADY_SECONDS) is True
+    assert schedule.steady("r", "shards 1-200", 20.0) is False  # a new change: waits again
+    schedule.settled("r")  # a look found it as rendered (changed back): nothing held of it
+    assert schedule.steady("r", "shards 1-200", 20.1) is False
+    schedule.forget("r")
+    assert schedule.steady("r", "shards 1-200", 20.2 + STEADY_SECONDS) is False  # counts anew
 
 
 def test_a_stall_check_of_a_run_being_rendered_waits_for_the_render() -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 from pathlib import Path
 
 import lossreport
@@ -282,6 +283,42 @@ def test_idle_workers_are_replaced_by_a_fresh_one_that_still_renders(
     finally:
         code, _ = daemon.stop()
     assert code == 0
+
+
+def test_a_run_deleted_file_by_file_is_not_rendered_while_it_goes(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """`rm -rf` of a big run on NFS takes seconds, an unlink a round trip. Scans meanwhile saw
+    its inputs change and rendered it into the folder being emptied: the removal then failed
+    (not empty) and left a report of half a run in the index."""
+    run_dir = _finished_run(runs_dir, "going", report_on_close=False)
+    first = next((run_dir / "losses").iterdir())
+    for number in range(2, 301):  # a long run's shards
+        shutil.copy(first, first.with_name(first.name.replace("000001", f"{number:06d}")))
+    daemon = Daemon(runs_dir, "--rescan-every", "1s", log=tmp_path / "daemon.log")
+    try:
+        wait_rendered(run_dir, "completed")
+        renders = len(daemon.events("render_started"))
+        _remove_as_a_slow_filesystem_does(run_dir)  # 3 s: scans look at it meanwhile
+        index = runs_dir / "index.html"
+        wait_for(lambda: index.exists() and "going/loss_graphs" not in index.read_text())
+        assert not run_dir.exists()
+        assert len(daemon.events("render_started")) == renders
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0
+
+
+def _remove_as_a_slow_filesystem_does(folder: Path, unlink_seconds: float = 0.01) -> None:
+    """`rm -rf folder`, deepest first, each removal taking `unlink_seconds` as on NFS (a round
+    trip each). Raises OSError where a folder is not empty by its turn: written meanwhile."""
+    for top, folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(top, name))
+            time.sleep(unlink_seconds)  # the simulated filesystem's latency, not a wait
+        for name in folders:
+            os.rmdir(os.path.join(top, name))
+    os.rmdir(folder)
 
 
 def test_a_rescan_drops_deleted_runs_from_the_index(runs_dir: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ and which of them give a backlog its quick report first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,6 +22,9 @@ HEALTH_EVERY_SECONDS = 2.0
 # says that it grew, so it is looked at this often (a look with nothing new reads nothing).
 TAIL_EVERY_SECONDS = 2.0
 BUSY_RETRY_SECONDS = 5.0
+# How long a rendered run's changed inputs must stay as they are before it is rendered again:
+# `rm -rf` of a run (or a copy into the tree) goes file by file, for seconds on NFS.
+STEADY_SECONDS = 5.0
 RENDER_BACKOFF = Backoff(5.0, 600.0)
 Item = TypeVar("Item")
 
@@ -38,8 +42,9 @@ class Scheduler:
     look), every `health_every` seconds while it runs (a SIGKILLed trainer writes nothing, so
     only a look sees it stall), every `tail_every` seconds while it trains if its log grows in
     place (no event says so), when a failed look or render is retried, and again when a render
-    that an event arrived during ends. Never while it is being rendered, and not for events
-    while a failure waits for its retry.
+    that an event arrived during ends, and when its changed inputs would have been steady
+    for `steady` seconds. Never while it is being rendered, and not for events while a failure
+    waits for its retry.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class Scheduler:
         busy_retry: float = BUSY_RETRY_SECONDS,
         health_every: float = HEALTH_EVERY_SECONDS,
         tail_every: float = TAIL_EVERY_SECONDS,
+        steady: float = STEADY_SECONDS,
     ) -> None:
         self.debounce = debounce
         self.live_every = live_every
@@ -58,12 +64,14 @@ class Scheduler:
         self.busy_retry = busy_retry
         self.health_every = health_every
         self.tail_every = tail_every
+        self.steady_seconds = steady
         self._dirty: dict[str, float] = {}  # run -> when to look at it
         self._in_flight: set[str] = set()
         self._again: set[str] = set()  # asked for while rendered: look when the render ends
         self._retries: dict[str, _Retry] = {}
         self._running: set[str] = set()
         self._appending: set[str] = set()  # running runs whose log grows in place
+        self._changing: dict[str, tuple[str, float]] = {}  # run -> inputs, when first seen
         self._last_started: dict[str, float] = {}  # run -> when its last render began
         self._next_health: float | None = None
         self._next_tail: float | None = None
@@ -89,6 +97,20 @@ class Scheduler:
     def settled(self, name: str) -> None:
         """A look found nothing to render: an earlier failure of `name` is over."""
         self._retries.pop(name, None)
+        self._changing.pop(name, None)
+
+    def steady(self, name: str, inputs: str, now: float) -> bool:
+        """Whether run `name`'s inputs (their fingerprint) were the same `steady` seconds ago,
+        as far as its looks saw. If not, the run is due again when they would have been: a
+        run deleted, or copied in, file by file must not be rendered half there."""
+        first = self._changing.get(name)
+        if first is None or first[0] != inputs:
+            first = self._changing[name] = (inputs, now)
+        elif now - first[1] >= self.steady_seconds:
+            del self._changing[name]
+            return True
+        self._dirty[name] = min(first[1] + self.steady_seconds, self._dirty.get(name, math.inf))
+        return False
 
     def render_started(self, name: str, now: float) -> None:
         self._in_flight.add(name)
@@ -127,6 +149,7 @@ class Scheduler:
         self._appending.discard(name)
         self._last_started.pop(name, None)
         self._again.discard(name)
+        self._changing.pop(name, None)
 
     def index_changed(self, now: float, delay: float = 0.0) -> None:
         """The runs index needs writing, `delay` seconds from now or with an earlier change."""

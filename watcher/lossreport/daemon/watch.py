@@ -478,6 +478,8 @@ class Watcher:
                 stamp = None if racy else (folders[0], identity)
                 self._saw_settled(name, state, status, marker, stamp)
             return
+        if self._waits_for_steady_inputs(name, state, marker, status):
+            return
         if self._crashes.set_aside(name, state.fingerprint):
             logger.debug(
                 "run=%s is set aside: not rendered again until its inputs change",
@@ -507,6 +509,30 @@ class Watcher:
             name, _Queued(job, state.fingerprint, reason), summary_first=status in SETTLED_STATUSES
         )
         self._schedule.render_started(name, time.monotonic())
+
+    def _waits_for_steady_inputs(
+        self, name: str, state: RunState, marker: RenderedMarker | None, status: str
+    ) -> bool:
+        """Whether the render of run `name` waits until its inputs stop changing
+        (`Scheduler.steady`): a run whose rendered inputs changed, or whose run.json is gone
+        or unreadable, is also what a run being deleted or copied in file by file looks like
+        meanwhile. Rendering it then wrote a report into a folder `rm -rf` was emptying (which
+        then failed: not empty). Not a live render, nor `--once`'s one look."""
+        if self.options.once or status == runformat.RUNNING:
+            return False
+        if status != runformat.UNKNOWN and (
+            marker is None or marker.fingerprint == state.fingerprint
+        ):
+            return False
+        if self._schedule.steady(name, state.fingerprint, time.monotonic()):
+            return False
+        logger.debug(
+            "run=%s is changing: rendered once its inputs stay as they are for %.0f s",
+            name,
+            self._schedule.steady_seconds,
+            extra={"run": name, "event": "changing"},
+        )
+        return True
 
     def _unchanged(self, name: str, recorded: tuple[int, bool] | None) -> bool:
         """Whether run `name` is as the look that `recorded` its stamp found it (seen.py):
