@@ -415,6 +415,78 @@ def test_a_file_where_the_outbox_belongs_does_not_undo_the_render(
     assert "mail_not_queued" in result.stderr + result.stdout
 
 
+def test_values_no_catalog_or_chart_takes_stop_neither_the_daemon_nor_the_other_runs(
+    runs_dir: Path,
+) -> None:
+    """Anyone who can write a run can put in its marker an integer past 64 bits or a lone
+    surrogate escape (valid ASCII JSON, half a character), in its run.json a number past a
+    float's range, and can name a folder in bytes that are not UTF-8. The catalog refused
+    each such row, and the daemon stopped, for every run; the chart engine and the summary's
+    strict JSON refused the run.json."""
+    plain, odd_marker, odd_record = (
+        _finished_run(runs_dir, name) for name in ("plain", "odd-marker", "odd-record")
+    )
+    render_run(odd_marker)
+    marker = odd_marker / runformat.GRAPHS_DIR / runformat.MARKER
+    document = json.loads(marker.read_text())
+    document["entry"].update(steps=10**20, problems=-(10**30), model="tiny\ud800model")
+    marker.write_text(json.dumps(document))  # `\ud800`, escaped
+    record = json.loads((odd_record / "run.json").read_text())
+    record.update(model="tiny\udcffmodel", config={"lr": 0.0})
+    (odd_record / "run.json").write_text(json.dumps(record).replace("0.0", "1e400"))
+    shutil.copytree(plain, runs_dir / os.fsdecode(b"run-\xff-latin1"))
+
+    result = run_once(runs_dir)
+
+    assert result.returncode == 0, result.stderr
+    (warned,) = [json.loads(line) for line in result.stderr.splitlines() if "not_utf8" in line]
+    assert "run-\ufffd-latin1: its name is not UTF-8, so it is not read" in warned["message"]
+    index = (runs_dir / "index.html").read_text()
+    for run_dir in (plain, odd_marker, odd_record):
+        assert f"{run_dir.name}/loss_graphs" in index
+    assert "tiny\ufffdmodel" in index
+    (summary,) = (odd_record / runformat.GRAPHS_DIR).glob("loss_summary_*.json")
+    shown = json.loads(summary.read_text())["run"]
+    assert (shown["model"], shown["config"]) == ("tiny\ufffdmodel", {"lr": "1e400"})
+
+
+def test_what_a_user_keeps_in_loss_graphs_outlives_a_render_whatever_its_name(
+    runs_dir: Path,
+) -> None:
+    """A render replaced every entry whose name began as a report file's does: notes named
+    loss_report_notes.md, a folder loss_curves_archive/ and what was in it were deleted."""
+    run_dir = _finished_run(runs_dir, "r")
+    graphs = render_run(run_dir).report.parent
+    (graphs / "loss_report_notes.md").write_text("my notes")
+    (graphs / "loss_curves_archive").mkdir()
+    (graphs / "loss_curves_archive" / "old.png").write_bytes(b"an old chart")
+    (csv,) = graphs.glob("loss_history_*.csv")  # where the next render puts its CSV
+    csv.unlink()
+    csv.mkdir()
+    (csv / "data.txt").write_text("mine")
+
+    result = render_run(run_dir)
+
+    assert (graphs / "loss_report_notes.md").read_text() == "my notes"
+    assert (graphs / "loss_curves_archive" / "old.png").read_bytes() == b"an old chart"
+    assert (csv / "data.txt").read_text() == "mine"  # kept: the report goes without its CSV
+    assert result.report.is_file()
+    assert len(list(graphs.glob("loss_report_*.html"))) == 1  # the earlier one replaced
+
+
+def test_a_refusal_on_the_way_to_a_folder_names_the_whole_path(runs_dir: Path) -> None:
+    run = lossreport.start_run(runs_dir, model="m", hook="h", run_id="r", report_on_close=False)
+    run.log(0, mse_loss=1.0)
+    run.flush()
+    elsewhere = runs_dir.parent / "elsewhere"
+    elsewhere.mkdir()
+    (run.path / runformat.LOSSES_DIR / runformat.CLEARED_DIR).symlink_to(elsewhere)
+    with pytest.raises(lossreport.RunDirectoryError, match=r"r/losses/cleared: is a symbolic"):
+        run.clear_loss_history()
+    run.close()
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_run_json_with_an_integer_of_5000_digits_is_reported(runs_dir: Path) -> None:
     run_dir = _finished_run(runs_dir, "r")
     document = json.loads((run_dir / "run.json").read_text())

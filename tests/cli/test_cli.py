@@ -356,3 +356,22 @@ def test_show_and_render_take_a_silent_tensorboard_run_as_finished(tmp_path: Pat
     (summary,) = (run_dir / "loss_graphs").glob("loss_summary_*.json")
     run = json.loads(summary.read_text())["run"]
     assert (run["status"], run["source"]) == ("completed", "tensorboard")
+
+
+def test_render_output_of_several_runs_gives_each_its_folder_and_refuses_a_shared_one(
+    tmp_path: Path,
+) -> None:
+    """Two runs named on one command line both went to DIR/loss_graphs/: the second report
+    replaced the first, and the command said "Rendered 2 of 2 runs"."""
+    first = _run(tmp_path / "sweep-a", "lr-1e-4")
+    second = _run(tmp_path / "sweep-a", "lr-3e-4")
+    output = tmp_path / "reports"
+    result = run_cli("render", str(first), str(second), "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    for run_dir in (first, second):
+        assert list((output / run_dir.name / "loss_graphs").glob("loss_report_*.html"))
+    same_name = _run(tmp_path / "sweep-b", "lr-1e-4")
+    refused = run_cli("render", str(first), str(same_name), "--output", str(tmp_path / "new"))
+    assert refused.returncode == 1
+    assert f"{first} and {same_name} would both go there (--output)" in refused.stderr
+    assert not (tmp_path / "new").exists()  # refused before anything is written

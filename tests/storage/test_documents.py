@@ -41,3 +41,22 @@ def test_missing_too_large_linked_or_not_a_file_reads_as_the_fallback(tmp_path: 
     os.mkfifo(tmp_path / "fifo.json")  # opened without blocking, never read
     assert storage.read_json_or(tmp_path / "fifo.json", 100, _count, -1) == -1
     assert storage.read_json_or(dummy, 100, _count, -1) == -1
+
+
+def test_a_lone_surrogate_escape_reads_as_the_replacement_character() -> None:
+    """`"\\ud800"` is valid ASCII JSON and half a character: UTF-8, SQLite and the chart
+    engine refuse it, so one run's name stopped the daemon's catalog writes."""
+    data = rb'{"model\ud800": ["tiny\udcffmodel", "\ud83d\ude00", "plain"]}'
+    assert storage.load_json(data) == {"model\ufffd": ["tiny\ufffdmodel", "\U0001f600", "plain"]}
+    (document,) = storage.load_json(data).values()
+    assert all(text.encode() for text in document)  # each one UTF-8 now
+
+
+def test_numbers_no_float_holds_can_be_kept_as_written() -> None:
+    """`1e400` reads as inf and NaN as nan, which strict JSON (the summary, the page) refuses:
+    a config value keeps the text it was written as."""
+    data = b'{"lr": 1e400, "wd": -1e400, "seed": NaN, "beta": Infinity, "eps": 1e-8, "n": 3}'
+    assert storage.load_json(data, numbers_as_text=True) == {
+        "lr": "1e400", "wd": "-1e400", "seed": "NaN", "beta": "Infinity", "eps": 1e-8, "n": 3
+    }  # fmt: skip
+    assert storage.load_json(data)["lr"] == float("inf")  # as Python reads it, where not asked

@@ -119,7 +119,8 @@ def _parser(settings: dict[str, Any]) -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="write the reports under DIR instead of into the runs' folders (for runs you "
-        "cannot write to): a run's report goes to DIR/<its path under RUN>/loss_graphs/; "
+        "cannot write to): a run's report goes to DIR/<its path under RUN>/loss_graphs/ "
+        "(a RUN that is a run itself, given with others: DIR/<its folder name>/loss_graphs/); "
         "DIR is made if missing",
     )
     _add_series_arguments(render, settings)
@@ -772,10 +773,12 @@ def _render(args: argparse.Namespace) -> int:
     for path in args.paths:
         mirror = None if isinstance(path, Path) else stores.synced_mirror(path)
         for run, key in _runs_under(path if mirror is None else mirror.root):
-            runs.append((run, None if args.output is None else args.output / key))
+            output_key = run.name if key == "." and len(args.paths) > 1 else key
+            runs.append((run, None if args.output is None else args.output / output_key))
             if mirror is not None and args.output is None:
                 mirrors[run] = (mirror, key)
     if args.output is not None:
+        _check_outputs_distinct(runs)
         paths.output_dir(args.output)
     series = _series_filter(args)
     # The helper process starts first, so it warms up while the charting modules import.
@@ -818,6 +821,21 @@ def _render(args: argparse.Namespace) -> int:
         for run_dir, reason in failures:
             print(f"  - {run_dir}: {reason}")
     return 1 if failures else 0
+
+
+def _check_outputs_distinct(runs: list[tuple[Path, Path | None]]) -> None:
+    """Refuse, before anything is written, two runs whose reports --output would put in one
+    folder: the second would replace the first's (runs of one name from two places)."""
+    first_of: dict[Path, Path] = {}
+    for run_dir, output in runs:
+        if output is None:
+            continue
+        if output in first_of:
+            raise InvalidInputError(
+                f"{output}: the reports of {first_of[output]} and {run_dir} would both go "
+                "there (--output); render them with an --output of their own each"
+            )
+        first_of[output] = run_dir
 
 
 def _one_line(exc: BaseException) -> str:

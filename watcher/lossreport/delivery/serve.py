@@ -363,11 +363,13 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [unquote(part) for part in url.path.split("/")[1:]]
         try:
             params = parse_qs(url.query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS)
-            answer = self.site.view(parts, params)
-        except QueryError as exc:
-            answer = Answer.text(HTTPStatus.BAD_REQUEST, str(exc))
-        except ValueError:  # over MAX_QUERY_FIELDS
-            answer = Answer.text(HTTPStatus.BAD_REQUEST, "too many query parameters")
+        except ValueError:  # over MAX_QUERY_FIELDS (a view's own ValueError is no bad request)
+            answer: Answer | None = Answer.text(HTTPStatus.BAD_REQUEST, "too many query parameters")
+        else:
+            try:
+                answer = self.site.view(parts, params)
+            except QueryError as exc:
+                answer = Answer.text(HTTPStatus.BAD_REQUEST, str(exc))
         if answer is not None:
             self._send_answer(answer, send_body)
             return

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,12 @@ from .vega import ChartRenderer
 
 REPORT_PREFIXES = ("loss_curves_", "loss_history_", "loss_summary_", "loss_report_")
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
+# A name as OutputNames makes them (a prefix, ..., the run's start, an extension of ours): a
+# file so named in loss_graphs/ is an earlier render's, which the next one replaces. Any other
+# (loss_report_notes.md) is the user's, and kept.
+REPORT_FILE = re.compile(
+    rf"(?:{'|'.join(map(re.escape, REPORT_PREFIXES))}).*_\d{{8}}_\d{{6}}\.(?:png|csv|json|html)"
+)
 COMBINED = "combined"  # the combined chart's part of its file name, where a loss name goes
 # File names stay well under the usual 255-byte limit, which three 100-character name parts
 # would pass, with room for atomic_file's temp name around them.

@@ -210,11 +210,15 @@ def index_row(
         return "" if value is None else str(value)
 
     def count(key: str) -> int:
-        value = entry.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        value = number(entry.get(key))
+        return value if isinstance(value, int) else 0
 
     def number(value: Any) -> float | int | None:
-        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        """A number as the catalog stores it: an integer past 64 bits (the catalog's, and
+        SQLite's) is none."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return value if isinstance(value, float) or -(2**63) <= value < 2**63 else None
 
     def numbers(key: str) -> dict[str, float | int | None]:
         found = entry.get(key)

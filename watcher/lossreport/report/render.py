@@ -29,7 +29,7 @@ from ..sources.base import quiet_status
 from ..sources.series import SeriesFilter
 from . import pages, stats
 from .history import LossHistory, from_table
-from .outputs import REPORT_PREFIXES, OutputNames, write_charts, write_csv, write_json
+from .outputs import REPORT_FILE, OutputNames, write_charts, write_csv, write_json
 from .pages import flat_config
 from .shown import MAX_FULL_CHARS, listed, shortened
 from .vega import ChartRenderer
@@ -418,8 +418,9 @@ def _remove_abandoned_stages(run_fd: int) -> None:
 
 
 def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
-    """Replace `final_dir` by `stage`, both in the folder `run_fd` holds. Files there that
-    lossreport did not make are kept.
+    """Replace `final_dir` by `stage`, both in the folder `run_fd` holds. What is there that
+    lossreport did not make is kept: anything but a regular file named as a report's
+    (`outputs.REPORT_FILE`), and any folder, link or FIFO where this report puts a file.
 
     Every folder is opened without following a link and every move is relative to those
     descriptors: a `loss_graphs` (or the run) swapped for a link meanwhile is refused or moves
@@ -433,12 +434,20 @@ def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
             storage.move_at(stage.name, run_fd, run_fd, final_dir.name)
             return
         with os.scandir(final_fd) as entries:
-            names = [entry.name for entry in entries]
-        for name in names:
-            if name.startswith(REPORT_PREFIXES) or storage.lexists(stage / name, dir_fd=stage_fd):
-                continue
-            # someone else's file: carry it over
-            storage.move_at(name, final_fd, stage_fd)
+            found = [(entry.name, entry.is_file(follow_symlinks=False)) for entry in entries]
+        for name, is_file in found:
+            if storage.lexists(stage / name, dir_fd=stage_fd):
+                if is_file:
+                    continue  # replaced by this render's
+                # A folder, link or FIFO of someone else's where a report file belongs: kept
+                storage.remove_at(name, stage_fd)
+                logger.warning(
+                    "%s: kept; the report has no %s", final_dir / name, name,
+                    extra={"event": "report_file_kept_out"},
+                )  # fmt: skip
+            elif is_file and REPORT_FILE.fullmatch(name):
+                continue  # an earlier render's: this one's replace it
+            storage.move_at(name, final_fd, stage_fd)  # someone else's: carried over
         # Renamed, not moved into a new folder: a watcher (the daemon's inotify) that walks a
         # folder it sees created would find the old report already in it, a folder it watches
         # under another name (watchdog then warns "Callback with id ... already exists").

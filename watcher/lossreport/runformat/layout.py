@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import os
 import re
 from collections.abc import Container, Iterator, Sequence
@@ -34,6 +35,8 @@ from pathlib import Path
 
 from .. import storage
 from ..errors import RunDirectoryError, UnsafePathError
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 LOSSES_DIR = "losses"
@@ -127,10 +130,21 @@ _RESERVED_FOLDED = frozenset(name.casefold() for name in RESERVED_NAMES)
 
 def is_walked(name: str) -> bool:
     """Whether a folder named `name` may hold runs or their inputs: not hidden (lossreport's
-    own, and other tools' caches) and not a report."""
+    own, and other tools' caches), not a report, and a name in UTF-8 (`is_text`)."""
     return (
-        bool(name) and name not in (".", "..") and not name.startswith(".") and name != GRAPHS_DIR
+        bool(name)
+        and name not in (".", "..")
+        and not name.startswith(".")
+        and name != GRAPHS_DIR
+        and is_text(name)
     )
+
+
+def is_text(name: str) -> bool:
+    """Whether a file name is UTF-8. One that is not (any user of a shared tree can make it)
+    reaches Python as lone surrogates, which the catalog, a page, a mail or a chart can neither
+    store nor show: its one run stopped the daemon's catalog writes."""
+    return name.isascii() or storage.clean_text(name) == name
 
 
 def list_folders(runs_dir: Path) -> list[Path]:
@@ -141,9 +155,36 @@ def list_folders(runs_dir: Path) -> list[Path]:
 
 
 def list_folder_names(runs_dir: Path) -> list[str]:
-    """`list_folders`, by name: no Path made for each of a flat tree's 100,000 runs."""
+    """`list_folders`, by name: no Path made for each of a flat tree's 100,000 runs. A
+    folder whose name is not UTF-8 is left out (`is_text`), and logged once a name."""
+    names = []
     with os.scandir(runs_dir) as entries:
-        return [e.name for e in entries if is_walked(e.name) and e.is_dir(follow_symlinks=False)]
+        for entry in entries:
+            if is_walked(entry.name):
+                if entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name)
+            elif (
+                not is_text(entry.name)
+                and entry.name not in _logged_not_utf8
+                and entry.is_dir(follow_symlinks=False)
+            ):
+                _log_not_utf8(runs_dir, entry.name)
+    return names
+
+
+def _log_not_utf8(runs_dir: Path, name: str) -> None:
+    if len(_logged_not_utf8) >= _MOST_LOGGED_NOT_UTF8:
+        _logged_not_utf8.clear()
+    _logged_not_utf8.add(name)
+    logger.warning(
+        "%s: its name is not UTF-8, so it is not read as a run; rename it to report it",
+        storage.clean_text(os.path.join(runs_dir, name)),
+        extra={"event": "name_not_utf8"},
+    )
+
+
+_MOST_LOGGED_NOT_UTF8 = 1000  # names logged already (a scan comes every few minutes)
+_logged_not_utf8: set[str] = set()
 
 
 def watched_parts(parts: Sequence[str]) -> bool:

@@ -62,7 +62,7 @@ def read_marker(run_dir: Path) -> RenderedMarker | None:
     except OSError:
         return None
     try:
-        return _marker(json.loads(data))
+        return _marker(storage.load_json(data))
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
 

@@ -84,7 +84,7 @@ def read_run_file_stated(run_dir: Path) -> tuple[RunRecord, os.stat_result]:
 
 def _checked_record(path: Path | str, read: Callable[[], bytes]) -> RunRecord:
     try:
-        doc = json.loads(read())
+        doc = storage.load_json(read(), numbers_as_text=True)
     except FileNotFoundError:
         raise MalformedRunFileError(path, RUN_FILE_MISSING) from None
     except UnsafePathError as exc:

@@ -14,7 +14,7 @@ gives the daemon a local view of a store.
 
 from . import mirror, s3
 from .budget import BUDGET_VARIABLE, DEFAULT_BUDGET_BYTES, ReadBudget, budget_bytes
-from .documents import read_json_or
+from .documents import clean_text, load_json, read_json_or
 from .folders import LocalFolder, RunFolder, RunLocation, folder_at
 from .local import (
     MAX_MARKER_BYTES,
@@ -61,6 +61,7 @@ __all__ = [
     "atomic_write",
     "budget_bytes",
     "changed_too_recently",
+    "clean_text",
     "exclusive_lock",
     "fd_path",
     "folder_at",
@@ -68,6 +69,7 @@ __all__ = [
     "is_real_dir",
     "kind_of",
     "lexists",
+    "load_json",
     "made_beneath",
     "make_dir",
     "make_hidden_dir",

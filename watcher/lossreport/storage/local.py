@@ -170,10 +170,11 @@ def opened_beneath(root: Path, parts: Sequence[str]) -> Iterator[int]:
     """A descriptor of `root/parts...`, each part opened in the one above without following a
     link (`O_NOFOLLOW` alone guards only a path's last part): a folder on the way swapped for a
     link raises UnsafePathError instead of leading elsewhere. `root` itself may be a link."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd, path = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), root
     try:
         for part in parts:
-            inner = open_dir(Path(part), dir_fd=fd)
+            path = path / part  # named whole in an error, opened by its name in `fd`
+            inner = open_dir(path, dir_fd=fd)
             os.close(fd)
             fd = inner
         yield fd
@@ -185,11 +186,12 @@ def opened_beneath(root: Path, parts: Sequence[str]) -> Iterator[int]:
 def made_beneath(root: Path, parts: Sequence[str]) -> Iterator[int]:
     """`opened_beneath`, making each folder on the way that is missing (never through a
     link: an entry there that is not a real folder raises UnsafePathError)."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd, path = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), root
     try:
         for part in parts:
-            make_dir(root / part, dir_fd=fd)
-            inner = open_dir(Path(part), dir_fd=fd)
+            path = path / part  # named whole in an error, made and opened in `fd`
+            make_dir(path, dir_fd=fd)
+            inner = open_dir(path, dir_fd=fd)
             os.close(fd)
             fd = inner
         yield fd
