@@ -375,3 +375,18 @@ def test_render_output_of_several_runs_gives_each_its_folder_and_refuses_a_share
     assert refused.returncode == 1
     assert f"{first} and {same_name} would both go there (--output)" in refused.stderr
     assert not (tmp_path / "new").exists()  # refused before anything is written
+
+
+def test_names_that_would_drive_the_terminal_are_printed_escaped(runs_dir: Path) -> None:
+    """A run's names reach `show` and the console summary from run.json and the shards, which
+    anyone sharing the tree can write: an escape sequence there retitled or cleared the
+    terminal of whoever looked at the run."""
+    with lossreport.start_run(
+        runs_dir, model="m\x1b]0;pwned\x07", hook="\x1b[31mred", run_id="esc"
+    ) as run:
+        run.log(0, mse_loss=1.0)
+    for command in ("show", "render"):
+        result = run_cli(command, str(run.path))
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+        assert "\\x1b[31mred" in result.stdout and "\\x1b]0;pwned\\x07" in result.stdout

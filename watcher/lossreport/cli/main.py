@@ -888,24 +888,30 @@ def _show(args: argparse.Namespace) -> int:
             problem = str(exc)
         else:
             problem = f"{run_dir / runformat.RUN_FILE}: {_one_line(exc)}"
-        print(f"run:    {run_dir.name} (run.json unreadable)")
-        print(f"problem: {problem}")
+        _say(f"run:    {run_dir.name} (run.json unreadable)")
+        _say(f"problem: {problem}")
     else:
         inputs = source.inputs(run_dir)
         status = quiet_status(inputs, utc_time()) if inputs.silence_finishes else record.status
-        print(f"run:    {record.run_id} ({status})")
+        _say(f"run:    {record.run_id} ({status})")
         if inputs.status_rule:
-            print(f"status: {inputs.status_rule}")
+            _say(f"status: {inputs.status_rule}")
         architecture = f"   architecture: {record.architecture}" if record.architecture else ""
-        print(f"model:  {record.model}   hook: {record.hook}{architecture}")
+        _say(f"model:  {record.model}   hook: {record.hook}{architecture}")
         if record.error:
-            print(f"error:  {record.error}")
+            _say(f"error:  {record.error}")
     try:
         data = source.read_losses(run_dir)
     except (LossReportError, OSError) as exc:
-        print(f"problem: {exc}")
+        _say(f"problem: {exc}")
         return 1
-    print(f"rows:   {data.table.num_rows}   losses: {', '.join(data.loss_names) or '(none)'}")
+    _say(f"rows:   {data.table.num_rows}   losses: {', '.join(data.loss_names) or '(none)'}")
     for problem in data.skipped:
-        print(f"skipped: {problem}")
+        _say(f"skipped: {problem}")
     return 0
+
+
+def _say(line: str) -> None:
+    """A line for the terminal: what a run holds (names, errors) may carry escape sequences,
+    shown escaped (`\\x1b`) rather than obeyed."""
+    print(logformat.printable(line))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..logformat import printable
 from .history import FloatArray, LossHistory, LossSeries
 from .shown import shortened
 
@@ -139,12 +140,12 @@ def console_summary(stats: dict[str, Any]) -> str:
     """The feature document's "Loss Training Summary" block."""
     lines = [
         "Loss Training Summary:",
-        f"  Model: {shortened(stats['model_name'])}",
-        f"  Hook: {shortened(stats['hook_name'])}",
+        f"  Model: {_named(stats['model_name'])}",
+        f"  Hook: {_named(stats['hook_name'])}",
         f"  Total Steps: {stats['total_steps']}",
     ]
     for name, loss in stats["losses"].items():
-        lines.append(f"  {shortened(name)}:")
+        lines.append(f"  {_named(name)}:")
         if loss["final"] is None:
             lines.append("    no finite values")
         else:
@@ -156,6 +157,12 @@ def console_summary(stats: dict[str, Any]) -> str:
         if loss["nan_count"] or loss["inf_count"]:
             lines.append(f"    Non-finite: {loss['nan_count']} NaN, {loss['inf_count']} inf")
     return "\n".join(lines)
+
+
+def _named(text: str) -> str:
+    """A writer's name for a terminal, a log or a mail: shortened, and any control character
+    escaped (`\\x1b`), so that a name cannot drive the terminal it is printed on."""
+    return printable(shortened(text))
 
 
 def _fixed(value: float | None, digits: int) -> str:
