@@ -4,14 +4,20 @@ each bad one a 400 that names it, and hostile strings shown as text."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import markupsafe
 import pytest
 
+import lossreport
+from lossreport.browse.catalog_access import REFRESH_SECONDS
+from lossreport.report.render import render_run
 from tests.support.catalog import HOSTILE as HOSTILE_NOTE
 from tests.support.catalog import fill_catalog, truth
 from tests.support.server import request, serving
@@ -130,3 +136,36 @@ def test_sweep_page_parameters(served: tuple[int, list[dict[str, Any]]]) -> None
     for path in ("/.api/runs/extra", "/.api/../index.html", "/.API/runs", "/.sweep/x", "/.api"):
         assert request(port, path)[0] == 404, path
     assert request(port, "/" + quote(".api/runs", safe=""))[0] == 404
+
+
+def test_a_tree_without_a_daemon_catalog_is_served_to_many_clients_at_once(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """Where no daemon keeps a catalog (reports made by `lossreport render`), serve makes one
+    from the markers every 2 s, and closed the one before while other requests were still
+    querying it: the server died of SIGSEGV within seconds of six clients."""
+    for number in range(8):
+        with lossreport.start_run(runs_dir, model="m", hook="h", run_id=f"r{number}") as run:
+            run.log(0, mse_loss=1.0)
+        render_run(run.path)
+    answers: Counter[int | str] = Counter()
+
+    def client(port: int, path: str, until: float) -> None:
+        while time.monotonic() < until:
+            try:
+                answers[request(port, path)[0]] += 1
+            except OSError as exc:  # the server gone
+                answers[type(exc).__name__] += 1
+                return
+
+    with serving(runs_dir, tmp_path / "serve.log") as (_, port):  # its exit code checked
+        until = time.monotonic() + 3 * REFRESH_SECONDS  # three catalogs made meanwhile
+        clients = [
+            threading.Thread(target=client, args=(port, path, until))
+            for path in ("/", "/.run/r0", "/.api/runs") * 2
+        ]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+    assert set(answers) == {200}, answers

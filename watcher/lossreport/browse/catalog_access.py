@@ -47,6 +47,12 @@ Signature = tuple[int, int, int, int, bool]
 
 
 class CatalogAccess:
+    """The catalog `serve` answers from, replaced as the daemon's file changes (or made from
+    the runs' markers every REFRESH_SECONDS where there is none). A catalog replaced is never
+    closed here: requests on other threads may still be querying it, and closing a SQLite
+    connection under a running query crashed the server (SIGSEGV, six clients sufficed). It
+    closes when the last request holding it lets it go."""
+
     def __init__(self, homes: Homes, server: CatalogServer | None = None) -> None:
         self.homes = homes
         self.server = server
@@ -92,7 +98,6 @@ class CatalogAccess:
             else:
                 self._refused = self._signature()
                 self._log_unusable(exc)
-            catalog.close()
             self._catalog, self._kept, self._identity = self._from_markers(), False, None
             self._checked = time.monotonic()
 
@@ -115,8 +120,6 @@ class CatalogAccess:
                     opened = None
                 self._refused = self._signature()
                 self._log_unusable(exc)
-        if self._catalog is not None:
-            self._catalog.close()
         if opened is not None:
             if self._refused is not None:
                 logger.info("reading the runs catalog again", extra={"event": "catalog_read"})
@@ -139,8 +142,6 @@ class CatalogAccess:
         if self.unreachable is not None:
             logger.info("reading the runs catalog %s again", self.server,
                         extra={"event": "catalog_read"})  # fmt: skip
-        if self._catalog is not None:
-            self._catalog.close()
         self.unreachable = None
         self._catalog, self._kept = opened, True
 
@@ -155,8 +156,6 @@ class CatalogAccess:
                 extra={"event": "catalog_unreachable"},
             )
         self.unreachable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if self._catalog is not None:
-            self._catalog.close()
         self._catalog, self._kept = self._from_markers(), False
         self._server_tried = time.monotonic()
 
