@@ -474,6 +474,31 @@ def test_what_a_user_keeps_in_loss_graphs_outlives_a_render_whatever_its_name(
     assert len(list(graphs.glob("loss_report_*.html"))) == 1  # the earlier one replaced
 
 
+def test_a_render_that_cannot_replace_the_report_keeps_the_old_one_and_the_users_files(
+    runs_dir: Path, dummy: Path
+) -> None:
+    """A render carries the user's files into its new folder, then swaps the folders. When
+    an entry could not be carried (a mount point; another user's folder), the new folder was
+    removed with the user's files already in it."""
+    if os.geteuid() != 0:
+        pytest.skip("a mount point in loss_graphs/ needs root (CI runs as root)")
+    run_dir = _finished_run(runs_dir, "r")
+    graphs = render_run(run_dir).report.parent
+    for name in ("a_notes.txt", "b_notes.txt"):
+        (graphs / name).write_text(f"my {name}")
+    before = _snapshot(graphs)
+    (graphs / "zz_mounted").mkdir()
+    subprocess.run(["mount", "--bind", str(dummy), str(graphs / "zz_mounted")], check=True)
+    try:
+        with pytest.raises(lossreport.RunDirectoryError, match=r"loss_graphs: not replaced"):
+            render_run(run_dir)  # renaming a mount point: EBUSY, even for root
+    finally:
+        subprocess.run(["umount", str(graphs / "zz_mounted")], check=True)
+    (graphs / "zz_mounted").rmdir()
+    assert _snapshot(graphs) == before
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".loss_graphs")]
+
+
 def test_a_refusal_on_the_way_to_a_folder_names_the_whole_path(runs_dir: Path) -> None:
     run = lossreport.start_run(runs_dir, model="m", hook="h", run_id="r", report_on_close=False)
     run.log(0, mse_loss=1.0)

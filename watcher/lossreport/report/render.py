@@ -435,25 +435,40 @@ def _swap_into_place(run_fd: int, stage: Path, final_dir: Path) -> None:
             return
         with os.scandir(final_fd) as entries:
             found = [(entry.name, entry.is_file(follow_symlinks=False)) for entry in entries]
-        for name, is_file in found:
-            if storage.lexists(stage / name, dir_fd=stage_fd):
-                if is_file:
-                    continue  # replaced by this render's
-                # A folder, link or FIFO of someone else's where a report file belongs: kept
-                storage.remove_at(name, stage_fd)
-                logger.warning(
-                    "%s: kept; the report has no %s", final_dir / name, name,
-                    extra={"event": "report_file_kept_out"},
-                )  # fmt: skip
-            elif is_file and REPORT_FILE.fullmatch(name):
-                continue  # an earlier render's: this one's replace it
-            storage.move_at(name, final_fd, stage_fd)  # someone else's: carried over
-        # Renamed, not moved into a new folder: a watcher (the daemon's inotify) that walks a
-        # folder it sees created would find the old report already in it, a folder it watches
-        # under another name (watchdog then warns "Callback with id ... already exists").
-        # The name is random and ours (abandoned ones were removed under this lock): a rename
-        # replaces at most an empty folder of that name, and fails on anything else.
-        retired = f"{STAGE_PREFIXES[1]}{secrets.token_hex(8)}"
-        storage.move_at(final_dir.name, run_fd, run_fd, retired)
-        storage.move_at(stage.name, run_fd, run_fd, final_dir.name)
+        carried: list[str] = []
+        try:
+            for name, is_file in found:
+                if storage.lexists(stage / name, dir_fd=stage_fd):
+                    if is_file:
+                        continue  # replaced by this render's
+                    # A folder, link or FIFO of someone else's where a report file belongs
+                    storage.remove_at(name, stage_fd)
+                    logger.warning(
+                        "%s: kept; the report has no %s", final_dir / name, name,
+                        extra={"event": "report_file_kept_out"},
+                    )  # fmt: skip
+                elif is_file and REPORT_FILE.fullmatch(name):
+                    continue  # an earlier render's: this one's replace it
+                storage.move_at(name, final_fd, stage_fd)  # someone else's: carried over
+                carried.append(name)
+            # Renamed, not moved into a new folder: a watcher (the daemon's inotify) that
+            # walks a folder it sees created would find the old report already in it, a
+            # folder it watches under another name (watchdog then warns "Callback with id ...
+            # already exists"). The name is random and ours (abandoned ones were removed
+            # under this lock): a rename replaces at most an empty folder of that name.
+            retired = f"{STAGE_PREFIXES[1]}{secrets.token_hex(8)}"
+            storage.move_at(final_dir.name, run_fd, run_fd, retired)
+            try:
+                storage.move_at(stage.name, run_fd, run_fd, final_dir.name)
+            except BaseException:
+                storage.move_at(retired, run_fd, run_fd, final_dir.name)
+                raise
+        except BaseException as exc:  # the stage is removed: what was carried in goes back
+            for name in carried:
+                storage.move_at(name, stage_fd, final_fd)
+            if isinstance(exc, OSError):
+                raise RunDirectoryError(
+                    final_dir, f"not replaced by the new report, left as it was ({exc})"
+                ) from exc
+            raise
     storage.remove_tree_at(retired, run_fd)
