@@ -59,6 +59,10 @@ def server_back(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
     [
         f"postgresql://lossreport:{SECRET}@db.lab/runs",
         f"postgresql://lossreport@db.lab/runs?password={SECRET}",
+        # Unescaped `/` or `@` in the password: the URL's parser finds none, and the whole
+        # URL was logged (`/`) or its tail shown (`@`).
+        f"postgresql://lossreport:pa/{SECRET}@db.lab/runs",
+        f"postgresql://lossreport:pa@{SECRET}@db.lab/runs",
     ],
 )
 def test_a_password_in_argv_is_refused_and_never_shown(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lossreport.cli import config
-from lossreport.cli.main import duration
+from lossreport.cli.main import duration, main
 from lossreport.errors import ConfigError
 from tests.support.procs import ROOT
 
@@ -215,3 +215,23 @@ def test_alert_settings_and_rules_load_from_the_config(tmp_path: Path) -> None:
     rules = settings["alert_rules"]
     assert rules.stalled is False and rules.divergence.factor == 3.0
     assert rules.names() == ["non-finite", "divergence", "high"]
+
+
+@pytest.mark.parametrize(
+    "webhook",
+    [
+        "https://bot:S3CRET-PASS@hooks.example.com/services/T0/B0/XYZ",
+        "https://hooks.example.com/services/T0/B0/S3CRET-PASS ",  # a stray space
+    ],
+)
+def test_a_refused_webhook_in_the_config_is_not_repeated(
+    webhook: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chat's webhook URL is a secret (its path, or a user and password in it): the error
+    printed it whole."""
+    settings = tmp_path / "lossreport.toml"
+    settings.write_text(f'[alerts]\nwebhook = "{webhook}"\n')
+    assert main(["watch", str(tmp_path), "--once", "--config", str(settings)]) == 2
+    error = capsys.readouterr().err
+    assert f"{settings}: [alerts] webhook: expected" in error
+    assert "S3CRET-PASS" not in error

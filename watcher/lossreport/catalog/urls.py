@@ -46,7 +46,7 @@ def checked_url(url: str, flag: str = "--catalog") -> str:
             "it is kept in the runs directory)"
         )
     query = parse_qs(parts.query)
-    if parts.password is not None or "password" in query:
+    if parts.password is not None or "password" in query or _PASSWORD.search(url):
         raise InvalidInputError(
             f"{flag} {redacted(url)}: holds a password, which others can read in a command "
             "line, a process listing or a config file; give it in PGPASSWORD, a .pgpass file "
@@ -68,7 +68,12 @@ def postgres_catalog() -> type[PostgresCatalog]:
     return PostgresCatalog
 
 
+# A password after the user, up to the host's `@`: the last one before the query, so that a
+# password holding `/` or `@` (which the URL should have escaped) is hidden whole.
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^?#]*@")
+
+
 def redacted(url: str) -> str:
     """`url` with any password hidden, to be logged or shown."""
-    url = re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+    url = _PASSWORD.sub(r"\1***@", url)
     return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)

@@ -159,6 +159,9 @@ def _checked_text(parse: Callable[[str], str], kind: str, wanted: str) -> Callab
 
 
 _address = _checked_text(parse_address, "an email address", "one email address each")
+# Keys whose value is a URL, which may hold a password or a secret path (a chat's webhook):
+# an error names the key, never the value.
+URL_KEYS = frozenset({"webhook", "catalog", "report_url", "mirror"})
 _webhook_url = _checked_text(check_url, "an http:// or https:// URL", "a URL without credentials")
 
 
@@ -313,6 +316,7 @@ def load(path: Path) -> dict[str, Any]:
                 settings[destination] = convert(value)
             except InvalidInputError as exc:  # its message, not the value: it may hold a secret
                 raise ConfigError(f"{path}: [{section}] {exc}") from None
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{path}: [{section}] {key} = {value!r}: expected {exc}") from exc
+            except (ValueError, TypeError) as exc:  # a URL's value not repeated: a secret?
+                shown = "" if key in URL_KEYS else f" = {value!r}"
+                raise ConfigError(f"{path}: [{section}] {key}{shown}: expected {exc}") from exc
     return settings
