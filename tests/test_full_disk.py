@@ -12,6 +12,7 @@ import lossreport
 from lossreport import runformat
 from tests.support.daemon import run_once
 from tests.support.disk import fill, small_disk
+from tests.support.procs import run_cli
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -72,6 +73,9 @@ def test_the_daemon_leaves_the_previous_report_in_place_while_the_disk_is_full(
         failed = run_once(runs)
         assert failed.returncode == 1
         assert "No space left on device" in failed.stderr
+        by_hand = run_cli("render", str(run.path))
+        assert by_hand.returncode == 1
+        assert f"{graphs}: the new report could not be written (No space left" in by_hand.stderr
         assert _digest(graphs) == before  # the previous report, whole and unchanged
         assert not [p for p in run.path.iterdir() if p.name.startswith(".loss_graphs.")]
         filler.unlink()

@@ -22,7 +22,13 @@ import numpy as np
 
 from .. import runformat, sources, storage
 from ..clock import utc_now, utc_time
-from ..errors import MalformedRunFileError, RunBusy, RunDirectoryError, UnsafePathError
+from ..errors import (
+    LossReportError,
+    MalformedRunFileError,
+    RunBusy,
+    RunDirectoryError,
+    UnsafePathError,
+)
 from ..runformat import LOCK_FILE, STAGE_PREFIXES, RenderedMarker
 from ..sources import Source
 from ..sources.base import quiet_status
@@ -279,8 +285,14 @@ def render_held(
             if verify is not None:
                 verify()
             _swap_into_place(run_fd, stage, final_dir)
-        except BaseException:
+        except BaseException as exc:
             storage.remove_tree_at(stage.name, run_fd)
+            if isinstance(exc, OSError) and not isinstance(exc, LossReportError):
+                raise RunDirectoryError(  # a full disk, a quota: the folder it could not fill
+                    final_dir,
+                    f"the new report could not be written ({exc.strerror or exc}); the one "
+                    "before, if any, is left as it was",
+                ) from exc
             raise
     return RenderResult(
         run_dir=run_dir,
