@@ -161,7 +161,7 @@ def _checked_text(parse: Callable[[str], str], kind: str, wanted: str) -> Callab
 _address = _checked_text(parse_address, "an email address", "one email address each")
 # Keys whose value is a URL, which may hold a password or a secret path (a chat's webhook):
 # an error names the key, never the value.
-URL_KEYS = frozenset({"webhook", "catalog", "report_url", "mirror"})
+URL_KEYS = frozenset({"webhook", "catalog", "report_url"})
 _webhook_url = _checked_text(check_url, "an http:// or https:// URL", "a URL without credentials")
 
 

@@ -144,7 +144,7 @@ def is_text(name: str) -> bool:
     """Whether a file name is UTF-8. One that is not (any user of a shared tree can make it)
     reaches Python as lone surrogates, which the catalog, a page, a mail or a chart can neither
     store nor show: its one run stopped the daemon's catalog writes."""
-    return name.isascii() or storage.clean_text(name) == name
+    return storage.clean_text(name) == name  # ASCII: at once
 
 
 def list_folders(runs_dir: Path) -> list[Path]:
