@@ -239,8 +239,8 @@ def test_runs_that_vanish_before_their_render_are_forgotten(runs_dir: Path, tmp_
         brief = [_finished_run(runs_dir, f"brief-{n:02d}", steps=2) for n in range(20)]
         # One worker renders them in turn: most are still queued when they are deleted.
         wait_for(lambda: len(daemon.events("render_started")) >= len(brief), timeout=60)
-        for run_dir in brief:
-            shutil.rmtree(run_dir)
+        for run_dir in brief:  # as a user would: `rm -rf` again while a render writes there
+            wait_for(lambda run_dir=run_dir: _removed(run_dir), timeout=30, interval=0.05)
         survivor = _finished_run(runs_dir, "survivor", steps=2)
         wait_rendered(survivor, "completed")
         assert not [p for p in runs_dir.iterdir() if p.name.startswith("brief")]  # none recreated
@@ -252,6 +252,13 @@ def test_runs_that_vanish_before_their_render_are_forgotten(runs_dir: Path, tmp_
         assert daemon.process.poll() is None
     finally:
         daemon.stop()
+
+
+def _removed(folder: Path) -> bool:
+    """`rm -rf folder` once; whether it is gone (a render in flight may add a file meanwhile:
+    its folder is then not empty yet)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return not folder.exists()
 
 
 def _children(pid: int) -> set[int]:
