@@ -660,3 +660,25 @@ def test_a_tiny_shard_that_decodes_to_tens_of_millions_of_rows_stays_within_the_
     assert measured.returncode in (0, 1), measured.output  # a report, or a one-line error
     assert "Traceback" not in measured.output
     assert measured.peak_bytes <= MAX_RENDER_BYTES, measured.peak_bytes
+
+
+def test_a_mirror_folder_that_cannot_be_made_is_named_whole(
+    runs_dir: Path, dummy: Path, tmp_path: Path
+) -> None:
+    """A read-only --output failed a render with "Permission denied: 'x1'": the last part of
+    the folder it was making, not where."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only mount needs root (CI runs as root)")
+    output = tmp_path / "reports"
+    output.mkdir()
+    before = sorted(dummy.rglob("*"))
+    subprocess.run(["mount", "--bind", str(dummy), str(output)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(output)], check=True)
+        homes = Homes(runs_dir, output, every_run_to_output=True)
+        with pytest.raises(lossreport.RunDirectoryError) as refused:
+            homes.make_home("sweep-ü/x1")
+    finally:
+        subprocess.run(["umount", str(output)], check=True)
+    assert str(refused.value) == f"{output}/sweep-ü: cannot be made (Read-only file system)"
+    assert sorted(dummy.rglob("*")) == before

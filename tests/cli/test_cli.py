@@ -390,3 +390,29 @@ def test_names_that_would_drive_the_terminal_are_printed_escaped(runs_dir: Path)
         assert result.returncode == 0, result.stderr
         assert "\x1b" not in result.stdout and "\x07" not in result.stdout
         assert "\\x1b[31mred" in result.stdout and "\\x1b]0;pwned\\x07" in result.stdout
+
+
+SLACK_SECRET = "b7Qx2mK9pL4vN8rT3wY6zA1c"  # the shape of a Slack webhook's secret part
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://hooks.slack.com/services/T04A2B3C4/B05D6E7F8/{SLACK_SECRET}",
+        f"https://chat.example.org/hooks/{SLACK_SECRET.lower()}",  # Mattermost's shape
+        f"https://flows.example.org/invoke?api-version=1&sig={SLACK_SECRET}",
+    ],
+)
+def test_a_webhook_url_holding_a_secret_is_refused_on_the_command_line_but_not_in_the_env(
+    runs_dir: Path, url: str
+) -> None:
+    """`ps` and shell history show a command line: the webhook's secret was taken from it."""
+    refused = run_cli("watch", str(runs_dir), "--once", "--alert-webhook", url)
+    assert refused.returncode == 2
+    assert "--alert-webhook: the URL holds what looks like a secret" in refused.stderr
+    assert "$LOSSREPORT_ALERT_WEBHOOK_URL" in refused.stderr
+    assert SLACK_SECRET not in refused.stderr and SLACK_SECRET.lower() not in refused.stderr
+    taken = run_cli("watch", str(runs_dir), "--once", env={"LOSSREPORT_ALERT_WEBHOOK_URL": url})
+    assert taken.returncode == 0, taken.stderr
+    plain = run_cli("watch", str(runs_dir), "--once", "--alert-webhook", "http://127.0.0.1:9/hook")
+    assert plain.returncode == 0, plain.stderr

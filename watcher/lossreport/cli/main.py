@@ -25,7 +25,7 @@ from ..daemon.options import MAX_WORKERS, ONCE_FINISHED, ONCE_LIVE, WatchOptions
 from ..delivery.mailjob import MailJob
 from ..delivery.smtp import PASSWORD_ENV, SmtpSettings
 from ..delivery.webhook import DEADLINE_SECONDS as WEBHOOK_DEADLINE_SECONDS
-from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url
+from ..delivery.webhook import TOKEN_ENV, URL_ENV, WebhookSettings, check_url, secret_part
 from ..errors import ConfigError, InvalidInputError, LossReportError, RunDirectoryError
 from ..report import stats
 from ..sources.base import quiet_status
@@ -567,9 +567,11 @@ def _add_alert_arguments(parser: argparse.ArgumentParser, settings: dict[str, An
     group.add_argument(
         "--alert-webhook",
         type=_webhook_url,
+        action=_WebhookFlag,
         default=settings.get("alert_webhook") or os.environ.get(URL_ENV) or None,
         metavar="URL",
-        help="POST each alert as JSON (a `text` field and the details) to URL",
+        help="POST each alert as JSON (a `text` field and the details) to URL; one that looks "
+        f"like it holds a secret is refused here: give it in ${URL_ENV}",
     )
     group.add_argument(
         "--alert-webhook-token-file",
@@ -587,6 +589,25 @@ def _add_alert_arguments(parser: argparse.ArgumentParser, settings: dict[str, An
         f"retried (default {_human(WEBHOOK_DEADLINE_SECONDS)})",
     )
     group.set_defaults(alert_rules=settings.get(config.ALERT_DESTINATION, AlertRules()))
+
+
+class _WebhookFlag(argparse.Action):
+    """--alert-webhook given on the command line: refused where the URL looks like it holds
+    a secret (`webhook.secret_part`), which `ps` and shell history would show. The same URL
+    from the environment or a --config file (argparse's default) is not checked here."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+        option_string: str | None = None,
+    ) -> None:  # fmt: skip
+        secret = secret_part(values)
+        if secret is not None:
+            parser.error(
+                f"--alert-webhook: the URL holds what looks like a secret ({secret}), which "
+                f"others can read in a process listing or shell history; give it in ${URL_ENV} "
+                "or as `webhook` under [alerts] in a --config file"
+            )
+        setattr(namespace, self.dest, values)
 
 
 def _webhook_url(text: str) -> str:

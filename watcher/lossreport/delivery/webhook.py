@@ -17,12 +17,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import WebhookError
 from ..version import __version__
@@ -32,6 +34,20 @@ URL_ENV = "LOSSREPORT_ALERT_WEBHOOK_URL"
 TOKEN_ENV = "LOSSREPORT_ALERT_WEBHOOK_TOKEN"
 TIMEOUT_SECONDS = 10.0  # each socket operation
 DEADLINE_SECONDS = 30.0  # the whole post: connect, TLS, request, answer
+# Query parameters that carry credentials in webhook URLs (Teams' workflows sign with `sig`,
+# Google Chat has `key` and `token`).
+SECRET_PARAMETERS = frozenset(
+    {"sig", "signature", "token", "access_token", "key", "apikey", "api_key", "secret", "code",
+     "auth", "password"}
+)  # fmt: skip
+# Chat tools whose webhook paths are their secret, whatever they look like.
+SECRET_PLACES = (
+    "hooks.slack.com/services/",
+    "discord.com/api/webhooks/",
+    "discordapp.com/api/webhooks/",
+    ".webhook.office.com/webhookb2/",
+)
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,}")
 
 
 def check_url(url: str) -> str:
@@ -53,6 +69,33 @@ def check_url(url: str) -> str:
             f"${TOKEN_ENV} or a token file instead"
         )
     return url
+
+
+def secret_part(url: str) -> str | None:
+    """What of `url` looks like a secret, or None: a query parameter named as credentials
+    are, or a path part as random as a token (Slack's `/services/T…/B…/<24 characters>`,
+    Discord's, Mattermost's `/hooks/<26>`, Teams' GUIDs): 20 or more letters, digits, `-`
+    or `_`, with at least 3 letters and 3 digits. A guess, stated in docs/alerts.md: such a
+    URL is refused on the command line (`ps`, shell history) and taken from the environment
+    or a --config file."""
+    parts = urlsplit(url)
+    if any(place in f"{parts.hostname}{parts.path}" for place in SECRET_PLACES):
+        return "a path that the chat tool makes secret"
+    for name in parse_qs(parts.query, keep_blank_values=True):
+        if name.lower() in SECRET_PARAMETERS:
+            return f"its query parameter {name!r}"
+    for part in parts.path.split("/"):
+        if (
+            _TOKEN.fullmatch(part)
+            and _has_three(part, str.isalpha)
+            and _has_three(part, str.isdigit)
+        ):
+            return "a part of its path that looks like a token"
+    return None
+
+
+def _has_three(text: str, kind: Callable[[str], bool]) -> bool:
+    return sum(map(kind, text)) >= 3
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import storage
-from ..errors import RunDirectoryError
+from ..errors import LossReportError, RunDirectoryError
 from .layout import is_run_name
 
 
@@ -71,13 +71,21 @@ class Homes:
 def make_dirs(root: Path, parts: list[str]) -> None:
     """`root/a/b/c` for parts [a, b, c], each folder made in the one above through a
     descriptor opened without following a link: a link planted in the mirror is refused
-    (UnsafePathError), never followed."""
-    fd = storage.open_dir(root)
+    (UnsafePathError), never followed. Any other failure (a read-only mirror) is a
+    RunDirectoryError naming the folder that could not be made, not just its last part."""
+    made = root
     try:
-        for part in parts:
-            storage.make_dir(Path(part), dir_fd=fd)
-            inner = storage.open_dir(Path(part), dir_fd=fd)
+        fd = storage.open_dir(root)
+        try:
+            for part in parts:
+                made = made / part
+                storage.make_dir(Path(part), dir_fd=fd)
+                inner = storage.open_dir(Path(part), dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        finally:
             os.close(fd)
-            fd = inner
-    finally:
-        os.close(fd)
+    except LossReportError:
+        raise
+    except OSError as exc:
+        raise RunDirectoryError(made, f"cannot be made ({exc.strerror or exc})") from exc
