@@ -5,6 +5,7 @@ by name, with its run still listed."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sqlite3
@@ -17,8 +18,9 @@ import pytest
 
 import lossreport
 from lossreport import runformat, storage
-from lossreport.catalog import Catalog
+from lossreport.catalog import Catalog, packed
 from lossreport.daemon.listing import Listing
+from lossreport.report import pages
 from lossreport.runformat import (
     CATALOG_DIR,
     CATALOG_FILE,
@@ -30,6 +32,7 @@ from lossreport.runformat import (
     index_curves,
     read_marker,
 )
+from lossreport.runformat.packed import pack
 from tests.support.catalog import synthetic_entries
 from tests.support.serve_thread import server_thread
 from tests.support.server import request
@@ -151,3 +154,49 @@ def test_served_from_markers_a_page_of_flooded_runs_stays_small(
     named = [r.getMessage() for r in caplog.records if str(oversized) in r.getMessage()]
     assert len(named) == 1, named
     assert runformat.marker_refusal(oversized.parent.parent) is not None
+
+
+NAMES = ("ours", "forged", "garbled", "bomb", "flooded")
+
+
+def _carrying(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    """Run `run_dir`'s marker entry as its render wrote it, with `changes` written over it."""
+    path = run_dir / GRAPHS_DIR / MARKER
+    doc = json.loads(path.read_text())
+    doc["entry"].update(changes)
+    path.write_text(json.dumps(doc))
+    return dict(doc["entry"])
+
+
+def test_a_blob_a_marker_carries_is_listed_only_when_it_is_ours_and_holds_its_values(
+    runs_dir: Path,
+) -> None:
+    """A render marker carries its run's packed index details (`pages.marker_entry`), which a
+    first start copies into the catalog instead of packing them again. The run's owner can
+    write it: a blob that disagrees with the marker's values, is no blob, inflates past its
+    bound or names losses past a marker's bounds is not taken; the row is the marker's own."""
+    runs = {name: _trained(runs_dir, f"{name}-Ω") for name in NAMES}
+    for run_dir in runs.values():
+        lossreport.render_run(run_dir)
+    ours = read_marker(runs["ours"])
+    assert ours is not None and "curves" not in ours.entry and ours.entry["packed"]
+    _carrying(runs["forged"], final={"mse_loss": 123.0})
+    _carrying(runs["garbled"], packed="not base64 at all!")
+    bomb = base64.b64encode(zlib.compress(b"[" * 2**24, 9)).decode()
+    assert len(bomb) < packed.MAX_CARRIED_CHARS
+    _carrying(runs["bomb"], packed=bomb)
+    row = pages.index_row(ours.entry, "flooded-Ω")
+    flood = {f"loss_{'x' * 300}_{i}": [[0, 1.0], [1, 0.5]] for i in range(3)}
+    _carrying(runs["flooded"], packed=base64.b64encode(pack(row, flood)).decode())
+    with server_thread(runs_dir) as port:
+        status, _, body = request(port, "/.api/runs?per_page=50")
+    assert status == 200
+    by_folder = {run["run_id"]: run for run in json.loads(body)["runs"]}
+    listed = {name: by_folder[run_dir.name] for name, run_dir in runs.items()}
+    assert list(listed["ours"]["curves"]) == ["mse_loss"]
+    assert len(listed["ours"]["curves"]["mse_loss"]) == 20
+    assert listed["ours"]["curves"]["mse_loss"][-1] == [19, pytest.approx(1 / 20, rel=1e-3)]
+    assert listed["forged"]["final"] == {"mse_loss": 123.0}  # the marker's, shown as sorted
+    for name in NAMES[1:]:
+        assert listed[name]["curves"] == {}, name
+        assert listed[name]["status"] == "completed", name

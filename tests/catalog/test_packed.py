@@ -10,7 +10,8 @@ import zlib
 
 import numpy as np
 
-from lossreport.catalog import curve_json, legacy_curves, packed
+from lossreport.catalog import legacy_curves, packed
+from lossreport.runformat import packed as packing
 
 FIELDS = {
     "final": {"mse_loss": 0.25},
@@ -32,7 +33,7 @@ def _close_to(found: dict[str, list[list[float]]]) -> None:
     for name, points in CURVES.items():
         assert len(found[name]) == len(points), name
         values = [value for _, value in points]
-        level = (max(values, default=0) - min(values, default=0)) / curve_json.LEVELS
+        level = (max(values, default=0) - min(values, default=0)) / packing.LEVELS
         for (step, value), (kept_step, kept) in zip(points, found[name], strict=True):
             assert kept_step == step and type(kept_step) is type(step), name
             assert float(f"{kept:.4g}") == kept, (name, kept)  # 4 significant digits
@@ -40,7 +41,7 @@ def _close_to(found: dict[str, list[list[float]]]) -> None:
 
 
 def test_curves_come_back_exact_in_steps_and_to_four_digits() -> None:
-    fields, curves_json = packed.unpack(packed.pack(FIELDS, CURVES))
+    fields, curves_json = packed.unpack(packing.pack(FIELDS, CURVES))
     assert fields == FIELDS
     assert not {"<", ">", "&"} & set(curves_json)  # a loss's name cannot close the <script>
     _close_to(json.loads(curves_json))
@@ -54,11 +55,11 @@ def _by_hand(low: float, high: float, shapes: object = (("mse_loss", 2, "i"),)) 
     """A blob as no daemon writes one: a curve of two points over the range `low` to `high`."""
     head = json.dumps({**FIELDS, "curves": shapes}).encode()
     numbers = (
-        packed._places(np.array([0, 10], dtype="<i8").tobytes(), 8)
+        packing._places(np.array([0, 10], dtype="<i8").tobytes(), 8)
         + np.array([low, high], dtype="<f8").tobytes()
-        + packed._places(np.array([0, curve_json.LEVELS], dtype="<u2").tobytes(), 2)
+        + packing._places(np.array([0, packing.LEVELS], dtype="<u2").tobytes(), 2)
     )
-    compressor = zlib.compressobj(9, zdict=packed.WORDS)
+    compressor = zlib.compressobj(9, zdict=packing.WORDS)
     data = len(head).to_bytes(4, "little") + head + numbers
     return compressor.compress(data) + compressor.flush()
 
@@ -72,7 +73,7 @@ def test_a_blob_with_an_infinite_range_gives_no_curves() -> None:
 
 def test_a_bad_blob_among_a_page_spoils_only_its_own_row() -> None:
     """A page's blobs are decoded together (`unpack_many`): each bad one is its row's alone."""
-    good = packed.pack(FIELDS, CURVES)
+    good = packing.pack(FIELDS, CURVES)
     bad = [
         _by_hand(0.0, math.inf),
         _by_hand(0.0, 1.0, shapes=[["mse_loss", 200, "i"]]),  # its numbers end too soon

@@ -1,6 +1,7 @@
 """A tree of runs as a daemon leaves them once rendered, made without rendering: run.json, one
 small shard and the render marker a daemon's render writes (its fingerprint of the inputs and
-its index row), for start-up tests and benchmarks over thousands of runs.
+its index row, packed as `pages.marker_entry` packs it), for start-up tests and benchmarks
+over thousands of runs.
 
 Shaped as a real cluster's (`catalog.realistic_entries`): run ids made by `start_run`'s id
 function, one flat folder of them as `start_run` lays them out, long and non-ASCII model
@@ -24,6 +25,7 @@ import pyarrow as pa
 from lossreport import runformat, sources, storage
 from lossreport.alerts.rules import STALLED
 from lossreport.clock import utc_time
+from lossreport.report.pages import marker_entry
 from lossreport.runformat import RenderedMarker, RunRecord
 from tests.support.catalog import realistic_entries
 
@@ -76,7 +78,7 @@ def _write_run(
         )
     fingerprint = sources.NATIVE.inputs(run_dir).fingerprint
     with storage.opened_dir(run_dir) as run_fd:
-        marker = RenderedMarker(fingerprint, str(status), entry, by_daemon=True)
+        marker = RenderedMarker(fingerprint, str(status), marker_entry(entry), by_daemon=True)
         runformat.write_marker(run_dir, run_fd, marker)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .. import runformat, sources
-from ..catalog import Catalog, is_unusable
+from ..catalog import Catalog, is_unusable, packed_row
 from ..catalog.store import DATABASE_ERRORS, JOURNAL_SUFFIX
 from ..catalog.urls import CatalogServer, postgres_catalog
 from ..errors import CatalogServerError
@@ -201,7 +201,8 @@ class CatalogAccess:
             home = self.homes.home_of(key)
             marker = read_marker(home)  # its curves bounded; one over the size limit, logged
             if marker is not None:
-                rows.append(pages.index_row(marker.entry, key))
+                row = pages.index_row(marker.entry, key)
+                rows.append(packed_row(row, marker.entry.get("packed")))
                 continue
             refusal = marker_refusal(home)
             if refusal is not None:  # listed, saying why it shows nothing

@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-LEVELS = 65_535  # a value's place in its curve's range, 16 bits (packed.py)
+from ..runformat.packed import LEVELS
+
 # A point as JSON: its step as it is, its value to 4 significant digits (the renderer's);
 # repeated, a curve's points in one formatting call.
 POINT = "[%s,%.4g],"

@@ -1,6 +1,6 @@
 """A run's overview curves as catalog schema 2 kept them (a blob of their own, quantised and
 compressed): read to upgrade such a catalog, and made by tests that build one. Schema 3 keeps
-them with the run's other details (packed.py), laid out to compress better.
+them with the run's other details (`runformat.packed`), laid out to compress better.
 
 Each value was kept to 1/65,535 of its curve's range (16 bits) and is given back rounded to
 4 significant digits; steps exactly (as 64-bit integers, or 64-bit floats for a curve with a
@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import zlib
 
-from . import curve_json, packed
+from ..runformat.packed import Curves, encode_curves
+from . import curve_json
 from .packed import MAX_DECODED
 
 
-def encode(curves: packed.Curves) -> bytes:
+def encode(curves: Curves) -> bytes:
     """`{loss: [[step, value], ...]}` (`pages.index_row`'s curves), packed."""
-    shapes, parts = packed.encode_curves(curves, by_place=False)
+    shapes, parts = encode_curves(curves, by_place=False)
     head = json.dumps(shapes, separators=(",", ":")).encode()
     return zlib.compress(len(head).to_bytes(4, "little") + head + b"".join(parts), 9)
 

@@ -1,112 +1,63 @@
-"""What a page shows of a run and no query reads, packed in one blob (schema 3): its final and
-minimum loss values, config and alerts as JSON, and its overview curves, compressed together.
-
-Apart, as JSON and a blob of curves, they took about 730 bytes a realistic run; together about
-400: the loss names the values, the curves and the config share are written once, and the
-numbers are laid out so that zlib finds what repeats.
-
-The curves only draw the small charts of the runs index and the sweep page: each value is kept
-to 1/65,535 of its curve's range (16 bits, below a pixel of any chart and below the 4
-significant digits the renderer keeps, where a curve spans less than a decade), then given back
-rounded to 4 significant digits. Steps are kept exactly (as 64-bit integers; any step that is
-not one keeps its curve's steps as 64-bit floats). Steps and levels are delta-coded, and each
-array's bytes are stored by place (every first byte, then every second...): the high bytes of
-small deltas are zeros that compress to nothing.
+"""The blob a run's index details are packed in (`runformat.packed`, catalog schema 3), read
+back: for the pages that show them, and, where a render marker carries one, checked before
+the catalog stores it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import math
-import operator
-import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from ..runformat.marker import MAX_CURVE_NAME, MAX_CURVE_POINTS, MAX_CURVES_BYTES
+from ..runformat.packed import FIELDS, WORDS
 from . import curve_json
-from .curve_json import LEVELS
 
 MAX_DECODED = 1 << 20  # bytes a blob may expand to: a hand-made one cannot fill memory
-INTEGRAL = 2**53  # steps below this are exact as floats, so checked as integers
-FIELDS = {"final": dict, "minimum": dict, "config": dict, "alerts": list}  # and their type
-# Words nearly every run's blob holds, given to zlib as a dictionary to refer back to: the
-# first copy of each in a blob then costs a reference, not its letters (about 60 bytes a run).
-WORDS = (
-    b'{"final":{"minimum":{"config":{"alerts":[],"curves":[["overall_loss",60,"i"],'
-    b'["l1_loss",60,"i"],["mse_loss",60,"i"],"train_batch_size_tokens":"4096",'
-    b'"context_size":"1024","l1_coefficient":"d_sae":"lr":"seed":"dead_features'
-)
+# A blob a render marker carries, as base64: ours take about 600 characters; what its curves
+# may hold is bounded as a marker's curves are (runformat.index_curves).
+MAX_CARRIED_CHARS = 64 * 2**10
+_LEAST_POINT_JSON = len("[1,2],")
 
 
-Curves = Mapping[str, Sequence[Sequence[float]]]  # {loss: [[step, value], ...]}
+def carried(text: Any, fields: Mapping[str, Any]) -> bytes | None:
+    """The blob a render marker carries (base64, `pages.marker_entry`), if it is one of ours
+    and holds `fields` (what `pages.index_row` read from the same marker: no query can sort by
+    one value and the page show another) and curves within a marker's bounds; else None,
+    and the row is packed from the marker's fields as they are."""
+    if not isinstance(text, str) or len(text) > MAX_CARRIED_CHARS:
+        return None
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error
+        return None
+    opened = _opened(blob)
+    if opened is None or any(opened[0][name] != fields[name] for name in FIELDS):
+        return None
+    return blob if _bounded(opened[1][0]) else None
 
 
-def pack(fields: dict[str, Any], curves: Curves) -> bytes:
-    """`fields` (final, minimum, config, alerts as `pages.index_row` has them) and the curves
-    (`{loss: [[step, value], ...]}` as `runformat.index_curves` gives them), packed."""
-    header: dict[str, Any] = {name: fields[name] for name in FIELDS}
-    header["curves"], parts = encode_curves(curves, by_place=True)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    packer = zlib.compressobj(9, zdict=WORDS)
-    data = len(head).to_bytes(4, "little") + head + b"".join(parts)
-    return packer.compress(data) + packer.flush()
-
-
-def encode_curves(curves: Curves, by_place: bool) -> tuple[list[list[Any]], list[bytes]]:
-    """Each curve's shape `[name, count, "i" or "f"]` and its numbers: steps (delta-coded
-    integers, or floats), the value range, and the delta-coded levels; stored by place
-    (`_places`) for schema 3, as they are for schema 2 (legacy_curves.py). In plain Python:
-    a curve has at most a few hundred points, where each numpy call costs more than the
-    arithmetic (a daemon's first start packs 100,000 runs' curves)."""
-    arrange = _places if by_place else _as_given
-    shapes: list[list[Any]] = []
-    parts: list[bytes] = []
-    for name, points in curves.items():
-        if not points:
-            shapes.append([name, 0, "i"])
-            continue
-        steps, integral = _steps(points)  # a point that is no pair: ValueError
-        values = [float(value) for _, value in points]
-        if integral:
-            deltas = [steps[0], *map(operator.sub, steps[1:], steps)]
-            parts.append(arrange(struct.pack(f"<{len(deltas)}q", *deltas), 8))
-        else:
-            parts.append(arrange(struct.pack(f"<{len(steps)}d", *steps), 8))
-        low, high = min(values), max(values)
-        span = high - low
-        if 0 < span < math.inf:
-            levels = [round((value - low) / span * LEVELS) for value in values]
-        else:  # all one value (or a range past a float's)
-            levels = [0] * len(values)
-        ups = [levels[0], *(up % 65_536 for up in map(operator.sub, levels[1:], levels))]
-        parts.append(struct.pack("<2d", low, high))
-        parts.append(arrange(struct.pack(f"<{len(ups)}H", *ups), 2))
-        shapes.append([name, len(points), "i" if integral else "f"])
-    return shapes, parts
-
-
-def _steps(points: Sequence[Sequence[float]]) -> tuple[list[Any], bool]:
-    """A curve's steps, and whether they are integral: exact integers then (below
-    `INTEGRAL`, as floats of that size are), else floats. Integers as JSON gives them are
-    taken as they are, without a conversion a step."""
-    steps = [step for step, _ in points]
-    if all(type(step) is int for step in steps) and -INTEGRAL < min(steps) <= max(steps) < INTEGRAL:
-        return steps, True
-    floats = [float(step) for step in steps]
-    if all(map(float.is_integer, floats)) and max(map(abs, floats)) < INTEGRAL:
-        return [int(step) for step in floats], True
-    return floats, False
-
-
-def _places(data: bytes, size: int) -> bytes:
-    """`data`, numbers of `size` bytes each, by place: every number's first byte, then every
-    second..."""
-    return b"".join(data[place::size] for place in range(size))
-
-
-def _as_given(data: bytes, size: int) -> bytes:
-    return data
+def _bounded(shapes: Any) -> bool:
+    """Whether curve shapes (`[[name, count, kind], ...]`) could be a marker's curves as
+    `runformat.index_curves` keeps them: names of `MAX_CURVE_NAME` characters, curves of
+    `MAX_CURVE_POINTS` points, whose JSON would fit `MAX_CURVES_BYTES` at its shortest (a
+    point `[1,2],`, a name's character a byte). Whether the numbers are there is checked
+    when they are decoded (`curve_json`)."""
+    if not isinstance(shapes, list):
+        return False
+    size = 2
+    for shape in shapes:
+        if not (isinstance(shape, list) and len(shape) == 3):
+            return False
+        name, count, _ = shape
+        if not isinstance(name, str) or len(name) > MAX_CURVE_NAME:
+            return False
+        if type(count) is not int or not 0 <= count <= MAX_CURVE_POINTS:
+            return False
+        size += len(name) + 6 + count * _LEAST_POINT_JSON
+    return size <= MAX_CURVES_BYTES
 
 
 def unpack(blob: bytes | None) -> tuple[dict[str, Any], str]:

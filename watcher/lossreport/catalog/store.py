@@ -31,6 +31,7 @@ from .. import storage
 from ..clock import utc_time
 from ..errors import CatalogServerError, UnsafePathError
 from ..runformat import CATALOG_DIR, CATALOG_FILE, GRAPHS_DIR, MAX_CURVES_BYTES, index_curves
+from ..runformat.packed import pack
 from . import legacy_curves, packed
 from .dialect import SQLITE, Connection, Dialect, Transactional
 from .places import HERE, Place
@@ -842,12 +843,16 @@ def _clear(connection: Connection, run: int) -> None:
         )
 
 
-def packed_row(row: dict[str, Any]) -> dict[str, Any]:
+def packed_row(row: dict[str, Any], carried: Any = None) -> dict[str, Any]:
     """`row` (`pages.index_row`'s shape) with its curves packed with its details, as `put`
     writes them: 3.4 KB a realistic row against 30 KB with its curves' lists, for rows held
-    before they are written (a daemon's batch, the rows it keeps while a server is down)."""
+    before they are written (a daemon's batch, the rows it keeps while a server is down).
+    `carried`: the blob the row's render marker carries (`entry["packed"]`), taken as it is
+    where it is one of ours holding the row's details (`packed.carried`): a first start then
+    packs none of 100,000 runs (about 165 µs a run)."""
     held = {name: value for name, value in row.items() if name != "curves"}
-    held["packed"] = packed.pack(row, row["curves"])
+    blob = None if carried is None else packed.carried(carried, row)
+    held["packed"] = blob if blob is not None else pack(row, row["curves"])
     return held
 
 
@@ -917,7 +922,7 @@ class _Details:
             row["error"],
             row["problems"],
             row["anomalies"],
-            row["packed"] if "packed" in row else packed.pack(row, row["curves"]),
+            row["packed"] if "packed" in row else pack(row, row["curves"]),
         ))  # fmt: skip
         self._losses += (
             (run, self._numbers.loss(loss), row["final"].get(loss), row["minimum"].get(loss))

@@ -219,11 +219,13 @@ class Listing:
 
     def row(self, key: str, entry: dict[str, Any], bounded: bool = False) -> dict[str, Any]:
         """Run `key`'s catalog row from `entry`, its curves bounded unless they are already
-        (an entry `read_marker` gave), and packed: the row is held until its batch is written,
-        or while a catalog server is down."""
+        (an entry `read_marker` gave), and packed (the blob a marker carries, where it is
+        ours): the row is held until its batch is written, or while a catalog server is
+        down."""
         if not bounded:
             entry = {**entry, "curves": index_curves(entry.get("curves"))}
-        return packed_row(pages.index_row(entry, key, self._graphs_link(key)))
+        row = pages.index_row(entry, key, self._graphs_link(key))
+        return packed_row(row, entry.get("packed"))
 
     def _graphs_link(self, key: str) -> str | None:
         """Run `key`'s loss_graphs/ as the index links it, where that is not `KEY/loss_graphs`

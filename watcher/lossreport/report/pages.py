@@ -21,6 +21,7 @@ import markupsafe
 from .. import runformat
 from ..clock import utc_time
 from ..runformat import GRAPHS_DIR
+from ..runformat.packed import pack
 from ..sources.series import Drawn
 from ..version import __version__
 from . import theme
@@ -253,6 +254,19 @@ def index_row(
         "losses": [str(name) for name in curves],
         "curves": curves,
     }
+
+
+def marker_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` (a runs-index entry, its overview curves as `{loss: [[step, value], ...]}`) as
+    the render marker keeps it: the curves bounded (`runformat.index_curves`) and packed with
+    what the index shows of the run into the blob the catalog stores (`runformat.packed`), as
+    base64 in `packed`. A daemon that lists many rendered runs then copies each run's blob
+    (`catalog.packed_row`) instead of checking and packing its 180 points again."""
+    curves = runformat.index_curves(entry.get("curves"))
+    shown = index_row({**entry, "curves": curves}, "")
+    kept = {name: value for name, value in entry.items() if name != "curves"}
+    kept["packed"] = base64.b64encode(pack(shown, curves)).decode("ascii")
+    return kept
 
 
 def flat_config(config: Any) -> dict[str, str]:

@@ -159,7 +159,7 @@ def record_render(home_fd: int, result: RenderResult, *, by_daemon: bool = False
     """Write the render marker of `result`'s run (in its home, which `home_fd` holds, under the
     render lock): the inputs it saw, the status it showed, who rendered, and its runs-index
     entry, which it returns."""
-    entry = index_entry(result)
+    entry = pages.marker_entry(index_entry(result))
     marker = RenderedMarker(result.fingerprint, result.status, entry, by_daemon)
     runformat.write_marker(result.home or result.run_dir, home_fd, marker)
     return entry
