@@ -24,3 +24,18 @@ def test_statuses_without_a_colour_show_as_unknown() -> None:
     ]
     row = pages.index_row({"status": "<b>odd</b>", "rendered_at": "now"}, "r")
     assert row["status_class"] == "unknown"
+
+
+def test_a_config_is_flattened_and_bounded_the_same_whether_flat_already_or_not() -> None:
+    """A marker's config is flat and bounded already, and a first start takes it as it is
+    (no walk): what is not so, just past each bound, still comes back bounded."""
+    most_keys, name, value = pages.MAX_CONFIG_KEYS, pages.MAX_CONFIG_NAME, pages.MAX_CONFIG_VALUE
+    flat = {"lr": "3e-05", "Ωmega.β": "1", "n" * name: "v" * value}
+    assert pages.flat_config(flat) == flat and pages.flat_config(flat) is not flat
+    assert pages.flat_config({"n" * (name + 1): "v"}) == {"n" * name: "v"}
+    assert pages.flat_config({"lr": "v" * (value + 1)}) == {"lr": "v" * value}
+    assert pages.flat_config({"": "dropped", "kept": "1"}) == {"kept": "1"}
+    assert len(pages.flat_config({str(i): "v" for i in range(most_keys + 1)})) == most_keys
+    nested = {"lr": 3e-05, "optimizer": {"beta1": 0.9, "name": "adam"}, "tags": ["a"]}
+    expected = {"lr": "3e-05", "optimizer.beta1": "0.9", "optimizer.name": "adam"}
+    assert pages.flat_config(nested) == {**expected, "tags": '["a"]'}

@@ -25,7 +25,7 @@ import pyarrow as pa
 from lossreport import runformat, sources, storage
 from lossreport.alerts.rules import STALLED
 from lossreport.clock import utc_time
-from lossreport.report.pages import marker_entry
+from lossreport.report.pages import flat_config, marker_entry
 from lossreport.runformat import RenderedMarker, RunRecord
 from tests.support.catalog import realistic_entries
 
@@ -78,7 +78,9 @@ def _write_run(
         )
     fingerprint = sources.NATIVE.inputs(run_dir).fingerprint
     with storage.opened_dir(run_dir) as run_fd:
-        marker = RenderedMarker(fingerprint, str(status), marker_entry(entry), by_daemon=True)
+        # as `render.index_entry` writes it: the config flat, its values as text
+        kept = marker_entry({**entry, "config": flat_config(entry["config"])})
+        marker = RenderedMarker(fingerprint, str(status), kept, by_daemon=True)
         runformat.write_marker(run_dir, run_fd, marker)
 
 

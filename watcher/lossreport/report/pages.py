@@ -273,6 +273,12 @@ def flat_config(config: Any) -> dict[str, str]:
     """A run's config as `name: text` pairs, nested keys joined by dots (`optimizer.lr`),
     each value as JSON shows it (strings as they are), all bounded: what the catalog filters
     on and a sweep compares. Flat already, it comes back the same."""
+    if type(config) is dict and len(config) <= MAX_CONFIG_KEYS and all(
+        type(key) is str and 0 < len(key) <= MAX_CONFIG_NAME
+        and type(value) is str and len(value) <= MAX_CONFIG_VALUE
+        for key, value in config.items()
+    ):  # fmt: skip
+        return dict(config)  # flat and bounded, as every marker's is: no walk (a first start)
     flat: dict[str, str] = {}
 
     def walk(value: Any, prefix: str, depth: int) -> None:
