@@ -11,6 +11,7 @@ import shutil
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -231,26 +232,108 @@ def test_a_silent_or_trickling_client_is_cut_off_at_the_request_deadline(runs_di
         assert request(port, "/")[0] == 200
 
 
-def test_a_new_connection_takes_the_slot_of_one_waiting_for_a_request(runs_dir: Path) -> None:
-    with server_thread(runs_dir, Limits(max_connections=2)) as port:
-        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
-        assert request(port, "/")[0] == 200  # over the limit, and answered
-        readable = select.select(idle, [], [], 10)[0]
-        assert len(readable) == 1 and closed_unanswered(readable[0])  # one gave its slot
-        for sock in idle:
+def test_a_burst_of_requests_waits_for_answer_slots_and_none_is_closed_unanswered(
+    runs_dir: Path,
+) -> None:
+    """Far more requests at once than answer slots: each waits for one. A connection whose
+    request had come but was not read yet was taken for a silent one and closed (4 to 18 of
+    200 requests at once, against 64 slots)."""
+    with server_thread(runs_dir, Limits(max_answers=2)) as port, ThreadPoolExecutor(100) as pool:
+        for _ in range(3):
+            statuses = list(pool.map(lambda _: _status_or_error(port, "/.api/runs"), range(100)))
+            assert statuses == [200] * 100
+
+
+def test_silent_connections_do_not_hold_up_a_request_waiting_for_an_answer_slot(
+    runs_dir: Path,
+) -> None:
+    """Every answer slot held by a client that stalls, then connections that send nothing,
+    then a request: it waits for a slot once (then a 503), not once more for each silent
+    connection before it (the accept loop waited for a slot for each in turn: 65 s for 20)."""
+    big = _big_file(runs_dir)
+    limits = Limits(max_answers=2, slot_wait_seconds=1.0, rate_grace_seconds=60)
+    with server_thread(runs_dir, limits) as port:
+        holders = [_stalled_reader(port, big) for _ in range(2)]
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+        started = time.monotonic()
+        status, _, body = request(port, "/")
+        assert status == 503 and b"try again" in body
+        assert time.monotonic() - started < limits.slot_wait_seconds + 3
+        for sock in holders + silent:
             sock.close()
+
+
+def test_with_every_connection_open_a_silent_one_gives_way_never_a_request(
+    runs_dir: Path,
+) -> None:
+    """A new connection takes the place of the one that has sent nothing for the longest; a
+    connection that has sent its request keeps its place, so with none silent the new one is
+    closed at once, and the requests waiting for the answer slot are all answered."""
+    big = _big_file(runs_dir)
+    limits = Limits(max_connections=3, max_answers=1, rate_grace_seconds=60)
+    with server_thread(runs_dir, limits) as port:
+        holder = _stalled_reader(port, big)  # holds the one answer slot
+        queued = _sent(port, "/")  # in, waiting for the slot
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        late = _sent(port, "/")  # every connection open: the silent one gives way
+        assert closed_unanswered(silent)
+        refused = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert closed_unanswered(refused)  # none silent: closed at once (or the timeout raises)
+        holder.close()
+        assert _status_of(queued) == 200 and _status_of(late) == 200
+        for sock in (silent, refused, queued, late):
+            sock.close()
+
+
+def _status_or_error(port: int, path: str) -> int | str:
+    try:
+        return request(port, path)[0]
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _big_file(runs_dir: Path) -> str:
+    """The path of a file far larger than what the socket buffers of loopback hold."""
+    graphs = runs_dir / "big-run" / "loss_graphs"
+    graphs.mkdir(parents=True)
+    (graphs / "history.csv").write_bytes(b"step,mse_loss\n" * 600_000)  # 8 MB
+    return "/big-run/loss_graphs/history.csv"
+
+
+def _sent(port: int, path: str) -> socket.socket:
+    """A connection on which a whole request for `path` has been sent."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return sock
+
+
+def _stalled_reader(port: int, path: str) -> socket.socket:
+    """A connection that asked for `path` and reads nothing, once its answer has begun (so it
+    holds an answer slot)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    assert select.select([sock], [], [], 10)[0], "the answer did not begin"
+    return sock
+
+
+def _status_of(sock: socket.socket) -> int:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    response.read()
+    return response.status
 
 
 def test_slow_readers_are_dropped_and_a_new_client_still_gets_the_page(runs_dir: Path) -> None:
     """The slots all taken by clients reading a big file slowly (a few KB a second): each is
     dropped once under the minimum rate, and a client that comes meanwhile waits for a slot
     instead of being turned away."""
-    graphs = runs_dir / "big-run" / "loss_graphs"
-    graphs.mkdir(parents=True)
-    (graphs / "history.csv").write_bytes(b"step,mse_loss\n" * 600_000)  # 8 MB
-    limits = Limits(max_connections=4, min_rate=256 * 2**10, rate_grace_seconds=0.5)
+    big = _big_file(runs_dir)
+    limits = Limits(max_answers=4, min_rate=256 * 2**10, rate_grace_seconds=0.5)
     with server_thread(runs_dir, limits) as port:
-        readers = [_SlowReader(port, "/big-run/loss_graphs/history.csv") for _ in range(4)]
+        readers = [_SlowReader(port, big) for _ in range(4)]
         for reader in readers:
             reader.started.wait(10)  # each is being answered: every slot is taken
         started = time.monotonic()

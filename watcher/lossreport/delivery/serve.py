@@ -8,9 +8,9 @@ run found below the top). Any other path, a hidden name, `..`, a symlink anywher
 runs directory, or anything but a regular file is a 404; a bad query parameter is a 400;
 nothing is ever listed or written. Loopback is shared by every user of the machine, so each
 request and each answer has a deadline, an answer must be read at a minimum rate, and the
-connections are capped, an idle one giving its slot to a new one (`RunsServer`): a stalled
-client cannot hold a thread for long. A request whose Host header names another site (a
-DNS-rebinding page) is refused with a 421.
+connections and the answers made at once are capped (`RunsServer`): a stalled client cannot
+hold a thread for long, nor one that sends nothing an answer's slot. A request whose Host
+header names another site (a DNS-rebinding page) is refused with a 421.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import mimetypes
 import os
+import select
 import shutil
 import socket
 import stat
@@ -65,8 +66,10 @@ REQUEST_TIMEOUT_SECONDS = 30.0  # for each whole request to arrive (an idle keep
 RESPONSE_DEADLINE_SECONDS = 120.0  # for a whole answer to be read
 MIN_RATE_BYTES = 32 * 2**10  # a second, averaged over an answer so far, once past the grace
 RATE_GRACE_SECONDS = 5.0
-MAX_CONNECTIONS = 64  # at once; a browser opens about 6, so this is many people or an attack
-SLOT_WAIT_SECONDS = 10.0  # a connection over the limit waits this long for a slot
+MAX_ANSWERS = 64  # requests answered at once; a browser opens about 6 connections
+MAX_CONNECTIONS = 256  # open at once, one thread each, the answered ones included
+SLOT_WAIT_SECONDS = 10.0  # a request that is in waits this long for an answer's slot, then 503
+ROOM_WAIT_SECONDS = 1.0  # the accept loop waits this long for a connection it closed to end
 PACE_CHECK_SECONDS = 0.25  # a blocked write looks again at the deadline and the rate this often
 WRITE_CHUNK = 64 * 2**10
 TCP_INFO_BYTES_ACKED = 120  # where Linux's struct tcp_info holds tcpi_bytes_acked, a u64
@@ -189,32 +192,45 @@ class Limits:
     response_seconds: float = RESPONSE_DEADLINE_SECONDS
     min_rate: float = MIN_RATE_BYTES
     rate_grace_seconds: float = RATE_GRACE_SECONDS
+    max_answers: int = MAX_ANSWERS
     max_connections: int = MAX_CONNECTIONS
     slot_wait_seconds: float = SLOT_WAIT_SECONDS
 
 
 class _DeadlineReader(io.RawIOBase):
     """A socket's incoming bytes, up to a deadline for all of a request: a per-read timeout
-    alone lets a client that sends a byte now and then hold its connection for ever."""
+    alone lets a client that sends a byte now and then hold its connection for ever. Until
+    the request's first byte, the server may close the connection to make room for another
+    (`RunsServer.await_request`); the end of the input then."""
 
-    def __init__(self, sock: socket.socket, seconds: float) -> None:
+    def __init__(self, sock: socket.socket, seconds: float, server: RunsServer) -> None:
         self._sock = sock
         self._seconds = seconds
+        self._server = server
         self._deadline = time.monotonic() + seconds
+        self._begun = False  # a byte of this request has come
 
     def restart(self) -> None:
         """The next request's deadline starts now."""
         self._deadline = time.monotonic() + self._seconds
+        self._begun = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
+        if not self._begun:
+            if not self._server.await_request(self._sock, self._left()):
+                return 0
+            self._begun = True
+        self._sock.settimeout(self._left())
+        return self._sock.recv_into(memoryview(buffer))
+
+    def _left(self) -> float:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request did not arrive in time")
-        self._sock.settimeout(remaining)
-        return self._sock.recv_into(memoryview(buffer))
+        return remaining
 
 
 class _PacedWriter(io.BufferedIOBase):
@@ -307,23 +323,35 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.rfile.close()  # the plain reader and writer it made; the socket stays open
         self.wfile.close()
-        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self._reader = _DeadlineReader(self.connection, self.timeout, self.server)
         self._writer = _PacedWriter(self.connection, self.limits)
         self.rfile = io.BufferedReader(self._reader)
         self.wfile = self._writer
+        self._answering = False  # holds one of the server's answer slots
 
     def handle_one_request(self) -> None:
-        """Each request has its own deadline to arrive, and each answer its own; waiting for
-        a request, the connection may give its slot to a new one (`RunsServer`)."""
+        """Each request has its own deadline to arrive, and each answer its own; the answer's
+        slot, taken once the request is in, is given back once it is sent."""
         self._reader.restart()
         self._writer.restart()
-        self.server.waiting(self.connection)
-        super().handle_one_request()
+        try:
+            super().handle_one_request()
+        finally:
+            if self._answering:
+                self._answering = False
+                self.server.answered()
 
     def parse_request(self) -> bool:
-        parsed = super().parse_request()
-        self.server.answering(self.connection)  # the whole request is in
-        return parsed
+        """The whole request is in: it waits for an answer's slot, or is told to come back
+        (a 503) when none frees in time; it is never closed unanswered for another."""
+        if not super().parse_request():
+            return False
+        self._answering = self.server.take_answer_slot()
+        if not self._answering:
+            self.close_connection = True
+            busy = Answer.text(HTTPStatus.SERVICE_UNAVAILABLE, "too busy: try again in a moment")
+            self._send_answer(busy, send_body=self.command != "HEAD")
+        return self._answering
 
     def do_GET(self) -> None:
         self._respond(send_body=True)
@@ -422,18 +450,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class RunsServer(ThreadingHTTPServer):
-    """One thread a connection, at most `limits.max_connections` at once. When all are taken,
-    a new connection takes the slot of the one that has waited longest for its next request
-    (a browser's idle keep-alive, or a request that trickles in), else waits up to
-    `slot_wait_seconds` for one to end (the next ones wait in the listen queue), then is
-    closed unread. An answer must be read at the minimum rate, so a slow reader frees its
-    slot within seconds (`_PacedWriter`).
+    """One thread a connection, at most `limits.max_connections` open and `limits.max_answers`
+    requests answered at once. A connection takes an answer's slot only once its whole request
+    is in, so one that sends nothing, or a byte now and then, costs a waiting thread, never an
+    answer; a request that is in waits up to `slot_wait_seconds` for a slot, then is a 503. An
+    answer must be read at the minimum rate, so a slow reader frees its slot within seconds
+    (`_PacedWriter`).
+
+    The accept loop never waits for an answer's slot. With every connection open, a new one
+    takes the place of the one that has sent nothing for the longest (closed unanswered: it
+    asked nothing), waiting up to `ROOM_WAIT_SECONDS` for its thread to end; a connection that
+    has sent a byte of its request is never closed for another, so with none silent the new
+    one is closed at once (the next ones wait in the listen queue).
 
     It answers only requests whose Host is localhost, its own address (any port: an SSH
     tunnel's differs) or a name in `allowed_hosts`."""
 
     daemon_threads = True
-    request_queue_size = 128  # connections waiting for a slot, beyond: refused by the kernel
+    request_queue_size = 128  # connections not yet accepted, beyond: refused by the kernel
 
     def __init__(
         self,
@@ -444,11 +478,16 @@ class RunsServer(ThreadingHTTPServer):
         allowed_hosts: Iterable[str] = (),
     ) -> None:
         self._limits = limits
-        self._slots = threading.Condition()
-        self._open = 0  # connections with a slot; under `_slots`
-        self._waiting: dict[socket.socket, float] = {}  # for a request, since; under `_slots`
+        lock = threading.Lock()  # guards all below
+        self._slot_freed = threading.Condition(lock)
+        self._connection_ended = threading.Condition(lock)
+        self._open = 0  # connections with a thread
+        self._answering = 0  # answer slots taken
+        self._silent: dict[socket.socket, float] = {}  # no byte of a request yet, since
+        self._closed_for_room: set[socket.socket] = set()  # their threads not ended yet
         self._closing = False
-        self._full = False  # warned that the limit is reached, until a slot is free again
+        self._full = False  # warned that new connections are closed, until one is let in
+        self._busy = False  # warned that requests are answered 503, until one gets a slot
         handler = type(
             "Handler",
             (_Handler,),
@@ -469,70 +508,118 @@ class RunsServer(ThreadingHTTPServer):
         except ValueError:
             return False
 
-    def waiting(self, connection: socket.socket) -> None:
-        with self._slots:
-            self._waiting[connection] = time.monotonic()
-
-    def answering(self, connection: socket.socket) -> None:
-        with self._slots:
-            self._waiting.pop(connection, None)
-
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._take_slot():
-            if not self._full:
-                self._full = True
-                logger.warning(
-                    "%d connections open, none idle: closing new ones that waited %gs for one",
-                    self._limits.max_connections,
-                    self._limits.slot_wait_seconds,
-                )
+        if not self._let_in(request):
             self.shutdown_request(request)
             return
-        self._full = False
         try:
             super().process_request(request, client_address)
-        except BaseException:  # no thread started, so none will free the slot
-            self._free_slot(request)
+        except BaseException:  # no thread started, so none will give its place back
+            self._ended(request)
             raise
 
-    def _take_slot(self) -> bool:
-        deadline = time.monotonic() + self._limits.slot_wait_seconds
-        with self._slots:
+    def _let_in(self, connection: socket.socket) -> bool:
+        """A place for a new connection, made when all are taken by closing the one silent for
+        the longest; False (logged once) when none is silent or its thread does not end."""
+        deadline = time.monotonic() + ROOM_WAIT_SECONDS
+        with self._connection_ended:
             while self._open >= self._limits.max_connections:
-                self._free_idle()
                 left = deadline - time.monotonic()
-                if left <= 0 or self._closing:
+                room_coming = self._closed_for_room or self._close_silent()
+                if self._closing or left <= 0 or not room_coming:
+                    self._warn_full()
                     return False
-                self._slots.wait(min(left, PACE_CHECK_SECONDS))
+                self._connection_ended.wait(left)
+            self._full = False
             self._open += 1
+            self._silent[connection] = time.monotonic()
             return True
 
-    def _free_idle(self) -> None:
-        """Close the connection that has waited longest for a request (under `_slots`); its
-        thread ends and frees the slot."""
-        if not self._waiting:
-            return
-        oldest = min(self._waiting, key=self._waiting.__getitem__)
-        del self._waiting[oldest]
-        with contextlib.suppress(OSError):
-            oldest.shutdown(socket.SHUT_RDWR)
+    def _close_silent(self) -> bool:
+        """Close the connection that has sent nothing for the longest (under the lock); its
+        thread ends and gives its place back. One whose request is arriving is left alone."""
+        for connection in sorted(self._silent, key=self._silent.__getitem__):
+            if _has_input(connection):
+                continue  # its reader takes it out of `_silent`
+            del self._silent[connection]
+            self._closed_for_room.add(connection)
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            return True
+        return False
 
-    def _free_slot(self, request: Any) -> None:
-        with self._slots:
+    def await_request(self, connection: socket.socket, seconds: float) -> bool:
+        """Wait up to `seconds` for the first byte of a request on `connection` (TimeoutError
+        past them), which may meanwhile be closed to make room: False when it was."""
+        with self._connection_ended:
+            if connection in self._closed_for_room:
+                return False
+            self._silent.setdefault(connection, time.monotonic())
+        try:
+            connection.settimeout(seconds)
+            connection.recv(1, socket.MSG_PEEK)  # b"" once closed, by either end
+        finally:
+            with self._connection_ended:
+                kept = self._silent.pop(connection, None) is not None
+        return kept
+
+    def take_answer_slot(self) -> bool:
+        """Wait up to `slot_wait_seconds` for one of the `max_answers` slots; False (logged
+        once) when none freed in time."""
+        deadline = time.monotonic() + self._limits.slot_wait_seconds
+        with self._slot_freed:
+            while self._answering >= self._limits.max_answers:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closing:
+                    self._warn_busy()
+                    return False
+                self._slot_freed.wait(left)
+            self._busy = False
+            self._answering += 1
+            return True
+
+    def _warn_full(self) -> None:
+        """Once, until a new connection is let in again (under the lock)."""
+        if not self._full:
+            self._full = True
+            logger.warning(
+                "%d connections open, none silent: closing new ones at once",
+                self._limits.max_connections,
+            )
+
+    def _warn_busy(self) -> None:
+        """Once, until a request gets an answer's slot again (under the lock)."""
+        if not self._busy:
+            self._busy = True
+            logger.warning(
+                "%d answers under way for %gs: answering 503 to new requests",
+                self._limits.max_answers,
+                self._limits.slot_wait_seconds,
+            )
+
+    def answered(self) -> None:
+        with self._slot_freed:
+            self._answering -= 1
+            self._slot_freed.notify()
+
+    def _ended(self, connection: socket.socket) -> None:
+        with self._connection_ended:
             self._open -= 1
-            self._waiting.pop(request, None)
-            self._slots.notify()
+            self._silent.pop(connection, None)
+            self._closed_for_room.discard(connection)
+            self._connection_ended.notify()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._free_slot(request)
+            self._ended(request)
 
     def shutdown(self) -> None:
-        with self._slots:
+        with self._slot_freed:
             self._closing = True
-            self._slots.notify_all()
+            self._slot_freed.notify_all()
+            self._connection_ended.notify_all()
         super().shutdown()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -541,6 +628,17 @@ class RunsServer(ThreadingHTTPServer):
             logger.debug("connection from %s ended early", client_address[0], exc_info=True)
         else:
             logger.exception("error while serving %s", client_address[0])
+
+
+def _has_input(connection: socket.socket) -> bool:
+    """Whether bytes (or the client's close) wait to be read on `connection`, or it is closed
+    already, without waiting: a non-blocking recv waits for the socket's timeout (CPython
+    polls first)."""
+    if connection.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(connection, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _without_port(host: str) -> str:
