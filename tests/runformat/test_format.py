@@ -211,3 +211,27 @@ def test_the_documented_minimal_writer_makes_a_run_lossreport_reads(tmp_path: Pa
     data = runformat.read_losses(run_dir)
     assert data.skipped == []
     assert data.table.column("mse_loss").to_pylist() == [1.0, 0.5]
+
+
+def _nested(levels: int) -> dict[str, object]:
+    config: dict[str, object] = {"lr": "3e-4"}
+    for _ in range(levels):
+        config = {"c": config}
+    return config
+
+
+def test_run_json_nested_to_the_limit_is_read_and_one_level_more_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The depth check skips the walk for a file with fewer brackets than the limit (most
+    run.json files): what it reads and refuses is as before, brackets in strings included."""
+    record = runformat.RunRecord(run_id="r", model="m", hook="h")
+    limit = runformat.MAX_RUN_FILE_DEPTH
+    for levels, text in ((limit - 3, "plain"), (0, "[[[{{{" * limit), (limit - 3, "[" * 99)):
+        record.config = {"config": _nested(levels), "note": text}  # 3 + levels deep
+        runformat.write_run_file(tmp_path, record)
+        assert runformat.read_run_file(tmp_path).config["note"] == text
+    record.config = {"config": _nested(limit - 2)}
+    runformat.write_run_file(tmp_path, record)
+    with pytest.raises(MalformedRunFileError, match=f"nested deeper than {limit} levels"):
+        runformat.read_run_file(tmp_path)

@@ -62,7 +62,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 TYPES = {".csv": "text/csv; charset=utf-8", ".json": "application/json"}
-REQUEST_TIMEOUT_SECONDS = 30.0  # for each whole request to arrive (an idle keep-alive included)
+REQUEST_TIMEOUT_SECONDS = 30.0  # for each whole request to arrive, from its connection on
 RESPONSE_DEADLINE_SECONDS = 120.0  # for a whole answer to be read
 MIN_RATE_BYTES = 32 * 2**10  # a second, averaged over an answer so far, once past the grace
 RATE_GRACE_SECONDS = 5.0
