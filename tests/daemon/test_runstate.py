@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from datetime import UTC, datetime, timedelta
@@ -10,11 +11,14 @@ from pathlib import Path
 import pytest
 
 import lossreport
+from lossreport import runformat, storage
 from lossreport.daemon.netfs import filesystem_type, is_network_filesystem
 from lossreport.daemon.options import ONCE_FINISHED, ONCE_LIVE, WatchOptions
-from lossreport.daemon.runstate import RunState, once_left, render_reason
+from lossreport.daemon.runstate import RunState, as_rendered, once_left, render_reason
 from lossreport.daemon.watch import Watcher, _EventsToRuns
-from lossreport.runformat import RenderedMarker
+from lossreport.runformat import RenderedMarker, read_marker
+from lossreport.sources.native import stat_fingerprint
+from tests.support.procs import wait_for
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -123,3 +127,38 @@ def test_network_filesystems_are_recognised_from_the_mount_table(tmp_path: Path)
     assert filesystem_type(Path("/home/me"), str(mounts)) == "ext4"
     assert is_network_filesystem("nfs4") and is_network_filesystem("lustre")
     assert not is_network_filesystem("ext4") and not is_network_filesystem(None)
+
+
+def test_a_scan_takes_a_finished_run_as_its_marker_says_while_nothing_of_it_changed(
+    runs_dir: Path,
+) -> None:
+    """A first start does not parse the run.json of a run rendered as it is (`as_rendered`):
+    only while its inputs' names, sizes and times are the render's, and run.json has not
+    changed at all since the marker was written (an edit in place with its time put back
+    has a newer change time)."""
+    with lossreport.start_run(runs_dir, model="m", hook="h", report_on_close=False) as run:
+        run.log(0, mse_loss=1.0)
+    lossreport.render_run(run.path)
+    run_file = run.path / runformat.RUN_FILE
+    wait_for(lambda: not storage.changed_too_recently(os.lstat(run_file).st_ctime_ns))
+    marker = read_marker(run.path)
+    assert marker is not None and marker.status == runformat.COMPLETED
+    state = as_rendered(run.path, run.path, marker)
+    assert state is not None and (state.status, state.fingerprint) == (
+        runformat.COMPLETED,
+        marker.fingerprint,
+    )
+    stalled = RenderedMarker(marker.fingerprint, runformat.STALLED, marker.entry)
+    assert as_rendered(run.path, run.path, stalled) is None  # its heartbeat is needed
+    assert as_rendered(run.path, run.path, None) is None
+    elsewhere = runs_dir / "elsewhere"  # its marker is not there
+    elsewhere.mkdir()
+    assert as_rendered(run.path, elsewhere, marker) is None
+
+    before = os.lstat(run_file)
+    text = run_file.read_text(encoding="utf-8")
+    with run_file.open("r+", encoding="utf-8") as handle:  # the same size, its time put back
+        handle.write(text.replace('"status": "completed"', '"status": "failed"   '))
+    os.utime(run_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert stat_fingerprint(run.path)[0] == marker.fingerprint  # the stats agree
+    assert as_rendered(run.path, run.path, marker) is None

@@ -85,13 +85,16 @@ def store_daemon(
 
 
 def shard_table(client: Any, bucket: str, run: str) -> Any:
-    """Every row the run's shards on the store hold, read as the renderer reads them."""
+    """Every row the run's shards on the store hold, read as the renderer reads them (none
+    before its first shard: a trainer writes run.json first)."""
     import pyarrow as pa
 
     tables = []
     for key in sorted(keys(client, bucket, f"runs/{run}/losses/")):
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         tables.append(pq.read_table(io.BytesIO(body)))
+    if not tables:
+        return pa.table({"step": pa.array([], pa.int64())})
     return pa.concat_tables(tables, promote_options="permissive").sort_by("step")
 
 

@@ -58,7 +58,7 @@ from .jobs import render_job
 from .listing import Listing
 from .netfs import filesystem_type, is_network_filesystem
 from .options import WatchOptions as WatchOptions  # where it was, for callers
-from .runstate import RunState, once_left, read_state, render_reason
+from .runstate import RunState, as_rendered, once_left, read_state, render_reason
 from .scheduler import RenderQueue, Scheduler
 from .sdnotify import Notifier
 from .workers import EXIT_WAIT_SECONDS, Result, Workers
@@ -425,7 +425,14 @@ class Watcher:
         self._read += 1
         # Taken before anything is read: a change after this gives the run another stamp.
         folders = seen.folder_identity(os.fspath(run_dir)) if source is sources.NATIVE else None
-        state = read_state(run_dir, source)
+        home = self.homes.home_of(name)
+        rendered: tuple[str | None, RenderedMarker | None] | None = None  # marker, identity first
+        state = None
+        if stamp_checked and source is sources.NATIVE and home == run_dir:  # a scan: most runs
+            # are rendered as they are (home elsewhere: another filesystem's clock)
+            rendered = seen.marker_identity(home), read_marker(home)
+            state = as_rendered(run_dir, home, rendered[1])
+        state = state or read_state(run_dir, source)
         now_utc = utc_time()
         once_foreign = self.options.once_foreign if self.options.once else None
         status = state.display_status(now_utc, self.options.stale_after, once_foreign)
@@ -439,7 +446,6 @@ class Watcher:
         if status is None and once_foreign is not None:  # a one-shot command says why not
             why = once_left(state, now_utc, self.options.stale_after, once_foreign)
             logger.info("run=%s not rendered: %s", name, why, extra={"run": name, "event": "left"})
-        home = self.homes.home_of(name)
         # Alerts read lossreport's own shards (and the runs of alerting.LIVE_SOURCES), and
         # log beside them.
         checked = (source is sources.NATIVE or source.name in LIVE_SOURCES) and home == run_dir
@@ -450,8 +456,10 @@ class Watcher:
         if status is None and not live and self._listing.is_listed(name):
             self._schedule.settled(name)
             return  # running, and shown already: its marker need not be read again
-        identity = seen.marker_identity(home) if source is sources.NATIVE else None
-        marker = read_marker(home)
+        if rendered is None:
+            rendered = (seen.marker_identity(home) if source is sources.NATIVE else None,
+                        read_marker(home))  # fmt: skip
+        identity, marker = rendered
         if (  # rendered earlier: listed unless the catalog has that render already
             marker is not None
             and not self._listing.is_listed(name)
