@@ -23,8 +23,9 @@ on NFS each is a round trip. With --restarts-only, the catalog a run before left
 (restarts only). With --cold (root only), the kernel's page, inode and directory caches are
 dropped before the first start, as after a reboot or on a tree nobody read lately: each of its
 files is then a disk read (on NFS, a round trip). Each figure is printed beside the one before
-(for 10,000 and 100,000 runs: before the first start's fill without query indexes and the
-four-lstat stamps; else before issue 27) and the target.
+(for 10,000 runs: before the first start's fill without query indexes and the four-lstat
+stamps; for 100,000: before the render marker carried its packed row; else before issue 27)
+and the target.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ from tests.support.rendered import rendered_runs
 
 MAX_RUNNING = 200  # runs training now: the newest runs' "running" statuses, about 1 in 20
 STALE_AFTER_DAYS = 30  # --stale-after: "running" runs stay running while the fixture is reused
-# Before the first start's fill without query indexes and the four-lstat stamps (docs/
-# benchmarks.md, this 2-core machine, load average 3-7), by fixture size; other sizes: the
-# notes of the browsing work at 100,000 runs, before issue 27.
+# Before, by fixture size (docs/benchmarks.md, this 2-core machine): at 10,000 runs, before
+# the first start's fill without query indexes and the four-lstat stamps (load average 3-7);
+# at 100,000, before the marker carried its packed row (7827995, warm cache, idle VM); other
+# sizes: the notes of the browsing work at 100,000 runs, before issue 27.
 BEFORE = {
     10_000: {"first": "17.3 s", "restart": "2.3 s", "rss": "192 MB", "rerenders": "0"},
-    100_000: {"first": "650 s", "restart": "8.2 s", "rss": "239 MB", "rerenders": "0"},
+    100_000: {"first": "60.0 s", "restart": "3.2 s", "rss": "219 MB", "rerenders": "0"},
 }
 BEFORE_ISSUE = {"first": "91 s", "restart": "42 s", "rss": "-", "rerenders": "0"}
 # With --cold at 100,000 runs, before the prefetcher (daemon/prefetch.py), on an idle VM.
