@@ -176,6 +176,12 @@ def test_a_blob_a_marker_carries_is_listed_only_when_it_is_ours_and_holds_its_va
     write it: a blob that disagrees with the marker's values, is no blob, inflates past its
     bound or names losses past a marker's bounds is not taken; the row is the marker's own."""
     runs = {name: _trained(runs_dir, f"{name}-Ω") for name in NAMES}
+    with lossreport.start_run(
+        runs_dir, model="gpt2-small", hook="h", run_id="diverged", report_on_close=False
+    ) as run:  # its last loss NaN: the marker's final value is the last finite one
+        for step in range(20):
+            run.log(step, mse_loss=1.0 / (step + 1) if step < 19 else float("nan"))
+    runs["diverged"] = run.path
     for run_dir in runs.values():
         lossreport.render_run(run_dir)
     ours = read_marker(runs["ours"])
@@ -197,6 +203,7 @@ def test_a_blob_a_marker_carries_is_listed_only_when_it_is_ours_and_holds_its_va
     assert len(listed["ours"]["curves"]["mse_loss"]) == 20
     assert listed["ours"]["curves"]["mse_loss"][-1] == [19, pytest.approx(1 / 20, rel=1e-3)]
     assert listed["forged"]["final"] == {"mse_loss": 123.0}  # the marker's, shown as sorted
+    assert len(listed["diverged"]["curves"]["mse_loss"]) == 19  # its NaN not drawn
     for name in NAMES[1:]:
         assert listed[name]["curves"] == {}, name
         assert listed[name]["status"] == "completed", name
