@@ -426,7 +426,7 @@ class Watcher:
         # Taken before anything is read: a change after this gives the run another stamp.
         folders = seen.folder_identity(os.fspath(run_dir)) if source is sources.NATIVE else None
         home = self.homes.home_of(name)
-        rendered: tuple[str | None, RenderedMarker | None] | None = None  # marker, identity first
+        rendered: tuple[str | None, RenderedMarker | None] | None = None  # (identity, marker)
         state = None
         if stamp_checked and source is sources.NATIVE and home == run_dir:  # a scan: most runs
             # are rendered as they are (home elsewhere: another filesystem's clock)
