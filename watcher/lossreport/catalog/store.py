@@ -849,7 +849,7 @@ def packed_row(row: dict[str, Any], carried: Any = None) -> dict[str, Any]:
     before they are written (a daemon's batch, the rows it keeps while a server is down).
     `carried`: the blob the row's render marker carries (`entry["packed"]`), taken as it is
     where it is one of ours holding the row's details (`packed.carried`): a first start then
-    packs none of 100,000 runs (about 165 µs a run)."""
+    packs none of 100,000 runs (building and packing a row: 56 µs, against 202)."""
     held = {name: value for name, value in row.items() if name != "curves"}
     blob = None if carried is None else packed.carried(carried, row)
     held["packed"] = blob if blob is not None else pack(row, row["curves"])
