@@ -11,6 +11,8 @@ five files each), then measures, medians over --repeats:
   against its local copy) and its first sync of the unchanged bucket; the peer is what a
   restart cost before the state was kept on disk, a first sync (target: under 30 s at 10,000
   runs);
+- the listing alone, with nothing compared or fetched: what any restart that checks every
+  object against the store pays this server, whoever the client;
 - one poll of an unchanged bucket, as the daemon does every --poll-interval: one paged
   listing, every object's size and time compared with what was fetched, nothing else;
 - one poll after one run wrote a new shard and run.json;
@@ -87,6 +89,8 @@ def bench(server: MotoServer, workdir: Path, args: argparse.Namespace) -> int:
     if any(restarts):
         raise AssertionError(f"a restart over an unchanged bucket fetched {restarts} objects")
     pages = -(-listed.listed // 1000)
+    # Any restart that checks every object against the store lists it all: the server's floor.
+    floor = timed(lambda: s3.listing(url, recursive=True), args.repeats)
     unchanged = timed(lambda: mirror.sync(), args.repeats)
 
     written = [2]
@@ -104,6 +108,7 @@ def bench(server: MotoServer, workdir: Path, args: argparse.Namespace) -> int:
     rows = [
         ("first sync, empty mirror (fetches every input)", first, f"{listed.listed:,} listed"),
         ("restart, nothing changed (state kept on disk)", restarted, f"{pages} LIST, 0 GET"),
+        ("the listing alone (any restart's floor)", floor, f"{pages} LIST requests"),
         ("poll, nothing changed", unchanged, f"{pages} LIST requests"),
         ("poll, one run wrote a shard", changed, f"{pages} LIST + HEAD/GET per new object"),
         (f"peer: list each run's folder ({peer_runs:,} runs)", peer, f"{peer_runs:,} LIST"),
