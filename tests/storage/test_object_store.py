@@ -402,6 +402,8 @@ def test_the_mirror_fetches_only_what_changed_and_never_leaves_its_folder(
         "runs/../escape/run.json": b"{}",
         "runs/r2//run.json": b"{}",
         "runs/r3/./run.json": b"{}",
+        f"runs/{'é' * 130}/run.json": b"{}",  # a name of 260 bytes: no file can have it here
+        f"runs/{'é' * 127}/run.json": b"{}",  # 254 bytes: it can
     }
     for key, body in objects.items():
         client.put_object(Bucket=bucket, Key=key, Body=body)
@@ -419,8 +421,9 @@ def test_the_mirror_fetches_only_what_changed_and_never_leaves_its_folder(
         "r1/loss_graphs/.lossreport-rendered.json",
         "r1/losses/part-000001.parquet",
         "r1/run.json",
+        f"{'é' * 127}/run.json",
     ]
-    assert first.fetched == 3
+    assert (first.fetched, first.failed) == (4, 0)  # the others passed over, not tried
     assert not (tmp_path / "escape").exists()
     assert mirror.sync().fetched == 0  # unchanged: the listing alone says so
     client.put_object(Bucket=bucket, Key="runs/r1/run.json", Body=b'{"longer": 1}')

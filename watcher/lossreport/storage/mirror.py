@@ -192,9 +192,9 @@ class Mirror:
     def _wanted(self, parts: tuple[str, ...]) -> bool:
         """Whether the object at `parts` is mirrored: the rules' choice, never a name that
         cannot be a file here nor the mirror's own state file."""
-        if not all(_plain(part) for part in parts) or parts[0].startswith(STATE_FILE):
-            return False
-        return self._rules.wanted(parts)
+        if parts[0].startswith(STATE_FILE) or not self._rules.wanted(parts):
+            return False  # the rules first: they turn down most of a listing (reports)
+        return _plain(parts)
 
     def _record(self, name: str, entry: Entry | None) -> None:
         """What the mirror holds of `name` now (None: nothing), saved at the poll's end."""
@@ -209,12 +209,13 @@ class Mirror:
         fetched (changed, removed or replaced by something else) marked to be fetched again;
         one lstat each, no request."""
         checked: dict[str, Entry] = {}
+        root = str(self.root)
         for name, entry in kept.items():
             parts = tuple(name.split("/"))
             if not self._wanted(parts):
                 continue  # another command's on this folder (`serve` mirrors reports too)
             try:
-                info = os.lstat(self.root.joinpath(*parts))
+                info = os.lstat(f"{root}/{name}")  # plain parts (`_wanted`): no `..`, no `//`
                 local = (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
             except OSError:
                 local = None
@@ -225,10 +226,11 @@ class Mirror:
         """At the first sync, remove the render markers this mirror holds that the store does
         not (a daemon stopped before it uploaded them): the store is the truth, so those runs
         are rendered and sent again rather than taken as done."""
-        for folder, _, files in os.walk(self.root):  # links to folders are not entered
-            if Path(folder).name != self._rules.report_dir or self._rules.report_last not in files:
+        root, report_dir = str(self.root), self._rules.report_dir
+        for folder, _, files in os.walk(root):  # links to folders are not entered
+            if os.path.basename(folder) != report_dir or self._rules.report_last not in files:
                 continue
-            name = (Path(folder) / self._rules.report_last).relative_to(self.root).as_posix()
+            name = f"{folder[len(root) + 1 :]}/{self._rules.report_last}"  # under root
             if name not in present:
                 logger.info("%s: its report never reached the store; rendering it again", name)
                 self._remove(name, prune=False)
@@ -327,6 +329,14 @@ class StoreRemote:
                 return
 
 
-def _plain(part: str) -> bool:
-    """A key part that can be a file name here: S3 keys may hold `..`, empty parts or NULs."""
-    return part not in ("", ".", "..") and "\0" not in part and len(part.encode()) <= 255
+_NOT_NAMES = frozenset(("", ".", ".."))
+
+
+def _plain(parts: tuple[str, ...]) -> bool:
+    """Whether each key part can be a file name here: S3 keys may hold `..`, empty parts or
+    NULs, and parts longer than a file name (255 bytes; 63 characters are at most 252)."""
+    return (
+        _NOT_NAMES.isdisjoint(parts)
+        and not any("\0" in part for part in parts)
+        and all(len(part) <= 63 or len(part.encode()) <= 255 for part in parts)
+    )
