@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from lossreport import runformat
 from lossreport.errors import InvalidInputError
 from lossreport.storage import s3
 from lossreport.storage.lease import Leases
-from lossreport.storage.mirror import Mirror
+from lossreport.storage.mirror import NAMED_FAILURES, Mirror
 from lossreport.storage.mirrorstate import STATE_FILE
 from tests.support.checks import assert_rows_are_exactly_the_logged_values
 from tests.support.daemon import Daemon, run_once
@@ -385,6 +386,34 @@ def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_once_expired(bucke
     assert short.claim("r2")
     assert other.claim("r2")  # taken over
     assert not short.claim("r2")
+
+
+@pytest.mark.usefixtures("in_process")
+def test_an_object_the_mirror_cannot_fetch_is_named_once_while_it_fails(
+    store: tuple[MotoServer, FaultProxy],
+    bucket: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every poll tries a failing object again; the log names it at the first failure only,
+    and names a few a poll, counting the rest, so that a daemon's log does not fill."""
+    client = boto(store[0].url)
+    broken = NAMED_FAILURES + 2
+    for run in range(broken):  # a key that needs run.json as a folder: one of the two fails
+        client.put_object(Bucket=bucket, Key=f"runs/r{run}/run.json", Body=b"{}")
+        client.put_object(Bucket=bucket, Key=f"runs/r{run}/run.json/stray", Body=b"x")
+    mirror = Mirror(s3.StoreUrl(bucket, "runs"), tmp_path / "mirror", runformat.MIRROR_RULES)
+    caplog.set_level(logging.WARNING, logger="lossreport.storage.mirror")
+    assert mirror.sync().failed == broken
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == NAMED_FAILURES + 1
+    assert all(": not mirrored: " in line for line in logged[:-1])
+    assert logged[-1] == (
+        f"s3://{bucket}/runs: 2 more objects not mirrored; each is tried again at every poll"
+    )
+    caplog.clear()
+    assert mirror.sync().failed == broken  # tried again, not named again
+    assert caplog.records == []
 
 
 @pytest.mark.usefixtures("in_process")

@@ -45,6 +45,7 @@ from .mirrorstate import STATE_FILE, Entry, MirrorState, Stamp
 logger = logging.getLogger(__name__)
 
 FETCHERS = 16  # objects downloaded at once
+NAMED_FAILURES = 5  # objects newly failing that a poll names in the log; the rest counted
 UNCHECKED: Stamp = (-1, -1)  # a kept entry whose local copy is not what was fetched
 
 
@@ -105,6 +106,7 @@ class Mirror:
         self._seen: dict[str, Entry] = self._checked(self._state.load())
         self._unsaved: dict[str, Entry | None] = {}
         self._sent: dict[str, Stamp] = {}  # local report file -> its stamp when uploaded
+        self._failing: set[str] = set()  # objects the last poll could not fetch (logged)
         self._lock = threading.Lock()  # sync (poller thread) against rendered (uploader thread)
         self._synced = False
 
@@ -135,13 +137,15 @@ class Mirror:
             # thousands of runs fetches them side by side.
             with ThreadPoolExecutor(FETCHERS) as pool:
                 outcomes = list(pool.map(self._fetch, changed))
+            failures: dict[str, OSError] = {}
             for (name, stamp), fetched in zip(changed, outcomes, strict=True):
                 if isinstance(fetched, OSError):
-                    result.failed += 1
-                    logger.warning("%s: not mirrored: %s", self.url.child(name), fetched)
+                    failures[name] = fetched
                     continue
                 self._record(name, Entry(stamp, fetched))
                 result.fetched += 1
+            result.failed = len(failures)
+            self._log_failures(failures)
             for name in set(self._seen) - present:
                 self._record(name, None)
                 self._remove(name)
@@ -153,6 +157,21 @@ class Mirror:
                 self._unsaved.clear()
         result.seconds = time.monotonic() - started
         return result
+
+    def _log_failures(self, failures: dict[str, OSError]) -> None:
+        """Name the objects that could not be fetched, each once while it fails (a poll tries
+        them again every --poll-interval) and a few at a time (a store that fails mid-sync
+        fails thousands): the log of a daemon left running does not fill with one broken key."""
+        new = [name for name in failures if name not in self._failing]
+        for name in new[:NAMED_FAILURES]:
+            logger.warning("%s: not mirrored: %s", self.url.child(name), failures[name])
+        if len(new) > NAMED_FAILURES:
+            logger.warning(
+                "%s: %d more objects not mirrored; each is tried again at every poll",
+                self.url,
+                len(new) - NAMED_FAILURES,
+            )
+        self._failing = set(failures)
 
     def rendered(self, run: str, report: Path) -> bool:
         """Upload `report` (the run's report folder in the mirror) beside the run on the store,
