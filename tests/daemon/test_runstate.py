@@ -143,17 +143,16 @@ def test_a_scan_takes_a_finished_run_as_its_marker_says_while_nothing_of_it_chan
     wait_for(lambda: not storage.changed_too_recently(os.lstat(run_file).st_ctime_ns))
     marker = read_marker(run.path)
     assert marker is not None and marker.status == runformat.COMPLETED
-    state = as_rendered(run.path, run.path, marker)
+    marker_file = os.lstat(run.path / runformat.GRAPHS_DIR / runformat.MARKER)
+    state = as_rendered(run.path, marker, marker_file)
     assert state is not None and (state.status, state.fingerprint) == (
         runformat.COMPLETED,
         marker.fingerprint,
     )
     stalled = RenderedMarker(marker.fingerprint, runformat.STALLED, marker.entry)
-    assert as_rendered(run.path, run.path, stalled) is None  # its heartbeat is needed
-    assert as_rendered(run.path, run.path, None) is None
-    elsewhere = runs_dir / "elsewhere"  # its marker is not there
-    elsewhere.mkdir()
-    assert as_rendered(run.path, elsewhere, marker) is None
+    assert as_rendered(run.path, stalled, marker_file) is None  # its heartbeat is needed
+    assert as_rendered(run.path, None, None) is None
+    assert as_rendered(run.path, marker, None) is None  # no marker file where it was read
 
     before = os.lstat(run_file)
     text = run_file.read_text(encoding="utf-8")
@@ -161,4 +160,4 @@ def test_a_scan_takes_a_finished_run_as_its_marker_says_while_nothing_of_it_chan
         handle.write(text.replace('"status": "completed"', '"status": "failed"   '))
     os.utime(run_file, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert stat_fingerprint(run.path)[0] == marker.fingerprint  # the stats agree
-    assert as_rendered(run.path, run.path, marker) is None
+    assert as_rendered(run.path, marker, marker_file) is None

@@ -80,25 +80,25 @@ def read_state(run_dir: Path, source: sources.Source | None = None) -> RunState:
     )
 
 
-def as_rendered(run_dir: Path, home: Path, marker: RenderedMarker | None) -> RunState | None:
-    """A finished run of lossreport's own as its last render (`marker`, in `home`) saw it,
-    where its inputs are still those (their fingerprint: names, sizes and modification times,
-    from lstats alone), run.json has not changed in any way since the marker was written (its
-    change time, which no one can set back: an edit in place with its time put back by
-    `touch -r` is seen) and not too recently for its stat to be trusted (`storage.RACY_NS`):
-    then run.json says what it said then and is not read again. None otherwise, and the run
-    is read as usual. A scan asks this of each run with a marker: a first start parses no
-    run.json of a run rendered as it is (100,000 of them)."""
-    if marker is None or marker.status not in runformat.FINISHED_STATUSES:
+def as_rendered(
+    run_dir: Path, marker: RenderedMarker | None, marker_file: os.stat_result | None
+) -> RunState | None:
+    """A finished run of lossreport's own as its last render (`marker`; `marker_file`, the
+    lstat of its file taken before it was read) saw it, where its inputs are still those
+    (their fingerprint: names, sizes and modification times, from lstats alone), run.json has
+    not changed in any way since the marker was written (its change time, which no one can
+    set back: an edit in place with its time put back by `touch -r` is seen) and not too
+    recently for its stat to be trusted (`storage.RACY_NS`): then run.json says what it said
+    then and is not read again. None otherwise, and the run is read as usual. A scan asks
+    this of each run with a marker: a first start parses no run.json of a run rendered as it
+    is (100,000 of them)."""
+    if marker is None or marker_file is None or marker.status not in runformat.FINISHED_STATUSES:
         return None
     fingerprint, run_file = stat_fingerprint(run_dir)
     if run_file is None or fingerprint != marker.fingerprint:
         return None
-    try:
-        written = os.lstat(home / runformat.GRAPHS_DIR / runformat.MARKER).st_mtime_ns
-    except OSError:
-        return None
-    if run_file.st_ctime_ns > written or storage.changed_too_recently(run_file.st_ctime_ns):
+    changed = run_file.st_ctime_ns
+    if changed > marker_file.st_mtime_ns or storage.changed_too_recently(changed):
         return None
     return RunState(run_dir, marker.status, None, fingerprint)
 

@@ -34,11 +34,20 @@ def marker_identity(home: str | Path) -> str | None:
     """The marker file's inode, size and modification time (lstat: a link is not followed),
     or None when there is none. Taken before the marker is read: a marker replaced after
     this has another identity, so its stamp never matches one recorded from older text."""
+    return identity_of_marker(marker_stat(home))
+
+
+def marker_stat(home: str | Path) -> os.stat_result | None:
+    """The marker file's lstat, or None when there is none."""
     try:
-        info = os.lstat(f"{home}/{_MARKER_PATH}")
+        return os.lstat(f"{home}/{_MARKER_PATH}")
     except OSError:
         return None
-    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def identity_of_marker(info: os.stat_result | None) -> str | None:
+    """`marker_identity` from the marker's lstat, for a caller that needs the lstat too."""
+    return None if info is None else f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
 
 
 def folder_identity(run_dir: str) -> tuple[str, int] | None:

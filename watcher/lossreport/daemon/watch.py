@@ -430,8 +430,9 @@ class Watcher:
         state = None
         if stamp_checked and source is sources.NATIVE and home == run_dir:  # a scan: most runs
             # are rendered as they are (home elsewhere: another filesystem's clock)
-            rendered = seen.marker_identity(home), read_marker(home)
-            state = as_rendered(run_dir, home, rendered[1])
+            marker_file = seen.marker_stat(home)  # one lstat for both
+            rendered = seen.identity_of_marker(marker_file), read_marker(home)
+            state = as_rendered(run_dir, rendered[1], marker_file)
         state = state or read_state(run_dir, source)
         now_utc = utc_time()
         once_foreign = self.options.once_foreign if self.options.once else None
